@@ -1,0 +1,240 @@
+//! Decoding of XDP ring records into [`PacketEvent`]s: a pure function over the record bytes.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use sensor_ebpf::{kind, record_size, FlowHeader, TcpRecord};
+
+use crate::event::{PacketEvent, TcpFlags, TcpSegment, Timestamp, Transport, UdpDatagram};
+
+/// Why a ring record could not be decoded. Each is counted; none should occur unless the object
+/// and the agent were built from different ABIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("record kind {kind} has {len} bytes, expected {expected}")]
+    BadLength { kind: u8, len: usize, expected: usize },
+    #[error("bad IP version {0}")]
+    BadIpVersion(u8),
+    #[error("cap_len {cap_len} exceeds the record or the payload length {payload_len}")]
+    BadCapLen { cap_len: u16, payload_len: u16 },
+}
+
+impl DecodeError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Short(_) => "short",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::BadLength { .. } => "bad_length",
+            DecodeError::BadIpVersion(_) => "bad_ip_version",
+            DecodeError::BadCapLen { .. } => "bad_cap_len",
+        }
+    }
+}
+
+/// Maps the kernel's CLOCK_MONOTONIC record timestamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct MonotonicClock {
+    /// realtime − monotonic, in nanoseconds, sampled once at start-up.
+    offset_ns: i128,
+}
+
+impl MonotonicClock {
+    pub fn new() -> Self {
+        fn now(clock: libc::clockid_t) -> i128 {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: valid clock id and out-pointer.
+            unsafe { libc::clock_gettime(clock, &mut ts) };
+            ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+        }
+        Self { offset_ns: now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC) }
+    }
+
+    /// A clock that leaves timestamps as they are (tests).
+    pub fn identity() -> Self {
+        Self { offset_ns: 0 }
+    }
+
+    pub fn wall(&self, monotonic_ns: u64) -> Timestamp {
+        Timestamp((monotonic_ns as i128 + self.offset_ns).max(0) as u64)
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads the header of a record (unaligned: ring records are only 8-byte aligned, and a copy may
+/// not be aligned at all).
+pub fn header(record: &[u8]) -> Result<FlowHeader, DecodeError> {
+    if record.len() < size_of::<FlowHeader>() {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: length checked; FlowHeader is plain old data valid for any bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<FlowHeader>()) })
+}
+
+/// Decodes one ring record. The event borrows its UDP payload from `record`.
+pub fn decode<'a>(record: &'a [u8], clock: &MonotonicClock) -> Result<PacketEvent<'a>, DecodeError> {
+    let hdr = header(record)?;
+    let expected = record_size(hdr.kind).ok_or(DecodeError::UnknownKind(hdr.kind))?;
+    // The kernel rounds ring records up to 8 bytes; all our sizes already are multiples of 8.
+    if record.len() < expected {
+        return Err(DecodeError::BadLength { kind: hdr.kind, len: record.len(), expected });
+    }
+    let (src, dst) = endpoints(&hdr)?;
+    let transport = if hdr.kind == kind::TCP {
+        // SAFETY: length checked against size_of::<TcpRecord>() above.
+        let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
+        Transport::Tcp(TcpSegment {
+            flags: TcpFlags(hdr.tcp_flags),
+            seq: rec.seq,
+            ack: rec.ack,
+            window: rec.window,
+            payload_len: hdr.payload_len,
+        })
+    } else {
+        let capacity = expected - size_of::<FlowHeader>();
+        if usize::from(hdr.cap_len) > capacity || hdr.cap_len > hdr.payload_len {
+            return Err(DecodeError::BadCapLen { cap_len: hdr.cap_len, payload_len: hdr.payload_len });
+        }
+        let start = size_of::<FlowHeader>();
+        Transport::Udp(UdpDatagram {
+            payload_len: hdr.payload_len,
+            head: &record[start..start + usize::from(hdr.cap_len)],
+        })
+    };
+    Ok(PacketEvent {
+        ts: clock.wall(hdr.ts_ns),
+        src,
+        dst,
+        vlan_depth: hdr.vlan_depth,
+        transport,
+    })
+}
+
+fn endpoints(hdr: &FlowHeader) -> Result<(SocketAddr, SocketAddr), DecodeError> {
+    let addr = |raw: &[u8; 16]| -> Result<IpAddr, DecodeError> {
+        match hdr.ip_version {
+            4 => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(*raw))),
+            v => Err(DecodeError::BadIpVersion(v)),
+        }
+    };
+    Ok((
+        SocketAddr::new(addr(&hdr.src_addr)?, hdr.src_port),
+        SocketAddr::new(addr(&hdr.dst_addr)?, hdr.dst_port),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sensor_ebpf::UdpRecord;
+
+    fn as_bytes<T>(value: &T) -> &[u8] {
+        // SAFETY: test-only view of a POD struct.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    fn header(kind: u8, ip_version: u8) -> FlowHeader {
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        if ip_version == 4 {
+            src[..4].copy_from_slice(&[192, 0, 2, 10]);
+            dst[..4].copy_from_slice(&[203, 0, 113, 7]);
+        } else {
+            src = "2001:db8::10".parse::<Ipv6Addr>().unwrap().octets();
+            dst = "2001:db8::200".parse::<Ipv6Addr>().unwrap().octets();
+        }
+        FlowHeader {
+            kind,
+            ip_version,
+            vlan_depth: 1,
+            tcp_flags: 0,
+            ifindex: 3,
+            ts_ns: 1_000_000_123,
+            src_addr: src,
+            dst_addr: dst,
+            src_port: 6881,
+            dst_port: 51413,
+            payload_len: 0,
+            cap_len: 0,
+        }
+    }
+
+    #[test]
+    fn decodes_tcp_syn() {
+        let mut hdr = header(kind::TCP, 4);
+        hdr.tcp_flags = 0x02;
+        let rec = TcpRecord { hdr, seq: 0xdead_beef, ack: 0, window: 64240, _pad: [0; 6] };
+        let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
+        assert_eq!(ev.src, "192.0.2.10:6881".parse().unwrap());
+        assert_eq!(ev.dst, "203.0.113.7:51413".parse().unwrap());
+        assert_eq!(ev.ts, Timestamp(1_000_000_123));
+        assert_eq!(ev.vlan_depth, 1);
+        assert_eq!(
+            ev.transport,
+            Transport::Tcp(TcpSegment {
+                flags: TcpFlags(0x02),
+                seq: 0xdead_beef,
+                ack: 0,
+                window: 64240,
+                payload_len: 0
+            })
+        );
+        assert_eq!(ev.kind(), crate::event::EventKind::Syn);
+    }
+
+    #[test]
+    fn decodes_udp_v6_with_truncated_head() {
+        let mut hdr = header(kind::UDP_128, 6);
+        hdr.payload_len = 300;
+        hdr.cap_len = 100;
+        let mut rec = UdpRecord::<128> { hdr, data: [0xaa; 128] };
+        rec.data[..3].copy_from_slice(b"d1:");
+        let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
+        assert_eq!(ev.src, "[2001:db8::10]:6881".parse().unwrap());
+        let Transport::Udp(udp) = ev.transport else { panic!("not udp") };
+        assert_eq!(udp.payload_len, 300);
+        assert_eq!(udp.head.len(), 100);
+        assert_eq!(&udp.head[..3], b"d1:");
+        assert!(!udp.is_complete());
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        let clock = MonotonicClock::identity();
+        assert_eq!(decode(&[0u8; 10], &clock).unwrap_err(), DecodeError::Short(10));
+
+        let rec = TcpRecord { hdr: header(9, 4), seq: 0, ack: 0, window: 0, _pad: [0; 6] };
+        assert_eq!(decode(as_bytes(&rec), &clock).unwrap_err(), DecodeError::UnknownKind(9));
+
+        let rec = TcpRecord { hdr: header(kind::TCP, 5), seq: 0, ack: 0, window: 0, _pad: [0; 6] };
+        assert_eq!(decode(as_bytes(&rec), &clock).unwrap_err(), DecodeError::BadIpVersion(5));
+
+        // A UDP kind whose record is cut short.
+        let rec = TcpRecord { hdr: header(kind::UDP_512, 4), seq: 0, ack: 0, window: 0, _pad: [0; 6] };
+        assert!(matches!(decode(as_bytes(&rec), &clock), Err(DecodeError::BadLength { .. })));
+
+        // cap_len larger than the class capacity.
+        let mut hdr = header(kind::UDP_128, 4);
+        hdr.payload_len = 1000;
+        hdr.cap_len = 129;
+        let rec = UdpRecord::<128> { hdr, data: [0; 128] };
+        assert!(matches!(decode(as_bytes(&rec), &clock), Err(DecodeError::BadCapLen { .. })));
+    }
+
+    #[test]
+    fn clock_offsets_to_wall_time() {
+        let clock = MonotonicClock::new();
+        let wall = clock.wall(0).as_secs_f64();
+        // Boot time lies between 2020 and 2100.
+        assert!(wall > 1.5e9 && wall < 4.1e9, "{wall}");
+    }
+}

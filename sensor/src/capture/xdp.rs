@@ -1,0 +1,187 @@
+//! The live capture source: loads the XDP pre-filter, attaches it, and exposes its ring of
+//! records and its per-CPU counters.
+
+use std::fmt;
+
+use anyhow::{bail, Context as _};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use sensor_ebpf::counter;
+
+use crate::EBPF_OBJECT;
+
+/// Name of the XDP program in the object.
+pub const PROGRAM: &str = "sensor";
+
+/// Load-time settings of the XDP program.
+#[derive(Clone, Copy, Debug)]
+pub struct XdpConfig {
+    /// UDP payload bytes copied into each record (1..=2048; 0 copies none).
+    pub snaplen: u32,
+    /// Ring size in bytes: a power-of-two multiple of the page size.
+    pub ring_bytes: u32,
+    /// Unread bytes at which the kernel wakes the reader; below that the reader drains on its
+    /// timer. 0 wakes it on every record.
+    pub wakeup_bytes: u32,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        Self { snaplen: sensor_ebpf::DEFAULT_SNAPLEN, ring_bytes: 16 << 20, wakeup_bytes: 256 << 10 }
+    }
+}
+
+impl XdpConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.snaplen > sensor_ebpf::MAX_SNAPLEN {
+            bail!("snap length {} exceeds the maximum {}", self.snaplen, sensor_ebpf::MAX_SNAPLEN);
+        }
+        let page = page_size();
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
+            bail!(
+                "ring size {} must be a power of two and at least the page size ({page})",
+                self.ring_bytes
+            );
+        }
+        if self.wakeup_bytes >= self.ring_bytes {
+            bail!("wake-up watermark {} must be below the ring size {}", self.wakeup_bytes, self.ring_bytes);
+        }
+        Ok(())
+    }
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u32 }
+}
+
+/// Where XDP runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native if the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+    /// In the driver (fastest; fails if the driver lacks XDP support).
+    Native,
+    /// Generic XDP on the sk_buff path (works everywhere, slower).
+    Skb,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        })
+    }
+}
+
+impl From<AttachMode> for XdpMode {
+    fn from(mode: AttachMode) -> Self {
+        match mode {
+            AttachMode::Auto => XdpMode::Default,
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// The loaded (and verified) XDP pre-filter.
+pub struct XdpSensor {
+    ebpf: Ebpf,
+}
+
+impl XdpSensor {
+    /// Loads the object and the program into the kernel (this is where the verifier runs).
+    pub fn load(config: &XdpConfig) -> anyhow::Result<Self> {
+        config.validate()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SNAPLEN", &config.snaplen, true)
+            .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
+            .map_max_entries("EVENTS", config.ring_bytes)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .context("XDP program missing from the object")?
+            .try_into()?;
+        program.load().context("the kernel rejected the XDP program")?;
+        Ok(Self { ebpf })
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("program checked at load")
+    }
+
+    /// Attaches to `iface`. On kernels ≥ 5.9 this is a bpf_link: it detaches by itself when the
+    /// process exits, even on SIGKILL.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<()> {
+        self.program().attach(iface, mode.into()).with_context(|| {
+            format!(
+                "attaching XDP to {iface} in {mode} mode (another XDP program there? try \
+                 `ip link set dev {iface} xdp off`; native mode needs driver support)"
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Takes the record ring out of the object (once).
+    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("EVENTS ring already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Takes the per-CPU counters out of the object (once).
+    pub fn take_counters(&mut self) -> anyhow::Result<KernelCounters> {
+        let map = self.ebpf.take_map("COUNTERS").context("COUNTERS already taken")?;
+        Ok(KernelCounters { map: PerCpuArray::try_from(map)? })
+    }
+}
+
+/// Kernel counter values summed over CPUs, indexed by [`sensor_ebpf::counter`] slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot(pub [u64; counter::COUNT as usize]);
+
+impl CounterSnapshot {
+    pub fn get(&self, slot: u32) -> u64 {
+        self.0[slot as usize]
+    }
+
+    /// Records the kernel emitted.
+    pub fn records(&self) -> u64 {
+        [counter::REC_RST, counter::REC_SYN, counter::REC_SYNACK, counter::REC_FIN, counter::REC_UDP]
+            .iter()
+            .map(|&s| self.get(s))
+            .sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        counter::NAMES.iter().copied().zip(self.0.iter().copied())
+    }
+}
+
+/// The per-CPU counter array; read at scrape time.
+pub struct KernelCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl KernelCounters {
+    pub fn read(&self) -> anyhow::Result<CounterSnapshot> {
+        let mut out = [0u64; counter::COUNT as usize];
+        for (slot, total) in out.iter_mut().enumerate() {
+            *total = self.map.get(&(slot as u32), 0)?.iter().sum();
+        }
+        Ok(CounterSnapshot(out))
+    }
+}

@@ -1,0 +1,533 @@
+//! The XDP program under `BPF_PROG_TEST_RUN`: crafted frames in, verdict, every record byte and
+//! every counter checked. Each test loads its own object, so map state is isolated.
+//!
+//! Needs root; see `sensor_tests::privilege`.
+
+use std::net::Ipv6Addr;
+
+use aya::maps::{MapData, RingBuf};
+use aya::programs::{TestRun, TestRunOptions};
+use etherparse::{PacketBuilder, VlanId};
+use sensor::capture::xdp::{CounterSnapshot, KernelCounters, XdpConfig, XdpSensor};
+use sensor_ebpf::{counter, kind, tcp_flag, FlowHeader, TcpRecord};
+use sensor_tests::privilege::privileged;
+
+const XDP_PASS: u32 = 2;
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+const V4_A: [u8; 4] = [192, 0, 2, 10];
+const V4_B: [u8; 4] = [203, 0, 113, 7];
+
+struct Harness {
+    sensor: XdpSensor,
+    ring: RingBuf<MapData>,
+    counters: KernelCounters,
+}
+
+impl Harness {
+    fn new(config: XdpConfig) -> Self {
+        let mut sensor = XdpSensor::load(&config).expect("load XDP object");
+        let ring = sensor.take_ring().unwrap();
+        let counters = sensor.take_counters().unwrap();
+        Self { sensor, ring, counters }
+    }
+
+    fn run(&mut self, frame: &[u8]) {
+        let result = self
+            .sensor
+            .program()
+            .test_run(TestRunOptions { data_in: Some(frame), ..Default::default() })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(result.return_value, XDP_PASS, "the sensor must never change forwarding");
+    }
+
+    fn drain(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            out.push(item.to_vec());
+        }
+        out
+    }
+
+    /// Runs one frame and returns the records it produced.
+    fn records(&mut self, frame: &[u8]) -> Vec<Vec<u8>> {
+        self.run(frame);
+        self.drain()
+    }
+
+    fn counters(&self) -> CounterSnapshot {
+        self.counters.read().unwrap()
+    }
+}
+
+fn expected_counters(slots: &[(u32, u64)]) -> CounterSnapshot {
+    let mut snap = CounterSnapshot::default();
+    for &(slot, n) in slots {
+        snap.0[slot as usize] += n;
+    }
+    snap
+}
+
+fn bytes_of<T>(value: &T) -> Vec<u8> {
+    // SAFETY: POD ABI structs without padding.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
+fn v4(addr: [u8; 4]) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..4].copy_from_slice(&addr);
+    out
+}
+
+/// The header we expect, with the timestamp left at 0 (the kernel's clock is real).
+fn header(kind: u8, ip_version: u8, src: [u8; 16], dst: [u8; 16], ports: (u16, u16)) -> FlowHeader {
+    FlowHeader {
+        kind,
+        ip_version,
+        vlan_depth: 0,
+        tcp_flags: 0,
+        // BPF_PROG_TEST_RUN without a context runs on the namespace's loopback device.
+        ifindex: 1,
+        ts_ns: 0,
+        src_addr: src,
+        dst_addr: dst,
+        src_port: ports.0,
+        dst_port: ports.1,
+        payload_len: 0,
+        cap_len: 0,
+    }
+}
+
+/// Asserts a record equals `expected` byte for byte; the timestamp must be set but its value
+/// is the kernel's, and UDP bytes past `cap_len` are unspecified.
+fn assert_record(actual: &[u8], expected: &[u8], cap_len: usize) {
+    assert_eq!(actual.len(), expected.len(), "record size");
+    let ts = u64::from_ne_bytes(actual[8..16].try_into().unwrap());
+    assert_ne!(ts, 0, "timestamp not set");
+    let meaningful = if cap_len == usize::MAX { expected.len() } else { 56 + cap_len };
+    let mut actual = actual[..meaningful].to_vec();
+    actual[8..16].fill(0);
+    assert_eq!(actual, expected[..meaningful], "record bytes");
+}
+
+fn tcp_frame(flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 64).tcp(51413, 6881, 1000, 64240);
+    if flags & tcp_flag::SYN != 0 {
+        b = b.syn();
+    }
+    if flags & tcp_flag::ACK != 0 {
+        b = b.ack(7777);
+    }
+    if flags & tcp_flag::RST != 0 {
+        b = b.rst();
+    }
+    if flags & tcp_flag::FIN != 0 {
+        b = b.fin();
+    }
+    if flags & tcp_flag::PSH != 0 {
+        b = b.psh();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn expected_tcp(flags: u8, payload_len: u16, vlan_depth: u8) -> TcpRecord {
+    let mut hdr = header(kind::TCP, 4, v4(V4_A), v4(V4_B), (51413, 6881));
+    hdr.tcp_flags = flags;
+    hdr.payload_len = payload_len;
+    hdr.vlan_depth = vlan_depth;
+    let ack = if flags & tcp_flag::ACK != 0 { 7777 } else { 0 };
+    TcpRecord { hdr, seq: 1000, ack, window: 64240, _pad: [0; 6] }
+}
+
+fn udp_frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(V4_A, V4_B, 64)
+        .udp(6881, 6881)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+/// Payload bytes that differ at every offset, so a misplaced copy shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn expected_udp(record_kind: u8, capacity: usize, payload: &[u8], cap: usize) -> Vec<u8> {
+    let mut hdr = header(record_kind, 4, v4(V4_A), v4(V4_B), (6881, 6881));
+    hdr.payload_len = payload.len() as u16;
+    hdr.cap_len = cap as u16;
+    let mut out = bytes_of(&hdr);
+    out.extend_from_slice(&payload[..cap]);
+    out.resize(56 + capacity, 0);
+    out
+}
+
+#[test]
+fn tcp_control_segments_emit_one_record_each() {
+    if !privileged("tcp_control_segments_emit_one_record_each") {
+        return;
+    }
+    let mut h = Harness::new(XdpConfig::default());
+    use tcp_flag::*;
+    for (flags, payload) in [
+        (SYN, &b""[..]),
+        (SYN | ACK, b""),
+        (RST | ACK, b""),
+        (RST, b""),
+        (FIN | ACK, b""),
+        (FIN | PSH | ACK, b"bye\r\n"),
+    ] {
+        let records = h.records(&tcp_frame(flags, payload));
+        assert_eq!(records.len(), 1, "flags {flags:#x}");
+        assert_record(&records[0], &bytes_of(&expected_tcp(flags, payload.len() as u16, 0)), usize::MAX);
+    }
+    // Bare ACKs and data segments are the bulk of traffic and are not forwarded.
+    assert!(h.records(&tcp_frame(ACK, b"")).is_empty());
+    assert!(h.records(&tcp_frame(PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")).is_empty());
+    assert_eq!(
+        h.counters(),
+        expected_counters(&[
+            (counter::PACKETS, 8),
+            (counter::IPV4, 8),
+            (counter::REC_SYN, 1),
+            (counter::REC_SYNACK, 1),
+            (counter::REC_RST, 2),
+            (counter::REC_FIN, 2),
+            (counter::TCP_OTHER, 2),
+        ])
+    );
+}
+
+#[test]
+fn vlan_and_qinq_tags_are_unwrapped() {
+    if !privileged("vlan_and_qinq_tags_are_unwrapped") {
+        return;
+    }
+    let mut h = Harness::new(XdpConfig::default());
+    let vlan = |id| VlanId::try_new(id).unwrap();
+
+    let mut single = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .single_vlan(vlan(10))
+        .ipv4(V4_A, V4_B, 64)
+        .tcp(51413, 6881, 1000, 64240)
+        .syn()
+        .write(&mut single, &[])
+        .unwrap();
+    let records = h.records(&single);
+    assert_eq!(records.len(), 1);
+    assert_record(&records[0], &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 1)), usize::MAX);
+
+    let mut double = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .double_vlan(vlan(100), vlan(10))
+        .ipv4(V4_A, V4_B, 64)
+        .tcp(51413, 6881, 1000, 64240)
+        .syn()
+        .write(&mut double, &[])
+        .unwrap();
+    // etherparse writes 0x8100 for both tags; a real QinQ outer tag is 802.1ad (0x88a8).
+    double[12..14].copy_from_slice(&0x88a8u16.to_be_bytes());
+    let records = h.records(&double);
+    assert_eq!(records.len(), 1);
+    assert_record(&records[0], &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 2)), usize::MAX);
+
+    // A third tag is more than we unwrap: counted, not misparsed.
+    let mut triple = double[..12].to_vec();
+    triple.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+    triple.extend_from_slice(&double[12..]);
+    assert!(h.records(&triple).is_empty());
+
+    assert_eq!(
+        h.counters(),
+        expected_counters(&[
+            (counter::PACKETS, 3),
+            (counter::IPV4, 2),
+            (counter::REC_SYN, 2),
+            (counter::NON_IP, 1),
+        ])
+    );
+}
+
+/// Ethernet + IPv6 with the given extension headers (each `(type, bytes)`) + `l4`.
+fn ipv6_frame(exts: &[(u8, Vec<u8>)], l4_proto: u8, l4: &[u8]) -> Vec<u8> {
+    let src = "2001:db8::10".parse::<Ipv6Addr>().unwrap().octets();
+    let dst = "2001:db8::200".parse::<Ipv6Addr>().unwrap().octets();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&MAC_B);
+    frame.extend_from_slice(&MAC_A);
+    frame.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let ext_len: usize = exts.iter().map(|(_, b)| b.len()).sum();
+    let first = exts.first().map_or(l4_proto, |(t, _)| *t);
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&((ext_len + l4.len()) as u16).to_be_bytes());
+    frame.extend_from_slice(&[first, 64]);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&dst);
+    for (i, (_, bytes)) in exts.iter().enumerate() {
+        let mut bytes = bytes.clone();
+        bytes[0] = exts.get(i + 1).map_or(l4_proto, |(t, _)| *t);
+        frame.extend_from_slice(&bytes);
+    }
+    frame.extend_from_slice(l4);
+    frame
+}
+
+fn udp_bytes(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&sport.to_be_bytes());
+    out.extend_from_slice(&dport.to_be_bytes());
+    out.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0]); // checksum: XDP does not verify it
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    if !privileged("ipv6_extension_headers_are_walked") {
+        return;
+    }
+    let mut h = Harness::new(XdpConfig::default());
+    let src = "2001:db8::10".parse::<Ipv6Addr>().unwrap().octets();
+    let dst = "2001:db8::200".parse::<Ipv6Addr>().unwrap().octets();
+    let hop_by_hop = (0u8, vec![0, 0, 1, 4, 0, 0, 0, 0]); // PadN
+    let dest_opts = (60u8, vec![0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // 16 bytes
+    let routing = (43u8, vec![0, 0, 0, 0, 0, 0, 0, 0]);
+    let auth = (51u8, vec![0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]); // (1 + 2) * 4 = 12 bytes
+    let payload = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+
+    let frame = ipv6_frame(&[hop_by_hop.clone(), dest_opts, routing, auth], 17, &udp_bytes(6881, 6881, payload));
+    let records = h.records(&frame);
+    assert_eq!(records.len(), 1);
+    let mut hdr = header(kind::UDP_128, 6, src, dst, (6881, 6881));
+    hdr.payload_len = payload.len() as u16;
+    hdr.cap_len = payload.len() as u16;
+    let mut expected = bytes_of(&hdr);
+    expected.extend_from_slice(payload);
+    expected.resize(56 + 128, 0);
+    assert_record(&records[0], &expected, payload.len());
+
+    // TCP behind a first fragment header (offset 0) is parsed...
+    let first_fragment = (44u8, vec![0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef]);
+    let mut syn = vec![0u8; 20];
+    syn[0..2].copy_from_slice(&51413u16.to_be_bytes());
+    syn[2..4].copy_from_slice(&6881u16.to_be_bytes());
+    syn[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    syn[12] = 5 << 4;
+    syn[13] = tcp_flag::SYN;
+    syn[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let records = h.records(&ipv6_frame(&[hop_by_hop, first_fragment], 6, &syn));
+    assert_eq!(records.len(), 1);
+    let mut hdr = header(kind::TCP, 6, src, dst, (51413, 6881));
+    hdr.tcp_flags = tcp_flag::SYN;
+    assert_record(&records[0], &bytes_of(&TcpRecord { hdr, seq: 1000, ack: 0, window: 64240, _pad: [0; 6] }), usize::MAX);
+
+    // ...a later fragment has no L4 header and is skipped.
+    let later_fragment = (44u8, vec![0, 0, 0x05, 0xa8, 0xde, 0xad, 0xbe, 0xef]);
+    assert!(h.records(&ipv6_frame(&[later_fragment], 17, &[0u8; 64])).is_empty());
+
+    // Seven extension headers are more than the bounded walk follows.
+    let many: Vec<_> = (0..7).map(|_| (60u8, vec![0, 0, 1, 4, 0, 0, 0, 0])).collect();
+    assert!(h.records(&ipv6_frame(&many, 17, &udp_bytes(1, 2, b"x"))).is_empty());
+
+    assert_eq!(
+        h.counters(),
+        expected_counters(&[
+            (counter::PACKETS, 4),
+            (counter::IPV6, 4),
+            (counter::REC_UDP, 1),
+            (counter::REC_SYN, 1),
+            (counter::FRAGMENTS, 1),
+            (counter::PARSE_ERRORS, 1),
+        ])
+    );
+}
+
+#[test]
+fn ipv4_fragments_and_options() {
+    if !privileged("ipv4_fragments_and_options") {
+        return;
+    }
+    let mut h = Harness::new(XdpConfig::default());
+    let payload = pattern(1000);
+
+    // First fragment (MF set, offset 0): UDP header present, the true length is the whole
+    // datagram's and the copy is what this fragment holds.
+    let whole = udp_frame(&payload);
+    let mut first = whole[..14 + 20 + 8 + 600].to_vec();
+    first[14 + 2..14 + 4].copy_from_slice(&((20 + 8 + 600) as u16).to_be_bytes());
+    first[14 + 6] = 0x20; // MF
+    let records = h.records(&first);
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    let mut hdr = header(kind::UDP_2048, 4, v4(V4_A), v4(V4_B), (6881, 6881));
+    hdr.payload_len = 1000;
+    hdr.cap_len = 600;
+    let mut expected = bytes_of(&hdr);
+    expected.extend_from_slice(&payload[..600]);
+    expected.resize(56 + 2048, 0);
+    assert_record(record, &expected, 600);
+
+    // Non-first fragment: skipped and counted.
+    let mut later = whole[..14 + 20 + 200].to_vec();
+    later[14 + 6..14 + 8].copy_from_slice(&(608u16 / 8).to_be_bytes());
+    assert!(h.records(&later).is_empty());
+
+    // IPv4 options (ihl 6) are skipped by ihl.
+    let syn = tcp_frame(tcp_flag::SYN, b"");
+    let mut with_opts = syn[..14].to_vec();
+    with_opts.extend_from_slice(&syn[14..34]);
+    with_opts.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    with_opts.extend_from_slice(&syn[34..]);
+    with_opts[14] = 0x46;
+    with_opts[14 + 2..14 + 4].copy_from_slice(&(24u16 + 20).to_be_bytes());
+    let records = h.records(&with_opts);
+    assert_eq!(records.len(), 1);
+    assert_record(&records[0], &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 0)), usize::MAX);
+
+    assert_eq!(
+        h.counters(),
+        expected_counters(&[
+            (counter::PACKETS, 3),
+            (counter::IPV4, 3),
+            (counter::REC_UDP, 1),
+            (counter::UDP_TRUNCATED, 1),
+            (counter::FRAGMENTS, 1),
+            (counter::REC_SYN, 1),
+        ])
+    );
+}
+
+#[test]
+fn udp_payload_classes_and_snap_length() {
+    if !privileged("udp_payload_classes_and_snap_length") {
+        return;
+    }
+    let mut h = Harness::new(XdpConfig::default());
+    // (payload length, expected class, class capacity, copied)
+    let cases = [
+        (1, kind::UDP_128, 128, 1),
+        (128, kind::UDP_128, 128, 128),
+        (129, kind::UDP_512, 512, 129),
+        (512, kind::UDP_512, 512, 512),
+        (513, kind::UDP_2048, 2048, 513),
+        (1472, kind::UDP_2048, 2048, 1472),
+        // Longer than the default snap length of 1472: a prefix, and counted as truncated.
+        (2000, kind::UDP_2048, 2048, 1472),
+    ];
+    for (len, record_kind, capacity, cap) in cases {
+        let payload = pattern(len);
+        let records = h.records(&udp_frame(&payload));
+        assert_eq!(records.len(), 1, "payload {len}");
+        assert_record(&records[0], &expected_udp(record_kind, capacity, &payload, cap), cap);
+    }
+    assert!(h.records(&udp_frame(b"")).is_empty(), "empty UDP is not forwarded");
+    assert_eq!(
+        h.counters(),
+        expected_counters(&[
+            (counter::PACKETS, 8),
+            (counter::IPV4, 8),
+            (counter::REC_UDP, 7),
+            (counter::UDP_TRUNCATED, 1),
+            (counter::UDP_EMPTY, 1),
+        ])
+    );
+
+    // A configured snap length of 256 puts a 1000-byte payload in the 512 class.
+    let mut h = Harness::new(XdpConfig { snaplen: 256, ..XdpConfig::default() });
+    let payload = pattern(1000);
+    let records = h.records(&udp_frame(&payload));
+    assert_eq!(records.len(), 1);
+    assert_record(&records[0], &expected_udp(kind::UDP_512, 512, &payload, 256), 256);
+    // Snap length 0 forwards the header only.
+    let mut h = Harness::new(XdpConfig { snaplen: 0, ..XdpConfig::default() });
+    let records = h.records(&udp_frame(&payload));
+    assert_eq!(records.len(), 1);
+    assert_record(&records[0], &expected_udp(kind::UDP_128, 128, &payload, 0), 0);
+}
+
+#[test]
+fn truncated_and_foreign_frames_are_counted() {
+    if !privileged("truncated_and_foreign_frames_are_counted") {
+        return;
+    }
+    let mut h = Harness::new(XdpConfig::default());
+    let syn = tcp_frame(tcp_flag::SYN, b"");
+    let udp = udp_frame(b"hello");
+    let frames: Vec<Vec<u8>> = vec![
+        syn[..14 + 10].to_vec(),      // IPv4 header cut
+        syn[..14 + 20 + 12].to_vec(), // TCP header cut
+        udp[..14 + 20 + 4].to_vec(),  // UDP header cut
+        {
+            let mut bad = syn.clone();
+            bad[14] = 0x44; // ihl 4 < 5
+            bad
+        },
+        {
+            let mut bad = udp.clone();
+            bad[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&4u16.to_be_bytes()); // UDP length < 8
+            bad
+        },
+        {
+            let mut bad = udp.clone();
+            // UDP length beyond the IP payload, and not a fragment.
+            bad[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&100u16.to_be_bytes());
+            bad
+        },
+        {
+            let mut arp = vec![0xff; 6];
+            arp.extend_from_slice(&MAC_A);
+            arp.extend_from_slice(&[0x08, 0x06]);
+            arp.extend_from_slice(&[0u8; 28]);
+            arp
+        },
+        {
+            let mut icmp = Vec::new();
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4(V4_A, V4_B, 64)
+                .icmpv4_echo_request(1, 1)
+                .write(&mut icmp, b"ping")
+                .unwrap();
+            icmp
+        },
+    ];
+    for frame in &frames {
+        assert!(h.records(frame).is_empty(), "{frame:02x?}");
+    }
+    assert_eq!(
+        h.counters(),
+        expected_counters(&[
+            (counter::PACKETS, 8),
+            (counter::IPV4, 7),
+            (counter::PARSE_ERRORS, 6),
+            (counter::NON_IP, 1),
+            (counter::OTHER_L4, 1),
+        ])
+    );
+}
+
+#[test]
+fn full_ring_drops_are_counted_exactly() {
+    if !privileged("full_ring_drops_are_counted_exactly") {
+        return;
+    }
+    // One page of ring: a handful of 2104-byte records fit, the rest must be counted.
+    let page = 4096;
+    let mut h = Harness::new(XdpConfig { ring_bytes: page, wakeup_bytes: 0, ..XdpConfig::default() });
+    let frame = udp_frame(&pattern(1400));
+    let runs = 20u64;
+    for _ in 0..runs {
+        h.run(&frame);
+    }
+    let snap = h.counters();
+    let drained = h.drain().len() as u64;
+    assert!(snap.get(counter::RING_FULL) > 0, "ring never filled: {snap:?}");
+    assert_eq!(snap.get(counter::REC_UDP) + snap.get(counter::RING_FULL), runs);
+    assert_eq!(drained, snap.get(counter::REC_UDP), "every emitted record is readable");
+    assert_eq!(snap.get(counter::PACKETS), runs);
+}
