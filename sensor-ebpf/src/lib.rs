@@ -188,6 +188,257 @@ pub const fn udp_class(cap_len: u32) -> (u8, usize) {
     }
 }
 
+/// Read access to a frame, so [`parse`] runs unchanged on an XDP context and on a byte slice.
+pub trait Frame {
+    /// Bytes in the frame (the linear part, for XDP).
+    fn len(&self) -> usize;
+    /// `N` bytes at `off`, or `None` past the end. On XDP this is the bounds check the verifier
+    /// needs before every packet read.
+    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]>;
+}
+
+impl Frame for [u8] {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        self.get(off..off.checked_add(N)?)?.try_into().ok()
+    }
+}
+
+/// Transport part of a forwarded packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    Tcp { seq: u32, ack: u32, window: u16 },
+    /// The payload starts at `payload_off`; `hdr.cap_len` bytes of it are to be copied.
+    Udp { payload_off: usize },
+}
+
+/// A packet the pre-filter forwards: the record header (without `ifindex` and `ts_ns`, which
+/// the capture source fills in), its transport part, and the counter slot it is recorded under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub hdr: FlowHeader,
+    pub l4: L4,
+    pub counter: u32,
+}
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const ETH_P_QINQ_OLD: u16 = 0x9100;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// Furthest L4 offset followed; keeps offsets small enough for the verifier to track.
+const MAX_L4_OFFSET: usize = 1024;
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[inline(always)]
+fn get<const N: usize, F: Frame + ?Sized>(frame: &F, off: usize) -> Result<&[u8; N], u32> {
+    frame.bytes::<N>(off).ok_or(counter::PARSE_ERRORS)
+}
+
+/// The pre-filter's decision for one Ethernet frame: `Ok` for a packet to forward, `Err(slot)`
+/// naming the [`counter`] that explains why not. `count` receives the other counters the frame
+/// touches on the way (IP version, truncated UDP).
+///
+/// This one function is the acceptance policy of both the XDP program and the offline pcap path,
+/// so a file and a replay of it through XDP forward exactly the same packets:
+/// - up to two VLAN tags (802.1Q, 802.1ad, 0x9100) are unwrapped;
+/// - IPv4 non-first fragments and IPv6 fragments with a nonzero offset are skipped;
+/// - IPv6 hop-by-hop, routing, destination-options, fragment and AH headers are walked, at most 6;
+/// - TCP is forwarded if it has SYN, RST or FIN; only its first 20 header bytes must be present;
+/// - UDP is forwarded if it has a payload; up to `snaplen` bytes of it present in the frame are
+///   copied (a UDP length beyond the IP payload is accepted only in a first fragment).
+#[inline(always)]
+pub fn parse<F: Frame + ?Sized>(
+    frame: &F,
+    snaplen: u32,
+    count: &mut impl FnMut(u32),
+) -> Result<Parsed, u32> {
+    let eth = get::<14, F>(frame, 0)?;
+    let mut ethertype = be16(eth, 12);
+    let mut off = 14usize;
+    let mut hdr = FlowHeader {
+        kind: 0,
+        ip_version: 0,
+        vlan_depth: 0,
+        tcp_flags: 0,
+        ifindex: 0,
+        ts_ns: 0,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        payload_len: 0,
+        cap_len: 0,
+    };
+
+    for _ in 0..2 {
+        if matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ_OLD) {
+            let tag = get::<4, F>(frame, off)?;
+            ethertype = be16(tag, 2);
+            off += 4;
+            hdr.vlan_depth += 1;
+        }
+    }
+
+    // (L4 offset, L4 bytes in this packet per the IP header, protocol, first of several fragments)
+    let (l4_off, l4_len, proto, first_fragment) = match ethertype {
+        ETH_P_IPV4 => {
+            count(counter::IPV4);
+            let ip = get::<20, F>(frame, off)?;
+            let ihl = ((ip[0] & 0x0f) as usize) * 4;
+            if ip[0] >> 4 != 4 || ihl < 20 {
+                return Err(counter::PARSE_ERRORS);
+            }
+            let frag = be16(ip, 6);
+            if frag & 0x1fff != 0 {
+                return Err(counter::FRAGMENTS);
+            }
+            let total = be16(ip, 2) as usize;
+            if total < ihl {
+                return Err(counter::PARSE_ERRORS);
+            }
+            hdr.ip_version = 4;
+            hdr.src_addr[..4].copy_from_slice(&ip[12..16]);
+            hdr.dst_addr[..4].copy_from_slice(&ip[16..20]);
+            (off + ihl, total - ihl, ip[9], frag & 0x2000 != 0)
+        }
+        ETH_P_IPV6 => {
+            count(counter::IPV6);
+            let ip = get::<40, F>(frame, off)?;
+            if ip[0] >> 4 != 6 {
+                return Err(counter::PARSE_ERRORS);
+            }
+            hdr.ip_version = 6;
+            hdr.src_addr.copy_from_slice(&ip[8..24]);
+            hdr.dst_addr.copy_from_slice(&ip[24..40]);
+            let mut len = be16(ip, 4) as usize;
+            let mut next = ip[6];
+            let mut fragmented = false;
+            off += 40;
+            for _ in 0..6 {
+                let ext = match next {
+                    // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+                    0 | 43 | 60 => {
+                        let h = get::<2, F>(frame, off)?;
+                        next = h[0];
+                        (h[1] as usize + 1) * 8
+                    }
+                    // Fragment: only the first fragment carries the L4 header.
+                    44 => {
+                        let h = get::<8, F>(frame, off)?;
+                        let frag = be16(h, 2);
+                        if frag & 0xfff8 != 0 {
+                            return Err(counter::FRAGMENTS);
+                        }
+                        fragmented = frag & 1 != 0;
+                        next = h[0];
+                        8
+                    }
+                    // Authentication header: (len + 2) * 4 bytes.
+                    51 => {
+                        let h = get::<2, F>(frame, off)?;
+                        next = h[0];
+                        (h[1] as usize + 2) * 4
+                    }
+                    _ => break,
+                };
+                if ext > len {
+                    return Err(counter::PARSE_ERRORS);
+                }
+                len -= ext;
+                off += ext;
+                if off > MAX_L4_OFFSET {
+                    return Err(counter::PARSE_ERRORS);
+                }
+            }
+            if matches!(next, 0 | 43 | 44 | 51 | 60) {
+                // More extension headers than we walk.
+                return Err(counter::PARSE_ERRORS);
+            }
+            (off, len, next, fragmented)
+        }
+        _ => return Err(counter::NON_IP),
+    };
+    if l4_off > MAX_L4_OFFSET {
+        return Err(counter::PARSE_ERRORS);
+    }
+
+    match proto {
+        IPPROTO_TCP => {
+            let th = get::<20, F>(frame, l4_off)?;
+            let flags = th[13];
+            let Some(slot) = tcp_record_counter(flags) else {
+                return Err(counter::TCP_OTHER);
+            };
+            let doff = ((th[12] >> 4) as usize) * 4;
+            if doff < 20 || doff > l4_len {
+                return Err(counter::PARSE_ERRORS);
+            }
+            hdr.kind = kind::TCP;
+            hdr.tcp_flags = flags;
+            hdr.src_port = be16(th, 0);
+            hdr.dst_port = be16(th, 2);
+            hdr.payload_len = (l4_len - doff) as u16;
+            Ok(Parsed {
+                hdr,
+                l4: L4::Tcp { seq: be32(th, 4), ack: be32(th, 8), window: be16(th, 14) },
+                counter: slot,
+            })
+        }
+        IPPROTO_UDP => {
+            let uh = get::<8, F>(frame, l4_off)?;
+            let udp_len = be16(uh, 4) as usize;
+            // A first fragment holds less than the UDP length says; anything else must not.
+            if udp_len < 8 || (udp_len > l4_len && !first_fragment) {
+                return Err(counter::PARSE_ERRORS);
+            }
+            let payload_len = (udp_len - 8) as u32;
+            if payload_len == 0 {
+                return Err(counter::UDP_EMPTY);
+            }
+            let payload_off = l4_off + 8;
+            // `get::<8>` above proved payload_off <= frame length.
+            let in_frame = (frame.len() - payload_off) as u32;
+            let snap = if snaplen > MAX_SNAPLEN { MAX_SNAPLEN } else { snaplen };
+            let cap = min(min(payload_len, snap), in_frame);
+            if cap < payload_len {
+                count(counter::UDP_TRUNCATED);
+            }
+            hdr.kind = udp_class(cap).0;
+            hdr.src_port = be16(uh, 0);
+            hdr.dst_port = be16(uh, 2);
+            hdr.payload_len = payload_len as u16;
+            hdr.cap_len = cap as u16;
+            Ok(Parsed { hdr, l4: L4::Udp { payload_off }, counter: counter::REC_UDP })
+        }
+        _ => Err(counter::OTHER_L4),
+    }
+}
+
+#[inline(always)]
+const fn min(a: u32, b: u32) -> u32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
 // Layout is ABI: pin it so a careless edit fails to compile instead of corrupting records.
 const _: () = assert!(size_of::<FlowHeader>() == 56);
 const _: () = assert!(size_of::<TcpRecord>() == 72);
