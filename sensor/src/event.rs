@@ -195,3 +195,99 @@ impl KindCounts {
         self.syn + self.synack + self.rst + self.fin + self.udp
     }
 }
+
+/// A consumer of events: the next stage of the pipeline.
+pub trait EventSink {
+    fn event(&mut self, event: &PacketEvent<'_>);
+    /// Called once the source is exhausted.
+    fn flush(&mut self) {}
+}
+
+/// Discards events (counting happens in the capture source).
+impl EventSink for () {
+    fn event(&mut self, _: &PacketEvent<'_>) {}
+}
+
+/// One event as a JSON line: what `--events` writes, live and offline alike, so the two can be
+/// compared record for record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventLine {
+    pub ts: String,
+    pub kind: String,
+    pub src: String,
+    pub dst: String,
+    pub vlan: u8,
+    /// tcpdump-style flags (TCP only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub flags: String,
+    #[serde(default)]
+    pub seq: u32,
+    #[serde(default)]
+    pub ack: u32,
+    #[serde(default)]
+    pub win: u16,
+    /// True payload length.
+    pub len: u16,
+    /// Hex of the copied UDP payload head.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub head: String,
+}
+
+impl From<&PacketEvent<'_>> for EventLine {
+    fn from(ev: &PacketEvent<'_>) -> Self {
+        let mut line = EventLine {
+            ts: ev.ts.to_string(),
+            kind: ev.kind().as_str().to_string(),
+            src: ev.src.to_string(),
+            dst: ev.dst.to_string(),
+            vlan: ev.vlan_depth,
+            flags: String::new(),
+            seq: 0,
+            ack: 0,
+            win: 0,
+            len: 0,
+            head: String::new(),
+        };
+        match ev.transport {
+            Transport::Tcp(seg) => {
+                line.flags = seg.flags.to_string();
+                line.seq = seg.seq;
+                line.ack = seg.ack;
+                line.win = seg.window;
+                line.len = seg.payload_len;
+            }
+            Transport::Udp(udp) => {
+                line.len = udp.payload_len;
+                line.head = udp.head.iter().map(|b| format!("{b:02x}")).collect();
+            }
+        }
+        line
+    }
+}
+
+/// Writes every event as a JSON line.
+pub struct EventLog<W: std::io::Write> {
+    out: W,
+    pub errors: u64,
+}
+
+impl<W: std::io::Write> EventLog<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, errors: 0 }
+    }
+}
+
+impl<W: std::io::Write> EventSink for EventLog<W> {
+    fn event(&mut self, event: &PacketEvent<'_>) {
+        let line = EventLine::from(event);
+        let ok = serde_json::to_writer(&mut self.out, &line).is_ok() && self.out.write_all(b"\n").is_ok();
+        if !ok {
+            self.errors += 1;
+        }
+    }
+    fn flush(&mut self) {
+        if self.out.flush().is_err() {
+            self.errors += 1;
+        }
+    }
+}

@@ -3,8 +3,10 @@
 //! Data flows one way: a capture source (the XDP ring buffer, or a pcap file) produces
 //! [`event::PacketEvent`]s, which every later stage consumes the same way.
 
+pub mod agent;
 pub mod capture;
 pub mod event;
+pub mod metrics;
 
 /// The XDP object built by `build.rs`, aligned as aya's object parser requires.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));

@@ -1,2 +1,3 @@
 
 pub mod privilege;
+pub mod lab;

@@ -87,35 +87,46 @@ pub fn decode<'a>(record: &'a [u8], clock: &MonotonicClock) -> Result<PacketEven
     if record.len() < expected {
         return Err(DecodeError::BadLength { kind: hdr.kind, len: record.len(), expected });
     }
-    let (src, dst) = endpoints(&hdr)?;
-    let transport = if hdr.kind == kind::TCP {
+    let start = size_of::<FlowHeader>();
+    if hdr.kind == kind::TCP {
         // SAFETY: length checked against size_of::<TcpRecord>() above.
         let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
-        Transport::Tcp(TcpSegment {
-            flags: TcpFlags(hdr.tcp_flags),
-            seq: rec.seq,
-            ack: rec.ack,
-            window: rec.window,
-            payload_len: hdr.payload_len,
-        })
+        event_from_header(&hdr, Some((rec.seq, rec.ack, rec.window)), &[], clock.wall(hdr.ts_ns))
     } else {
-        let capacity = expected - size_of::<FlowHeader>();
-        if usize::from(hdr.cap_len) > capacity || hdr.cap_len > hdr.payload_len {
+        let capacity = expected - start;
+        if usize::from(hdr.cap_len) > capacity {
             return Err(DecodeError::BadCapLen { cap_len: hdr.cap_len, payload_len: hdr.payload_len });
         }
-        let start = size_of::<FlowHeader>();
-        Transport::Udp(UdpDatagram {
+        let head = &record[start..start + usize::from(hdr.cap_len)];
+        event_from_header(&hdr, None, head, clock.wall(hdr.ts_ns))
+    }
+}
+
+/// Builds the event for a record header: `tcp` carries (seq, ack, window) for TCP records,
+/// `head` the copied UDP payload. Shared by the ring decoder and the offline pre-filter.
+pub fn event_from_header<'a>(
+    hdr: &FlowHeader,
+    tcp: Option<(u32, u32, u16)>,
+    head: &'a [u8],
+    ts: Timestamp,
+) -> Result<PacketEvent<'a>, DecodeError> {
+    let (src, dst) = endpoints(hdr)?;
+    let transport = match tcp {
+        Some((seq, ack, window)) => Transport::Tcp(TcpSegment {
+            flags: TcpFlags(hdr.tcp_flags),
+            seq,
+            ack,
+            window,
             payload_len: hdr.payload_len,
-            head: &record[start..start + usize::from(hdr.cap_len)],
-        })
+        }),
+        None => {
+            if head.len() != usize::from(hdr.cap_len) || hdr.cap_len > hdr.payload_len {
+                return Err(DecodeError::BadCapLen { cap_len: hdr.cap_len, payload_len: hdr.payload_len });
+            }
+            Transport::Udp(UdpDatagram { payload_len: hdr.payload_len, head })
+        }
     };
-    Ok(PacketEvent {
-        ts: clock.wall(hdr.ts_ns),
-        src,
-        dst,
-        vlan_depth: hdr.vlan_depth,
-        transport,
-    })
+    Ok(PacketEvent { ts, src, dst, vlan_depth: hdr.vlan_depth, transport })
 }
 
 fn endpoints(hdr: &FlowHeader) -> Result<(SocketAddr, SocketAddr), DecodeError> {

@@ -6,11 +6,12 @@ use std::fmt;
 use anyhow::{bail, Context as _};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{Xdp, XdpMode},
+    programs::{xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use sensor_ebpf::counter;
 
+use super::CounterSnapshot;
 use crate::EBPF_OBJECT;
 
 /// Name of the XDP program in the object.
@@ -126,14 +127,13 @@ impl XdpSensor {
 
     /// Attaches to `iface`. On kernels ≥ 5.9 this is a bpf_link: it detaches by itself when the
     /// process exits, even on SIGKILL.
-    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<()> {
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<XdpLinkId> {
         self.program().attach(iface, mode.into()).with_context(|| {
             format!(
                 "attaching XDP to {iface} in {mode} mode (another XDP program there? try \
                  `ip link set dev {iface} xdp off`; native mode needs driver support)"
             )
-        })?;
-        Ok(())
+        })
     }
 
     /// Takes the record ring out of the object (once).
@@ -149,31 +149,15 @@ impl XdpSensor {
     }
 }
 
-/// Kernel counter values summed over CPUs, indexed by [`sensor_ebpf::counter`] slots.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CounterSnapshot(pub [u64; counter::COUNT as usize]);
-
-impl CounterSnapshot {
-    pub fn get(&self, slot: u32) -> u64 {
-        self.0[slot as usize]
-    }
-
-    /// Records the kernel emitted.
-    pub fn records(&self) -> u64 {
-        [counter::REC_RST, counter::REC_SYN, counter::REC_SYNACK, counter::REC_FIN, counter::REC_UDP]
-            .iter()
-            .map(|&s| self.get(s))
-            .sum()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        counter::NAMES.iter().copied().zip(self.0.iter().copied())
-    }
-}
-
 /// The per-CPU counter array; read at scrape time.
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
+}
+
+impl fmt::Debug for KernelCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelCounters").finish_non_exhaustive()
+    }
 }
 
 impl KernelCounters {

@@ -1,0 +1,181 @@
+//! The live agent: XDP pre-filter → ring → decoded events → sink, with metrics and a clean
+//! detach on SIGINT/SIGTERM.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use aya::programs::xdp::XdpLinkId;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::capture::record::{decode, MonotonicClock};
+use crate::capture::xdp::{AttachMode, XdpConfig, XdpSensor};
+use crate::event::{EventSink, KindCounts};
+use crate::metrics::{self, AgentStats};
+
+/// Settings of `sensor run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub ifaces: Vec<String>,
+    pub mode: AttachMode,
+    pub xdp: XdpConfig,
+    pub metrics: Option<SocketAddr>,
+    pub metrics_allow_remote: bool,
+    /// The ring is drained at least this often (records are submitted without wake-ups).
+    pub drain_interval: Duration,
+    /// Stop by itself after this long.
+    pub duration: Option<Duration>,
+    pub summary: Option<PathBuf>,
+}
+
+/// What a run saw, written as JSON by `--summary` and printed at exit.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunSummary {
+    pub ifaces: Vec<String>,
+    pub seconds: f64,
+    /// Kernel pre-filter counters by name (see `sensor_ebpf::counter::NAMES`).
+    pub xdp: BTreeMap<String, u64>,
+    /// Records the agent decoded, by kind.
+    pub consumed: KindCounts,
+    pub decode_errors: u64,
+}
+
+/// Runs until a signal or `duration`; returns the final counts.
+pub async fn run(config: RunConfig, sink: &mut dyn EventSink) -> anyhow::Result<RunSummary> {
+    anyhow::ensure!(!config.ifaces.is_empty(), "no interface given (--iface)");
+    let mut sensor = XdpSensor::load(&config.xdp)?;
+    // Capture eBPF-side log records (rare paths only) into `tracing`.
+    match aya_log::EbpfLogger::init(sensor.ebpf_mut()) {
+        Ok(logger) => {
+            tokio::spawn(forward_ebpf_logs(logger));
+        }
+        Err(e) => tracing::warn!("eBPF logs unavailable: {e}"),
+    }
+    let ring = sensor.take_ring()?;
+    let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
+    let stats = Arc::new(AgentStats::default());
+
+    let metrics_task = match config.metrics {
+        Some(addr) => {
+            let listener = metrics::bind(addr, config.metrics_allow_remote).await?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            let registry = Arc::new(metrics::registry(kernel.clone(), stats.clone()));
+            Some(tokio::spawn(metrics::serve(listener, registry)))
+        }
+        None => None,
+    };
+
+    let mut links: Vec<XdpLinkId> = Vec::new();
+    for iface in &config.ifaces {
+        links.push(sensor.attach(iface, config.mode)?);
+        tracing::info!("attached XDP to {iface} ({} mode)", config.mode);
+    }
+    let started = Instant::now();
+
+    // SAFETY: the ring's fd stays open and unchanged for as long as the AsyncFd owns it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the ring with tokio: {e}"))?;
+    let clock = MonotonicClock::new();
+    let mut tick = tokio::time::interval(config.drain_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let stop = stop_signal(config.duration);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            reason = &mut stop => {
+                tracing::info!("stopping: {reason}");
+                break;
+            }
+            ready = ring.readable_mut() => {
+                let mut guard = ready.context("waiting on the ring")?;
+                drain(guard.get_inner_mut(), &clock, &stats, sink);
+                guard.clear_ready();
+            }
+            _ = tick.tick() => drain(ring.get_mut(), &clock, &stats, sink),
+        }
+    }
+
+    // Detach first so the interface is clean, then take what is left in the ring.
+    for link in links {
+        if let Err(e) = sensor.program().detach(link) {
+            tracing::warn!("detach: {e}");
+        }
+    }
+    drain(ring.get_mut(), &clock, &stats, sink);
+    sink.flush();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    let snap = kernel.lock().map_err(|_| anyhow::anyhow!("counter lock poisoned"))?.read()?;
+    let summary = RunSummary {
+        ifaces: config.ifaces.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        xdp: snap.iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        consumed: stats.consumed_counts(),
+        decode_errors: stats.decode_errors(),
+    };
+    if let Some(path) = &config.summary {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+/// Decodes everything currently in the ring.
+fn drain(ring: &mut RingBuf<MapData>, clock: &MonotonicClock, stats: &AgentStats, sink: &mut dyn EventSink) {
+    while let Some(item) = ring.next() {
+        match decode(&item, clock) {
+            Ok(event) => {
+                stats.consumed(event.kind());
+                sink.event(&event);
+            }
+            Err(e) => {
+                stats.decode_error(&e);
+                tracing::debug!("undecodable record: {e}");
+            }
+        }
+    }
+}
+
+/// Resolves with a description of why to stop: SIGINT, SIGTERM, or the duration elapsing.
+async fn stop_signal(duration: Option<Duration>) -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("no SIGTERM handler: {e}");
+            return std::future::pending().await;
+        }
+    };
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = timer => "duration elapsed",
+    }
+}
+
+async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring's fd for the lifetime of the AsyncFd.
+    let mut logger = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("eBPF logs unavailable: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = logger.readable_mut().await else { return };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}

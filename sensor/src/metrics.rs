@@ -1,0 +1,216 @@
+//! Prometheus exposition: the kernel's pre-filter counters, read at scrape time, and the agent's
+//! own counters. Labels have fixed, small value sets (never addresses).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use sensor_ebpf::counter;
+use tokio::net::TcpListener;
+
+use crate::capture::record::DecodeError;
+use crate::capture::xdp::KernelCounters;
+use crate::event::{EventKind, KindCounts};
+
+/// Counters kept by the agent; shared between the ring reader and the scrape handler.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    consumed: [AtomicU64; 5],
+    decode_errors: [AtomicU64; DECODE_REASONS.len()],
+}
+
+const DECODE_REASONS: [&str; 5] = ["short", "unknown_kind", "bad_length", "bad_ip_version", "bad_cap_len"];
+
+impl AgentStats {
+    pub fn consumed(&self, kind: EventKind) {
+        self.consumed[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn decode_error(&self, err: &DecodeError) {
+        let i = DECODE_REASONS.iter().position(|r| *r == err.reason()).unwrap_or(0);
+        self.decode_errors[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn consumed_counts(&self) -> KindCounts {
+        let mut out = KindCounts::default();
+        for kind in EventKind::ALL {
+            let n = self.consumed[kind as usize].load(Relaxed);
+            match kind {
+                EventKind::Syn => out.syn = n,
+                EventKind::SynAck => out.synack = n,
+                EventKind::Rst => out.rst = n,
+                EventKind::Fin => out.fin = n,
+                EventKind::Udp => out.udp = n,
+            }
+        }
+        out
+    }
+
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+/// Encodes everything on each scrape.
+#[derive(Debug)]
+struct SensorCollector {
+    kernel: Arc<Mutex<KernelCounters>>,
+    agent: Arc<AgentStats>,
+}
+
+/// How each kernel counter slot is exported: (metric, help, label).
+fn kernel_metric(slot: u32) -> (&'static str, &'static str, Option<(&'static str, &'static str)>) {
+    use counter::*;
+    const SKIPPED: &str = "sensor_xdp_skipped";
+    const SKIPPED_HELP: &str = "Frames the XDP pre-filter did not forward, by reason";
+    const RECORDS: &str = "sensor_xdp_records";
+    const RECORDS_HELP: &str = "Records the XDP pre-filter emitted into the ring, by kind";
+    const IP: &str = "sensor_xdp_ip_packets";
+    const IP_HELP: &str = "IP packets seen by the XDP pre-filter, by version";
+    match slot {
+        PACKETS => ("sensor_xdp_packets", "Frames the XDP pre-filter ran on", None),
+        IPV4 => (IP, IP_HELP, Some(("version", "4"))),
+        IPV6 => (IP, IP_HELP, Some(("version", "6"))),
+        NON_IP => (SKIPPED, SKIPPED_HELP, Some(("reason", "non_ip"))),
+        FRAGMENTS => (SKIPPED, SKIPPED_HELP, Some(("reason", "fragment"))),
+        PARSE_ERRORS => (SKIPPED, SKIPPED_HELP, Some(("reason", "parse_error"))),
+        TCP_OTHER => (SKIPPED, SKIPPED_HELP, Some(("reason", "tcp_no_syn_rst_fin"))),
+        UDP_EMPTY => (SKIPPED, SKIPPED_HELP, Some(("reason", "udp_empty"))),
+        OTHER_L4 => (SKIPPED, SKIPPED_HELP, Some(("reason", "other_l4"))),
+        REC_SYN => (RECORDS, RECORDS_HELP, Some(("kind", "syn"))),
+        REC_SYNACK => (RECORDS, RECORDS_HELP, Some(("kind", "synack"))),
+        REC_RST => (RECORDS, RECORDS_HELP, Some(("kind", "rst"))),
+        REC_FIN => (RECORDS, RECORDS_HELP, Some(("kind", "fin"))),
+        REC_UDP => (RECORDS, RECORDS_HELP, Some(("kind", "udp"))),
+        RING_FULL => ("sensor_xdp_ring_full_drops", "Records lost because the ring was full", None),
+        LOAD_ERRORS => ("sensor_xdp_load_errors", "Records lost because a payload copy failed", None),
+        UDP_TRUNCATED => {
+            ("sensor_xdp_udp_truncated", "UDP records holding only a prefix of the payload", None)
+        }
+        _ => ("sensor_xdp_unknown", "Unknown counter slot", None),
+    }
+}
+
+impl Collector for SensorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.kernel.lock().map_err(|_| std::fmt::Error)?.read();
+        match snapshot {
+            Ok(snap) => {
+                // Group slots by metric name so each family gets one descriptor.
+                let mut done = Vec::new();
+                for slot in 0..counter::COUNT {
+                    let (name, help, _) = kernel_metric(slot);
+                    if done.contains(&name) {
+                        continue;
+                    }
+                    done.push(name);
+                    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                    if kernel_metric(slot).2.is_none() {
+                        ConstCounter::new(snap.get(slot)).encode(family)?;
+                        continue;
+                    }
+                    for member in slot..counter::COUNT {
+                        if let (n, _, Some(label)) = kernel_metric(member) {
+                            if n == name {
+                                ConstCounter::new(snap.get(member)).encode(family.encode_family(&[label])?)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reading XDP counters: {e:#}"),
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "sensor_ring_records",
+            "Ring records the agent decoded, by kind",
+            None,
+            MetricType::Counter,
+        )?;
+        let consumed = self.agent.consumed_counts();
+        for kind in EventKind::ALL {
+            ConstCounter::new(consumed.get(kind)).encode(family.encode_family(&[("kind", kind.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "sensor_ring_decode_errors",
+            "Ring records the agent could not decode (dropped), by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, reason) in DECODE_REASONS.iter().enumerate() {
+            let value = self.agent.decode_errors[i].load(Relaxed);
+            ConstCounter::new(value).encode(family.encode_family(&[("reason", *reason)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry served on `/metrics`.
+pub fn registry(kernel: Arc<Mutex<KernelCounters>>, agent: Arc<AgentStats>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SensorCollector { kernel, agent }));
+    registry
+}
+
+/// Serves `GET /metrics` until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!("metrics accept: {e}");
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let registry = registry.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&req, &registry)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("metrics connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
+    if req.uri().path() != "/metrics" {
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"try /metrics\n")))
+            .expect("static response");
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => Response::builder()
+            .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid response"),
+        Err(_) => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Full::new(Bytes::from_static(b"encoding failed\n")))
+            .expect("static response"),
+    }
+}
+
+/// Binds the metrics listener; refuses non-loopback addresses unless `allow_remote`.
+pub async fn bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        anyhow::bail!("refusing to serve metrics on non-loopback {addr} without --metrics-allow-remote");
+    }
+    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("binding metrics on {addr}: {e}"))
+}

@@ -1,0 +1,296 @@
+//! Lab networks for live tests and the demo: a fresh network namespace holding one veth pair.
+//!
+//! Safety rules this enforces: everything happens inside a namespace we create, with names
+//! unique to this process; IPv6 is disabled and no address or route is configured, so the
+//! namespace neither sends anything of its own nor reaches anything outside; and [`Lab`]'s
+//! `Drop` deletes the namespace (and with it the veth pair), also when a test panics.
+//! Namespaces left by a killed process are swept by [`sweep_stale`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+/// Prefix of every namespace we create: `sxlab-<pid>-<n>`.
+pub const PREFIX: &str = "sxlab-";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace with a veth pair: frames sent on `tx` arrive on `rx`.
+#[derive(Debug)]
+pub struct Lab {
+    pub netns: String,
+    /// The end replays are sent from.
+    pub tx: String,
+    /// The end the sensor attaches to.
+    pub rx: String,
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<Output> {
+    run(Command::new("ip").args(args))
+}
+
+impl Lab {
+    /// Creates the namespace and the veth pair, both ends up, with nothing else configured.
+    pub fn new() -> anyhow::Result<Self> {
+        let pid = std::process::id();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let lab = Lab {
+            netns: format!("{PREFIX}{pid}-{n}"),
+            // Interface names are limited to 15 bytes; these live only inside the namespace.
+            tx: format!("sxt{}", n),
+            rx: format!("sxr{}", n),
+        };
+        ip(&["netns", "add", &lab.netns])?;
+        // From here on, `lab`'s Drop deletes the namespace even if a later step fails.
+        lab.setup()?;
+        Ok(lab)
+    }
+
+    fn setup(&self) -> anyhow::Result<()> {
+        // No IPv6 means no router solicitations or DAD probes: the only frames on the wire are
+        // the ones a test sends, so counts can be exact.
+        for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
+            run(self.exec("sysctl").args(["-qw", &format!("{key}=1")]))?;
+        }
+        // Loopback carries the metrics scrape; it stays inside the namespace.
+        ip(&["-n", &self.netns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &self.netns, "link", "add", &self.tx, "type", "veth", "peer", "name", &self.rx])?;
+        for dev in [&self.tx, &self.rx] {
+            // Offloads would merge or split frames between the send and XDP.
+            let _ = run(self.exec("ethtool").args(["-K", dev, "gro", "off", "tso", "off", "gso", "off"]));
+            ip(&["-n", &self.netns, "link", "set", dev, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns]).arg(program);
+        cmd
+    }
+
+    /// Kernel RX packet count of an interface in the namespace.
+    pub fn rx_packets(&self, dev: &str) -> anyhow::Result<u64> {
+        let out = ip(&["-n", &self.netns, "-s", "-j", "link", "show", dev])?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        json[0]["stats64"]["rx"]["packets"].as_u64().context("no rx stats in `ip -s -j link`")
+    }
+
+    /// Whether an XDP program is attached to `dev`.
+    pub fn has_xdp(&self, dev: &str) -> anyhow::Result<bool> {
+        let out = ip(&["-n", &self.netns, "-j", "link", "show", dev])?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(!json[0]["xdp"].is_null())
+    }
+
+    /// `GET http://127.0.0.1:<port><path>` from inside the namespace.
+    pub fn http_get(&self, port: u16, path: &str) -> anyhow::Result<String> {
+        let ns = Path::new("/var/run/netns").join(&self.netns);
+        let path = path.to_string();
+        // setns changes only the calling thread's namespace: do it on a throwaway thread.
+        std::thread::spawn(move || -> anyhow::Result<String> {
+            let fd = File::open(&ns).with_context(|| format!("opening {}", ns.display()))?;
+            // SAFETY: a valid namespace fd; affects this thread only.
+            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns: {}", std::io::Error::last_os_error());
+            }
+            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+            if !head.starts_with("HTTP/1.1 200") {
+                bail!("HTTP error: {}", head.lines().next().unwrap_or_default());
+            }
+            Ok(body.to_string())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("scrape thread panicked"))?
+    }
+
+    /// Replays `pcap` out of `tx` with tcpreplay, bounded in rate (`pps`, or top speed if
+    /// `None`) and in count (`loops` passes over the file).
+    pub fn replay(&self, pcap: &Path, pps: Option<u32>, loops: u32) -> anyhow::Result<ReplayStats> {
+        let mut cmd = self.exec("tcpreplay");
+        cmd.args(["-q", "-K", "-i", &self.tx, "--loop", &loops.max(1).to_string()]);
+        match pps {
+            Some(pps) => cmd.arg(format!("--pps={pps}")),
+            None => cmd.arg("--topspeed"),
+        };
+        let out = run(cmd.arg(pcap))?;
+        ReplayStats::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair inside it.
+        if let Err(e) = ip(&["netns", "del", &self.netns]) {
+            eprintln!("lab: could not delete namespace {}: {e:#}", self.netns);
+        }
+    }
+}
+
+/// Deletes lab namespaces whose creating process no longer exists.
+pub fn sweep_stale() -> anyhow::Result<Vec<String>> {
+    let out = ip(&["-j", "netns", "list"])?;
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut removed = Vec::new();
+    for entry in list.as_array().into_iter().flatten() {
+        let Some(name) = entry["name"].as_str() else { continue };
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        ip(&["netns", "del", name])?;
+        removed.push(name.to_string());
+    }
+    Ok(removed)
+}
+
+/// What tcpreplay reported.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayStats {
+    pub packets: u64,
+    pub seconds: f64,
+    pub pps: f64,
+    pub failed: u64,
+}
+
+impl ReplayStats {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut stats = ReplayStats::default();
+        for line in text.lines().map(str::trim) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if line.starts_with("Actual:") {
+                stats.packets = words.get(1).and_then(|w| w.parse().ok()).context("Actual: packets")?;
+                let at = words.iter().position(|w| *w == "in").context("Actual: seconds")?;
+                stats.seconds = words.get(at + 1).and_then(|w| w.parse().ok()).unwrap_or(0.0);
+            } else if line.starts_with("Rated:") {
+                let at = words.iter().position(|w| w.starts_with("pps")).context("Rated: pps")?;
+                stats.pps = words[at - 1].trim_end_matches(',').parse().unwrap_or(0.0);
+            } else if line.starts_with("Failed packets:") {
+                stats.failed = words.last().and_then(|w| w.parse().ok()).unwrap_or(0);
+            }
+        }
+        anyhow::ensure!(stats.packets > 0 || text.contains("Actual: 0"), "no tcpreplay summary in:\n{text}");
+        Ok(stats)
+    }
+}
+
+/// A copy of `pcap` (in `dir`) with frames longer than a 1500-byte MTU cut to fit, as a veth
+/// cannot carry the GRO/TSO super-frames some captures hold.
+pub fn mtu_safe_copy(pcap: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = pcap.file_stem().context("capture without a name")?.to_string_lossy();
+    let out = dir.join(format!("{name}.mtu1500.pcap"));
+    run(Command::new("tcprewrite")
+        .args(["--mtu=1500", "--mtu-trunc", "-i"])
+        .arg(pcap)
+        .arg("-o")
+        .arg(&out))?;
+    Ok(out)
+}
+
+/// Prometheus text exposition → `series{labels}` → value.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Builds the `sensor` binary (a no-op when up to date) and returns its path.
+pub fn sensor_binary(release: bool) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "sensor", "--bin", "sensor", "--message-format=json"]);
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    let out = cmd.stderr(Stdio::inherit()).output().context("running cargo build")?;
+    if !out.status.success() {
+        bail!("building the sensor binary failed");
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "sensor" {
+            if let Some(exe) = msg["executable"].as_str() {
+                return Ok(PathBuf::from(exe));
+            }
+        }
+    }
+    bail!("cargo did not report the sensor executable")
+}
+
+/// Counts of what the pre-filter must forward from a capture, computed by tshark: an
+/// implementation independent of ours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TsharkCounts {
+    pub frames: u64,
+    pub syn: u64,
+    pub synack: u64,
+    pub rst: u64,
+    pub fin: u64,
+    /// UDP datagrams with a payload (not inside ICMP errors, not later fragments).
+    pub udp: u64,
+}
+
+pub fn tshark_counts(pcap: &Path) -> anyhow::Result<TsharkCounts> {
+    let out = run(Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args(["-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE"])
+        .args(["-T", "fields", "-E", "occurrence=f", "-e", "frame.number"])
+        .args(["-e", "tcp.flags", "-e", "udp.length", "-e", "icmp.type", "-e", "icmpv6.type"]))?;
+    let mut counts = TsharkCounts::default();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        counts.frames += 1;
+        let fields: Vec<&str> = line.split('\t').collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or("");
+        if !field(3).is_empty() || !field(4).is_empty() {
+            continue; // ICMP: any TCP/UDP header inside is the quoted original, not a packet
+        }
+        if let Some(flags) = field(1).strip_prefix("0x") {
+            let flags = u16::from_str_radix(flags, 16)?;
+            let (fin, syn, rst, ack) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0, flags & 0x10 != 0);
+            if rst {
+                counts.rst += 1;
+            } else if syn && ack {
+                counts.synack += 1;
+            } else if syn {
+                counts.syn += 1;
+            } else if fin {
+                counts.fin += 1;
+            }
+        } else if let Ok(len) = field(2).parse::<u32>() {
+            if len > 8 {
+                counts.udp += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
