@@ -81,8 +81,11 @@ pub struct UdpRecord<const N: usize> {
 
 /// UDP record classes: (kind, payload capacity). Capacities are powers of two, which the eBPF
 /// side relies on to prove copy lengths to the verifier.
-pub const UDP_CLASSES: [(u8, usize); 3] =
-    [(kind::UDP_128, 128), (kind::UDP_512, 512), (kind::UDP_2048, 2048)];
+pub const UDP_CLASSES: [(u8, usize); 3] = [
+    (kind::UDP_128, 128),
+    (kind::UDP_512, 512),
+    (kind::UDP_2048, 2048),
+];
 
 /// Largest snap length the program can honour (the largest class).
 pub const MAX_SNAPLEN: u32 = 2048;
@@ -211,9 +214,15 @@ impl Frame for [u8] {
 /// Transport part of a forwarded packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { seq: u32, ack: u32, window: u16 },
+    Tcp {
+        seq: u32,
+        ack: u32,
+        window: u16,
+    },
     /// The payload starts at `payload_off`; `hdr.cap_len` bytes of it are to be copied.
-    Udp { payload_off: usize },
+    Udp {
+        payload_off: usize,
+    },
 }
 
 /// A packet the pre-filter forwards: the record header (without `ifindex` and `ts_ns`, which
@@ -396,7 +405,11 @@ pub fn parse<F: Frame + ?Sized>(
             hdr.payload_len = (l4_len - doff) as u16;
             Ok(Parsed {
                 hdr,
-                l4: L4::Tcp { seq: be32(th, 4), ack: be32(th, 8), window: be16(th, 14) },
+                l4: L4::Tcp {
+                    seq: be32(th, 4),
+                    ack: be32(th, 8),
+                    window: be16(th, 14),
+                },
                 counter: slot,
             })
         }
@@ -414,7 +427,11 @@ pub fn parse<F: Frame + ?Sized>(
             let payload_off = l4_off + 8;
             // `get::<8>` above proved payload_off <= frame length.
             let in_frame = (frame.len() - payload_off) as u32;
-            let snap = if snaplen > MAX_SNAPLEN { MAX_SNAPLEN } else { snaplen };
+            let snap = if snaplen > MAX_SNAPLEN {
+                MAX_SNAPLEN
+            } else {
+                snaplen
+            };
             let cap = min(min(payload_len, snap), in_frame);
             if cap < payload_len {
                 count(counter::UDP_TRUNCATED);
@@ -424,7 +441,11 @@ pub fn parse<F: Frame + ?Sized>(
             hdr.dst_port = be16(uh, 2);
             hdr.payload_len = payload_len as u16;
             hdr.cap_len = cap as u16;
-            Ok(Parsed { hdr, l4: L4::Udp { payload_off }, counter: counter::REC_UDP })
+            Ok(Parsed {
+                hdr,
+                l4: L4::Udp { payload_off },
+                counter: counter::REC_UDP,
+            })
         }
         _ => Err(counter::OTHER_L4),
     }

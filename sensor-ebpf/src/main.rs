@@ -88,8 +88,11 @@ impl Frame for Packet<'_> {
 /// Parses one frame and emits its record; `Err` names the counter explaining why not.
 #[inline(always)]
 fn inspect(ctx: &XdpContext) -> Result<(), u32> {
-    let Parsed { mut hdr, l4, counter: slot } =
-        parse(&Packet(ctx), global(&SNAPLEN), &mut |slot| bump(slot))?;
+    let Parsed {
+        mut hdr,
+        l4,
+        counter: slot,
+    } = parse(&Packet(ctx), global(&SNAPLEN), &mut |slot| bump(slot))?;
     hdr.ifindex = ctx.ingress_ifindex() as u32;
     hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
     match l4 {
@@ -97,7 +100,13 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
             let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
                 return Err(counter::RING_FULL);
             };
-            entry.write(TcpRecord { hdr, seq, ack, window, _pad: [0; 6] });
+            entry.write(TcpRecord {
+                hdr,
+                seq,
+                ack,
+                window,
+                _pad: [0; 6],
+            });
             entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
         }
         L4::Udp { payload_off } => match hdr.kind {
@@ -110,10 +119,13 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
     Ok(())
 }
 
-
 /// Reserves a UDP record of capacity `N` and loads the payload head straight into it.
 #[inline(always)]
-fn emit_udp<const N: usize>(ctx: &XdpContext, hdr: &FlowHeader, payload_off: usize) -> Result<(), u32> {
+fn emit_udp<const N: usize>(
+    ctx: &XdpContext,
+    hdr: &FlowHeader,
+    payload_off: usize,
+) -> Result<(), u32> {
     let Some(mut entry) = EVENTS.reserve::<UdpRecord<N>>(0) else {
         return Err(counter::RING_FULL);
     };
@@ -129,10 +141,18 @@ fn emit_udp<const N: usize>(ctx: &XdpContext, hdr: &FlowHeader, payload_off: usi
             let mask: u64 = N as u64 - 1;
             let mask = core::ptr::read_volatile(&mask);
             let len = (((cap - 1) & mask) + 1) as u32;
-            let ret = bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, (*rec).data.as_mut_ptr().cast(), len);
+            let ret = bpf_xdp_load_bytes(
+                ctx.ctx,
+                payload_off as u32,
+                (*rec).data.as_mut_ptr().cast(),
+                len,
+            );
             if ret != 0 {
                 entry.discard(0);
-                error!(ctx, "bpf_xdp_load_bytes({}, {}) failed: {}", payload_off, len, ret);
+                error!(
+                    ctx,
+                    "bpf_xdp_load_bytes({}, {}) failed: {}", payload_off, len, ret
+                );
                 return Err(counter::LOAD_ERRORS);
             }
         }

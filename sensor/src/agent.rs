@@ -111,7 +111,10 @@ pub async fn run(config: RunConfig, sink: &mut dyn EventSink) -> anyhow::Result<
     if let Some(task) = metrics_task {
         task.abort();
     }
-    let snap = kernel.lock().map_err(|_| anyhow::anyhow!("counter lock poisoned"))?.read()?;
+    let snap = kernel
+        .lock()
+        .map_err(|_| anyhow::anyhow!("counter lock poisoned"))?
+        .read()?;
     let summary = RunSummary {
         ifaces: config.ifaces.clone(),
         seconds: started.elapsed().as_secs_f64(),
@@ -127,7 +130,12 @@ pub async fn run(config: RunConfig, sink: &mut dyn EventSink) -> anyhow::Result<
 }
 
 /// Decodes everything currently in the ring.
-fn drain(ring: &mut RingBuf<MapData>, clock: &MonotonicClock, stats: &AgentStats, sink: &mut dyn EventSink) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    clock: &MonotonicClock,
+    stats: &AgentStats,
+    sink: &mut dyn EventSink,
+) {
     while let Some(item) = ring.next() {
         match decode(&item, clock) {
             Ok(event) => {
@@ -174,7 +182,9 @@ async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         }
     };
     loop {
-        let Ok(mut guard) = logger.readable_mut().await else { return };
+        let Ok(mut guard) = logger.readable_mut().await else {
+            return;
+        };
         guard.get_inner_mut().flush();
         guard.clear_ready();
     }

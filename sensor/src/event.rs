@@ -26,7 +26,12 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     /// Zeek's `ts` format: epoch seconds with microseconds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}", self.0 / 1_000_000_000, (self.0 % 1_000_000_000) / 1000)
+        write!(
+            f,
+            "{}.{:06}",
+            self.0 / 1_000_000_000,
+            (self.0 % 1_000_000_000) / 1000
+        )
     }
 }
 
@@ -139,8 +144,13 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] =
-        [EventKind::Syn, EventKind::SynAck, EventKind::Rst, EventKind::Fin, EventKind::Udp];
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Syn,
+        EventKind::SynAck,
+        EventKind::Rst,
+        EventKind::Fin,
+        EventKind::Udp,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -280,7 +290,8 @@ impl<W: std::io::Write> EventLog<W> {
 impl<W: std::io::Write> EventSink for EventLog<W> {
     fn event(&mut self, event: &PacketEvent<'_>) {
         let line = EventLine::from(event);
-        let ok = serde_json::to_writer(&mut self.out, &line).is_ok() && self.out.write_all(b"\n").is_ok();
+        let ok = serde_json::to_writer(&mut self.out, &line).is_ok()
+            && self.out.write_all(b"\n").is_ok();
         if !ok {
             self.errors += 1;
         }

@@ -11,7 +11,10 @@ use sensor::capture::{pcap, CounterSnapshot};
 use sensor::event::{EventLog, EventSink};
 
 #[derive(Parser)]
-#[command(version, about = "Tells BitTorrent hosts apart from port scanners, at the gateway")]
+#[command(
+    version,
+    about = "Tells BitTorrent hosts apart from port scanners, at the gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -134,7 +137,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         summary: args.summary,
     };
     let mut sink = event_sink(args.events.as_ref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let summary = runtime.block_on(agent::run(config, sink.as_mut()))?;
     let lost = summary.xdp.get("ring_full").copied().unwrap_or(0) + summary.decode_errors;
     eprintln!(
@@ -162,7 +168,11 @@ fn prefilter(args: PrefilterArgs) -> anyhow::Result<()> {
             total.0[slot] += value;
         }
         if let Some(err) = report.error {
-            eprintln!("sensor: warning: {}: {err}; results cover the {} frames before it", path.display(), report.frames);
+            eprintln!(
+                "sensor: warning: {}: {err}; results cover the {} frames before it",
+                path.display(),
+                report.frames
+            );
             damaged = true;
         }
     }

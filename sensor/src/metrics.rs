@@ -28,7 +28,13 @@ pub struct AgentStats {
     decode_errors: [AtomicU64; DECODE_REASONS.len()],
 }
 
-const DECODE_REASONS: [&str; 5] = ["short", "unknown_kind", "bad_length", "bad_ip_version", "bad_cap_len"];
+const DECODE_REASONS: [&str; 5] = [
+    "short",
+    "unknown_kind",
+    "bad_length",
+    "bad_ip_version",
+    "bad_cap_len",
+];
 
 impl AgentStats {
     pub fn consumed(&self, kind: EventKind) {
@@ -36,7 +42,10 @@ impl AgentStats {
     }
 
     pub fn decode_error(&self, err: &DecodeError) {
-        let i = DECODE_REASONS.iter().position(|r| *r == err.reason()).unwrap_or(0);
+        let i = DECODE_REASONS
+            .iter()
+            .position(|r| *r == err.reason())
+            .unwrap_or(0);
         self.decode_errors[i].fetch_add(1, Relaxed);
     }
 
@@ -68,7 +77,13 @@ struct SensorCollector {
 }
 
 /// How each kernel counter slot is exported: (metric, help, label).
-fn kernel_metric(slot: u32) -> (&'static str, &'static str, Option<(&'static str, &'static str)>) {
+fn kernel_metric(
+    slot: u32,
+) -> (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+) {
     use counter::*;
     const SKIPPED: &str = "sensor_xdp_skipped";
     const SKIPPED_HELP: &str = "Frames the XDP pre-filter did not forward, by reason";
@@ -77,13 +92,21 @@ fn kernel_metric(slot: u32) -> (&'static str, &'static str, Option<(&'static str
     const IP: &str = "sensor_xdp_ip_packets";
     const IP_HELP: &str = "IP packets seen by the XDP pre-filter, by version";
     match slot {
-        PACKETS => ("sensor_xdp_packets", "Frames the XDP pre-filter ran on", None),
+        PACKETS => (
+            "sensor_xdp_packets",
+            "Frames the XDP pre-filter ran on",
+            None,
+        ),
         IPV4 => (IP, IP_HELP, Some(("version", "4"))),
         IPV6 => (IP, IP_HELP, Some(("version", "6"))),
         NON_IP => (SKIPPED, SKIPPED_HELP, Some(("reason", "non_ip"))),
         FRAGMENTS => (SKIPPED, SKIPPED_HELP, Some(("reason", "fragment"))),
         PARSE_ERRORS => (SKIPPED, SKIPPED_HELP, Some(("reason", "parse_error"))),
-        TCP_OTHER => (SKIPPED, SKIPPED_HELP, Some(("reason", "tcp_no_syn_rst_fin"))),
+        TCP_OTHER => (
+            SKIPPED,
+            SKIPPED_HELP,
+            Some(("reason", "tcp_no_syn_rst_fin")),
+        ),
         UDP_EMPTY => (SKIPPED, SKIPPED_HELP, Some(("reason", "udp_empty"))),
         OTHER_L4 => (SKIPPED, SKIPPED_HELP, Some(("reason", "other_l4"))),
         REC_SYN => (RECORDS, RECORDS_HELP, Some(("kind", "syn"))),
@@ -91,11 +114,21 @@ fn kernel_metric(slot: u32) -> (&'static str, &'static str, Option<(&'static str
         REC_RST => (RECORDS, RECORDS_HELP, Some(("kind", "rst"))),
         REC_FIN => (RECORDS, RECORDS_HELP, Some(("kind", "fin"))),
         REC_UDP => (RECORDS, RECORDS_HELP, Some(("kind", "udp"))),
-        RING_FULL => ("sensor_xdp_ring_full_drops", "Records lost because the ring was full", None),
-        LOAD_ERRORS => ("sensor_xdp_load_errors", "Records lost because a payload copy failed", None),
-        UDP_TRUNCATED => {
-            ("sensor_xdp_udp_truncated", "UDP records holding only a prefix of the payload", None)
-        }
+        RING_FULL => (
+            "sensor_xdp_ring_full_drops",
+            "Records lost because the ring was full",
+            None,
+        ),
+        LOAD_ERRORS => (
+            "sensor_xdp_load_errors",
+            "Records lost because a payload copy failed",
+            None,
+        ),
+        UDP_TRUNCATED => (
+            "sensor_xdp_udp_truncated",
+            "UDP records holding only a prefix of the payload",
+            None,
+        ),
         _ => ("sensor_xdp_unknown", "Unknown counter slot", None),
     }
 }
@@ -113,7 +146,8 @@ impl Collector for SensorCollector {
                         continue;
                     }
                     done.push(name);
-                    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                    let mut family =
+                        encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
                     if kernel_metric(slot).2.is_none() {
                         ConstCounter::new(snap.get(slot)).encode(family)?;
                         continue;
@@ -121,7 +155,8 @@ impl Collector for SensorCollector {
                     for member in slot..counter::COUNT {
                         if let (n, _, Some(label)) = kernel_metric(member) {
                             if n == name {
-                                ConstCounter::new(snap.get(member)).encode(family.encode_family(&[label])?)?;
+                                ConstCounter::new(snap.get(member))
+                                    .encode(family.encode_family(&[label])?)?;
                             }
                         }
                     }
@@ -138,7 +173,8 @@ impl Collector for SensorCollector {
         )?;
         let consumed = self.agent.consumed_counts();
         for kind in EventKind::ALL {
-            ConstCounter::new(consumed.get(kind)).encode(family.encode_family(&[("kind", kind.as_str())])?)?;
+            ConstCounter::new(consumed.get(kind))
+                .encode(family.encode_family(&[("kind", kind.as_str())])?)?;
         }
         let mut family = encoder.encode_descriptor(
             "sensor_ring_decode_errors",
@@ -197,7 +233,10 @@ fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, registry) {
         Ok(()) => Response::builder()
-            .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .header(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
             .body(Full::new(Bytes::from(body)))
             .expect("valid response"),
         Err(_) => Response::builder()
@@ -210,7 +249,11 @@ fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
 /// Binds the metrics listener; refuses non-loopback addresses unless `allow_remote`.
 pub async fn bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpListener> {
     if !addr.ip().is_loopback() && !allow_remote {
-        anyhow::bail!("refusing to serve metrics on non-loopback {addr} without --metrics-allow-remote");
+        anyhow::bail!(
+            "refusing to serve metrics on non-loopback {addr} without --metrics-allow-remote"
+        );
     }
-    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("binding metrics on {addr}: {e}"))
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding metrics on {addr}: {e}"))
 }

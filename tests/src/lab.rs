@@ -12,9 +12,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
@@ -34,9 +34,15 @@ pub struct Lab {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -65,15 +71,31 @@ impl Lab {
     fn setup(&self) -> anyhow::Result<()> {
         // No IPv6 means no router solicitations or DAD probes: the only frames on the wire are
         // the ones a test sends, so counts can be exact.
-        for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
+        for key in [
+            "net.ipv6.conf.all.disable_ipv6",
+            "net.ipv6.conf.default.disable_ipv6",
+        ] {
             run(self.exec("sysctl").args(["-qw", &format!("{key}=1")]))?;
         }
         // Loopback carries the metrics scrape; it stays inside the namespace.
         ip(&["-n", &self.netns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &self.netns, "link", "add", &self.tx, "type", "veth", "peer", "name", &self.rx])?;
+        ip(&[
+            "-n",
+            &self.netns,
+            "link",
+            "add",
+            &self.tx,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.rx,
+        ])?;
         for dev in [&self.tx, &self.rx] {
             // Offloads would merge or split frames between the send and XDP.
-            let _ = run(self.exec("ethtool").args(["-K", dev, "gro", "off", "tso", "off", "gso", "off"]));
+            let _ = run(self
+                .exec("ethtool")
+                .args(["-K", dev, "gro", "off", "tso", "off", "gso", "off"]));
             ip(&["-n", &self.netns, "link", "set", dev, "up"])?;
         }
         Ok(())
@@ -90,7 +112,9 @@ impl Lab {
     pub fn rx_packets(&self, dev: &str) -> anyhow::Result<u64> {
         let out = ip(&["-n", &self.netns, "-s", "-j", "link", "show", dev])?;
         let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        json[0]["stats64"]["rx"]["packets"].as_u64().context("no rx stats in `ip -s -j link`")
+        json[0]["stats64"]["rx"]["packets"]
+            .as_u64()
+            .context("no rx stats in `ip -s -j link`")
     }
 
     /// Whether an XDP program is attached to `dev`.
@@ -113,10 +137,15 @@ impl Lab {
             }
             let mut stream = TcpStream::connect(("127.0.0.1", port))?;
             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )?;
             let mut response = String::new();
             stream.read_to_string(&mut response)?;
-            let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+            let (head, body) = response
+                .split_once("\r\n\r\n")
+                .context("malformed HTTP response")?;
             if !head.starts_with("HTTP/1.1 200") {
                 bail!("HTTP error: {}", head.lines().next().unwrap_or_default());
             }
@@ -130,7 +159,14 @@ impl Lab {
     /// `None`) and in count (`loops` passes over the file).
     pub fn replay(&self, pcap: &Path, pps: Option<u32>, loops: u32) -> anyhow::Result<ReplayStats> {
         let mut cmd = self.exec("tcpreplay");
-        cmd.args(["-q", "-K", "-i", &self.tx, "--loop", &loops.max(1).to_string()]);
+        cmd.args([
+            "-q",
+            "-K",
+            "-i",
+            &self.tx,
+            "--loop",
+            &loops.max(1).to_string(),
+        ]);
         match pps {
             Some(pps) => cmd.arg(format!("--pps={pps}")),
             None => cmd.arg("--topspeed"),
@@ -155,8 +191,13 @@ pub fn sweep_stale() -> anyhow::Result<Vec<String>> {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let mut removed = Vec::new();
     for entry in list.as_array().into_iter().flatten() {
-        let Some(name) = entry["name"].as_str() else { continue };
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()) else {
+        let Some(name) = entry["name"].as_str() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
             continue;
         };
         if Path::new("/proc").join(pid).exists() {
@@ -183,17 +224,32 @@ impl ReplayStats {
         for line in text.lines().map(str::trim) {
             let words: Vec<&str> = line.split_whitespace().collect();
             if line.starts_with("Actual:") {
-                stats.packets = words.get(1).and_then(|w| w.parse().ok()).context("Actual: packets")?;
-                let at = words.iter().position(|w| *w == "in").context("Actual: seconds")?;
-                stats.seconds = words.get(at + 1).and_then(|w| w.parse().ok()).unwrap_or(0.0);
+                stats.packets = words
+                    .get(1)
+                    .and_then(|w| w.parse().ok())
+                    .context("Actual: packets")?;
+                let at = words
+                    .iter()
+                    .position(|w| *w == "in")
+                    .context("Actual: seconds")?;
+                stats.seconds = words
+                    .get(at + 1)
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or(0.0);
             } else if line.starts_with("Rated:") {
-                let at = words.iter().position(|w| w.starts_with("pps")).context("Rated: pps")?;
+                let at = words
+                    .iter()
+                    .position(|w| w.starts_with("pps"))
+                    .context("Rated: pps")?;
                 stats.pps = words[at - 1].trim_end_matches(',').parse().unwrap_or(0.0);
             } else if line.starts_with("Failed packets:") {
                 stats.failed = words.last().and_then(|w| w.parse().ok()).unwrap_or(0);
             }
         }
-        anyhow::ensure!(stats.packets > 0 || text.contains("Actual: 0"), "no tcpreplay summary in:\n{text}");
+        anyhow::ensure!(
+            stats.packets > 0 || text.contains("Actual: 0"),
+            "no tcpreplay summary in:\n{text}"
+        );
         Ok(stats)
     }
 }
@@ -201,7 +257,10 @@ impl ReplayStats {
 /// A copy of `pcap` (in `dir`) with frames longer than a 1500-byte MTU cut to fit, as a veth
 /// cannot carry the GRO/TSO super-frames some captures hold.
 pub fn mtu_safe_copy(pcap: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
-    let name = pcap.file_stem().context("capture without a name")?.to_string_lossy();
+    let name = pcap
+        .file_stem()
+        .context("capture without a name")?
+        .to_string_lossy();
     let out = dir.join(format!("{name}.mtu1500.pcap"));
     run(Command::new("tcprewrite")
         .args(["--mtu=1500", "--mtu-trunc", "-i"])
@@ -226,17 +285,30 @@ pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
 pub fn sensor_binary(release: bool) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "sensor", "--bin", "sensor", "--message-format=json"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "sensor",
+        "--bin",
+        "sensor",
+        "--message-format=json",
+    ]);
     if release {
         cmd.arg("--release");
     }
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
-    let out = cmd.stderr(Stdio::inherit()).output().context("running cargo build")?;
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
     if !out.status.success() {
         bail!("building the sensor binary failed");
     }
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "sensor" {
             if let Some(exe) = msg["executable"].as_str() {
                 return Ok(PathBuf::from(exe));
@@ -265,7 +337,16 @@ pub fn tshark_counts(pcap: &Path) -> anyhow::Result<TsharkCounts> {
         .arg(pcap)
         .args(["-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE"])
         .args(["-T", "fields", "-E", "occurrence=f", "-e", "frame.number"])
-        .args(["-e", "tcp.flags", "-e", "udp.length", "-e", "icmp.type", "-e", "icmpv6.type"]))?;
+        .args([
+            "-e",
+            "tcp.flags",
+            "-e",
+            "udp.length",
+            "-e",
+            "icmp.type",
+            "-e",
+            "icmpv6.type",
+        ]))?;
     let mut counts = TsharkCounts::default();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         counts.frames += 1;
@@ -276,7 +357,12 @@ pub fn tshark_counts(pcap: &Path) -> anyhow::Result<TsharkCounts> {
         }
         if let Some(flags) = field(1).strip_prefix("0x") {
             let flags = u16::from_str_radix(flags, 16)?;
-            let (fin, syn, rst, ack) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0, flags & 0x10 != 0);
+            let (fin, syn, rst, ack) = (
+                flags & 1 != 0,
+                flags & 2 != 0,
+                flags & 4 != 0,
+                flags & 0x10 != 0,
+            );
             if rst {
                 counts.rst += 1;
             } else if syn && ack {
@@ -293,4 +379,116 @@ pub fn tshark_counts(pcap: &Path) -> anyhow::Result<TsharkCounts> {
         }
     }
     Ok(counts)
+}
+
+/// Port the sensor serves metrics on inside a lab (each lab has its own loopback).
+pub const METRICS_PORT: u16 = 9899;
+
+/// A `sensor run` process inside a lab; stopped and reaped when dropped, so it never outlives
+/// the namespace it is attached in.
+pub struct SensorProcess {
+    child: Option<Child>,
+}
+
+impl SensorProcess {
+    /// Starts `sensor run --iface <lab.rx> --metrics 127.0.0.1:9899 <args>` in the lab and waits
+    /// (at most 20 s) until XDP is attached and `/metrics` answers.
+    pub fn start(lab: &Lab, binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let child = lab
+            .exec(binary)
+            .args([
+                "run",
+                "--iface",
+                &lab.rx,
+                "--metrics",
+                &format!("127.0.0.1:{METRICS_PORT}"),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting the sensor")?;
+        let mut sensor = SensorProcess { child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(lab.has_xdp(&lab.rx).unwrap_or(false)
+            && lab.http_get(METRICS_PORT, "/metrics").is_ok())
+        {
+            if let Some(status) = sensor
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("the sensor exited during start-up ({status})");
+            }
+            if Instant::now() > deadline {
+                bail!("the sensor did not attach and serve metrics within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(sensor)
+    }
+
+    /// SIGTERM, then wait at most 10 s (SIGKILL after that).
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().expect("running");
+        terminate(&mut child).context("the sensor did not exit within 10 s of SIGTERM")
+    }
+}
+
+impl Drop for SensorProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> Option<ExitStatus> {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Value of one series in a scrape, 0 if absent.
+pub fn metric(metrics: &HashMap<String, f64>, series: &str) -> u64 {
+    metrics.get(series).copied().unwrap_or(0.0) as u64
+}
+
+/// Waits (at most `timeout`) until XDP has seen `sent` frames and the agent has decoded every
+/// record the kernel emitted; returns that scrape.
+pub fn wait_caught_up(
+    lab: &Lab,
+    sent: u64,
+    timeout: Duration,
+) -> anyhow::Result<HashMap<String, f64>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let m = parse_metrics(&lab.http_get(METRICS_PORT, "/metrics")?);
+        let kinds = ["syn", "synack", "rst", "fin", "udp"];
+        let sum = |name: &str| -> u64 {
+            kinds
+                .iter()
+                .map(|k| metric(&m, &format!("{name}{{kind=\"{k}\"}}")))
+                .sum()
+        };
+        let lost = metric(&m, "sensor_xdp_ring_full_drops_total");
+        if metric(&m, "sensor_xdp_packets_total") >= sent
+            && sum("sensor_ring_records_total") + metric(&m, "sensor_ring_decode_errors_total")
+                >= sum("sensor_xdp_records_total")
+        {
+            return Ok(m);
+        }
+        if Instant::now() > deadline {
+            bail!("the sensor did not catch up within {timeout:?} (ring drops so far: {lost})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,3 +1,5 @@
+//! Test support: lab namespaces, privilege gate, and the synthetic capture generator.
 
-pub mod privilege;
 pub mod lab;
+pub mod privilege;
+pub mod synth;

@@ -6,81 +6,23 @@
 //! Needs root, tcpreplay and tshark (`cargo xtask setup` installs them).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sensor::agent::RunSummary;
 use sensor::event::EventLine;
-use sensor_tests::lab::{self, Lab};
+use sensor_tests::lab::{self, Lab, SensorProcess};
 use sensor_tests::privilege::privileged;
 
-const METRICS_PORT: u16 = 9899;
-
-/// The sensor process; stopped (and reaped) when dropped, before the lab goes away.
-struct Sensor {
-    child: Option<Child>,
-}
-
-impl Sensor {
-    fn start(lab: &Lab, args: &[&str]) -> Sensor {
-        let bin = lab::sensor_binary(false).expect("build sensor");
-        let child = lab
-            .exec(bin)
-            .args(["run", "--iface", &lab.rx, "--metrics", &format!("127.0.0.1:{METRICS_PORT}")])
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn sensor");
-        let sensor = Sensor { child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(lab.has_xdp(&lab.rx).unwrap_or(false) && lab.http_get(METRICS_PORT, "/metrics").is_ok()) {
-            assert!(Instant::now() < deadline, "sensor did not attach and serve metrics within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sensor
-    }
-
-    /// SIGTERM and wait (bounded); panics if the sensor did not exit cleanly.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let status = terminate(&mut child);
-        assert!(status.is_some_and(|s| s.success()), "sensor exit: {status:?}");
-    }
-}
-
-fn terminate(child: &mut Child) -> Option<std::process::ExitStatus> {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-impl Drop for Sensor {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&mut child);
-        }
-    }
-}
-
-fn scrape(lab: &Lab) -> std::collections::HashMap<String, f64> {
-    lab::parse_metrics(&lab.http_get(METRICS_PORT, "/metrics").expect("scrape /metrics"))
-}
-
 fn metric(m: &std::collections::HashMap<String, f64>, series: &str) -> u64 {
-    *m.get(series).unwrap_or_else(|| panic!("{series} missing from /metrics")) as u64
+    *m.get(series)
+        .unwrap_or_else(|| panic!("{series} missing from /metrics")) as u64
 }
 
 fn shared_pcap(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/pcaps")
+        .join(rel)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -108,8 +50,10 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     let lab = Lab::new().expect("create lab namespace");
     let summary_path = scratch(&format!("{tag}-summary.json"));
     let live_events = scratch(&format!("{tag}-live.jsonl"));
-    let sensor = Sensor::start(
+    let binary = lab::sensor_binary(false).expect("build sensor");
+    let sensor = SensorProcess::start(
         &lab,
+        &binary,
         &[
             "--xdp-mode",
             mode,
@@ -118,40 +62,70 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
             "--events",
             live_events.to_str().unwrap(),
         ],
-    );
+    )
+    .expect("start sensor");
 
     let stats = lab.replay(pcap, Some(pps), 1).expect("tcpreplay");
     assert_eq!(stats.failed, 0, "tcpreplay failed to send some packets");
 
     // Wait until the agent has consumed every record the kernel emitted.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let metrics = loop {
-        let m = scrape(&lab);
-        let kinds = ["syn", "synack", "rst", "fin", "udp"];
-        let emitted: u64 = kinds.iter().map(|k| metric(&m, &format!("sensor_xdp_records_total{{kind=\"{k}\"}}"))).sum();
-        let consumed: u64 = kinds.iter().map(|k| metric(&m, &format!("sensor_ring_records_total{{kind=\"{k}\"}}"))).sum();
-        if metric(&m, "sensor_xdp_packets_total") == stats.packets && consumed == emitted {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "agent did not catch up: {m:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let metrics =
+        lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).expect("catch up");
     let rx_packets = lab.rx_packets(&lab.rx).unwrap();
-    sensor.stop();
-    assert!(!lab.has_xdp(&lab.rx).unwrap(), "XDP still attached after the sensor exited");
+    let status = sensor.stop().expect("stop sensor");
+    assert!(status.success(), "sensor exit: {status}");
+    assert!(
+        !lab.has_xdp(&lab.rx).unwrap(),
+        "XDP still attached after the sensor exited"
+    );
 
-    let summary: RunSummary = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let summary: RunSummary =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
     let xdp = |name: &str| summary.xdp[name];
 
     // XDP saw exactly the frames sent, no more, no fewer.
-    assert_eq!(xdp("packets"), stats.packets, "XDP packets vs tcpreplay sent");
+    assert_eq!(
+        xdp("packets"),
+        stats.packets,
+        "XDP packets vs tcpreplay sent"
+    );
     assert_eq!(rx_packets, stats.packets, "veth RX vs tcpreplay sent");
     // Nothing lost between kernel and agent.
     assert_eq!(xdp("ring_full"), 0, "ring drops");
     assert_eq!(xdp("load_errors"), 0);
     assert_eq!(summary.decode_errors, 0);
-    let records = ["records_syn", "records_synack", "records_rst", "records_fin", "records_udp"];
-    assert_eq!(summary.consumed.total(), records.iter().map(|r| xdp(r)).sum::<u64>());
+    let records = [
+        "records_syn",
+        "records_synack",
+        "records_rst",
+        "records_fin",
+        "records_udp",
+    ];
+    assert_eq!(
+        summary.consumed.total(),
+        records.iter().map(|r| xdp(r)).sum::<u64>()
+    );
+    // Every frame ends in exactly one place: a record, a skip reason, or a counted loss.
+    let outcomes = [
+        "non_ip",
+        "fragments",
+        "parse_errors",
+        "tcp_other",
+        "udp_empty",
+        "other_l4",
+        "ring_full",
+        "load_errors",
+    ];
+    assert_eq!(
+        xdp("packets"),
+        records
+            .iter()
+            .chain(outcomes.iter())
+            .map(|k| xdp(k))
+            .sum::<u64>(),
+        "frame accounting: {:?}",
+        summary.xdp
+    );
 
     // Record counts equal tshark's reading of the same capture.
     let expected = lab::tshark_counts(pcap).expect("tshark");
@@ -176,7 +150,9 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
             "ring_full" => "sensor_xdp_ring_full_drops_total".to_string(),
             "load_errors" => "sensor_xdp_load_errors_total".to_string(),
             "udp_truncated" => "sensor_xdp_udp_truncated_total".to_string(),
-            n if n.starts_with("records_") => format!("sensor_xdp_records_total{{kind=\"{}\"}}", &n[8..]),
+            n if n.starts_with("records_") => {
+                format!("sensor_xdp_records_total{{kind=\"{}\"}}", &n[8..])
+            }
             "non_ip" | "fragments" | "parse_errors" | "tcp_other" | "udp_empty" | "other_l4" => {
                 let reason = match name.as_str() {
                     "fragments" => "fragment",
@@ -193,13 +169,23 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
 
     // The offline path over the file gives the same counters and the same events.
     let offline_events = scratch(&format!("{tag}-offline.jsonl"));
-    let out = Command::new(lab::sensor_binary(false).unwrap())
-        .args(["prefilter", "--json", "--events", offline_events.to_str().unwrap()])
+    let out = Command::new(binary.clone())
+        .args([
+            "prefilter",
+            "--json",
+            "--events",
+            offline_events.to_str().unwrap(),
+        ])
         .arg(pcap)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let offline: std::collections::BTreeMap<String, u64> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: std::collections::BTreeMap<String, u64> =
+        serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(offline, summary.xdp, "offline pre-filter counters vs XDP");
     let (mut live, mut off) = (read_events(&live_events), read_events(&offline_events));
     assert_eq!(live.len(), off.len());
@@ -225,7 +211,27 @@ fn replay_transmission_capture_native() {
         return;
     }
     // Real BitTorrent traffic: 7723 frames, DHT/uTP/UDP tracker UDP plus TCP handshakes.
-    replay_and_check(&shared_pcap("ntop-nDPI/bittorrent_transmission.pcapng"), 20_000, "native", "transmission");
+    replay_and_check(
+        &shared_pcap("ntop-nDPI/bittorrent_transmission.pcapng"),
+        20_000,
+        "native",
+        "transmission",
+    );
+}
+
+#[test]
+fn replay_synthetic_capture_native() {
+    if !privileged("replay_synthetic_capture_native") {
+        return;
+    }
+    // The demo capture: VLAN and QinQ tags, IPv6 extension headers, fragments, ARP, ICMP.
+    let dir = std::env::temp_dir().join(format!("sensor-replay-synth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("demo.pcap");
+    sensor_tests::synth::demo_capture()
+        .write_pcap_file(&pcap)
+        .unwrap();
+    replay_and_check(&pcap, 20_000, "native", "synthetic");
 }
 
 #[test]
@@ -234,5 +240,10 @@ fn replay_scan_capture_generic_mode() {
         return;
     }
     // A real nmap SYN scan, through generic (skb) XDP this time.
-    replay_and_check(&shared_pcap("MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap"), 20_000, "skb", "nmap");
+    replay_and_check(
+        &shared_pcap("MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap"),
+        20_000,
+        "skb",
+        "nmap",
+    );
 }

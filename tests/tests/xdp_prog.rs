@@ -8,7 +8,8 @@ use std::net::Ipv6Addr;
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions};
 use etherparse::{PacketBuilder, VlanId};
-use sensor::capture::xdp::{CounterSnapshot, KernelCounters, XdpConfig, XdpSensor};
+use sensor::capture::xdp::{KernelCounters, XdpConfig, XdpSensor};
+use sensor::capture::CounterSnapshot;
 use sensor_ebpf::{counter, kind, tcp_flag, FlowHeader, TcpRecord};
 use sensor_tests::privilege::privileged;
 
@@ -29,16 +30,26 @@ impl Harness {
         let mut sensor = XdpSensor::load(&config).expect("load XDP object");
         let ring = sensor.take_ring().unwrap();
         let counters = sensor.take_counters().unwrap();
-        Self { sensor, ring, counters }
+        Self {
+            sensor,
+            ring,
+            counters,
+        }
     }
 
     fn run(&mut self, frame: &[u8]) {
         let result = self
             .sensor
             .program()
-            .test_run(TestRunOptions { data_in: Some(frame), ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..Default::default()
+            })
             .expect("BPF_PROG_TEST_RUN");
-        assert_eq!(result.return_value, XDP_PASS, "the sensor must never change forwarding");
+        assert_eq!(
+            result.return_value, XDP_PASS,
+            "the sensor must never change forwarding"
+        );
     }
 
     fn drain(&mut self) -> Vec<Vec<u8>> {
@@ -104,14 +115,20 @@ fn assert_record(actual: &[u8], expected: &[u8], cap_len: usize) {
     assert_eq!(actual.len(), expected.len(), "record size");
     let ts = u64::from_ne_bytes(actual[8..16].try_into().unwrap());
     assert_ne!(ts, 0, "timestamp not set");
-    let meaningful = if cap_len == usize::MAX { expected.len() } else { 56 + cap_len };
+    let meaningful = if cap_len == usize::MAX {
+        expected.len()
+    } else {
+        56 + cap_len
+    };
     let mut actual = actual[..meaningful].to_vec();
     actual[8..16].fill(0);
     assert_eq!(actual, expected[..meaningful], "record bytes");
 }
 
 fn tcp_frame(flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 64).tcp(51413, 6881, 1000, 64240);
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(V4_A, V4_B, 64)
+        .tcp(51413, 6881, 1000, 64240);
     if flags & tcp_flag::SYN != 0 {
         b = b.syn();
     }
@@ -138,7 +155,13 @@ fn expected_tcp(flags: u8, payload_len: u16, vlan_depth: u8) -> TcpRecord {
     hdr.payload_len = payload_len;
     hdr.vlan_depth = vlan_depth;
     let ack = if flags & tcp_flag::ACK != 0 { 7777 } else { 0 };
-    TcpRecord { hdr, seq: 1000, ack, window: 64240, _pad: [0; 6] }
+    TcpRecord {
+        hdr,
+        seq: 1000,
+        ack,
+        window: 64240,
+        _pad: [0; 6],
+    }
 }
 
 fn udp_frame(payload: &[u8]) -> Vec<u8> {
@@ -183,11 +206,17 @@ fn tcp_control_segments_emit_one_record_each() {
     ] {
         let records = h.records(&tcp_frame(flags, payload));
         assert_eq!(records.len(), 1, "flags {flags:#x}");
-        assert_record(&records[0], &bytes_of(&expected_tcp(flags, payload.len() as u16, 0)), usize::MAX);
+        assert_record(
+            &records[0],
+            &bytes_of(&expected_tcp(flags, payload.len() as u16, 0)),
+            usize::MAX,
+        );
     }
     // Bare ACKs and data segments are the bulk of traffic and are not forwarded.
     assert!(h.records(&tcp_frame(ACK, b"")).is_empty());
-    assert!(h.records(&tcp_frame(PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")).is_empty());
+    assert!(h
+        .records(&tcp_frame(PSH | ACK, b"GET / HTTP/1.1\r\n\r\n"))
+        .is_empty());
     assert_eq!(
         h.counters(),
         expected_counters(&[
@@ -220,7 +249,11 @@ fn vlan_and_qinq_tags_are_unwrapped() {
         .unwrap();
     let records = h.records(&single);
     assert_eq!(records.len(), 1);
-    assert_record(&records[0], &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 1)), usize::MAX);
+    assert_record(
+        &records[0],
+        &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 1)),
+        usize::MAX,
+    );
 
     let mut double = Vec::new();
     PacketBuilder::ethernet2(MAC_A, MAC_B)
@@ -234,7 +267,11 @@ fn vlan_and_qinq_tags_are_unwrapped() {
     double[12..14].copy_from_slice(&0x88a8u16.to_be_bytes());
     let records = h.records(&double);
     assert_eq!(records.len(), 1);
-    assert_record(&records[0], &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 2)), usize::MAX);
+    assert_record(
+        &records[0],
+        &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 2)),
+        usize::MAX,
+    );
 
     // A third tag is more than we unwrap: counted, not misparsed.
     let mut triple = double[..12].to_vec();
@@ -301,7 +338,11 @@ fn ipv6_extension_headers_are_walked() {
     let auth = (51u8, vec![0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]); // (1 + 2) * 4 = 12 bytes
     let payload = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
 
-    let frame = ipv6_frame(&[hop_by_hop.clone(), dest_opts, routing, auth], 17, &udp_bytes(6881, 6881, payload));
+    let frame = ipv6_frame(
+        &[hop_by_hop.clone(), dest_opts, routing, auth],
+        17,
+        &udp_bytes(6881, 6881, payload),
+    );
     let records = h.records(&frame);
     assert_eq!(records.len(), 1);
     let mut hdr = header(kind::UDP_128, 6, src, dst, (6881, 6881));
@@ -325,15 +366,31 @@ fn ipv6_extension_headers_are_walked() {
     assert_eq!(records.len(), 1);
     let mut hdr = header(kind::TCP, 6, src, dst, (51413, 6881));
     hdr.tcp_flags = tcp_flag::SYN;
-    assert_record(&records[0], &bytes_of(&TcpRecord { hdr, seq: 1000, ack: 0, window: 64240, _pad: [0; 6] }), usize::MAX);
+    assert_record(
+        &records[0],
+        &bytes_of(&TcpRecord {
+            hdr,
+            seq: 1000,
+            ack: 0,
+            window: 64240,
+            _pad: [0; 6],
+        }),
+        usize::MAX,
+    );
 
     // ...a later fragment has no L4 header and is skipped.
     let later_fragment = (44u8, vec![0, 0, 0x05, 0xa8, 0xde, 0xad, 0xbe, 0xef]);
-    assert!(h.records(&ipv6_frame(&[later_fragment], 17, &[0u8; 64])).is_empty());
+    assert!(h
+        .records(&ipv6_frame(&[later_fragment], 17, &[0u8; 64]))
+        .is_empty());
 
     // Seven extension headers are more than the bounded walk follows.
-    let many: Vec<_> = (0..7).map(|_| (60u8, vec![0, 0, 1, 4, 0, 0, 0, 0])).collect();
-    assert!(h.records(&ipv6_frame(&many, 17, &udp_bytes(1, 2, b"x"))).is_empty());
+    let many: Vec<_> = (0..7)
+        .map(|_| (60u8, vec![0, 0, 1, 4, 0, 0, 0, 0]))
+        .collect();
+    assert!(h
+        .records(&ipv6_frame(&many, 17, &udp_bytes(1, 2, b"x")))
+        .is_empty());
 
     assert_eq!(
         h.counters(),
@@ -388,7 +445,11 @@ fn ipv4_fragments_and_options() {
     with_opts[14 + 2..14 + 4].copy_from_slice(&(24u16 + 20).to_be_bytes());
     let records = h.records(&with_opts);
     assert_eq!(records.len(), 1);
-    assert_record(&records[0], &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 0)), usize::MAX);
+    assert_record(
+        &records[0],
+        &bytes_of(&expected_tcp(tcp_flag::SYN, 0, 0)),
+        usize::MAX,
+    );
 
     assert_eq!(
         h.counters(),
@@ -424,9 +485,16 @@ fn udp_payload_classes_and_snap_length() {
         let payload = pattern(len);
         let records = h.records(&udp_frame(&payload));
         assert_eq!(records.len(), 1, "payload {len}");
-        assert_record(&records[0], &expected_udp(record_kind, capacity, &payload, cap), cap);
+        assert_record(
+            &records[0],
+            &expected_udp(record_kind, capacity, &payload, cap),
+            cap,
+        );
     }
-    assert!(h.records(&udp_frame(b"")).is_empty(), "empty UDP is not forwarded");
+    assert!(
+        h.records(&udp_frame(b"")).is_empty(),
+        "empty UDP is not forwarded"
+    );
     assert_eq!(
         h.counters(),
         expected_counters(&[
@@ -439,16 +507,30 @@ fn udp_payload_classes_and_snap_length() {
     );
 
     // A configured snap length of 256 puts a 1000-byte payload in the 512 class.
-    let mut h = Harness::new(XdpConfig { snaplen: 256, ..XdpConfig::default() });
+    let mut h = Harness::new(XdpConfig {
+        snaplen: 256,
+        ..XdpConfig::default()
+    });
     let payload = pattern(1000);
     let records = h.records(&udp_frame(&payload));
     assert_eq!(records.len(), 1);
-    assert_record(&records[0], &expected_udp(kind::UDP_512, 512, &payload, 256), 256);
+    assert_record(
+        &records[0],
+        &expected_udp(kind::UDP_512, 512, &payload, 256),
+        256,
+    );
     // Snap length 0 forwards the header only.
-    let mut h = Harness::new(XdpConfig { snaplen: 0, ..XdpConfig::default() });
+    let mut h = Harness::new(XdpConfig {
+        snaplen: 0,
+        ..XdpConfig::default()
+    });
     let records = h.records(&udp_frame(&payload));
     assert_eq!(records.len(), 1);
-    assert_record(&records[0], &expected_udp(kind::UDP_128, 128, &payload, 0), 0);
+    assert_record(
+        &records[0],
+        &expected_udp(kind::UDP_128, 128, &payload, 0),
+        0,
+    );
 }
 
 #[test]
@@ -518,7 +600,11 @@ fn full_ring_drops_are_counted_exactly() {
     }
     // One page of ring: a handful of 2104-byte records fit, the rest must be counted.
     let page = 4096;
-    let mut h = Harness::new(XdpConfig { ring_bytes: page, wakeup_bytes: 0, ..XdpConfig::default() });
+    let mut h = Harness::new(XdpConfig {
+        ring_bytes: page,
+        wakeup_bytes: 0,
+        ..XdpConfig::default()
+    });
     let frame = udp_frame(&pattern(1400));
     let runs = 20u64;
     for _ in 0..runs {
@@ -526,8 +612,18 @@ fn full_ring_drops_are_counted_exactly() {
     }
     let snap = h.counters();
     let drained = h.drain().len() as u64;
-    assert!(snap.get(counter::RING_FULL) > 0, "ring never filled: {snap:?}");
-    assert_eq!(snap.get(counter::REC_UDP) + snap.get(counter::RING_FULL), runs);
-    assert_eq!(drained, snap.get(counter::REC_UDP), "every emitted record is readable");
+    assert!(
+        snap.get(counter::RING_FULL) > 0,
+        "ring never filled: {snap:?}"
+    );
+    assert_eq!(
+        snap.get(counter::REC_UDP) + snap.get(counter::RING_FULL),
+        runs
+    );
+    assert_eq!(
+        drained,
+        snap.get(counter::REC_UDP),
+        "every emitted record is readable"
+    );
     assert_eq!(snap.get(counter::PACKETS), runs);
 }

@@ -1,1 +1,193 @@
-fn main() {}
+//! `cargo xtask`: set-up and orchestration. It never builds the eBPF object itself
+//! (`sensor/build.rs` does), and it links none of the project's crates, because it must build
+//! on a machine that does not yet have the eBPF toolchain it installs.
+//!
+//! - `cargo xtask setup`: install what the build and the tests need (idempotent).
+//! - `cargo xtask test`: every test: unit, BPF_PROG_TEST_RUN, and veth replay.
+//! - `cargo xtask run`: the demo; `cargo xtask run -- <sensor args>` runs the sensor itself.
+//! - `cargo xtask bench`: replay throughput and XDP per-packet cost, written to BENCHMARKS.md.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, test and run the sensor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the nightly rust-src component, bpf-linker and the Debian packages the tests use.
+    Setup,
+    /// Run every test layer. Needs root: the kernel layers may not be skipped.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Without arguments: the demo (lab namespace, veth pair, replay, report, clean-up).
+    /// With arguments after `--`: run the sensor binary with them, e.g. `-- --iface eth1`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure replay throughput and XDP program cost; writes BENCHMARKS.md.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Cmd::Setup => {
+            setup::ensure(&root)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Test { args } => test(&root, &args),
+        Cmd::Run { args } => run(&root, &args),
+        Cmd::Bench => bench(&root),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a child to completion while Ctrl-C is left to it: the child cleans up and exits, and
+/// we report its status instead of dying first.
+fn status_of(cmd: &mut Command) -> anyhow::Result<std::process::ExitStatus> {
+    let _ = ctrlc::set_handler(|| {});
+    cmd.status().with_context(|| format!("running {cmd:?}"))
+}
+
+fn test(root: &Path, extra: &[String]) -> anyhow::Result<ExitCode> {
+    if !is_root() {
+        bail!("`cargo xtask test` runs the kernel test layers, which need root (CAP_BPF + CAP_NET_ADMIN)");
+    }
+    setup::ensure(root)?;
+    let started = std::time::Instant::now();
+    // sensor-ebpf is not a default member (its binary only builds for BPF); its library,
+    // which holds the pre-filter's parse policy, is tested on the host here.
+    let runs: [&[&str]; 2] = [
+        &["test", "--locked", "-p", "sensor-ebpf", "--lib"],
+        &["test", "--locked"],
+    ];
+    for (i, base) in runs.iter().enumerate() {
+        let mut cmd = cargo();
+        cmd.current_dir(root)
+            .args(*base)
+            .env("SENSOR_REQUIRE_PRIVILEGED", "1");
+        if i == 1 {
+            cmd.args(extra);
+        }
+        let status = status_of(&mut cmd)?;
+        if !status.success() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let leftovers = lab_namespaces()?;
+    if !leftovers.is_empty() {
+        bail!("tests left network namespaces behind: {leftovers:?}");
+    }
+    eprintln!(
+        "xtask: all test layers passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lab namespaces (ours are named `sxlab-*`) that currently exist.
+fn lab_namespaces() -> anyhow::Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .context("running ip netns list")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("sxlab-"))
+        .map(str::to_string)
+        .collect())
+}
+
+fn run(root: &Path, args: &[String]) -> anyhow::Result<ExitCode> {
+    if !is_root() {
+        bail!("loading XDP needs root (CAP_BPF + CAP_NET_ADMIN)");
+    }
+    setup::ensure(root)?;
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["run", "--locked", "--release", "--quiet"]);
+    if args.is_empty() {
+        cmd.args(["-p", "sensor-tests", "--bin", "demo"]);
+    } else {
+        cmd.args(["-p", "sensor", "--bin", "sensor", "--"]);
+        // `cargo xtask run -- --iface eth1` means `sensor run --iface eth1`.
+        if args[0].starts_with('-') {
+            cmd.arg("run");
+        }
+        cmd.args(args);
+    }
+    let status = status_of(&mut cmd)?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn bench(root: &Path) -> anyhow::Result<ExitCode> {
+    if !is_root() {
+        bail!("the benchmarks load XDP and need root");
+    }
+    setup::ensure(root)?;
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args([
+            "run",
+            "--locked",
+            "--release",
+            "--quiet",
+            "-p",
+            "sensor-tests",
+            "--bin",
+            "bench",
+            "--",
+        ])
+        .arg(root.join("BENCHMARKS.md"));
+    let status = status_of(&mut cmd)?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

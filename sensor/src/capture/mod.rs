@@ -17,14 +17,19 @@ impl CounterSnapshot {
 
     /// Records the kernel emitted.
     pub fn records(&self) -> u64 {
-        [counter::REC_RST, counter::REC_SYN, counter::REC_SYNACK, counter::REC_FIN, counter::REC_UDP]
-            .iter()
-            .map(|&s| self.get(s))
-            .sum()
+        [
+            counter::REC_RST,
+            counter::REC_SYN,
+            counter::REC_SYNACK,
+            counter::REC_FIN,
+            counter::REC_UDP,
+        ]
+        .iter()
+        .map(|&s| self.get(s))
+        .sum()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         counter::NAMES.iter().copied().zip(self.0.iter().copied())
     }
 }
-

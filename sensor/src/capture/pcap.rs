@@ -6,9 +6,9 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
+use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::pcap::PcapReader;
 use pcap_file::{DataLink, PcapError};
 use sensor_ebpf::{counter, parse, L4};
 
@@ -78,9 +78,8 @@ pub struct ReadReport {
 /// A damaged or truncated file stops the walk with `ReadReport::error` set; a file that is not
 /// a capture at all is an `Err`.
 pub fn read_frames(path: &Path, mut f: impl FnMut(Timestamp, &[u8])) -> anyhow::Result<ReadReport> {
-    let mut file = BufReader::new(
-        File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-    );
+    let mut file =
+        BufReader::new(File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
     let mut magic = [0u8; 4];
     file.read_exact(&mut magic)
         .map_err(|_| anyhow::anyhow!("{}: too short to be a capture file", path.display()))?;
@@ -107,7 +106,10 @@ pub fn read_frames(path: &Path, mut f: impl FnMut(Timestamp, &[u8])) -> anyhow::
                     }
                     Ok(Block::EnhancedPacket(epb)) => {
                         let Some(&(link, units)) = interfaces.get(epb.interface_id as usize) else {
-                            report.error = Some(format!("packet for undeclared interface {}", epb.interface_id));
+                            report.error = Some(format!(
+                                "packet for undeclared interface {}",
+                                epb.interface_id
+                            ));
                             break;
                         };
                         // pcap-file hands back the raw count of interface units as nanoseconds.
@@ -211,9 +213,10 @@ pub fn prefilter_frame<'a>(
     counters.0[parsed.counter as usize] += 1;
     let (tcp, head) = match parsed.l4 {
         L4::Tcp { seq, ack, window } => (Some((seq, ack, window)), &frame[..0]),
-        L4::Udp { payload_off } => {
-            (None, &frame[payload_off..payload_off + usize::from(parsed.hdr.cap_len)])
-        }
+        L4::Udp { payload_off } => (
+            None,
+            &frame[payload_off..payload_off + usize::from(parsed.hdr.cap_len)],
+        ),
     };
     event_from_header(&parsed.hdr, tcp, head, ts).map(Some)
 }

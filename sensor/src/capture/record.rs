@@ -15,7 +15,11 @@ pub enum DecodeError {
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
     #[error("record kind {kind} has {len} bytes, expected {expected}")]
-    BadLength { kind: u8, len: usize, expected: usize },
+    BadLength {
+        kind: u8,
+        len: usize,
+        expected: usize,
+    },
     #[error("bad IP version {0}")]
     BadIpVersion(u8),
     #[error("cap_len {cap_len} exceeds the record or the payload length {payload_len}")]
@@ -45,12 +49,17 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     pub fn new() -> Self {
         fn now(clock: libc::clockid_t) -> i128 {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: valid clock id and out-pointer.
             unsafe { libc::clock_gettime(clock, &mut ts) };
             ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
         }
-        Self { offset_ns: now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC) }
+        Self {
+            offset_ns: now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC),
+        }
     }
 
     /// A clock that leaves timestamps as they are (tests).
@@ -80,22 +89,37 @@ pub fn header(record: &[u8]) -> Result<FlowHeader, DecodeError> {
 }
 
 /// Decodes one ring record. The event borrows its UDP payload from `record`.
-pub fn decode<'a>(record: &'a [u8], clock: &MonotonicClock) -> Result<PacketEvent<'a>, DecodeError> {
+pub fn decode<'a>(
+    record: &'a [u8],
+    clock: &MonotonicClock,
+) -> Result<PacketEvent<'a>, DecodeError> {
     let hdr = header(record)?;
     let expected = record_size(hdr.kind).ok_or(DecodeError::UnknownKind(hdr.kind))?;
     // The kernel rounds ring records up to 8 bytes; all our sizes already are multiples of 8.
     if record.len() < expected {
-        return Err(DecodeError::BadLength { kind: hdr.kind, len: record.len(), expected });
+        return Err(DecodeError::BadLength {
+            kind: hdr.kind,
+            len: record.len(),
+            expected,
+        });
     }
     let start = size_of::<FlowHeader>();
     if hdr.kind == kind::TCP {
         // SAFETY: length checked against size_of::<TcpRecord>() above.
         let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
-        event_from_header(&hdr, Some((rec.seq, rec.ack, rec.window)), &[], clock.wall(hdr.ts_ns))
+        event_from_header(
+            &hdr,
+            Some((rec.seq, rec.ack, rec.window)),
+            &[],
+            clock.wall(hdr.ts_ns),
+        )
     } else {
         let capacity = expected - start;
         if usize::from(hdr.cap_len) > capacity {
-            return Err(DecodeError::BadCapLen { cap_len: hdr.cap_len, payload_len: hdr.payload_len });
+            return Err(DecodeError::BadCapLen {
+                cap_len: hdr.cap_len,
+                payload_len: hdr.payload_len,
+            });
         }
         let head = &record[start..start + usize::from(hdr.cap_len)];
         event_from_header(&hdr, None, head, clock.wall(hdr.ts_ns))
@@ -121,12 +145,24 @@ pub fn event_from_header<'a>(
         }),
         None => {
             if head.len() != usize::from(hdr.cap_len) || hdr.cap_len > hdr.payload_len {
-                return Err(DecodeError::BadCapLen { cap_len: hdr.cap_len, payload_len: hdr.payload_len });
+                return Err(DecodeError::BadCapLen {
+                    cap_len: hdr.cap_len,
+                    payload_len: hdr.payload_len,
+                });
             }
-            Transport::Udp(UdpDatagram { payload_len: hdr.payload_len, head })
+            Transport::Udp(UdpDatagram {
+                payload_len: hdr.payload_len,
+                head,
+            })
         }
     };
-    Ok(PacketEvent { ts, src, dst, vlan_depth: hdr.vlan_depth, transport })
+    Ok(PacketEvent {
+        ts,
+        src,
+        dst,
+        vlan_depth: hdr.vlan_depth,
+        transport,
+    })
 }
 
 fn endpoints(hdr: &FlowHeader) -> Result<(SocketAddr, SocketAddr), DecodeError> {
@@ -183,7 +219,13 @@ mod tests {
     fn decodes_tcp_syn() {
         let mut hdr = header(kind::TCP, 4);
         hdr.tcp_flags = 0x02;
-        let rec = TcpRecord { hdr, seq: 0xdead_beef, ack: 0, window: 64240, _pad: [0; 6] };
+        let rec = TcpRecord {
+            hdr,
+            seq: 0xdead_beef,
+            ack: 0,
+            window: 64240,
+            _pad: [0; 6],
+        };
         let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
         assert_eq!(ev.src, "192.0.2.10:6881".parse().unwrap());
         assert_eq!(ev.dst, "203.0.113.7:51413".parse().unwrap());
@@ -207,11 +249,16 @@ mod tests {
         let mut hdr = header(kind::UDP_128, 6);
         hdr.payload_len = 300;
         hdr.cap_len = 100;
-        let mut rec = UdpRecord::<128> { hdr, data: [0xaa; 128] };
+        let mut rec = UdpRecord::<128> {
+            hdr,
+            data: [0xaa; 128],
+        };
         rec.data[..3].copy_from_slice(b"d1:");
         let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
         assert_eq!(ev.src, "[2001:db8::10]:6881".parse().unwrap());
-        let Transport::Udp(udp) = ev.transport else { panic!("not udp") };
+        let Transport::Udp(udp) = ev.transport else {
+            panic!("not udp")
+        };
         assert_eq!(udp.payload_len, 300);
         assert_eq!(udp.head.len(), 100);
         assert_eq!(&udp.head[..3], b"d1:");
@@ -221,24 +268,60 @@ mod tests {
     #[test]
     fn rejects_malformed_records() {
         let clock = MonotonicClock::identity();
-        assert_eq!(decode(&[0u8; 10], &clock).unwrap_err(), DecodeError::Short(10));
+        assert_eq!(
+            decode(&[0u8; 10], &clock).unwrap_err(),
+            DecodeError::Short(10)
+        );
 
-        let rec = TcpRecord { hdr: header(9, 4), seq: 0, ack: 0, window: 0, _pad: [0; 6] };
-        assert_eq!(decode(as_bytes(&rec), &clock).unwrap_err(), DecodeError::UnknownKind(9));
+        let rec = TcpRecord {
+            hdr: header(9, 4),
+            seq: 0,
+            ack: 0,
+            window: 0,
+            _pad: [0; 6],
+        };
+        assert_eq!(
+            decode(as_bytes(&rec), &clock).unwrap_err(),
+            DecodeError::UnknownKind(9)
+        );
 
-        let rec = TcpRecord { hdr: header(kind::TCP, 5), seq: 0, ack: 0, window: 0, _pad: [0; 6] };
-        assert_eq!(decode(as_bytes(&rec), &clock).unwrap_err(), DecodeError::BadIpVersion(5));
+        let rec = TcpRecord {
+            hdr: header(kind::TCP, 5),
+            seq: 0,
+            ack: 0,
+            window: 0,
+            _pad: [0; 6],
+        };
+        assert_eq!(
+            decode(as_bytes(&rec), &clock).unwrap_err(),
+            DecodeError::BadIpVersion(5)
+        );
 
         // A UDP kind whose record is cut short.
-        let rec = TcpRecord { hdr: header(kind::UDP_512, 4), seq: 0, ack: 0, window: 0, _pad: [0; 6] };
-        assert!(matches!(decode(as_bytes(&rec), &clock), Err(DecodeError::BadLength { .. })));
+        let rec = TcpRecord {
+            hdr: header(kind::UDP_512, 4),
+            seq: 0,
+            ack: 0,
+            window: 0,
+            _pad: [0; 6],
+        };
+        assert!(matches!(
+            decode(as_bytes(&rec), &clock),
+            Err(DecodeError::BadLength { .. })
+        ));
 
         // cap_len larger than the class capacity.
         let mut hdr = header(kind::UDP_128, 4);
         hdr.payload_len = 1000;
         hdr.cap_len = 129;
-        let rec = UdpRecord::<128> { hdr, data: [0; 128] };
-        assert!(matches!(decode(as_bytes(&rec), &clock), Err(DecodeError::BadCapLen { .. })));
+        let rec = UdpRecord::<128> {
+            hdr,
+            data: [0; 128],
+        };
+        assert!(matches!(
+            decode(as_bytes(&rec), &clock),
+            Err(DecodeError::BadCapLen { .. })
+        ));
     }
 
     #[test]

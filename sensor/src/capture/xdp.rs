@@ -31,14 +31,22 @@ pub struct XdpConfig {
 
 impl Default for XdpConfig {
     fn default() -> Self {
-        Self { snaplen: sensor_ebpf::DEFAULT_SNAPLEN, ring_bytes: 16 << 20, wakeup_bytes: 256 << 10 }
+        Self {
+            snaplen: sensor_ebpf::DEFAULT_SNAPLEN,
+            ring_bytes: 16 << 20,
+            wakeup_bytes: 256 << 10,
+        }
     }
 }
 
 impl XdpConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.snaplen > sensor_ebpf::MAX_SNAPLEN {
-            bail!("snap length {} exceeds the maximum {}", self.snaplen, sensor_ebpf::MAX_SNAPLEN);
+            bail!(
+                "snap length {} exceeds the maximum {}",
+                self.snaplen,
+                sensor_ebpf::MAX_SNAPLEN
+            );
         }
         let page = page_size();
         if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
@@ -48,7 +56,11 @@ impl XdpConfig {
             );
         }
         if self.wakeup_bytes >= self.ring_bytes {
-            bail!("wake-up watermark {} must be below the ring size {}", self.wakeup_bytes, self.ring_bytes);
+            bail!(
+                "wake-up watermark {} must be below the ring size {}",
+                self.wakeup_bytes,
+                self.ring_bytes
+            );
         }
         Ok(())
     }
@@ -110,7 +122,9 @@ impl XdpSensor {
             .program_mut(PROGRAM)
             .context("XDP program missing from the object")?
             .try_into()?;
-        program.load().context("the kernel rejected the XDP program")?;
+        program
+            .load()
+            .context("the kernel rejected the XDP program")?;
         Ok(Self { ebpf })
     }
 
@@ -138,14 +152,22 @@ impl XdpSensor {
 
     /// Takes the record ring out of the object (once).
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").context("EVENTS ring already taken")?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("EVENTS ring already taken")?;
         Ok(RingBuf::try_from(map)?)
     }
 
     /// Takes the per-CPU counters out of the object (once).
     pub fn take_counters(&mut self) -> anyhow::Result<KernelCounters> {
-        let map = self.ebpf.take_map("COUNTERS").context("COUNTERS already taken")?;
-        Ok(KernelCounters { map: PerCpuArray::try_from(map)? })
+        let map = self
+            .ebpf
+            .take_map("COUNTERS")
+            .context("COUNTERS already taken")?;
+        Ok(KernelCounters {
+            map: PerCpuArray::try_from(map)?,
+        })
     }
 }
 
