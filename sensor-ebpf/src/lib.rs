@@ -473,3 +473,111 @@ mod user {
     unsafe impl aya::Pod for super::FlowHeader {}
     unsafe impl aya::Pod for super::TcpRecord {}
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// Ethernet + IPv4 + TCP SYN from 192.0.2.10:51413 to 203.0.113.7:6881, options included.
+    const SYN: [u8; 74] = [
+        0x02, 0, 0, 0, 0, 0x0b, 0x02, 0, 0, 0, 0, 0x0a, 0x08, 0x00, // Ethernet
+        0x45, 0, 0, 60, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 10, 203, 0, 113, 7, // IPv4
+        0xc8, 0xd5, 0x1a, 0xe1, 0, 0, 0x03, 0xe8, 0, 0, 0, 0, 0xa0, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+        // TCP options (MSS, SACK permitted, timestamps, NOP, window scale): 20 bytes
+        2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+    ];
+
+    fn udp_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::from(&SYN[..14]);
+        let total = (20 + 8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[192, 0, 2, 10, 203, 0, 113, 7]);
+        let ulen = (8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x1a, 0xe1, 0x1a, 0xe1, (ulen >> 8) as u8, ulen as u8, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn run(frame: &[u8], snaplen: u32) -> (Result<Parsed, u32>, Vec<u32>) {
+        let mut seen = Vec::new();
+        let r = parse(frame, snaplen, &mut |slot| seen.push(slot));
+        (r, seen)
+    }
+
+    #[test]
+    fn syn_with_options_is_forwarded() {
+        let (r, seen) = run(&SYN, DEFAULT_SNAPLEN);
+        let p = r.unwrap();
+        assert_eq!(seen, [counter::IPV4]);
+        assert_eq!(p.counter, counter::REC_SYN);
+        assert_eq!((p.hdr.src_port, p.hdr.dst_port), (51413, 6881));
+        assert_eq!(&p.hdr.src_addr[..4], &[192, 0, 2, 10]);
+        assert_eq!(p.hdr.payload_len, 0);
+        assert_eq!(p.l4, L4::Tcp { seq: 1000, ack: 0, window: 64240 });
+    }
+
+    #[test]
+    fn only_the_first_20_tcp_header_bytes_are_required() {
+        // A capture with a 54-byte snap length still yields the SYN (as XDP would on replay).
+        let (r, _) = run(&SYN[..54], DEFAULT_SNAPLEN);
+        assert_eq!(r.unwrap().counter, counter::REC_SYN);
+        assert_eq!(run(&SYN[..53], DEFAULT_SNAPLEN).0, Err(counter::PARSE_ERRORS));
+    }
+
+    #[test]
+    fn every_prefix_of_real_frames_is_handled() {
+        let udp = udp_frame(&[0x64; 300]);
+        for frame in [&SYN[..], &udp[..]] {
+            for len in 0..=frame.len() {
+                if let (Ok(p), _) = run(&frame[..len], DEFAULT_SNAPLEN) {
+                    if let L4::Udp { payload_off } = p.l4 {
+                        assert!(payload_off + usize::from(p.hdr.cap_len) <= len);
+                        assert!(p.hdr.cap_len <= p.hdr.payload_len);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn udp_prefix_respects_snap_length_and_frame() {
+        let frame = udp_frame(&[7; 1000]);
+        let (r, seen) = run(&frame, 256);
+        let p = r.unwrap();
+        assert_eq!((p.hdr.payload_len, p.hdr.cap_len, p.hdr.kind), (1000, 256, kind::UDP_512));
+        assert_eq!(seen, [counter::IPV4, counter::UDP_TRUNCATED]);
+        // Larger than the largest class is clamped.
+        let (r, _) = run(&frame, 1 << 20);
+        assert_eq!(r.unwrap().hdr.cap_len, 1000);
+        // A snapped capture copies only what it holds, and says so.
+        let (r, seen) = run(&frame[..14 + 20 + 8 + 100], 1472);
+        assert!(seen.contains(&counter::UDP_TRUNCATED));
+        assert_eq!(r.unwrap().hdr.cap_len, 100);
+    }
+
+    #[test]
+    fn tcp_flag_precedence() {
+        use tcp_flag::*;
+        assert_eq!(tcp_record_counter(SYN), Some(counter::REC_SYN));
+        assert_eq!(tcp_record_counter(SYN | ACK), Some(counter::REC_SYNACK));
+        assert_eq!(tcp_record_counter(SYN | RST), Some(counter::REC_RST));
+        assert_eq!(tcp_record_counter(FIN | SYN), Some(counter::REC_SYN));
+        assert_eq!(tcp_record_counter(FIN | ACK | PSH), Some(counter::REC_FIN));
+        assert_eq!(tcp_record_counter(ACK | PSH), None);
+    }
+
+    #[test]
+    fn udp_classes_are_the_smallest_that_fit() {
+        assert_eq!(udp_class(0).0, kind::UDP_128);
+        assert_eq!(udp_class(128).0, kind::UDP_128);
+        assert_eq!(udp_class(129).0, kind::UDP_512);
+        assert_eq!(udp_class(512).0, kind::UDP_512);
+        assert_eq!(udp_class(513).0, kind::UDP_2048);
+        for (k, cap) in UDP_CLASSES {
+            assert!(cap.is_power_of_two());
+            assert_eq!(record_size(k), Some(size_of::<FlowHeader>() + cap));
+        }
+    }
+}

@@ -101,6 +101,7 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<ExitCode> {
         &["test", "--locked", "-p", "sensor-ebpf", "--lib"],
         &["test", "--locked"],
     ];
+    let mut tally = Tally::default();
     for (i, base) in runs.iter().enumerate() {
         let mut cmd = cargo();
         cmd.current_dir(root)
@@ -109,8 +110,9 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<ExitCode> {
         if i == 1 {
             cmd.args(extra);
         }
-        let status = status_of(&mut cmd)?;
+        let status = run_counting(&mut cmd, &mut tally)?;
         if !status.success() {
+            println!("xtask: {} passed, {} failed", tally.passed, tally.failed.max(1));
             return Ok(ExitCode::FAILURE);
         }
     }
@@ -122,7 +124,49 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<ExitCode> {
         "xtask: all test layers passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    // One closing line for the whole run (cargo prints one per test binary).
+    println!(
+        "xtask: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Test results summed over cargo's per-binary `test result:` lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cargo test`, echoing its output and adding up its `test result:` lines.
+fn run_counting(cmd: &mut Command, tally: &mut Tally) -> anyhow::Result<std::process::ExitStatus> {
+    use std::io::BufRead as _;
+    let _ = ctrlc::set_handler(|| {});
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            // "ok. 7 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.6s"
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            for pair in words.windows(2) {
+                let n: u64 = pair[0].parse().unwrap_or(0);
+                match pair[1].trim_end_matches(';') {
+                    "passed" => tally.passed += n,
+                    "failed" => tally.failed += n,
+                    "ignored" => tally.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(child.wait()?)
 }
 
 /// Lab namespaces (ours are named `sxlab-*`) that currently exist.

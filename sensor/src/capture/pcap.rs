@@ -77,12 +77,21 @@ pub struct ReadReport {
 /// Calls `f` with the timestamp and the Ethernet-normalised bytes of every frame in `path`.
 /// A damaged or truncated file stops the walk with `ReadReport::error` set; a file that is not
 /// a capture at all is an `Err`.
-pub fn read_frames(path: &Path, mut f: impl FnMut(Timestamp, &[u8])) -> anyhow::Result<ReadReport> {
-    let mut file =
+pub fn read_frames(path: &Path, f: impl FnMut(Timestamp, &[u8])) -> anyhow::Result<ReadReport> {
+    let file =
         BufReader::new(File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
+    read_frames_from(&path.display().to_string(), file, f)
+}
+
+/// [`read_frames`] over any reader; `name` labels errors.
+pub fn read_frames_from(
+    name: &str,
+    mut file: impl Read,
+    mut f: impl FnMut(Timestamp, &[u8]),
+) -> anyhow::Result<ReadReport> {
     let mut magic = [0u8; 4];
     file.read_exact(&mut magic)
-        .map_err(|_| anyhow::anyhow!("{}: too short to be a capture file", path.display()))?;
+        .map_err(|_| anyhow::anyhow!("{name}: too short to be a capture file"))?;
     let file = std::io::Cursor::new(magic).chain(file);
     let mut report = ReadReport::default();
     let mut buf = Vec::new();
@@ -96,7 +105,7 @@ pub fn read_frames(path: &Path, mut f: impl FnMut(Timestamp, &[u8])) -> anyhow::
     match magic {
         [0x0a, 0x0d, 0x0d, 0x0a] => {
             let mut reader = PcapNgReader::new(file)
-                .map_err(|e| anyhow::anyhow!("{}: bad pcapng header: {e}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("{name}: bad pcapng header: {e}"))?;
             // Per interface: link layer and timestamp units per second.
             let mut interfaces: Vec<(LinkLayer, u64)> = Vec::new();
             while let Some(block) = reader.next_block() {
@@ -130,9 +139,8 @@ pub fn read_frames(path: &Path, mut f: impl FnMut(Timestamp, &[u8])) -> anyhow::
             }
         }
         _ => {
-            let mut reader = PcapReader::new(file).map_err(|e| {
-                anyhow::anyhow!("{}: not a pcap or pcapng file ({e})", path.display())
-            })?;
+            let mut reader = PcapReader::new(file)
+                .map_err(|e| anyhow::anyhow!("{name}: not a pcap or pcapng file ({e})"))?;
             let link = LinkLayer::from(reader.header().datalink);
             while let Some(packet) = reader.next_packet() {
                 match packet {
@@ -154,6 +162,9 @@ pub fn read_frames(path: &Path, mut f: impl FnMut(Timestamp, &[u8])) -> anyhow::
 fn describe(e: PcapError) -> String {
     match e {
         PcapError::IncompleteBuffer => "truncated capture (the last packet is cut off)".into(),
+        PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "truncated capture (the file ends inside a packet)".into()
+        }
         other => other.to_string(),
     }
 }
@@ -219,4 +230,146 @@ pub fn prefilter_frame<'a>(
         ),
     };
     event_from_header(&parsed.hdr, tcp, head, ts).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Transport};
+    use std::path::PathBuf;
+
+    fn shared(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps").join(rel)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sensor-pcap-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    /// Expected values below come from tshark's reading of the same files.
+    #[test]
+    fn suricata_dht_capture_gives_every_datagram_with_its_payload() {
+        let mut events = Vec::new();
+        let (counters, report) =
+            prefilter_file(&shared("OISF-suricata-verify/bittorrent-dht/input.pcap"), 1472, |ev| {
+                let Transport::Udp(udp) = ev.transport else { panic!("not UDP: {ev:?}") };
+                events.push((ev.ts, ev.src, ev.dst, udp.payload_len, udp.head.to_vec()));
+            })
+            .unwrap();
+        assert!(report.error.is_none());
+        assert_eq!(report.frames, 16);
+        assert_eq!(counters.get(counter::REC_UDP), 16);
+        let udp_lengths = [64, 55, 64, 59, 109, 82, 112, 107, 103, 90, 137, 55, 155, 55, 57, 52];
+        for (event, udp_len) in events.iter().zip(udp_lengths) {
+            assert_eq!(event.3, udp_len - 8);
+            assert_eq!(event.4.len(), usize::from(udp_len - 8), "whole payload kept");
+            assert!(event.4.starts_with(b"d1:"), "KRPC messages are bencoded dictionaries");
+        }
+        assert_eq!(events[0].0, Timestamp(1_611_622_278_556_477_000));
+        assert_eq!(events[0].1, "190.0.0.1:40000".parse().unwrap());
+        assert_eq!(events[0].2, "190.0.0.2:50000".parse().unwrap());
+    }
+
+    #[test]
+    fn pcapng_nanosecond_resolution_and_ipv6() {
+        let mut first = None;
+        let (counters, _) =
+            prefilter_file(&shared("ntop-nDPI/bittorrent_transmission.pcapng"), 1472, |ev| {
+                first.get_or_insert((ev.ts, ev.kind()));
+            })
+            .unwrap();
+        // if_tsresol = 9: 1631961258.895162012 exactly, not a microsecond reading.
+        assert_eq!(first, Some((Timestamp(1_631_961_258_895_162_012), EventKind::Udp)));
+        assert_eq!(counters.get(counter::PACKETS), 7723);
+
+        let mut v6 = Vec::new();
+        prefilter_file(&shared("ntop-nDPI/lru_ipv6_caches.pcapng"), 1472, |ev| {
+            v6.push((ev.src, ev.dst, ev.kind()));
+        })
+        .unwrap();
+        assert_eq!(
+            v6[0],
+            (
+                "[32fb:f967:681e:e96b:face:b00c:0:74fd]:3478".parse().unwrap(),
+                "[20ed:470f:6f73:ce60:60be:8b4f:df37:b080]:45658".parse().unwrap(),
+                EventKind::Udp
+            )
+        );
+    }
+
+    #[test]
+    fn truncated_capture_keeps_what_came_before_the_damage() {
+        let bytes = std::fs::read(shared("ntop-nDPI/bittorrent_transmission.pcapng")).unwrap();
+        let cut = scratch("cut.pcapng");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let (counters, report) = prefilter_file(&cut, 1472, |_| {}).unwrap();
+        assert!(report.error.is_some(), "damage must be reported");
+        assert!(report.frames > 1000 && report.frames < 7723, "{}", report.frames);
+        assert_eq!(counters.get(counter::PACKETS), report.frames);
+
+        let bytes = std::fs::read(shared("ntop-nDPI/synscan.pcap")).unwrap();
+        let cut = scratch("cut.pcap");
+        std::fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
+        let (_, report) = prefilter_file(&cut, 1472, |_| {}).unwrap();
+        assert_eq!(report.frames, 2010, "all but the cut-off last frame");
+        let error = report.error.unwrap();
+        assert!(error.contains("truncated"), "{error}");
+    }
+
+    #[test]
+    fn non_captures_are_clear_errors() {
+        let text = scratch("notes.txt");
+        std::fs::write(&text, "this is not a capture file\n").unwrap();
+        let err = prefilter_file(&text, 1472, |_| {}).unwrap_err().to_string();
+        assert!(err.contains("not a pcap or pcapng file"), "{err}");
+
+        let tiny = scratch("tiny");
+        std::fs::write(&tiny, [0xd4, 0xc3]).unwrap();
+        let err = prefilter_file(&tiny, 1472, |_| {}).unwrap_err().to_string();
+        assert!(err.contains("too short"), "{err}");
+
+        let err = prefilter_file(Path::new("/nonexistent/x.pcap"), 1472, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.pcap"));
+    }
+
+    /// The same IPv4 UDP packet under each supported link layer parses to the same event.
+    #[test]
+    fn cooked_and_raw_link_layers_normalise_to_ethernet() {
+        let l3: Vec<u8> = {
+            let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2];
+            let payload = b"d1:ad2:id20:01234567890123456789e1:q4:ping1:t2:xx1:y1:qe";
+            let total = (20 + 8 + payload.len()) as u16;
+            ip[2..4].copy_from_slice(&total.to_be_bytes());
+            ip.extend_from_slice(&6881u16.to_be_bytes());
+            ip.extend_from_slice(&6881u16.to_be_bytes());
+            ip.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 0]);
+            ip.extend_from_slice(payload);
+            ip
+        };
+        let mut ethernet = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        ethernet.extend_from_slice(&l3);
+        let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+        sll.extend_from_slice(&l3);
+        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0];
+        sll2.extend_from_slice(&l3);
+
+        let event_of = |link: LinkLayer, data: &[u8]| {
+            let mut buf = Vec::new();
+            let frame = as_ethernet(link, data, &mut buf).expect("supported").to_vec();
+            let mut counters = CounterSnapshot::default();
+            let ev = prefilter_frame(&frame, Timestamp(1), 1472, &mut counters).unwrap().unwrap();
+            crate::event::EventLine::from(&ev)
+        };
+        let reference = event_of(LinkLayer::Ethernet, &ethernet);
+        assert_eq!(reference.src, "192.0.2.1:6881");
+        assert_eq!(event_of(LinkLayer::LinuxSll, &sll), reference);
+        assert_eq!(event_of(LinkLayer::LinuxSll2, &sll2), reference);
+        assert_eq!(event_of(LinkLayer::RawIp, &l3), reference);
+        let mut buf = Vec::new();
+        assert!(as_ethernet(LinkLayer::LinuxSll, &sll[..10], &mut buf).is_none());
+        assert!(as_ethernet(LinkLayer::Unsupported(147), &l3, &mut buf).is_none());
+    }
 }
