@@ -195,6 +195,9 @@ pub const fn udp_class(cap_len: u32) -> (u8, usize) {
 pub trait Frame {
     /// Bytes in the frame (the linear part, for XDP).
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// `N` bytes at `off`, or `None` past the end. On XDP this is the bounds check the verifier
     /// needs before every packet read.
     fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]>;

@@ -480,9 +480,13 @@ pub fn wait_caught_up(
                 .sum()
         };
         let lost = metric(&m, "sensor_xdp_ring_full_drops_total");
+        let decode_errors: u64 = m
+            .iter()
+            .filter(|(series, _)| series.starts_with("sensor_ring_decode_errors_total"))
+            .map(|(_, v)| *v as u64)
+            .sum();
         if metric(&m, "sensor_xdp_packets_total") >= sent
-            && sum("sensor_ring_records_total") + metric(&m, "sensor_ring_decode_errors_total")
-                >= sum("sensor_xdp_records_total")
+            && sum("sensor_ring_records_total") + decode_errors >= sum("sensor_xdp_records_total")
         {
             return Ok(m);
         }

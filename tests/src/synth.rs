@@ -414,6 +414,37 @@ impl Gen {
         self.emit(t, link, src.0, dst.0, L4::Tcp(h), payload);
     }
 
+    /// Orderly close started by `a`: FIN from `a`, FIN from `b` one `rtt` later, last ACK from
+    /// `a`. `a_seq`/`b_seq` are each side's next sequence number; returns the time after it.
+    #[allow(clippy::too_many_arguments)]
+    fn close(
+        &mut self,
+        t: f64,
+        rtt: f64,
+        link: Link,
+        (a, a_seq, a_win): (Endpoint, u32, u16),
+        (b, b_seq, b_win): (Endpoint, u32, u16),
+    ) -> f64 {
+        self.tcp(at(t), link, a, b, FIN | ACK, a_seq, b_seq, a_win, &[], &[]);
+        let t = t + rtt;
+        self.tcp(
+            at(t),
+            link,
+            b,
+            a,
+            FIN | ACK,
+            b_seq,
+            a_seq.wrapping_add(1),
+            b_win,
+            &[],
+            &[],
+        );
+        let t = t + 0.00005;
+        let (a_next, b_next) = (a_seq.wrapping_add(1), b_seq.wrapping_add(1));
+        self.tcp(at(t), link, a, b, ACK, a_next, b_next, a_win, &[], &[]);
+        t
+    }
+
     /// Hand-built ARP request or reply (Ethernet/IPv4).
     fn arp(&mut self, t: u64, op: u16, sender: [u8; 4], target: [u8; 4]) {
         let smac = mac_of(Ip::V4(sender));
@@ -916,33 +947,7 @@ fn tcp_attempt(
             let p2 = p1.wrapping_add(theirs.len() as u32);
             // The client drops the peer right after the handshake (e.g. it has nothing we need).
             t += g.rng.secs(0.05, 0.4);
-            g.tcp(at(t), l, client, peer, FIN | ACK, c2, p2, 502, &[], &[]);
-            t += rtt;
-            g.tcp(
-                at(t),
-                l,
-                peer,
-                client,
-                FIN | ACK,
-                p2,
-                c2.wrapping_add(1),
-                509,
-                &[],
-                &[],
-            );
-            t += 0.00005;
-            g.tcp(
-                at(t),
-                l,
-                client,
-                peer,
-                ACK,
-                c2.wrapping_add(1),
-                p2.wrapping_add(1),
-                502,
-                &[],
-                &[],
-            );
+            g.close(t, rtt, l, (client, c2, 502), (peer, p2, 509));
         }
     }
 }
@@ -1161,33 +1166,7 @@ fn web_sessions(g: &mut Gen) {
         }
         g.tcp(at(t), l, client, server, ACK, c2, sseq, 501, &[], &[]);
         t += 0.002;
-        g.tcp(at(t), l, client, server, FIN | ACK, c2, sseq, 501, &[], &[]);
-        t += rtt;
-        g.tcp(
-            at(t),
-            l,
-            server,
-            client,
-            FIN | ACK,
-            sseq,
-            c2.wrapping_add(1),
-            509,
-            &[],
-            &[],
-        );
-        t += 0.00005;
-        g.tcp(
-            at(t),
-            l,
-            client,
-            server,
-            ACK,
-            c2.wrapping_add(1),
-            sseq.wrapping_add(1),
-            501,
-            &[],
-            &[],
-        );
+        g.close(t, rtt, l, (client, c2, 501), (server, sseq, 509));
     }
 }
 

@@ -265,6 +265,16 @@ mod tests {
         assert!(!udp.is_complete());
     }
 
+    fn bare(hdr: FlowHeader) -> TcpRecord {
+        TcpRecord {
+            hdr,
+            seq: 0,
+            ack: 0,
+            window: 0,
+            _pad: [0; 6],
+        }
+    }
+
     #[test]
     fn rejects_malformed_records() {
         let clock = MonotonicClock::identity();
@@ -273,38 +283,20 @@ mod tests {
             DecodeError::Short(10)
         );
 
-        let rec = TcpRecord {
-            hdr: header(9, 4),
-            seq: 0,
-            ack: 0,
-            window: 0,
-            _pad: [0; 6],
-        };
+        let rec = bare(header(9, 4));
         assert_eq!(
             decode(as_bytes(&rec), &clock).unwrap_err(),
             DecodeError::UnknownKind(9)
         );
 
-        let rec = TcpRecord {
-            hdr: header(kind::TCP, 5),
-            seq: 0,
-            ack: 0,
-            window: 0,
-            _pad: [0; 6],
-        };
+        let rec = bare(header(kind::TCP, 5));
         assert_eq!(
             decode(as_bytes(&rec), &clock).unwrap_err(),
             DecodeError::BadIpVersion(5)
         );
 
         // A UDP kind whose record is cut short.
-        let rec = TcpRecord {
-            hdr: header(kind::UDP_512, 4),
-            seq: 0,
-            ack: 0,
-            window: 0,
-            _pad: [0; 6],
-        };
+        let rec = bare(header(kind::UDP_512, 4));
         assert!(matches!(
             decode(as_bytes(&rec), &clock),
             Err(DecodeError::BadLength { .. })

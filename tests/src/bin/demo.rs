@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -138,7 +138,7 @@ fn report(
     replay: &lab::ReplayStats,
     s: &RunSummary,
     metrics: &std::collections::HashMap<String, f64>,
-    events: &PathBuf,
+    events: &Path,
 ) -> anyhow::Result<()> {
     let x = |k: &str| s.xdp.get(k).copied().unwrap_or(0);
     println!();
