@@ -486,7 +486,8 @@ mod tests {
     /// Ethernet + IPv4 + TCP SYN from 192.0.2.10:51413 to 203.0.113.7:6881, options included.
     const SYN: [u8; 74] = [
         0x02, 0, 0, 0, 0, 0x0b, 0x02, 0, 0, 0, 0, 0x0a, 0x08, 0x00, // Ethernet
-        0x45, 0, 0, 60, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 10, 203, 0, 113, 7, // IPv4
+        0x45, 0, 0, 60, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 10, 203, 0, 113,
+        7, // IPv4
         0xc8, 0xd5, 0x1a, 0xe1, 0, 0, 0x03, 0xe8, 0, 0, 0, 0, 0xa0, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
         // TCP options (MSS, SACK permitted, timestamps, NOP, window scale): 20 bytes
         2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
@@ -495,7 +496,20 @@ mod tests {
     fn udp_frame(payload: &[u8]) -> Vec<u8> {
         let mut f = Vec::from(&SYN[..14]);
         let total = (20 + 8 + payload.len()) as u16;
-        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ]);
         f.extend_from_slice(&[192, 0, 2, 10, 203, 0, 113, 7]);
         let ulen = (8 + payload.len()) as u16;
         f.extend_from_slice(&[0x1a, 0xe1, 0x1a, 0xe1, (ulen >> 8) as u8, ulen as u8, 0, 0]);
@@ -518,7 +532,14 @@ mod tests {
         assert_eq!((p.hdr.src_port, p.hdr.dst_port), (51413, 6881));
         assert_eq!(&p.hdr.src_addr[..4], &[192, 0, 2, 10]);
         assert_eq!(p.hdr.payload_len, 0);
-        assert_eq!(p.l4, L4::Tcp { seq: 1000, ack: 0, window: 64240 });
+        assert_eq!(
+            p.l4,
+            L4::Tcp {
+                seq: 1000,
+                ack: 0,
+                window: 64240
+            }
+        );
     }
 
     #[test]
@@ -526,7 +547,10 @@ mod tests {
         // A capture with a 54-byte snap length still yields the SYN (as XDP would on replay).
         let (r, _) = run(&SYN[..54], DEFAULT_SNAPLEN);
         assert_eq!(r.unwrap().counter, counter::REC_SYN);
-        assert_eq!(run(&SYN[..53], DEFAULT_SNAPLEN).0, Err(counter::PARSE_ERRORS));
+        assert_eq!(
+            run(&SYN[..53], DEFAULT_SNAPLEN).0,
+            Err(counter::PARSE_ERRORS)
+        );
     }
 
     #[test]
@@ -549,7 +573,10 @@ mod tests {
         let frame = udp_frame(&[7; 1000]);
         let (r, seen) = run(&frame, 256);
         let p = r.unwrap();
-        assert_eq!((p.hdr.payload_len, p.hdr.cap_len, p.hdr.kind), (1000, 256, kind::UDP_512));
+        assert_eq!(
+            (p.hdr.payload_len, p.hdr.cap_len, p.hdr.kind),
+            (1000, 256, kind::UDP_512)
+        );
         assert_eq!(seen, [counter::IPV4, counter::UDP_TRUNCATED]);
         // Larger than the largest class is clamped.
         let (r, _) = run(&frame, 1 << 20);

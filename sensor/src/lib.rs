@@ -5,8 +5,11 @@
 
 pub mod agent;
 pub mod capture;
+pub mod conn;
+pub mod detect;
 pub mod event;
 pub mod metrics;
+pub mod predict;
 
 /// The XDP object built by `build.rs`, aligned as aya's object parser requires.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));

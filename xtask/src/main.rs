@@ -112,7 +112,11 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<ExitCode> {
         }
         let status = run_counting(&mut cmd, &mut tally)?;
         if !status.success() {
-            println!("xtask: {} passed, {} failed", tally.passed, tally.failed.max(1));
+            println!(
+                "xtask: {} passed, {} failed",
+                tally.passed,
+                tally.failed.max(1)
+            );
             return Ok(ExitCode::FAILURE);
         }
     }

@@ -239,7 +239,9 @@ mod tests {
     use std::path::PathBuf;
 
     fn shared(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps").join(rel)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/pcaps")
+            .join(rel)
     }
 
     fn scratch(name: &str) -> PathBuf {
@@ -252,20 +254,34 @@ mod tests {
     #[test]
     fn suricata_dht_capture_gives_every_datagram_with_its_payload() {
         let mut events = Vec::new();
-        let (counters, report) =
-            prefilter_file(&shared("OISF-suricata-verify/bittorrent-dht/input.pcap"), 1472, |ev| {
-                let Transport::Udp(udp) = ev.transport else { panic!("not UDP: {ev:?}") };
+        let (counters, report) = prefilter_file(
+            &shared("OISF-suricata-verify/bittorrent-dht/input.pcap"),
+            1472,
+            |ev| {
+                let Transport::Udp(udp) = ev.transport else {
+                    panic!("not UDP: {ev:?}")
+                };
                 events.push((ev.ts, ev.src, ev.dst, udp.payload_len, udp.head.to_vec()));
-            })
-            .unwrap();
+            },
+        )
+        .unwrap();
         assert!(report.error.is_none());
         assert_eq!(report.frames, 16);
         assert_eq!(counters.get(counter::REC_UDP), 16);
-        let udp_lengths = [64, 55, 64, 59, 109, 82, 112, 107, 103, 90, 137, 55, 155, 55, 57, 52];
+        let udp_lengths = [
+            64, 55, 64, 59, 109, 82, 112, 107, 103, 90, 137, 55, 155, 55, 57, 52,
+        ];
         for (event, udp_len) in events.iter().zip(udp_lengths) {
             assert_eq!(event.3, udp_len - 8);
-            assert_eq!(event.4.len(), usize::from(udp_len - 8), "whole payload kept");
-            assert!(event.4.starts_with(b"d1:"), "KRPC messages are bencoded dictionaries");
+            assert_eq!(
+                event.4.len(),
+                usize::from(udp_len - 8),
+                "whole payload kept"
+            );
+            assert!(
+                event.4.starts_with(b"d1:"),
+                "KRPC messages are bencoded dictionaries"
+            );
         }
         assert_eq!(events[0].0, Timestamp(1_611_622_278_556_477_000));
         assert_eq!(events[0].1, "190.0.0.1:40000".parse().unwrap());
@@ -275,13 +291,19 @@ mod tests {
     #[test]
     fn pcapng_nanosecond_resolution_and_ipv6() {
         let mut first = None;
-        let (counters, _) =
-            prefilter_file(&shared("ntop-nDPI/bittorrent_transmission.pcapng"), 1472, |ev| {
+        let (counters, _) = prefilter_file(
+            &shared("ntop-nDPI/bittorrent_transmission.pcapng"),
+            1472,
+            |ev| {
                 first.get_or_insert((ev.ts, ev.kind()));
-            })
-            .unwrap();
+            },
+        )
+        .unwrap();
         // if_tsresol = 9: 1631961258.895162012 exactly, not a microsecond reading.
-        assert_eq!(first, Some((Timestamp(1_631_961_258_895_162_012), EventKind::Udp)));
+        assert_eq!(
+            first,
+            Some((Timestamp(1_631_961_258_895_162_012), EventKind::Udp))
+        );
         assert_eq!(counters.get(counter::PACKETS), 7723);
 
         let mut v6 = Vec::new();
@@ -292,8 +314,12 @@ mod tests {
         assert_eq!(
             v6[0],
             (
-                "[32fb:f967:681e:e96b:face:b00c:0:74fd]:3478".parse().unwrap(),
-                "[20ed:470f:6f73:ce60:60be:8b4f:df37:b080]:45658".parse().unwrap(),
+                "[32fb:f967:681e:e96b:face:b00c:0:74fd]:3478"
+                    .parse()
+                    .unwrap(),
+                "[20ed:470f:6f73:ce60:60be:8b4f:df37:b080]:45658"
+                    .parse()
+                    .unwrap(),
                 EventKind::Udp
             )
         );
@@ -306,7 +332,11 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let (counters, report) = prefilter_file(&cut, 1472, |_| {}).unwrap();
         assert!(report.error.is_some(), "damage must be reported");
-        assert!(report.frames > 1000 && report.frames < 7723, "{}", report.frames);
+        assert!(
+            report.frames > 1000 && report.frames < 7723,
+            "{}",
+            report.frames
+        );
         assert_eq!(counters.get(counter::PACKETS), report.frames);
 
         let bytes = std::fs::read(shared("ntop-nDPI/synscan.pcap")).unwrap();
@@ -338,7 +368,9 @@ mod tests {
     #[test]
     fn cooked_and_raw_link_layers_normalise_to_ethernet() {
         let l3: Vec<u8> = {
-            let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2];
+            let mut ip = vec![
+                0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2,
+            ];
             let payload = b"d1:ad2:id20:01234567890123456789e1:q4:ping1:t2:xx1:y1:qe";
             let total = (20 + 8 + payload.len()) as u16;
             ip[2..4].copy_from_slice(&total.to_be_bytes());
@@ -353,14 +385,20 @@ mod tests {
         ethernet.extend_from_slice(&l3);
         let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
         sll.extend_from_slice(&l3);
-        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0];
+        let mut sll2 = vec![
+            0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0,
+        ];
         sll2.extend_from_slice(&l3);
 
         let event_of = |link: LinkLayer, data: &[u8]| {
             let mut buf = Vec::new();
-            let frame = as_ethernet(link, data, &mut buf).expect("supported").to_vec();
+            let frame = as_ethernet(link, data, &mut buf)
+                .expect("supported")
+                .to_vec();
             let mut counters = CounterSnapshot::default();
-            let ev = prefilter_frame(&frame, Timestamp(1), 1472, &mut counters).unwrap().unwrap();
+            let ev = prefilter_frame(&frame, Timestamp(1), 1472, &mut counters)
+                .unwrap()
+                .unwrap();
             crate::event::EventLine::from(&ev)
         };
         let reference = event_of(LinkLayer::Ethernet, &ethernet);

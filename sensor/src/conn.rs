@@ -1,0 +1,689 @@
+//! Connection outcomes in packet time: Bro 1.5's view of a TCP handshake, rebuilt from the SYN,
+//! SYN-ACK, RST and FIN segments the pre-filter forwards.
+//!
+//! Each outcome is one of the Bro events that call `Scan::check_scan` (spec
+//! `scan-detectors.md` §1.1), with its connection state:
+//!
+//! | event | when | state | established | reverse |
+//! |---|---|---|---|---|
+//! | attempt | `attempt_delay` (5 s) after the SYN, the responder still silent | S0 | no | no |
+//! | rejected | the responder answers the SYN with RST | REJ | no | no |
+//! | established | the responder answers with SYN-ACK | S1 | yes | no |
+//! | half_finished | the originator sends FIN, the responder still silent | SH | no | no |
+//! | reset | the originator sends RST, the responder still silent | RSTOS0 | no | no |
+//!
+//! A SYN-ACK seen without its SYN starts a *reverse* connection: its receiver is recorded as the
+//! originator (never seen, so inactive) and `reverse` is set, which makes the detector charge the
+//! SYN-ACK's sender and lets backscatter accounting see it. Bro 2 documents this role flip; for
+//! Bro 1.5 it is our reading of `check_scan(c, F, orig_state == TCP_INACTIVE)`, the only way that
+//! call's `reverse` can be true for an attempt.
+//!
+//! Not modelled, because the pre-filter does not forward data segments: `partial_connection` and
+//! `connection_pending` (mid-stream connections). A lone RST or FIN creates no connection.
+//!
+//! Tables are bounded (`max_conns`; the oldest connection is evicted first) and idle connections
+//! expire; both are counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::detect::{ConnState, ScanCheck, Service};
+use crate::event::{PacketEvent, TcpSegment, Timestamp, Transport};
+
+/// Tunables of the tracker.
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    /// Bro's `tcp_attempt_delay`: silence after a SYN before the attempt counts as failed.
+    pub attempt_delay: Duration,
+    /// Connections with no segment for this long are forgotten.
+    pub idle_timeout: Duration,
+    /// Most connections tracked at once; beyond it the oldest is evicted.
+    pub max_conns: usize,
+    /// Report every UDP datagram as Bro's `udp_request`/`udp_reply` (Bro 1.5 with `udp-common`).
+    pub udp: bool,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            attempt_delay: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            max_conns: 1_000_000,
+            udp: false,
+        }
+    }
+}
+
+/// Which Bro event an outcome stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BroEvent {
+    Attempt,
+    Rejected,
+    Established,
+    HalfFinished,
+    Reset,
+    UdpRequest,
+    UdpReply,
+}
+
+impl BroEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BroEvent::Attempt => "connection_attempt",
+            BroEvent::Rejected => "connection_rejected",
+            BroEvent::Established => "connection_established",
+            BroEvent::HalfFinished => "connection_half_finished",
+            BroEvent::Reset => "connection_reset",
+            BroEvent::UdpRequest => "udp_request",
+            BroEvent::UdpReply => "udp_reply",
+        }
+    }
+}
+
+/// One connection outcome: a `check_scan` call to make, with what it was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnOutcome {
+    pub ts: Timestamp,
+    /// As Bro records them (`c$id`): for a reverse connection, `orig` is the SYN-ACK's receiver.
+    pub orig: SocketAddr,
+    pub resp: SocketAddr,
+    pub udp: bool,
+    pub event: BroEvent,
+    pub state: ConnState,
+    pub established: bool,
+    pub reverse: bool,
+}
+
+impl ConnOutcome {
+    /// The host that made the attempt (the one the detector charges).
+    pub fn initiator(&self) -> SocketAddr {
+        if self.reverse {
+            self.resp
+        } else {
+            self.orig
+        }
+    }
+
+    /// The host the attempt was made to.
+    pub fn target(&self) -> SocketAddr {
+        if self.reverse {
+            self.orig
+        } else {
+            self.resp
+        }
+    }
+
+    /// Whether this is a failed attempt (not established, not a UDP reply).
+    pub fn failed(&self) -> bool {
+        !self.established
+    }
+
+    pub fn scan_check(&self) -> ScanCheck {
+        let service = |port| {
+            if self.udp {
+                Service::udp(port)
+            } else {
+                Service::tcp(port)
+            }
+        };
+        ScanCheck {
+            ts: self.ts,
+            orig_h: self.orig.ip(),
+            orig_p: service(self.orig.port()),
+            resp_h: self.resp.ip(),
+            resp_p: service(self.resp.port()),
+            established: self.established,
+            reverse: self.reverse,
+            ftp_data: false,
+        }
+    }
+}
+
+/// Canonical key: the same for both directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnKey {
+    lo: SocketAddr,
+    hi: SocketAddr,
+    udp: bool,
+}
+
+impl ConnKey {
+    fn new(a: SocketAddr, b: SocketAddr, udp: bool) -> Self {
+        if a <= b {
+            Self { lo: a, hi: b, udp }
+        } else {
+            Self { lo: b, hi: a, udp }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Inactive,
+    SynSent,
+    SynAckSent,
+    Closed,
+    Reset,
+}
+
+#[derive(Debug)]
+struct Conn {
+    orig: SocketAddr,
+    resp: SocketAddr,
+    /// Created by a SYN-ACK without a SYN.
+    reverse: bool,
+    o: End,
+    r: End,
+    /// Incarnation, to tell a queued timer from a later connection on the same key.
+    serial: u64,
+    last: u64,
+    attempt_reported: bool,
+}
+
+/// Rebuilds connection outcomes from forwarded segments.
+#[derive(Debug)]
+pub struct ConnTracker {
+    config: ConnConfig,
+    conns: HashMap<ConnKey, Conn>,
+    /// Attempt deadlines in creation order (packet time only moves forward, so also in deadline
+    /// order); also the eviction order.
+    timers: VecDeque<(u64, ConnKey, u64)>,
+    next_serial: u64,
+    last_sweep: u64,
+    now: u64,
+    /// Connections evicted because the table was full.
+    pub evictions: u64,
+    /// Connections forgotten after `idle_timeout`.
+    pub expired: u64,
+}
+
+impl ConnTracker {
+    pub fn new(config: ConnConfig) -> Self {
+        Self {
+            config,
+            conns: HashMap::new(),
+            timers: VecDeque::new(),
+            next_serial: 0,
+            last_sweep: 0,
+            now: 0,
+            evictions: 0,
+            expired: 0,
+        }
+    }
+
+    /// Connections currently tracked.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Feeds one event; outcomes it completes (including attempts whose delay ran out before
+    /// this event's time) are appended to `out`.
+    pub fn on_event(&mut self, ev: &PacketEvent<'_>, out: &mut Vec<ConnOutcome>) {
+        self.advance(ev.ts, out);
+        match ev.transport {
+            Transport::Tcp(seg) => self.on_tcp(ev, &seg, out),
+            Transport::Udp(_) if self.config.udp => self.on_udp(ev, out),
+            Transport::Udp(_) => {}
+        }
+    }
+
+    /// Moves packet time to `now`: fires due attempt timers and, every 10 s, forgets idle
+    /// connections.
+    pub fn advance(&mut self, now: Timestamp, out: &mut Vec<ConnOutcome>) {
+        // Packet time never runs backwards here, even if a merged capture does.
+        self.now = self.now.max(now.0);
+        let delay = crate::detect::ns(self.config.attempt_delay);
+        while let Some(&(created, key, serial)) = self.timers.front() {
+            if created.saturating_add(delay) > self.now {
+                break;
+            }
+            self.timers.pop_front();
+            self.fire_attempt(key, serial, created.saturating_add(delay), out);
+        }
+        if self.now.saturating_sub(self.last_sweep) >= 10_000_000_000 {
+            self.last_sweep = self.now;
+            let idle = crate::detect::ns(self.config.idle_timeout);
+            let now = self.now;
+            let before = self.conns.len();
+            self.conns.retain(|_, c| c.last.saturating_add(idle) >= now);
+            self.expired += (before - self.conns.len()) as u64;
+        }
+    }
+
+    /// End of input: attempts still waiting for their delay are reported at `now` + delay
+    /// only if the input really ran that long, as in Bro, whose timers die with the trace.
+    pub fn finish(&mut self, now: Timestamp, out: &mut Vec<ConnOutcome>) {
+        self.advance(now, out);
+    }
+
+    fn fire_attempt(&mut self, key: ConnKey, serial: u64, at: u64, out: &mut Vec<ConnOutcome>) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if c.serial != serial || c.attempt_reported {
+            return;
+        }
+        // The side that opened must still be waiting and the other still silent.
+        let (opener, silent) = if c.reverse { (c.r, c.o) } else { (c.o, c.r) };
+        if silent == End::Inactive && matches!(opener, End::SynSent | End::SynAckSent) {
+            c.attempt_reported = true;
+            out.push(outcome(
+                c,
+                at,
+                BroEvent::Attempt,
+                ConnState::S0,
+                false,
+                key.udp,
+            ));
+        }
+    }
+
+    fn insert(&mut self, key: ConnKey, conn: Conn) {
+        if self.conns.len() >= self.config.max_conns {
+            // Evict the oldest connection still tracked.
+            while let Some((_, old, serial)) = self.timers.pop_front() {
+                if self.conns.get(&old).is_some_and(|c| c.serial == serial) {
+                    self.conns.remove(&old);
+                    self.evictions += 1;
+                    break;
+                }
+            }
+        }
+        self.timers.push_back((self.now, key, conn.serial));
+        self.conns.insert(key, conn);
+    }
+
+    fn new_conn(
+        &mut self,
+        orig: SocketAddr,
+        resp: SocketAddr,
+        reverse: bool,
+        o: End,
+        r: End,
+    ) -> Conn {
+        self.next_serial += 1;
+        Conn {
+            orig,
+            resp,
+            reverse,
+            o,
+            r,
+            serial: self.next_serial,
+            last: self.now,
+            attempt_reported: false,
+        }
+    }
+
+    fn on_tcp(&mut self, ev: &PacketEvent<'_>, seg: &TcpSegment, out: &mut Vec<ConnOutcome>) {
+        let key = ConnKey::new(ev.src, ev.dst, false);
+        let ts = ev.ts.0.max(self.now);
+        let flags = seg.flags;
+
+        // A SYN on a key whose connection is over starts a new one (port reuse).
+        if flags.syn() && !flags.rst() {
+            if let Some(c) = self.conns.get(&key) {
+                if matches!(c.o, End::Closed | End::Reset)
+                    || matches!(c.r, End::Closed | End::Reset)
+                {
+                    self.conns.remove(&key);
+                }
+            }
+        }
+
+        let Some(c) = self.conns.get_mut(&key) else {
+            if flags.rst() || !flags.syn() {
+                return; // a lone RST or FIN: no connection (see module docs)
+            }
+            let conn = if flags.ack() {
+                // SYN-ACK without its SYN: a reverse connection.
+                self.new_conn(ev.dst, ev.src, true, End::Inactive, End::SynAckSent)
+            } else {
+                self.new_conn(ev.src, ev.dst, false, End::SynSent, End::Inactive)
+            };
+            self.insert(key, conn);
+            return;
+        };
+        c.last = ts;
+        let from_orig = ev.src == c.orig;
+        let (me, other) = if from_orig { (c.o, c.r) } else { (c.r, c.o) };
+
+        let result = if flags.rst() {
+            let r = match (from_orig, c.reverse) {
+                // The responder refuses the SYN.
+                (false, false) if other == End::SynSent && me == End::Inactive => {
+                    Some((BroEvent::Rejected, ConnState::REJ, false))
+                }
+                // The originator gives up before any answer.
+                (true, false) if me == End::SynSent && other == End::Inactive => {
+                    Some((BroEvent::Reset, ConnState::RSTOS0, false))
+                }
+                // The receiver of a reverse SYN-ACK refuses it.
+                (true, true) if me == End::Inactive && other == End::SynAckSent => {
+                    Some((BroEvent::Rejected, ConnState::REJ, true))
+                }
+                _ => None,
+            };
+            if from_orig {
+                c.o = End::Reset;
+            } else {
+                c.r = End::Reset;
+            }
+            r
+        } else if flags.syn() && flags.ack() {
+            if !from_orig && !c.reverse && c.r == End::Inactive && c.o == End::SynSent {
+                c.r = End::SynAckSent;
+                Some((BroEvent::Established, ConnState::S1, false))
+            } else {
+                None
+            }
+        } else if flags.fin() {
+            let r = (from_orig && !c.reverse && c.o == End::SynSent && c.r == End::Inactive)
+                .then_some((BroEvent::HalfFinished, ConnState::SH, false));
+            if from_orig {
+                c.o = End::Closed;
+            } else {
+                c.r = End::Closed;
+            }
+            r
+        } else {
+            None // a retransmitted SYN
+        };
+        if let Some((event, state, reverse_reject)) = result {
+            let established = event == BroEvent::Established;
+            let mut o = outcome(c, ts, event, state, established, false);
+            o.reverse = c.reverse || reverse_reject;
+            out.push(o);
+        }
+    }
+
+    fn on_udp(&mut self, ev: &PacketEvent<'_>, out: &mut Vec<ConnOutcome>) {
+        let key = ConnKey::new(ev.src, ev.dst, true);
+        let ts = ev.ts.0.max(self.now);
+        let (orig, resp) = match self.conns.get_mut(&key) {
+            Some(c) => {
+                c.last = ts;
+                (c.orig, c.resp)
+            }
+            None => {
+                let conn = self.new_conn(ev.src, ev.dst, false, End::SynSent, End::Inactive);
+                self.insert(key, conn);
+                (ev.src, ev.dst)
+            }
+        };
+        let request = ev.src == orig;
+        out.push(ConnOutcome {
+            ts: Timestamp(ts),
+            orig,
+            resp,
+            udp: true,
+            event: if request {
+                BroEvent::UdpRequest
+            } else {
+                BroEvent::UdpReply
+            },
+            state: ConnState::S0,
+            established: !request,
+            reverse: false,
+        });
+    }
+}
+
+fn outcome(
+    c: &Conn,
+    ts: u64,
+    event: BroEvent,
+    state: ConnState,
+    established: bool,
+    udp: bool,
+) -> ConnOutcome {
+    ConnOutcome {
+        ts: Timestamp(ts),
+        orig: c.orig,
+        resp: c.resp,
+        udp,
+        event,
+        state,
+        established,
+        reverse: c.reverse,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{TcpFlags, UdpDatagram};
+    use sensor_ebpf::tcp_flag::*;
+
+    const A: &str = "192.0.2.10:51413";
+    const B: &str = "203.0.113.7:6881";
+
+    fn seg(ts_ms: u64, src: &str, dst: &str, flags: u8) -> PacketEvent<'static> {
+        PacketEvent {
+            ts: Timestamp(1_000_000_000_000 + ts_ms * 1_000_000),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            vlan_depth: 0,
+            transport: Transport::Tcp(TcpSegment {
+                flags: TcpFlags(flags),
+                seq: 1,
+                ack: 0,
+                window: 1000,
+                payload_len: 0,
+            }),
+        }
+    }
+
+    fn run(events: &[PacketEvent<'_>], end_ms: u64) -> Vec<ConnOutcome> {
+        let mut t = ConnTracker::new(ConnConfig::default());
+        let mut out = Vec::new();
+        for e in events {
+            t.on_event(e, &mut out);
+        }
+        t.finish(Timestamp(1_000_000_000_000 + end_ms * 1_000_000), &mut out);
+        out
+    }
+
+    fn summary(out: &[ConnOutcome]) -> Vec<(BroEvent, ConnState, bool, bool, u64)> {
+        out.iter()
+            .map(|o| {
+                (
+                    o.event,
+                    o.state,
+                    o.established,
+                    o.reverse,
+                    (o.ts.0 - 1_000_000_000_000) / 1_000_000,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unanswered_syn_is_an_attempt_after_five_seconds() {
+        // Retransmissions at 1 s and 3 s do not restart the clock.
+        let out = run(
+            &[
+                seg(0, A, B, SYN),
+                seg(1000, A, B, SYN),
+                seg(3000, A, B, SYN),
+            ],
+            10_000,
+        );
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::Attempt, ConnState::S0, false, false, 5000)]
+        );
+        assert_eq!(out[0].initiator(), A.parse().unwrap());
+        // Input that ends before the delay runs out reports nothing, as in Bro.
+        assert!(run(&[seg(0, A, B, SYN)], 4_000).is_empty());
+    }
+
+    #[test]
+    fn refused_syn_is_rejected_at_once() {
+        let out = run(&[seg(0, A, B, SYN), seg(40, B, A, RST | ACK)], 10_000);
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::Rejected, ConnState::REJ, false, false, 40)]
+        );
+    }
+
+    #[test]
+    fn late_refusal_counts_twice_as_in_bro() {
+        let out = run(&[seg(0, A, B, SYN), seg(6000, B, A, RST | ACK)], 10_000);
+        let events: Vec<_> = out.iter().map(|o| o.event).collect();
+        assert_eq!(events, [BroEvent::Attempt, BroEvent::Rejected]);
+    }
+
+    #[test]
+    fn syn_ack_establishes_and_later_close_adds_nothing() {
+        let out = run(
+            &[
+                seg(0, A, B, SYN),
+                seg(30, B, A, SYN | ACK),
+                seg(2000, A, B, FIN | ACK),
+                seg(2030, B, A, FIN | ACK),
+            ],
+            20_000,
+        );
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::Established, ConnState::S1, true, false, 30)]
+        );
+    }
+
+    #[test]
+    fn nmap_syn_scan_open_port_is_established() {
+        // SYN, SYN-ACK, then the scanner's RST: Bro raised connection_established already.
+        let out = run(
+            &[
+                seg(0, A, B, SYN),
+                seg(1, B, A, SYN | ACK),
+                seg(2, A, B, RST),
+            ],
+            10_000,
+        );
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::Established, ConnState::S1, true, false, 1)]
+        );
+    }
+
+    #[test]
+    fn originator_reset_and_half_finished() {
+        let out = run(&[seg(0, A, B, SYN), seg(100, A, B, RST)], 10_000);
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::Reset, ConnState::RSTOS0, false, false, 100)]
+        );
+        let out = run(&[seg(0, A, B, SYN), seg(100, A, B, FIN)], 10_000);
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::HalfFinished, ConnState::SH, false, false, 100)]
+        );
+    }
+
+    #[test]
+    fn syn_ack_without_syn_is_a_reverse_connection() {
+        let out = run(&[seg(0, B, A, SYN | ACK)], 10_000);
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::Attempt, ConnState::S0, false, true, 5000)]
+        );
+        // Bro's c$id: orig is the SYN-ACK's receiver; the detector charges the sender.
+        assert_eq!(out[0].orig, A.parse().unwrap());
+        assert_eq!(out[0].initiator(), B.parse().unwrap());
+        let out = run(&[seg(0, B, A, SYN | ACK), seg(10, A, B, RST)], 10_000);
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::Rejected, ConnState::REJ, false, true, 10)]
+        );
+    }
+
+    #[test]
+    fn lone_rst_and_fin_make_no_connection() {
+        assert!(run(&[seg(0, A, B, RST), seg(1, B, A, FIN | ACK)], 10_000).is_empty());
+    }
+
+    #[test]
+    fn port_reuse_after_close_is_a_new_connection() {
+        let out = run(
+            &[
+                seg(0, A, B, SYN),
+                seg(10, B, A, RST | ACK),
+                seg(20_000, A, B, SYN),
+            ],
+            30_000,
+        );
+        let events: Vec<_> = out
+            .iter()
+            .map(|o| (o.event, (o.ts.0 - 1_000_000_000_000) / 1_000_000))
+            .collect();
+        assert_eq!(
+            events,
+            [(BroEvent::Rejected, 10), (BroEvent::Attempt, 25_000)]
+        );
+    }
+
+    #[test]
+    fn table_is_bounded_and_idle_connections_expire() {
+        let mut t = ConnTracker::new(ConnConfig {
+            max_conns: 10,
+            ..ConnConfig::default()
+        });
+        let mut out = Vec::new();
+        for i in 0..100u16 {
+            let dst = format!("203.0.113.{}:{}", i % 250, 1000 + i);
+            t.on_event(&seg(u64::from(i), A, &dst, SYN), &mut out);
+        }
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.evictions, 90);
+        // Established, then silent for longer than the idle timeout.
+        let mut t = ConnTracker::new(ConnConfig::default());
+        t.on_event(&seg(0, A, B, SYN), &mut out);
+        t.on_event(&seg(1, B, A, SYN | ACK), &mut out);
+        t.advance(Timestamp(1_000_000_000_000 + 400_000 * 1_000_000), &mut out);
+        assert!(t.is_empty());
+        assert_eq!(t.expired, 1);
+    }
+
+    #[test]
+    fn udp_requests_and_replies_when_enabled() {
+        let udp = |ts_ms: u64, src: &str, dst: &str| PacketEvent {
+            ts: Timestamp(1_000_000_000_000 + ts_ms * 1_000_000),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            vlan_depth: 0,
+            transport: Transport::Udp(UdpDatagram {
+                payload_len: 3,
+                head: b"d1:",
+            }),
+        };
+        let events = [udp(0, A, B), udp(5, B, A), udp(9, A, B)];
+        assert!(run(&events, 100).is_empty(), "off by default");
+        let mut t = ConnTracker::new(ConnConfig {
+            udp: true,
+            ..ConnConfig::default()
+        });
+        let mut out = Vec::new();
+        for e in &events {
+            t.on_event(e, &mut out);
+        }
+        let kinds: Vec<_> = out
+            .iter()
+            .map(|o| (o.event, o.established, o.udp))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (BroEvent::UdpRequest, false, true),
+                (BroEvent::UdpReply, true, true),
+                (BroEvent::UdpRequest, false, true)
+            ]
+        );
+        assert_eq!(out[0].scan_check().resp_p, Service::udp(6881));
+    }
+}

@@ -1,0 +1,290 @@
+//! Scan detectors that reproduce the paper's baseline: Bro 1.5 `policy/scan.bro`
+//! ([`bro::BroScan`]) and Bro 1.5 TRW ([`trw::Trw`]).
+//!
+//! Both are pure state machines driven by packet time: no wall clock, no I/O. The
+//! connection-outcome tracker feeds them one [`ScanCheck`] per Bro `check_scan()` call (spec
+//! §1.1) and calls `expire()` every 10 s of packet time (Bro's `table_expire_interval`).
+//! Spec references ("§1.4", "L318") are to `/work/shared/spec/scan-detectors.md` and the Bro
+//! 1.5.3 line numbers it cites.
+
+pub mod bro;
+pub mod trw;
+
+pub use bro::{BroScan, BroScanConfig};
+pub use trw::{Trw, TrwConfig, TrwConfigError};
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::event::Timestamp;
+
+/// Transport protocol of a [`Service`]. Declaration order is Bro's port order (TCP < UDP < ICMP).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+        }
+    }
+}
+
+/// A Bro port value: ordering TCP < UDP < ICMP, then number (Bro stores `p | 0x10000/0x20000/
+/// 0x30000`, Z15 `src/Val.h` L518–520). So `service < 1024/tcp` is TCP-only, and every UDP and
+/// ICMP port is `>= 1024/tcp`. For ICMP, `port` is the ICMP type, as in Bro.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Service {
+    pub proto: Proto,
+    pub port: u16,
+}
+
+impl Service {
+    pub const fn tcp(port: u16) -> Self {
+        Service {
+            proto: Proto::Tcp,
+            port,
+        }
+    }
+    pub const fn udp(port: u16) -> Self {
+        Service {
+            proto: Proto::Udp,
+            port,
+        }
+    }
+    pub const fn icmp(port: u16) -> Self {
+        Service {
+            proto: Proto::Icmp,
+            port,
+        }
+    }
+}
+
+/// Bro's `%s` rendering of a port: `6881/tcp`.
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.port, self.proto.as_str())
+    }
+}
+
+impl serde::Serialize for Service {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Notice types of `scan.bro` and `trw.bro`, named as Bro prints them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize)]
+pub enum NoticeKind {
+    AddressScan,
+    PortScan,
+    ShutdownThresh,
+    ScanSummary,
+    PortScanSummary,
+    LowPortTrolling,
+    LowPortScanSummary,
+    BackscatterSeen,
+    TRWAddressScan,
+    /// Not in the brief's list: trw-impl.bro schedules it 1 day after a TRWAddressScan.
+    TRWScanSummary,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::AddressScan => "AddressScan",
+            NoticeKind::PortScan => "PortScan",
+            NoticeKind::ShutdownThresh => "ShutdownThresh",
+            NoticeKind::ScanSummary => "ScanSummary",
+            NoticeKind::PortScanSummary => "PortScanSummary",
+            NoticeKind::LowPortTrolling => "LowPortTrolling",
+            NoticeKind::LowPortScanSummary => "LowPortScanSummary",
+            NoticeKind::BackscatterSeen => "BackscatterSeen",
+            NoticeKind::TRWAddressScan => "TRWAddressScan",
+            NoticeKind::TRWScanSummary => "TRWScanSummary",
+        }
+    }
+}
+
+impl fmt::Display for NoticeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One NOTICE raised by a detector.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ScanNotice {
+    /// Packet time of the triggering check, or the `now` of the expire/finish call for summaries.
+    #[serde(serialize_with = "ser_ts")]
+    pub ts: Timestamp,
+    pub note: NoticeKind,
+    /// The scanner (Bro's `$src`).
+    pub src: IpAddr,
+    /// The responder of the triggering connection (the scanned host for PortScan); `None` for
+    /// summaries. Bro sets no `$dst` on these notices; this is extra context.
+    pub dst: Option<IpAddr>,
+    /// Bro's `$p`: the service of the triggering connection (`rev_service` for BackscatterSeen).
+    /// Not in the brief's list; added because Bro's notices carry it.
+    pub p: Option<Service>,
+    /// Distinct peers of `src` at notice time (`|distinct_peers[src]|`; TRW: `num_scanned_locals`).
+    pub peers: u64,
+    /// Distinct failed ports of `src` at notice time (`|distinct_ports[src]|`; 0 for TRW). For
+    /// AddressScan/ShutdownThresh/BackscatterSeen this is before the triggering connection's
+    /// port is counted, because check_scan does the address branch first.
+    pub ports: u64,
+    /// Bro's exact message text.
+    pub msg: String,
+}
+
+fn ser_ts<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(ts.as_secs_f64())
+}
+
+/// One `check_scan(c, established, reverse)` call of Bro 1.5: what the connection-outcome tracker
+/// feeds in. Endpoints are as Bro's `c$id` records them; [`bro::BroScan`] applies `reverse` itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ScanCheck {
+    pub ts: Timestamp,
+    pub orig_h: IpAddr,
+    pub orig_p: Service,
+    pub resp_h: IpAddr,
+    pub resp_p: Service,
+    pub established: bool,
+    pub reverse: bool,
+    /// `"ftp-data" in c$service`: the service is then taken as 20/tcp.
+    pub ftp_data: bool,
+}
+
+/// Bro's `conn_state()` strings (spec §1.1), as TRW consumes them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize)]
+pub enum ConnState {
+    S0,
+    S1,
+    SF,
+    REJ,
+    S2,
+    S3,
+    RSTO,
+    RSTR,
+    RSTOS0,
+    RSTRH,
+    SH,
+    SHR,
+    OTH,
+}
+
+impl ConnState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::S0 => "S0",
+            ConnState::S1 => "S1",
+            ConnState::SF => "SF",
+            ConnState::REJ => "REJ",
+            ConnState::S2 => "S2",
+            ConnState::S3 => "S3",
+            ConnState::RSTO => "RSTO",
+            ConnState::RSTR => "RSTR",
+            ConnState::RSTOS0 => "RSTOS0",
+            ConnState::RSTRH => "RSTRH",
+            ConnState::SH => "SH",
+            ConnState::SHR => "SHR",
+            ConnState::OTH => "OTH",
+        }
+    }
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether `addr` lies in any of the CIDR prefixes `nets` (Bro's `addr in set[subnet]`).
+/// An IPv4 address never matches an IPv6 prefix and vice versa; a prefix length beyond the
+/// address width is clamped to it.
+pub fn in_nets(addr: IpAddr, nets: &[(IpAddr, u8)]) -> bool {
+    nets.iter().any(|&(net, len)| match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let len = u32::from(len.min(32));
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            (u32::from(a) & mask) == (u32::from(n) & mask)
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let len = u32::from(len.min(128));
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            (u128::from(a) & mask) == (u128::from(n) & mask)
+        }
+        _ => false,
+    })
+}
+
+/// A `Duration` as packet-time nanoseconds (saturating), the unit of [`Timestamp`].
+pub(crate) fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Bro's `&read_expire`/`&write_expire` test (`access + timeout < network_time`): an entry
+/// last touched at `at` is gone once `now` is strictly past `at + ttl`.
+pub(crate) fn expired(at: u64, ttl: u64, now: u64) -> bool {
+    at.saturating_add(ttl) < now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_order_is_bro_port_order() {
+        assert!(Service::tcp(1023) < Service::tcp(1024));
+        assert!(Service::tcp(65535) < Service::udp(0));
+        assert!(Service::udp(53) >= Service::tcp(1024));
+        assert!(Service::udp(65535) < Service::icmp(0));
+        assert!(Service::icmp(8) >= Service::tcp(1024));
+        assert_eq!(Service::tcp(6881).to_string(), "6881/tcp");
+        assert_eq!(Service::udp(53).to_string(), "53/udp");
+        assert_eq!(Service::icmp(8).to_string(), "8/icmp");
+    }
+
+    #[test]
+    fn cidr_membership() {
+        let nets = [
+            ("192.168.0.0".parse().unwrap(), 16),
+            ("2001:db8::".parse().unwrap(), 32),
+        ];
+        assert!(in_nets("192.168.3.4".parse().unwrap(), &nets));
+        assert!(!in_nets("192.169.0.1".parse().unwrap(), &nets));
+        assert!(in_nets("2001:db8:1::5".parse().unwrap(), &nets));
+        assert!(!in_nets("2001:db9::5".parse().unwrap(), &nets));
+        assert!(in_nets(
+            "8.8.8.8".parse().unwrap(),
+            &[("0.0.0.0".parse().unwrap(), 0)]
+        ));
+        assert!(!in_nets("8.8.8.8".parse().unwrap(), &[]));
+    }
+
+    #[test]
+    fn notice_serializes_bro_style() {
+        let n = ScanNotice {
+            ts: Timestamp(1_500_000_000),
+            note: NoticeKind::AddressScan,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: None,
+            p: Some(Service::tcp(6881)),
+            peers: 20,
+            ports: 20,
+            msg: "x".into(),
+        };
+        let v = serde_json::to_value(&n).unwrap();
+        assert_eq!(v["note"], "AddressScan");
+        assert_eq!(v["p"], "6881/tcp");
+        assert_eq!(v["ts"], 1.5);
+    }
+}

@@ -1,0 +1,990 @@
+//! Threshold Random Walk as in Bro 1.5 `policy/trw-impl.bro` (spec §1.5).
+//!
+//! Each remote source's likelihood ratio λ starts at 1 and is multiplied by
+//! (1-θ1)/(1-θ0) = 4 on a first-contact failure and by θ1/θ0 = 0.25 on a first-contact success;
+//! above η1 = P_D/P_F = 99 it is a scanner, below η0 = (1-P_D)/(1-P_F) ≈ 0.0101 it is benign.
+//! Local sources are never scored; they only mark the remotes they contact as friendly.
+//!
+//! Expiry follows Bro's table attributes: `&write_expire` (scan/benign sources 1 h; failed and
+//! successful pairs, λ and num_scanned_locals 30 min) and `&read_expire` (friendly_remotes
+//! 30 min). The same lazy `BTreeSet` indexes as [`super::bro`] keep `expire()` cheap; pair sets
+//! are FIFO queues because a pair is written once, so insertion order is expiry order.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{expired, in_nets, ns, ConnState, NoticeKind, ScanCheck, ScanNotice, Service};
+use crate::event::Timestamp;
+
+/// trw-impl.bro parameters with their defaults (spec §1.5 table).
+#[derive(Clone, Debug)]
+pub struct TrwConfig {
+    /// P_D [27].
+    pub target_detection_prob: f64,
+    /// P_F [28].
+    pub target_false_positive_prob: f64,
+    /// P[success | benign] [32].
+    pub theta_zero: f64,
+    /// P[success | scanner] [36].
+    pub theta_one: f64,
+    /// [19] Never flag a remote that a local host contacted.
+    pub do_not_flag_friendly_remotes: bool,
+    /// [23] ident, finger, 20/tcp: outbound connections on these do not befriend the remote.
+    pub triggered_outbound_services: HashSet<Service>,
+    /// `is_local_addr`: these sources are never scored. Empty by default.
+    pub local_nets: Vec<(IpAddr, u8)>,
+    /// LBL-internal honeypots: any contact to one counts as a failure. Empty by default.
+    pub honeypot: HashSet<IpAddr>,
+    /// `&write_expire` of scan_sources and benign_sources [42–43]: 1 h.
+    pub source_write_expire: Duration,
+    /// `&write_expire` of failed_locals, successful_locals, lambda, num_scanned_locals
+    /// [45–51]: 30 min.
+    pub local_write_expire: Duration,
+    /// `&read_expire` of friendly_remotes [59]: 30 min.
+    pub friendly_read_expire: Duration,
+    /// Delay of the `TRW_scan_summary` event scheduled at each TRWAddressScan: 1 day.
+    pub summary_delay: Duration,
+    /// Cap (not a Bro parameter) on scored sources, on friendly remotes and on pending
+    /// summaries, each; the oldest is dropped and counted in [`Trw::evictions`].
+    pub max_sources: usize,
+}
+
+impl Default for TrwConfig {
+    fn default() -> Self {
+        TrwConfig {
+            target_detection_prob: 0.99,
+            target_false_positive_prob: 0.01,
+            theta_zero: 0.8,
+            theta_one: 0.2,
+            do_not_flag_friendly_remotes: true,
+            triggered_outbound_services: [113, 79, 20].into_iter().map(Service::tcp).collect(),
+            local_nets: Vec::new(),
+            honeypot: HashSet::new(),
+            source_write_expire: Duration::from_secs(3600),
+            local_write_expire: Duration::from_secs(30 * 60),
+            friendly_read_expire: Duration::from_secs(30 * 60),
+            summary_delay: Duration::from_secs(24 * 3600),
+            max_sources: 1_000_000,
+        }
+    }
+}
+
+/// Parameters trw-impl.bro rejects (it raises an alarm and turns TRW off at run time; here the
+/// check is made once, up front).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TrwConfigError {
+    #[error("bad theta_zero/theta_one: need 0 < theta_one < theta_zero < 1")]
+    Theta,
+    #[error("bad target probabilities: need 0 < P_D < 1 and 0 < P_F < 1")]
+    Probabilities,
+}
+
+/// A set of responders written once each, expiring in insertion order.
+#[derive(Debug, Default)]
+struct PairSet {
+    set: HashSet<IpAddr>,
+    fifo: VecDeque<(u64, IpAddr)>,
+}
+
+impl PairSet {
+    fn contains(&self, a: &IpAddr) -> bool {
+        self.set.contains(a)
+    }
+    fn add(&mut self, now: u64, a: IpAddr) {
+        self.set.insert(a);
+        self.fifo.push_back((now, a));
+    }
+    fn expire(&mut self, ttl: u64, now: u64) {
+        while let Some(&(t, a)) = self.fifo.front() {
+            if !expired(t, ttl, now) {
+                break;
+            }
+            self.fifo.pop_front();
+            self.set.remove(&a);
+        }
+    }
+    fn first_written(&self) -> Option<u64> {
+        self.fifo.front().map(|&(t, _)| t)
+    }
+    fn is_empty(&self) -> bool {
+        self.fifo.is_empty()
+    }
+}
+
+/// `lambda[src]` and `num_scanned_locals[src]`: always written together, so one expiry.
+#[derive(Debug)]
+struct Score {
+    lambda: f64,
+    n: u64,
+    written: u64,
+}
+
+/// TRW state of one remote source.
+#[derive(Debug, Default)]
+struct TrwSrc {
+    touched: u64,
+    lru_key: u64,
+    exp_key: Option<u64>,
+    /// Write time of the scan_sources entry.
+    scan_at: Option<u64>,
+    /// Write time of the benign_sources entry.
+    benign_at: Option<u64>,
+    failed: PairSet,
+    successful: PairSet,
+    score: Option<Score>,
+}
+
+impl TrwSrc {
+    fn is_empty(&self) -> bool {
+        self.scan_at.is_none()
+            && self.benign_at.is_none()
+            && self.failed.is_empty()
+            && self.successful.is_empty()
+            && self.score.is_none()
+    }
+
+    fn n_scanned(&self) -> u64 {
+        self.score.as_ref().map_or(0, |s| s.n)
+    }
+
+    fn next_deadline(&self, src_ttl: u64, local_ttl: u64) -> Option<u64> {
+        let s = [self.scan_at, self.benign_at];
+        let l = [
+            self.failed.first_written(),
+            self.successful.first_written(),
+            self.score.as_ref().map(|x| x.written),
+        ];
+        let s = s.into_iter().flatten().map(|t| t.saturating_add(src_ttl));
+        let l = l.into_iter().flatten().map(|t| t.saturating_add(local_ttl));
+        s.chain(l).min()
+    }
+
+    fn purge(&mut self, src_ttl: u64, local_ttl: u64, now: u64) {
+        if self.scan_at.is_some_and(|t| expired(t, src_ttl, now)) {
+            self.scan_at = None;
+        }
+        if self.benign_at.is_some_and(|t| expired(t, src_ttl, now)) {
+            self.benign_at = None;
+        }
+        self.failed.expire(local_ttl, now);
+        self.successful.expire(local_ttl, now);
+        if self
+            .score
+            .as_ref()
+            .is_some_and(|s| expired(s.written, local_ttl, now))
+        {
+            self.score = None;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Friend {
+    /// Last access.
+    last: u64,
+    /// Key in `Trw::friendly_idx` (≤ `last`).
+    key: u64,
+}
+
+/// Bro 1.5 TRW detector.
+#[derive(Debug)]
+pub struct Trw {
+    cfg: TrwConfig,
+    eta_zero: f64,
+    eta_one: f64,
+    ratio_fail: f64,
+    ratio_success: f64,
+    src_ttl: u64,
+    local_ttl: u64,
+    friendly_ttl: u64,
+    srcs: HashMap<IpAddr, TrwSrc>,
+    /// Lazy `(deadline ≤ real, source)` index, as in `bro::BroScan`.
+    expiry: BTreeSet<(u64, IpAddr)>,
+    /// Lazy `(sequence ≤ last touch, source)` LRU index.
+    lru: BTreeSet<(u64, IpAddr)>,
+    friendly: HashMap<IpAddr, Friend>,
+    /// Lazy `(access time ≤ last access, remote)`: expiry and LRU order at once.
+    friendly_idx: BTreeSet<(u64, IpAddr)>,
+    /// Scheduled `TRW_scan_summary` events, in due order.
+    summaries: VecDeque<(u64, IpAddr)>,
+    seq: u64,
+    now: u64,
+    /// Entries dropped because a `max_sources` cap was reached.
+    pub evictions: u64,
+}
+
+impl Trw {
+    pub fn new(cfg: TrwConfig) -> Result<Self, TrwConfigError> {
+        let (t0, t1) = (cfg.theta_zero, cfg.theta_one);
+        if !(t0 > 0.0 && t0 < 1.0 && t1 > 0.0 && t1 < 1.0 && t1 < t0) {
+            return Err(TrwConfigError::Theta);
+        }
+        let (pd, pf) = (cfg.target_detection_prob, cfg.target_false_positive_prob);
+        if !(pd > 0.0 && pd < 1.0 && pf > 0.0 && pf < 1.0) {
+            return Err(TrwConfigError::Probabilities);
+        }
+        Ok(Trw {
+            eta_zero: (1.0 - pd) / (1.0 - pf),
+            eta_one: pd / pf,
+            ratio_fail: (1.0 - t1) / (1.0 - t0),
+            ratio_success: t1 / t0,
+            src_ttl: ns(cfg.source_write_expire),
+            local_ttl: ns(cfg.local_write_expire),
+            friendly_ttl: ns(cfg.friendly_read_expire),
+            cfg,
+            srcs: HashMap::new(),
+            expiry: BTreeSet::new(),
+            lru: BTreeSet::new(),
+            friendly: HashMap::new(),
+            friendly_idx: BTreeSet::new(),
+            summaries: VecDeque::new(),
+            seq: 0,
+            now: 0,
+            evictions: 0,
+        })
+    }
+
+    pub fn config(&self) -> &TrwConfig {
+        &self.cfg
+    }
+
+    /// (η0, η1): the benign and scanner thresholds on λ.
+    pub fn thresholds(&self) -> (f64, f64) {
+        (self.eta_zero, self.eta_one)
+    }
+
+    /// `src ∈ scan_sources`.
+    pub fn is_scanner(&self, src: IpAddr) -> bool {
+        self.srcs.get(&src).is_some_and(|s| s.scan_at.is_some())
+    }
+
+    /// `src ∈ benign_sources`.
+    pub fn is_benign(&self, src: IpAddr) -> bool {
+        self.srcs.get(&src).is_some_and(|s| s.benign_at.is_some())
+    }
+
+    /// `lambda[src]` (Bro's `&default = 1.0`).
+    pub fn lambda(&self, src: IpAddr) -> f64 {
+        self.srcs
+            .get(&src)
+            .and_then(|s| s.score.as_ref())
+            .map_or(1.0, |s| s.lambda)
+    }
+
+    /// `remote ∈ friendly_remotes`.
+    pub fn is_friendly(&self, remote: IpAddr) -> bool {
+        self.friendly.contains_key(&remote)
+    }
+
+    /// Remote sources with TRW state (bounded by `max_sources`).
+    pub fn tracked_sources(&self) -> usize {
+        self.srcs.len()
+    }
+
+    /// `check_TRW_scan` for a Bro connection: resolves `reverse` and ftp-data like scan.bro,
+    /// then calls [`Trw::check`]. `resp_bytes` is the responder's payload size
+    /// (`reverse ? c$orig$size : c$resp$size`), i.e. of the side that was contacted.
+    pub fn check_scan(
+        &mut self,
+        c: &ScanCheck,
+        state: ConnState,
+        resp_bytes: u64,
+        out: &mut Vec<ScanNotice>,
+    ) -> bool {
+        let service = if c.ftp_data {
+            Service::tcp(20)
+        } else if c.reverse {
+            c.orig_p
+        } else {
+            c.resp_p
+        };
+        let (orig, resp) = if c.reverse {
+            (c.resp_h, c.orig_h)
+        } else {
+            (c.orig_h, c.resp_h)
+        };
+        self.check(c.ts, orig, resp, service, state, resp_bytes, out)
+    }
+
+    /// `check_TRW_scan` (trw-impl.bro; spec §1.5) with `orig`/`resp`/`service` already resolved.
+    /// Bro calls it from connection_attempt/rejected/established (TCP). Returns Bro's result:
+    /// true iff `orig` is (now) a flagged scanner.
+    #[allow(clippy::too_many_arguments)] // mirrors Bro's (connection, state) inputs one to one
+    pub fn check(
+        &mut self,
+        ts: Timestamp,
+        orig: IpAddr,
+        resp: IpAddr,
+        service: Service,
+        state: ConnState,
+        resp_bytes: u64,
+        out: &mut Vec<ScanNotice>,
+    ) -> bool {
+        let now = self.advance(ts);
+        if in_nets(orig, &self.cfg.local_nets) {
+            // Outbound: never scored (L97–105). Any state but OTH befriends the remote (Bro does
+            // not require success here despite its comment).
+            if !self.is_scanner(resp)
+                && !self.cfg.triggered_outbound_services.contains(&service)
+                && !self.cfg.honeypot.contains(&orig)
+                && state != ConnState::OTH
+            {
+                self.befriend(resp, now);
+            }
+            return false;
+        }
+        if let Some(s) = self.srcs.get(&orig) {
+            if s.scan_at.is_some() {
+                return true;
+            }
+            if s.benign_at.is_some() {
+                return false;
+            }
+        }
+        if self.cfg.do_not_flag_friendly_remotes {
+            if let Some(f) = self.friendly.get_mut(&orig) {
+                f.last = now; // a read refreshes &read_expire
+                return false;
+            }
+        }
+
+        let failed = matches!(state, ConnState::S0 | ConnState::REJ | ConnState::OTH)
+            || (state == ConnState::RSTOS0 && resp_bytes == 0)
+            || self.cfg.honeypot.contains(&resp);
+        if !self.srcs.contains_key(&orig) {
+            // A new source has no pairs yet, so this contact will score.
+            self.make_room();
+            self.lru.insert((self.seq + 1, orig));
+            self.srcs.insert(
+                orig,
+                TrwSrc {
+                    lru_key: self.seq + 1,
+                    ..TrwSrc::default()
+                },
+            );
+        }
+        self.seq += 1;
+        let s = self.srcs.get_mut(&orig).expect("inserted above");
+        s.touched = self.seq;
+        // Only the first contact of each (orig, resp) pair moves λ, per outcome.
+        let ratio = if failed {
+            if s.failed.contains(&resp) {
+                return false;
+            }
+            s.failed.add(now, resp);
+            self.ratio_fail
+        } else {
+            if s.successful.contains(&resp) {
+                return false;
+            }
+            s.successful.add(now, resp);
+            self.ratio_success
+        };
+        let sc = s.score.get_or_insert(Score {
+            lambda: 1.0,
+            n: 0,
+            written: now,
+        });
+        sc.n += 1;
+        sc.lambda *= ratio;
+        sc.written = now;
+        let (lambda, n) = (sc.lambda, sc.n);
+
+        let flagged = lambda > self.eta_one;
+        if flagged {
+            s.scan_at = Some(now);
+            out.push(ScanNotice {
+                ts,
+                note: NoticeKind::TRWAddressScan,
+                src: orig,
+                dst: Some(resp),
+                p: Some(service),
+                peers: n,
+                ports: 0,
+                msg: format!("{orig} scanned a total of {n} hosts"),
+            });
+        } else if lambda < self.eta_zero {
+            s.benign_at = Some(now);
+        }
+        // Everything written now expires no earlier than now + the shorter write TTL.
+        let cand = now.saturating_add(self.src_ttl.min(self.local_ttl));
+        match s.exp_key {
+            Some(k) if k <= cand => {}
+            old => {
+                if let Some(k) = old {
+                    self.expiry.remove(&(k, orig));
+                }
+                self.expiry.insert((cand, orig));
+                s.exp_key = Some(cand);
+            }
+        }
+        if flagged {
+            if self.summaries.len() >= self.cfg.max_sources.max(1) {
+                self.summaries.pop_front();
+                self.evictions += 1;
+            }
+            let due = now.saturating_add(ns(self.cfg.summary_delay));
+            self.summaries.push_back((due, orig));
+        }
+        flagged
+    }
+
+    /// Expiry pass (call every 10 s of packet time): purges expired entries, then raises the
+    /// TRWScanSummary events that are due. A summary reports `num_scanned_locals` as it is
+    /// then; that table expires 30 min after its last write and a flagged source is no longer
+    /// scored, so after the default 1-day delay it usually says 0 hosts, exactly as in Bro.
+    pub fn expire(&mut self, now: Timestamp, out: &mut Vec<ScanNotice>) {
+        let t = self.advance(now);
+        while let Some(&(key, ip)) = self.expiry.first() {
+            if key >= t {
+                break;
+            }
+            self.expiry.pop_first();
+            let s = self.srcs.get_mut(&ip).expect("filed sources exist");
+            s.exp_key = None;
+            s.purge(self.src_ttl, self.local_ttl, t);
+            if s.is_empty() {
+                let lru_key = s.lru_key;
+                self.srcs.remove(&ip);
+                self.lru.remove(&(lru_key, ip));
+            } else if let Some(d) = s.next_deadline(self.src_ttl, self.local_ttl) {
+                self.expiry.insert((d, ip));
+                s.exp_key = Some(d);
+            }
+        }
+        while let Some(&(key, ip)) = self.friendly_idx.first() {
+            if !expired(key, self.friendly_ttl, t) {
+                break;
+            }
+            self.friendly_idx.pop_first();
+            let f = self.friendly.get_mut(&ip).expect("indexed friends exist");
+            if f.last > key {
+                f.key = f.last;
+                self.friendly_idx.insert((f.last, ip));
+            } else {
+                self.friendly.remove(&ip);
+            }
+        }
+        while let Some(&(due, ip)) = self.summaries.front() {
+            if due > t {
+                break;
+            }
+            self.summaries.pop_front();
+            let n = self.srcs.get(&ip).map_or(0, TrwSrc::n_scanned);
+            out.push(ScanNotice {
+                ts: now,
+                note: NoticeKind::TRWScanSummary,
+                src: ip,
+                dst: None,
+                p: None,
+                peers: n,
+                ports: 0,
+                msg: format!("{ip} scanned a total of {n} hosts"),
+            });
+        }
+    }
+
+    fn advance(&mut self, ts: Timestamp) -> u64 {
+        self.now = self.now.max(ts.0);
+        self.now
+    }
+
+    fn befriend(&mut self, remote: IpAddr, now: u64) {
+        if let Some(f) = self.friendly.get_mut(&remote) {
+            f.last = now;
+            return;
+        }
+        let cap = self.cfg.max_sources.max(1);
+        while self.friendly.len() >= cap {
+            let Some((key, ip)) = self.friendly_idx.pop_first() else {
+                break;
+            };
+            let f = self.friendly.get_mut(&ip).expect("indexed friends exist");
+            if f.last > key {
+                f.key = f.last;
+                self.friendly_idx.insert((f.last, ip));
+            } else {
+                self.friendly.remove(&ip);
+                self.evictions += 1;
+            }
+        }
+        self.friendly.insert(
+            remote,
+            Friend {
+                last: now,
+                key: now,
+            },
+        );
+        self.friendly_idx.insert((now, remote));
+    }
+
+    /// Evicts least-recently-scored sources until one more fits under `max_sources`.
+    fn make_room(&mut self) {
+        let cap = self.cfg.max_sources.max(1);
+        while self.srcs.len() >= cap {
+            let Some((key, ip)) = self.lru.pop_first() else {
+                break;
+            };
+            let s = self.srcs.get_mut(&ip).expect("lru entries are live");
+            if s.touched != key {
+                s.lru_key = s.touched;
+                self.lru.insert((s.touched, ip));
+                continue;
+            }
+            if let Some(k) = s.exp_key {
+                self.expiry.remove(&(k, ip));
+            }
+            self.srcs.remove(&ip);
+            self.evictions += 1;
+        }
+    }
+}
+
+impl Default for Trw {
+    fn default() -> Self {
+        Self::new(TrwConfig::default()).expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const REMOTE: &str = "203.0.113.5";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn local(i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0xc0a8_0000 + i)) // 192.168.0.0/16
+    }
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp(secs * 1_000_000_000)
+    }
+
+    /// λ is a product of doubles like 0.8 / 0.19999999999999996, as in Bro: compare loosely.
+    fn assert_close(got: f64, want: f64) {
+        assert!(
+            (got - want).abs() < 1e-9 * want.max(1.0),
+            "λ = {got}, want {want}"
+        );
+    }
+
+    fn lan_cfg() -> TrwConfig {
+        TrwConfig {
+            local_nets: vec![(ip("192.168.0.0"), 16)],
+            ..TrwConfig::default()
+        }
+    }
+
+    fn hit(
+        t: &mut Trw,
+        secs: u64,
+        orig: IpAddr,
+        resp: IpAddr,
+        state: ConnState,
+        out: &mut Vec<ScanNotice>,
+    ) -> bool {
+        t.check(at(secs), orig, resp, Service::tcp(6881), state, 0, out)
+    }
+
+    #[test]
+    fn thresholds_match_spec() {
+        let t = Trw::default();
+        let (e0, e1) = t.thresholds();
+        assert!((e1 - 99.0).abs() < 1e-9);
+        assert!((e0 - 0.0101).abs() < 1e-4);
+    }
+
+    #[test]
+    fn four_failures_flag_once() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let r = ip(REMOTE);
+        let mut out = Vec::new();
+        for i in 1..=3 {
+            assert!(!hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+        }
+        // 0.8 / 0.2 is 4.000000000000001 in doubles, in Bro as here.
+        assert!((t.lambda(r) - 64.0).abs() < 1e-9);
+        assert!(out.is_empty());
+        assert!(hit(&mut t, 4, r, local(4), ConnState::REJ, &mut out));
+        assert!((t.lambda(r) - 256.0).abs() < 1e-9);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].note, NoticeKind::TRWAddressScan);
+        assert_eq!(out[0].msg, format!("{REMOTE} scanned a total of 4 hosts"));
+        assert_eq!(
+            (out[0].peers, out[0].dst, out[0].ts),
+            (4, Some(local(4)), at(4))
+        );
+        // Flagged is sticky: later contacts return T without new notices.
+        for i in 5..=20 {
+            assert!(hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+        }
+        assert_eq!(out.len(), 1);
+        assert!(t.is_scanner(r));
+    }
+
+    #[test]
+    fn four_successes_benign_sticky() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let r = ip(REMOTE);
+        let mut out = Vec::new();
+        for i in 1..=3 {
+            hit(&mut t, i, r, local(i as u32), ConnState::SF, &mut out);
+        }
+        assert!(!t.is_benign(r), "0.25^3 = 0.0156 > 0.0101");
+        hit(&mut t, 4, r, local(4), ConnState::S1, &mut out);
+        assert!(t.is_benign(r));
+        for i in 5..=40 {
+            assert!(!hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+        }
+        assert!(out.is_empty());
+        assert_eq!(
+            t.lambda(r),
+            0.25f64.powi(4),
+            "benign sources are not scored further"
+        );
+    }
+
+    #[test]
+    fn repeat_pair_does_not_move_lambda() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let r = ip(REMOTE);
+        let mut out = Vec::new();
+        for k in 1..=10 {
+            hit(&mut t, k, r, local(1), ConnState::S0, &mut out);
+        }
+        assert_close(t.lambda(r), 4.0);
+        // A success to a previously failed responder is a separate (first) success.
+        hit(&mut t, 11, r, local(1), ConnState::SF, &mut out);
+        hit(&mut t, 12, r, local(1), ConnState::SF, &mut out);
+        assert_close(t.lambda(r), 1.0);
+        for i in 2..=4 {
+            hit(
+                &mut t,
+                12 + u64::from(i),
+                r,
+                local(i),
+                ConnState::S0,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "λ = 64");
+        hit(&mut t, 20, r, local(5), ConnState::S0, &mut out);
+        // num_scanned_locals counts every scored contact: 1 + 1 + 4.
+        assert_eq!(out[0].msg, format!("{REMOTE} scanned a total of 6 hosts"));
+    }
+
+    #[test]
+    fn failure_classification() {
+        let mut t = Trw::new(TrwConfig {
+            honeypot: [local(99)].into_iter().collect(),
+            ..lan_cfg()
+        })
+        .unwrap();
+        let r = ip(REMOTE);
+        let mut out = Vec::new();
+        let svc = Service::tcp(6881);
+        // RSTOS0 with no responder bytes fails; with bytes it succeeds.
+        t.check(at(1), r, local(1), svc, ConnState::RSTOS0, 0, &mut out);
+        assert_close(t.lambda(r), 4.0);
+        t.check(at(2), r, local(2), svc, ConnState::RSTOS0, 10, &mut out);
+        assert_close(t.lambda(r), 1.0);
+        // OTH fails; SH (half-open) is not in the failure list.
+        t.check(at(3), r, local(3), svc, ConnState::OTH, 0, &mut out);
+        assert_close(t.lambda(r), 4.0);
+        t.check(at(4), r, local(4), svc, ConnState::SH, 0, &mut out);
+        assert_close(t.lambda(r), 1.0);
+        // Anything to a honeypot fails.
+        t.check(at(5), r, local(99), svc, ConnState::SF, 100, &mut out);
+        assert_close(t.lambda(r), 4.0);
+    }
+
+    #[test]
+    fn local_sources_never_scored_and_befriend() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let mut out = Vec::new();
+        let me = local(7);
+        for i in 1..=50u32 {
+            let peer = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(!hit(
+                &mut t,
+                u64::from(i),
+                me,
+                peer,
+                ConnState::S0,
+                &mut out
+            ));
+        }
+        assert!(out.is_empty());
+        assert_eq!(t.tracked_sources(), 0);
+        assert_eq!(t.lambda(me), 1.0);
+        // Those remotes are now friendly: their own failures are not scored.
+        let friend = IpAddr::V4(Ipv4Addr::from(0x0a00_0001));
+        assert!(t.is_friendly(friend));
+        for i in 1..=10 {
+            assert!(!hit(
+                &mut t,
+                100 + i,
+                friend,
+                local(i as u32),
+                ConnState::S0,
+                &mut out
+            ));
+        }
+        assert!(out.is_empty());
+        assert_eq!(t.lambda(friend), 1.0);
+    }
+
+    #[test]
+    fn befriending_exceptions() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let mut out = Vec::new();
+        let r = ip(REMOTE);
+        // ident (triggered by inbound) and OTH do not befriend.
+        t.check(
+            at(1),
+            local(1),
+            r,
+            Service::tcp(113),
+            ConnState::SF,
+            10,
+            &mut out,
+        );
+        t.check(
+            at(2),
+            local(1),
+            r,
+            Service::tcp(6881),
+            ConnState::OTH,
+            10,
+            &mut out,
+        );
+        assert!(!t.is_friendly(r));
+        // A flagged scanner is not befriended.
+        for i in 1..=4 {
+            hit(
+                &mut t,
+                2 + i,
+                r,
+                local(10 + i as u32),
+                ConnState::S0,
+                &mut out,
+            );
+        }
+        assert!(t.is_scanner(r));
+        t.check(
+            at(10),
+            local(1),
+            r,
+            Service::tcp(6881),
+            ConnState::SF,
+            10,
+            &mut out,
+        );
+        assert!(!t.is_friendly(r));
+    }
+
+    #[test]
+    fn friendly_flag_can_be_disabled() {
+        let mut t = Trw::new(TrwConfig {
+            do_not_flag_friendly_remotes: false,
+            ..lan_cfg()
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let r = ip(REMOTE);
+        t.check(
+            at(1),
+            local(1),
+            r,
+            Service::tcp(6881),
+            ConnState::SF,
+            10,
+            &mut out,
+        );
+        for i in 1..=4 {
+            hit(
+                &mut t,
+                1 + i,
+                r,
+                local(10 + i as u32),
+                ConnState::S0,
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn empty_local_nets_scores_everyone() {
+        // Default config: no local_nets, so a BT client's own failures are scored.
+        let mut t = Trw::default();
+        let mut out = Vec::new();
+        for i in 1..=4 {
+            hit(
+                &mut t,
+                i,
+                local(1),
+                ip(&format!("10.0.0.{i}")),
+                ConnState::S0,
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn write_expiry_and_summary() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let r = ip(REMOTE);
+        let mut out = Vec::new();
+        for i in 1..=4 {
+            hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        out.clear();
+        let mut secs = 10;
+        while secs <= 3600 {
+            t.expire(at(secs), &mut out);
+            secs += 10;
+        }
+        // scan_sources written at 4 s: still there at 3600 s, gone at 3610 s (> 3604).
+        assert!(t.is_scanner(r));
+        assert_eq!(t.lambda(r), 1.0, "λ expired 30 min after its last write");
+        t.expire(at(3610), &mut out);
+        assert!(!t.is_scanner(r));
+        assert_eq!(t.tracked_sources(), 0);
+        // The summary scheduled for 4 s + 1 day reports num_scanned_locals as of then: expired.
+        t.expire(at(86_400), &mut out);
+        assert!(out.is_empty());
+        t.expire(at(86_410), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].note, NoticeKind::TRWScanSummary);
+        assert_eq!(out[0].msg, format!("{REMOTE} scanned a total of 0 hosts"));
+    }
+
+    #[test]
+    fn rescored_after_expiry() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let r = ip(REMOTE);
+        let mut out = Vec::new();
+        for i in 1..=4 {
+            hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out);
+        }
+        t.expire(at(3700), &mut out);
+        // Same responders again: failed_locals expired, so they count afresh.
+        for i in 1..=4 {
+            hit(
+                &mut t,
+                3700 + i,
+                r,
+                local(i as u32),
+                ConnState::S0,
+                &mut out,
+            );
+        }
+        assert_eq!(
+            out.iter()
+                .filter(|n| n.note == NoticeKind::TRWAddressScan)
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn friendly_read_expiry() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let mut out = Vec::new();
+        let r = ip(REMOTE);
+        t.check(
+            at(0),
+            local(1),
+            r,
+            Service::tcp(6881),
+            ConnState::SF,
+            1,
+            &mut out,
+        );
+        // Reads by its own inbound checks keep it friendly.
+        hit(&mut t, 1700, r, local(2), ConnState::S0, &mut out);
+        t.expire(at(1810), &mut out);
+        assert!(t.is_friendly(r));
+        t.expire(at(1700 + 1801), &mut out);
+        assert!(!t.is_friendly(r));
+    }
+
+    #[test]
+    fn check_scan_resolves_reverse() {
+        let mut t = Trw::new(lan_cfg()).unwrap();
+        let mut out = Vec::new();
+        let r = ip(REMOTE);
+        for i in 1..=4u32 {
+            let c = ScanCheck {
+                ts: at(u64::from(i)),
+                orig_h: local(i),
+                orig_p: Service::tcp(6881),
+                resp_h: r,
+                resp_p: Service::tcp(40000),
+                established: false,
+                reverse: true,
+                ftp_data: false,
+            };
+            t.check_scan(&c, ConnState::S0, 0, &mut out);
+        }
+        assert!(t.is_scanner(r));
+        assert_eq!(out[0].p, Some(Service::tcp(6881)));
+    }
+
+    #[test]
+    fn memory_bound() {
+        let mut t = Trw::new(TrwConfig {
+            max_sources: 10,
+            ..lan_cfg()
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        for s in 0..100u32 {
+            let r = IpAddr::V4(Ipv4Addr::from(0xcb00_7100 + s));
+            hit(&mut t, u64::from(s), r, local(1), ConnState::S0, &mut out);
+            assert!(t.tracked_sources() <= 10);
+        }
+        assert_eq!(t.tracked_sources(), 10);
+        assert_eq!(t.evictions, 90);
+        assert_eq!(t.expiry.len(), 10);
+        assert_eq!(t.lru.len(), 10);
+        // Friendly remotes are capped too.
+        for s in 0..30u32 {
+            let r = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + s));
+            t.check(
+                at(200),
+                local(1),
+                r,
+                Service::tcp(6881),
+                ConnState::SF,
+                1,
+                &mut out,
+            );
+        }
+        assert_eq!(t.friendly.len(), 10);
+        assert_eq!(t.evictions, 110);
+    }
+
+    #[test]
+    fn bad_config_rejected() {
+        let bad = TrwConfig {
+            theta_one: 0.9,
+            ..TrwConfig::default()
+        };
+        assert_eq!(Trw::new(bad).unwrap_err(), TrwConfigError::Theta);
+        let bad = TrwConfig {
+            target_false_positive_prob: 0.0,
+            ..TrwConfig::default()
+        };
+        assert_eq!(Trw::new(bad).unwrap_err(), TrwConfigError::Probabilities);
+    }
+}

@@ -1,0 +1,406 @@
+//! The prediction table: for each host, the peers BitTorrent coordination traffic told it about,
+//! and so the connections it is expected to attempt.
+//!
+//! A failed attempt from a host to a peer in its table is BitTorrent's doing, not a scan: the
+//! engine keeps it out of the scan counters (the paper's filter). Entries live `ttl` after they
+//! were last announced; each host holds at most `max_per_host` and the table at most
+//! `max_total`, oldest evicted first. Every eviction and expiry is counted.
+//!
+//! The table is a `DashMap` so capture shards can share it: lookups are per failed attempt and
+//! inserts per coordination message, both far rarer than packets.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use crate::event::Timestamp;
+
+/// Where a prediction came from: one module per coordination channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    HttpTracker,
+    UdpTracker,
+    /// Mainline DHT `values` (peers).
+    Dht,
+    /// Mainline DHT `nodes` (other DHT nodes, contacted over UDP).
+    DhtNodes,
+    AzureusDht,
+    Pex,
+    /// uTP SYN and other BitTorrent UDP signatures.
+    Utp,
+    Lsd,
+    /// Injected by tests and tools.
+    Synthetic,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::HttpTracker => "http_tracker",
+            Channel::UdpTracker => "udp_tracker",
+            Channel::Dht => "dht",
+            Channel::DhtNodes => "dht_nodes",
+            Channel::AzureusDht => "azureus_dht",
+            Channel::Pex => "pex",
+            Channel::Utp => "utp",
+            Channel::Lsd => "lsd",
+            Channel::Synthetic => "synthetic",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the host is expected to contact the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerTransport {
+    Tcp,
+    Udp,
+}
+
+/// One prediction: `host` is expected to contact `peer` over `transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PredictedPeer {
+    pub ts: Timestamp,
+    pub host: IpAddr,
+    pub peer: SocketAddr,
+    pub transport: PeerTransport,
+    pub channel: Channel,
+}
+
+#[derive(Clone, Debug)]
+pub struct PredictionConfig {
+    /// How long an announced peer stays predicted after its last announcement.
+    pub ttl: Duration,
+    pub max_per_host: usize,
+    pub max_total: usize,
+}
+
+impl Default for PredictionConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(1800),
+            max_per_host: 20_000,
+            max_total: 2_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    first_seen: Timestamp,
+    last_seen: u64,
+    channel: Channel,
+}
+
+type PeerKey = (SocketAddr, PeerTransport);
+
+#[derive(Debug, Default)]
+struct HostPeers {
+    peers: HashMap<PeerKey, Entry>,
+    /// Insertion order with the `last_seen` at insertion; stale pairs are skipped lazily.
+    order: VecDeque<(PeerKey, u64)>,
+}
+
+impl HostPeers {
+    /// Drops the oldest live entry; false if none is left.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((key, stamp)) = self.order.pop_front() {
+            if self.peers.get(&key).is_some_and(|e| e.last_seen == stamp) {
+                self.peers.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Counters of the table, for metrics and reports.
+#[derive(Debug, Default)]
+pub struct PredictionStats {
+    pub inserted: AtomicU64,
+    pub refreshed: AtomicU64,
+    pub removed: AtomicU64,
+    pub expired: AtomicU64,
+    pub evicted_host_cap: AtomicU64,
+    pub evicted_total_cap: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct PredictionTable {
+    config: PredictionConfig,
+    hosts: DashMap<IpAddr, HostPeers>,
+    total: AtomicU64,
+    pub stats: PredictionStats,
+}
+
+impl PredictionTable {
+    pub fn new(config: PredictionConfig) -> Self {
+        Self {
+            config,
+            hosts: DashMap::new(),
+            total: AtomicU64::new(0),
+            stats: PredictionStats::default(),
+        }
+    }
+
+    /// Peers currently predicted, over all hosts.
+    pub fn len(&self) -> u64 {
+        self.total.load(Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records a prediction, or refreshes it if the peer was already announced to the host.
+    pub fn insert(&self, p: &PredictedPeer) {
+        let key = (p.peer, p.transport);
+        if self.total.load(Relaxed) >= self.config.max_total as u64
+            && !self.contains_key(p.host, key)
+        {
+            self.evict_from_largest();
+        }
+        let mut host = self.hosts.entry(p.host).or_default();
+        match host.peers.get_mut(&key) {
+            Some(e) => {
+                e.last_seen = p.ts.0;
+                e.channel = p.channel;
+                self.stats.refreshed.fetch_add(1, Relaxed);
+            }
+            None => {
+                if host.peers.len() >= self.config.max_per_host && host.evict_oldest() {
+                    self.stats.evicted_host_cap.fetch_add(1, Relaxed);
+                    self.total.fetch_sub(1, Relaxed);
+                }
+                host.peers.insert(
+                    key,
+                    Entry {
+                        first_seen: p.ts,
+                        last_seen: p.ts.0,
+                        channel: p.channel,
+                    },
+                );
+                self.total.fetch_add(1, Relaxed);
+                self.stats.inserted.fetch_add(1, Relaxed);
+            }
+        }
+        host.order.push_back((key, p.ts.0));
+        // Refreshes append too; keep the queue from outgrowing the map by much.
+        if host.order.len() > 2 * host.peers.len() + 64 {
+            let HostPeers { peers, order } = &mut *host;
+            order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
+        }
+    }
+
+    fn contains_key(&self, host: IpAddr, key: PeerKey) -> bool {
+        self.hosts
+            .get(&host)
+            .is_some_and(|h| h.peers.contains_key(&key))
+    }
+
+    fn evict_from_largest(&self) {
+        // Rare (the global cap is a safety net): a linear pass is acceptable.
+        let largest = self
+            .hosts
+            .iter()
+            .max_by_key(|h| h.peers.len())
+            .map(|h| *h.key());
+        if let Some(ip) = largest {
+            if let Some(mut h) = self.hosts.get_mut(&ip) {
+                if h.evict_oldest() {
+                    self.total.fetch_sub(1, Relaxed);
+                    self.stats.evicted_total_cap.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Forgets a prediction (PEX `dropped`).
+    pub fn remove(&self, host: IpAddr, peer: SocketAddr, transport: PeerTransport) {
+        if let Some(mut h) = self.hosts.get_mut(&host) {
+            if h.peers.remove(&(peer, transport)).is_some() {
+                self.total.fetch_sub(1, Relaxed);
+                self.stats.removed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The channel that predicted `host` contacting `peer`, if the prediction is live at `now`.
+    pub fn lookup(
+        &self,
+        host: IpAddr,
+        peer: SocketAddr,
+        transport: PeerTransport,
+        now: Timestamp,
+    ) -> Option<Channel> {
+        let ttl = crate::detect::ns(self.config.ttl);
+        let h = self.hosts.get(&host)?;
+        let e = h.peers.get(&(peer, transport))?;
+        (e.last_seen.saturating_add(ttl) >= now.0).then_some(e.channel)
+    }
+
+    /// When `host` first learnt of `peer` (for logs).
+    pub fn first_seen(
+        &self,
+        host: IpAddr,
+        peer: SocketAddr,
+        transport: PeerTransport,
+    ) -> Option<Timestamp> {
+        Some(
+            self.hosts
+                .get(&host)?
+                .peers
+                .get(&(peer, transport))?
+                .first_seen,
+        )
+    }
+
+    /// Drops predictions not refreshed within the TTL, and hosts left empty.
+    pub fn expire(&self, now: Timestamp) {
+        let ttl = crate::detect::ns(self.config.ttl);
+        self.hosts.retain(|_, h| {
+            let before = h.peers.len();
+            h.peers
+                .retain(|_, e| e.last_seen.saturating_add(ttl) >= now.0);
+            let gone = (before - h.peers.len()) as u64;
+            if gone > 0 {
+                self.total.fetch_sub(gone, Relaxed);
+                self.stats.expired.fetch_add(gone, Relaxed);
+                let HostPeers { peers, order } = h;
+                order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
+            }
+            !h.peers.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(ts_s: u64, host: &str, peer: &str) -> PredictedPeer {
+        PredictedPeer {
+            ts: Timestamp(ts_s * 1_000_000_000),
+            host: host.parse().unwrap(),
+            peer: peer.parse().unwrap(),
+            transport: PeerTransport::Tcp,
+            channel: Channel::Dht,
+        }
+    }
+
+    const H: &str = "192.0.2.10";
+
+    #[test]
+    fn lookup_is_per_host_peer_and_transport() {
+        let t = PredictionTable::new(PredictionConfig::default());
+        t.insert(&p(10, H, "203.0.113.5:6881"));
+        let at = |s: u64| Timestamp(s * 1_000_000_000);
+        let host: IpAddr = H.parse().unwrap();
+        let peer: SocketAddr = "203.0.113.5:6881".parse().unwrap();
+        assert_eq!(
+            t.lookup(host, peer, PeerTransport::Tcp, at(11)),
+            Some(Channel::Dht)
+        );
+        assert_eq!(t.lookup(host, peer, PeerTransport::Udp, at(11)), None);
+        assert_eq!(
+            t.lookup(
+                host,
+                "203.0.113.5:6882".parse().unwrap(),
+                PeerTransport::Tcp,
+                at(11)
+            ),
+            None
+        );
+        assert_eq!(
+            t.lookup(
+                "192.0.2.11".parse().unwrap(),
+                peer,
+                PeerTransport::Tcp,
+                at(11)
+            ),
+            None
+        );
+        // Live for the TTL after the last announcement, refreshed by a new one.
+        assert!(t
+            .lookup(host, peer, PeerTransport::Tcp, at(10 + 1800))
+            .is_some());
+        assert!(t
+            .lookup(host, peer, PeerTransport::Tcp, at(10 + 1801))
+            .is_none());
+        t.insert(&p(1000, H, "203.0.113.5:6881"));
+        assert!(t.lookup(host, peer, PeerTransport::Tcp, at(2500)).is_some());
+        assert_eq!(t.first_seen(host, peer, PeerTransport::Tcp), Some(at(10)));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn remove_and_expire_are_counted() {
+        let t = PredictionTable::new(PredictionConfig::default());
+        t.insert(&p(0, H, "203.0.113.5:6881"));
+        t.insert(&p(0, H, "203.0.113.6:6881"));
+        t.insert(&p(1000, H, "203.0.113.7:6881"));
+        t.remove(
+            H.parse().unwrap(),
+            "203.0.113.5:6881".parse().unwrap(),
+            PeerTransport::Tcp,
+        );
+        assert_eq!(t.len(), 2);
+        t.expire(Timestamp(2000 * 1_000_000_000));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.stats.removed.load(Relaxed), 1);
+        assert_eq!(t.stats.expired.load(Relaxed), 1);
+        t.expire(Timestamp(5000 * 1_000_000_000));
+        assert!(t.is_empty());
+        assert_eq!(t.hosts.len(), 0, "empty hosts are dropped");
+    }
+
+    #[test]
+    fn hostile_peer_lists_cannot_grow_the_table_without_bound() {
+        let t = PredictionTable::new(PredictionConfig {
+            max_per_host: 100,
+            max_total: 250,
+            ..Default::default()
+        });
+        for i in 0..10_000u32 {
+            let peer = format!("198.51.100.{}:{}", i % 256, 1024 + i / 256);
+            t.insert(&p(u64::from(i), H, &peer));
+        }
+        assert_eq!(t.len(), 100);
+        assert_eq!(t.stats.evicted_host_cap.load(Relaxed), 9_900);
+        // The newest survive: the oldest went first.
+        let host: IpAddr = H.parse().unwrap();
+        let newest: SocketAddr = format!("198.51.100.{}:{}", 9_999 % 256, 1024 + 9_999 / 256)
+            .parse()
+            .unwrap();
+        assert!(t
+            .lookup(
+                host,
+                newest,
+                PeerTransport::Tcp,
+                Timestamp(9_999 * 1_000_000_000)
+            )
+            .is_some());
+        for h in 0..5 {
+            for i in 0..100u32 {
+                t.insert(&p(
+                    20_000,
+                    &format!("192.0.2.{}", 100 + h),
+                    &format!("203.0.113.1:{}", 2000 + i),
+                ));
+            }
+        }
+        assert!(t.len() <= 250, "{}", t.len());
+        assert!(t.stats.evicted_total_cap.load(Relaxed) > 0);
+    }
+}
