@@ -7,8 +7,10 @@ pub mod agent;
 pub mod capture;
 pub mod conn;
 pub mod detect;
+pub mod engine;
 pub mod event;
 pub mod metrics;
+pub mod ppr;
 pub mod predict;
 
 /// The XDP object built by `build.rs`, aligned as aya's object parser requires.

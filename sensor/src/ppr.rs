@@ -1,0 +1,315 @@
+//! Port/Peer Ratio (PPR): the paper's second test. A BitTorrent host contacts each peer on the
+//! one port that peer listens on, and peers pick their ports at random, so it fails on about as
+//! many distinct ports as distinct peers. A horizontal scan fails on one port across many peers,
+//! a vertical scan on many ports of one peer.
+//!
+//! **Which attempts count.** For each source: its *unpredicted failed* attempts (connection
+//! outcomes S0, REJ, RSTOS0, SH, and UDP requests under `--udp-scan`) that are not on a skipped
+//! service, from the first such attempt until the source has been idle for `window` (15 min, as
+//! Bro's `&read_expire`). Predicted attempts are left out: prediction already explains them.
+//!
+//! **Classic** (the paper): a notice is suppressed when `lo ≤ ports / peers ≤ hi`
+//! (0.75 and 1.0 by default), where `ports` and `peers` are the distinct destination ports and
+//! addresses of the counted attempts.
+//!
+//! **Hardened**: a block scan (N hosts × the same N ports) has ports/peers = 1 and passes the
+//! classic test. The hardened test also requires the attempts to pair peers and ports nearly
+//! one to one, `pairs / peers ≤ max_pairs_per_peer` (1.25 by default; a block scan has N), and
+//! the ports to be mostly ephemeral, `ports ≥ 1024 / ports ≥ min_high_port_share` (0.9 by
+//! default; scans aim at service ports).
+//!
+//! State is bounded: at most `max_sources` sources (least recently used evicted) and at most
+//! `max_pairs` distinct pairs per source (beyond that the sets stop growing and the source is
+//! marked saturated, which the hardened test treats as a scan).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::event::Timestamp;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PprMode {
+    /// The paper's ratio test.
+    Classic,
+    /// Ratio, one-to-one pairing and ephemeral ports (resists block scans).
+    Hardened,
+}
+
+#[derive(Clone, Debug)]
+pub struct PprConfig {
+    pub mode: PprMode,
+    pub lo: f64,
+    pub hi: f64,
+    pub max_pairs_per_peer: f64,
+    pub min_high_port_share: f64,
+    pub window: Duration,
+    pub max_sources: usize,
+    pub max_pairs: usize,
+}
+
+impl Default for PprConfig {
+    fn default() -> Self {
+        Self {
+            mode: PprMode::Hardened,
+            lo: 0.75,
+            hi: 1.0,
+            max_pairs_per_peer: 1.25,
+            min_high_port_share: 0.9,
+            window: Duration::from_secs(900),
+            max_sources: 1_000_000,
+            max_pairs: 65_536,
+        }
+    }
+}
+
+/// The counts a verdict is based on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PprSample {
+    pub peers: u64,
+    pub ports: u64,
+    pub pairs: u64,
+    pub high_ports: u64,
+    pub saturated: bool,
+}
+
+impl PprSample {
+    pub fn ratio(&self) -> f64 {
+        if self.peers == 0 {
+            0.0
+        } else {
+            self.ports as f64 / self.peers as f64
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Source {
+    peers: HashSet<IpAddr>,
+    ports: HashSet<u16>,
+    pairs: HashSet<(IpAddr, u16)>,
+    saturated: bool,
+    last: u64,
+}
+
+#[derive(Debug)]
+pub struct PprTracker {
+    config: PprConfig,
+    sources: HashMap<IpAddr, Source>,
+    now: u64,
+    pub evictions: u64,
+}
+
+impl PprTracker {
+    pub fn new(config: PprConfig) -> Self {
+        Self {
+            config,
+            sources: HashMap::new(),
+            now: 0,
+            evictions: 0,
+        }
+    }
+
+    pub fn config(&self) -> &PprConfig {
+        &self.config
+    }
+
+    /// Counts one unpredicted failed attempt of `src` to `dst:port`.
+    pub fn record(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16) {
+        self.now = self.now.max(ts.0);
+        let window = crate::detect::ns(self.config.window);
+        if !self.sources.contains_key(&src) && self.sources.len() >= self.config.max_sources {
+            if let Some(oldest) = self
+                .sources
+                .iter()
+                .min_by_key(|(_, s)| s.last)
+                .map(|(k, _)| *k)
+            {
+                self.sources.remove(&oldest);
+                self.evictions += 1;
+            }
+        }
+        let s = self.sources.entry(src).or_default();
+        if crate::detect::expired(s.last, window, self.now) {
+            *s = Source::default();
+        }
+        s.last = self.now;
+        if s.pairs.len() >= self.config.max_pairs {
+            s.saturated = true;
+            return;
+        }
+        s.peers.insert(dst);
+        s.ports.insert(port);
+        s.pairs.insert((dst, port));
+    }
+
+    /// The current counts of `src` (zero if it has none in the window).
+    pub fn sample(&self, src: IpAddr) -> PprSample {
+        let window = crate::detect::ns(self.config.window);
+        match self.sources.get(&src) {
+            Some(s) if !crate::detect::expired(s.last, window, self.now) => PprSample {
+                peers: s.peers.len() as u64,
+                ports: s.ports.len() as u64,
+                pairs: s.pairs.len() as u64,
+                high_ports: s.ports.iter().filter(|&&p| p >= 1024).count() as u64,
+                saturated: s.saturated,
+            },
+            _ => PprSample::default(),
+        }
+    }
+
+    /// Whether a notice about `src` is to be suppressed as peer-to-peer behaviour.
+    pub fn looks_p2p(&self, src: IpAddr) -> (bool, PprSample) {
+        let s = self.sample(src);
+        (self.verdict(&s), s)
+    }
+
+    pub fn verdict(&self, s: &PprSample) -> bool {
+        let c = &self.config;
+        if s.peers == 0 {
+            return false;
+        }
+        let ratio = s.ratio();
+        let classic = c.lo <= ratio && ratio <= c.hi;
+        match c.mode {
+            PprMode::Classic => classic,
+            PprMode::Hardened => {
+                classic
+                    && !s.saturated
+                    && s.pairs as f64 / s.peers as f64 <= c.max_pairs_per_peer
+                    && s.high_ports as f64 / s.ports as f64 >= c.min_high_port_share
+            }
+        }
+    }
+
+    /// Drops sources idle for longer than the window.
+    pub fn expire(&mut self, now: Timestamp) {
+        self.now = self.now.max(now.0);
+        let (window, now) = (crate::detect::ns(self.config.window), self.now);
+        self.sources
+            .retain(|_, s| !crate::detect::expired(s.last, window, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: String) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn tracker(mode: PprMode) -> PprTracker {
+        PprTracker::new(PprConfig {
+            mode,
+            ..PprConfig::default()
+        })
+    }
+
+    const SRC: &str = "192.0.2.10";
+
+    fn feed(t: &mut PprTracker, attempts: impl IntoIterator<Item = (String, u16)>) {
+        for (i, (dst, port)) in attempts.into_iter().enumerate() {
+            t.record(
+                Timestamp(i as u64 * 1_000_000),
+                ip(SRC.into()),
+                ip(dst),
+                port,
+            );
+        }
+    }
+
+    /// A BitTorrent-like host: each peer on its own random high port.
+    fn bittorrent(n: u32) -> Vec<(String, u16)> {
+        (0..n)
+            .map(|i| {
+                (
+                    format!("203.0.113.{}", i % 250),
+                    20_000 + ((i * 7919) % 40_000) as u16,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bittorrent_passes_both_variants() {
+        for mode in [PprMode::Classic, PprMode::Hardened] {
+            let mut t = tracker(mode);
+            feed(&mut t, bittorrent(60));
+            let (p2p, s) = t.looks_p2p(ip(SRC.into()));
+            assert!(p2p, "{mode:?} {s:?}");
+            assert_eq!((s.peers, s.ports, s.pairs), (60, 60, 60));
+        }
+    }
+
+    #[test]
+    fn horizontal_and_vertical_scans_fail_both() {
+        for mode in [PprMode::Classic, PprMode::Hardened] {
+            let mut t = tracker(mode);
+            feed(&mut t, (1..=60).map(|i| (format!("198.51.100.{i}"), 23)));
+            assert!(!t.looks_p2p(ip(SRC.into())).0, "horizontal, {mode:?}");
+            let mut t = tracker(mode);
+            feed(&mut t, (1..=1000).map(|p| ("198.51.100.7".to_string(), p)));
+            assert!(!t.looks_p2p(ip(SRC.into())).0, "vertical, {mode:?}");
+        }
+    }
+
+    #[test]
+    fn block_scan_fools_classic_but_not_hardened() {
+        let block: Vec<_> = (1..=30u16)
+            .flat_map(|h| {
+                [
+                    22u16, 23, 80, 443, 445, 3389, 8080, 21, 25, 110, 139, 143, 993, 995, 1433,
+                    3306, 5432, 5900, 6379, 8443, 9200, 27017, 111, 135, 161, 389, 636, 873, 2049,
+                    11211,
+                ]
+                .map(move |p| (format!("198.51.100.{h}"), p))
+            })
+            .collect();
+        let mut classic = tracker(PprMode::Classic);
+        feed(&mut classic, block.clone());
+        let (p2p, s) = classic.looks_p2p(ip(SRC.into()));
+        assert_eq!((s.peers, s.ports, s.pairs), (30, 30, 900));
+        assert!(p2p, "the classic ratio is exactly 1");
+        let mut hardened = tracker(PprMode::Hardened);
+        feed(&mut hardened, block);
+        assert!(!hardened.looks_p2p(ip(SRC.into())).0);
+        // Even with high ports, N × N pairing is not one-to-one.
+        let mut hardened = tracker(PprMode::Hardened);
+        feed(
+            &mut hardened,
+            (1..=30u16)
+                .flat_map(|h| (0..30u16).map(move |p| (format!("198.51.100.{h}"), 40_000 + p))),
+        );
+        assert!(!hardened.looks_p2p(ip(SRC.into())).0);
+    }
+
+    #[test]
+    fn window_expires_and_state_is_bounded() {
+        let mut t = PprTracker::new(PprConfig {
+            max_sources: 5,
+            max_pairs: 10,
+            ..PprConfig::default()
+        });
+        feed(&mut t, bittorrent(20));
+        let s = t.sample(ip(SRC.into()));
+        assert!(s.saturated && s.pairs == 10);
+        assert!(
+            !t.verdict(&s),
+            "a saturated source is not given the benefit of the doubt"
+        );
+        t.expire(Timestamp(2_000 * 1_000_000_000));
+        assert_eq!(t.sample(ip(SRC.into())), PprSample::default());
+        for h in 0..10 {
+            t.record(
+                Timestamp(3_000_000_000_000),
+                ip(format!("192.0.2.{h}")),
+                ip("203.0.113.1".into()),
+                7000,
+            );
+        }
+        assert_eq!(t.sources.len(), 5);
+        assert_eq!(t.evictions, 5);
+    }
+}
