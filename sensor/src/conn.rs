@@ -255,10 +255,13 @@ impl ConnTracker {
         }
     }
 
-    /// End of input: attempts still waiting for their delay are reported at `now` + delay
-    /// only if the input really ran that long, as in Bro, whose timers die with the trace.
+    /// End of input. Bro expires every pending timer at termination, so SYNs still inside
+    /// their delay become attempts too, stamped with the final packet time.
     pub fn finish(&mut self, now: Timestamp, out: &mut Vec<ConnOutcome>) {
         self.advance(now, out);
+        while let Some((_, key, serial)) = self.timers.pop_front() {
+            self.fire_attempt(key, serial, self.now, out);
+        }
     }
 
     fn fire_attempt(&mut self, key: ConnKey, serial: u64, at: u64, out: &mut Vec<ConnOutcome>) {
@@ -518,8 +521,13 @@ mod tests {
             [(BroEvent::Attempt, ConnState::S0, false, false, 5000)]
         );
         assert_eq!(out[0].initiator(), A.parse().unwrap());
-        // Input that ends before the delay runs out reports nothing, as in Bro.
-        assert!(run(&[seg(0, A, B, SYN)], 4_000).is_empty());
+        // Input that ends within the delay still reports it, at the end (Bro expires its
+        // timers at termination).
+        let out = run(&[seg(0, A, B, SYN)], 4_000);
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::Attempt, ConnState::S0, false, false, 4000)]
+        );
     }
 
     #[test]

@@ -275,7 +275,9 @@ impl<S: EngineSink> Engine<S> {
         for n in std::mem::take(&mut self.notices) {
             self.raised.entry((n.src, n.note)).or_default().0 += 1;
             let (p2p, sample) = self.ppr.looks_p2p(n.src);
-            if self.config.suppress.ppr() && p2p {
+            let evidence =
+                !self.config.ppr.require_bittorrent || self.predictions.knows_host(n.src);
+            if self.config.suppress.ppr() && p2p && evidence {
                 self.stats.suppressed_ppr += 1;
                 self.sink.suppressed(&n, SuppressReason::Ppr, &sample);
             } else {
@@ -478,8 +480,34 @@ mod tests {
 
     #[test]
     fn ppr_suppresses_bittorrent_shape_but_not_a_horizontal_scan() {
+        // Without BitTorrent evidence the same shape is not suppressed (it could be Gnutella).
         let e = run(Suppress::Ppr, false, &bittorrent_like(BT));
-        assert!(e.sink.notices.is_empty());
+        assert_eq!(
+            notes(&e.sink.notices),
+            ["AddressScan", "ScanSummary", "PortScanSummary"]
+        );
+        // With it (one peer announced to the host, on another port), PPR suppresses.
+        let mut events = bittorrent_like(BT);
+        events.truncate(40);
+        let config = EngineConfig {
+            suppress: Suppress::Ppr,
+            bro: BroScanConfig::with_first_threshold(20),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config, Collect::default()).unwrap();
+        engine.predict(&PredictedPeer {
+            ts: events[0].ts,
+            host: BT.parse().unwrap(),
+            peer: "198.51.100.99:51413".parse().unwrap(),
+            transport: PeerTransport::Tcp,
+            channel: Channel::Synthetic,
+        });
+        for ev in &events {
+            engine.event(ev);
+        }
+        engine.finish();
+        let e = engine;
+        assert!(e.sink.notices.is_empty(), "{:?}", e.sink.notices);
         assert!(e
             .sink
             .suppressed

@@ -4,6 +4,7 @@
 //! [`event::PacketEvent`]s, which every later stage consumes the same way.
 
 pub mod agent;
+pub mod analyze;
 pub mod capture;
 pub mod conn;
 pub mod detect;

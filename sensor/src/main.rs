@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use sensor::agent::{self, RunConfig};
 use sensor::capture::xdp::{AttachMode, XdpConfig};
 use sensor::capture::{pcap, CounterSnapshot};
+use sensor::detect::{BroScanConfig, ScanNotice};
+use sensor::engine::{DetectorKind, EngineConfig, EngineSink, Suppress, SuppressReason};
 use sensor::event::{EventLog, EventSink};
+use sensor::ppr::{PprConfig, PprMode, PprSample};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +29,63 @@ enum Command {
     Run(RunArgs),
     /// Run the pre-filter over capture files: what XDP would forward, and its counters.
     Prefilter(PrefilterArgs),
+    /// Analyse capture files: scan notices, with BitTorrent prediction and PPR suppression.
+    Analyze(AnalyzeArgs),
+}
+
+const ANALYZE_HELP: &str = "\
+Capture files (pcap/pcapng; Ethernet, Linux SLL/SLL2, raw IP) are read in the order given as one
+stream of packet time, through the same pre-filter as the XDP program and the same engine as
+`sensor run`. Notices go to stdout, one per line (`ts note msg`, or JSON with --json).
+
+--threshold N makes N the first address-scan threshold: the AddressScan vector becomes N
+followed by Bro's defaults above N ({20, 100, 1000, 10000, ...} for a non-local source,
+{100, 1000, 10000} for a local one). ShutdownThresh does not move: a non-local source still
+gets it at 100 distinct peers, tested before AddressScan, so AddressScan is then due at 101.
+With N > 100 ShutdownThresh fires at 100 and the first AddressScan at exactly N.
+
+PPR counts, per source, the failed attempts the detector counted (S0, REJ, RSTOS0, SH, and UDP
+requests with --udp-scan; with prediction on, only unpredicted ones) until the source is idle
+for 15 minutes. Classic: suppress when LO <= distinct ports / distinct peers <= HI. Hardened
+(default) also needs distinct (peer, port) pairs / distinct peers <= 1.25 and at least 90% of
+the ports >= 1024, which a block scan (N hosts x N ports) cannot meet.
+
+Exit status: 0, 1 on an unreadable or non-capture input, 2 if an input was damaged (its frames
+up to the damage are still analysed, with a warning).";
+
+#[derive(clap::Args)]
+#[command(after_long_help = ANALYZE_HELP)]
+struct AnalyzeArgs {
+    /// pcap or pcapng files.
+    #[arg(required = true)]
+    pcaps: Vec<PathBuf>,
+    /// Which suppression to apply.
+    #[arg(long, value_enum, default_value_t = Suppress::All)]
+    suppress: Suppress,
+    /// First address-scan threshold (see below).
+    #[arg(long)]
+    threshold: Option<u64>,
+    /// Local networks, as Bro's local_nets (default: none, as in the paper's run).
+    #[arg(long, value_delimiter = ',')]
+    local_nets: Vec<String>,
+    /// Scan detector.
+    #[arg(long, value_enum, default_value_t = DetectorKind::Bro)]
+    detector: DetectorKind,
+    /// Count every UDP request to a new peer, as Bro 1.5 with udp-common loaded.
+    #[arg(long)]
+    udp_scan: bool,
+    /// PPR variant.
+    #[arg(long, value_enum, default_value_t = PprMode::Hardened)]
+    ppr: PprMode,
+    /// PPR ratio range LO,HI.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.75, 1.0])]
+    ppr_range: Vec<f64>,
+    /// Notices as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// UDP payload bytes kept per datagram, as for `run`.
+    #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
+    snaplen: u32,
 }
 
 #[derive(clap::Args)]
@@ -103,6 +163,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Prefilter(args) => prefilter(args),
+        Command::Analyze(args) => analyze(args),
     };
     if let Err(e) = result {
         eprintln!("sensor: {e:#}");
@@ -186,6 +247,109 @@ fn prefilter(args: PrefilterArgs) -> anyhow::Result<()> {
         }
     }
     if damaged {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// Parses `a.b.c.d/len` or an address (a host prefix).
+fn parse_cidr(s: &str) -> anyhow::Result<(std::net::IpAddr, u8)> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: std::net::IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad network {s:?}: {e}"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .map_err(|e| anyhow::anyhow!("bad prefix length in {s:?}: {e}"))?,
+        None => max,
+    };
+    anyhow::ensure!(len <= max, "prefix length {len} too long in {s:?}");
+    Ok((addr, len))
+}
+
+/// Prints notices as they are raised.
+struct PrintNotices {
+    json: bool,
+}
+
+impl EngineSink for PrintNotices {
+    fn notice(&mut self, n: &ScanNotice) {
+        if self.json {
+            match serde_json::to_string(n) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("sensor: cannot encode notice: {e}"),
+            }
+        } else {
+            println!("{} {} {}", n.ts, n.note.as_str(), n.msg);
+        }
+    }
+    fn suppressed(&mut self, _: &ScanNotice, _: SuppressReason, _: &PprSample) {}
+}
+
+fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
+    let local_nets = args
+        .local_nets
+        .iter()
+        .map(|s| parse_cidr(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut bro = match args.threshold {
+        Some(n) => {
+            anyhow::ensure!(n > 0, "--threshold must be at least 1");
+            BroScanConfig::with_first_threshold(n)
+        }
+        None => BroScanConfig::default(),
+    };
+    bro.local_nets = local_nets.clone();
+    let mut config = EngineConfig {
+        bro,
+        suppress: args.suppress,
+        detector: args.detector,
+        ..EngineConfig::default()
+    };
+    config.trw.local_nets = local_nets;
+    config.conn.udp = args.udp_scan;
+    config.ppr = PprConfig {
+        mode: args.ppr,
+        lo: args.ppr_range[0],
+        hi: args.ppr_range[1],
+        ..PprConfig::default()
+    };
+    anyhow::ensure!(
+        config.ppr.lo <= config.ppr.hi,
+        "--ppr-range LO must not exceed HI"
+    );
+
+    let (engine, report) = sensor::analyze::analyze(
+        &args.pcaps,
+        args.snaplen,
+        config,
+        PrintNotices { json: args.json },
+    )?;
+    let s = engine.stats;
+    eprintln!(
+        "sensor: {} frames, {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {})",
+        report.counters.get(sensor_ebpf::counter::PACKETS),
+        s.failed_attempts,
+        s.predicted_failures,
+        s.notices,
+        s.suppressed_predicted + s.suppressed_ppr,
+        s.suppressed_predicted,
+        s.suppressed_ppr
+    );
+    for (path, err) in &report.damaged {
+        eprintln!(
+            "sensor: warning: {}: {err}; results cover the frames before it",
+            path.display()
+        );
+    }
+    if !report.damaged.is_empty() {
         std::process::exit(2);
     }
     Ok(())

@@ -18,6 +18,10 @@
 //! the ports to be mostly ephemeral, `ports ≥ 1024 / ports ≥ min_high_port_share` (0.9 by
 //! default; scans aim at service ports).
 //!
+//! **BitTorrent evidence** (beyond the paper; on by default): the gate applies only to sources
+//! that coordination traffic has given peers to. Gnutella clients fail on as many ports as peers
+//! too, and nothing about them is BitTorrent.
+//!
 //! State is bounded: at most `max_sources` sources (least recently used evicted) and at most
 //! `max_pairs` distinct pairs per source (beyond that the sets stop growing and the source is
 //! marked saturated, which the hardened test treats as a scan).
@@ -40,6 +44,10 @@ pub enum PprMode {
 #[derive(Clone, Debug)]
 pub struct PprConfig {
     pub mode: PprMode,
+    /// Apply the gate only to sources with BitTorrent evidence (live predictions). Other P2P
+    /// protocols (Gnutella) have the same port/peer shape; without this they would be
+    /// suppressed too, though nothing explains their failures.
+    pub require_bittorrent: bool,
     pub lo: f64,
     pub hi: f64,
     pub max_pairs_per_peer: f64,
@@ -53,6 +61,7 @@ impl Default for PprConfig {
     fn default() -> Self {
         Self {
             mode: PprMode::Hardened,
+            require_bittorrent: true,
             lo: 0.75,
             hi: 1.0,
             max_pairs_per_peer: 1.25,

@@ -250,6 +250,12 @@ impl PredictionTable {
         (e.last_seen.saturating_add(ttl) >= now.0).then_some(e.channel)
     }
 
+    /// Whether coordination traffic has told `host` about any peer still in the table: the
+    /// evidence that `host` runs BitTorrent.
+    pub fn knows_host(&self, host: IpAddr) -> bool {
+        self.hosts.get(&host).is_some_and(|h| !h.peers.is_empty())
+    }
+
     /// When `host` first learnt of `peer` (for logs).
     pub fn first_seen(
         &self,

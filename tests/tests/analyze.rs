@@ -1,0 +1,221 @@
+//! The engine on real captures from `../shared/pcaps` (see its CATALOG.md for what each holds).
+//! Unprivileged: the offline path only.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sensor::detect::{BroScanConfig, NoticeKind};
+use sensor::engine::{Collect, Engine, EngineConfig, Suppress};
+
+fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/pcaps")
+        .join(rel)
+}
+
+fn analyze(rel: &str, suppress: Suppress) -> Engine<Collect> {
+    let config = EngineConfig {
+        suppress,
+        bro: BroScanConfig::with_first_threshold(20),
+        ..EngineConfig::default()
+    };
+    let (engine, report) =
+        sensor::analyze::analyze(&[shared(rel)], 1472, config, Collect::default()).unwrap();
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    engine
+}
+
+/// Notices about `src` of the address- or port-scan kinds.
+fn flagged(e: &Engine<Collect>, src: &str) -> Vec<NoticeKind> {
+    let src: std::net::IpAddr = src.parse().unwrap();
+    e.sink
+        .notices
+        .iter()
+        .filter(|n| n.src == src)
+        .map(|n| n.note)
+        .collect()
+}
+
+const ALL_MODES: [Suppress; 4] = [
+    Suppress::None,
+    Suppress::Predict,
+    Suppress::Ppr,
+    Suppress::All,
+];
+
+#[test]
+fn scanners_are_flagged_in_every_mode() {
+    use NoticeKind::*;
+    // (capture, scanner, a notice it must get); expectations from CATALOG.md's ground truth.
+    let cases = [
+        // nmap -sS of a /24: 1000 ports on each live host.
+        (
+            "MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap",
+            "192.168.1.6",
+            PortScan,
+        ),
+        // nmap -sT, 1000 ports of one host.
+        (
+            "markofu-pcaps/TCP_CONNECT_SCAN.pcap",
+            "192.168.1.10",
+            PortScan,
+        ),
+        // nmap -sS, 1000 ports of one host.
+        ("markofu-pcaps/TCP_SYN_SCAN.pcap", "192.168.1.10", PortScan),
+        // masscan -p0-1000 of one host.
+        (
+            "esnet-security-curated-pcaps/tcp_0_1000_20190821.pcap",
+            "172.31.15.102",
+            PortScan,
+        ),
+        // Mirai-like horizontal scan of 136 hosts.
+        (
+            "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+            "192.168.2.16",
+            AddressScan,
+        ),
+    ];
+    for (capture, scanner, must) in cases {
+        for mode in ALL_MODES {
+            let e = analyze(capture, mode);
+            let notes = flagged(&e, scanner);
+            assert!(notes.contains(&must), "{capture} {mode:?}: {notes:?}");
+            assert!(
+                e.sink.suppressed.is_empty(),
+                "{capture} {mode:?}: nothing to suppress"
+            );
+        }
+    }
+    // The horizontal scan, notice by notice (Bro 1.5 with --threshold 20).
+    let e = analyze(
+        "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+        Suppress::All,
+    );
+    let msgs: Vec<_> = e.sink.notices.iter().map(|n| n.msg.as_str()).collect();
+    assert_eq!(
+        msgs,
+        [
+            "192.168.2.16 has scanned 20 hosts (8080/tcp)",
+            "shutdown threshold reached for 192.168.2.16",
+            "192.168.2.16 has scanned 101 hosts (23/tcp)",
+            "192.168.2.16 scanned a total of 136 hosts",
+        ]
+    );
+}
+
+#[test]
+fn gnutella_hosts_stay_flagged_with_suppression() {
+    // Non-BitTorrent P2P: no coordination traffic explains their failures.
+    for (capture, host) in [
+        ("ntop-nDPI/gnutella.pcap", "10.0.2.15"),
+        ("markofu-pcaps/gnutella.pcap", "10.1.4.176"),
+    ] {
+        for mode in ALL_MODES {
+            let e = analyze(capture, mode);
+            assert!(
+                flagged(&e, host).contains(&NoticeKind::AddressScan),
+                "{capture} {mode:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn transmission_host_is_flagged_by_the_baseline() {
+    let e = analyze("ntop-nDPI/bittorrent_transmission.pcapng", Suppress::None);
+    let notes = flagged(&e, "192.168.1.128");
+    assert_eq!(
+        notes,
+        [
+            NoticeKind::AddressScan,
+            NoticeKind::ShutdownThresh,
+            NoticeKind::AddressScan,
+            NoticeKind::ScanSummary,
+            NoticeKind::PortScanSummary
+        ]
+    );
+}
+
+#[test]
+fn background_traffic_with_local_nets_raises_nothing() {
+    let private = ["10.0.0.0", "172.16.0.0", "192.168.0.0"].map(|n| n.parse().unwrap());
+    let local_nets = vec![(private[0], 8), (private[1], 12), (private[2], 16)];
+    for capture in [
+        "ntop-nDPI/alexa-app.pcapng",
+        "ntop-nDPI/teams.pcap",
+        "chrissanders-packets/http_espn.pcapng",
+    ] {
+        let mut bro = BroScanConfig::with_first_threshold(20);
+        bro.local_nets = local_nets.clone();
+        let config = EngineConfig {
+            suppress: Suppress::None,
+            bro,
+            ..EngineConfig::default()
+        };
+        let (e, _) =
+            sensor::analyze::analyze(&[shared(capture)], 1472, config, Collect::default()).unwrap();
+        assert!(e.sink.notices.is_empty(), "{capture}: {:?}", e.sink.notices);
+    }
+    // Without local_nets Bro 1.5 treats every host as inbound, and established connections on
+    // services outside Hot::allow_services count as peers: 20 HTTPS servers make an AddressScan.
+    let e = analyze("ntop-nDPI/alexa-app.pcapng", Suppress::None);
+    let msgs: Vec<_> = e.sink.notices.iter().map(|n| n.msg.as_str()).collect();
+    assert_eq!(msgs, ["172.16.42.216 has scanned 20 hosts (443/tcp)"]);
+}
+
+#[test]
+fn cli_json_notices_and_errors() {
+    let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+    let out = Command::new(&sensor)
+        .args(["analyze", "--json", "--threshold", "20"])
+        .arg(shared(
+            "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for key in ["ts", "note", "src", "peers", "ports", "msg"] {
+        assert!(lines.iter().all(|l| !l[key].is_null()), "{key} missing");
+    }
+    assert!(lines[0]["ts"].is_f64());
+    assert_eq!(lines[0]["note"], "AddressScan");
+    assert_eq!(lines[0]["peers"], 20);
+
+    // Not a capture: one line, exit 1, no panic.
+    let notes = std::env::temp_dir().join(format!("sensor-notes-{}.txt", std::process::id()));
+    std::fs::write(&notes, "hello\n").unwrap();
+    let out = Command::new(&sensor)
+        .args(["analyze"])
+        .arg(&notes)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not a pcap or pcapng file"));
+
+    // Truncated: partial results, a warning, exit 2.
+    let bytes = std::fs::read(shared(
+        "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+    ))
+    .unwrap();
+    let cut = std::env::temp_dir().join(format!("sensor-cut-{}.pcap", std::process::id()));
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let out = Command::new(&sensor)
+        .args(["analyze", "--threshold", "20"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("has scanned 20 hosts"),
+        "partial results"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
