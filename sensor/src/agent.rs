@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,10 +44,20 @@ pub struct RunSummary {
     /// Records the agent decoded, by kind.
     pub consumed: KindCounts,
     pub decode_errors: u64,
+    /// Engine results.
+    pub notices: u64,
+    pub suppressed_predicted: u64,
+    pub suppressed_ppr: u64,
+    pub failed_attempts: u64,
+    pub predicted_failures: u64,
 }
 
 /// Runs until a signal or `duration`; returns the final counts.
-pub async fn run(config: RunConfig, sink: &mut dyn EventSink) -> anyhow::Result<RunSummary> {
+pub async fn run(
+    config: RunConfig,
+    stats: Arc<AgentStats>,
+    sink: &mut dyn EventSink,
+) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(!config.ifaces.is_empty(), "no interface given (--iface)");
     let mut sensor = XdpSensor::load(&config.xdp)?;
     // Capture eBPF-side log records (rare paths only) into `tracing`.
@@ -58,7 +69,6 @@ pub async fn run(config: RunConfig, sink: &mut dyn EventSink) -> anyhow::Result<
     }
     let ring = sensor.take_ring()?;
     let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
-    let stats = Arc::new(AgentStats::default());
 
     let metrics_task = match config.metrics {
         Some(addr) => {
@@ -121,6 +131,11 @@ pub async fn run(config: RunConfig, sink: &mut dyn EventSink) -> anyhow::Result<
         xdp: snap.iter().map(|(k, v)| (k.to_string(), v)).collect(),
         consumed: stats.consumed_counts(),
         decode_errors: stats.decode_errors(),
+        notices: stats.notices.load(Relaxed),
+        suppressed_predicted: stats.suppressed_predicted.load(Relaxed),
+        suppressed_ppr: stats.suppressed_ppr.load(Relaxed),
+        failed_attempts: stats.failed_attempts.load(Relaxed),
+        predicted_failures: stats.predicted_failures.load(Relaxed),
     };
     if let Some(path) = &config.summary {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
@@ -187,5 +202,58 @@ async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         };
         guard.get_inner_mut().flush();
         guard.clear_ready();
+    }
+}
+
+/// The live engine's output: notices are logged and counted, and written as JSON lines if asked.
+pub struct LiveNotices {
+    pub stats: Arc<AgentStats>,
+    pub out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl crate::engine::EngineSink for LiveNotices {
+    fn notice(&mut self, n: &crate::detect::ScanNotice) {
+        self.stats.notices.fetch_add(1, Relaxed);
+        tracing::warn!(target: "notice", note = n.note.as_str(), src = %n.src, "{}", n.msg);
+        if let Some(out) = &mut self.out {
+            use std::io::Write as _;
+            let ok = serde_json::to_writer(&mut *out, n).is_ok()
+                && out.write_all(b"\n").is_ok()
+                && out.flush().is_ok();
+            if !ok {
+                tracing::warn!("cannot write notice to the notices file");
+            }
+        }
+    }
+
+    fn suppressed(
+        &mut self,
+        n: &crate::detect::ScanNotice,
+        reason: crate::engine::SuppressReason,
+        _: &crate::ppr::PprSample,
+    ) {
+        let counter = match reason {
+            crate::engine::SuppressReason::Predicted => &self.stats.suppressed_predicted,
+            crate::engine::SuppressReason::Ppr => &self.stats.suppressed_ppr,
+        };
+        counter.fetch_add(1, Relaxed);
+        tracing::info!(target: "notice", note = n.note.as_str(), reason = reason.as_str(), "suppressed: {}", n.msg);
+    }
+
+    fn attempt(
+        &mut self,
+        o: &crate::conn::ConnOutcome,
+        predicted: Option<crate::predict::Channel>,
+    ) {
+        if o.failed() {
+            self.stats.failed_attempts.fetch_add(1, Relaxed);
+            if predicted.is_some() {
+                self.stats.predicted_failures.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn prediction(&mut self, _: &crate::predict::PredictedPeer) {
+        self.stats.predictions.fetch_add(1, Relaxed);
     }
 }

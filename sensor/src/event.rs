@@ -213,9 +213,32 @@ pub trait EventSink {
     fn flush(&mut self) {}
 }
 
+impl<T: EventSink + ?Sized> EventSink for Box<T> {
+    fn event(&mut self, event: &PacketEvent<'_>) {
+        (**self).event(event)
+    }
+    fn flush(&mut self) {
+        (**self).flush()
+    }
+}
+
 /// Discards events (counting happens in the capture source).
 impl EventSink for () {
     fn event(&mut self, _: &PacketEvent<'_>) {}
+}
+
+/// Feeds every event to two sinks in turn.
+pub struct Tee<A, B>(pub A, pub B);
+
+impl<A: EventSink, B: EventSink> EventSink for Tee<A, B> {
+    fn event(&mut self, event: &PacketEvent<'_>) {
+        self.0.event(event);
+        self.1.event(event);
+    }
+    fn flush(&mut self) {
+        self.0.flush();
+        self.1.flush();
+    }
 }
 
 /// One event as a JSON line: what `--events` writes, live and offline alike, so the two can be

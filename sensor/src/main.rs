@@ -59,6 +59,19 @@ struct AnalyzeArgs {
     /// pcap or pcapng files.
     #[arg(required = true)]
     pcaps: Vec<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Notices as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// UDP payload bytes kept per datagram, as for `run`.
+    #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
+    snaplen: u32,
+}
+
+/// Detection settings, the same for `run` and `analyze`.
+#[derive(clap::Args)]
+struct EngineArgs {
     /// Which suppression to apply.
     #[arg(long, value_enum, default_value_t = Suppress::All)]
     suppress: Suppress,
@@ -80,12 +93,6 @@ struct AnalyzeArgs {
     /// PPR ratio range LO,HI.
     #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.75, 1.0])]
     ppr_range: Vec<f64>,
-    /// Notices as JSON lines.
-    #[arg(long)]
-    json: bool,
-    /// UDP payload bytes kept per datagram, as for `run`.
-    #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
-    snaplen: u32,
 }
 
 #[derive(clap::Args)]
@@ -122,6 +129,11 @@ struct RunArgs {
     /// Write every decoded event as a JSON line to this file.
     #[arg(long)]
     events: Option<PathBuf>,
+    /// Write every notice as a JSON line to this file (they are also logged).
+    #[arg(long)]
+    notices: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(clap::Args)]
@@ -197,12 +209,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         duration: args.duration.map(Duration::from_secs_f64),
         summary: args.summary,
     };
-    let mut sink = event_sink(args.events.as_ref())?;
+    let stats = std::sync::Arc::new(sensor::metrics::AgentStats::default());
+    let notices = match &args.notices {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
+    let engine = sensor::engine::Engine::new(
+        args.engine.config()?,
+        sensor::agent::LiveNotices {
+            stats: stats.clone(),
+            out: notices,
+        },
+    )?;
+    let mut sink = sensor::event::Tee(event_sink(args.events.as_ref())?, engine);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let summary = runtime.block_on(agent::run(config, sink.as_mut()))?;
+    let summary = runtime.block_on(agent::run(config, stats, &mut sink))?;
     let lost = summary.xdp.get("ring_full").copied().unwrap_or(0) + summary.decode_errors;
     eprintln!(
         "sensor: {:.1} s, {} frames, {} records decoded (syn {}, synack {}, rst {}, fin {}, udp {}), {} lost",
@@ -215,6 +242,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         summary.consumed.fin,
         summary.consumed.udp,
         lost
+    );
+    eprintln!(
+        "sensor: {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {})",
+        summary.failed_attempts,
+        summary.predicted_failures,
+        summary.notices,
+        summary.suppressed_predicted + summary.suppressed_ppr,
+        summary.suppressed_predicted,
+        summary.suppressed_ppr
     );
     Ok(())
 }
@@ -293,39 +329,45 @@ impl EngineSink for PrintNotices {
     fn suppressed(&mut self, _: &ScanNotice, _: SuppressReason, _: &PprSample) {}
 }
 
-fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
-    let local_nets = args
-        .local_nets
-        .iter()
-        .map(|s| parse_cidr(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut bro = match args.threshold {
-        Some(n) => {
-            anyhow::ensure!(n > 0, "--threshold must be at least 1");
-            BroScanConfig::with_first_threshold(n)
-        }
-        None => BroScanConfig::default(),
-    };
-    bro.local_nets = local_nets.clone();
-    let mut config = EngineConfig {
-        bro,
-        suppress: args.suppress,
-        detector: args.detector,
-        ..EngineConfig::default()
-    };
-    config.trw.local_nets = local_nets;
-    config.conn.udp = args.udp_scan;
-    config.ppr = PprConfig {
-        mode: args.ppr,
-        lo: args.ppr_range[0],
-        hi: args.ppr_range[1],
-        ..PprConfig::default()
-    };
-    anyhow::ensure!(
-        config.ppr.lo <= config.ppr.hi,
-        "--ppr-range LO must not exceed HI"
-    );
+impl EngineArgs {
+    fn config(&self) -> anyhow::Result<EngineConfig> {
+        let local_nets = self
+            .local_nets
+            .iter()
+            .map(|s| parse_cidr(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut bro = match self.threshold {
+            Some(n) => {
+                anyhow::ensure!(n > 0, "--threshold must be at least 1");
+                BroScanConfig::with_first_threshold(n)
+            }
+            None => BroScanConfig::default(),
+        };
+        bro.local_nets = local_nets.clone();
+        let mut config = EngineConfig {
+            bro,
+            suppress: self.suppress,
+            detector: self.detector,
+            ..EngineConfig::default()
+        };
+        config.trw.local_nets = local_nets;
+        config.conn.udp = self.udp_scan;
+        config.ppr = PprConfig {
+            mode: self.ppr,
+            lo: self.ppr_range[0],
+            hi: self.ppr_range[1],
+            ..PprConfig::default()
+        };
+        anyhow::ensure!(
+            config.ppr.lo <= config.ppr.hi,
+            "--ppr-range LO must not exceed HI"
+        );
+        Ok(config)
+    }
+}
 
+fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
+    let config = args.engine.config()?;
     let (engine, report) = sensor::analyze::analyze(
         &args.pcaps,
         args.snaplen,

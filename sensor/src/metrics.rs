@@ -26,6 +26,13 @@ use crate::event::{EventKind, KindCounts};
 pub struct AgentStats {
     consumed: [AtomicU64; 5],
     decode_errors: [AtomicU64; DECODE_REASONS.len()],
+    /// Engine results, updated by the live notice sink.
+    pub notices: AtomicU64,
+    pub suppressed_predicted: AtomicU64,
+    pub suppressed_ppr: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub predicted_failures: AtomicU64,
+    pub predictions: AtomicU64,
 }
 
 const DECODE_REASONS: [&str; 5] = [
@@ -175,6 +182,48 @@ impl Collector for SensorCollector {
         for kind in EventKind::ALL {
             ConstCounter::new(consumed.get(kind))
                 .encode(family.encode_family(&[("kind", kind.as_str())])?)?;
+        }
+        let a = &self.agent;
+        for (name, help, value) in [
+            (
+                "sensor_notices",
+                "Scan notices raised",
+                a.notices.load(Relaxed),
+            ),
+            (
+                "sensor_failed_attempts",
+                "Failed connection attempts seen",
+                a.failed_attempts.load(Relaxed),
+            ),
+            (
+                "sensor_predicted_failures",
+                "Failed attempts to peers that BitTorrent coordination predicted",
+                a.predicted_failures.load(Relaxed),
+            ),
+            (
+                "sensor_predictions",
+                "Peers learnt from coordination traffic",
+                a.predictions.load(Relaxed),
+            ),
+        ] {
+            ConstCounter::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "sensor_suppressed_notices",
+            "Scan notices suppressed, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in [
+            ("predicted", a.suppressed_predicted.load(Relaxed)),
+            ("ppr", a.suppressed_ppr.load(Relaxed)),
+        ] {
+            ConstCounter::new(value).encode(family.encode_family(&[("reason", reason)])?)?;
         }
         let mut family = encoder.encode_descriptor(
             "sensor_ring_decode_errors",

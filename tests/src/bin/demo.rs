@@ -90,6 +90,7 @@ fn demo(interrupted: &AtomicBool) -> anyhow::Result<()> {
     );
     let summary_path = dir.join("summary.json");
     let events_path = dir.join("events.jsonl");
+    let notices_path = dir.join("notices.jsonl");
     let sensor = SensorProcess::start(
         &lab,
         &binary,
@@ -100,6 +101,8 @@ fn demo(interrupted: &AtomicBool) -> anyhow::Result<()> {
             path(&summary_path)?,
             "--events",
             path(&events_path)?,
+            "--notices",
+            path(&notices_path)?,
         ],
     )?;
     println!(
@@ -125,7 +128,30 @@ fn demo(interrupted: &AtomicBool) -> anyhow::Result<()> {
         &summary,
         &metrics,
         &events_path,
-    )
+    )?;
+    alarms(&summary, &notices_path)
+}
+
+/// The engine's verdicts.
+fn alarms(s: &RunSummary, notices: &Path) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "Detection (Bro 1.5 scan.bro + prediction + PPR): {} failed attempts, {} to predicted peers",
+        s.failed_attempts, s.predicted_failures
+    );
+    println!(
+        "  {} alarms raised, {} suppressed ({} by prediction, {} by PPR)",
+        s.notices,
+        s.suppressed_predicted + s.suppressed_ppr,
+        s.suppressed_predicted,
+        s.suppressed_ppr
+    );
+    for line in std::fs::read_to_string(notices)?.lines() {
+        let n: serde_json::Value = serde_json::from_str(line)?;
+        let note = n["note"].as_str().unwrap_or("?");
+        println!("  {note:<18} {}", n["msg"].as_str().unwrap_or("?"));
+    }
+    Ok(())
 }
 
 fn path(p: &Path) -> anyhow::Result<&str> {
