@@ -10,6 +10,7 @@ pub mod conn;
 pub mod detect;
 pub mod engine;
 pub mod event;
+pub mod logs;
 pub mod metrics;
 pub mod ppr;
 pub mod predict;

@@ -64,6 +64,12 @@ struct AnalyzeArgs {
     /// Notices as JSON lines.
     #[arg(long)]
     json: bool,
+    /// Write Zeek-style logs here: notice.log, attempts.log, predictions.log, suppressed.log.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the logs as JSON lines instead of Zeek TSV.
+    #[arg(long)]
+    json_logs: bool,
     /// UDP payload bytes kept per datagram, as for `run`.
     #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
     snaplen: u32,
@@ -368,12 +374,15 @@ impl EngineArgs {
 
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     let config = args.engine.config()?;
-    let (engine, report) = sensor::analyze::analyze(
-        &args.pcaps,
-        args.snaplen,
-        config,
-        PrintNotices { json: args.json },
-    )?;
+    let logs = match &args.out {
+        Some(dir) => Some(sensor::logs::LogSink::create(dir, args.json_logs)?),
+        None => None,
+    };
+    let sink = sensor::logs::Both(PrintNotices { json: args.json }, logs);
+    let (mut engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
+    if let Some(logs) = &mut engine.sink.1 {
+        logs.close()?;
+    }
     let s = engine.stats;
     eprintln!(
         "sensor: {} frames, {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {})",

@@ -219,3 +219,66 @@ fn cli_json_notices_and_errors() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
+
+#[test]
+fn zeek_logs_tsv_and_json() {
+    let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+    let capture = shared("ntop-nDPI/bittorrent_transmission.pcapng");
+    let dir = std::env::temp_dir().join(format!("sensor-logs-{}", std::process::id()));
+    let out = Command::new(&sensor)
+        .args([
+            "analyze",
+            "--suppress",
+            "none",
+            "--threshold",
+            "20",
+            "--out",
+        ])
+        .arg(&dir)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout_notices = String::from_utf8(out.stdout).unwrap().lines().count();
+    let notice = std::fs::read_to_string(dir.join("notice.log")).unwrap();
+    assert!(notice.starts_with("#separator \\x09\n"));
+    assert!(notice.contains("\n#fields\tts\tnote\tsrc\tdst\tp\tpeers\tports\tmsg\n"));
+    let rows: Vec<&str> = notice.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rows.len(), stdout_notices);
+    assert!(rows[0].split('\t').nth(1) == Some("AddressScan"));
+    // One attempts row per connection outcome; failed ones carry REJ/S0/SH/RSTOS0.
+    let attempts = std::fs::read_to_string(dir.join("attempts.log")).unwrap();
+    let failed = attempts
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| matches!(l.split('\t').nth(7), Some("S0" | "REJ" | "SH" | "RSTOS0")))
+        .count();
+    assert!(
+        failed >= 93,
+        "CATALOG: 93 RST-refused SYNs from the Transmission host; got {failed}"
+    );
+
+    let json_dir = dir.join("json");
+    let out = Command::new(&sensor)
+        .args([
+            "analyze",
+            "--suppress",
+            "none",
+            "--threshold",
+            "20",
+            "--json-logs",
+            "--out",
+        ])
+        .arg(&json_dir)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for line in std::fs::read_to_string(json_dir.join("notice.log"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["ts"].is_f64() && v["note"].is_string() && v["src"].is_string());
+    }
+}
