@@ -33,9 +33,16 @@ enum Val<'a> {
 }
 
 impl Log {
-    fn create(dir: &Path, name: &str, json: bool, fields: &'static [(&'static str, &'static str)]) -> anyhow::Result<Self> {
+    fn create(
+        dir: &Path,
+        name: &str,
+        json: bool,
+        fields: &'static [(&'static str, &'static str)],
+    ) -> anyhow::Result<Self> {
         let path = dir.join(format!("{name}.log"));
-        let mut out = BufWriter::new(File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
+        let mut out = BufWriter::new(
+            File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        );
         if !json {
             writeln!(out, "#separator \\x09")?;
             writeln!(out, "#set_separator\t,")?;
@@ -180,10 +187,19 @@ impl LogSink {
     }
 
     pub fn close(&mut self) -> anyhow::Result<()> {
-        for log in [&mut self.notice, &mut self.suppressed, &mut self.attempts, &mut self.predictions] {
+        for log in [
+            &mut self.notice,
+            &mut self.suppressed,
+            &mut self.attempts,
+            &mut self.predictions,
+        ] {
             log.close()?;
         }
-        anyhow::ensure!(self.write_errors == 0, "{} log lines could not be written", self.write_errors);
+        anyhow::ensure!(
+            self.write_errors == 0,
+            "{} log lines could not be written",
+            self.write_errors
+        );
         Ok(())
     }
 
@@ -319,6 +335,9 @@ mod tests {
     #[test]
     fn escapes_like_zeek() {
         assert_eq!(escape("a\tb\\c\nd"), "a\\x09b\\x5cc\\x0ad");
-        assert_eq!(escape("192.0.2.1 has scanned 20 hosts (6881/tcp)"), "192.0.2.1 has scanned 20 hosts (6881/tcp)");
+        assert_eq!(
+            escape("192.0.2.1 has scanned 20 hosts (6881/tcp)"),
+            "192.0.2.1 has scanned 20 hosts (6881/tcp)"
+        );
     }
 }

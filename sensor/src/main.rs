@@ -99,6 +99,9 @@ struct EngineArgs {
     /// PPR ratio range LO,HI.
     #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.75, 1.0])]
     ppr_range: Vec<f64>,
+    /// Apply PPR to every source, not only to those with BitTorrent evidence (the paper's PPR).
+    #[arg(long)]
+    ppr_any_host: bool,
 }
 
 #[derive(clap::Args)]
@@ -362,6 +365,7 @@ impl EngineArgs {
             mode: self.ppr,
             lo: self.ppr_range[0],
             hi: self.ppr_range[1],
+            require_bittorrent: !self.ppr_any_host,
             ..PprConfig::default()
         };
         anyhow::ensure!(
