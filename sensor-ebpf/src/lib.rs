@@ -18,6 +18,8 @@ pub mod kind {
     pub const UDP_128: u8 = 2;
     pub const UDP_512: u8 = 3;
     pub const UDP_2048: u8 = 4;
+    /// An ICMP/ICMPv6 destination-unreachable quoting a TCP or UDP packet: [`super::IcmpRecord`].
+    pub const ICMP: u8 = 5;
 }
 
 /// TCP flag bits as they appear in byte 13 of the TCP header.
@@ -70,6 +72,26 @@ pub struct TcpRecord {
     pub _pad: [u8; 6],
 }
 
+/// An ICMP (type 3) or ICMPv6 (type 1) destination unreachable. The header's addresses are the
+/// outer ones (ports 0, `payload_len` the ICMP payload length); the quoted packet's 5-tuple
+/// says which attempt failed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpRecord {
+    pub hdr: FlowHeader,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// 6 (TCP) or 17 (UDP).
+    pub inner_proto: u8,
+    pub inner_ip_version: u8,
+    pub _pad: [u8; 4],
+    pub inner_src: [u8; 16],
+    pub inner_dst: [u8; 16],
+    pub inner_src_port: u16,
+    pub inner_dst_port: u16,
+    pub _pad2: [u8; 4],
+}
+
 /// A UDP datagram: header plus up to `N` bytes of payload. Only the first `hdr.cap_len` bytes of
 /// `data` are written by the kernel; the rest is whatever the ring held before.
 #[repr(C)]
@@ -99,6 +121,7 @@ pub const fn record_size(kind: u8) -> Option<usize> {
         kind::UDP_128 => Some(size_of::<UdpRecord<128>>()),
         kind::UDP_512 => Some(size_of::<UdpRecord<512>>()),
         kind::UDP_2048 => Some(size_of::<UdpRecord<2048>>()),
+        kind::ICMP => Some(size_of::<IcmpRecord>()),
         _ => None,
     }
 }
@@ -119,7 +142,7 @@ pub mod counter {
     pub const TCP_OTHER: u32 = 6;
     /// UDP datagrams without payload: not forwarded.
     pub const UDP_EMPTY: u32 = 7;
-    /// IP packets that are neither TCP nor UDP.
+    /// IP packets that are neither TCP, UDP, nor an ICMP unreachable quoting TCP or UDP.
     pub const OTHER_L4: u32 = 8;
     /// Records emitted, by what they carry. A TCP segment is counted once, under the first of
     /// RST, SYN (no ACK), SYN-ACK, FIN that it has.
@@ -134,8 +157,10 @@ pub mod counter {
     pub const LOAD_ERRORS: u32 = 15;
     /// UDP payload longer than the snap length: the record holds a prefix.
     pub const UDP_TRUNCATED: u32 = 16;
+    /// ICMP destination-unreachable records.
+    pub const REC_ICMP: u32 = 17;
 
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     /// Metric-friendly names, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -156,6 +181,7 @@ pub mod counter {
         "ring_full",
         "load_errors",
         "udp_truncated",
+        "records_icmp",
     ];
 }
 
@@ -226,6 +252,21 @@ pub enum L4 {
     Udp {
         payload_off: usize,
     },
+    /// Destination unreachable; the header fields of the packet it quotes.
+    Icmp(IcmpQuote),
+}
+
+/// What an ICMP destination unreachable says about the packet that caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpQuote {
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub inner_proto: u8,
+    pub inner_ip_version: u8,
+    pub inner_src: [u8; 16],
+    pub inner_dst: [u8; 16],
+    pub inner_src_port: u16,
+    pub inner_dst_port: u16,
 }
 
 /// A packet the pre-filter forwards: the record header (without `ifindex` and `ts_ns`, which
@@ -244,6 +285,8 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const ETH_P_QINQ_OLD: u16 = 0x9100;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 /// Furthest L4 offset followed; keeps offsets small enough for the verifier to track.
 const MAX_L4_OFFSET: usize = 1024;
 
@@ -450,8 +493,76 @@ pub fn parse<F: Frame + ?Sized>(
                 counter: counter::REC_UDP,
             })
         }
+        IPPROTO_ICMP if hdr.ip_version == 4 => icmp_unreachable(frame, hdr, l4_off, l4_len, 3),
+        IPPROTO_ICMPV6 if hdr.ip_version == 6 => icmp_unreachable(frame, hdr, l4_off, l4_len, 1),
         _ => Err(counter::OTHER_L4),
     }
+}
+
+/// ICMP type 3 / ICMPv6 type 1 quoting a TCP or UDP packet: only its IP header and first 4 bytes
+/// (the ports) are needed. Other ICMP is not forwarded.
+#[inline(always)]
+fn icmp_unreachable<F: Frame + ?Sized>(
+    frame: &F,
+    mut hdr: FlowHeader,
+    l4_off: usize,
+    l4_len: usize,
+    unreachable: u8,
+) -> Result<Parsed, u32> {
+    let icmp = get::<8, F>(frame, l4_off)?;
+    if icmp[0] != unreachable {
+        return Err(counter::OTHER_L4);
+    }
+    let inner_off = l4_off + 8;
+    let mut q = IcmpQuote {
+        icmp_type: icmp[0],
+        icmp_code: icmp[1],
+        inner_proto: 0,
+        inner_ip_version: 0,
+        inner_src: [0; 16],
+        inner_dst: [0; 16],
+        inner_src_port: 0,
+        inner_dst_port: 0,
+    };
+    let ports_off = if unreachable == 3 {
+        let ip = get::<20, F>(frame, inner_off)?;
+        let ihl = ((ip[0] & 0x0f) as usize) * 4;
+        if ip[0] >> 4 != 4 || ihl < 20 {
+            return Err(counter::PARSE_ERRORS);
+        }
+        q.inner_ip_version = 4;
+        q.inner_proto = ip[9];
+        q.inner_src[..4].copy_from_slice(&ip[12..16]);
+        q.inner_dst[..4].copy_from_slice(&ip[16..20]);
+        inner_off + ihl
+    } else {
+        // Extension headers in the quoted packet are not walked: such a quote is skipped.
+        let ip = get::<40, F>(frame, inner_off)?;
+        if ip[0] >> 4 != 6 {
+            return Err(counter::PARSE_ERRORS);
+        }
+        q.inner_ip_version = 6;
+        q.inner_proto = ip[6];
+        q.inner_src.copy_from_slice(&ip[8..24]);
+        q.inner_dst.copy_from_slice(&ip[24..40]);
+        inner_off + 40
+    };
+    if q.inner_proto != IPPROTO_TCP && q.inner_proto != IPPROTO_UDP {
+        return Err(counter::OTHER_L4);
+    }
+    if ports_off > MAX_L4_OFFSET + 128 {
+        return Err(counter::PARSE_ERRORS);
+    }
+    let ports = get::<4, F>(frame, ports_off)?;
+    q.inner_src_port = be16(ports, 0);
+    q.inner_dst_port = be16(ports, 2);
+    hdr.kind = kind::ICMP;
+    hdr.payload_len = l4_len.saturating_sub(8) as u16;
+    Ok(Parsed {
+        hdr,
+        l4: L4::Icmp(q),
+        counter: counter::REC_ICMP,
+    })
 }
 
 #[inline(always)]
@@ -469,12 +580,14 @@ const _: () = assert!(size_of::<TcpRecord>() == 72);
 const _: () = assert!(size_of::<UdpRecord<128>>() == 56 + 128);
 const _: () = assert!(size_of::<UdpRecord<2048>>() == 56 + 2048);
 const _: () = assert!(core::mem::align_of::<TcpRecord>() <= 8);
+const _: () = assert!(size_of::<IcmpRecord>() == 104);
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data `#[repr(C)]` structs with no implicit padding (checked above).
     unsafe impl aya::Pod for super::FlowHeader {}
     unsafe impl aya::Pod for super::TcpRecord {}
+    unsafe impl aya::Pod for super::IcmpRecord {}
 }
 
 #[cfg(test)]

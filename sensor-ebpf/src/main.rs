@@ -23,7 +23,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use sensor_ebpf::{
-    counter, kind, parse, FlowHeader, Frame, Parsed, TcpRecord, UdpRecord, DEFAULT_SNAPLEN, L4,
+    counter, kind, parse, FlowHeader, Frame, IcmpRecord, Parsed, TcpRecord, UdpRecord,
+    DEFAULT_SNAPLEN, L4,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
@@ -108,6 +109,25 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
                 _pad: [0; 6],
             });
             entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
+        }
+        L4::Icmp(q) => {
+            let Some(mut entry) = EVENTS.reserve::<IcmpRecord>(0) else {
+                return Err(counter::RING_FULL);
+            };
+            entry.write(IcmpRecord {
+                hdr,
+                icmp_type: q.icmp_type,
+                icmp_code: q.icmp_code,
+                inner_proto: q.inner_proto,
+                inner_ip_version: q.inner_ip_version,
+                _pad: [0; 4],
+                inner_src: q.inner_src,
+                inner_dst: q.inner_dst,
+                inner_src_port: q.inner_src_port,
+                inner_dst_port: q.inner_dst_port,
+                _pad2: [0; 4],
+            });
+            entry.submit(wakeup_flags(size_of::<IcmpRecord>() as u64));
         }
         L4::Udp { payload_off } => match hdr.kind {
             kind::UDP_128 => emit_udp::<128>(ctx, &hdr, payload_off)?,

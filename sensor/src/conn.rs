@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::detect::{ConnState, ScanCheck, Service};
-use crate::event::{PacketEvent, TcpSegment, Timestamp, Transport};
+use crate::event::{IcmpUnreachable, PacketEvent, TcpSegment, Timestamp, Transport};
 
 /// Tunables of the tracker.
 #[derive(Clone, Debug)]
@@ -65,6 +65,8 @@ pub enum BroEvent {
     Reset,
     UdpRequest,
     UdpReply,
+    /// Not a Bro event: an ICMP unreachable answered the SYN. Counted like an attempt.
+    IcmpUnreachable,
 }
 
 impl BroEvent {
@@ -77,6 +79,7 @@ impl BroEvent {
             BroEvent::Reset => "connection_reset",
             BroEvent::UdpRequest => "udp_request",
             BroEvent::UdpReply => "udp_reply",
+            BroEvent::IcmpUnreachable => "icmp_unreachable",
         }
     }
 }
@@ -227,6 +230,7 @@ impl ConnTracker {
         self.advance(ev.ts, out);
         match ev.transport {
             Transport::Tcp(seg) => self.on_tcp(ev, &seg, out),
+            Transport::Icmp(icmp) => self.on_icmp(ev.ts, &icmp, out),
             Transport::Udp(_) if self.config.udp => self.on_udp(ev, out),
             Transport::Udp(_) => {}
         }
@@ -401,6 +405,38 @@ impl ConnTracker {
             let mut o = outcome(c, ts, event, state, established, false);
             o.reverse = c.reverse || reverse_reject;
             out.push(o);
+        }
+    }
+
+    /// An ICMP unreachable quoting the SYN of a connection still waiting for an answer makes
+    /// that attempt fail now instead of after the delay. A quoted UDP request changes nothing:
+    /// the request was counted when it was sent.
+    fn on_icmp(&mut self, ts: Timestamp, icmp: &IcmpUnreachable, out: &mut Vec<ConnOutcome>) {
+        if icmp.inner_udp {
+            return;
+        }
+        let key = ConnKey::new(icmp.inner_src, icmp.inner_dst, false);
+        let ts = ts.0.max(self.now);
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let opener_is_quoted_src = if c.reverse { c.resp } else { c.orig } == icmp.inner_src;
+        let (opener, silent) = if c.reverse { (c.r, c.o) } else { (c.o, c.r) };
+        if opener_is_quoted_src
+            && !c.attempt_reported
+            && silent == End::Inactive
+            && matches!(opener, End::SynSent | End::SynAckSent)
+        {
+            c.attempt_reported = true;
+            c.last = ts;
+            out.push(outcome(
+                c,
+                ts,
+                BroEvent::IcmpUnreachable,
+                ConnState::S0,
+                false,
+                false,
+            ));
         }
     }
 
@@ -608,6 +644,36 @@ mod tests {
         assert_eq!(
             summary(&out),
             [(BroEvent::Rejected, ConnState::REJ, false, true, 10)]
+        );
+    }
+
+    #[test]
+    fn icmp_unreachable_fails_the_attempt_at_once() {
+        let icmp = |ts_ms: u64, inner_src: &str, inner_dst: &str| PacketEvent {
+            ts: Timestamp(1_000_000_000_000 + ts_ms * 1_000_000),
+            src: "198.51.100.1:0".parse().unwrap(),
+            dst: "192.0.2.10:0".parse().unwrap(),
+            vlan_depth: 0,
+            transport: Transport::Icmp(IcmpUnreachable {
+                icmp_type: 3,
+                code: 1,
+                inner_udp: false,
+                inner_src: inner_src.parse().unwrap(),
+                inner_dst: inner_dst.parse().unwrap(),
+            }),
+        };
+        let out = run(&[seg(0, A, B, SYN), icmp(80, A, B)], 10_000);
+        assert_eq!(
+            summary(&out),
+            [(BroEvent::IcmpUnreachable, ConnState::S0, false, false, 80)]
+        );
+        // Quoting a packet of no tracked connection, or the wrong direction: nothing.
+        assert!(run(&[icmp(80, A, B)], 10_000).is_empty());
+        let out = run(&[seg(0, A, B, SYN), icmp(80, B, A)], 10_000);
+        assert_eq!(
+            out[0].event,
+            BroEvent::Attempt,
+            "only the 5 s timer fails it"
         );
     }
 

@@ -135,7 +135,7 @@ impl Detector {
             Detector::Trw(trw) => {
                 // TRW runs from connection_attempt/rejected/established, TCP only (spec §1.5).
                 let state = match o.event {
-                    BroEvent::Attempt => ConnState::S0,
+                    BroEvent::Attempt | BroEvent::IcmpUnreachable => ConnState::S0,
                     BroEvent::Rejected => ConnState::REJ,
                     BroEvent::Established => ConnState::S1,
                     _ => return,

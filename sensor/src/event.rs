@@ -101,10 +101,22 @@ impl UdpDatagram<'_> {
     }
 }
 
+/// An ICMP (type 3) or ICMPv6 (type 1) destination unreachable, and the attempt it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpUnreachable {
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The quoted packet: its sender is the host whose attempt failed.
+    pub inner_udp: bool,
+    pub inner_src: SocketAddr,
+    pub inner_dst: SocketAddr,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport<'a> {
     Tcp(TcpSegment),
     Udp(UdpDatagram<'a>),
+    Icmp(IcmpUnreachable),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +134,7 @@ impl PacketEvent<'_> {
     pub fn kind(&self) -> EventKind {
         match self.transport {
             Transport::Udp(_) => EventKind::Udp,
+            Transport::Icmp(_) => EventKind::Icmp,
             Transport::Tcp(seg) => match sensor_ebpf::tcp_record_counter(seg.flags.0) {
                 Some(sensor_ebpf::counter::REC_RST) => EventKind::Rst,
                 Some(sensor_ebpf::counter::REC_SYN) => EventKind::Syn,
@@ -141,15 +154,17 @@ pub enum EventKind {
     Rst,
     Fin,
     Udp,
+    Icmp,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Syn,
         EventKind::SynAck,
         EventKind::Rst,
         EventKind::Fin,
         EventKind::Udp,
+        EventKind::Icmp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -159,6 +174,7 @@ impl EventKind {
             EventKind::Rst => "rst",
             EventKind::Fin => "fin",
             EventKind::Udp => "udp",
+            EventKind::Icmp => "icmp",
         }
     }
 }
@@ -177,11 +193,16 @@ pub struct KindCounts {
     pub rst: u64,
     pub fin: u64,
     pub udp: u64,
+    #[serde(default)]
+    pub icmp: u64,
 }
 
 impl KindCounts {
     pub fn add(&mut self, kind: EventKind) {
         *self.get_mut(kind) += 1;
+    }
+    pub fn set(&mut self, kind: EventKind, n: u64) {
+        *self.get_mut(kind) = n;
     }
     pub fn get(&self, kind: EventKind) -> u64 {
         match kind {
@@ -190,6 +211,7 @@ impl KindCounts {
             EventKind::Rst => self.rst,
             EventKind::Fin => self.fin,
             EventKind::Udp => self.udp,
+            EventKind::Icmp => self.icmp,
         }
     }
     fn get_mut(&mut self, kind: EventKind) -> &mut u64 {
@@ -199,10 +221,11 @@ impl KindCounts {
             EventKind::Rst => &mut self.rst,
             EventKind::Fin => &mut self.fin,
             EventKind::Udp => &mut self.udp,
+            EventKind::Icmp => &mut self.icmp,
         }
     }
     pub fn total(&self) -> u64 {
-        self.syn + self.synack + self.rst + self.fin + self.udp
+        self.syn + self.synack + self.rst + self.fin + self.udp + self.icmp
     }
 }
 
@@ -264,6 +287,9 @@ pub struct EventLine {
     /// Hex of the copied UDP payload head.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub head: String,
+    /// ICMP unreachable: "type/code quoted-proto quoted-src>quoted-dst".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub icmp: String,
 }
 
 impl From<&PacketEvent<'_>> for EventLine {
@@ -280,6 +306,7 @@ impl From<&PacketEvent<'_>> for EventLine {
             win: 0,
             len: 0,
             head: String::new(),
+            icmp: String::new(),
         };
         match ev.transport {
             Transport::Tcp(seg) => {
@@ -292,6 +319,13 @@ impl From<&PacketEvent<'_>> for EventLine {
             Transport::Udp(udp) => {
                 line.len = udp.payload_len;
                 line.head = udp.head.iter().map(|b| format!("{b:02x}")).collect();
+            }
+            Transport::Icmp(i) => {
+                let proto = if i.inner_udp { "udp" } else { "tcp" };
+                line.icmp = format!(
+                    "{}/{} {proto} {}>{}",
+                    i.icmp_type, i.code, i.inner_src, i.inner_dst
+                );
             }
         }
         line

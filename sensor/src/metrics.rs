@@ -24,7 +24,7 @@ use crate::event::{EventKind, KindCounts};
 /// Counters kept by the agent; shared between the ring reader and the scrape handler.
 #[derive(Debug, Default)]
 pub struct AgentStats {
-    consumed: [AtomicU64; 5],
+    consumed: [AtomicU64; 6],
     decode_errors: [AtomicU64; DECODE_REASONS.len()],
     /// Engine results, updated by the live notice sink.
     pub notices: AtomicU64,
@@ -59,14 +59,7 @@ impl AgentStats {
     pub fn consumed_counts(&self) -> KindCounts {
         let mut out = KindCounts::default();
         for kind in EventKind::ALL {
-            let n = self.consumed[kind as usize].load(Relaxed);
-            match kind {
-                EventKind::Syn => out.syn = n,
-                EventKind::SynAck => out.synack = n,
-                EventKind::Rst => out.rst = n,
-                EventKind::Fin => out.fin = n,
-                EventKind::Udp => out.udp = n,
-            }
+            out.set(kind, self.consumed[kind as usize].load(Relaxed));
         }
         out
     }
@@ -121,6 +114,7 @@ fn kernel_metric(
         REC_RST => (RECORDS, RECORDS_HELP, Some(("kind", "rst"))),
         REC_FIN => (RECORDS, RECORDS_HELP, Some(("kind", "fin"))),
         REC_UDP => (RECORDS, RECORDS_HELP, Some(("kind", "udp"))),
+        REC_ICMP => (RECORDS, RECORDS_HELP, Some(("kind", "icmp"))),
         RING_FULL => (
             "sensor_xdp_ring_full_drops",
             "Records lost because the ring was full",

@@ -329,6 +329,8 @@ pub struct TsharkCounts {
     pub fin: u64,
     /// UDP datagrams with a payload (not inside ICMP errors, not later fragments).
     pub udp: u64,
+    /// ICMP destination unreachable (v4 type 3, v6 type 1) quoting TCP or UDP ports.
+    pub icmp: u64,
 }
 
 pub fn tshark_counts(pcap: &Path) -> anyhow::Result<TsharkCounts> {
@@ -346,6 +348,10 @@ pub fn tshark_counts(pcap: &Path) -> anyhow::Result<TsharkCounts> {
             "icmp.type",
             "-e",
             "icmpv6.type",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "udp.srcport",
         ]))?;
     let mut counts = TsharkCounts::default();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -353,7 +359,12 @@ pub fn tshark_counts(pcap: &Path) -> anyhow::Result<TsharkCounts> {
         let fields: Vec<&str> = line.split('\t').collect();
         let field = |i: usize| fields.get(i).copied().unwrap_or("");
         if !field(3).is_empty() || !field(4).is_empty() {
-            continue; // ICMP: any TCP/UDP header inside is the quoted original, not a packet
+            // ICMP: a TCP/UDP header inside is the quoted original, not a packet of its own.
+            let unreachable = field(3) == "3" || field(4) == "1";
+            if unreachable && (!field(5).is_empty() || !field(6).is_empty()) {
+                counts.icmp += 1;
+            }
+            continue;
         }
         if let Some(flags) = field(1).strip_prefix("0x") {
             let flags = u16::from_str_radix(flags, 16)?;
@@ -472,7 +483,7 @@ pub fn wait_caught_up(
     let deadline = Instant::now() + timeout;
     loop {
         let m = parse_metrics(&lab.http_get(METRICS_PORT, "/metrics")?);
-        let kinds = ["syn", "synack", "rst", "fin", "udp"];
+        let kinds = ["syn", "synack", "rst", "fin", "udp", "icmp"];
         let sum = |name: &str| -> u64 {
             kinds
                 .iter()

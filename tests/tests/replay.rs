@@ -100,6 +100,7 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         "records_rst",
         "records_fin",
         "records_udp",
+        "records_icmp",
     ];
     assert_eq!(
         summary.consumed.total(),
@@ -137,6 +138,7 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         rst: xdp("records_rst"),
         fin: xdp("records_fin"),
         udp: xdp("records_udp"),
+        icmp: xdp("records_icmp"),
     };
     assert_eq!(actual, expected, "XDP records vs tshark");
     assert_eq!(summary.consumed.syn, expected.syn);

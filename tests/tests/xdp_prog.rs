@@ -10,7 +10,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use etherparse::{PacketBuilder, VlanId};
 use sensor::capture::xdp::{KernelCounters, XdpConfig, XdpSensor};
 use sensor::capture::CounterSnapshot;
-use sensor_ebpf::{counter, kind, tcp_flag, FlowHeader, TcpRecord};
+use sensor_ebpf::{counter, kind, tcp_flag, FlowHeader, IcmpRecord, TcpRecord};
 use sensor_tests::privilege::privileged;
 
 const XDP_PASS: u32 = 2;
@@ -626,4 +626,79 @@ fn full_ring_drops_are_counted_exactly() {
         "every emitted record is readable"
     );
     assert_eq!(snap.get(counter::PACKETS), runs);
+}
+
+#[test]
+fn icmp_unreachable_quoting_tcp_and_udp() {
+    if !privileged("icmp_unreachable_quoting_tcp_and_udp") {
+        return;
+    }
+    let mut h = Harness::new(XdpConfig::default());
+    // A router's port unreachable for our SYN: outer 198.51.100.1 -> 192.0.2.10, quoting
+    // the SYN's IPv4 header and first 8 TCP bytes.
+    let syn = tcp_frame(tcp_flag::SYN, b"");
+    let quoted = &syn[14..14 + 20 + 8];
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(MAC_B, MAC_A)
+        .ipv4([198, 51, 100, 1], V4_A, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut frame, quoted)
+        .unwrap();
+    let records = h.records(&frame);
+    assert_eq!(records.len(), 1);
+    let mut hdr = header(kind::ICMP, 4, v4([198, 51, 100, 1]), v4(V4_A), (0, 0));
+    hdr.payload_len = quoted.len() as u16;
+    let expected = IcmpRecord {
+        hdr,
+        icmp_type: 3,
+        icmp_code: 3,
+        inner_proto: 6,
+        inner_ip_version: 4,
+        _pad: [0; 4],
+        inner_src: v4(V4_A),
+        inner_dst: v4(V4_B),
+        inner_src_port: 51413,
+        inner_dst_port: 6881,
+        _pad2: [0; 4],
+    };
+    assert_record(&records[0], &bytes_of(&expected), usize::MAX);
+
+    // ICMPv6 destination unreachable (type 1, code 4 port) quoting a UDP datagram.
+    let src = "2001:db8::10".parse::<Ipv6Addr>().unwrap().octets();
+    let dst = "2001:db8::200".parse::<Ipv6Addr>().unwrap().octets();
+    let mut inner = vec![0x60, 0, 0, 0, 0, 16, 17, 64];
+    inner.extend_from_slice(&src);
+    inner.extend_from_slice(&dst);
+    inner.extend_from_slice(&udp_bytes(6881, 51413, b"d1:ad2:")[..8]);
+    let mut icmp6 = vec![1, 4, 0, 0, 0, 0, 0, 0];
+    icmp6.extend_from_slice(&inner);
+    let frame = ipv6_frame(&[], 58, &icmp6);
+    let records = h.records(&frame);
+    assert_eq!(records.len(), 1);
+    let r: IcmpRecord = unsafe { std::ptr::read_unaligned(records[0].as_ptr().cast()) };
+    assert_eq!(
+        (r.icmp_type, r.icmp_code, r.inner_proto, r.inner_ip_version),
+        (1, 4, 17, 6)
+    );
+    assert_eq!(
+        (r.inner_src, r.inner_dst, r.inner_src_port, r.inner_dst_port),
+        (src, dst, 6881, 51413)
+    );
+
+    // Echo requests and unreachables quoting ICMP are not forwarded.
+    let mut quoting_icmp = frame.clone();
+    quoting_icmp[14 + 40 + 8 + 6] = 58;
+    assert!(h.records(&quoting_icmp).is_empty());
+    assert_eq!(
+        h.counters(),
+        expected_counters(&[
+            (counter::PACKETS, 3),
+            (counter::IPV4, 1),
+            (counter::IPV6, 2),
+            (counter::REC_ICMP, 2),
+            (counter::OTHER_L4, 1),
+        ])
+    );
 }

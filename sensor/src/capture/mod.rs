@@ -23,6 +23,7 @@ impl CounterSnapshot {
             counter::REC_SYNACK,
             counter::REC_FIN,
             counter::REC_UDP,
+            counter::REC_ICMP,
         ]
         .iter()
         .map(|&s| self.get(s))

@@ -12,7 +12,7 @@ use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError};
 use sensor_ebpf::{counter, parse, L4};
 
-use super::record::{event_from_header, DecodeError};
+use super::record::{event_from_header, DecodeError, Detail};
 use super::CounterSnapshot;
 use crate::event::{PacketEvent, Timestamp};
 
@@ -222,14 +222,14 @@ pub fn prefilter_frame<'a>(
         }
     };
     counters.0[parsed.counter as usize] += 1;
-    let (tcp, head) = match parsed.l4 {
-        L4::Tcp { seq, ack, window } => (Some((seq, ack, window)), &frame[..0]),
-        L4::Udp { payload_off } => (
-            None,
-            &frame[payload_off..payload_off + usize::from(parsed.hdr.cap_len)],
-        ),
+    let detail = match parsed.l4 {
+        L4::Tcp { seq, ack, window } => Detail::Tcp { seq, ack, window },
+        L4::Udp { payload_off } => {
+            Detail::Udp(&frame[payload_off..payload_off + usize::from(parsed.hdr.cap_len)])
+        }
+        L4::Icmp(q) => Detail::Icmp(q),
     };
-    event_from_header(&parsed.hdr, tcp, head, ts).map(Some)
+    event_from_header(&parsed.hdr, detail, ts).map(Some)
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use sensor_ebpf::{kind, record_size, FlowHeader, TcpRecord};
+use sensor_ebpf::{kind, record_size, FlowHeader, IcmpQuote, IcmpRecord, TcpRecord};
 
-use crate::event::{PacketEvent, TcpFlags, TcpSegment, Timestamp, Transport, UdpDatagram};
+use crate::event::{
+    IcmpUnreachable, PacketEvent, TcpFlags, TcpSegment, Timestamp, Transport, UdpDatagram,
+};
 
 /// Why a ring record could not be decoded. Each is counted; none should occur unless the object
 /// and the agent were built from different ABIs.
@@ -104,46 +106,79 @@ pub fn decode<'a>(
         });
     }
     let start = size_of::<FlowHeader>();
-    if hdr.kind == kind::TCP {
-        // SAFETY: length checked against size_of::<TcpRecord>() above.
-        let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
-        event_from_header(
-            &hdr,
-            Some((rec.seq, rec.ack, rec.window)),
-            &[],
-            clock.wall(hdr.ts_ns),
-        )
-    } else {
-        let capacity = expected - start;
-        if usize::from(hdr.cap_len) > capacity {
-            return Err(DecodeError::BadCapLen {
-                cap_len: hdr.cap_len,
-                payload_len: hdr.payload_len,
-            });
+    let detail = match hdr.kind {
+        kind::TCP => {
+            // SAFETY: length checked against size_of::<TcpRecord>() above.
+            let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
+            Detail::Tcp {
+                seq: rec.seq,
+                ack: rec.ack,
+                window: rec.window,
+            }
         }
-        let head = &record[start..start + usize::from(hdr.cap_len)];
-        event_from_header(&hdr, None, head, clock.wall(hdr.ts_ns))
-    }
+        kind::ICMP => {
+            // SAFETY: length checked against size_of::<IcmpRecord>() above.
+            let r = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<IcmpRecord>()) };
+            Detail::Icmp(IcmpQuote {
+                icmp_type: r.icmp_type,
+                icmp_code: r.icmp_code,
+                inner_proto: r.inner_proto,
+                inner_ip_version: r.inner_ip_version,
+                inner_src: r.inner_src,
+                inner_dst: r.inner_dst,
+                inner_src_port: r.inner_src_port,
+                inner_dst_port: r.inner_dst_port,
+            })
+        }
+        _ => {
+            let capacity = expected - start;
+            if usize::from(hdr.cap_len) > capacity {
+                return Err(DecodeError::BadCapLen {
+                    cap_len: hdr.cap_len,
+                    payload_len: hdr.payload_len,
+                });
+            }
+            Detail::Udp(&record[start..start + usize::from(hdr.cap_len)])
+        }
+    };
+    event_from_header(&hdr, detail, clock.wall(hdr.ts_ns))
 }
 
-/// Builds the event for a record header: `tcp` carries (seq, ack, window) for TCP records,
-/// `head` the copied UDP payload. Shared by the ring decoder and the offline pre-filter.
+/// What a record holds beyond its header.
+#[derive(Clone, Copy, Debug)]
+pub enum Detail<'a> {
+    Tcp {
+        seq: u32,
+        ack: u32,
+        window: u16,
+    },
+    /// The copied UDP payload head.
+    Udp(&'a [u8]),
+    Icmp(IcmpQuote),
+}
+
+/// Builds the event for a record header. Shared by the ring decoder and the offline pre-filter.
 pub fn event_from_header<'a>(
     hdr: &FlowHeader,
-    tcp: Option<(u32, u32, u16)>,
-    head: &'a [u8],
+    detail: Detail<'a>,
     ts: Timestamp,
 ) -> Result<PacketEvent<'a>, DecodeError> {
-    let (src, dst) = endpoints(hdr)?;
-    let transport = match tcp {
-        Some((seq, ack, window)) => Transport::Tcp(TcpSegment {
+    let (src, dst) = endpoints(
+        hdr.ip_version,
+        &hdr.src_addr,
+        hdr.src_port,
+        &hdr.dst_addr,
+        hdr.dst_port,
+    )?;
+    let transport = match detail {
+        Detail::Tcp { seq, ack, window } => Transport::Tcp(TcpSegment {
             flags: TcpFlags(hdr.tcp_flags),
             seq,
             ack,
             window,
             payload_len: hdr.payload_len,
         }),
-        None => {
+        Detail::Udp(head) => {
             if head.len() != usize::from(hdr.cap_len) || hdr.cap_len > hdr.payload_len {
                 return Err(DecodeError::BadCapLen {
                     cap_len: hdr.cap_len,
@@ -153,6 +188,25 @@ pub fn event_from_header<'a>(
             Transport::Udp(UdpDatagram {
                 payload_len: hdr.payload_len,
                 head,
+            })
+        }
+        Detail::Icmp(q) => {
+            if q.inner_proto != 6 && q.inner_proto != 17 {
+                return Err(DecodeError::BadIpVersion(q.inner_proto));
+            }
+            let (inner_src, inner_dst) = endpoints(
+                q.inner_ip_version,
+                &q.inner_src,
+                q.inner_src_port,
+                &q.inner_dst,
+                q.inner_dst_port,
+            )?;
+            Transport::Icmp(IcmpUnreachable {
+                icmp_type: q.icmp_type,
+                code: q.icmp_code,
+                inner_udp: q.inner_proto == 17,
+                inner_src,
+                inner_dst,
             })
         }
     };
@@ -165,17 +219,23 @@ pub fn event_from_header<'a>(
     })
 }
 
-fn endpoints(hdr: &FlowHeader) -> Result<(SocketAddr, SocketAddr), DecodeError> {
+fn endpoints(
+    ip_version: u8,
+    src: &[u8; 16],
+    src_port: u16,
+    dst: &[u8; 16],
+    dst_port: u16,
+) -> Result<(SocketAddr, SocketAddr), DecodeError> {
     let addr = |raw: &[u8; 16]| -> Result<IpAddr, DecodeError> {
-        match hdr.ip_version {
+        match ip_version {
             4 => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
             6 => Ok(IpAddr::V6(Ipv6Addr::from(*raw))),
             v => Err(DecodeError::BadIpVersion(v)),
         }
     };
     Ok((
-        SocketAddr::new(addr(&hdr.src_addr)?, hdr.src_port),
-        SocketAddr::new(addr(&hdr.dst_addr)?, hdr.dst_port),
+        SocketAddr::new(addr(src)?, src_port),
+        SocketAddr::new(addr(dst)?, dst_port),
     ))
 }
 

@@ -158,16 +158,12 @@ fn main() -> anyhow::Result<()> {
         "| frames sent | seconds | sender pps | XDP frames | records | ring drops | decoded |"
     )?;
     writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|")?;
-    let records: u64 = [
-        "records_syn",
-        "records_synack",
-        "records_rst",
-        "records_fin",
-        "records_udp",
-    ]
-    .iter()
-    .map(|k| summary.xdp[*k])
-    .sum();
+    let records: u64 = summary
+        .xdp
+        .iter()
+        .filter(|(k, _)| k.starts_with("records_"))
+        .map(|(_, v)| v)
+        .sum();
     writeln!(
         md,
         "| {} | {:.2} | {:.0} | {} | {} | {} | {} |",

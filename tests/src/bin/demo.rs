@@ -185,14 +185,25 @@ fn report(
         x("ipv6"),
         x("non_ip")
     );
-    let records = x("records_syn")
-        + x("records_synack")
-        + x("records_rst")
-        + x("records_fin")
-        + x("records_udp");
+    let records: u64 = s
+        .xdp
+        .iter()
+        .filter(|(k, _)| k.starts_with("records_"))
+        .map(|(_, v)| v)
+        .sum();
     println!(
-        "  records         {:>7}   (SYN {}, SYN-ACK {}, RST {}, FIN {}, UDP {}; {} UDP records hold only a prefix)",
-        records, x("records_syn"), x("records_synack"), x("records_rst"), x("records_fin"), x("records_udp"), x("udp_truncated")
+        "  records         {:>7}   (SYN {}, SYN-ACK {}, RST {}, FIN {}, UDP {}, ICMP unreachable {})",
+        records,
+        x("records_syn"),
+        x("records_synack"),
+        x("records_rst"),
+        x("records_fin"),
+        x("records_udp"),
+        x("records_icmp")
+    );
+    println!(
+        "                            ({} UDP records hold only a prefix)",
+        x("udp_truncated")
     );
     println!(
         "  not forwarded   {:>7}   (TCP without SYN/RST/FIN {}, empty UDP {}, other L4 {}, fragments {}, malformed {})",
