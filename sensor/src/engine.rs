@@ -14,9 +14,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::bt::{Coordination, CoordinationConfig, CoordinationStats};
 use crate::conn::{BroEvent, ConnConfig, ConnOutcome, ConnTracker};
 use crate::detect::{BroScan, BroScanConfig, ConnState, NoticeKind, ScanNotice, Trw, TrwConfig};
-use crate::event::{EventSink, PacketEvent, Timestamp};
+use crate::event::{EventSink, PacketEvent, Timestamp, Transport};
 use crate::ppr::{PprConfig, PprSample, PprTracker};
 use crate::predict::{Channel, PeerTransport, PredictedPeer, PredictionConfig, PredictionTable};
 
@@ -77,6 +78,7 @@ pub struct EngineConfig {
     pub suppress: Suppress,
     pub ppr: PprConfig,
     pub prediction: PredictionConfig,
+    pub coordination: CoordinationConfig,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +91,7 @@ impl Default for EngineConfig {
             suppress: Suppress::All,
             ppr: PprConfig::default(),
             prediction: PredictionConfig::default(),
+            coordination: CoordinationConfig::default(),
         }
     }
 }
@@ -165,6 +168,9 @@ impl Detector {
 pub struct Engine<S: EngineSink> {
     config: EngineConfig,
     conns: ConnTracker,
+    /// Coordination parsers: the source of predictions.
+    coordination: Coordination,
+    learnt: Vec<PredictedPeer>,
     predictions: Arc<PredictionTable>,
     /// Sees only the attempts that count.
     detector: Detector,
@@ -196,6 +202,8 @@ impl<S: EngineSink> Engine<S> {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             conns: ConnTracker::new(config.conn.clone()),
+            coordination: Coordination::new(config.coordination.clone()),
+            learnt: Vec::new(),
             detector: Detector::new(&config)?,
             baseline: if config.suppress.predict() {
                 Some(Detector::new(&config)?)
@@ -222,6 +230,11 @@ impl<S: EngineSink> Engine<S> {
 
     pub fn conns(&self) -> &ConnTracker {
         &self.conns
+    }
+
+    /// Per-channel counts of the coordination parsers.
+    pub fn coordination_stats(&self) -> CoordinationStats {
+        self.coordination.stats()
     }
 
     /// Adds a prediction (from a coordination parser, or a test).
@@ -307,6 +320,7 @@ impl<S: EngineSink> Engine<S> {
             }
             self.ppr.expire(self.now);
             self.predictions.expire(self.now);
+            self.coordination.expire(self.now);
             self.emit();
         }
     }
@@ -328,6 +342,13 @@ impl<S: EngineSink> EventSink for Engine<S> {
     fn event(&mut self, event: &PacketEvent<'_>) {
         self.stats.events += 1;
         self.tick(event.ts);
+        // Learn first: a peer list and an attempt it explains may share a drain batch.
+        if let Transport::Udp(udp) = &event.transport {
+            self.coordination.on_udp(event, udp, &mut self.learnt);
+            for p in std::mem::take(&mut self.learnt) {
+                self.predict(&p);
+            }
+        }
         self.conns.on_event(event, &mut self.outcomes);
         if !self.outcomes.is_empty() {
             self.process_outcomes();

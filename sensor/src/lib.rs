@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod analyze;
+pub mod bt;
 pub mod capture;
 pub mod conn;
 pub mod detect;
