@@ -8,10 +8,12 @@ use clap::{Parser, Subcommand};
 use sensor::agent::{self, RunConfig};
 use sensor::capture::xdp::{AttachMode, XdpConfig};
 use sensor::capture::{pcap, CounterSnapshot};
+use sensor::conn::ConnOutcome;
 use sensor::detect::{BroScanConfig, ScanNotice};
 use sensor::engine::{DetectorKind, EngineConfig, EngineSink, Suppress, SuppressReason};
 use sensor::event::{EventLog, EventSink};
 use sensor::ppr::{PprConfig, PprMode, PprSample};
+use sensor::predict::{Channel, PeerTransport, PredictedPeer};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +33,24 @@ enum Command {
     Prefilter(PrefilterArgs),
     /// Analyse capture files: scan notices, with BitTorrent prediction and PPR suppression.
     Analyze(AnalyzeArgs),
+    /// The peers BitTorrent coordination traffic announced to each host (the predictions).
+    Peers(PeersArgs),
+}
+
+#[derive(clap::Args)]
+struct PeersArgs {
+    /// pcap or pcapng files.
+    #[arg(required = true)]
+    pcaps: Vec<PathBuf>,
+    /// One JSON object per line: ts, host, peer, port, transport, channel.
+    #[arg(long)]
+    json: bool,
+    /// Instead of the peers: per channel, messages seen, parsed and rejected (by reason), and per
+    /// host the share of its failed TCP handshakes that were predicted, by channel.
+    #[arg(long)]
+    stats: bool,
+    #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
+    snaplen: u32,
 }
 
 const ANALYZE_HELP: &str = "\
@@ -173,6 +193,12 @@ struct PrefilterArgs {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Offline commands are filters: a closed pipe (`| head`) ends them quietly, as it does
+        // any Unix tool, instead of failing a print. The daemon keeps Rust's default (ignored).
+        // SAFETY: single-threaded here; restoring the default disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -185,6 +211,7 @@ fn main() {
         Command::Run(args) => run(args),
         Command::Prefilter(args) => prefilter(args),
         Command::Analyze(args) => analyze(args),
+        Command::Peers(args) => peers(args),
     };
     if let Err(e) = result {
         eprintln!("sensor: {e:#}");
@@ -398,6 +425,118 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         s.suppressed_predicted,
         s.suppressed_ppr
     );
+    for (path, err) in &report.damaged {
+        eprintln!(
+            "sensor: warning: {}: {err}; results cover the frames before it",
+            path.display()
+        );
+    }
+    if !report.damaged.is_empty() {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// Prints each prediction once, and tallies failed TCP handshakes per host for `--stats`.
+struct PeersSink {
+    print: bool,
+    json: bool,
+    seen: std::collections::HashSet<(
+        std::net::IpAddr,
+        std::net::SocketAddr,
+        PeerTransport,
+        Channel,
+    )>,
+    /// host → (failed TCP attempts, predicted ones by channel)
+    failures: std::collections::BTreeMap<
+        std::net::IpAddr,
+        (u64, std::collections::BTreeMap<Channel, u64>),
+    >,
+}
+
+impl EngineSink for PeersSink {
+    fn notice(&mut self, _: &ScanNotice) {}
+    fn suppressed(&mut self, _: &ScanNotice, _: SuppressReason, _: &PprSample) {}
+
+    fn prediction(&mut self, p: &PredictedPeer) {
+        if !self.print || !self.seen.insert((p.host, p.peer, p.transport, p.channel)) {
+            return;
+        }
+        if self.json {
+            let v = serde_json::json!({
+                "ts": p.ts.as_secs_f64(),
+                "host": p.host.to_string(),
+                "peer": p.peer.ip().to_string(),
+                "port": p.peer.port(),
+                "transport": p.transport,
+                "channel": p.channel,
+            });
+            println!("{v}");
+        } else {
+            let transport = match p.transport {
+                PeerTransport::Tcp => "tcp",
+                PeerTransport::Udp => "udp",
+            };
+            println!("{} {} {} {transport} {}", p.ts, p.host, p.peer, p.channel);
+        }
+    }
+
+    fn attempt(&mut self, o: &ConnOutcome, predicted: Option<Channel>) {
+        if o.udp || !o.failed() {
+            return;
+        }
+        let entry = self.failures.entry(o.initiator().ip()).or_default();
+        entry.0 += 1;
+        if let Some(channel) = predicted {
+            *entry.1.entry(channel).or_default() += 1;
+        }
+    }
+}
+
+fn peers(args: PeersArgs) -> anyhow::Result<()> {
+    let config = EngineConfig {
+        suppress: Suppress::None,
+        ..EngineConfig::default()
+    };
+    let sink = PeersSink {
+        print: !args.stats,
+        json: args.json,
+        seen: Default::default(),
+        failures: Default::default(),
+    };
+    let (engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
+    if args.stats {
+        let stats = engine.coordination_stats();
+        println!("channel      seen  parsed  rejected");
+        for (name, c) in [
+            ("dht", &stats.dht.counts),
+            ("udp_tracker", &stats.udp_tracker.counts),
+        ] {
+            let reasons: Vec<String> = c.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            println!(
+                "{name:<12} {:>5} {:>7} {:>9}  {}",
+                c.seen,
+                c.parsed,
+                c.rejected_total(),
+                reasons.join(", ")
+            );
+        }
+        println!("(HTTP tracker, PEX, Azureus DHT, uTP and LSD are not parsed yet.)");
+        println!();
+        println!("host                       failed TCP  predicted  by channel");
+        let mut hosts: Vec<_> = engine.sink.failures.iter().collect();
+        hosts.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
+        for (host, (failed, by)) in hosts.into_iter().take(20) {
+            let predicted: u64 = by.values().sum();
+            let channels: Vec<String> = by.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            println!(
+                "{:<26} {failed:>10} {:>9.1}%  {}",
+                host.to_string(),
+                100.0 * predicted as f64 / *failed as f64,
+                channels.join(", ")
+            );
+        }
+    }
     for (path, err) in &report.damaged {
         eprintln!(
             "sensor: warning: {}: {err}; results cover the frames before it",

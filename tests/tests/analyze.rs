@@ -310,3 +310,42 @@ fn zeek_logs_tsv_and_json() {
         assert!(v["ts"].is_f64() && v["note"].is_string() && v["src"].is_string());
     }
 }
+
+#[test]
+fn peers_lists_predictions_and_coverage() {
+    let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+    // Suricata's DHT trace: one get_peers response with two compact peers (CATALOG.md), each
+    // predicted for TCP and for uTP (UDP).
+    let out = Command::new(&sensor)
+        .args(["peers", "--json"])
+        .arg(shared("OISF-suricata-verify/bittorrent-dht/input.pcap"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for l in &lines {
+        for key in ["ts", "host", "peer", "port", "transport", "channel"] {
+            assert!(!l[key].is_null(), "{key} missing in {l}");
+        }
+        assert_eq!(l["channel"], "dht");
+        assert_eq!(l["host"], "190.0.0.1");
+    }
+
+    // Coverage on small_torrent: every failed TCP handshake of the client was predicted.
+    let out = Command::new(&sensor)
+        .args(["peers", "--stats"])
+        .arg(shared("goncalo-rodrigues-360BitScoping/small_torrent.pcap"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("192.168.0.102"))
+        .expect("client row");
+    assert!(row.contains("100.0%"), "{row}");
+}
