@@ -28,8 +28,15 @@ pub fn analyze<S: EngineSink>(
 ) -> anyhow::Result<(Engine<S>, AnalyzeReport)> {
     let mut engine = Engine::new(config, sink)?;
     let mut report = AnalyzeReport::default();
+    let progress = Progress::new(inputs);
     for path in inputs {
-        let (counters, read) = pcap::prefilter_file(path, snaplen, |ev| engine.event(ev))?;
+        let file =
+            std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let reader = std::io::BufReader::with_capacity(1 << 16, progress.bar.wrap_read(file));
+        let (counters, read) =
+            pcap::prefilter_reader(&path.display().to_string(), reader, snaplen, |ev| {
+                engine.event(ev)
+            })?;
         for (total, n) in report.counters.0.iter_mut().zip(counters.0) {
             *total += n;
         }
@@ -38,6 +45,38 @@ pub fn analyze<S: EngineSink>(
             report.damaged.push((path.clone(), err));
         }
     }
+    progress.bar.finish_and_clear();
     engine.finish();
     Ok((engine, report))
+}
+
+/// A byte-based progress bar on stderr, shown only when stderr is a terminal and the input is
+/// large enough to take a while.
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    const MIN_BYTES: u64 = 64 << 20;
+
+    fn new(inputs: &[PathBuf]) -> Self {
+        let total: u64 = inputs
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let bar =
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) && total >= Self::MIN_BYTES {
+                let bar = indicatif::ProgressBar::new(total);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+        Self { bar }
+    }
 }

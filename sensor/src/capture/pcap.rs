@@ -189,11 +189,27 @@ fn units_per_second(options: &[InterfaceDescriptionOption]) -> u64 {
 pub fn prefilter_file(
     path: &Path,
     snaplen: u32,
+    f: impl FnMut(&PacketEvent<'_>),
+) -> anyhow::Result<(CounterSnapshot, ReadReport)> {
+    let file = File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    prefilter_reader(
+        &path.display().to_string(),
+        BufReader::new(file),
+        snaplen,
+        f,
+    )
+}
+
+/// [`prefilter_file`] over any reader (a progress-reporting one, a socket, a fuzzer's bytes).
+pub fn prefilter_reader(
+    name: &str,
+    reader: impl Read,
+    snaplen: u32,
     mut f: impl FnMut(&PacketEvent<'_>),
 ) -> anyhow::Result<(CounterSnapshot, ReadReport)> {
     let mut counters = CounterSnapshot::default();
     let mut decode_errors = 0u64;
-    let report = read_frames(path, |ts, frame| {
+    let report = read_frames_from(name, reader, |ts, frame| {
         counters.0[counter::PACKETS as usize] += 1;
         match prefilter_frame(frame, ts, snaplen, &mut counters) {
             Ok(Some(event)) => f(&event),
