@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::bt::{Coordination, CoordinationConfig, CoordinationStats};
@@ -117,6 +118,26 @@ pub struct EngineStats {
     pub suppressed_ppr: u64,
 }
 
+/// The engine's bounded tables, as exported to metrics.
+pub const TABLES: [&str; 7] = [
+    "connections",
+    "predictions",
+    "scan_sources",
+    "baseline_scan_sources",
+    "ppr_sources",
+    "dht_queries",
+    "udp_tracker_transactions",
+];
+
+/// Size, evictions (table full) and expiries of each table in [`TABLES`], published by the
+/// engine for a metrics scrape on another thread.
+#[derive(Debug, Default)]
+pub struct TableGauges {
+    pub entries: [AtomicU64; TABLES.len()],
+    pub evicted: [AtomicU64; TABLES.len()],
+    pub expired: [AtomicU64; TABLES.len()],
+}
+
 enum Detector {
     Bro(BroScan),
     Trw(Trw),
@@ -157,6 +178,14 @@ impl Detector {
         }
     }
 
+    /// (tracked sources, evictions)
+    fn table(&self) -> (u64, u64) {
+        match self {
+            Detector::Bro(bro) => (bro.tracked_sources() as u64, bro.evictions),
+            Detector::Trw(trw) => (trw.tracked_sources() as u64, trw.evictions),
+        }
+    }
+
     fn finish(&mut self, now: Timestamp, out: &mut Vec<ScanNotice>) {
         match self {
             Detector::Bro(bro) => bro.finish(now, out),
@@ -184,6 +213,7 @@ pub struct Engine<S: EngineSink> {
     baseline_notices: Vec<ScanNotice>,
     last_expire: u64,
     now: Timestamp,
+    gauges: Option<Arc<TableGauges>>,
     pub stats: EngineStats,
     pub sink: S,
 }
@@ -218,6 +248,7 @@ impl<S: EngineSink> Engine<S> {
             baseline_notices: Vec::new(),
             last_expire: 0,
             now: Timestamp(0),
+            gauges: None,
             stats: EngineStats::default(),
             sink,
             config,
@@ -230,6 +261,57 @@ impl<S: EngineSink> Engine<S> {
 
     pub fn conns(&self) -> &ConnTracker {
         &self.conns
+    }
+
+    /// Publishes table sizes and drop counts to `gauges` from now on (every 10 s of packet time
+    /// and at the end).
+    pub fn export_tables(&mut self, gauges: Arc<TableGauges>) {
+        self.gauges = Some(gauges);
+        self.publish();
+    }
+
+    /// Current (entries, evicted, expired) of every table in [`TABLES`].
+    pub fn tables(&self) -> [(u64, u64, u64); TABLES.len()] {
+        use std::sync::atomic::Ordering::Relaxed;
+        let p = &self.predictions.stats;
+        let coord = self.coordination.stats();
+        let (det_n, det_ev) = self.detector.table();
+        let (base_n, base_ev) = self.baseline.as_ref().map_or((0, 0), Detector::table);
+        [
+            (
+                self.conns.len() as u64,
+                self.conns.evictions,
+                self.conns.expired,
+            ),
+            (
+                self.predictions.len(),
+                p.evicted_host_cap.load(Relaxed) + p.evicted_total_cap.load(Relaxed),
+                p.expired.load(Relaxed),
+            ),
+            (det_n, det_ev, 0),
+            (base_n, base_ev, 0),
+            (self.ppr.len() as u64, self.ppr.evictions, 0),
+            (
+                coord.dht.pending.len,
+                coord.dht.pending.evicted,
+                coord.dht.pending.expired,
+            ),
+            (
+                coord.udp_tracker.pending.len + coord.udp_tracker.flows.len,
+                coord.udp_tracker.pending.evicted + coord.udp_tracker.flows.evicted,
+                coord.udp_tracker.pending.expired + coord.udp_tracker.flows.expired,
+            ),
+        ]
+    }
+
+    fn publish(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(g) = &self.gauges else { return };
+        for (i, (n, ev, ex)) in self.tables().into_iter().enumerate() {
+            g.entries[i].store(n, Relaxed);
+            g.evicted[i].store(ev, Relaxed);
+            g.expired[i].store(ex, Relaxed);
+        }
     }
 
     /// Per-channel counts of the coordination parsers.
@@ -322,6 +404,7 @@ impl<S: EngineSink> Engine<S> {
             self.predictions.expire(self.now);
             self.coordination.expire(self.now);
             self.emit();
+            self.publish();
         }
     }
 
@@ -335,6 +418,7 @@ impl<S: EngineSink> Engine<S> {
             b.finish(now, &mut self.baseline_notices);
         }
         self.emit();
+        self.publish();
     }
 }
 
@@ -549,6 +633,31 @@ mod tests {
         let e = run(Suppress::All, false, &scan);
         assert_eq!(notes(&e.sink.notices), ["AddressScan", "ScanSummary"]);
         assert!(e.sink.suppressed.is_empty());
+    }
+
+    #[test]
+    fn table_drops_are_published() {
+        let mut config = EngineConfig {
+            suppress: Suppress::None,
+            ..EngineConfig::default()
+        };
+        config.conn.max_conns = 5;
+        let gauges = Arc::new(TableGauges::default());
+        let mut engine = Engine::new(config, Collect::default()).unwrap();
+        engine.export_tables(gauges.clone());
+        for e in bittorrent_like(BT).iter().take(20) {
+            engine.event(e);
+        }
+        engine.finish();
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(TABLES[0], "connections");
+        assert_eq!(gauges.entries[0].load(Relaxed), 5);
+        assert_eq!(
+            gauges.evicted[0].load(Relaxed),
+            15,
+            "every eviction is counted"
+        );
+        assert_eq!(engine.tables()[0], (5, 15, 0));
     }
 
     #[test]

@@ -253,13 +253,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let engine = sensor::engine::Engine::new(
+    let mut engine = sensor::engine::Engine::new(
         args.engine.config()?,
         sensor::agent::LiveNotices {
             stats: stats.clone(),
             out: notices,
         },
     )?;
+    engine.export_tables(stats.tables.clone());
     let mut sink = sensor::event::Tee(event_sink(args.events.as_ref())?, engine);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -33,6 +33,8 @@ pub struct AgentStats {
     pub failed_attempts: AtomicU64,
     pub predicted_failures: AtomicU64,
     pub predictions: AtomicU64,
+    /// The engine's tables (sizes, evictions, expiries).
+    pub tables: std::sync::Arc<crate::engine::TableGauges>,
 }
 
 const DECODE_REASONS: [&str; 5] = [
@@ -218,6 +220,44 @@ impl Collector for SensorCollector {
             ("ppr", a.suppressed_ppr.load(Relaxed)),
         ] {
             ConstCounter::new(value).encode(family.encode_family(&[("reason", reason)])?)?;
+        }
+        let t = &a.tables;
+        for (name, help, values, gauge) in [
+            (
+                "sensor_table_entries",
+                "Entries in the engine's bounded tables",
+                &t.entries,
+                true,
+            ),
+            (
+                "sensor_table_evictions",
+                "Entries dropped from the engine's tables because they were full",
+                &t.evicted,
+                false,
+            ),
+            (
+                "sensor_table_expired",
+                "Entries the engine's tables let expire",
+                &t.expired,
+                false,
+            ),
+        ] {
+            let kind = if gauge {
+                MetricType::Gauge
+            } else {
+                MetricType::Counter
+            };
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (i, table) in crate::engine::TABLES.iter().enumerate() {
+                let v = values[i].load(Relaxed);
+                let labels = [("table", *table)];
+                let member = family.encode_family(&labels)?;
+                if gauge {
+                    prometheus_client::metrics::gauge::ConstGauge::new(v as i64).encode(member)?;
+                } else {
+                    ConstCounter::new(v).encode(member)?;
+                }
+            }
         }
         let mut family = encoder.encode_descriptor(
             "sensor_ring_decode_errors",

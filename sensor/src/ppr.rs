@@ -120,6 +120,15 @@ impl PprTracker {
         }
     }
 
+    /// Sources tracked.
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
     pub fn config(&self) -> &PprConfig {
         &self.config
     }

@@ -169,6 +169,12 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         assert_eq!(metric(&metrics, &series), *value, "{series}");
     }
 
+    // The engine's tables are exported, and nothing was evicted at this scale.
+    for table in sensor::engine::TABLES {
+        let series = format!("sensor_table_evictions_total{{table=\"{table}\"}}");
+        assert_eq!(metric(&metrics, &series), 0, "{series}");
+    }
+
     // The offline path over the file gives the same counters and the same events.
     let offline_events = scratch(&format!("{tag}-offline.jsonl"));
     let out = Command::new(binary.clone())
