@@ -138,6 +138,8 @@ pub struct TableGauges {
     pub expired: [AtomicU64; TABLES.len()],
 }
 
+// One per engine (two with prediction on): the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 enum Detector {
     Bro(BroScan),
     Trw(Trw),

@@ -81,7 +81,7 @@ impl Log {
                 .iter()
                 .map(|v| match v {
                     Val::Time(t) => t.to_string(),
-                    Val::Str(s) if s.is_empty() => "(empty)".into(),
+                    Val::Str("") => "(empty)".into(),
                     Val::Str(s) => escape(s),
                     Val::Addr(a) => a.to_string(),
                     Val::Port(p) => p.to_string(),

@@ -426,16 +426,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         s.suppressed_predicted,
         s.suppressed_ppr
     );
-    for (path, err) in &report.damaged {
-        eprintln!(
-            "sensor: warning: {}: {err}; results cover the frames before it",
-            path.display()
-        );
-    }
-    if !report.damaged.is_empty() {
-        std::process::exit(2);
-    }
-    Ok(())
+    exit_if_damaged(&report)
 }
 
 /// Prints each prediction once, and tallies failed TCP handshakes per host for `--stats`.
@@ -538,6 +529,11 @@ fn peers(args: PeersArgs) -> anyhow::Result<()> {
             );
         }
     }
+    exit_if_damaged(&report)
+}
+
+/// Warns about inputs that ended in damage and exits with status 2 if there were any.
+fn exit_if_damaged(report: &sensor::analyze::AnalyzeReport) -> anyhow::Result<()> {
     for (path, err) in &report.damaged {
         eprintln!(
             "sensor: warning: {}: {err}; results cover the frames before it",

@@ -155,6 +155,15 @@ impl Lab {
         .map_err(|_| anyhow::anyhow!("scrape thread panicked"))?
     }
 
+    /// Replays `pcap` once at the capture's own timing (for captures of a few seconds).
+    pub fn replay_timed(&self, pcap: &Path) -> anyhow::Result<ReplayStats> {
+        let out = run(self
+            .exec("tcpreplay")
+            .args(["-q", "-K", "-i", &self.tx, "--loop", "1"])
+            .arg(pcap))?;
+        ReplayStats::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
     /// Replays `pcap` out of `tx` with tcpreplay, bounded in rate (`pps`, or top speed if
     /// `None`) and in count (`loops` passes over the file).
     pub fn replay(&self, pcap: &Path, pps: Option<u32>, loops: u32) -> anyhow::Result<ReplayStats> {

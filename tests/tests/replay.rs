@@ -255,3 +255,64 @@ fn replay_scan_capture_generic_mode() {
         "nmap",
     );
 }
+
+/// (note, msg) of every notice in a JSON-lines file, sorted.
+fn notices(path: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<_> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let n: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                n["note"].as_str().unwrap().to_string(),
+                n["msg"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn replay_at_capture_speed_gives_the_same_notices_as_the_file() {
+    if !privileged("replay_at_capture_speed_gives_the_same_notices_as_the_file") {
+        return;
+    }
+    // Short real scans, replayed at their own timing: the engine's packet time then matches
+    // the file's, so the live and offline verdicts must be identical.
+    let binary = lab::sensor_binary(false).expect("build sensor");
+    let engine_args = ["--suppress", "none", "--threshold", "3"];
+    for (rel, tag) in [
+        ("zeek-zeek/nmap-vsn.pcap", "nmap-vsn"),
+        ("markofu-pcaps/portscan.pcap", "portscan"),
+    ] {
+        let pcap = lab::mtu_safe_copy(&shared_pcap(rel), scratch("").parent().unwrap()).unwrap();
+        let offline = scratch(&format!("{tag}-offline-notices.jsonl"));
+        let out = Command::new(&binary)
+            .arg("analyze")
+            .args(engine_args)
+            .arg("--json")
+            .arg(&pcap)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::write(&offline, &out.stdout).unwrap();
+
+        let lab = Lab::new().unwrap();
+        let live = scratch(&format!("{tag}-live-notices.jsonl"));
+        let mut args = vec!["--notices", live.to_str().unwrap()];
+        args.extend(engine_args);
+        let sensor = SensorProcess::start(&lab, &binary, &args).unwrap();
+        let stats = lab.replay_timed(&pcap).unwrap();
+        lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).unwrap();
+        assert!(sensor.stop().unwrap().success());
+
+        let (live, offline) = (notices(&live), notices(&offline));
+        assert!(
+            !offline.is_empty(),
+            "{rel}: the test needs notices to compare"
+        );
+        assert_eq!(live, offline, "{rel}: live vs offline notices");
+        eprintln!("{tag}: {} notices agree live and offline", live.len());
+    }
+}

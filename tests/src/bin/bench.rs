@@ -123,7 +123,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..passes {
             let config = sensor::engine::EngineConfig::default();
             sensor::analyze::analyze(
-                &[path.clone()],
+                std::slice::from_ref(&path),
                 sensor_ebpf::DEFAULT_SNAPLEN,
                 config,
                 None::<sensor::engine::Collect>,
