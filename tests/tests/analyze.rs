@@ -349,3 +349,22 @@ fn peers_lists_predictions_and_coverage() {
         .expect("client row");
     assert!(row.contains("100.0%"), "{row}");
 }
+
+#[test]
+fn bittorrent_host_and_scanner_in_one_input() {
+    // The Transmission capture followed by the Mirai-like scan, as one stream: suppression
+    // must clear the BitTorrent host and only it.
+    let config = EngineConfig {
+        suppress: Suppress::All,
+        bro: BroScanConfig::with_first_threshold(20),
+        ..EngineConfig::default()
+    };
+    let inputs = [
+        shared("ntop-nDPI/bittorrent_transmission.pcapng"),
+        shared("stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap"),
+    ];
+    let (e, _) = sensor::analyze::analyze(&inputs, 1472, config, Collect::default()).unwrap();
+    assert!(flagged(&e, "192.168.1.128").is_empty());
+    assert!(flagged(&e, "192.168.2.16").contains(&NoticeKind::AddressScan));
+    assert!(flagged(&e, "192.168.2.16").contains(&NoticeKind::ShutdownThresh));
+}
