@@ -122,6 +122,15 @@ struct EngineArgs {
     /// Apply PPR to every source, not only to those with BitTorrent evidence (the paper's PPR).
     #[arg(long)]
     ppr_any_host: bool,
+    /// Seconds an announced peer stays predicted after its last announcement.
+    #[arg(long, default_value_t = 1800)]
+    prediction_ttl: u64,
+    /// Most predicted peers kept per host (oldest evicted first).
+    #[arg(long, default_value_t = 20_000)]
+    max_peers_per_host: usize,
+    /// Most predicted peers kept in all.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_predictions: usize,
 }
 
 #[derive(clap::Args)]
@@ -388,6 +397,15 @@ impl EngineArgs {
             ..EngineConfig::default()
         };
         config.trw.local_nets = local_nets;
+        anyhow::ensure!(
+            self.max_peers_per_host > 0 && self.max_predictions > 0,
+            "prediction limits must be positive"
+        );
+        config.prediction = sensor::predict::PredictionConfig {
+            ttl: Duration::from_secs(self.prediction_ttl),
+            max_per_host: self.max_peers_per_host,
+            max_total: self.max_predictions,
+        };
         config.conn.udp = self.udp_scan;
         config.ppr = PprConfig {
             mode: self.ppr,
