@@ -521,6 +521,8 @@ fn peers(args: PeersArgs) -> anyhow::Result<()> {
         for (name, c) in [
             ("dht", &stats.dht.counts),
             ("udp_tracker", &stats.udp_tracker.counts),
+            ("utp", &stats.utp.counts),
+            ("lsd", &stats.lsd.counts),
         ] {
             let reasons: Vec<String> = c.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
             println!(
@@ -531,7 +533,7 @@ fn peers(args: PeersArgs) -> anyhow::Result<()> {
                 reasons.join(", ")
             );
         }
-        println!("(HTTP tracker, PEX, Azureus DHT, uTP and LSD are not parsed yet.)");
+        println!("(HTTP tracker, PEX and Azureus DHT are not parsed yet.)");
         println!();
         println!("host                       failed TCP  predicted  by channel");
         let mut hosts: Vec<_> = engine.sink.failures.iter().collect();

@@ -39,6 +39,14 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Whether the prediction comes from the host's own traffic (a uTP SYN it sent) or from
+    /// its LAN (an LSD announce anyone on the segment can forge), rather than from a third
+    /// party answering it (tracker, DHT, PEX). A scanner can produce such predictions for
+    /// itself, so they count only for hosts that also have third-party predictions.
+    pub fn self_announced(self) -> bool {
+        matches!(self, Channel::Utp | Channel::Lsd)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::HttpTracker => "http_tracker",
@@ -108,16 +116,26 @@ type PeerKey = (SocketAddr, PeerTransport);
 #[derive(Debug, Default)]
 struct HostPeers {
     peers: HashMap<PeerKey, Entry>,
+    /// Entries from third-party channels (see [`Channel::self_announced`]).
+    third_party: usize,
     /// Insertion order with the `last_seen` at insertion; stale pairs are skipped lazily.
     order: VecDeque<(PeerKey, u64)>,
 }
 
 impl HostPeers {
     /// Drops the oldest live entry; false if none is left.
+    fn forget(&mut self, channel: Channel) {
+        if !channel.self_announced() {
+            self.third_party = self.third_party.saturating_sub(1);
+        }
+    }
+
     fn evict_oldest(&mut self) -> bool {
         while let Some((key, stamp)) = self.order.pop_front() {
             if self.peers.get(&key).is_some_and(|e| e.last_seen == stamp) {
-                self.peers.remove(&key);
+                if let Some(e) = self.peers.remove(&key) {
+                    self.forget(e.channel);
+                }
                 return true;
             }
         }
@@ -175,7 +193,12 @@ impl PredictionTable {
         match host.peers.get_mut(&key) {
             Some(e) => {
                 e.last_seen = p.ts.0;
-                e.channel = p.channel;
+                // Keep the first channel's credit, unless a third party now confirms a
+                // self-announced prediction.
+                if e.channel.self_announced() && !p.channel.self_announced() {
+                    e.channel = p.channel;
+                    host.third_party += 1;
+                }
                 self.stats.refreshed.fetch_add(1, Relaxed);
             }
             None => {
@@ -191,6 +214,9 @@ impl PredictionTable {
                         channel: p.channel,
                     },
                 );
+                if !p.channel.self_announced() {
+                    host.third_party += 1;
+                }
                 self.total.fetch_add(1, Relaxed);
                 self.stats.inserted.fetch_add(1, Relaxed);
             }
@@ -198,7 +224,7 @@ impl PredictionTable {
         host.order.push_back((key, p.ts.0));
         // Refreshes append too; keep the queue from outgrowing the map by much.
         if host.order.len() > 2 * host.peers.len() + 64 {
-            let HostPeers { peers, order } = &mut *host;
+            let HostPeers { peers, order, .. } = &mut *host;
             order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
         }
     }
@@ -229,7 +255,8 @@ impl PredictionTable {
     /// Forgets a prediction (PEX `dropped`).
     pub fn remove(&self, host: IpAddr, peer: SocketAddr, transport: PeerTransport) {
         if let Some(mut h) = self.hosts.get_mut(&host) {
-            if h.peers.remove(&(peer, transport)).is_some() {
+            if let Some(e) = h.peers.remove(&(peer, transport)) {
+                h.forget(e.channel);
                 self.total.fetch_sub(1, Relaxed);
                 self.stats.removed.fetch_add(1, Relaxed);
             }
@@ -247,13 +274,14 @@ impl PredictionTable {
         let ttl = crate::detect::ns(self.config.ttl);
         let h = self.hosts.get(&host)?;
         let e = h.peers.get(&(peer, transport))?;
-        (e.last_seen.saturating_add(ttl) >= now.0).then_some(e.channel)
+        let trusted = !e.channel.self_announced() || h.third_party > 0;
+        (trusted && e.last_seen.saturating_add(ttl) >= now.0).then_some(e.channel)
     }
 
     /// Whether coordination traffic has told `host` about any peer still in the table: the
     /// evidence that `host` runs BitTorrent.
     pub fn knows_host(&self, host: IpAddr) -> bool {
-        self.hosts.get(&host).is_some_and(|h| !h.peers.is_empty())
+        self.hosts.get(&host).is_some_and(|h| h.third_party > 0)
     }
 
     /// When `host` first learnt of `peer` (for logs).
@@ -279,11 +307,16 @@ impl PredictionTable {
             let before = h.peers.len();
             h.peers
                 .retain(|_, e| e.last_seen.saturating_add(ttl) >= now.0);
+            h.third_party = h
+                .peers
+                .values()
+                .filter(|e| !e.channel.self_announced())
+                .count();
             let gone = (before - h.peers.len()) as u64;
             if gone > 0 {
                 self.total.fetch_sub(gone, Relaxed);
                 self.stats.expired.fetch_add(gone, Relaxed);
-                let HostPeers { peers, order } = h;
+                let HostPeers { peers, order, .. } = h;
                 order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
             }
             !h.peers.is_empty()
@@ -348,6 +381,45 @@ mod tests {
         assert!(t.lookup(host, peer, PeerTransport::Tcp, at(2500)).is_some());
         assert_eq!(t.first_seen(host, peer, PeerTransport::Tcp), Some(at(10)));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn self_announced_predictions_need_third_party_evidence() {
+        // A scanner announcing its own targets with uTP SYNs gets nothing from them.
+        let t = PredictionTable::new(PredictionConfig::default());
+        let mut own = p(10, H, "198.51.100.7:23");
+        own.channel = Channel::Utp;
+        t.insert(&own);
+        let host: IpAddr = H.parse().unwrap();
+        let at = Timestamp(11 * 1_000_000_000);
+        assert_eq!(t.lookup(host, own.peer, PeerTransport::Tcp, at), None);
+        assert!(!t.knows_host(host));
+        // Once a tracker or the DHT has given the host peers, its uTP SYNs count too.
+        t.insert(&p(10, H, "203.0.113.5:6881"));
+        assert!(t.knows_host(host));
+        assert_eq!(
+            t.lookup(host, own.peer, PeerTransport::Tcp, at),
+            Some(Channel::Utp)
+        );
+        // A third party confirming a uTP-predicted peer takes the credit; a later uTP refresh
+        // does not take it back.
+        let mut confirmed = own;
+        confirmed.channel = Channel::UdpTracker;
+        t.insert(&confirmed);
+        t.insert(&own);
+        assert_eq!(
+            t.lookup(host, own.peer, PeerTransport::Tcp, at),
+            Some(Channel::UdpTracker)
+        );
+        t.remove(
+            host,
+            "203.0.113.5:6881".parse().unwrap(),
+            PeerTransport::Tcp,
+        );
+        assert!(
+            t.knows_host(host),
+            "the confirmed peer is third-party evidence too"
+        );
     }
 
     #[test]

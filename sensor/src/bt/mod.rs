@@ -3,8 +3,16 @@
 //!
 //! [`Coordination`] owns the channel trackers. Every forwarded UDP datagram goes through cheap
 //! shape checks first, so non-BitTorrent UDP costs a few byte comparisons; only datagrams that
-//! look like KRPC or BEP 15 are parsed. Parsers are pure functions over the datagram bytes; the
-//! trackers hold bounded, expiring state (transactions awaiting their response).
+//! look like KRPC, BEP 15, an LSD announce (to UDP port 6771) or a uTP header are parsed.
+//! Parsers are pure functions over the datagram bytes; the trackers hold bounded, expiring state
+//! (transactions awaiting their response, LSD segments and their BitTorrent hosts).
+//!
+//! The shape checks are tried in a fixed order (KRPC, BEP 15, LSD, uTP) and at most one
+//! channel reads a datagram. KRPC opens with `d`, an LSD announce with `BT-SEARCH` (`B`), BEP 15
+//! responses with a 0 byte, none of which a uTP header (first byte `0x01`..`0x41`) has. A uTP
+//! packet whose `timestamp_difference` (bytes 8–11) happens to read as BEP 15 action 1 or 2 at a
+//! request's length goes to the tracker channel, which rejects it; a uTP SYN (difference 0)
+//! never has a request's shape, so every SYN reaches the uTP channel.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
@@ -15,13 +23,17 @@ use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::PredictedPeer;
 
 pub mod dht;
+pub mod lsd;
 pub mod udp_tracker;
+pub mod utp;
 
 /// Tunables of every channel.
 #[derive(Clone, Debug, Default)]
 pub struct CoordinationConfig {
     pub dht: dht::DhtConfig,
     pub udp_tracker: udp_tracker::UdpTrackerConfig,
+    pub utp: utp::UtpConfig,
+    pub lsd: lsd::LsdConfig,
 }
 
 /// The UDP coordination channels of every host seen.
@@ -29,6 +41,8 @@ pub struct CoordinationConfig {
 pub struct Coordination {
     dht: dht::DhtTracker,
     udp_tracker: udp_tracker::UdpTracker,
+    utp: utp::Utp,
+    lsd: lsd::Lsd,
     udp_datagrams: u64,
 }
 
@@ -43,6 +57,8 @@ impl Coordination {
         Self {
             dht: dht::DhtTracker::new(config.dht),
             udp_tracker: udp_tracker::UdpTracker::new(config.udp_tracker),
+            utp: utp::Utp::new(config.utp),
+            lsd: lsd::Lsd::new(config.lsd),
             udp_datagrams: 0,
         }
     }
@@ -58,10 +74,26 @@ impl Coordination {
         // A KRPC message is a bencoded dict; BEP 15 packets never start with 'd' + digit
         // (responses start with a 0 byte, requests with a random connection id that the
         // `1:y1:` test rules out in practice).
-        if dht::looks_like_krpc(udp.head) {
+        // `bt_host`: the sender showed itself a BitTorrent client (a member for LSD).
+        let bt_host = if dht::looks_like_krpc(udp.head) {
             self.dht.on_udp(ev, udp, out);
-        } else if udp_tracker::shape(udp.head).is_some() {
+            true
+        } else if let Some(shape) = udp_tracker::shape(udp.head) {
             self.udp_tracker.on_udp(ev, udp, out);
+            // Only the connect request has a magic number; the other shapes are weak alone.
+            shape == udp_tracker::Shape::ConnectRequest
+        } else if lsd::looks_like_lsd(ev.dst, udp.head) {
+            // Records the announcer as a member itself.
+            self.lsd.on_udp(ev, udp, out);
+            false
+        } else if utp::looks_like_utp(udp.head) {
+            // True for a valid SYN only: DATA/STATE are too frequent to track per packet.
+            self.utp.on_udp(ev, udp, out)
+        } else {
+            false
+        };
+        if bt_host {
+            self.lsd.note_host(ev.src.ip(), ev.ts, out);
         }
     }
 
@@ -69,6 +101,7 @@ impl Coordination {
     pub fn expire(&mut self, now: Timestamp) {
         self.dht.expire(now);
         self.udp_tracker.expire(now);
+        self.lsd.expire(now);
     }
 
     pub fn stats(&self) -> CoordinationStats {
@@ -76,6 +109,8 @@ impl Coordination {
             udp_datagrams: self.udp_datagrams,
             dht: self.dht.stats(),
             udp_tracker: self.udp_tracker.stats(),
+            utp: self.utp.stats(),
+            lsd: self.lsd.stats(),
         }
     }
 }
@@ -87,6 +122,8 @@ pub struct CoordinationStats {
     pub udp_datagrams: u64,
     pub dht: dht::DhtStats,
     pub udp_tracker: udp_tracker::UdpTrackerStats,
+    pub utp: utp::UtpStats,
+    pub lsd: lsd::LsdStats,
 }
 
 /// What every channel counts: datagrams that passed its shape check (`seen`), those that parsed
@@ -535,9 +572,11 @@ mod tests {
         assert_eq!(count(&m, Channel::UdpTracker, PeerTransport::Tcp), 26);
         assert_eq!(count(&m, Channel::UdpTracker, PeerTransport::Udp), 26);
         let host: IpAddr = "192.168.0.102".parse().unwrap();
+        // (uTP SYNs predict for their sender, a remote peer among them: see
+        // `utp_and_lsd_through_coordination`.)
         assert!(out
             .iter()
-            .filter(|p| p.channel != Channel::DhtNodes)
+            .filter(|p| matches!(p.channel, Channel::Dht | Channel::UdpTracker))
             .all(|p| p.host == host));
     }
 
@@ -581,6 +620,92 @@ mod tests {
         assert_eq!(s.dht.counts.seen, 0);
         assert_eq!(s.udp_tracker.counts.parsed, 0);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn utp_and_lsd_through_coordination() {
+        // uTP SYN counts as in `utp::tests` (tshark-checked there); the DHT and UDP tracker
+        // numbers of the same captures are asserted above and do not move.
+        let (c, out) = replay("ntop-nDPI/bittorrent_transmission.pcapng");
+        let s = c.stats();
+        assert_eq!(
+            (s.utp.counts.seen, s.utp.syn, s.utp.predicted),
+            (5232, 1150, 1150)
+        );
+        let m = by_channel(&out);
+        assert_eq!(count(&m, Channel::Utp, PeerTransport::Tcp), 1150);
+        assert_eq!(count(&m, Channel::Utp, PeerTransport::Udp), 0);
+        assert_eq!(s.lsd.counts.seen, 0);
+
+        // small_torrent: 52 SYNs, and one LSD announce by the client (192.168.0.102, port
+        // 36360, tshark `-Y udp.dstport==6771`), alone on its /24: no LSD prediction.
+        let (c, out) = replay("goncalo-rodrigues-360BitScoping/small_torrent.pcap");
+        let s = c.stats();
+        assert_eq!(
+            (s.utp.syn, s.lsd.counts.parsed, s.lsd.predicted),
+            (52, 1, 0)
+        );
+        let m = by_channel(&out);
+        assert_eq!(count(&m, Channel::Utp, PeerTransport::Tcp), 52);
+        assert_eq!(count(&m, Channel::Lsd, PeerTransport::Tcp), 0);
+        let remote = out
+            .iter()
+            .filter(|p| p.channel == Channel::Utp && p.host.to_string() == "217.129.96.104")
+            .count();
+        assert_eq!(remote, 1, "the inbound SYN predicts for its sender");
+
+        // Background: nothing from any channel.
+        for cap in ["ntop-nDPI/alexa-app.pcapng", "ntop-nDPI/teams.pcap"] {
+            let (c, out) = replay(cap);
+            assert!(out.is_empty(), "{cap}: {out:?}");
+            assert_eq!(c.stats().utp.counts.parsed, 0);
+        }
+    }
+
+    #[test]
+    fn lsd_members_are_the_segments_bittorrent_hosts() {
+        // The real announce of bt_search.pcap (192.168.0.102 advertises 61197), then traffic
+        // from other hosts: KRPC, a BEP 15 connect and a uTP SYN make a host a member, DNS
+        // does not, and neither does BitTorrent traffic from another /24.
+        let announce = udp_datagrams("ntop-nDPI/bt_search.pcap").remove(0);
+        let t = announce.ts.0 / 1_000_000_000;
+        let krpc = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+        let connect = unhex("00000417271019800000000012345678");
+        let syn = unhex("41 00 5302 10eeb2f0 00000000 00000000 e7f5 0000");
+        let dns = unhex("1234 0100 0001 0000 0000 0000 0765 78616d706c65 03636f6d 00 0001 0001");
+        let mut c = Coordination::default();
+        let mut out = Vec::new();
+        for d in [
+            announce,
+            datagram("192.168.0.7:6881", "203.0.113.1:6881", t + 1, krpc),
+            datagram("192.168.0.8:6881", "198.51.100.1:6969", t + 1, &connect),
+            datagram("192.168.0.9:6881", "203.0.113.2:6881", t + 1, &syn),
+            datagram("192.168.0.10:5353", "192.168.0.1:53", t + 1, &dns),
+            datagram("192.168.1.7:6881", "203.0.113.1:6881", t + 1, krpc),
+            datagram("192.168.0.7:6881", "203.0.113.3:6881", t + 2, krpc),
+        ] {
+            let (ev, udp) = d.event();
+            c.on_udp(&ev, &udp, &mut out);
+        }
+        let lsd: Vec<String> = out
+            .iter()
+            .filter(|p| p.channel == Channel::Lsd && p.transport == PeerTransport::Tcp)
+            .map(|p| format!("{} {}", p.host, p.peer))
+            .collect();
+        assert_eq!(
+            lsd,
+            [
+                "192.168.0.7 192.168.0.102:61197",
+                "192.168.0.8 192.168.0.102:61197",
+                "192.168.0.9 192.168.0.102:61197"
+            ]
+        );
+        let s = c.stats();
+        assert_eq!((s.lsd.hosts_added, s.lsd.predicted_late), (4, 6));
+        assert_eq!(
+            (s.dht.counts.seen, s.udp_tracker.connect_requests, s.utp.syn),
+            (3, 1, 1)
+        );
     }
 
     #[test]
