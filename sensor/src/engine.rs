@@ -129,13 +129,20 @@ pub const TABLES: [&str; 7] = [
     "udp_tracker_transactions",
 ];
 
-/// Size, evictions (table full) and expiries of each table in [`TABLES`], published by the
-/// engine for a metrics scrape on another thread.
+/// Coordination channels, as exported to metrics.
+pub const CHANNELS: [&str; 4] = ["dht", "udp_tracker", "utp", "lsd"];
+
+/// Size, evictions (table full) and expiries of each table in [`TABLES`], and messages seen,
+/// parsed and rejected per channel in [`CHANNELS`], published by the engine for a metrics
+/// scrape on another thread.
 #[derive(Debug, Default)]
 pub struct TableGauges {
     pub entries: [AtomicU64; TABLES.len()],
     pub evicted: [AtomicU64; TABLES.len()],
     pub expired: [AtomicU64; TABLES.len()],
+    pub channel_seen: [AtomicU64; CHANNELS.len()],
+    pub channel_parsed: [AtomicU64; CHANNELS.len()],
+    pub channel_rejected: [AtomicU64; CHANNELS.len()],
 }
 
 // One per engine (two with prediction on): the size difference between variants is irrelevant.
@@ -214,6 +221,7 @@ pub struct Engine<S: EngineSink> {
     notices: Vec<ScanNotice>,
     baseline_notices: Vec<ScanNotice>,
     last_expire: u64,
+    last_publish: u64,
     now: Timestamp,
     gauges: Option<Arc<TableGauges>>,
     pub stats: EngineStats,
@@ -249,6 +257,7 @@ impl<S: EngineSink> Engine<S> {
             notices: Vec::new(),
             baseline_notices: Vec::new(),
             last_expire: 0,
+            last_publish: 0,
             now: Timestamp(0),
             gauges: None,
             stats: EngineStats::default(),
@@ -313,6 +322,20 @@ impl<S: EngineSink> Engine<S> {
             g.entries[i].store(n, Relaxed);
             g.evicted[i].store(ev, Relaxed);
             g.expired[i].store(ex, Relaxed);
+        }
+        let c = self.coordination.stats();
+        for (i, counts) in [
+            &c.dht.counts,
+            &c.udp_tracker.counts,
+            &c.utp.counts,
+            &c.lsd.counts,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            g.channel_seen[i].store(counts.seen, Relaxed);
+            g.channel_parsed[i].store(counts.parsed, Relaxed);
+            g.channel_rejected[i].store(counts.rejected_total(), Relaxed);
         }
     }
 
@@ -406,6 +429,11 @@ impl<S: EngineSink> Engine<S> {
             self.predictions.expire(self.now);
             self.coordination.expire(self.now);
             self.emit();
+        }
+        // Metrics are published more often than tables are swept, so a scrape is at most a
+        // second (of packet time) behind.
+        if self.now.0.saturating_sub(self.last_publish) >= 1_000_000_000 {
+            self.last_publish = self.now.0;
             self.publish();
         }
     }

@@ -260,6 +260,23 @@ impl Collector for SensorCollector {
             }
         }
         let mut family = encoder.encode_descriptor(
+            "sensor_coordination_messages",
+            "BitTorrent coordination messages by channel: seen (passed the shape check), parsed, rejected",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, channel) in crate::engine::CHANNELS.iter().enumerate() {
+            for (outcome, values) in [
+                ("seen", &t.channel_seen),
+                ("parsed", &t.channel_parsed),
+                ("rejected", &t.channel_rejected),
+            ] {
+                let labels = [("channel", *channel), ("outcome", outcome)];
+                ConstCounter::new(values[i].load(Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
             "sensor_ring_decode_errors",
             "Ring records the agent could not decode (dropped), by reason",
             None,

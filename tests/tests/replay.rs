@@ -175,6 +175,14 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         assert_eq!(metric(&metrics, &series), 0, "{series}");
     }
 
+    // Coordination parsing is exported: every message seen was parsed or rejected.
+    for channel in sensor::engine::CHANNELS {
+        let get = |outcome: &str| {
+            metric(&metrics, &format!("sensor_coordination_messages_total{{channel=\"{channel}\",outcome=\"{outcome}\"}}"))
+        };
+        assert_eq!(get("seen"), get("parsed") + get("rejected"), "{channel}");
+    }
+
     // The offline path over the file gives the same counters and the same events.
     let offline_events = scratch(&format!("{tag}-offline.jsonl"));
     let out = Command::new(binary.clone())
