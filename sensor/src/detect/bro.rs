@@ -588,23 +588,10 @@ impl BroScan {
     /// Evicts least-recently-checked sources until one more fits under `max_sources`.
     fn make_room(&mut self) {
         let cap = self.cfg.max_sources.max(1);
-        while self.srcs.len() >= cap {
-            let Some((key, ip)) = self.lru.pop_first() else {
-                break;
-            };
-            let src = self.srcs.get_mut(&ip).expect("lru entries are live");
-            if src.touched != key {
-                // Touched since it was filed: re-file under its real position.
-                src.lru_key = src.touched;
-                self.lru.insert((src.touched, ip));
-                continue;
-            }
-            if let Some(k) = src.exp_key {
-                self.expiry.remove(&(k, ip));
-            }
-            self.srcs.remove(&ip);
-            self.evictions += 1;
-        }
+        self.evictions +=
+            super::make_room(&mut self.srcs, &mut self.lru, &mut self.expiry, cap, |s| {
+                (&mut s.lru_key, s.touched, s.exp_key)
+            });
     }
 }
 

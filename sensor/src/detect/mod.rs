@@ -226,6 +226,40 @@ pub fn in_nets(addr: IpAddr, nets: &[(IpAddr, u8)]) -> bool {
     })
 }
 
+/// Evicts least-recently-touched sources from `srcs` until one more fits under `cap`, and
+/// returns how many went. `lru` holds `(key, ip)` pairs filed lazily: a key may be older than
+/// the source's last touch, in which case the pair is refiled instead of evicting a source that
+/// was used since. `keys` gives a source's (LRU key to update, last touch, expiry key).
+/// Shared by the Bro and TRW detectors, whose per-source state is indexed the same way.
+pub(crate) fn make_room<T>(
+    srcs: &mut std::collections::HashMap<IpAddr, T>,
+    lru: &mut std::collections::BTreeSet<(u64, IpAddr)>,
+    expiry: &mut std::collections::BTreeSet<(u64, IpAddr)>,
+    cap: usize,
+    keys: impl for<'a> Fn(&'a mut T) -> (&'a mut u64, u64, Option<u64>),
+) -> u64 {
+    let mut evicted = 0;
+    while srcs.len() >= cap {
+        let Some((key, ip)) = lru.pop_first() else {
+            break;
+        };
+        let src = srcs.get_mut(&ip).expect("lru entries are live");
+        let (lru_key, touched, exp_key) = keys(src);
+        if touched != key {
+            // Touched since it was filed: refile under its real position.
+            *lru_key = touched;
+            lru.insert((touched, ip));
+            continue;
+        }
+        if let Some(k) = exp_key {
+            expiry.remove(&(k, ip));
+        }
+        srcs.remove(&ip);
+        evicted += 1;
+    }
+    evicted
+}
+
 /// A `Duration` as packet-time nanoseconds (saturating), the unit of [`Timestamp`].
 pub(crate) fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

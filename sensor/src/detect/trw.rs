@@ -522,22 +522,10 @@ impl Trw {
     /// Evicts least-recently-scored sources until one more fits under `max_sources`.
     fn make_room(&mut self) {
         let cap = self.cfg.max_sources.max(1);
-        while self.srcs.len() >= cap {
-            let Some((key, ip)) = self.lru.pop_first() else {
-                break;
-            };
-            let s = self.srcs.get_mut(&ip).expect("lru entries are live");
-            if s.touched != key {
-                s.lru_key = s.touched;
-                self.lru.insert((s.touched, ip));
-                continue;
-            }
-            if let Some(k) = s.exp_key {
-                self.expiry.remove(&(k, ip));
-            }
-            self.srcs.remove(&ip);
-            self.evictions += 1;
-        }
+        self.evictions +=
+            super::make_room(&mut self.srcs, &mut self.lru, &mut self.expiry, cap, |s| {
+                (&mut s.lru_key, s.touched, s.exp_key)
+            });
     }
 }
 
