@@ -869,42 +869,18 @@ fn expire_src(
     // Counts as they were before this pass, for the notices' peers/ports fields.
     let (peers, ports) = (s.n_peers(), s.n_ports());
     let read = |t: u64| expired(t, ttl.read, now);
-    if s.distinct_peers.as_ref().is_some_and(|x| read(x.t)) {
-        out.extend(summary(
-            cfg,
-            NoticeKind::ScanSummary,
-            s,
-            ip,
-            ts,
-            peers,
-            ports,
-        ));
-        s.distinct_peers = None;
+    // Each table that expired emits its summary (if over its trigger) and goes.
+    macro_rules! expire_with_summary {
+        ($table:ident, $kind:expr) => {
+            if s.$table.as_ref().is_some_and(|x| read(x.t)) {
+                out.extend(summary(cfg, $kind, s, ip, ts, peers, ports));
+                s.$table = None;
+            }
+        };
     }
-    if s.distinct_ports.as_ref().is_some_and(|x| read(x.t)) {
-        out.extend(summary(
-            cfg,
-            NoticeKind::PortScanSummary,
-            s,
-            ip,
-            ts,
-            peers,
-            ports,
-        ));
-        s.distinct_ports = None;
-    }
-    if s.distinct_low_ports.as_ref().is_some_and(|x| read(x.t)) {
-        out.extend(summary(
-            cfg,
-            NoticeKind::LowPortScanSummary,
-            s,
-            ip,
-            ts,
-            peers,
-            ports,
-        ));
-        s.distinct_low_ports = None;
-    }
+    expire_with_summary!(distinct_peers, NoticeKind::ScanSummary);
+    expire_with_summary!(distinct_ports, NoticeKind::PortScanSummary);
+    expire_with_summary!(distinct_low_ports, NoticeKind::LowPortScanSummary);
     if s.pre_distinct_peers.as_ref().is_some_and(|x| read(x.t)) {
         s.pre_distinct_peers = None;
     }
