@@ -278,7 +278,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = runtime.block_on(agent::run(config, stats, &mut sink))?;
     let lost = summary.xdp.get("ring_full").copied().unwrap_or(0) + summary.decode_errors;
     eprintln!(
-        "sensor: {:.1} s, {} frames, {} records decoded (syn {}, synack {}, rst {}, fin {}, udp {}), {} lost",
+        "sensor: {:.1} s, {} frames, {} records decoded (syn {}, synack {}, rst {}, fin {}, udp {}, icmp {}), {} lost",
         summary.seconds,
         summary.xdp.get("packets").copied().unwrap_or(0),
         summary.consumed.total(),
@@ -287,6 +287,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         summary.consumed.rst,
         summary.consumed.fin,
         summary.consumed.udp,
+        summary.consumed.icmp,
         lost
     );
     eprintln!(

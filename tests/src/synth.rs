@@ -609,6 +609,7 @@ pub fn demo_capture() -> Capture {
     icmp(&mut g);
     ipv6(&mut g, &swarm);
     edge_frames(&mut g);
+    unreachables(&mut g);
 
     finish(g.frames)
 }
@@ -1193,6 +1194,102 @@ fn icmp(g: &mut Gen) {
                 &payload,
             );
         }
+    }
+}
+
+/// ICMP errors a real network answers with, each quoting a frame generated above: a router's
+/// host unreachable for one of the scanner's probes (on its VLAN), a port unreachable for a DNS
+/// query, and an ICMPv6 unreachable for an IPv6 SYN. Quotes are the IP header plus the first
+/// 8 bytes of the transport header, as routers send them.
+fn unreachables(g: &mut Gen) {
+    use etherparse::{icmpv4, icmpv6, Icmpv4Type, Icmpv6Type};
+    let ipv4_of = |f: &[u8], at: usize| -> Option<([u8; 4], [u8; 4], u8, usize)> {
+        (f.get(at)? >> 4 == 4).then(|| {
+            let ihl = usize::from(f[at] & 0x0f) * 4;
+            let ip = |o: usize| [f[at + o], f[at + o + 1], f[at + o + 2], f[at + o + 3]];
+            (ip(12), ip(16), f[at + 9], ihl)
+        })
+    };
+    let mut picks: Vec<(u64, Vec<u8>, usize)> = Vec::new(); // (time, frame, ip offset)
+    let mut found = [false; 3];
+    for (t, f) in &g.frames {
+        let tagged = f.get(12..14) == Some(&[0x81, 0x00]);
+        let at = if tagged { 18 } else { 14 };
+        if let Some((src, _, proto, ihl)) = ipv4_of(f, at) {
+            let l4 = at + ihl;
+            // The scanner's first probe of port 23 (a bare SYN).
+            if !found[0]
+                && src == SCANNER
+                && proto == 6
+                && f.get(l4 + 2..l4 + 4) == Some(&[0, 23])
+                && f[l4 + 13] == 0x02
+            {
+                found[0] = true;
+                picks.push((*t, f.clone(), at));
+            }
+            // The web client's first DNS query.
+            if !found[1]
+                && src == WEB_CLIENT
+                && proto == 17
+                && f.get(l4 + 2..l4 + 4) == Some(&[0, 53])
+            {
+                found[1] = true;
+                picks.push((*t, f.clone(), at));
+            }
+        } else if !found[2]
+            && f.get(at).is_some_and(|b| b >> 4 == 6)
+            && f[at + 6] == 6
+            && f[at + 8..at + 24] == BT_HOST6
+            && f[at + 40 + 13] == 0x02
+        {
+            found[2] = true;
+            picks.push((*t, f.clone(), at));
+        }
+    }
+    assert_eq!(found, [true; 3], "the scenario has the frames to quote");
+    for (i, (t, f, at)) in picks.into_iter().enumerate() {
+        let mut out = Vec::new();
+        let router_mac = mac_of(Ip::V4(GATEWAY));
+        let (dst_mac, tagged) = (
+            <[u8; 6]>::try_from(&f[6..12]).unwrap(),
+            f[12..14] == [0x81, 0x00],
+        );
+        let eth = PacketBuilder::ethernet2(router_mac, dst_mac);
+        let when = t + 1_500; // 1.5 ms later
+        match i {
+            0 | 1 => {
+                let (src, dst, _, ihl) = ipv4_of(&f, at).unwrap();
+                let quote = &f[at..at + ihl + 8];
+                // A router on the far side for the probe; the DNS server itself for the query.
+                let from = if i == 0 { [198, 51, 100, 254] } else { dst };
+                let code = if i == 0 {
+                    icmpv4::DestUnreachableHeader::Host
+                } else {
+                    icmpv4::DestUnreachableHeader::Port
+                };
+                let ty = Icmpv4Type::DestinationUnreachable(code);
+                let res = if tagged {
+                    eth.single_vlan(vlan(SCANNER_VLAN))
+                        .ipv4(from, src, 250)
+                        .icmpv4(ty)
+                        .write(&mut out, quote)
+                } else {
+                    eth.ipv4(from, src, 60).icmpv4(ty).write(&mut out, quote)
+                };
+                res.expect("frame serialises");
+            }
+            _ => {
+                let src: [u8; 16] = f[at + 8..at + 24].try_into().unwrap();
+                let dst: [u8; 16] = f[at + 24..at + 40].try_into().unwrap();
+                let quote = &f[at..at + 48];
+                let ty = Icmpv6Type::DestinationUnreachable(icmpv6::DestUnreachableCode::Address);
+                eth.ipv6(dst, src, 60)
+                    .icmpv6(ty)
+                    .write(&mut out, quote)
+                    .expect("frame serialises");
+            }
+        }
+        g.push(when, out);
     }
 }
 
