@@ -392,6 +392,9 @@ impl<S: EngineSink> Engine<S> {
 
     /// Routes the notices the detectors just raised.
     fn emit(&mut self) {
+        if self.notices.is_empty() && self.baseline_notices.is_empty() {
+            return;
+        }
         for n in std::mem::take(&mut self.notices) {
             self.raised.entry((n.src, n.note)).or_default().0 += 1;
             let (p2p, sample) = self.ppr.looks_p2p(n.src);
@@ -459,8 +462,14 @@ impl<S: EngineSink> EventSink for Engine<S> {
         // Learn first: a peer list and an attempt it explains may share a drain batch.
         if let Transport::Udp(udp) = &event.transport {
             self.coordination.on_udp(event, udp, &mut self.learnt);
-            for p in std::mem::take(&mut self.learnt) {
-                self.predict(&p);
+            if !self.learnt.is_empty() {
+                // Keep the buffer: it is reused for every datagram.
+                let learnt = std::mem::take(&mut self.learnt);
+                for p in &learnt {
+                    self.predict(p);
+                }
+                self.learnt = learnt;
+                self.learnt.clear();
             }
         }
         self.conns.on_event(event, &mut self.outcomes);
