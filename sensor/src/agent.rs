@@ -163,6 +163,7 @@ fn drain(
             }
         }
     }
+    sink.idle();
 }
 
 /// Resolves with a description of why to stop: SIGINT, SIGTERM, or the duration elapsing.

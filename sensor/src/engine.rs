@@ -222,6 +222,7 @@ pub struct Engine<S: EngineSink> {
     baseline_notices: Vec<ScanNotice>,
     last_expire: u64,
     last_publish: u64,
+    last_idle_publish: std::time::Instant,
     now: Timestamp,
     gauges: Option<Arc<TableGauges>>,
     pub stats: EngineStats,
@@ -258,6 +259,7 @@ impl<S: EngineSink> Engine<S> {
             baseline_notices: Vec::new(),
             last_expire: 0,
             last_publish: 0,
+            last_idle_publish: std::time::Instant::now(),
             now: Timestamp(0),
             gauges: None,
             stats: EngineStats::default(),
@@ -475,6 +477,14 @@ impl<S: EngineSink> EventSink for Engine<S> {
         self.conns.on_event(event, &mut self.outcomes);
         if !self.outcomes.is_empty() {
             self.process_outcomes();
+        }
+    }
+
+    fn idle(&mut self) {
+        // Live: keep /metrics current when traffic stops (packet time then stands still).
+        if self.last_idle_publish.elapsed() >= std::time::Duration::from_millis(500) {
+            self.last_idle_publish = std::time::Instant::now();
+            self.publish();
         }
     }
 

@@ -232,6 +232,9 @@ impl KindCounts {
 /// A consumer of events: the next stage of the pipeline.
 pub trait EventSink {
     fn event(&mut self, event: &PacketEvent<'_>);
+    /// Called by a live source after each drain, also when it brought no events: the moment
+    /// to publish state that would otherwise only move with packet time.
+    fn idle(&mut self) {}
     /// Called once the source is exhausted.
     fn flush(&mut self) {}
 }
@@ -239,6 +242,9 @@ pub trait EventSink {
 impl<T: EventSink + ?Sized> EventSink for Box<T> {
     fn event(&mut self, event: &PacketEvent<'_>) {
         (**self).event(event)
+    }
+    fn idle(&mut self) {
+        (**self).idle()
     }
     fn flush(&mut self) {
         (**self).flush()
@@ -257,6 +263,10 @@ impl<A: EventSink, B: EventSink> EventSink for Tee<A, B> {
     fn event(&mut self, event: &PacketEvent<'_>) {
         self.0.event(event);
         self.1.event(event);
+    }
+    fn idle(&mut self) {
+        self.0.idle();
+        self.1.idle();
     }
     fn flush(&mut self) {
         self.0.flush();

@@ -427,10 +427,7 @@ impl Lsd {
         } else {
             Err(Reject::Incomplete)
         };
-        match result {
-            Ok(()) => self.stats.counts.parsed += 1,
-            Err(r) => self.stats.counts.reject(r.as_str()),
-        }
+        self.stats.counts.record(result.map_err(|r| r.as_str()));
     }
 
     fn on_announce(

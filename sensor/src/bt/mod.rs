@@ -143,6 +143,14 @@ impl ChannelCounts {
     pub(crate) fn reject(&mut self, reason: &'static str) {
         *self.rejected.entry(reason).or_default() += 1;
     }
+
+    /// Counts the outcome of one datagram that was `seen`: parsed, or rejected for a reason.
+    pub(crate) fn record(&mut self, result: Result<(), &'static str>) {
+        match result {
+            Ok(()) => self.parsed += 1,
+            Err(reason) => self.reject(reason),
+        }
+    }
 }
 
 /// What happened to the endpoints a message listed: how many were decoded and why the others

@@ -502,10 +502,7 @@ impl UdpTracker {
         } else {
             return;
         };
-        match result {
-            Ok(()) => self.stats.counts.parsed += 1,
-            Err(r) => self.stats.counts.reject(r.as_str()),
-        }
+        self.stats.counts.record(result.map_err(|r| r.as_str()));
     }
 
     fn on_request(&mut self, ev: &PacketEvent<'_>, p: &[u8]) -> Result<(), Reject> {
