@@ -31,6 +31,9 @@ pub enum Channel {
     DhtNodes,
     AzureusDht,
     Pex,
+    /// The peer wire itself: a BEP 10 handshake's listen port `p` (and `ipv4`/`ipv6`), or a
+    /// PORT message's DHT port.
+    PeerWire,
     /// uTP SYN and other BitTorrent UDP signatures.
     Utp,
     Lsd,
@@ -55,6 +58,7 @@ impl Channel {
             Channel::DhtNodes => "dht_nodes",
             Channel::AzureusDht => "azureus_dht",
             Channel::Pex => "pex",
+            Channel::PeerWire => "peer_wire",
             Channel::Utp => "utp",
             Channel::Lsd => "lsd",
             Channel::Synthetic => "synthetic",
@@ -83,6 +87,16 @@ pub struct PredictedPeer {
     pub host: IpAddr,
     pub peer: SocketAddr,
     pub transport: PeerTransport,
+    pub channel: Channel,
+}
+
+/// A prediction withdrawn by its channel (a PEX `dropped` entry): `host` was told `peer` is
+/// gone. Only a prediction that `channel` made is removed; another channel's stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetractedPeer {
+    pub ts: Timestamp,
+    pub host: IpAddr,
+    pub peer: SocketAddr,
     pub channel: Channel,
 }
 

@@ -23,9 +23,13 @@ use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::PredictedPeer;
 
 pub mod dht;
+pub mod http_tracker;
 pub mod lsd;
+pub mod peer_wire;
+pub mod stream;
 pub mod udp_tracker;
 pub mod utp;
+pub mod vuze_dht;
 
 /// Tunables of every channel.
 #[derive(Clone, Debug, Default)]
