@@ -20,6 +20,11 @@ pub mod kind {
     pub const UDP_2048: u8 = 4;
     /// An ICMP/ICMPv6 destination-unreachable quoting a TCP or UDP packet: [`super::IcmpRecord`].
     pub const ICMP: u8 = 5;
+    /// A TCP segment of a marked flow with its payload head: [`super::TcpDataRecord`] in one of
+    /// three classes. Its flags may include FIN or RST (never SYN).
+    pub const TCP_DATA_128: u8 = 6;
+    pub const TCP_DATA_512: u8 = 7;
+    pub const TCP_DATA_2048: u8 = 8;
 }
 
 /// TCP flag bits as they appear in byte 13 of the TCP header.
@@ -57,7 +62,7 @@ pub struct FlowHeader {
     pub dst_port: u16,
     /// True L4 payload length from the headers, not limited by the snap length.
     pub payload_len: u16,
-    /// Payload bytes copied into the record (UDP only; 0 for TCP).
+    /// Payload bytes copied into the record (UDP and TCP data records; 0 otherwise).
     pub cap_len: u16,
 }
 
@@ -70,6 +75,19 @@ pub struct TcpRecord {
     pub ack: u32,
     pub window: u16,
     pub _pad: [u8; 6],
+}
+
+/// A TCP segment of a flow marked for payload forwarding (see [`tcp_action`]): the control
+/// fields plus up to `N` payload bytes. Only `hdr.cap_len` bytes of `data` are written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpDataRecord<const N: usize> {
+    pub hdr: FlowHeader,
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    pub _pad: [u8; 6],
+    pub data: [u8; N],
 }
 
 /// An ICMP (type 3) or ICMPv6 (type 1) destination unreachable. The header's addresses are the
@@ -109,6 +127,13 @@ pub const UDP_CLASSES: [(u8, usize); 3] = [
     (kind::UDP_2048, 2048),
 ];
 
+/// TCP data record classes, as [`UDP_CLASSES`].
+pub const TCP_DATA_CLASSES: [(u8, usize); 3] = [
+    (kind::TCP_DATA_128, 128),
+    (kind::TCP_DATA_512, 512),
+    (kind::TCP_DATA_2048, 2048),
+];
+
 /// Largest snap length the program can honour (the largest class).
 pub const MAX_SNAPLEN: u32 = 2048;
 /// Default snap length: a full UDP payload in a 1500-byte IPv4 packet.
@@ -122,6 +147,9 @@ pub const fn record_size(kind: u8) -> Option<usize> {
         kind::UDP_512 => Some(size_of::<UdpRecord<512>>()),
         kind::UDP_2048 => Some(size_of::<UdpRecord<2048>>()),
         kind::ICMP => Some(size_of::<IcmpRecord>()),
+        kind::TCP_DATA_128 => Some(size_of::<TcpDataRecord<128>>()),
+        kind::TCP_DATA_512 => Some(size_of::<TcpDataRecord<512>>()),
+        kind::TCP_DATA_2048 => Some(size_of::<TcpDataRecord<2048>>()),
         _ => None,
     }
 }
@@ -138,7 +166,8 @@ pub mod counter {
     pub const FRAGMENTS: u32 = 4;
     /// Truncated or malformed headers.
     pub const PARSE_ERRORS: u32 = 5;
-    /// TCP segments without SYN, RST or FIN: not forwarded.
+    /// TCP segments without SYN, RST or FIN that are not forwarded: bare ACKs, and payloads of
+    /// flows that are not marked (see [`super::tcp_action`]).
     pub const TCP_OTHER: u32 = 6;
     /// UDP datagrams without payload: not forwarded.
     pub const UDP_EMPTY: u32 = 7;
@@ -159,8 +188,18 @@ pub mod counter {
     pub const UDP_TRUNCATED: u32 = 16;
     /// ICMP destination-unreachable records.
     pub const REC_ICMP: u32 = 17;
+    /// TCP data records without SYN, RST or FIN (those count under their flag's slot).
+    pub const REC_TCP_DATA: u32 = 18;
+    /// Payload segments of a marked flow not forwarded because its budget was spent: a loss
+    /// the stream reassembler sees as a gap.
+    pub const TCP_OVER_BUDGET: u32 = 19;
+    /// Flows marked for payload forwarding (a signature matched). Not a frame outcome.
+    pub const FLOWS_MARKED: u32 = 20;
+    /// Marks removed on FIN, RST or a spent budget. Not a frame outcome; LRU evictions are not
+    /// seen by the program.
+    pub const FLOWS_ENDED: u32 = 21;
 
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 22;
 
     /// Metric-friendly names, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -182,6 +221,10 @@ pub mod counter {
         "load_errors",
         "udp_truncated",
         "records_icmp",
+        "records_tcp_data",
+        "tcp_over_budget",
+        "flows_marked",
+        "flows_ended",
     ];
 }
 
@@ -217,6 +260,18 @@ pub const fn udp_class(cap_len: u32) -> (u8, usize) {
     }
 }
 
+/// TCP data record class (kind, capacity) for a copy of `cap_len` bytes.
+#[inline(always)]
+pub const fn tcp_data_class(cap_len: u32) -> (u8, usize) {
+    if cap_len <= 128 {
+        TCP_DATA_CLASSES[0]
+    } else if cap_len <= 512 {
+        TCP_DATA_CLASSES[1]
+    } else {
+        TCP_DATA_CLASSES[2]
+    }
+}
+
 /// Read access to a frame, so [`parse`] runs unchanged on an XDP context and on a byte slice.
 pub trait Frame {
     /// Bytes in the frame (the linear part, for XDP).
@@ -243,10 +298,12 @@ impl Frame for [u8] {
 /// Transport part of a forwarded packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
+    /// The payload, if any, starts at `payload_off`; `hdr.cap_len` bytes of it can be copied.
     Tcp {
         seq: u32,
         ack: u32,
         window: u16,
+        payload_off: usize,
     },
     /// The payload starts at `payload_off`; `hdr.cap_len` bytes of it are to be copied.
     Udp {
@@ -314,7 +371,8 @@ fn get<const N: usize, F: Frame + ?Sized>(frame: &F, off: usize) -> Result<&[u8;
 /// - up to two VLAN tags (802.1Q, 802.1ad, 0x9100) are unwrapped;
 /// - IPv4 non-first fragments and IPv6 fragments with a nonzero offset are skipped;
 /// - IPv6 hop-by-hop, routing, destination-options, fragment and AH headers are walked, at most 6;
-/// - TCP is forwarded if it has SYN, RST or FIN; only its first 20 header bytes must be present;
+/// - TCP is forwarded if it has SYN, RST or FIN (only its first 20 header bytes must be
+///   present) or a payload; [`tcp_action`] then decides, per flow, whether the payload goes too;
 /// - UDP is forwarded if it has a payload; up to `snaplen` bytes of it present in the frame are
 ///   copied (a UDP length beyond the IP payload is accepted only in a first fragment).
 #[inline(always)]
@@ -437,26 +495,36 @@ pub fn parse<F: Frame + ?Sized>(
         IPPROTO_TCP => {
             let th = get::<20, F>(frame, l4_off)?;
             let flags = th[13];
-            let Some(slot) = tcp_record_counter(flags) else {
-                return Err(counter::TCP_OTHER);
-            };
             let doff = ((th[12] >> 4) as usize) * 4;
+            let slot = tcp_record_counter(flags);
+            // Bare ACKs, the bulk of TCP, leave here.
+            if slot.is_none() && l4_len <= doff {
+                return Err(counter::TCP_OTHER);
+            }
             if doff < 20 || doff > l4_len {
                 return Err(counter::PARSE_ERRORS);
             }
+            let payload_len = (l4_len - doff) as u32;
+            let payload_off = l4_off + doff;
+            let in_frame = frame.len().saturating_sub(payload_off) as u32;
             hdr.kind = kind::TCP;
             hdr.tcp_flags = flags;
             hdr.src_port = be16(th, 0);
             hdr.dst_port = be16(th, 2);
-            hdr.payload_len = (l4_len - doff) as u16;
+            hdr.payload_len = payload_len as u16;
+            hdr.cap_len = min(min(payload_len, clamp_snaplen(snaplen)), in_frame) as u16;
             Ok(Parsed {
                 hdr,
                 l4: L4::Tcp {
                     seq: be32(th, 4),
                     ack: be32(th, 8),
                     window: be16(th, 14),
+                    payload_off,
                 },
-                counter: slot,
+                counter: match slot {
+                    Some(slot) => slot,
+                    None => counter::REC_TCP_DATA,
+                },
             })
         }
         IPPROTO_UDP => {
@@ -473,12 +541,7 @@ pub fn parse<F: Frame + ?Sized>(
             let payload_off = l4_off + 8;
             // `get::<8>` above proved payload_off <= frame length.
             let in_frame = (frame.len() - payload_off) as u32;
-            let snap = if snaplen > MAX_SNAPLEN {
-                MAX_SNAPLEN
-            } else {
-                snaplen
-            };
-            let cap = min(min(payload_len, snap), in_frame);
+            let cap = min(min(payload_len, clamp_snaplen(snaplen)), in_frame);
             if cap < payload_len {
                 count(counter::UDP_TRUNCATED);
             }
@@ -565,6 +628,232 @@ fn icmp_unreachable<F: Frame + ?Sized>(
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Flow marking: which TCP flows have their payload forwarded (spec xdp-aya-notes §2.5).
+//
+// The HTTP tracker and the peer wire need TCP payloads, but forwarding every TCP payload would
+// put the whole link into the ring. A flow is marked only on a positive signature in one of its
+// payloads: a `GET ` request with `info_hash=` in its first bytes, or the peer-wire handshake
+// `0x13 "BitTorrent protocol"`. SYNs never mark, so a scan or a flood cannot churn the table.
+// A marked flow has a budget: its first `FLOW_SEGMENTS` payload segments are forwarded; after
+// that a peer-wire flow forwards only segments of at most `SMALL_SEGMENT` bytes (control
+// messages and PEX are small, `piece` data is not) and an HTTP flow is unmarked (a new announce
+// on the connection marks it again). FIN and RST unmark.
+
+/// What a marked flow carries.
+pub mod flow_class {
+    pub const HTTP_TRACKER: u8 = 1;
+    pub const PEER_WIRE: u8 = 2;
+}
+
+/// Payload segments of a marked flow forwarded in full before the budget applies.
+pub const FLOW_SEGMENTS: u32 = 64;
+/// Past the budget, peer-wire segments up to this many payload bytes are still forwarded.
+pub const SMALL_SEGMENT: u16 = 512;
+/// Bytes of a `GET ` payload searched for `info_hash=`.
+pub const ANNOUNCE_SCAN: usize = 512;
+/// Default capacity of the flow table (the kernel's LRU map and its offline mirror).
+pub const DEFAULT_MAX_FLOWS: u32 = 65536;
+
+const HANDSHAKE: &[u8; 20] = b"\x13BitTorrent protocol";
+const INFO_HASH: &[u8; 10] = b"info_hash=";
+
+/// Both directions of a TCP flow: the endpoint that sorts first is `a`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub a_addr: [u8; 16],
+    pub b_addr: [u8; 16],
+    pub a_port: u16,
+    pub b_port: u16,
+    pub ip_version: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowState {
+    /// One of [`flow_class`].
+    pub class: u8,
+    pub _pad: [u8; 3],
+    /// Full-size payload segments still to forward.
+    pub segments_left: u32,
+}
+
+/// The flow table: an LRU hash map in the kernel, a map with the same capacity offline.
+pub trait FlowTable {
+    fn get(&mut self, key: &FlowKey) -> Option<FlowState>;
+    fn set(&mut self, key: &FlowKey, state: &FlowState);
+    fn remove(&mut self, key: &FlowKey);
+}
+
+/// The canonical key of the flow a record header belongs to.
+#[inline(always)]
+pub fn flow_key(hdr: &FlowHeader) -> FlowKey {
+    let src_first = (hdr.src_addr, hdr.src_port) <= (hdr.dst_addr, hdr.dst_port);
+    let ((a_addr, a_port), (b_addr, b_port)) = if src_first {
+        ((hdr.src_addr, hdr.src_port), (hdr.dst_addr, hdr.dst_port))
+    } else {
+        ((hdr.dst_addr, hdr.dst_port), (hdr.src_addr, hdr.src_port))
+    };
+    FlowKey {
+        a_addr,
+        b_addr,
+        a_port,
+        b_port,
+        ip_version: hdr.ip_version,
+        _pad: [0; 3],
+    }
+}
+
+/// What to do with a TCP segment [`parse`] accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpAction {
+    /// A header-only [`TcpRecord`], counted under the slot.
+    Control(u32),
+    /// A [`TcpDataRecord`] of class `hdr.kind` with `hdr.cap_len` payload bytes, counted under
+    /// the slot.
+    Data(u32),
+    /// An unmarked flow whose payload opens like `class`: copy the head into a data record,
+    /// then [`confirm_signature`]; if it holds, [`mark_flow`] and emit it as
+    /// `Data(REC_TCP_DATA)`, otherwise drop it under `TCP_OTHER`.
+    Probe(u8),
+    /// Not forwarded, counted under the slot.
+    Skip(u32),
+}
+
+/// The per-flow payload policy, shared by the XDP program and the offline path. Updates the
+/// flow's budget, unmarks ended flows, and sets `hdr.kind`/`hdr.cap_len` for the record to
+/// emit.
+#[inline(always)]
+pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
+    table: &mut T,
+    frame: &F,
+    p: &mut Parsed,
+    count: &mut impl FnMut(u32),
+) -> TcpAction {
+    let L4::Tcp { payload_off, .. } = p.l4 else {
+        return TcpAction::Skip(counter::PARSE_ERRORS);
+    };
+    let flags = p.hdr.tcp_flags;
+    let control = tcp_record_counter(flags);
+    let header_only = |p: &mut Parsed, or: u32| {
+        p.hdr.kind = kind::TCP;
+        p.hdr.cap_len = 0;
+        match control {
+            Some(slot) => TcpAction::Control(slot),
+            None => TcpAction::Skip(or),
+        }
+    };
+    // SYNs never carry a forwarded payload: they would let a flood reach the table.
+    if p.hdr.payload_len == 0 || flags & tcp_flag::SYN != 0 {
+        return header_only(p, counter::TCP_OTHER);
+    }
+    let key = flow_key(&p.hdr);
+    let Some(mut state) = table.get(&key) else {
+        if control.is_some() {
+            return header_only(p, counter::TCP_OTHER);
+        }
+        let class = match frame.bytes::<4>(payload_off) {
+            Some(&[0x13, b'B', b'i', b't']) => flow_class::PEER_WIRE,
+            Some(b"GET ") => flow_class::HTTP_TRACKER,
+            _ => return header_only(p, counter::TCP_OTHER),
+        };
+        p.hdr.kind = tcp_data_class(p.hdr.cap_len as u32).0;
+        return TcpAction::Probe(class);
+    };
+    let forward = if state.segments_left > 0 {
+        state.segments_left -= 1;
+        true
+    } else {
+        state.class == flow_class::PEER_WIRE && p.hdr.payload_len <= SMALL_SEGMENT
+    };
+    if flags & (tcp_flag::FIN | tcp_flag::RST) != 0
+        || (!forward && state.class != flow_class::PEER_WIRE)
+    {
+        table.remove(&key);
+        count(counter::FLOWS_ENDED);
+    } else if forward && state.segments_left < FLOW_SEGMENTS {
+        table.set(&key, &state);
+    }
+    if !forward {
+        return header_only(p, counter::TCP_OVER_BUDGET);
+    }
+    p.hdr.kind = tcp_data_class(p.hdr.cap_len as u32).0;
+    TcpAction::Data(match control {
+        Some(slot) => slot,
+        None => counter::REC_TCP_DATA,
+    })
+}
+
+/// Whether the copied payload head (`len` valid bytes of `head`) really opens `class`.
+///
+/// Written with checked byte reads only: a slice comparison could become a `bcmp` call or a
+/// panic path, neither of which BPF has.
+#[inline(always)]
+pub fn confirm_signature<const N: usize>(class: u8, head: &[u8; N], len: usize) -> bool {
+    if class == flow_class::PEER_WIRE {
+        return len >= HANDSHAKE.len() && matches_at(head, 0, HANDSHAKE);
+    }
+    if class != flow_class::HTTP_TRACKER || len < 4 || !matches_at(head, 0, b"GET ") {
+        return false;
+    }
+    let scan = if N < ANNOUNCE_SCAN { N } else { ANNOUNCE_SCAN };
+    let scan = if len < scan { len } else { scan };
+    let mut i = 4;
+    // Bounded by a constant, as the verifier requires.
+    while i + INFO_HASH.len() <= ANNOUNCE_SCAN {
+        if i + INFO_HASH.len() > scan {
+            return false;
+        }
+        if matches_at(head, i, INFO_HASH) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn matches_at<const N: usize, const M: usize>(head: &[u8; N], at: usize, needle: &[u8; M]) -> bool {
+    let mut k = 0;
+    while k < M {
+        match head.get(at + k) {
+            Some(b) if *b == needle[k] => k += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Marks the flow of a confirmed probe; the probing segment is the first of its budget.
+#[inline(always)]
+pub fn mark_flow<T: FlowTable + ?Sized>(
+    table: &mut T,
+    hdr: &FlowHeader,
+    class: u8,
+    count: &mut impl FnMut(u32),
+) {
+    table.set(
+        &flow_key(hdr),
+        &FlowState {
+            class,
+            _pad: [0; 3],
+            segments_left: FLOW_SEGMENTS - 1,
+        },
+    );
+    count(counter::FLOWS_MARKED);
+}
+
+#[inline(always)]
+const fn clamp_snaplen(snaplen: u32) -> u32 {
+    if snaplen > MAX_SNAPLEN {
+        MAX_SNAPLEN
+    } else {
+        snaplen
+    }
+}
+
 #[inline(always)]
 const fn min(a: u32, b: u32) -> u32 {
     if a < b {
@@ -581,6 +870,9 @@ const _: () = assert!(size_of::<UdpRecord<128>>() == 56 + 128);
 const _: () = assert!(size_of::<UdpRecord<2048>>() == 56 + 2048);
 const _: () = assert!(core::mem::align_of::<TcpRecord>() <= 8);
 const _: () = assert!(size_of::<IcmpRecord>() == 104);
+const _: () = assert!(size_of::<TcpDataRecord<128>>() == 72 + 128);
+const _: () = assert!(size_of::<FlowKey>() == 40);
+const _: () = assert!(size_of::<FlowState>() == 8);
 
 #[cfg(feature = "user")]
 mod user {
@@ -588,6 +880,8 @@ mod user {
     unsafe impl aya::Pod for super::FlowHeader {}
     unsafe impl aya::Pod for super::TcpRecord {}
     unsafe impl aya::Pod for super::IcmpRecord {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
 }
 
 #[cfg(test)]

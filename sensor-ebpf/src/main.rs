@@ -3,7 +3,9 @@
 //! [`sensor_ebpf::parse`] decides (shared with the offline pcap path):
 //! - TCP with SYN, RST or FIN  -> a [`TcpRecord`] (5-tuple, flags, seq/ack);
 //! - UDP with a payload        -> a [`UdpRecord`] holding the true length and a payload prefix of
-//!   up to `SNAPLEN` bytes, in the smallest size class that fits.
+//!   up to `SNAPLEN` bytes, in the smallest size class that fits;
+//! - TCP payload of a flow marked in `FLOWS` -> a [`TcpDataRecord`] ([`sensor_ebpf::tcp_action`]
+//!   decides, also shared with the offline path).
 //!
 //! This file adds what only the kernel side does: bounds-checked packet access, the ring, the
 //! per-CPU counters. Bare ACKs and data segments leave after one header read: they are the bulk
@@ -18,13 +20,14 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::error;
 use sensor_ebpf::{
-    counter, kind, parse, FlowHeader, Frame, IcmpRecord, Parsed, TcpRecord, UdpRecord,
-    DEFAULT_SNAPLEN, L4,
+    confirm_signature, counter, kind, mark_flow, parse, tcp_action, FlowHeader, FlowKey, FlowState,
+    FlowTable, Frame, IcmpRecord, Parsed, TcpAction, TcpDataRecord, TcpRecord, UdpRecord,
+    DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN, L4,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
@@ -40,6 +43,31 @@ static WAKEUP_BYTES: u32 = 256 * 1024;
 /// Ring of records; userspace resizes it at load time (`map_max_entries`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Flows whose payload is forwarded; userspace may resize it at load time.
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+struct Flows;
+
+impl FlowTable for Flows {
+    #[inline(always)]
+    fn get(&mut self, key: &FlowKey) -> Option<FlowState> {
+        // SAFETY: the value is copied out at once; a concurrent update can only tear the
+        // budget count, which is advisory.
+        unsafe { FLOWS.get(key).copied() }
+    }
+    #[inline(always)]
+    fn set(&mut self, key: &FlowKey, state: &FlowState) {
+        // An LRU insert cannot fail for lack of room; any other failure leaves the flow
+        // unmarked, which the reassembler sees as a gap.
+        let _ = FLOWS.insert(key, state, 0);
+    }
+    #[inline(always)]
+    fn remove(&mut self, key: &FlowKey) {
+        let _ = FLOWS.remove(key);
+    }
+}
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -89,15 +117,45 @@ impl Frame for Packet<'_> {
 /// Parses one frame and emits its record; `Err` names the counter explaining why not.
 #[inline(always)]
 fn inspect(ctx: &XdpContext) -> Result<(), u32> {
-    let Parsed {
-        mut hdr,
-        l4,
-        counter: slot,
-    } = parse(&Packet(ctx), global(&SNAPLEN), &mut |slot| bump(slot))?;
+    let mut parsed = parse(&Packet(ctx), global(&SNAPLEN), &mut |slot| bump(slot))?;
+    let mut slot = parsed.counter;
+    let mut probe = None;
+    if let L4::Tcp { .. } = parsed.l4 {
+        match tcp_action(&mut Flows, &Packet(ctx), &mut parsed, &mut |s| bump(s)) {
+            TcpAction::Control(s) | TcpAction::Data(s) => slot = s,
+            TcpAction::Probe(class) => {
+                probe = Some(class);
+                slot = counter::REC_TCP_DATA;
+            }
+            TcpAction::Skip(s) => return Err(s),
+        }
+    }
+    let Parsed { mut hdr, l4, .. } = parsed;
     hdr.ifindex = ctx.ingress_ifindex() as u32;
     hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
     match l4 {
-        L4::Tcp { seq, ack, window } => {
+        L4::Tcp {
+            seq,
+            ack,
+            window,
+            payload_off,
+        } if hdr.kind != kind::TCP => {
+            let tcp = TcpFields {
+                seq,
+                ack,
+                window,
+                payload_off,
+                probe,
+            };
+            match hdr.kind {
+                kind::TCP_DATA_128 => emit_tcp_data::<128>(ctx, &hdr, &tcp)?,
+                kind::TCP_DATA_512 => emit_tcp_data::<512>(ctx, &hdr, &tcp)?,
+                _ => emit_tcp_data::<2048>(ctx, &hdr, &tcp)?,
+            }
+        }
+        L4::Tcp {
+            seq, ack, window, ..
+        } => {
             let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
                 return Err(counter::RING_FULL);
             };
@@ -139,6 +197,86 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
     Ok(())
 }
 
+struct TcpFields {
+    seq: u32,
+    ack: u32,
+    window: u16,
+    payload_off: usize,
+    /// The flow is not marked yet: mark it only if the copied head confirms this class.
+    probe: Option<u8>,
+}
+
+/// Reserves a TCP data record of capacity `N`, loads the payload head into it and, for a probe,
+/// checks the signature on the copy (a discarded reservation costs nothing).
+#[inline(always)]
+fn emit_tcp_data<const N: usize>(
+    ctx: &XdpContext,
+    hdr: &FlowHeader,
+    tcp: &TcpFields,
+) -> Result<(), u32> {
+    let Some(mut entry) = EVENTS.reserve::<TcpDataRecord<N>>(0) else {
+        return Err(counter::RING_FULL);
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        (*rec).hdr = *hdr;
+        (*rec).seq = tcp.seq;
+        (*rec).ack = tcp.ack;
+        (*rec).window = tcp.window;
+        (*rec)._pad = [0; 6];
+        if let Err(e) = load_head::<N>(ctx, tcp.payload_off, hdr.cap_len, &mut (*rec).data) {
+            entry.discard(0);
+            return Err(e);
+        }
+        if let Some(class) = tcp.probe {
+            if !confirm_signature(class, &(*rec).data, hdr.cap_len as usize) {
+                entry.discard(BPF_RB_NO_WAKEUP as u64);
+                return Err(counter::TCP_OTHER);
+            }
+            mark_flow(&mut Flows, hdr, class, &mut |s| bump(s));
+        }
+    }
+    entry.submit(wakeup_flags(size_of::<TcpDataRecord<N>>() as u64));
+    Ok(())
+}
+
+/// Copies `cap` (at most `N`) payload bytes at `payload_off` into `data`.
+#[inline(always)]
+fn load_head<const N: usize>(
+    ctx: &XdpContext,
+    payload_off: usize,
+    cap: u16,
+    data: &mut [u8; N],
+) -> Result<(), u32> {
+    let cap = cap as u64;
+    if cap == 0 {
+        return Ok(());
+    }
+    // The verifier needs 1 <= len <= N on the very register passed to the helper. LLVM knows
+    // cap <= N and would fold a plain `& (N - 1)` away, so the mask goes through a volatile
+    // stack slot: opaque to LLVM, an exact constant to the verifier. N is a power of two and
+    // 1 <= cap <= N, so this is the identity.
+    let mask: u64 = N as u64 - 1;
+    let mask = unsafe { core::ptr::read_volatile(&mask) };
+    let len = (((cap - 1) & mask) + 1) as u32;
+    let ret = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            payload_off as u32,
+            data.as_mut_ptr().cast(),
+            len,
+        )
+    };
+    if ret != 0 {
+        error!(
+            ctx,
+            "bpf_xdp_load_bytes({}, {}) failed: {}", payload_off, len, ret
+        );
+        return Err(counter::LOAD_ERRORS);
+    }
+    Ok(())
+}
+
 /// Reserves a UDP record of capacity `N` and loads the payload head straight into it.
 #[inline(always)]
 fn emit_udp<const N: usize>(
@@ -150,31 +288,11 @@ fn emit_udp<const N: usize>(
         return Err(counter::RING_FULL);
     };
     let rec = entry.as_mut_ptr();
-    let cap = hdr.cap_len as u64;
     unsafe {
         (*rec).hdr = *hdr;
-        if cap > 0 {
-            // The verifier needs 1 <= len <= N on the very register passed to the helper. LLVM
-            // knows cap <= N and would fold a plain `& (N - 1)` away, so the mask goes through a
-            // volatile stack slot: opaque to LLVM, an exact constant to the verifier. N is a
-            // power of two and 1 <= cap <= N, so this is the identity.
-            let mask: u64 = N as u64 - 1;
-            let mask = core::ptr::read_volatile(&mask);
-            let len = (((cap - 1) & mask) + 1) as u32;
-            let ret = bpf_xdp_load_bytes(
-                ctx.ctx,
-                payload_off as u32,
-                (*rec).data.as_mut_ptr().cast(),
-                len,
-            );
-            if ret != 0 {
-                entry.discard(0);
-                error!(
-                    ctx,
-                    "bpf_xdp_load_bytes({}, {}) failed: {}", payload_off, len, ret
-                );
-                return Err(counter::LOAD_ERRORS);
-            }
+        if let Err(e) = load_head::<N>(ctx, payload_off, hdr.cap_len, &mut (*rec).data) {
+            entry.discard(0);
+            return Err(e);
         }
     }
     entry.submit(wakeup_flags(size_of::<UdpRecord<N>>() as u64));

@@ -229,6 +229,9 @@ impl ConnTracker {
     pub fn on_event(&mut self, ev: &PacketEvent<'_>, out: &mut Vec<ConnOutcome>) {
         self.advance(ev.ts, out);
         match ev.transport {
+            // Payload of a marked flow: outcomes come from control segments alone, so that
+            // marking (which only BitTorrent flows get) cannot change what the detector sees.
+            Transport::Tcp(seg) if seg.is_data_only() => {}
             Transport::Tcp(seg) => self.on_tcp(ev, &seg, out),
             Transport::Icmp(icmp) => self.on_icmp(ev.ts, &icmp, out),
             Transport::Udp(_) if self.config.udp => self.on_udp(ev, out),
@@ -326,7 +329,7 @@ impl ConnTracker {
         }
     }
 
-    fn on_tcp(&mut self, ev: &PacketEvent<'_>, seg: &TcpSegment, out: &mut Vec<ConnOutcome>) {
+    fn on_tcp(&mut self, ev: &PacketEvent<'_>, seg: &TcpSegment<'_>, out: &mut Vec<ConnOutcome>) {
         let key = ConnKey::new(ev.src, ev.dst, false);
         let ts = ev.ts.0.max(self.now);
         let flags = seg.flags;
@@ -513,6 +516,7 @@ mod tests {
                 ack: 0,
                 window: 1000,
                 payload_len: 0,
+                head: &[],
             }),
         }
     }

@@ -534,6 +534,7 @@ mod tests {
                 ack: 0,
                 window: 1,
                 payload_len: 0,
+                head: &[],
             }),
         }
     }

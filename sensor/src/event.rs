@@ -73,15 +73,25 @@ impl fmt::Display for TcpFlags {
     }
 }
 
-/// A TCP segment with SYN, RST or FIN.
+/// A TCP segment with SYN, RST or FIN, or a payload segment of a flow the pre-filter marked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpSegment {
+pub struct TcpSegment<'a> {
     pub flags: TcpFlags,
     pub seq: u32,
     pub ack: u32,
     pub window: u16,
     /// TCP payload bytes in the segment (from the IP length).
     pub payload_len: u16,
+    /// The forwarded payload head: empty unless the flow is marked, shorter than
+    /// `payload_len` past the snap length.
+    pub head: &'a [u8],
+}
+
+impl TcpSegment<'_> {
+    /// Whether the segment carries none of SYN, RST, FIN: only its payload matters.
+    pub fn is_data_only(&self) -> bool {
+        self.flags.0 & (sensor_ebpf::tcp_flag::SYN | sensor_ebpf::tcp_flag::RST | sensor_ebpf::tcp_flag::FIN) == 0
+    }
 }
 
 /// A UDP datagram with a payload.
@@ -114,7 +124,7 @@ pub struct IcmpUnreachable {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport<'a> {
-    Tcp(TcpSegment),
+    Tcp(TcpSegment<'a>),
     Udp(UdpDatagram<'a>),
     Icmp(IcmpUnreachable),
 }
@@ -139,30 +149,33 @@ impl PacketEvent<'_> {
                 Some(sensor_ebpf::counter::REC_RST) => EventKind::Rst,
                 Some(sensor_ebpf::counter::REC_SYN) => EventKind::Syn,
                 Some(sensor_ebpf::counter::REC_SYNACK) => EventKind::SynAck,
-                _ => EventKind::Fin,
+                Some(_) => EventKind::Fin,
+                None => EventKind::TcpData,
             },
         }
     }
 }
 
 /// What an event is, with the same precedence the XDP program counts records by
-/// (RST, then SYN, then SYN-ACK, then FIN).
+/// (RST, then SYN, then SYN-ACK, then FIN; a TCP payload segment with none of them is data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     Syn,
     SynAck,
     Rst,
     Fin,
+    TcpData,
     Udp,
     Icmp,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Syn,
         EventKind::SynAck,
         EventKind::Rst,
         EventKind::Fin,
+        EventKind::TcpData,
         EventKind::Udp,
         EventKind::Icmp,
     ];
@@ -173,6 +186,7 @@ impl EventKind {
             EventKind::SynAck => "synack",
             EventKind::Rst => "rst",
             EventKind::Fin => "fin",
+            EventKind::TcpData => "tcp_data",
             EventKind::Udp => "udp",
             EventKind::Icmp => "icmp",
         }
@@ -192,6 +206,8 @@ pub struct KindCounts {
     pub synack: u64,
     pub rst: u64,
     pub fin: u64,
+    #[serde(default)]
+    pub tcp_data: u64,
     pub udp: u64,
     #[serde(default)]
     pub icmp: u64,
@@ -210,6 +226,7 @@ impl KindCounts {
             EventKind::SynAck => self.synack,
             EventKind::Rst => self.rst,
             EventKind::Fin => self.fin,
+            EventKind::TcpData => self.tcp_data,
             EventKind::Udp => self.udp,
             EventKind::Icmp => self.icmp,
         }
@@ -220,12 +237,13 @@ impl KindCounts {
             EventKind::SynAck => &mut self.synack,
             EventKind::Rst => &mut self.rst,
             EventKind::Fin => &mut self.fin,
+            EventKind::TcpData => &mut self.tcp_data,
             EventKind::Udp => &mut self.udp,
             EventKind::Icmp => &mut self.icmp,
         }
     }
     pub fn total(&self) -> u64 {
-        self.syn + self.synack + self.rst + self.fin + self.udp + self.icmp
+        self.syn + self.synack + self.rst + self.fin + self.tcp_data + self.udp + self.icmp
     }
 }
 
@@ -294,7 +312,7 @@ pub struct EventLine {
     pub win: u16,
     /// True payload length.
     pub len: u16,
-    /// Hex of the copied UDP payload head.
+    /// Hex of the copied payload head (UDP, and TCP data of marked flows).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub head: String,
     /// ICMP unreachable: "type/code quoted-proto quoted-src>quoted-dst".
@@ -325,10 +343,11 @@ impl From<&PacketEvent<'_>> for EventLine {
                 line.ack = seg.ack;
                 line.win = seg.window;
                 line.len = seg.payload_len;
+                line.head = hex(seg.head);
             }
             Transport::Udp(udp) => {
                 line.len = udp.payload_len;
-                line.head = udp.head.iter().map(|b| format!("{b:02x}")).collect();
+                line.head = hex(udp.head);
             }
             Transport::Icmp(i) => {
                 let proto = if i.inner_udp { "udp" } else { "tcp" };
@@ -340,6 +359,10 @@ impl From<&PacketEvent<'_>> for EventLine {
         }
         line
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes every event as a JSON line.

@@ -702,3 +702,110 @@ fn icmp_unreachable_quoting_tcp_and_udp() {
         ])
     );
 }
+
+/// A TCP segment between the two test hosts; `forward` picks the direction.
+fn tcp_segment(forward: bool, ports: (u16, u16), seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let (src, dst, sport, dport) = if forward {
+        (V4_A, V4_B, ports.0, ports.1)
+    } else {
+        (V4_B, V4_A, ports.1, ports.0)
+    };
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 64240)
+        .ack(1);
+    if flags & tcp_flag::FIN != 0 {
+        b = b.fin();
+    }
+    if flags & tcp_flag::PSH != 0 {
+        b = b.psh();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+#[test]
+fn tcp_payloads_are_forwarded_for_marked_flows_only() {
+    if !privileged("tcp_payloads_are_forwarded_for_marked_flows_only") {
+        return;
+    }
+    use sensor::capture::pcap::Prefilter;
+    use sensor::capture::record::{decode, MonotonicClock};
+    use sensor::event::{EventLine, Timestamp};
+    use sensor_ebpf::{FLOW_SEGMENTS, SMALL_SEGMENT};
+    use tcp_flag::{FIN, PSH};
+
+    let announce = b"GET /announce?info_hash=%e4%be%9eM%b8v%e3%e3%17%97x%b0%3e%90b%97%be%5c%8d%be\
+        &peer_id=-DE13F0-VnpZRF8ZP9iv&port=63448&compact=1 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let reply = b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\n";
+    let mut handshake = b"\x13BitTorrent protocol".to_vec();
+    handshake.extend_from_slice(&[0u8; 48]);
+    let big = pattern(1400);
+    let small = pattern(usize::from(SMALL_SEGMENT));
+
+    // (frame, records expected from it)
+    let mut script: Vec<(Vec<u8>, usize)> = vec![
+        // Payload on a flow nothing marked, a web GET without info_hash, and a handshake
+        // look-alike: none forwarded.
+        (tcp_segment(true, (40000, 80), 1, PSH, b"hello"), 0),
+        (tcp_segment(true, (40001, 80), 1, PSH, b"GET /index.html HTTP/1.1\r\n\r\n"), 0),
+        (tcp_segment(true, (40002, 6881), 1, PSH, b"\x13BitTorrent protocoX"), 0),
+        // An announce marks its flow; the reply and the closing FIN+data come along.
+        (tcp_segment(true, (40003, 6969), 1, PSH, announce), 1),
+        (tcp_segment(false, (40003, 6969), 1, PSH, reply), 1),
+        (tcp_segment(false, (40003, 6969), 1 + reply.len() as u32, FIN | PSH, b"d5:peers0:e\n"), 1),
+        // FIN unmarked the flow.
+        (tcp_segment(true, (40003, 6969), 500, PSH, b"late"), 0),
+        // A peer-wire flow: the handshake and FLOW_SEGMENTS - 1 more full segments.
+        (tcp_segment(true, (40004, 51413), 1, PSH, &handshake), 1),
+    ];
+    let mut seq = 1 + handshake.len() as u32;
+    for _ in 1..FLOW_SEGMENTS {
+        script.push((tcp_segment(false, (40004, 51413), seq, 0, &big), 1));
+        seq += big.len() as u32;
+    }
+    // Past the budget: a large segment is dropped (counted), a small one still goes.
+    script.push((tcp_segment(false, (40004, 51413), seq, 0, &big), 0));
+    seq += big.len() as u32;
+    script.push((tcp_segment(false, (40004, 51413), seq, PSH, &small), 1));
+    script.push((tcp_segment(true, (40004, 51413), 2000, PSH, &small[..1]), 1));
+
+    let mut h = Harness::new(XdpConfig::default());
+    let mut offline = Prefilter::new(sensor_ebpf::DEFAULT_SNAPLEN);
+    let clock = MonotonicClock::identity();
+    let strip = |mut line: EventLine| {
+        line.ts.clear();
+        line
+    };
+    for (i, (frame, expected)) in script.iter().enumerate() {
+        let records = h.records(frame);
+        assert_eq!(records.len(), *expected, "frame {i}");
+        let mirror = offline.frame(frame, Timestamp(1)).unwrap();
+        assert_eq!(mirror.is_some(), *expected == 1, "offline, frame {i}");
+        if let (Some(record), Some(mirror)) = (records.first(), mirror) {
+            let live = decode(record, &clock).unwrap();
+            let line = strip(EventLine::from(&live));
+            assert_eq!(line, strip(EventLine::from(&mirror)), "frame {i}");
+            // The payload itself, not just its length, reached userspace.
+            let tcp_payload = &frame[14 + 20 + 20..];
+            assert_eq!(line.head.len(), 2 * tcp_payload.len(), "frame {i}");
+        }
+    }
+    let forwarded = script.iter().filter(|(_, n)| *n == 1).count() as u64;
+    let frames = script.len() as u64;
+    let expected = expected_counters(&[
+        (counter::PACKETS, frames),
+        (counter::IPV4, frames),
+        (counter::REC_FIN, 1),
+        (counter::REC_TCP_DATA, forwarded - 1),
+        (counter::TCP_OTHER, 4),
+        (counter::TCP_OVER_BUDGET, 1),
+        (counter::FLOWS_MARKED, 2),
+        (counter::FLOWS_ENDED, 1),
+    ]);
+    assert_eq!(h.counters(), expected);
+    let mut mirrored = offline.counters;
+    mirrored.0[counter::PACKETS as usize] = frames;
+    assert_eq!(mirrored, expected);
+}

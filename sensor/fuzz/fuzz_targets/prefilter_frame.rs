@@ -1,28 +1,48 @@
-//! The pre-filter's parse policy (shared with the XDP program) on arbitrary frames.
+//! The pre-filter's policy (parse and the per-flow TCP payload policy, shared with the XDP
+//! program) on arbitrary frame sequences through one flow table.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::capture::{pcap::prefilter_frame, CounterSnapshot};
+use sensor::capture::pcap::Prefilter;
 use sensor::event::{Timestamp, Transport};
+use sensor_ebpf::counter::{FLOWS_ENDED, FLOWS_MARKED, IPV4, IPV6, PACKETS, UDP_TRUNCATED};
 
 fuzz_target!(|input: &[u8]| {
-    // First two bytes pick the snap length, the rest is the frame.
-    let Some((snap, frame)) = input.split_first_chunk::<2>() else { return };
+    // First two bytes pick the snap length; then frames, each behind a 2-byte length.
+    let Some((snap, mut rest)) = input.split_first_chunk::<2>() else { return };
     let snaplen = u32::from(u16::from_le_bytes(*snap)) % 2200;
-    let mut counters = CounterSnapshot::default();
-    let event = prefilter_frame(frame, Timestamp(0), snaplen, &mut counters)
-        .expect("parse() only forwards headers that decode");
-    // Every frame ends in exactly one outcome: a record or one skip reason.
-    use sensor_ebpf::counter::{IPV4, IPV6, PACKETS, UDP_TRUNCATED};
-    let outcomes: u64 = (0..sensor_ebpf::counter::COUNT)
-        .filter(|s| ![PACKETS, IPV4, IPV6, UDP_TRUNCATED].contains(s))
-        .map(|s| counters.get(s))
-        .sum();
-    assert_eq!(outcomes, 1, "{counters:?}");
-    if let Some(ev) = event {
-        if let Transport::Udp(udp) = ev.transport {
-            assert!(udp.head.len() <= usize::from(udp.payload_len));
-            assert!(udp.head.len() as u32 <= snaplen.min(sensor_ebpf::MAX_SNAPLEN));
+    // A tiny table so eviction is exercised.
+    let mut prefilter = Prefilter::new(snaplen);
+    prefilter.flows = sensor::capture::flows::FlowMarks::new(4);
+    let mut frames = 0u64;
+    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+        let n = usize::from(u16::from_le_bytes(*len)).min(tail.len());
+        let (frame, next) = tail.split_at(n);
+        rest = next;
+        frames += 1;
+        let event = prefilter
+            .frame(frame, Timestamp(frames))
+            .expect("the policy only forwards headers that decode");
+        // Every frame ends in exactly one outcome: a record or one skip reason.
+        let outcomes: u64 = (0..sensor_ebpf::counter::COUNT)
+            .filter(|s| ![PACKETS, IPV4, IPV6, UDP_TRUNCATED, FLOWS_MARKED, FLOWS_ENDED].contains(s))
+            .map(|s| prefilter.counters.get(s))
+            .sum();
+        assert_eq!(outcomes, frames, "{:?}", prefilter.counters);
+        assert!(prefilter.flows.len() <= 4);
+        match event.map(|e| e.transport) {
+            Some(Transport::Udp(udp)) => {
+                assert!(udp.head.len() <= usize::from(udp.payload_len));
+                assert!(udp.head.len() as u32 <= snaplen.min(sensor_ebpf::MAX_SNAPLEN));
+            }
+            Some(Transport::Tcp(seg)) => {
+                assert!(seg.head.len() <= usize::from(seg.payload_len));
+                assert!(seg.head.len() as u32 <= snaplen.min(sensor_ebpf::MAX_SNAPLEN));
+                // A SYN never carries a forwarded payload.
+                assert!(seg.head.is_empty() || !seg.flags.syn());
+            }
+            _ => {}
         }
     }
+    assert!(prefilter.counters.get(FLOWS_ENDED) <= prefilter.counters.get(FLOWS_MARKED));
 });

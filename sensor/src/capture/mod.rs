@@ -1,5 +1,6 @@
 //! Capture sources. Each produces [`crate::event::PacketEvent`]s for the shared pipeline.
 
+pub mod flows;
 pub mod pcap;
 pub mod record;
 pub mod xdp;

@@ -10,9 +10,13 @@ use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError};
-use sensor_ebpf::{counter, parse, L4};
+use sensor_ebpf::{
+    confirm_signature, counter, kind, mark_flow, parse, tcp_action, tcp_data_class, Parsed,
+    TcpAction, ANNOUNCE_SCAN, L4,
+};
 
 use super::record::{event_from_header, DecodeError, Detail};
+use super::flows::FlowMarks;
 use super::CounterSnapshot;
 use crate::event::{PacketEvent, Timestamp};
 
@@ -207,45 +211,118 @@ pub fn prefilter_reader(
     snaplen: u32,
     mut f: impl FnMut(&PacketEvent<'_>),
 ) -> anyhow::Result<(CounterSnapshot, ReadReport)> {
-    let mut counters = CounterSnapshot::default();
+    let mut prefilter = Prefilter::new(snaplen);
     let mut decode_errors = 0u64;
     let report = read_frames_from(name, reader, |ts, frame| {
-        counters.0[counter::PACKETS as usize] += 1;
-        match prefilter_frame(frame, ts, snaplen, &mut counters) {
+        prefilter.counters.0[counter::PACKETS as usize] += 1;
+        match prefilter.frame(frame, ts) {
             Ok(Some(event)) => f(&event),
             Ok(None) => {}
             Err(_) => decode_errors += 1,
         }
     })?;
     debug_assert_eq!(decode_errors, 0, "parse() only forwards decodable headers");
+    let mut counters = prefilter.counters;
     counters.0[counter::NON_IP as usize] += report.unsupported_link;
     Ok((counters, report))
 }
 
-/// One frame through the pre-filter: the event it forwards, if any, with `counters` updated as
-/// the XDP program updates its own (except `PACKETS`, which the caller counts).
-pub fn prefilter_frame<'a>(
-    frame: &'a [u8],
-    ts: Timestamp,
+/// The XDP program's decisions, offline: the shared `parse` and `tcp_action` policy, with the
+/// flow table the program keeps in its `FLOWS` map and the counters it keeps per CPU.
+#[derive(Debug)]
+pub struct Prefilter {
     snaplen: u32,
-    counters: &mut CounterSnapshot,
-) -> Result<Option<PacketEvent<'a>>, DecodeError> {
-    let parsed = match parse(frame, snaplen, &mut |slot| counters.0[slot as usize] += 1) {
-        Ok(parsed) => parsed,
-        Err(slot) => {
-            counters.0[slot as usize] += 1;
-            return Ok(None);
+    pub flows: FlowMarks,
+    pub counters: CounterSnapshot,
+}
+
+impl Prefilter {
+    pub fn new(snaplen: u32) -> Self {
+        Self {
+            snaplen,
+            flows: FlowMarks::default(),
+            counters: CounterSnapshot::default(),
         }
-    };
-    counters.0[parsed.counter as usize] += 1;
-    let detail = match parsed.l4 {
-        L4::Tcp { seq, ack, window } => Detail::Tcp { seq, ack, window },
-        L4::Udp { payload_off } => {
-            Detail::Udp(&frame[payload_off..payload_off + usize::from(parsed.hdr.cap_len)])
+    }
+
+    /// One frame through the pre-filter: the event it forwards, if any, with the counters
+    /// updated as the XDP program updates its own (except `PACKETS`, which the caller counts).
+    pub fn frame<'a>(
+        &mut self,
+        frame: &'a [u8],
+        ts: Timestamp,
+    ) -> Result<Option<PacketEvent<'a>>, DecodeError> {
+        let counters = &mut self.counters.0;
+        let mut parsed = match parse(frame, self.snaplen, &mut |slot| counters[slot as usize] += 1)
+        {
+            Ok(parsed) => parsed,
+            Err(slot) => {
+                counters[slot as usize] += 1;
+                return Ok(None);
+            }
+        };
+        let mut slot = parsed.counter;
+        if let L4::Tcp { .. } = parsed.l4 {
+            let count = &mut |s: u32| counters[s as usize] += 1;
+            slot = match tcp_action(&mut self.flows, frame, &mut parsed, count) {
+                TcpAction::Control(s) | TcpAction::Data(s) => s,
+                TcpAction::Probe(class) => {
+                    if !probe_confirms(class, frame, &parsed) {
+                        count(counter::TCP_OTHER);
+                        return Ok(None);
+                    }
+                    mark_flow(&mut self.flows, &parsed.hdr, class, count);
+                    counter::REC_TCP_DATA
+                }
+                TcpAction::Skip(s) => {
+                    count(s);
+                    return Ok(None);
+                }
+            };
         }
-        L4::Icmp(q) => Detail::Icmp(q),
+        counters[slot as usize] += 1;
+        let hdr = &parsed.hdr;
+        let head = |off: usize| &frame[off..off + usize::from(hdr.cap_len)];
+        let detail = match parsed.l4 {
+            L4::Tcp {
+                seq,
+                ack,
+                window,
+                payload_off,
+            } => Detail::Tcp {
+                seq,
+                ack,
+                window,
+                head: if hdr.kind == kind::TCP {
+                    &[]
+                } else {
+                    head(payload_off)
+                },
+            },
+            L4::Udp { payload_off } => Detail::Udp(head(payload_off)),
+            L4::Icmp(q) => Detail::Icmp(q),
+        };
+        event_from_header(hdr, detail, ts).map(Some)
+    }
+}
+
+/// The signature check the XDP program runs on the head it copied into a ring record: the same
+/// function over a zero-filled copy of the same capacity.
+fn probe_confirms(class: u8, frame: &[u8], parsed: &Parsed) -> bool {
+    let L4::Tcp { payload_off, .. } = parsed.l4 else {
+        return false;
     };
-    event_from_header(&parsed.hdr, detail, ts).map(Some)
+    let cap = usize::from(parsed.hdr.cap_len);
+    let mut copy = [0u8; ANNOUNCE_SCAN];
+    let n = cap.min(ANNOUNCE_SCAN);
+    copy[..n].copy_from_slice(&frame[payload_off..payload_off + n]);
+    // The program scans min(capacity, ANNOUNCE_SCAN) bytes; capacity 128 is the only smaller one.
+    if tcp_data_class(u32::from(parsed.hdr.cap_len)).1 < ANNOUNCE_SCAN {
+        let small: &[u8; 128] = copy[..128].try_into().expect("128 <= ANNOUNCE_SCAN");
+        confirm_signature(class, small, cap)
+    } else {
+        confirm_signature(class, &copy, cap)
+    }
 }
 
 #[cfg(test)]
@@ -411,10 +488,8 @@ mod tests {
             let frame = as_ethernet(link, data, &mut buf)
                 .expect("supported")
                 .to_vec();
-            let mut counters = CounterSnapshot::default();
-            let ev = prefilter_frame(&frame, Timestamp(1), 1472, &mut counters)
-                .unwrap()
-                .unwrap();
+            let mut prefilter = Prefilter::new(1472);
+            let ev = prefilter.frame(&frame, Timestamp(1)).unwrap().unwrap();
             crate::event::EventLine::from(&ev)
         };
         let reference = event_of(LinkLayer::Ethernet, &ethernet);

@@ -2,7 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use sensor_ebpf::{kind, record_size, FlowHeader, IcmpQuote, IcmpRecord, TcpRecord};
+use sensor_ebpf::{
+    kind, record_size, FlowHeader, IcmpQuote, IcmpRecord, TcpDataRecord, TcpRecord,
+};
 
 use crate::event::{
     IcmpUnreachable, PacketEvent, TcpFlags, TcpSegment, Timestamp, Transport, UdpDatagram,
@@ -114,6 +116,26 @@ pub fn decode<'a>(
                 seq: rec.seq,
                 ack: rec.ack,
                 window: rec.window,
+                head: &[],
+            }
+        }
+        kind::TCP_DATA_128 | kind::TCP_DATA_512 | kind::TCP_DATA_2048 => {
+            // The control fields share TcpRecord's layout; the payload follows them.
+            // SAFETY: a data record is longer than a TcpRecord (checked against its size).
+            let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
+            let data = size_of::<TcpDataRecord<0>>();
+            let capacity = expected - data;
+            if usize::from(hdr.cap_len) > capacity || hdr.cap_len > hdr.payload_len {
+                return Err(DecodeError::BadCapLen {
+                    cap_len: hdr.cap_len,
+                    payload_len: hdr.payload_len,
+                });
+            }
+            Detail::Tcp {
+                seq: rec.seq,
+                ack: rec.ack,
+                window: rec.window,
+                head: &record[data..data + usize::from(hdr.cap_len)],
             }
         }
         kind::ICMP => {
@@ -151,6 +173,8 @@ pub enum Detail<'a> {
         seq: u32,
         ack: u32,
         window: u16,
+        /// The copied payload head (data records of marked flows; empty otherwise).
+        head: &'a [u8],
     },
     /// The copied UDP payload head.
     Udp(&'a [u8]),
@@ -171,12 +195,18 @@ pub fn event_from_header<'a>(
         hdr.dst_port,
     )?;
     let transport = match detail {
-        Detail::Tcp { seq, ack, window } => Transport::Tcp(TcpSegment {
+        Detail::Tcp {
+            seq,
+            ack,
+            window,
+            head,
+        } => Transport::Tcp(TcpSegment {
             flags: TcpFlags(hdr.tcp_flags),
             seq,
             ack,
             window,
             payload_len: hdr.payload_len,
+            head,
         }),
         Detail::Udp(head) => {
             if head.len() != usize::from(hdr.cap_len) || hdr.cap_len > hdr.payload_len {
@@ -298,7 +328,8 @@ mod tests {
                 seq: 0xdead_beef,
                 ack: 0,
                 window: 64240,
-                payload_len: 0
+                payload_len: 0,
+                head: &[],
             })
         );
         assert_eq!(ev.kind(), crate::event::EventKind::Syn);
