@@ -944,7 +944,8 @@ mod tests {
             L4::Tcp {
                 seq: 1000,
                 ack: 0,
-                window: 64240
+                window: 64240,
+                payload_off: 14 + 20 + 40,
             }
         );
     }
@@ -1003,6 +1004,29 @@ mod tests {
         assert_eq!(tcp_record_counter(FIN | SYN), Some(counter::REC_SYN));
         assert_eq!(tcp_record_counter(FIN | ACK | PSH), Some(counter::REC_FIN));
         assert_eq!(tcp_record_counter(ACK | PSH), None);
+    }
+
+    #[test]
+    fn announce_signature_is_searched_in_the_first_bytes_only() {
+        let at = |offset: usize, len: usize| {
+            let mut head = [b'x'; 2048];
+            head[..4].copy_from_slice(b"GET ");
+            head[offset..offset + 10].copy_from_slice(b"info_hash=");
+            confirm_signature(flow_class::HTTP_TRACKER, &head, len)
+        };
+        assert!(at(4, 2048));
+        assert!(at(ANNOUNCE_SCAN - 10, 2048), "ends exactly at the scan limit");
+        assert!(!at(ANNOUNCE_SCAN - 9, 2048), "ends one byte past it");
+        assert!(!at(100, 109), "only the copied bytes count");
+        assert!(at(100, 110));
+        let mut small = [0u8; 128];
+        small[..14].copy_from_slice(b"GET info_hash=");
+        assert!(confirm_signature(flow_class::HTTP_TRACKER, &small, 14));
+        assert!(!confirm_signature(flow_class::PEER_WIRE, &small, 128));
+        let mut hs = [0u8; 128];
+        hs[..20].copy_from_slice(b"\x13BitTorrent protocol");
+        assert!(confirm_signature(flow_class::PEER_WIRE, &hs, 20));
+        assert!(!confirm_signature(flow_class::PEER_WIRE, &hs, 19));
     }
 
     #[test]
