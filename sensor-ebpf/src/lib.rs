@@ -633,8 +633,9 @@ fn icmp_unreachable<F: Frame + ?Sized>(
 //
 // The HTTP tracker and the peer wire need TCP payloads, but forwarding every TCP payload would
 // put the whole link into the ring. A flow is marked only on a positive signature in one of its
-// payloads: a `GET ` request with `info_hash=` in its first bytes, or the peer-wire handshake
-// `0x13 "BitTorrent protocol"`. SYNs never mark, so a scan or a flood cannot churn the table.
+// payloads: a `GET ` request with `info_hash=` in its first bytes, the peer-wire handshake
+// `0x13 "BitTorrent protocol"`, or a BEP 10 extended message opening a segment (a connection
+// whose handshake came before the flow table or the capture did: PEX is sent mid-session). SYNs never mark, so a scan or a flood cannot churn the table.
 // A marked flow has a budget: its first `FLOW_SEGMENTS` payload segments are forwarded; after
 // that a peer-wire flow forwards only segments of at most `SMALL_SEGMENT` bytes (control
 // messages and PEX are small, `piece` data is not) and an HTTP flow is unmarked (a new announce
@@ -757,6 +758,10 @@ pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
         let class = match frame.bytes::<4>(payload_off) {
             Some(&[0x13, b'B', b'i', b't']) => flow_class::PEER_WIRE,
             Some(b"GET ") => flow_class::HTTP_TRACKER,
+            Some(&[0, 0, _, _]) => match frame.bytes::<EXTENDED_SHAPE>(payload_off) {
+                Some(b) if extended_message_shape(b) => flow_class::PEER_WIRE,
+                _ => return header_only(p, counter::TCP_OTHER),
+            },
             _ => return header_only(p, counter::TCP_OTHER),
         };
         p.hdr.kind = tcp_data_class(p.hdr.cap_len as u32).0;
@@ -793,7 +798,19 @@ pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
 #[inline(always)]
 pub fn confirm_signature<const N: usize>(class: u8, head: &[u8; N], len: usize) -> bool {
     if class == flow_class::PEER_WIRE {
-        return len >= HANDSHAKE.len() && matches_at(head, 0, HANDSHAKE);
+        if len >= HANDSHAKE.len() && matches_at(head, 0, HANDSHAKE) {
+            return true;
+        }
+        let mut shape = [0u8; EXTENDED_SHAPE];
+        let mut k = 0;
+        while k < EXTENDED_SHAPE {
+            match head.get(k) {
+                Some(b) if k < len => shape[k] = *b,
+                _ => return false,
+            }
+            k += 1;
+        }
+        return extended_message_shape(&shape);
     }
     if class != flow_class::HTTP_TRACKER || len < 4 || !matches_at(head, 0, b"GET ") {
         return false;
@@ -824,6 +841,25 @@ fn matches_at<const N: usize, const M: usize>(head: &[u8; N], at: usize, needle:
         }
     }
     true
+}
+
+/// Bytes [`extended_message_shape`] looks at.
+pub const EXTENDED_SHAPE: usize = 9;
+
+/// A BEP 10 extended message with a bencoded payload at the start of a segment:
+/// `be32 length < 64 KiB | 20 | ext id | d <digit> <digit or :>` — the opening of a PEX
+/// (`d5:added…`, `d7:dropped…`) or extended-handshake dict. Nine fixed bytes, so a random
+/// binary payload matches about once in 2^50.
+#[inline(always)]
+pub fn extended_message_shape(b: &[u8; EXTENDED_SHAPE]) -> bool {
+    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    b[0] == 0
+        && b[1] == 0
+        && len >= 4
+        && b[4] == 20
+        && b[6] == b'd'
+        && (b'1'..=b'9').contains(&b[7])
+        && (b[8] == b':' || b[8].is_ascii_digit())
 }
 
 /// Marks the flow of a confirmed probe; the probing segment is the first of its budget.

@@ -20,7 +20,9 @@ use crate::conn::{BroEvent, ConnConfig, ConnOutcome, ConnTracker};
 use crate::detect::{BroScan, BroScanConfig, ConnState, NoticeKind, ScanNotice, Trw, TrwConfig};
 use crate::event::{EventSink, PacketEvent, Timestamp, Transport};
 use crate::ppr::{PprConfig, PprSample, PprTracker};
-use crate::predict::{Channel, PeerTransport, PredictedPeer, PredictionConfig, PredictionTable};
+use crate::predict::{
+    Channel, PeerTransport, PredictedPeer, PredictionConfig, PredictionTable, RetractedPeer,
+};
 
 /// Which suppression to apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -119,7 +121,7 @@ pub struct EngineStats {
 }
 
 /// The engine's bounded tables, as exported to metrics.
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 11] = [
     "connections",
     "predictions",
     "scan_sources",
@@ -127,10 +129,17 @@ pub const TABLES: [&str; 7] = [
     "ppr_sources",
     "dht_queries",
     "udp_tracker_transactions",
+    "vuze_dht_requests",
+    "tcp_streams",
+    "http_tracker_sessions",
+    "peer_wire_connections",
 ];
 
-/// Coordination channels, as exported to metrics.
-pub const CHANNELS: [&str; 4] = ["dht", "udp_tracker", "utp", "lsd"];
+pub use crate::bt::CHANNELS;
+
+fn table(t: &crate::bt::TableStats) -> (u64, u64, u64) {
+    (t.len, t.evicted, t.expired)
+}
 
 /// Size, evictions (table full) and expiries of each table in [`TABLES`], and messages seen,
 /// parsed and rejected per channel in [`CHANNELS`], published by the engine for a metrics
@@ -209,6 +218,7 @@ pub struct Engine<S: EngineSink> {
     /// Coordination parsers: the source of predictions.
     coordination: Coordination,
     learnt: Vec<PredictedPeer>,
+    retracted: Vec<RetractedPeer>,
     predictions: Arc<PredictionTable>,
     /// Sees only the attempts that count.
     detector: Detector,
@@ -245,6 +255,7 @@ impl<S: EngineSink> Engine<S> {
             conns: ConnTracker::new(config.conn.clone()),
             coordination: Coordination::new(config.coordination.clone()),
             learnt: Vec::new(),
+            retracted: Vec::new(),
             detector: Detector::new(&config)?,
             baseline: if config.suppress.predict() {
                 Some(Detector::new(&config)?)
@@ -314,6 +325,10 @@ impl<S: EngineSink> Engine<S> {
                 coord.udp_tracker.pending.evicted + coord.udp_tracker.flows.evicted,
                 coord.udp_tracker.pending.expired + coord.udp_tracker.flows.expired,
             ),
+            table(&coord.vuze_dht.pending),
+            table(&coord.streams.conns),
+            table(&coord.http_tracker.sessions),
+            table(&coord.peer_wire.connections),
         ]
     }
 
@@ -326,15 +341,7 @@ impl<S: EngineSink> Engine<S> {
             g.expired[i].store(ex, Relaxed);
         }
         let c = self.coordination.stats();
-        for (i, counts) in [
-            &c.dht.counts,
-            &c.udp_tracker.counts,
-            &c.utp.counts,
-            &c.lsd.counts,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, counts) in c.channels().into_iter().enumerate() {
             g.channel_seen[i].store(counts.seen, Relaxed);
             g.channel_parsed[i].store(counts.parsed, Relaxed);
             g.channel_rejected[i].store(counts.rejected_total(), Relaxed);
@@ -462,17 +469,25 @@ impl<S: EngineSink> EventSink for Engine<S> {
         self.stats.events += 1;
         self.tick(event.ts);
         // Learn first: a peer list and an attempt it explains may share a drain batch.
-        if let Transport::Udp(udp) = &event.transport {
-            self.coordination.on_udp(event, udp, &mut self.learnt);
-            if !self.learnt.is_empty() {
-                // Keep the buffer: it is reused for every datagram.
-                let learnt = std::mem::take(&mut self.learnt);
-                for p in &learnt {
-                    self.predict(p);
-                }
-                self.learnt = learnt;
-                self.learnt.clear();
+        match &event.transport {
+            Transport::Udp(udp) => self.coordination.on_udp(event, udp, &mut self.learnt),
+            Transport::Tcp(seg) => {
+                self.coordination
+                    .on_tcp(event, seg, &mut self.learnt, &mut self.retracted)
             }
+            Transport::Icmp(_) => {}
+        }
+        if !self.learnt.is_empty() {
+            // Keep the buffer: it is reused for every message.
+            let learnt = std::mem::take(&mut self.learnt);
+            for p in &learnt {
+                self.predict(p);
+            }
+            self.learnt = learnt;
+            self.learnt.clear();
+        }
+        for r in self.retracted.drain(..) {
+            self.predictions.retract(&r);
         }
         self.conns.on_event(event, &mut self.outcomes);
         if !self.outcomes.is_empty() {

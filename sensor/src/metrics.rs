@@ -24,7 +24,7 @@ use crate::event::{EventKind, KindCounts};
 /// Counters kept by the agent; shared between the ring reader and the scrape handler.
 #[derive(Debug, Default)]
 pub struct AgentStats {
-    consumed: [AtomicU64; 6],
+    consumed: [AtomicU64; EventKind::ALL.len()],
     decode_errors: [AtomicU64; DECODE_REASONS.len()],
     /// Engine results, updated by the live notice sink.
     pub notices: AtomicU64,
@@ -117,6 +117,22 @@ fn kernel_metric(
         REC_FIN => (RECORDS, RECORDS_HELP, Some(("kind", "fin"))),
         REC_UDP => (RECORDS, RECORDS_HELP, Some(("kind", "udp"))),
         REC_ICMP => (RECORDS, RECORDS_HELP, Some(("kind", "icmp"))),
+        REC_TCP_DATA => (RECORDS, RECORDS_HELP, Some(("kind", "tcp_data"))),
+        TCP_OVER_BUDGET => (
+            SKIPPED,
+            SKIPPED_HELP,
+            Some(("reason", "tcp_flow_over_budget")),
+        ),
+        FLOWS_MARKED => (
+            "sensor_xdp_flows_marked",
+            "TCP flows marked for payload forwarding (tracker announce, peer-wire handshake, extended message)",
+            None,
+        ),
+        FLOWS_ENDED => (
+            "sensor_xdp_flows_ended",
+            "Payload marks removed on FIN, RST or a spent budget",
+            None,
+        ),
         RING_FULL => (
             "sensor_xdp_ring_full_drops",
             "Records lost because the ring was full",

@@ -266,7 +266,25 @@ impl PredictionTable {
         }
     }
 
-    /// Forgets a prediction (PEX `dropped`).
+    /// Withdraws what `r.channel` predicted for `r.host` about `r.peer`, over both transports.
+    /// A prediction another channel made (or confirmed) stands: a PEX `dropped` says one
+    /// peer lost contact, not that the tracker's or the DHT's word is void.
+    pub fn retract(&self, r: &RetractedPeer) {
+        let Some(mut h) = self.hosts.get_mut(&r.host) else {
+            return;
+        };
+        for transport in [PeerTransport::Tcp, PeerTransport::Udp] {
+            let key = (r.peer, transport);
+            if h.peers.get(&key).is_some_and(|e| e.channel == r.channel) {
+                h.peers.remove(&key);
+                h.forget(r.channel);
+                self.total.fetch_sub(1, Relaxed);
+                self.stats.removed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Forgets a prediction whatever its channel.
     pub fn remove(&self, host: IpAddr, peer: SocketAddr, transport: PeerTransport) {
         if let Some(mut h) = self.hosts.get_mut(&host) {
             if let Some(e) = h.peers.remove(&(peer, transport)) {
@@ -434,6 +452,41 @@ mod tests {
             t.knows_host(host),
             "the confirmed peer is third-party evidence too"
         );
+    }
+
+    #[test]
+    fn pex_dropped_retracts_only_what_pex_predicted() {
+        let t = PredictionTable::new(PredictionConfig::default());
+        let host: IpAddr = H.parse().unwrap();
+        let mut pex = p(10, H, "203.0.113.5:6881");
+        pex.channel = Channel::Pex;
+        let mut pex_udp = pex;
+        pex_udp.transport = PeerTransport::Udp;
+        t.insert(&pex);
+        t.insert(&pex_udp);
+        // The same peer from the DHT first: its credit stays with the DHT.
+        let dht = p(10, H, "203.0.113.6:6881");
+        let mut also_pex = dht;
+        also_pex.channel = Channel::Pex;
+        t.insert(&dht);
+        t.insert(&also_pex);
+        for peer in [pex.peer, dht.peer] {
+            t.retract(&RetractedPeer {
+                ts: Timestamp(20),
+                host,
+                peer,
+                channel: Channel::Pex,
+            });
+        }
+        let at = Timestamp(21 * 1_000_000_000);
+        assert_eq!(t.lookup(host, pex.peer, PeerTransport::Tcp, at), None);
+        assert_eq!(t.lookup(host, pex.peer, PeerTransport::Udp, at), None);
+        assert_eq!(
+            t.lookup(host, dht.peer, PeerTransport::Tcp, at),
+            Some(Channel::Dht)
+        );
+        assert_eq!((t.len(), t.stats.removed.load(Relaxed)), (1, 2));
+        assert!(t.knows_host(host));
     }
 
     #[test]

@@ -75,21 +75,19 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     // file (the engine publishes from the drain timer, so this holds once traffic stops).
     let offline = {
         let mut coordination = sensor::bt::Coordination::default();
-        let mut learnt = Vec::new();
-        sensor::capture::pcap::prefilter_file(pcap, 1472, |ev| {
-            if let sensor::event::Transport::Udp(udp) = &ev.transport {
-                coordination.on_udp(ev, udp, &mut learnt);
+        let (mut learnt, mut retracted) = (Vec::new(), Vec::new());
+        sensor::capture::pcap::prefilter_file(pcap, 1472, |ev| match &ev.transport {
+            sensor::event::Transport::Udp(udp) => coordination.on_udp(ev, udp, &mut learnt),
+            sensor::event::Transport::Tcp(seg) => {
+                coordination.on_tcp(ev, seg, &mut learnt, &mut retracted)
             }
+            _ => {}
         })
         .unwrap();
-        let st = coordination.stats();
-        [
-            st.dht.counts,
-            st.udp_tracker.counts,
-            st.utp.counts,
-            st.lsd.counts,
-        ]
-        .map(|c| [c.seen, c.parsed, c.rejected_total()])
+        coordination
+            .stats()
+            .channels()
+            .map(|c| [c.seen, c.parsed, c.rejected_total()])
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -139,6 +137,7 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         "records_fin",
         "records_udp",
         "records_icmp",
+        "records_tcp_data",
     ];
     assert_eq!(
         summary.consumed.total(),
@@ -150,6 +149,7 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         "fragments",
         "parse_errors",
         "tcp_other",
+        "tcp_over_budget",
         "udp_empty",
         "other_l4",
         "ring_full",
@@ -190,6 +190,11 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
             "ring_full" => "sensor_xdp_ring_full_drops_total".to_string(),
             "load_errors" => "sensor_xdp_load_errors_total".to_string(),
             "udp_truncated" => "sensor_xdp_udp_truncated_total".to_string(),
+            "flows_marked" => "sensor_xdp_flows_marked_total".to_string(),
+            "flows_ended" => "sensor_xdp_flows_ended_total".to_string(),
+            "tcp_over_budget" => {
+                "sensor_xdp_skipped_total{reason=\"tcp_flow_over_budget\"}".to_string()
+            }
             n if n.starts_with("records_") => {
                 format!("sensor_xdp_records_total{{kind=\"{}\"}}", &n[8..])
             }

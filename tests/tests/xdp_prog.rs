@@ -770,6 +770,11 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
     seq += big.len() as u32;
     script.push((tcp_segment(false, (40004, 51413), seq, PSH, &small), 1));
     script.push((tcp_segment(true, (40004, 51413), 2000, PSH, &small[..1]), 1));
+    // Mid-session: a PEX message opening a segment marks its flow (PEX-R2's first bytes); a
+    // look-alike whose dict does not open with a length does not.
+    let pex = b"\x00\x00\x00\xf8\x14\x01d5:added180:\xd8\x90\xe4\x64\x47\xc9";
+    script.push((tcp_segment(false, (40005, 6881), 77, PSH, pex), 1));
+    script.push((tcp_segment(false, (40006, 6881), 77, PSH, b"\x00\x00\x00\xf8\x14\x01dx"), 0));
 
     let mut h = Harness::new(XdpConfig::default());
     let mut offline = Prefilter::new(sensor_ebpf::DEFAULT_SNAPLEN);
@@ -799,9 +804,9 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
         (counter::IPV4, frames),
         (counter::REC_FIN, 1),
         (counter::REC_TCP_DATA, forwarded - 1),
-        (counter::TCP_OTHER, 4),
+        (counter::TCP_OTHER, 5),
         (counter::TCP_OVER_BUDGET, 1),
-        (counter::FLOWS_MARKED, 2),
+        (counter::FLOWS_MARKED, 3),
         (counter::FLOWS_ENDED, 1),
     ]);
     assert_eq!(h.counters(), expected);

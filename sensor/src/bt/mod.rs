@@ -1,9 +1,12 @@
-//! BitTorrent coordination traffic carried over UDP, read to predict the connections each host
-//! will attempt (spec `bt-wire.md` §0.3): one module per channel.
+//! BitTorrent coordination traffic, read to predict the connections each host will attempt
+//! (spec `bt-wire.md` §0.3): one module per channel. UDP channels read single datagrams; the
+//! TCP channels (HTTP tracker, peer wire) read the streams [`stream::TcpStreams`] rebuilds
+//! from the payloads of the flows the pre-filter marked.
 //!
 //! [`Coordination`] owns the channel trackers. Every forwarded UDP datagram goes through cheap
 //! shape checks first, so non-BitTorrent UDP costs a few byte comparisons; only datagrams that
-//! look like KRPC, BEP 15, an LSD announce (to UDP port 6771) or a uTP header are parsed.
+//! look like KRPC, BEP 15, an LSD announce (to UDP port 6771), a uTP header or a Vuze DHT
+//! message are parsed.
 //! Parsers are pure functions over the datagram bytes; the trackers hold bounded, expiring state
 //! (transactions awaiting their response, LSD segments and their BitTorrent hosts).
 //!
@@ -13,14 +16,21 @@
 //! packet whose `timestamp_difference` (bytes 8–11) happens to read as BEP 15 action 1 or 2 at a
 //! request's length goes to the tracker channel, which rejects it; a uTP SYN (difference 0)
 //! never has a request's shape, so every SYN reaches the uTP channel.
+//!
+//! The Vuze DHT check comes last and takes nothing from the others: its requests open with an
+//! MSB-set byte (no KRPC `d`, LSD `B`, uTP `0x01`..`0x41`, BEP 15 response or connect request
+//! does) and carry action 1024..1039 at offset 8 (BEP 15 requests: 0..3); its replies open
+//! `00 00 04 xx` with xx a reply action, which no BEP 15 response (`00 00 00 0x`), connect
+//! request (`00 00 04 17`), KRPC, LSD or uTP header matches. The shapes are disjoint, so
+//! the order only decides what is tried first.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::event::{PacketEvent, Timestamp, UdpDatagram};
-use crate::predict::PredictedPeer;
+use crate::event::{PacketEvent, TcpSegment, Timestamp, UdpDatagram};
+use crate::predict::{PredictedPeer, RetractedPeer};
 
 pub mod dht;
 pub mod http_tracker;
@@ -38,6 +48,10 @@ pub struct CoordinationConfig {
     pub udp_tracker: udp_tracker::UdpTrackerConfig,
     pub utp: utp::UtpConfig,
     pub lsd: lsd::LsdConfig,
+    pub vuze_dht: vuze_dht::VuzeDhtConfig,
+    pub streams: stream::StreamConfig,
+    pub http_tracker: http_tracker::HttpTrackerConfig,
+    pub peer_wire: peer_wire::PeerWireConfig,
 }
 
 /// The UDP coordination channels of every host seen.
@@ -47,6 +61,10 @@ pub struct Coordination {
     udp_tracker: udp_tracker::UdpTracker,
     utp: utp::Utp,
     lsd: lsd::Lsd,
+    vuze_dht: vuze_dht::VuzeDht,
+    streams: stream::TcpStreams,
+    http_tracker: http_tracker::HttpTracker,
+    peer_wire: peer_wire::PeerWire,
     udp_datagrams: u64,
 }
 
@@ -63,6 +81,10 @@ impl Coordination {
             udp_tracker: udp_tracker::UdpTracker::new(config.udp_tracker),
             utp: utp::Utp::new(config.utp),
             lsd: lsd::Lsd::new(config.lsd),
+            vuze_dht: vuze_dht::VuzeDht::new(config.vuze_dht),
+            streams: stream::TcpStreams::new(config.streams),
+            http_tracker: http_tracker::HttpTracker::new(config.http_tracker),
+            peer_wire: peer_wire::PeerWire::new(config.peer_wire),
             udp_datagrams: 0,
         }
     }
@@ -93,6 +115,9 @@ impl Coordination {
         } else if utp::looks_like_utp(udp.head) {
             // True for a valid SYN only: DATA/STATE are too frequent to track per packet.
             self.utp.on_udp(ev, udp, out)
+        } else if vuze_dht::looks_like_vuze(udp.head) {
+            // True for a message that decoded: only Vuze/BiglyBT clients speak it.
+            self.vuze_dht.on_udp(ev, udp, out)
         } else {
             false
         };
@@ -101,11 +126,50 @@ impl Coordination {
         }
     }
 
+    /// Reads one forwarded TCP segment: payloads of the flows the pre-filter marked (HTTP
+    /// tracker, peer wire), and FIN/RST ending them. Predictions are appended to `out`; PEX
+    /// `dropped` entries to `retracted`.
+    pub fn on_tcp(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        seg: &TcpSegment<'_>,
+        out: &mut Vec<PredictedPeer>,
+        retracted: &mut Vec<RetractedPeer>,
+    ) {
+        if seg.head.is_empty() && !(seg.flags.fin() || seg.flags.rst()) {
+            return;
+        }
+        let Self {
+            streams,
+            http_tracker,
+            peer_wire,
+            ..
+        } = self;
+        streams.on_segment(ev, seg, |class, event| match (class, event) {
+            (stream::StreamClass::HttpTracker, stream::StreamEvent::Chunk(c)) => {
+                http_tracker.on_chunk(&c, out)
+            }
+            (stream::StreamClass::HttpTracker, stream::StreamEvent::Closed { conn, ts }) => {
+                http_tracker.on_close(conn, ts, out)
+            }
+            (stream::StreamClass::PeerWire, stream::StreamEvent::Chunk(c)) => {
+                peer_wire.on_chunk(&c, out, retracted)
+            }
+            (stream::StreamClass::PeerWire, stream::StreamEvent::Closed { conn, ts }) => {
+                peer_wire.on_close(conn, ts)
+            }
+        });
+    }
+
     /// Drops state that has outlived its TTL (also done lazily as datagrams arrive).
     pub fn expire(&mut self, now: Timestamp) {
         self.dht.expire(now);
         self.udp_tracker.expire(now);
         self.lsd.expire(now);
+        self.vuze_dht.expire(now);
+        self.streams.expire(now);
+        self.http_tracker.expire(now);
+        self.peer_wire.expire(now);
     }
 
     pub fn stats(&self) -> CoordinationStats {
@@ -115,6 +179,10 @@ impl Coordination {
             udp_tracker: self.udp_tracker.stats(),
             utp: self.utp.stats(),
             lsd: self.lsd.stats(),
+            vuze_dht: self.vuze_dht.stats(),
+            streams: self.streams.stats(),
+            http_tracker: self.http_tracker.stats(),
+            peer_wire: self.peer_wire.stats(),
         }
     }
 }
@@ -128,6 +196,39 @@ pub struct CoordinationStats {
     pub udp_tracker: udp_tracker::UdpTrackerStats,
     pub utp: utp::UtpStats,
     pub lsd: lsd::LsdStats,
+    pub vuze_dht: vuze_dht::VuzeDhtStats,
+    pub streams: stream::StreamStats,
+    pub http_tracker: http_tracker::HttpTrackerStats,
+    pub peer_wire: peer_wire::PeerWireStats,
+}
+
+/// Coordination channels by name, as exported to metrics and `sensor peers --stats`, in the
+/// order of [`CoordinationStats::channels`].
+pub const CHANNELS: [&str; 8] = [
+    "dht",
+    "udp_tracker",
+    "utp",
+    "lsd",
+    "vuze_dht",
+    "http_tracker",
+    "peer_wire_ext_handshake",
+    "pex",
+];
+
+impl CoordinationStats {
+    /// Every channel's counts, in the order of [`CHANNELS`].
+    pub fn channels(&self) -> [&ChannelCounts; CHANNELS.len()] {
+        [
+            &self.dht.counts,
+            &self.udp_tracker.counts,
+            &self.utp.counts,
+            &self.lsd.counts,
+            &self.vuze_dht.counts,
+            &self.http_tracker.counts,
+            &self.peer_wire.ext_handshakes,
+            &self.peer_wire.pex,
+        ]
+    }
 }
 
 /// What every channel counts: datagrams that passed its shape check (`seen`), those that parsed

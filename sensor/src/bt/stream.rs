@@ -56,3 +56,563 @@ pub struct StreamChunk<'a> {
     pub gap: bool,
     pub data: &'a [u8],
 }
+
+/// What a stream carries, from the payload that opened it (the same signatures the
+/// pre-filter marks flows on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamClass {
+    HttpTracker,
+    PeerWire,
+}
+
+impl StreamClass {
+    /// The class whose signature `head` opens with: a `GET ` request (the pre-filter also
+    /// required `info_hash=`; the HTTP parser checks the request itself), the 68-byte
+    /// handshake, of which only the part present must match, or a BEP 10 extended message
+    /// (a connection first seen mid-session).
+    pub fn of(head: &[u8]) -> Option<Self> {
+        const HANDSHAKE: &[u8] = b"\x13BitTorrent protocol";
+        let extended = |h: &[u8]| {
+            h.first_chunk::<{ sensor_ebpf::EXTENDED_SHAPE }>()
+                .is_some_and(sensor_ebpf::extended_message_shape)
+        };
+        if head.starts_with(b"GET ") {
+            Some(StreamClass::HttpTracker)
+        } else if (head.len() >= 4 && HANDSHAKE.starts_with(&head[..head.len().min(20)]))
+            || extended(head)
+        {
+            Some(StreamClass::PeerWire)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the reassembler hands the channels.
+#[derive(Clone, Copy, Debug)]
+pub enum StreamEvent<'a> {
+    Chunk(StreamChunk<'a>),
+    /// The connection ended (FIN or RST seen): deliver what a read-until-close body needs.
+    Closed { conn: ConnKey, ts: Timestamp },
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// Connections followed at once (oldest dropped first).
+    pub max_conns: usize,
+    /// A connection with no forwarded segment for this long is forgotten.
+    pub idle: std::time::Duration,
+    /// Out-of-order segments held per direction while waiting for a hole to fill.
+    pub max_pending: usize,
+    /// Bytes held out of order over all connections.
+    pub max_pending_bytes: usize,
+    /// How long a hole is waited for before its bytes are declared lost.
+    pub reorder_wait: std::time::Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            max_conns: 16_384,
+            idle: std::time::Duration::from_secs(600),
+            max_pending: 16,
+            max_pending_bytes: 16 << 20,
+            reorder_wait: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters of the reassembler.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStats {
+    pub conns: super::TableStats,
+    /// Payload segments offered.
+    pub segments: u64,
+    /// Bytes handed to the channels.
+    pub delivered_bytes: u64,
+    /// Segments that arrived ahead of a hole and were held.
+    pub out_of_order: u64,
+    /// Segments (or their parts) already delivered: retransmissions, duplicates.
+    pub retransmitted: u64,
+    /// Holes declared lost (waited too long, too much held, or the connection ended).
+    pub gaps: u64,
+    /// Segments whose payload went past the snap length (their tail is a gap).
+    pub truncated: u64,
+    /// Payloads on no followed connection that open with no known signature: a connection
+    /// whose state was dropped, or a mark the kernel kept longer than userspace.
+    pub unclassified: u64,
+    /// Connections that ended with FIN or RST.
+    pub closed: u64,
+}
+
+#[derive(Debug)]
+struct Held {
+    seq: u32,
+    ts: Timestamp,
+    payload_len: u32,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Half {
+    /// Sequence number of the next byte to deliver.
+    next: Option<u32>,
+    /// Bytes before the next delivery were lost.
+    gap: bool,
+    held: Vec<Held>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    key: ConnKey,
+    class: StreamClass,
+    halves: [Half; 2],
+}
+
+/// Orders each direction's forwarded segments and delivers them in sequence, bounded in
+/// connections, held segments and bytes.
+#[derive(Debug)]
+pub struct TcpStreams {
+    config: StreamConfig,
+    conns: super::Bounded<(SocketAddr, SocketAddr), Conn>,
+    held_bytes: usize,
+    stats: StreamStats,
+}
+
+fn canonical(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// `a - b` in sequence space.
+fn seq_diff(a: u32, b: u32) -> i64 {
+    i64::from(a.wrapping_sub(b) as i32)
+}
+
+impl TcpStreams {
+    pub fn new(config: StreamConfig) -> Self {
+        Self {
+            conns: super::Bounded::new(config.max_conns, config.idle),
+            config,
+            held_bytes: 0,
+            stats: StreamStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> StreamStats {
+        StreamStats {
+            conns: self.conns.stats(),
+            ..self.stats.clone()
+        }
+    }
+
+    pub fn expire(&mut self, now: Timestamp) {
+        self.conns.expire(now);
+    }
+
+    /// Feeds one forwarded TCP segment (data, or FIN/RST ending a followed connection).
+    pub fn on_segment(
+        &mut self,
+        ev: &crate::event::PacketEvent<'_>,
+        seg: &crate::event::TcpSegment<'_>,
+        mut sink: impl FnMut(StreamClass, StreamEvent<'_>),
+    ) {
+        let ck = canonical(ev.src, ev.dst);
+        let mut conn = match self.conns.take(&ck, ev.ts) {
+            Some(c) => c,
+            None => {
+                if seg.head.is_empty() {
+                    return;
+                }
+                let Some(class) = StreamClass::of(seg.head) else {
+                    self.stats.unclassified += 1;
+                    return;
+                };
+                Conn {
+                    key: ConnKey {
+                        client: ev.src,
+                        server: ev.dst,
+                    },
+                    class,
+                    halves: Default::default(),
+                }
+            }
+        };
+        let dir = if ev.src == conn.key.client {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        };
+        if seg.payload_len > 0 {
+            self.stats.segments += 1;
+            self.accept(&mut conn, dir, ev.ts, seg, &mut sink);
+        }
+        if seg.flags.fin() || seg.flags.rst() {
+            // The pre-filter unmarks a flow on its first FIN or RST: nothing more will come.
+            for d in [Dir::ToServer, Dir::ToClient] {
+                self.flush(&mut conn, d, ev.ts, usize::MAX, &mut sink);
+            }
+            self.stats.closed += 1;
+            sink(
+                conn.class,
+                StreamEvent::Closed {
+                    conn: conn.key,
+                    ts: ev.ts,
+                },
+            );
+            return;
+        }
+        self.conns.insert(ck, conn, ev.ts);
+    }
+
+    fn accept(
+        &mut self,
+        conn: &mut Conn,
+        dir: Dir,
+        ts: Timestamp,
+        seg: &crate::event::TcpSegment<'_>,
+        sink: &mut impl FnMut(StreamClass, StreamEvent<'_>),
+    ) {
+        let half = &mut conn.halves[dir as usize];
+        let next = *half.next.get_or_insert(seg.seq);
+        let ahead = seq_diff(seg.seq, next);
+        if ahead > 0 {
+            // A hole before this segment: hold it, unless the budget says the hole is lost.
+            self.stats.out_of_order += 1;
+            if half.held.len() < self.config.max_pending
+                && self.held_bytes + seg.head.len() <= self.config.max_pending_bytes
+            {
+                self.held_bytes += seg.head.len();
+                half.held.push(Held {
+                    seq: seg.seq,
+                    ts,
+                    payload_len: u32::from(seg.payload_len),
+                    data: seg.head.to_vec(),
+                });
+            } else {
+                // Give up on the hole: deliver what is held, then this segment.
+                self.flush(conn, dir, ts, usize::MAX, sink);
+                let half = &mut conn.halves[dir as usize];
+                if half.next != Some(seg.seq) {
+                    half.gap = true;
+                    half.next = Some(seg.seq);
+                    self.stats.gaps += 1;
+                }
+                deliver(conn, dir, ts, seg.seq, u32::from(seg.payload_len), seg.head, &mut self.stats, sink);
+            }
+        } else {
+            deliver(conn, dir, ts, seg.seq, u32::from(seg.payload_len), seg.head, &mut self.stats, sink);
+        }
+        self.drain(conn, dir, ts, sink);
+        // A hole older than the reorder wait is lost.
+        let wait = crate::detect::ns(self.config.reorder_wait);
+        while conn.halves[dir as usize]
+            .held
+            .iter()
+            .any(|h| ts.0.saturating_sub(h.ts.0) > wait)
+        {
+            self.flush(conn, dir, ts, 1, sink);
+        }
+    }
+
+    /// Delivers held segments that are now in sequence.
+    fn drain(
+        &mut self,
+        conn: &mut Conn,
+        dir: Dir,
+        ts: Timestamp,
+        sink: &mut impl FnMut(StreamClass, StreamEvent<'_>),
+    ) {
+        loop {
+            let half = &mut conn.halves[dir as usize];
+            let Some(next) = half.next else { return };
+            let Some(i) = half.held.iter().position(|h| seq_diff(h.seq, next) <= 0) else {
+                return;
+            };
+            let h = half.held.swap_remove(i);
+            self.held_bytes -= h.data.len();
+            deliver(conn, dir, ts, h.seq, h.payload_len, &h.data, &mut self.stats, sink);
+        }
+    }
+
+    /// Declares the first hole(s) lost: delivers up to `holes` runs of held segments, lowest
+    /// sequence first, each after a gap.
+    fn flush(
+        &mut self,
+        conn: &mut Conn,
+        dir: Dir,
+        ts: Timestamp,
+        mut holes: usize,
+        sink: &mut impl FnMut(StreamClass, StreamEvent<'_>),
+    ) {
+        while holes > 0 {
+            let half = &mut conn.halves[dir as usize];
+            let Some(next) = half.next else { return };
+            let Some((i, _)) = half
+                .held
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, h)| seq_diff(h.seq, next))
+            else {
+                return;
+            };
+            let h = half.held.swap_remove(i);
+            self.held_bytes -= h.data.len();
+            half.gap = true;
+            half.next = Some(h.seq);
+            self.stats.gaps += 1;
+            deliver(conn, dir, ts, h.seq, h.payload_len, &h.data, &mut self.stats, sink);
+            self.drain(conn, dir, ts, sink);
+            holes -= 1;
+        }
+    }
+}
+
+/// Hands the part of a segment past the delivered sequence to the channel.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    conn: &mut Conn,
+    dir: Dir,
+    ts: Timestamp,
+    seq: u32,
+    payload_len: u32,
+    head: &[u8],
+    stats: &mut StreamStats,
+    sink: &mut impl FnMut(StreamClass, StreamEvent<'_>),
+) {
+    let half = &mut conn.halves[dir as usize];
+    let next = half.next.unwrap_or(seq);
+    // Bytes of this segment already delivered (or declared lost).
+    let behind = (-seq_diff(seq, next)).max(0) as u64;
+    if behind >= u64::from(payload_len) {
+        stats.retransmitted += 1;
+        return;
+    }
+    if behind > 0 {
+        stats.retransmitted += 1;
+    }
+    let end = seq.wrapping_add(payload_len);
+    half.next = Some(end);
+    let fresh = head.get(behind as usize..).unwrap_or(&[]);
+    if !fresh.is_empty() {
+        let gap = std::mem::take(&mut half.gap);
+        stats.delivered_bytes += fresh.len() as u64;
+        sink(
+            conn.class,
+            StreamEvent::Chunk(StreamChunk {
+                ts,
+                conn: conn.key,
+                dir,
+                gap,
+                data: fresh,
+            }),
+        );
+    }
+    if (head.len() as u64) < u64::from(payload_len) {
+        // The snap length cut the segment: its tail is lost.
+        stats.truncated += 1;
+        conn.halves[dir as usize].gap = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{PacketEvent, TcpFlags, TcpSegment, Transport};
+    use sensor_ebpf::tcp_flag::{ACK, FIN, PSH, RST};
+
+    const CLIENT: &str = "10.0.0.201:49842";
+    const SERVER: &str = "91.189.95.21:6969";
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Got {
+        Chunk(Dir, bool, Vec<u8>),
+        Closed,
+    }
+
+    struct Run {
+        streams: TcpStreams,
+        got: Vec<Got>,
+    }
+
+    impl Run {
+        fn new(config: StreamConfig) -> Self {
+            Self {
+                streams: TcpStreams::new(config),
+                got: Vec::new(),
+            }
+        }
+
+        /// A segment at `ms` milliseconds; `len` is the true payload length (≥ head).
+        fn seg(&mut self, ms: u64, to_server: bool, seq: u32, flags: u8, head: &[u8], len: usize) {
+            let (src, dst) = if to_server { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+            let seg = TcpSegment {
+                flags: TcpFlags(flags | ACK),
+                seq,
+                ack: 1,
+                window: 1000,
+                payload_len: len as u16,
+                head,
+            };
+            let ev = PacketEvent {
+                ts: Timestamp(ms * 1_000_000),
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                vlan_depth: 0,
+                transport: Transport::Tcp(seg),
+            };
+            let got = &mut self.got;
+            self.streams.on_segment(&ev, &seg, |class, e| {
+                assert_eq!(class, StreamClass::HttpTracker);
+                got.push(match e {
+                    StreamEvent::Chunk(c) => {
+                        assert_eq!(c.conn.client, CLIENT.parse().unwrap());
+                        Got::Chunk(c.dir, c.gap, c.data.to_vec())
+                    }
+                    StreamEvent::Closed { .. } => Got::Closed,
+                })
+            });
+        }
+
+        fn data(&mut self, ms: u64, to_server: bool, seq: u32, bytes: &[u8]) {
+            self.seg(ms, to_server, seq, PSH, bytes, bytes.len());
+        }
+    }
+
+    fn chunk(dir: Dir, gap: bool, b: &[u8]) -> Got {
+        Got::Chunk(dir, gap, b.to_vec())
+    }
+
+    #[test]
+    fn in_order_both_directions_and_retransmissions_dropped() {
+        let mut r = Run::new(StreamConfig::default());
+        r.data(0, true, 100, b"GET /announce?info_hash=x ");
+        r.data(1, false, 5000, b"HTTP/1.0 200 OK\r\n");
+        r.data(2, true, 100, b"GET /announce?info_hash=x "); // retransmission
+        r.data(3, false, 5000 + 9, b"200 OK\r\nX: y"); // overlaps 8 bytes
+        r.seg(4, false, 5000 + 21, FIN, b"", 0);
+        assert_eq!(
+            r.got,
+            [
+                chunk(Dir::ToServer, false, b"GET /announce?info_hash=x "),
+                chunk(Dir::ToClient, false, b"HTTP/1.0 200 OK\r\n"),
+                chunk(Dir::ToClient, false, b"X: y"),
+                Got::Closed,
+            ]
+        );
+        let s = r.streams.stats();
+        assert_eq!((s.retransmitted, s.gaps, s.closed, s.conns.len), (2, 0, 1, 0));
+    }
+
+    #[test]
+    fn reordered_segments_are_delivered_in_sequence() {
+        let mut r = Run::new(StreamConfig::default());
+        r.data(0, true, u32::MAX - 3, b"GET "); // wraps around zero
+        r.data(1, true, 4, b"CD");
+        r.data(2, true, 0, b"AB\r\n");
+        assert_eq!(
+            r.got,
+            [
+                chunk(Dir::ToServer, false, b"GET "),
+                chunk(Dir::ToServer, false, b"AB\r\n"),
+                chunk(Dir::ToServer, false, b"CD"),
+            ]
+        );
+        assert_eq!(r.streams.stats().out_of_order, 1);
+    }
+
+    #[test]
+    fn a_hole_that_never_fills_becomes_a_gap() {
+        // By time: the segment after the hole waits at most `reorder_wait`.
+        let mut r = Run::new(StreamConfig::default());
+        r.data(0, true, 1, b"GET ");
+        r.data(10, true, 100, b"later");
+        r.data(500, true, 200, b"much later");
+        assert_eq!(r.got.len(), 1);
+        // Each held segment waits from its own arrival.
+        r.data(1100, true, 300, b"!");
+        assert_eq!(&r.got[1..], [chunk(Dir::ToServer, true, b"later")]);
+        r.seg(1200, true, 400, FIN, b"", 0);
+        assert_eq!(
+            &r.got[2..],
+            [
+                chunk(Dir::ToServer, true, b"much later"),
+                chunk(Dir::ToServer, true, b"!"),
+                Got::Closed,
+            ]
+        );
+        // By count: with room for one held segment the second overflows at once.
+        let mut r = Run::new(StreamConfig {
+            max_pending: 1,
+            ..Default::default()
+        });
+        r.data(0, true, 1, b"GET ");
+        r.data(1, true, 100, b"a");
+        r.data(2, true, 200, b"b");
+        assert_eq!(
+            &r.got[1..],
+            [chunk(Dir::ToServer, true, b"a"), chunk(Dir::ToServer, true, b"b")]
+        );
+        assert_eq!(r.streams.stats().gaps, 2);
+    }
+
+    #[test]
+    fn a_cut_segment_leaves_a_gap_before_the_next() {
+        let mut r = Run::new(StreamConfig::default());
+        r.seg(0, true, 1, PSH, b"GET /a", 3000);
+        r.data(1, true, 3001, b"next");
+        assert_eq!(
+            r.got,
+            [chunk(Dir::ToServer, false, b"GET /a"), chunk(Dir::ToServer, true, b"next")]
+        );
+        assert_eq!(r.streams.stats().truncated, 1);
+    }
+
+    #[test]
+    fn reset_flushes_held_bytes_then_closes() {
+        let mut r = Run::new(StreamConfig::default());
+        r.data(0, true, 1, b"GET ");
+        r.data(1, false, 900, b"tail");
+        r.data(2, false, 950, b"after a hole");
+        r.seg(3, false, 0, RST, b"", 0);
+        assert_eq!(
+            r.got,
+            [
+                chunk(Dir::ToServer, false, b"GET "),
+                chunk(Dir::ToClient, false, b"tail"),
+                chunk(Dir::ToClient, true, b"after a hole"),
+                Got::Closed,
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_payloads_open_nothing() {
+        let mut r = Run::new(StreamConfig::default());
+        r.data(0, true, 1, b"HTTP/1.1 200 OK");
+        r.data(1, true, 16, b"\x13BitTorrent protocoX");
+        r.seg(2, true, 40, FIN, b"", 0);
+        assert!(r.got.is_empty());
+        let s = r.streams.stats();
+        assert_eq!((s.unclassified, s.conns.len), (2, 0));
+        assert_eq!(StreamClass::of(b"\x13Bit"), Some(StreamClass::PeerWire));
+        assert_eq!(StreamClass::of(b"\x13Bi"), None);
+    }
+
+    #[test]
+    fn held_bytes_are_bounded_over_all_connections() {
+        let mut r = Run::new(StreamConfig {
+            max_pending_bytes: 10,
+            ..Default::default()
+        });
+        r.data(0, true, 1, b"GET ");
+        r.data(1, true, 100, &[b'x'; 8]);
+        r.data(2, true, 200, &[b'y'; 8]);
+        assert_eq!(r.got.len(), 3, "the second could not be held: the hole was given up");
+        assert_eq!(r.streams.held_bytes, 0);
+    }
+}
