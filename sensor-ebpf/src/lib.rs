@@ -306,9 +306,7 @@ pub enum L4 {
         payload_off: usize,
     },
     /// The payload starts at `payload_off`; `hdr.cap_len` bytes of it are to be copied.
-    Udp {
-        payload_off: usize,
-    },
+    Udp { payload_off: usize },
     /// Destination unreachable; the header fields of the packet it quotes.
     Icmp(IcmpQuote),
 }
@@ -1051,7 +1049,10 @@ mod tests {
             confirm_signature(flow_class::HTTP_TRACKER, &head, len)
         };
         assert!(at(4, 2048));
-        assert!(at(ANNOUNCE_SCAN - 10, 2048), "ends exactly at the scan limit");
+        assert!(
+            at(ANNOUNCE_SCAN - 10, 2048),
+            "ends exactly at the scan limit"
+        );
         assert!(!at(ANNOUNCE_SCAN - 9, 2048), "ends one byte past it");
         assert!(!at(100, 109), "only the copied bytes count");
         assert!(at(100, 110));

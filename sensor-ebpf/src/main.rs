@@ -259,14 +259,8 @@ fn load_head<const N: usize>(
     let mask: u64 = N as u64 - 1;
     let mask = unsafe { core::ptr::read_volatile(&mask) };
     let len = (((cap - 1) & mask) + 1) as u32;
-    let ret = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            payload_off as u32,
-            data.as_mut_ptr().cast(),
-            len,
-        )
-    };
+    let ret =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, data.as_mut_ptr().cast(), len) };
     if ret != 0 {
         error!(
             ctx,

@@ -90,7 +90,9 @@ pub struct TcpSegment<'a> {
 impl TcpSegment<'_> {
     /// Whether the segment carries none of SYN, RST, FIN: only its payload matters.
     pub fn is_data_only(&self) -> bool {
-        self.flags.0 & (sensor_ebpf::tcp_flag::SYN | sensor_ebpf::tcp_flag::RST | sensor_ebpf::tcp_flag::FIN) == 0
+        self.flags.0
+            & (sensor_ebpf::tcp_flag::SYN | sensor_ebpf::tcp_flag::RST | sensor_ebpf::tcp_flag::FIN)
+            == 0
     }
 }
 

@@ -749,12 +749,33 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
         // Payload on a flow nothing marked, a web GET without info_hash, and a handshake
         // look-alike: none forwarded.
         (tcp_segment(true, (40000, 80), 1, PSH, b"hello"), 0),
-        (tcp_segment(true, (40001, 80), 1, PSH, b"GET /index.html HTTP/1.1\r\n\r\n"), 0),
-        (tcp_segment(true, (40002, 6881), 1, PSH, b"\x13BitTorrent protocoX"), 0),
+        (
+            tcp_segment(
+                true,
+                (40001, 80),
+                1,
+                PSH,
+                b"GET /index.html HTTP/1.1\r\n\r\n",
+            ),
+            0,
+        ),
+        (
+            tcp_segment(true, (40002, 6881), 1, PSH, b"\x13BitTorrent protocoX"),
+            0,
+        ),
         // An announce marks its flow; the reply and the closing FIN+data come along.
         (tcp_segment(true, (40003, 6969), 1, PSH, announce), 1),
         (tcp_segment(false, (40003, 6969), 1, PSH, reply), 1),
-        (tcp_segment(false, (40003, 6969), 1 + reply.len() as u32, FIN | PSH, b"d5:peers0:e\n"), 1),
+        (
+            tcp_segment(
+                false,
+                (40003, 6969),
+                1 + reply.len() as u32,
+                FIN | PSH,
+                b"d5:peers0:e\n",
+            ),
+            1,
+        ),
         // FIN unmarked the flow.
         (tcp_segment(true, (40003, 6969), 500, PSH, b"late"), 0),
         // A peer-wire flow: the handshake and FLOW_SEGMENTS - 1 more full segments.
@@ -774,7 +795,10 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
     // look-alike whose dict does not open with a length does not.
     let pex = b"\x00\x00\x00\xf8\x14\x01d5:added180:\xd8\x90\xe4\x64\x47\xc9";
     script.push((tcp_segment(false, (40005, 6881), 77, PSH, pex), 1));
-    script.push((tcp_segment(false, (40006, 6881), 77, PSH, b"\x00\x00\x00\xf8\x14\x01dx"), 0));
+    script.push((
+        tcp_segment(false, (40006, 6881), 77, PSH, b"\x00\x00\x00\xf8\x14\x01dx"),
+        0,
+    ));
 
     let mut h = Harness::new(XdpConfig::default());
     let mut offline = Prefilter::new(sensor_ebpf::DEFAULT_SNAPLEN);

@@ -9,7 +9,9 @@ use sensor_ebpf::counter::{FLOWS_ENDED, FLOWS_MARKED, IPV4, IPV6, PACKETS, UDP_T
 
 fuzz_target!(|input: &[u8]| {
     // First two bytes pick the snap length; then frames, each behind a 2-byte length.
-    let Some((snap, mut rest)) = input.split_first_chunk::<2>() else { return };
+    let Some((snap, mut rest)) = input.split_first_chunk::<2>() else {
+        return;
+    };
     let snaplen = u32::from(u16::from_le_bytes(*snap)) % 2200;
     // A tiny table so eviction is exercised.
     let mut prefilter = Prefilter::new(snaplen);
@@ -25,7 +27,17 @@ fuzz_target!(|input: &[u8]| {
             .expect("the policy only forwards headers that decode");
         // Every frame ends in exactly one outcome: a record or one skip reason.
         let outcomes: u64 = (0..sensor_ebpf::counter::COUNT)
-            .filter(|s| ![PACKETS, IPV4, IPV6, UDP_TRUNCATED, FLOWS_MARKED, FLOWS_ENDED].contains(s))
+            .filter(|s| {
+                ![
+                    PACKETS,
+                    IPV4,
+                    IPV6,
+                    UDP_TRUNCATED,
+                    FLOWS_MARKED,
+                    FLOWS_ENDED,
+                ]
+                .contains(s)
+            })
             .map(|s| prefilter.counters.get(s))
             .sum();
         assert_eq!(outcomes, frames, "{:?}", prefilter.counters);

@@ -94,7 +94,10 @@ impl StreamClass {
 pub enum StreamEvent<'a> {
     Chunk(StreamChunk<'a>),
     /// The connection ended (FIN or RST seen): deliver what a read-until-close body needs.
-    Closed { conn: ConnKey, ts: Timestamp },
+    Closed {
+        conn: ConnKey,
+        ts: Timestamp,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -302,10 +305,28 @@ impl TcpStreams {
                     half.next = Some(seg.seq);
                     self.stats.gaps += 1;
                 }
-                deliver(conn, dir, ts, seg.seq, u32::from(seg.payload_len), seg.head, &mut self.stats, sink);
+                deliver(
+                    conn,
+                    dir,
+                    ts,
+                    seg.seq,
+                    u32::from(seg.payload_len),
+                    seg.head,
+                    &mut self.stats,
+                    sink,
+                );
             }
         } else {
-            deliver(conn, dir, ts, seg.seq, u32::from(seg.payload_len), seg.head, &mut self.stats, sink);
+            deliver(
+                conn,
+                dir,
+                ts,
+                seg.seq,
+                u32::from(seg.payload_len),
+                seg.head,
+                &mut self.stats,
+                sink,
+            );
         }
         self.drain(conn, dir, ts, sink);
         // A hole older than the reorder wait is lost.
@@ -335,7 +356,16 @@ impl TcpStreams {
             };
             let h = half.held.swap_remove(i);
             self.held_bytes -= h.data.len();
-            deliver(conn, dir, ts, h.seq, h.payload_len, &h.data, &mut self.stats, sink);
+            deliver(
+                conn,
+                dir,
+                ts,
+                h.seq,
+                h.payload_len,
+                &h.data,
+                &mut self.stats,
+                sink,
+            );
         }
     }
 
@@ -365,7 +395,16 @@ impl TcpStreams {
             half.gap = true;
             half.next = Some(h.seq);
             self.stats.gaps += 1;
-            deliver(conn, dir, ts, h.seq, h.payload_len, &h.data, &mut self.stats, sink);
+            deliver(
+                conn,
+                dir,
+                ts,
+                h.seq,
+                h.payload_len,
+                &h.data,
+                &mut self.stats,
+                sink,
+            );
             self.drain(conn, dir, ts, sink);
             holes -= 1;
         }
@@ -449,7 +488,11 @@ mod tests {
 
         /// A segment at `ms` milliseconds; `len` is the true payload length (≥ head).
         fn seg(&mut self, ms: u64, to_server: bool, seq: u32, flags: u8, head: &[u8], len: usize) {
-            let (src, dst) = if to_server { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+            let (src, dst) = if to_server {
+                (CLIENT, SERVER)
+            } else {
+                (SERVER, CLIENT)
+            };
             let seg = TcpSegment {
                 flags: TcpFlags(flags | ACK),
                 seq,
@@ -505,7 +548,10 @@ mod tests {
             ]
         );
         let s = r.streams.stats();
-        assert_eq!((s.retransmitted, s.gaps, s.closed, s.conns.len), (2, 0, 1, 0));
+        assert_eq!(
+            (s.retransmitted, s.gaps, s.closed, s.conns.len),
+            (2, 0, 1, 0)
+        );
     }
 
     #[test]
@@ -555,7 +601,10 @@ mod tests {
         r.data(2, true, 200, b"b");
         assert_eq!(
             &r.got[1..],
-            [chunk(Dir::ToServer, true, b"a"), chunk(Dir::ToServer, true, b"b")]
+            [
+                chunk(Dir::ToServer, true, b"a"),
+                chunk(Dir::ToServer, true, b"b")
+            ]
         );
         assert_eq!(r.streams.stats().gaps, 2);
     }
@@ -567,7 +616,10 @@ mod tests {
         r.data(1, true, 3001, b"next");
         assert_eq!(
             r.got,
-            [chunk(Dir::ToServer, false, b"GET /a"), chunk(Dir::ToServer, true, b"next")]
+            [
+                chunk(Dir::ToServer, false, b"GET /a"),
+                chunk(Dir::ToServer, true, b"next")
+            ]
         );
         assert_eq!(r.streams.stats().truncated, 1);
     }
@@ -612,7 +664,11 @@ mod tests {
         r.data(0, true, 1, b"GET ");
         r.data(1, true, 100, &[b'x'; 8]);
         r.data(2, true, 200, &[b'y'; 8]);
-        assert_eq!(r.got.len(), 3, "the second could not be held: the hole was given up");
+        assert_eq!(
+            r.got.len(),
+            3,
+            "the second could not be held: the hole was given up"
+        );
         assert_eq!(r.streams.held_bytes, 0);
     }
 }

@@ -15,8 +15,8 @@ use sensor_ebpf::{
     TcpAction, ANNOUNCE_SCAN, L4,
 };
 
-use super::record::{event_from_header, DecodeError, Detail};
 use super::flows::FlowMarks;
+use super::record::{event_from_header, DecodeError, Detail};
 use super::CounterSnapshot;
 use crate::event::{PacketEvent, Timestamp};
 
@@ -253,8 +253,9 @@ impl Prefilter {
         ts: Timestamp,
     ) -> Result<Option<PacketEvent<'a>>, DecodeError> {
         let counters = &mut self.counters.0;
-        let mut parsed = match parse(frame, self.snaplen, &mut |slot| counters[slot as usize] += 1)
-        {
+        let mut parsed = match parse(frame, self.snaplen, &mut |slot| {
+            counters[slot as usize] += 1
+        }) {
             Ok(parsed) => parsed,
             Err(slot) => {
                 counters[slot as usize] += 1;

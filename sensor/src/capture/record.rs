@@ -2,9 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use sensor_ebpf::{
-    kind, record_size, FlowHeader, IcmpQuote, IcmpRecord, TcpDataRecord, TcpRecord,
-};
+use sensor_ebpf::{kind, record_size, FlowHeader, IcmpQuote, IcmpRecord, TcpDataRecord, TcpRecord};
 
 use crate::event::{
     IcmpUnreachable, PacketEvent, TcpFlags, TcpSegment, Timestamp, Transport, UdpDatagram,

@@ -21,10 +21,18 @@ fn frame(kind: &str) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(MAC, MAC).ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64);
     let mut out = Vec::new();
     match kind {
-        "ack" => b
+        "ack" => b.tcp(40000, 80, 1, 1000).ack(1).write(&mut out, &[]),
+        "data" => b
             .tcp(40000, 80, 1, 1000)
             .ack(1)
             .write(&mut out, &[0u8; 1200]),
+        // The first run marks the flow; every later one is a small segment of a marked
+        // peer-wire flow, forwarded whatever the budget.
+        "peer_wire" => {
+            let mut hs = b"\x13BitTorrent protocol".to_vec();
+            hs.resize(68, 0);
+            b.tcp(40000, 6881, 1, 1000).ack(1).psh().write(&mut out, &hs)
+        }
         "syn" => b.tcp(40000, 80, 1, 1000).syn().write(&mut out, &[]),
         "udp64" => b.udp(6881, 6881).write(&mut out, &[7u8; 64]),
         "udp1400" => b.udp(6881, 6881).write(&mut out, &[7u8; 1400]),
@@ -82,7 +90,9 @@ fn main() -> anyhow::Result<()> {
     )?;
     let mut base = None;
     for (name, label, repeat) in [
-        ("ack", "TCP data/ACK (not forwarded)", 200_000),
+        ("ack", "TCP bare ACK (not forwarded)", 200_000),
+        ("data", "TCP 1200 B data, unmarked flow (flow lookup, not forwarded)", 200_000),
+        ("peer_wire", "TCP 68 B data, marked flow → 200 B record", 100_000),
         ("syn", "TCP SYN → 72 B record", 200_000),
         ("udp64", "UDP 64 B → 184 B record", 100_000),
         ("udp1400", "UDP 1400 B → 2104 B record", 20_000),
