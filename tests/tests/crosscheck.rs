@@ -293,7 +293,7 @@ fn pex_added_peers_equal_tsharks() {
         ("markofu-pcaps/torrential-slowness.pcap", None, 30),
         ("tcoppi-BittorrentReconstituter/lookaway.pcap", None, 0),
     ] {
-        let own: Option<IpAddr> = own.map(|a| a.parse().unwrap());
+        let own: Option<IpAddr> = own.map(|a: &str| a.parse().unwrap());
         let pcap = shared(rel);
         let theirs = tshark_pex_added(&pcap);
         let ours = our_peers(&pcap, "pex");
@@ -305,7 +305,10 @@ fn pex_added_peers_equal_tsharks() {
             .collect();
         assert_eq!(ours, usable, "{rel}");
         if own.is_some() {
-            assert!(theirs.len() > usable.len(), "{rel}: tshark saw the own-address entry");
+            assert!(
+                theirs.len() > usable.len(),
+                "{rel}: tshark saw the own-address entry"
+            );
         }
         assert_eq!(ours.len(), catalog, "{rel}: distinct peers vs CATALOG.md");
         let (_, _, stats) = coordinate(&pcap);

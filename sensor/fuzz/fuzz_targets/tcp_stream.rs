@@ -71,7 +71,10 @@ fuzz_target!(|data: &[u8]| {
         };
         *offered.entry((src, dst)).or_default() += head.len() as u64;
         streams.on_segment(&ev, &seg, |class, e| {
-            assert!(matches!(class, StreamClass::HttpTracker | StreamClass::PeerWire));
+            assert!(matches!(
+                class,
+                StreamClass::HttpTracker | StreamClass::PeerWire
+            ));
             if let StreamEvent::Chunk(c) = e {
                 assert!(!c.data.is_empty());
                 let (from, to) = c.conn.endpoints(c.dir);

@@ -31,7 +31,10 @@ fn frame(kind: &str) -> Vec<u8> {
         "peer_wire" => {
             let mut hs = b"\x13BitTorrent protocol".to_vec();
             hs.resize(68, 0);
-            b.tcp(40000, 6881, 1, 1000).ack(1).psh().write(&mut out, &hs)
+            b.tcp(40000, 6881, 1, 1000)
+                .ack(1)
+                .psh()
+                .write(&mut out, &hs)
         }
         "syn" => b.tcp(40000, 80, 1, 1000).syn().write(&mut out, &[]),
         "udp64" => b.udp(6881, 6881).write(&mut out, &[7u8; 64]),
@@ -91,8 +94,16 @@ fn main() -> anyhow::Result<()> {
     let mut base = None;
     for (name, label, repeat) in [
         ("ack", "TCP bare ACK (not forwarded)", 200_000),
-        ("data", "TCP 1200 B data, unmarked flow (flow lookup, not forwarded)", 200_000),
-        ("peer_wire", "TCP 68 B data, marked flow → 200 B record", 100_000),
+        (
+            "data",
+            "TCP 1200 B data, unmarked flow (flow lookup, not forwarded)",
+            200_000,
+        ),
+        (
+            "peer_wire",
+            "TCP 68 B data, marked flow → 200 B record",
+            100_000,
+        ),
         ("syn", "TCP SYN → 72 B record", 200_000),
         ("udp64", "UDP 64 B → 184 B record", 100_000),
         ("udp1400", "UDP 1400 B → 2104 B record", 20_000),
