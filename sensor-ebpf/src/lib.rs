@@ -633,11 +633,12 @@ fn icmp_unreachable<F: Frame + ?Sized>(
 // put the whole link into the ring. A flow is marked only on a positive signature in one of its
 // payloads: a `GET ` request with `info_hash=` in its first bytes, the peer-wire handshake
 // `0x13 "BitTorrent protocol"`, or a BEP 10 extended message opening a segment (a connection
-// whose handshake came before the flow table or the capture did: PEX is sent mid-session). SYNs never mark, so a scan or a flood cannot churn the table.
+// whose handshake came before the flow table or the capture did: PEX is sent mid-session).
+// SYNs never mark, so a scan or a flood cannot churn the table.
 // A marked flow has a budget: its first `FLOW_SEGMENTS` payload segments are forwarded; after
 // that a peer-wire flow forwards only segments of at most `SMALL_SEGMENT` bytes (control
 // messages and PEX are small, `piece` data is not) and an HTTP flow is unmarked (a new announce
-// on the connection marks it again). FIN and RST unmark.
+// on the connection marks it again). RST, or a FIN from each side, unmarks.
 
 /// What a marked flow carries.
 pub mod flow_class {
@@ -657,6 +658,10 @@ pub const DEFAULT_MAX_FLOWS: u32 = 65536;
 const HANDSHAKE: &[u8; 20] = b"\x13BitTorrent protocol";
 const INFO_HASH: &[u8; 10] = b"info_hash=";
 
+/// [`FlowState::fins`] bits.
+pub const FIN_A: u8 = 1;
+pub const FIN_B: u8 = 2;
+
 /// Both directions of a TCP flow: the endpoint that sorts first is `a`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -674,7 +679,9 @@ pub struct FlowKey {
 pub struct FlowState {
     /// One of [`flow_class`].
     pub class: u8,
-    pub _pad: [u8; 3],
+    /// Directions that sent a FIN: [`FIN_A`] and [`FIN_B`] (the key's `a` and `b` sides).
+    pub fins: u8,
+    pub _pad: [u8; 2],
     /// Full-size payload segments still to forward.
     pub segments_left: u32,
 }
@@ -744,8 +751,10 @@ pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
             None => TcpAction::Skip(or),
         }
     };
-    // SYNs never carry a forwarded payload: they would let a flood reach the table.
-    if p.hdr.payload_len == 0 || flags & tcp_flag::SYN != 0 {
+    let ends = flags & (tcp_flag::FIN | tcp_flag::RST) != 0;
+    // SYNs never carry a forwarded payload: they would let a flood reach the table. Only
+    // payloads and FIN/RST (which end marks) look the flow up.
+    if flags & tcp_flag::SYN != 0 || (p.hdr.payload_len == 0 && !ends) {
         return header_only(p, counter::TCP_OTHER);
     }
     let key = flow_key(&p.hdr);
@@ -765,18 +774,30 @@ pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
         p.hdr.kind = tcp_data_class(p.hdr.cap_len as u32).0;
         return TcpAction::Probe(class);
     };
-    let forward = if state.segments_left > 0 {
+    let has_payload = p.hdr.payload_len > 0;
+    let forward = if !has_payload {
+        false
+    } else if state.segments_left > 0 {
         state.segments_left -= 1;
         true
     } else {
         state.class == flow_class::PEER_WIRE && p.hdr.payload_len <= SMALL_SEGMENT
     };
-    if flags & (tcp_flag::FIN | tcp_flag::RST) != 0
-        || (!forward && state.class != flow_class::PEER_WIRE)
+    // A FIN ends its sender's direction only: the other side may still send (a peer's PEX
+    // after the client closed, an HTTP/1.0 body after the request's FIN). RST ends both.
+    let fins = state.fins;
+    if flags & tcp_flag::RST != 0 {
+        state.fins = FIN_A | FIN_B;
+    } else if flags & tcp_flag::FIN != 0 {
+        let src_is_a = (p.hdr.src_addr, p.hdr.src_port) == (key.a_addr, key.a_port);
+        state.fins |= if src_is_a { FIN_A } else { FIN_B };
+    }
+    if state.fins == FIN_A | FIN_B
+        || (has_payload && !forward && state.class != flow_class::PEER_WIRE)
     {
         table.remove(&key);
         count(counter::FLOWS_ENDED);
-    } else if forward && state.segments_left < FLOW_SEGMENTS {
+    } else if forward || state.fins != fins {
         table.set(&key, &state);
     }
     if !forward {
@@ -872,7 +893,8 @@ pub fn mark_flow<T: FlowTable + ?Sized>(
         &flow_key(hdr),
         &FlowState {
             class,
-            _pad: [0; 3],
+            fins: 0,
+            _pad: [0; 2],
             segments_left: FLOW_SEGMENTS - 1,
         },
     );

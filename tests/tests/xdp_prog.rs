@@ -720,6 +720,9 @@ fn tcp_segment(forward: bool, ports: (u16, u16), seq: u32, flags: u8, payload: &
     if flags & tcp_flag::PSH != 0 {
         b = b.psh();
     }
+    if flags & tcp_flag::RST != 0 {
+        b = b.rst();
+    }
     let mut out = Vec::new();
     b.write(&mut out, payload).unwrap();
     out
@@ -734,7 +737,7 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
     use sensor::capture::record::{decode, MonotonicClock};
     use sensor::event::{EventLine, Timestamp};
     use sensor_ebpf::{FLOW_SEGMENTS, SMALL_SEGMENT};
-    use tcp_flag::{FIN, PSH};
+    use tcp_flag::{FIN, PSH, RST};
 
     let announce = b"GET /announce?info_hash=%e4%be%9eM%b8v%e3%e3%17%97x%b0%3e%90b%97%be%5c%8d%be\
         &peer_id=-DE13F0-VnpZRF8ZP9iv&port=63448&compact=1 HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -763,7 +766,7 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
             tcp_segment(true, (40002, 6881), 1, PSH, b"\x13BitTorrent protocoX"),
             0,
         ),
-        // An announce marks its flow; the reply and the closing FIN+data come along.
+        // An announce marks its flow; the reply and the server's FIN+data come along.
         (tcp_segment(true, (40003, 6969), 1, PSH, announce), 1),
         (tcp_segment(false, (40003, 6969), 1, PSH, reply), 1),
         (
@@ -776,8 +779,14 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
             ),
             1,
         ),
-        // FIN unmarked the flow.
-        (tcp_segment(true, (40003, 6969), 500, PSH, b"late"), 0),
+        // One FIN ends one direction: the client may still send. Its own FIN (a header-only
+        // record) unmarks the flow.
+        (tcp_segment(true, (40003, 6969), 500, PSH, b"late"), 1),
+        (tcp_segment(true, (40003, 6969), 504, FIN, b""), 1),
+        (
+            tcp_segment(true, (40003, 6969), 505, PSH, b"after both FINs"),
+            0,
+        ),
         // A peer-wire flow: the handshake and FLOW_SEGMENTS - 1 more full segments.
         (tcp_segment(true, (40004, 51413), 1, PSH, &handshake), 1),
     ];
@@ -799,6 +808,9 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
         tcp_segment(false, (40006, 6881), 77, PSH, b"\x00\x00\x00\xf8\x14\x01dx"),
         0,
     ));
+    // A bare RST unmarks at once.
+    script.push((tcp_segment(true, (40005, 6881), 9, RST, b""), 1));
+    script.push((tcp_segment(false, (40005, 6881), 500, PSH, b"xyz"), 0));
 
     let mut h = Harness::new(XdpConfig::default());
     let mut offline = Prefilter::new(sensor_ebpf::DEFAULT_SNAPLEN);
@@ -826,12 +838,13 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
     let expected = expected_counters(&[
         (counter::PACKETS, frames),
         (counter::IPV4, frames),
-        (counter::REC_FIN, 1),
-        (counter::REC_TCP_DATA, forwarded - 1),
-        (counter::TCP_OTHER, 5),
+        (counter::REC_FIN, 2),
+        (counter::REC_RST, 1),
+        (counter::REC_TCP_DATA, forwarded - 3),
+        (counter::TCP_OTHER, 6),
         (counter::TCP_OVER_BUDGET, 1),
         (counter::FLOWS_MARKED, 3),
-        (counter::FLOWS_ENDED, 1),
+        (counter::FLOWS_ENDED, 2),
     ]);
     assert_eq!(h.counters(), expected);
     let mut mirrored = offline.counters;

@@ -149,15 +149,23 @@ impl Coordination {
             (stream::StreamClass::HttpTracker, stream::StreamEvent::Chunk(c)) => {
                 http_tracker.on_chunk(&c, out)
             }
-            (stream::StreamClass::HttpTracker, stream::StreamEvent::Closed { conn, ts }) => {
-                http_tracker.on_close(conn, ts, out)
-            }
+            // The server's FIN ends a read-until-close body; the connection's end, anything.
+            (
+                stream::StreamClass::HttpTracker,
+                stream::StreamEvent::Ended {
+                    conn,
+                    dir: stream::Dir::ToClient,
+                    ts,
+                }
+                | stream::StreamEvent::Closed { conn, ts },
+            ) => http_tracker.on_close(conn, ts, out),
             (stream::StreamClass::PeerWire, stream::StreamEvent::Chunk(c)) => {
                 peer_wire.on_chunk(&c, out, retracted)
             }
             (stream::StreamClass::PeerWire, stream::StreamEvent::Closed { conn, ts }) => {
                 peer_wire.on_close(conn, ts)
             }
+            (_, stream::StreamEvent::Ended { .. }) => {}
         });
     }
 

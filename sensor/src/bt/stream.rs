@@ -7,6 +7,8 @@
 //! `gap` so a parser resynchronises instead of misreading.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 
 use crate::event::Timestamp;
 
@@ -93,7 +95,14 @@ impl StreamClass {
 #[derive(Clone, Copy, Debug)]
 pub enum StreamEvent<'a> {
     Chunk(StreamChunk<'a>),
-    /// The connection ended (FIN or RST seen): deliver what a read-until-close body needs.
+    /// `dir` sent its FIN: no more bytes will come that way (the other may still send).
+    /// Completes a read-until-close HTTP body when the server's side ends.
+    Ended {
+        conn: ConnKey,
+        dir: Dir,
+        ts: Timestamp,
+    },
+    /// The connection ended (RST, or a FIN each way): its state can go.
     Closed {
         conn: ConnKey,
         ts: Timestamp,
@@ -155,6 +164,22 @@ struct Held {
     ts: Timestamp,
     payload_len: u32,
     data: Vec<u8>,
+    /// Returns the bytes to the global budget however the segment goes: delivered, or
+    /// dropped with its connection (evicted, expired, closed).
+    _lease: Lease,
+}
+
+/// A share of the global held-bytes budget, given back on drop.
+#[derive(Debug)]
+struct Lease {
+    bytes: usize,
+    pool: Arc<AtomicUsize>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.bytes, Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +188,8 @@ struct Half {
     next: Option<u32>,
     /// Bytes before the next delivery were lost.
     gap: bool,
+    /// The sender's FIN was seen.
+    fin: bool,
     held: Vec<Held>,
 }
 
@@ -179,7 +206,7 @@ struct Conn {
 pub struct TcpStreams {
     config: StreamConfig,
     conns: super::Bounded<(SocketAddr, SocketAddr), Conn>,
-    held_bytes: usize,
+    held_bytes: Arc<AtomicUsize>,
     stats: StreamStats,
 }
 
@@ -201,7 +228,7 @@ impl TcpStreams {
         Self {
             conns: super::Bounded::new(config.max_conns, config.idle),
             config,
-            held_bytes: 0,
+            held_bytes: Arc::default(),
             stats: StreamStats::default(),
         }
     }
@@ -254,8 +281,21 @@ impl TcpStreams {
             self.stats.segments += 1;
             self.accept(&mut conn, dir, ev.ts, seg, &mut sink);
         }
-        if seg.flags.fin() || seg.flags.rst() {
-            // The pre-filter unmarks a flow on its first FIN or RST: nothing more will come.
+        // As the pre-filter: a FIN ends its sender's direction, RST or a FIN each way the
+        // connection (the other side may still send after a FIN: PEX, an HTTP/1.0 body).
+        if seg.flags.fin() && !seg.flags.rst() {
+            self.flush(&mut conn, dir, ev.ts, usize::MAX, &mut sink);
+            conn.halves[dir as usize].fin = true;
+            sink(
+                conn.class,
+                StreamEvent::Ended {
+                    conn: conn.key,
+                    dir,
+                    ts: ev.ts,
+                },
+            );
+        }
+        if seg.flags.rst() || conn.halves.iter().all(|h| h.fin) {
             for d in [Dir::ToServer, Dir::ToClient] {
                 self.flush(&mut conn, d, ev.ts, usize::MAX, &mut sink);
             }
@@ -287,14 +327,18 @@ impl TcpStreams {
             // A hole before this segment: hold it, unless the budget says the hole is lost.
             self.stats.out_of_order += 1;
             if half.held.len() < self.config.max_pending
-                && self.held_bytes + seg.head.len() <= self.config.max_pending_bytes
+                && self.held_bytes.load(Relaxed) + seg.head.len() <= self.config.max_pending_bytes
             {
-                self.held_bytes += seg.head.len();
+                self.held_bytes.fetch_add(seg.head.len(), Relaxed);
                 half.held.push(Held {
                     seq: seg.seq,
                     ts,
                     payload_len: u32::from(seg.payload_len),
                     data: seg.head.to_vec(),
+                    _lease: Lease {
+                        bytes: seg.head.len(),
+                        pool: self.held_bytes.clone(),
+                    },
                 });
             } else {
                 // Give up on the hole: deliver what is held, then this segment.
@@ -355,7 +399,6 @@ impl TcpStreams {
                 return;
             };
             let h = half.held.swap_remove(i);
-            self.held_bytes -= h.data.len();
             deliver(
                 conn,
                 dir,
@@ -391,7 +434,6 @@ impl TcpStreams {
                 return;
             };
             let h = half.held.swap_remove(i);
-            self.held_bytes -= h.data.len();
             half.gap = true;
             half.next = Some(h.seq);
             self.stats.gaps += 1;
@@ -470,6 +512,7 @@ mod tests {
     #[derive(Debug, PartialEq, Eq)]
     enum Got {
         Chunk(Dir, bool, Vec<u8>),
+        Ended(Dir),
         Closed,
     }
 
@@ -516,6 +559,7 @@ mod tests {
                         assert_eq!(c.conn.client, CLIENT.parse().unwrap());
                         Got::Chunk(c.dir, c.gap, c.data.to_vec())
                     }
+                    StreamEvent::Ended { dir, .. } => Got::Ended(dir),
                     StreamEvent::Closed { .. } => Got::Closed,
                 })
             });
@@ -538,12 +582,18 @@ mod tests {
         r.data(2, true, 100, b"GET /announce?info_hash=x "); // retransmission
         r.data(3, false, 5000 + 9, b"200 OK\r\nX: y"); // overlaps 8 bytes
         r.seg(4, false, 5000 + 21, FIN, b"", 0);
+        // After the server's FIN the client may still send; its FIN closes the connection.
+        r.data(5, true, 126, b"more");
+        r.seg(6, true, 130, FIN, b"", 0);
         assert_eq!(
             r.got,
             [
                 chunk(Dir::ToServer, false, b"GET /announce?info_hash=x "),
                 chunk(Dir::ToClient, false, b"HTTP/1.0 200 OK\r\n"),
                 chunk(Dir::ToClient, false, b"X: y"),
+                Got::Ended(Dir::ToClient),
+                chunk(Dir::ToServer, false, b"more"),
+                Got::Ended(Dir::ToServer),
                 Got::Closed,
             ]
         );
@@ -588,7 +638,7 @@ mod tests {
             [
                 chunk(Dir::ToServer, true, b"much later"),
                 chunk(Dir::ToServer, true, b"!"),
-                Got::Closed,
+                Got::Ended(Dir::ToServer),
             ]
         );
         // By count: with room for one held segment the second overflows at once.
@@ -669,6 +719,37 @@ mod tests {
             3,
             "the second could not be held: the hole was given up"
         );
-        assert_eq!(r.streams.held_bytes, 0);
+        assert_eq!(r.streams.held_bytes.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn held_bytes_come_back_when_a_connection_is_dropped() {
+        let mut r = Run::new(StreamConfig {
+            max_conns: 1,
+            ..Default::default()
+        });
+        r.data(0, true, 1, b"GET ");
+        r.data(1, true, 100, b"held");
+        assert_eq!(r.streams.held_bytes.load(Relaxed), 4);
+        // Another connection takes the only slot: the held segment goes with its connection.
+        let other: SocketAddr = "10.0.0.9:5555".parse().unwrap();
+        let seg = TcpSegment {
+            flags: TcpFlags(PSH | ACK),
+            seq: 1,
+            ack: 1,
+            window: 1,
+            payload_len: 4,
+            head: b"GET ",
+        };
+        let ev = PacketEvent {
+            ts: Timestamp(2_000_000),
+            src: other,
+            dst: SERVER.parse().unwrap(),
+            vlan_depth: 0,
+            transport: Transport::Tcp(seg),
+        };
+        r.streams.on_segment(&ev, &seg, |_, _| {});
+        assert_eq!(r.streams.stats().conns.evicted, 1);
+        assert_eq!(r.streams.held_bytes.load(Relaxed), 0);
     }
 }

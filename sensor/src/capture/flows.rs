@@ -104,7 +104,8 @@ mod tests {
     fn state(n: u32) -> FlowState {
         FlowState {
             class: 1,
-            _pad: [0; 3],
+            fins: 0,
+            _pad: [0; 2],
             segments_left: n,
         }
     }
