@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bencode::ext::BRefAccessExt;
-use bencode::{BDecodeOpt, BRefAccess, BencodeParseError, BencodeRef};
+use bencode::{BRefAccess, BencodeRef};
 
 use super::{compact_v4, compact_v6, unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
@@ -207,31 +207,11 @@ fn opt_id20<'a>(d: Dict<'_, 'a>, key: &[u8], err: Reject) -> Result<Option<&'a [
     }
 }
 
-fn decode_error(e: &BencodeParseError, payload: &[u8]) -> Reject {
-    match e {
-        BencodeParseError::BytesEmpty { pos } if *pos >= payload.len() => Reject::Truncated,
-        BencodeParseError::BytesEmpty { .. } => Reject::TrailingData,
-        // An integer or length still being written when the data ends is a truncation; a
-        // missing delimiter anywhere else (e.g. a non-string key) is not bencode.
-        BencodeParseError::InvalidIntNoDelimiter { pos } => {
-            let rest = payload.get(*pos..).unwrap_or_default();
-            if rest.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
-                Reject::Truncated
-            } else {
-                Reject::Syntax
-            }
-        }
-        BencodeParseError::InvalidLengthOverflow { .. } => Reject::LengthBeyondEnd,
-        BencodeParseError::InvalidRecursionExceeded { .. } => Reject::TooDeep,
-        BencodeParseError::InvalidKeyDuplicates { .. } => Reject::DuplicateKey,
-        _ => Reject::Syntax,
-    }
-}
+super::from_bencode_fault!(Reject);
 
 /// Decodes one KRPC datagram. Pure and bounded: linear in `payload`, depth ≤ [`MAX_DEPTH`].
 pub fn parse(payload: &[u8]) -> Result<Message<'_>, Reject> {
-    let opts = BDecodeOpt::new(MAX_DEPTH, false, true);
-    let root = BencodeRef::decode(payload, opts).map_err(|e| decode_error(&e, payload))?;
+    let root = super::decode_bencode(payload, MAX_DEPTH)?;
     let top = root.dict().ok_or(Reject::NotDict)?;
     let tid = match top.lookup(b"t") {
         None => return Err(Reject::MissingTid),

@@ -47,7 +47,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bencode::ext::BRefAccessExt;
-use bencode::{BDecodeOpt, BRefAccess, BencodeParseError, BencodeRef};
+use bencode::{BRefAccess, BencodeRef};
 
 use super::stream::{ConnKey, Dir, StreamChunk};
 use super::{compact_v4, compact_v6, unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
@@ -648,31 +648,13 @@ pub struct AnnounceReply<'a> {
     root: BencodeRef<'a>,
 }
 
-fn decode_error(e: &BencodeParseError, body: &[u8]) -> Reject {
-    match e {
-        BencodeParseError::BytesEmpty { pos } if *pos >= body.len() => Reject::Truncated,
-        BencodeParseError::BytesEmpty { .. } => Reject::TrailingData,
-        BencodeParseError::InvalidIntNoDelimiter { pos } => {
-            let rest = body.get(*pos..).unwrap_or_default();
-            if rest.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
-                Reject::Truncated
-            } else {
-                Reject::Syntax
-            }
-        }
-        BencodeParseError::InvalidLengthOverflow { .. } => Reject::LengthBeyondEnd,
-        BencodeParseError::InvalidRecursionExceeded { .. } => Reject::TooDeep,
-        BencodeParseError::InvalidKeyDuplicates { .. } => Reject::DuplicateKey,
-        _ => Reject::Syntax,
-    }
-}
+super::from_bencode_fault!(Reject);
 
 /// Decodes an announce reply body (already de-chunked and inflated). Keys may come in any
 /// order; trailing ASCII whitespace is tolerated. Pure, linear in `body`, depth ≤ [`MAX_DEPTH`].
 pub fn parse_announce_body(body: &[u8]) -> Result<AnnounceReply<'_>, Reject> {
     let body = body.trim_ascii_end();
-    let opts = BDecodeOpt::new(MAX_DEPTH, false, true);
-    let root = BencodeRef::decode(body, opts).map_err(|e| decode_error(&e, body))?;
+    let root = super::decode_bencode(body, MAX_DEPTH)?;
     let top = root.dict().ok_or(Reject::NotDict)?;
     let string = |key: &[u8]| -> Result<Option<&[u8]>, Reject> {
         top.lookup(key)

@@ -305,6 +305,68 @@ pub struct TableStats {
     pub expired: u64,
 }
 
+/// Why a bencoded value did not decode, in the reasons every channel reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BencodeFault {
+    /// The data ends before the last value does.
+    Truncated,
+    TrailingData,
+    /// A string's declared length runs past the end of the data.
+    LengthBeyondEnd,
+    TooDeep,
+    DuplicateKey,
+    /// Not bencode (bad integer, bad byte, non-string key...).
+    Syntax,
+}
+
+/// Decodes `data` as one bencoded value, as every channel does: nesting capped at
+/// `max_depth`, keys accepted in any order (real KRPC and extension dicts are not always
+/// sorted, spec §1.1), duplicate keys and trailing bytes rejected.
+pub(crate) fn decode_bencode(
+    data: &[u8],
+    max_depth: usize,
+) -> Result<bencode::BencodeRef<'_>, BencodeFault> {
+    use bencode::BencodeParseError as E;
+    let opts = bencode::BDecodeOpt::new(max_depth, false, true);
+    bencode::BencodeRef::decode(data, opts).map_err(|e| match e {
+        E::BytesEmpty { pos } if pos >= data.len() => BencodeFault::Truncated,
+        E::BytesEmpty { .. } => BencodeFault::TrailingData,
+        // An integer or length still being written when the data ends is a truncation; a
+        // missing delimiter anywhere else (e.g. a non-string key) is not bencode.
+        E::InvalidIntNoDelimiter { pos } => {
+            let rest = data.get(pos..).unwrap_or_default();
+            if rest.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
+                BencodeFault::Truncated
+            } else {
+                BencodeFault::Syntax
+            }
+        }
+        E::InvalidLengthOverflow { .. } => BencodeFault::LengthBeyondEnd,
+        E::InvalidRecursionExceeded { .. } => BencodeFault::TooDeep,
+        E::InvalidKeyDuplicates { .. } => BencodeFault::DuplicateKey,
+        _ => BencodeFault::Syntax,
+    })
+}
+
+/// Each channel's `Reject` carries the bencode faults under the same names.
+macro_rules! from_bencode_fault {
+    ($reject:ty) => {
+        impl From<super::BencodeFault> for $reject {
+            fn from(f: super::BencodeFault) -> Self {
+                match f {
+                    super::BencodeFault::Truncated => Self::Truncated,
+                    super::BencodeFault::TrailingData => Self::TrailingData,
+                    super::BencodeFault::LengthBeyondEnd => Self::LengthBeyondEnd,
+                    super::BencodeFault::TooDeep => Self::TooDeep,
+                    super::BencodeFault::DuplicateKey => Self::DuplicateKey,
+                    super::BencodeFault::Syntax => Self::Syntax,
+                }
+            }
+        }
+    };
+}
+pub(crate) use from_bencode_fault;
+
 /// Compact IPv4 endpoint (BEP 5 "C4"): 4-byte address, big-endian port.
 pub(crate) fn compact_v4(b: &[u8; 6]) -> SocketAddr {
     let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bencode::ext::BRefAccessExt;
-use bencode::{BDecodeOpt, BRefAccess, BencodeParseError, BencodeRef};
+use bencode::{BRefAccess, BencodeRef};
 
 use super::stream::{ConnKey, Dir, StreamChunk};
 use super::{compact_v4, compact_v6, unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
@@ -294,23 +294,10 @@ pub fn plausible_start(data: &[u8]) -> bool {
 
 type Dict<'s, 'a> = &'s dyn bencode::BDictAccess<&'a [u8], BencodeRef<'a>>;
 
+super::from_bencode_fault!(Reject);
+
 fn decode(payload: &[u8]) -> Result<BencodeRef<'_>, Reject> {
-    BencodeRef::decode(payload, BDecodeOpt::new(MAX_DEPTH, false, true)).map_err(|e| match e {
-        BencodeParseError::BytesEmpty { pos } if pos >= payload.len() => Reject::Truncated,
-        BencodeParseError::BytesEmpty { .. } => Reject::TrailingData,
-        BencodeParseError::InvalidIntNoDelimiter { pos } => {
-            let rest = payload.get(pos..).unwrap_or_default();
-            if rest.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
-                Reject::Truncated
-            } else {
-                Reject::Syntax
-            }
-        }
-        BencodeParseError::InvalidLengthOverflow { .. } => Reject::LengthBeyondEnd,
-        BencodeParseError::InvalidRecursionExceeded { .. } => Reject::TooDeep,
-        BencodeParseError::InvalidKeyDuplicates { .. } => Reject::DuplicateKey,
-        _ => Reject::Syntax,
-    })
+    Ok(super::decode_bencode(payload, MAX_DEPTH)?)
 }
 
 /// The BEP 10 extended handshake, as far as prediction needs it. Fields of the wrong type or
