@@ -154,7 +154,7 @@ pub struct StreamStats {
     /// Payloads on no followed connection that open with no known signature: a connection
     /// whose state was dropped, or a mark the kernel kept longer than userspace.
     pub unclassified: u64,
-    /// Connections that ended with FIN or RST.
+    /// Connections that ended: RST, or a FIN each way.
     pub closed: u64,
 }
 

@@ -11,7 +11,7 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError};
 use sensor_ebpf::{
-    confirm_signature, counter, kind, mark_flow, parse, tcp_action, tcp_data_class, Parsed,
+    confirm_signature, counter, kind, mark_flow, parse, tcp_action, Parsed,
     TcpAction, ANNOUNCE_SCAN, L4,
 };
 
@@ -308,7 +308,8 @@ impl Prefilter {
 }
 
 /// The signature check the XDP program runs on the head it copied into a ring record: the same
-/// function over a zero-filled copy of the same capacity.
+/// function over a zero-filled copy. The program's record capacity never changes the outcome:
+/// only the `cap_len` bytes copied are read, and at most `ANNOUNCE_SCAN` of them.
 fn probe_confirms(class: u8, frame: &[u8], parsed: &Parsed) -> bool {
     let L4::Tcp { payload_off, .. } = parsed.l4 else {
         return false;
@@ -317,13 +318,7 @@ fn probe_confirms(class: u8, frame: &[u8], parsed: &Parsed) -> bool {
     let mut copy = [0u8; ANNOUNCE_SCAN];
     let n = cap.min(ANNOUNCE_SCAN);
     copy[..n].copy_from_slice(&frame[payload_off..payload_off + n]);
-    // The program scans min(capacity, ANNOUNCE_SCAN) bytes; capacity 128 is the only smaller one.
-    if tcp_data_class(u32::from(parsed.hdr.cap_len)).1 < ANNOUNCE_SCAN {
-        let small: &[u8; 128] = copy[..128].try_into().expect("128 <= ANNOUNCE_SCAN");
-        confirm_signature(class, small, cap)
-    } else {
-        confirm_signature(class, &copy, cap)
-    }
+    confirm_signature(class, &copy, cap)
 }
 
 #[cfg(test)]
