@@ -11,8 +11,8 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError};
 use sensor_ebpf::{
-    confirm_signature, counter, kind, mark_flow, parse, tcp_action, Parsed,
-    TcpAction, ANNOUNCE_SCAN, L4,
+    confirm_signature, counter, kind, mark_flow, parse, tcp_action, Parsed, TcpAction,
+    ANNOUNCE_SCAN, L4,
 };
 
 use super::flows::FlowMarks;
@@ -283,7 +283,13 @@ impl Prefilter {
         }
         counters[slot as usize] += 1;
         let hdr = &parsed.hdr;
-        let head = |off: usize| &frame[off..off + usize::from(hdr.cap_len)];
+        // `cap_len` is 0 when the payload starts past the captured bytes (TCP options cut by a
+        // snap length), and `off` may then lie beyond the frame.
+        let head = |off: usize| {
+            frame
+                .get(off..off + usize::from(hdr.cap_len))
+                .unwrap_or_default()
+        };
         let detail = match parsed.l4 {
             L4::Tcp {
                 seq,
@@ -435,6 +441,36 @@ mod tests {
         assert_eq!(report.frames, 2010, "all but the cut-off last frame");
         let error = report.error.unwrap();
         assert!(error.contains("truncated"), "{error}");
+    }
+
+    /// Fuzzer finding: a segment of a marked flow whose TCP options run past the captured
+    /// bytes has nothing to copy; it must come out empty, not panic.
+    #[test]
+    fn marked_flow_segment_cut_inside_its_options() {
+        use etherparse::PacketBuilder;
+        let segment = |payload: &[u8]| {
+            let mut out = Vec::new();
+            PacketBuilder::ethernet2([2; 6], [3; 6])
+                .ipv4([192, 0, 2, 1], [198, 51, 100, 2], 64)
+                .tcp(40000, 6881, 1, 1000)
+                .ack(1)
+                .write(&mut out, payload)
+                .unwrap();
+            out
+        };
+        let mut hs = b"\x13BitTorrent protocol".to_vec();
+        hs.resize(68, 0);
+        let mut p = Prefilter::new(1472);
+        assert!(p.frame(&segment(&hs), Timestamp(1)).unwrap().is_some());
+        // A 60-byte TCP header (data offset 15) before 60 payload bytes, cut at 77 bytes.
+        let mut cut = segment(&[0u8; 100]);
+        cut[14 + 20 + 12] = 15 << 4;
+        cut.truncate(77);
+        let ev = p.frame(&cut, Timestamp(2)).unwrap().expect("forwarded");
+        let Transport::Tcp(seg) = ev.transport else {
+            panic!("not TCP")
+        };
+        assert_eq!((seg.payload_len, seg.head.len()), (60, 0));
     }
 
     #[test]
