@@ -278,16 +278,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = runtime.block_on(agent::run(config, stats, &mut sink))?;
     let lost = summary.xdp.get("ring_full").copied().unwrap_or(0) + summary.decode_errors;
     eprintln!(
-        "sensor: {:.1} s, {} frames, {} records decoded (syn {}, synack {}, rst {}, fin {}, udp {}, icmp {}), {} lost",
+        "sensor: {:.1} s, {} frames, {} records decoded ({}), {} lost",
         summary.seconds,
         summary.xdp.get("packets").copied().unwrap_or(0),
         summary.consumed.total(),
-        summary.consumed.syn,
-        summary.consumed.synack,
-        summary.consumed.rst,
-        summary.consumed.fin,
-        summary.consumed.udp,
-        summary.consumed.icmp,
+        sensor::event::EventKind::ALL
+            .map(|k| format!("{k} {}", summary.consumed.get(k)))
+            .join(", "),
         lost
     );
     eprintln!(
