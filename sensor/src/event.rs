@@ -10,30 +10,7 @@ use std::net::SocketAddr;
 
 pub use sensor_ebpf::tcp_flag;
 
-/// Wall-clock time of a packet, nanoseconds since the UNIX epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    pub fn from_secs_f64(secs: f64) -> Self {
-        Self((secs * 1e9) as u64)
-    }
-    pub fn as_secs_f64(self) -> f64 {
-        self.0 as f64 / 1e9
-    }
-}
-
-impl fmt::Display for Timestamp {
-    /// Zeek's `ts` format: epoch seconds with microseconds.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:06}",
-            self.0 / 1_000_000_000,
-            (self.0 % 1_000_000_000) / 1000
-        )
-    }
-}
+pub use crate::time::Timestamp;
 
 /// TCP header flags.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

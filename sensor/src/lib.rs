@@ -15,6 +15,9 @@ pub mod logs;
 pub mod metrics;
 pub mod ppr;
 pub mod predict;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod time;
 
 /// The XDP object built by `build.rs`, aligned as aya's object parser requires.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));

@@ -32,6 +32,7 @@ use std::time::Duration;
 use crate::event::{PacketEvent, TcpSegment, Timestamp, UdpDatagram};
 use crate::predict::{PredictedPeer, RetractedPeer};
 
+pub mod channel;
 pub mod dht;
 pub mod http_tracker;
 pub mod lsd;
@@ -40,6 +41,7 @@ pub mod stream;
 pub mod udp_tracker;
 pub mod utp;
 pub mod vuze_dht;
+pub mod wire;
 
 /// Tunables of every channel.
 #[derive(Clone, Debug, Default)]
