@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use crate::bt::{Coordination, CoordinationConfig, CoordinationStats};
+use crate::bt::{ChannelCounts, Coordination, CoordinationConfig, TableStats};
 use crate::conn::{BroEvent, ConnConfig, ConnOutcome, ConnTracker};
 use crate::detect::{BroScan, BroScanConfig, ConnState, NoticeKind, ScanNotice, Trw, TrwConfig};
 use crate::event::{EventSink, PacketEvent, Timestamp, Transport};
@@ -120,38 +120,83 @@ pub struct EngineStats {
     pub suppressed_ppr: u64,
 }
 
-/// The engine's bounded tables, as exported to metrics.
-pub const TABLES: [&str; 11] = [
-    "connections",
-    "predictions",
-    "scan_sources",
-    "baseline_scan_sources",
-    "ppr_sources",
-    "dht_queries",
-    "udp_tracker_transactions",
-    "vuze_dht_requests",
-    "tcp_streams",
-    "http_tracker_sessions",
-    "peer_wire_connections",
-];
-
-pub use crate::bt::CHANNELS;
-
-fn table(t: &crate::bt::TableStats) -> (u64, u64, u64) {
-    (t.len, t.evicted, t.expired)
+/// One bounded table's occupancy and losses, published for a scrape on another thread.
+#[derive(Debug)]
+pub struct TableGauge {
+    pub name: &'static str,
+    pub entries: AtomicU64,
+    /// Dropped to make room.
+    pub evicted: AtomicU64,
+    pub expired: AtomicU64,
 }
 
-/// Size, evictions (table full) and expiries of each table in [`TABLES`], and messages seen,
-/// parsed and rejected per channel in [`CHANNELS`], published by the engine for a metrics
-/// scrape on another thread.
+/// One coordination channel's message counts, published for a scrape on another thread.
+#[derive(Debug)]
+pub struct ChannelGauge {
+    pub name: &'static str,
+    pub seen: AtomicU64,
+    pub parsed: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// The engine's tables and the coordination channels' counts, by name. The rows are laid out
+/// once, from the engine's own lists, when the engine starts exporting; until then a scrape
+/// shows none.
 #[derive(Debug, Default)]
 pub struct TableGauges {
-    pub entries: [AtomicU64; TABLES.len()],
-    pub evicted: [AtomicU64; TABLES.len()],
-    pub expired: [AtomicU64; TABLES.len()],
-    pub channel_seen: [AtomicU64; CHANNELS.len()],
-    pub channel_parsed: [AtomicU64; CHANNELS.len()],
-    pub channel_rejected: [AtomicU64; CHANNELS.len()],
+    rows: std::sync::OnceLock<(Vec<TableGauge>, Vec<ChannelGauge>)>,
+}
+
+impl TableGauges {
+    pub fn tables(&self) -> &[TableGauge] {
+        self.rows.get().map_or(&[], |r| &r.0)
+    }
+
+    pub fn channels(&self) -> &[ChannelGauge] {
+        self.rows.get().map_or(&[], |r| &r.1)
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableGauge> {
+        self.tables().iter().find(|t| t.name == name)
+    }
+
+    fn lay_out(&self, tables: &[(&'static str, TableStats)], channels: &[(&'static str, ChannelCounts)]) {
+        self.rows.get_or_init(|| {
+            let t = tables.iter().map(|&(name, _)| TableGauge {
+                name,
+                entries: AtomicU64::new(0),
+                evicted: AtomicU64::new(0),
+                expired: AtomicU64::new(0),
+            });
+            let c = channels.iter().map(|&(name, _)| ChannelGauge {
+                name,
+                seen: AtomicU64::new(0),
+                parsed: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            });
+            (t.collect(), c.collect())
+        });
+    }
+
+    /// Stores the current values, each under its name.
+    fn publish(&self, tables: &[(&'static str, TableStats)], channels: &[(&'static str, ChannelCounts)]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.lay_out(tables, channels);
+        for (name, t) in tables {
+            if let Some(g) = self.table(name) {
+                g.entries.store(t.len, Relaxed);
+                g.evicted.store(t.evicted, Relaxed);
+                g.expired.store(t.expired, Relaxed);
+            }
+        }
+        for (name, c) in channels {
+            if let Some(g) = self.channels().iter().find(|g| g.name == *name) {
+                g.seen.store(c.seen, Relaxed);
+                g.parsed.store(c.parsed, Relaxed);
+                g.rejected.store(c.rejected_total(), Relaxed);
+            }
+        }
+    }
 }
 
 // One per engine (two with prediction on): the size difference between variants is irrelevant.
@@ -253,7 +298,7 @@ impl<S: EngineSink> Engine<S> {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             conns: ConnTracker::new(config.conn.clone()),
-            coordination: Coordination::new(config.coordination.clone()),
+            coordination: Coordination::new(&config.coordination),
             learnt: Vec::new(),
             retracted: Vec::new(),
             detector: Detector::new(&config)?,
@@ -294,63 +339,47 @@ impl<S: EngineSink> Engine<S> {
         self.publish();
     }
 
-    /// Current (entries, evicted, expired) of every table in [`TABLES`].
-    pub fn tables(&self) -> [(u64, u64, u64); TABLES.len()] {
+    /// Every bounded table, by name: the engine's own, then the coordination channels'.
+    pub fn tables(&self) -> Vec<(&'static str, TableStats)> {
         use std::sync::atomic::Ordering::Relaxed;
         let p = &self.predictions.stats;
-        let coord = self.coordination.stats();
         let (det_n, det_ev) = self.detector.table();
         let (base_n, base_ev) = self.baseline.as_ref().map_or((0, 0), Detector::table);
-        [
+        let stats = |len, evicted, expired| TableStats {
+            len,
+            evicted,
+            expired,
+        };
+        let mut out = vec![
             (
-                self.conns.len() as u64,
-                self.conns.evictions,
-                self.conns.expired,
+                "connections",
+                stats(self.conns.len() as u64, self.conns.evictions, self.conns.expired),
             ),
             (
-                self.predictions.len(),
-                p.evicted_host_cap.load(Relaxed) + p.evicted_total_cap.load(Relaxed),
-                p.expired.load(Relaxed),
+                "predictions",
+                stats(
+                    self.predictions.len(),
+                    p.evicted_host_cap.load(Relaxed) + p.evicted_total_cap.load(Relaxed),
+                    p.expired.load(Relaxed),
+                ),
             ),
-            (det_n, det_ev, 0),
-            (base_n, base_ev, 0),
-            (self.ppr.len() as u64, self.ppr.evictions, 0),
-            (
-                coord.dht.pending.len,
-                coord.dht.pending.evicted,
-                coord.dht.pending.expired,
-            ),
-            (
-                coord.udp_tracker.pending.len + coord.udp_tracker.flows.len,
-                coord.udp_tracker.pending.evicted + coord.udp_tracker.flows.evicted,
-                coord.udp_tracker.pending.expired + coord.udp_tracker.flows.expired,
-            ),
-            table(&coord.vuze_dht.pending),
-            table(&coord.streams.conns),
-            table(&coord.http_tracker.sessions),
-            table(&coord.peer_wire.connections),
-        ]
+            ("scan_sources", stats(det_n, det_ev, 0)),
+            ("baseline_scan_sources", stats(base_n, base_ev, 0)),
+            ("ppr_sources", stats(self.ppr.len() as u64, self.ppr.evictions, 0)),
+        ];
+        out.extend(self.coordination.tables());
+        out
     }
 
     fn publish(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let Some(g) = &self.gauges else { return };
-        for (i, (n, ev, ex)) in self.tables().into_iter().enumerate() {
-            g.entries[i].store(n, Relaxed);
-            g.evicted[i].store(ev, Relaxed);
-            g.expired[i].store(ex, Relaxed);
-        }
-        let c = self.coordination.stats();
-        for (i, counts) in c.channels().into_iter().enumerate() {
-            g.channel_seen[i].store(counts.seen, Relaxed);
-            g.channel_parsed[i].store(counts.parsed, Relaxed);
-            g.channel_rejected[i].store(counts.rejected_total(), Relaxed);
+        if let Some(g) = &self.gauges {
+            g.publish(&self.tables(), &self.coordination.counts());
         }
     }
 
-    /// Per-channel counts of the coordination parsers.
-    pub fn coordination_stats(&self) -> CoordinationStats {
-        self.coordination.stats()
+    /// The coordination channels, for their counters.
+    pub fn coordination(&self) -> &Coordination {
+        &self.coordination
     }
 
     /// Adds a prediction (from a coordination parser, or a test).
@@ -715,14 +744,32 @@ mod tests {
         }
         engine.finish();
         use std::sync::atomic::Ordering::Relaxed;
-        assert_eq!(TABLES[0], "connections");
-        assert_eq!(gauges.entries[0].load(Relaxed), 5);
+        let connections = gauges.table("connections").unwrap();
+        assert_eq!(connections.entries.load(Relaxed), 5);
         assert_eq!(
-            gauges.evicted[0].load(Relaxed),
+            connections.evicted.load(Relaxed),
             15,
             "every eviction is counted"
         );
-        assert_eq!(engine.tables()[0], (5, 15, 0));
+        let (name, t) = engine.tables()[0];
+        assert_eq!((name, t.len, t.evicted, t.expired), ("connections", 5, 15, 0));
+        // Every table and every channel has its row, once.
+        let names: Vec<&str> = gauges.tables().iter().map(|t| t.name).collect();
+        assert_eq!(names, engine.tables().iter().map(|t| t.0).collect::<Vec<_>>());
+        assert_eq!(gauges.channels().len(), engine.coordination().counts().len());
+    }
+
+    /// The README's counter list names every table and channel label `/metrics` exports.
+    #[test]
+    fn readme_lists_every_table_and_channel() {
+        let readme = include_str!("../../README.md");
+        let metrics = &readme[readme.find("### Metrics").expect("metrics section")..];
+        let engine = Engine::new(EngineConfig::default(), Collect::default()).unwrap();
+        let channels = engine.coordination().counts();
+        let names = engine.tables().into_iter().map(|t| t.0).chain(channels.into_iter().map(|c| c.0));
+        for name in names {
+            assert!(metrics.contains(&format!("`{name}`")), "README misses `{name}`");
+        }
     }
 
     #[test]

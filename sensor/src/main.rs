@@ -514,9 +514,9 @@ fn peers(args: PeersArgs) -> anyhow::Result<()> {
     };
     let (engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
     if args.stats {
-        let stats = engine.coordination_stats();
+        let coordination = engine.coordination();
         println!("channel                   seen  parsed  rejected");
-        for (name, c) in sensor::bt::CHANNELS.iter().zip(stats.channels()) {
+        for (name, c) in coordination.counts() {
             let reasons: Vec<String> = c.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
             println!(
                 "{name:<24} {:>6} {:>7} {:>9}  {}",
@@ -526,28 +526,9 @@ fn peers(args: PeersArgs) -> anyhow::Result<()> {
                 reasons.join(", ")
             );
         }
-        let s = &stats.streams;
-        println!(
-            "tcp streams: {} segments, {} bytes delivered, {} out of order, {} retransmitted, \
-             {} gaps, {} cut by the snap length, {} unclassified",
-            s.segments,
-            s.delivered_bytes,
-            s.out_of_order,
-            s.retransmitted,
-            s.gaps,
-            s.truncated,
-            s.unclassified
-        );
-        let h = &stats.http_tracker;
-        println!(
-            "http tracker: {} announces, {} responses, {} failure replies, {} DNS-name peers skipped",
-            h.announce_requests, h.responses, h.failures, h.dns_names
-        );
-        let p = &stats.peer_wire;
-        println!(
-            "peer wire: {} handshakes, {} messages, {} encrypted or opaque streams, {} PEX by fallback id",
-            p.handshakes, p.messages, p.opaque_streams, p.pex_fallback
-        );
+        for line in coordination.summaries() {
+            println!("{line}");
+        }
         println!();
         println!("host                       failed TCP  predicted  by channel");
         let mut hosts: Vec<_> = engine.sink.failures.iter().collect();

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use sensor_ebpf::counter;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::capture::record::DecodeError;
 use crate::capture::xdp::KernelCounters;
+use crate::engine::TableGauge;
 use crate::event::{EventKind, KindCounts};
 
 /// Counters kept by the agent; shared between the ring reader and the scrape handler.
@@ -154,76 +156,84 @@ fn kernel_metric(
 
 impl Collector for SensorCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self.kernel.lock().map_err(|_| std::fmt::Error)?.read();
-        match snapshot {
-            Ok(snap) => {
-                // Group slots by metric name so each family gets one descriptor.
-                let mut done = Vec::new();
-                for slot in 0..counter::COUNT {
-                    let (name, help, _) = kernel_metric(slot);
-                    if done.contains(&name) {
-                        continue;
-                    }
-                    done.push(name);
-                    let mut family =
-                        encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-                    if kernel_metric(slot).2.is_none() {
-                        ConstCounter::new(snap.get(slot)).encode(family)?;
-                        continue;
-                    }
-                    for member in slot..counter::COUNT {
-                        if let (n, _, Some(label)) = kernel_metric(member) {
-                            if n == name {
-                                ConstCounter::new(snap.get(member))
-                                    .encode(family.encode_family(&[label])?)?;
-                            }
-                        }
+        self.encode_kernel(&mut encoder)?;
+        self.encode_agent(&mut encoder)?;
+        self.encode_tables(&mut encoder)?;
+        self.encode_channels(&mut encoder)?;
+        self.encode_decode_errors(&mut encoder)
+    }
+}
+
+type Encoded = Result<(), std::fmt::Error>;
+
+impl SensorCollector {
+    /// The XDP program's per-CPU counters, summed, one family per metric name.
+    fn encode_kernel(&self, encoder: &mut DescriptorEncoder) -> Encoded {
+        let snap = match self.kernel.lock().map_err(|_| std::fmt::Error)?.read() {
+            Ok(snap) => snap,
+            Err(e) => {
+                tracing::warn!("reading XDP counters: {e:#}");
+                return Ok(());
+            }
+        };
+        let mut done = Vec::new();
+        for slot in 0..counter::COUNT {
+            let (name, help, label) = kernel_metric(slot);
+            if done.contains(&name) {
+                continue;
+            }
+            done.push(name);
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            if label.is_none() {
+                ConstCounter::new(snap.get(slot)).encode(family)?;
+                continue;
+            }
+            for member in slot..counter::COUNT {
+                if let (n, _, Some(label)) = kernel_metric(member) {
+                    if n == name {
+                        ConstCounter::new(snap.get(member))
+                            .encode(family.encode_family(&[label])?)?;
                     }
                 }
             }
-            Err(e) => tracing::warn!("reading XDP counters: {e:#}"),
         }
+        Ok(())
+    }
 
+    /// Ring records decoded, and the engine's results.
+    fn encode_agent(&self, encoder: &mut DescriptorEncoder) -> Encoded {
+        let a = &self.agent;
         let mut family = encoder.encode_descriptor(
             "sensor_ring_records",
             "Ring records the agent decoded, by kind",
             None,
             MetricType::Counter,
         )?;
-        let consumed = self.agent.consumed_counts();
+        let consumed = a.consumed_counts();
         for kind in EventKind::ALL {
             ConstCounter::new(consumed.get(kind))
                 .encode(family.encode_family(&[("kind", kind.as_str())])?)?;
         }
-        let a = &self.agent;
         for (name, help, value) in [
-            (
-                "sensor_notices",
-                "Scan notices raised",
-                a.notices.load(Relaxed),
-            ),
+            ("sensor_notices", "Scan notices raised", &a.notices),
             (
                 "sensor_failed_attempts",
                 "Failed connection attempts seen",
-                a.failed_attempts.load(Relaxed),
+                &a.failed_attempts,
             ),
             (
                 "sensor_predicted_failures",
                 "Failed attempts to peers that BitTorrent coordination predicted",
-                a.predicted_failures.load(Relaxed),
+                &a.predicted_failures,
             ),
             (
                 "sensor_predictions",
                 "Peers learnt from coordination traffic",
-                a.predictions.load(Relaxed),
+                &a.predictions,
             ),
         ] {
-            ConstCounter::new(value).encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                MetricType::Counter,
-            )?)?;
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value.load(Relaxed)).encode(family)?;
         }
         let mut family = encoder.encode_descriptor(
             "sensor_suppressed_notices",
@@ -232,66 +242,71 @@ impl Collector for SensorCollector {
             MetricType::Counter,
         )?;
         for (reason, value) in [
-            ("predicted", a.suppressed_predicted.load(Relaxed)),
-            ("ppr", a.suppressed_ppr.load(Relaxed)),
+            ("predicted", &a.suppressed_predicted),
+            ("ppr", &a.suppressed_ppr),
         ] {
-            ConstCounter::new(value).encode(family.encode_family(&[("reason", reason)])?)?;
+            ConstCounter::new(value.load(Relaxed))
+                .encode(family.encode_family(&[("reason", reason)])?)?;
         }
-        let t = &a.tables;
-        for (name, help, values, gauge) in [
-            (
-                "sensor_table_entries",
-                "Entries in the engine's bounded tables",
-                &t.entries,
-                true,
-            ),
+        Ok(())
+    }
+
+    /// Every bounded table the engine published, by its name.
+    fn encode_tables(&self, encoder: &mut DescriptorEncoder) -> Encoded {
+        let tables = self.agent.tables.tables();
+        let mut family = encoder.encode_descriptor(
+            "sensor_table_entries",
+            "Entries in the engine's bounded tables",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in tables {
+            let v = i64::try_from(t.entries.load(Relaxed)).unwrap_or(i64::MAX);
+            ConstGauge::new(v).encode(family.encode_family(&[("table", t.name)])?)?;
+        }
+        for (name, help, value) in [
             (
                 "sensor_table_evictions",
                 "Entries dropped from the engine's tables because they were full",
-                &t.evicted,
-                false,
+                (|t| &t.evicted) as fn(&TableGauge) -> &AtomicU64,
             ),
             (
                 "sensor_table_expired",
                 "Entries the engine's tables let expire",
-                &t.expired,
-                false,
+                |t| &t.expired,
             ),
         ] {
-            let kind = if gauge {
-                MetricType::Gauge
-            } else {
-                MetricType::Counter
-            };
-            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-            for (i, table) in crate::engine::TABLES.iter().enumerate() {
-                let v = values[i].load(Relaxed);
-                let labels = [("table", *table)];
-                let member = family.encode_family(&labels)?;
-                if gauge {
-                    prometheus_client::metrics::gauge::ConstGauge::new(v as i64).encode(member)?;
-                } else {
-                    ConstCounter::new(v).encode(member)?;
-                }
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for t in tables {
+                ConstCounter::new(value(t).load(Relaxed))
+                    .encode(family.encode_family(&[("table", t.name)])?)?;
             }
         }
+        Ok(())
+    }
+
+    /// Messages of every registered coordination channel, by outcome.
+    fn encode_channels(&self, encoder: &mut DescriptorEncoder) -> Encoded {
         let mut family = encoder.encode_descriptor(
             "sensor_coordination_messages",
             "BitTorrent coordination messages by channel: seen (passed the shape check), parsed, rejected",
             None,
             MetricType::Counter,
         )?;
-        for (i, channel) in crate::engine::CHANNELS.iter().enumerate() {
-            for (outcome, values) in [
-                ("seen", &t.channel_seen),
-                ("parsed", &t.channel_parsed),
-                ("rejected", &t.channel_rejected),
+        for c in self.agent.tables.channels() {
+            for (outcome, value) in [
+                ("seen", &c.seen),
+                ("parsed", &c.parsed),
+                ("rejected", &c.rejected),
             ] {
-                let labels = [("channel", *channel), ("outcome", outcome)];
-                ConstCounter::new(values[i].load(Relaxed))
-                    .encode(family.encode_family(&labels)?)?;
+                let labels = [("channel", c.name), ("outcome", outcome)];
+                ConstCounter::new(value.load(Relaxed)).encode(family.encode_family(&labels)?)?;
             }
         }
+        Ok(())
+    }
+
+    fn encode_decode_errors(&self, encoder: &mut DescriptorEncoder) -> Encoded {
         let mut family = encoder.encode_descriptor(
             "sensor_ring_decode_errors",
             "Ring records the agent could not decode (dropped), by reason",
