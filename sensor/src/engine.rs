@@ -15,6 +15,8 @@ use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use crate::bt::{ChannelCounts, Coordination, CoordinationConfig, TableStats};
 use crate::conn::{BroEvent, ConnConfig, ConnOutcome, ConnTracker};
 use crate::detect::{BroScan, BroScanConfig, ConnState, NoticeKind, ScanNotice, Trw, TrwConfig};
@@ -56,8 +58,9 @@ pub enum DetectorKind {
     Trw,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SuppressReason {
     Predicted,
     Ppr,
@@ -65,10 +68,7 @@ pub enum SuppressReason {
 
 impl SuppressReason {
     pub fn as_str(self) -> &'static str {
-        match self {
-            SuppressReason::Predicted => "predicted",
-            SuppressReason::Ppr => "ppr",
-        }
+        self.into()
     }
 }
 
@@ -211,7 +211,7 @@ impl Detector {
         Ok(match cfg.detector {
             DetectorKind::Bro => Detector::Bro(BroScan::new(cfg.bro.clone())),
             DetectorKind::Trw => {
-                Detector::Trw(Trw::new(cfg.trw.clone()).map_err(|e| anyhow::anyhow!("{e}"))?)
+                Detector::Trw(Trw::new(cfg.trw.clone()).context("TRW parameters")?)
             }
         })
     }
@@ -220,7 +220,8 @@ impl Detector {
         match self {
             Detector::Bro(bro) => bro.check_into(&o.scan_check(), out),
             Detector::Trw(trw) => {
-                // TRW runs from connection_attempt/rejected/established, TCP only (spec §1.5).
+                // Bro 1.5 `trw.bro` runs from the connection_attempt, connection_rejected and
+                // connection_established events, on TCP only.
                 let state = match o.event {
                     BroEvent::Attempt | BroEvent::IcmpUnreachable => ConnState::S0,
                     BroEvent::Rejected => ConnState::REJ,

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sensor::agent::{self, RunConfig};
 use sensor::capture::xdp::{AttachMode, XdpConfig};
@@ -232,7 +233,7 @@ fn event_sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn EventSink>> {
     Ok(match path {
         Some(path) => {
             let file = std::fs::File::create(path)
-                .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+                .with_context(|| format!("creating {}", path.display()))?;
             Box::new(EventLog::new(std::io::BufWriter::new(file)))
         }
         None => Box::new(()),
@@ -258,7 +259,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let notices = match &args.notices {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path)
-                .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?,
+                .with_context(|| format!("creating {}", path.display()))?,
         )),
         None => None,
     };
@@ -341,13 +342,13 @@ fn parse_cidr(s: &str) -> anyhow::Result<(std::net::IpAddr, u8)> {
     let addr: std::net::IpAddr = addr
         .trim()
         .parse()
-        .map_err(|e| anyhow::anyhow!("bad network {s:?}: {e}"))?;
+        .with_context(|| format!("bad network {s:?}"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let len = match len {
         Some(l) => l
             .trim()
             .parse::<u8>()
-            .map_err(|e| anyhow::anyhow!("bad prefix length in {s:?}: {e}"))?,
+            .with_context(|| format!("bad prefix length in {s:?}"))?,
         None => max,
     };
     anyhow::ensure!(len <= max, "prefix length {len} too long in {s:?}");

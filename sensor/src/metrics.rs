@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -386,5 +387,5 @@ pub async fn bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpLis
     }
     TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("binding metrics on {addr}: {e}"))
+        .with_context(|| format!("binding metrics on {addr}"))
 }
