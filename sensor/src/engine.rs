@@ -20,7 +20,8 @@ use anyhow::Context as _;
 use crate::bt::{ChannelCounts, Coordination, CoordinationConfig, TableStats};
 use crate::conn::{BroEvent, ConnConfig, ConnOutcome, ConnTracker};
 use crate::detect::{BroScan, BroScanConfig, ConnState, NoticeKind, ScanNotice, Trw, TrwConfig};
-use crate::event::{EventSink, PacketEvent, Timestamp, Transport};
+use crate::event::{EventSink, PacketEvent, Transport};
+use crate::time::{Duration, Timestamp};
 use crate::ppr::{PprConfig, PprSample, PprTracker};
 use crate::predict::{
     Channel, PeerTransport, PredictedPeer, PredictionConfig, PredictionTable, RetractedPeer,
@@ -119,6 +120,12 @@ pub struct EngineStats {
     pub suppressed_predicted: u64,
     pub suppressed_ppr: u64,
 }
+
+/// Bro sweeps expired table entries every 10 s (`table_expire_interval`).
+const TABLE_EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
+/// Metrics are published more often than tables are swept, so a scrape is at most a second
+/// (of packet time) behind.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One bounded table's occupancy and losses, published for a scrape on another thread.
 #[derive(Debug)]
@@ -276,8 +283,8 @@ pub struct Engine<S: EngineSink> {
     outcomes: Vec<ConnOutcome>,
     notices: Vec<ScanNotice>,
     baseline_notices: Vec<ScanNotice>,
-    last_expire: u64,
-    last_publish: u64,
+    last_expire: Timestamp,
+    last_publish: Timestamp,
     last_idle_publish: std::time::Instant,
     now: Timestamp,
     gauges: Option<Arc<TableGauges>>,
@@ -314,10 +321,10 @@ impl<S: EngineSink> Engine<S> {
             outcomes: Vec::new(),
             notices: Vec::new(),
             baseline_notices: Vec::new(),
-            last_expire: 0,
-            last_publish: 0,
+            last_expire: Timestamp::ZERO,
+            last_publish: Timestamp::ZERO,
             last_idle_publish: std::time::Instant::now(),
-            now: Timestamp(0),
+            now: Timestamp::ZERO,
             gauges: None,
             stats: EngineStats::default(),
             sink,
@@ -460,9 +467,8 @@ impl<S: EngineSink> Engine<S> {
 
     fn tick(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
-        // Bro sweeps expired table entries every 10 s (`table_expire_interval`).
-        if self.now.0.saturating_sub(self.last_expire) >= 10_000_000_000 {
-            self.last_expire = self.now.0;
+        if self.now - self.last_expire >= TABLE_EXPIRE_INTERVAL {
+            self.last_expire = self.now;
             self.detector.expire(self.now, &mut self.notices);
             if let Some(b) = &mut self.baseline {
                 b.expire(self.now, &mut self.baseline_notices);
@@ -472,10 +478,8 @@ impl<S: EngineSink> Engine<S> {
             self.coordination.expire(self.now);
             self.emit();
         }
-        // Metrics are published more often than tables are swept, so a scrape is at most a
-        // second (of packet time) behind.
-        if self.now.0.saturating_sub(self.last_publish) >= 1_000_000_000 {
-            self.last_publish = self.now.0;
+        if self.now - self.last_publish >= PUBLISH_INTERVAL {
+            self.last_publish = self.now;
             self.publish();
         }
     }
@@ -569,7 +573,7 @@ mod tests {
 
     fn syn(ts_ms: u64, src: SocketAddr, dst: SocketAddr) -> PacketEvent<'static> {
         PacketEvent {
-            ts: Timestamp(1_700_000_000_000_000_000 + ts_ms * 1_000_000),
+            ts: Timestamp::from_secs(1_700_000_000) + Duration::from_millis(ts_ms),
             src,
             dst,
             vlan_depth: 0,
@@ -622,7 +626,7 @@ mod tests {
             engine.event(e);
         }
         // Let the attempt timers of the last SYNs run out.
-        let end = Timestamp(events.last().unwrap().ts.0 + 10_000_000_000);
+        let end = events.last().unwrap().ts + Duration::from_secs(10);
         engine.tick(end);
         engine.conns.advance(end, &mut engine.outcomes);
         engine.process_outcomes();
@@ -784,7 +788,7 @@ mod tests {
         for e in bittorrent_like(BT).iter().take(6) {
             engine.event(e);
         }
-        engine.tick(Timestamp(1_700_000_000_000_000_000 + 20_000_000_000));
+        engine.tick(Timestamp::from_secs(1_700_000_020));
         engine.conns.advance(engine.now, &mut engine.outcomes);
         engine.process_outcomes();
         assert_eq!(notes(&engine.sink.notices), ["TRWAddressScan"]);
