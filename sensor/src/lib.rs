@@ -10,6 +10,7 @@ pub mod capture;
 pub mod conn;
 pub mod detect;
 pub mod engine;
+pub mod eval;
 pub mod event;
 pub mod logs;
 pub mod metrics;

@@ -36,6 +36,42 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// The peers BitTorrent coordination traffic announced to each host (the predictions).
     Peers(PeersArgs),
+    /// Accuracy on labelled captures: TPR/FPR per suppression mode and threshold (ROC).
+    Eval(EvalArgs),
+}
+
+const EVAL_HELP: &str = "\
+Each capture is a separate run with its own labels: --labels for all of them, or else
+NAME.labels.csv beside NAME.pcap (as the lab writes them). Labels are CSV lines `ip,role,what,...`
+with roles bittorrent, scanner and benign; other roles are reported, not scored. A host is
+flagged when it raised an AddressScan or PortScan notice. For every mode (none, predict, ppr,
+all) and threshold: TPR = scanners flagged / scanners, FPR = BitTorrent hosts flagged /
+BitTorrent hosts. Every capture is read once; its events feed one engine per mode and threshold.
+
+With --out DIR: roc.csv, roc.json (with every host's results), roc.svg (the ROC curves) and
+time-to-100.svg (per BitTorrent host, minutes from its first to its 100th predicted
+connection, in 15-minute bins).";
+
+#[derive(clap::Args)]
+#[command(after_long_help = EVAL_HELP)]
+struct EvalArgs {
+    /// pcap or pcapng files, each a labelled run.
+    #[arg(required = true)]
+    pcaps: Vec<PathBuf>,
+    /// Labels for every capture (default: NAME.labels.csv beside each NAME.pcap).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// First address-scan thresholds to evaluate.
+    #[arg(long, value_delimiter = ',', default_values_t = sensor::eval::DEFAULT_THRESHOLDS)]
+    thresholds: Vec<u64>,
+    /// Write roc.csv, roc.json, roc.svg and time-to-100.svg here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// UDP payload bytes kept per datagram, as for `run`.
+    #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
+    snaplen: u32,
 }
 
 #[derive(clap::Args)]
@@ -222,6 +258,7 @@ fn main() {
         Command::Prefilter(args) => prefilter(args),
         Command::Analyze(args) => analyze(args),
         Command::Peers(args) => peers(args),
+        Command::Eval(args) => eval(args),
     };
     if let Err(e) = result {
         eprintln!("sensor: {e:#}");
@@ -500,6 +537,25 @@ impl EngineSink for PeersSink {
             *entry.1.entry(channel).or_default() += 1;
         }
     }
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.thresholds.iter().all(|&t| t > 0),
+        "thresholds must be at least 1"
+    );
+    let captures = args
+        .pcaps
+        .iter()
+        .map(|p| Ok((p.clone(), sensor::eval::labels_for(p, args.labels.as_deref())?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = args.engine.config()?;
+    let report = sensor::eval::evaluate(&captures, &config, &args.thresholds, args.snaplen)?;
+    print!("{}", report.table());
+    if let Some(dir) = &args.out {
+        report.write(dir)?;
+    }
+    Ok(())
 }
 
 fn peers(args: PeersArgs) -> anyhow::Result<()> {

@@ -1,0 +1,464 @@
+//! `sensor eval`: how well the detector separates scanners from BitTorrent hosts on labelled
+//! captures, as the paper's evaluation does: a ROC curve over address-scan thresholds for each
+//! suppression mode (Khan, Syed and Khayam, Figure 13) and, per BitTorrent host, the time it took
+//! to make 100 predicted connections (Figure 14).
+//!
+//! A host is *flagged* when it raised at least one AddressScan or PortScan notice. TPR is the
+//! share of labelled scanners flagged, FPR the share of labelled BitTorrent hosts flagged. Every
+//! capture is an independent run (its own engines, its own hosts), read once: its events go to
+//! one engine per (mode, threshold).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::capture::pcap;
+use crate::conn::ConnOutcome;
+use crate::detect::{BroScanConfig, NoticeKind, ScanNotice};
+use crate::engine::{DetectorKind, Engine, EngineConfig, EngineSink, Suppress, SuppressReason};
+use crate::event::{EventSink, PacketEvent};
+use crate::ppr::PprSample;
+use crate::predict::Channel;
+use crate::time::Timestamp;
+
+pub mod plot;
+
+/// The modes compared, in the order reported.
+pub const MODES: [Suppress; 4] = [
+    Suppress::None,
+    Suppress::Predict,
+    Suppress::Ppr,
+    Suppress::All,
+];
+
+/// The paper's thresholds (Figure 13).
+pub const DEFAULT_THRESHOLDS: [u64; 8] = [5, 10, 20, 50, 100, 200, 500, 1000];
+
+/// How many predicted connections Figure 14 waits for.
+const PREDICTED_TARGET: usize = 100;
+
+/// What a labelled host is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Bittorrent,
+    Scanner,
+    Benign,
+    /// Any other label (a seed, a tracker, infrastructure): reported, not scored.
+    Other(String),
+}
+
+impl Role {
+    fn parse(s: &str) -> Self {
+        match s {
+            "bittorrent" => Role::Bittorrent,
+            "scanner" => Role::Scanner,
+            "benign" => Role::Benign,
+            other => Role::Other(other.to_owned()),
+        }
+    }
+}
+
+/// One labelled host: its role and what it runs (client or tool).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Label {
+    pub role: Role,
+    pub what: String,
+}
+
+/// Host labels, from a CSV file whose first two columns are `ip,role` (a header line naming
+/// them is skipped; a third column, if any, says what the host runs).
+#[derive(Clone, Debug, Default)]
+pub struct Labels(BTreeMap<IpAddr, Label>);
+
+impl Labels {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut map = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let mut cols = line.split(',').map(str::trim);
+            let (Some(ip), Some(role)) = (cols.next(), cols.next()) else {
+                continue;
+            };
+            if ip.is_empty() || (i == 0 && ip == "ip") {
+                continue;
+            }
+            // Infrastructure rows may name a prefix (a peer population): not a host to score.
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                continue;
+            };
+            let what = cols.next().unwrap_or_default().to_owned();
+            let label = Label {
+                role: Role::parse(role),
+                what,
+            };
+            map.insert(ip, label);
+        }
+        anyhow::ensure!(!map.is_empty(), "no labelled hosts");
+        Ok(Self(map))
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading labels {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("labels {}", path.display()))
+    }
+
+    pub fn get(&self, ip: IpAddr) -> Option<&Label> {
+        self.0.get(&ip)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (IpAddr, &Label)> {
+        self.0.iter().map(|(ip, l)| (*ip, l))
+    }
+}
+
+/// The labels of a capture: `--labels`, or `NAME.labels.csv` beside `NAME.pcap` (as the lab
+/// writes them).
+pub fn labels_for(pcap: &Path, explicit: Option<&Path>) -> anyhow::Result<Labels> {
+    if let Some(path) = explicit {
+        return Labels::read(path);
+    }
+    let beside = pcap.with_extension("labels.csv");
+    anyhow::ensure!(
+        beside.exists(),
+        "{}: no --labels given and no {} beside it",
+        pcap.display(),
+        beside.display()
+    );
+    Labels::read(&beside)
+}
+
+/// What one engine of the grid keeps: the hosts it flagged and, for the engine that records
+/// them, the attempts of every host.
+#[derive(Debug, Default)]
+struct LaneSink {
+    flagged: HashSet<IpAddr>,
+    attempts: Option<HashMap<IpAddr, HostAttempts>>,
+}
+
+/// A host's connection attempts as prediction saw them.
+#[derive(Clone, Debug, Default)]
+struct HostAttempts {
+    failed_tcp: u64,
+    predicted_failed_tcp: u64,
+    by_channel: BTreeMap<Channel, u64>,
+    /// Times of its first predicted connections, up to [`PREDICTED_TARGET`].
+    predicted_at: Vec<Timestamp>,
+}
+
+impl EngineSink for LaneSink {
+    fn notice(&mut self, n: &ScanNotice) {
+        if matches!(n.note, NoticeKind::AddressScan | NoticeKind::PortScan) {
+            self.flagged.insert(n.src);
+        }
+    }
+
+    fn suppressed(&mut self, _: &ScanNotice, _: SuppressReason, _: &PprSample) {}
+
+    fn attempt(&mut self, o: &ConnOutcome, predicted: Option<Channel>) {
+        let Some(attempts) = &mut self.attempts else {
+            return;
+        };
+        let host = attempts.entry(o.initiator().ip()).or_default();
+        if predicted.is_some() && host.predicted_at.len() < PREDICTED_TARGET {
+            host.predicted_at.push(o.ts);
+        }
+        if o.udp || !o.failed() {
+            return;
+        }
+        host.failed_tcp += 1;
+        if let Some(channel) = predicted {
+            host.predicted_failed_tcp += 1;
+            *host.by_channel.entry(channel).or_default() += 1;
+        }
+    }
+}
+
+/// One engine per (mode, threshold), all fed from one read of the capture.
+struct Grid {
+    lanes: Vec<(Suppress, u64, Engine<LaneSink>)>,
+}
+
+impl Grid {
+    fn new(base: &EngineConfig, thresholds: &[u64]) -> anyhow::Result<Self> {
+        let mut lanes = Vec::new();
+        for mode in MODES {
+            for (i, &threshold) in thresholds.iter().enumerate() {
+                let mut config = base.clone();
+                config.suppress = mode;
+                let first = BroScanConfig::with_first_threshold(threshold);
+                config.bro.report_peer_scan = first.report_peer_scan;
+                config.bro.report_outbound_peer_scan = first.report_outbound_peer_scan;
+                // Coverage does not depend on the threshold: one engine records it.
+                let sink = LaneSink {
+                    attempts: (mode == Suppress::All && i == 0).then(HashMap::new),
+                    ..LaneSink::default()
+                };
+                lanes.push((mode, threshold, Engine::new(config, sink)?));
+            }
+        }
+        Ok(Self { lanes })
+    }
+
+    fn finish(&mut self) {
+        for (_, _, engine) in &mut self.lanes {
+            engine.finish();
+        }
+    }
+}
+
+impl EventSink for Grid {
+    fn event(&mut self, ev: &PacketEvent<'_>) {
+        for (_, _, engine) in &mut self.lanes {
+            engine.event(ev);
+        }
+    }
+}
+
+/// A labelled host's results in one capture.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HostResult {
+    pub capture: String,
+    pub ip: IpAddr,
+    #[serde(flatten)]
+    pub label: Label,
+    /// Flagged per mode, at each threshold (in the order of [`EvalReport::thresholds`]).
+    pub flagged: BTreeMap<&'static str, Vec<bool>>,
+    pub failed_tcp: u64,
+    pub predicted_failed_tcp: u64,
+    pub predicted_by_channel: BTreeMap<&'static str, u64>,
+    /// Minutes from its first to its 100th predicted connection, if it made 100.
+    pub minutes_to_100_predicted: Option<f64>,
+}
+
+/// One point of the ROC curve.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RocRow {
+    pub mode: &'static str,
+    pub threshold: u64,
+    pub tp: u64,
+    pub scanners: u64,
+    pub fp: u64,
+    pub bittorrent: u64,
+    pub tpr: f64,
+    pub fpr: f64,
+}
+
+/// Everything `sensor eval` found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvalReport {
+    pub thresholds: Vec<u64>,
+    pub captures: Vec<String>,
+    pub roc: Vec<RocRow>,
+    pub hosts: Vec<HostResult>,
+}
+
+pub fn mode_name(mode: Suppress) -> &'static str {
+    match mode {
+        Suppress::None => "none",
+        Suppress::Predict => "predict",
+        Suppress::Ppr => "ppr",
+        Suppress::All => "all",
+    }
+}
+
+/// Evaluates `captures` (each with its labels) at every mode and threshold.
+pub fn evaluate(
+    captures: &[(PathBuf, Labels)],
+    base: &EngineConfig,
+    thresholds: &[u64],
+    snaplen: u32,
+) -> anyhow::Result<EvalReport> {
+    anyhow::ensure!(
+        base.detector == DetectorKind::Bro,
+        "eval varies Bro's address-scan threshold; TRW has none"
+    );
+    anyhow::ensure!(!thresholds.is_empty(), "no thresholds");
+    let mut hosts = Vec::new();
+    for (path, labels) in captures {
+        let grid = run_capture(path, base, thresholds, snaplen)?;
+        hosts.extend(host_results(&path.display().to_string(), labels, &grid));
+    }
+    Ok(EvalReport {
+        thresholds: thresholds.to_vec(),
+        captures: captures.iter().map(|(p, _)| p.display().to_string()).collect(),
+        roc: roc(&hosts, thresholds),
+        hosts,
+    })
+}
+
+fn run_capture(
+    path: &Path,
+    base: &EngineConfig,
+    thresholds: &[u64],
+    snaplen: u32,
+) -> anyhow::Result<Grid> {
+    let mut grid = Grid::new(base, thresholds)?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let name = path.display().to_string();
+    let (_, read) = pcap::prefilter_reader(&name, reader, snaplen, |ev| grid.event(ev))?;
+    if let Some(err) = read.error {
+        anyhow::bail!("{name}: {err}; an evaluation on part of a capture would mislead");
+    }
+    grid.finish();
+    Ok(grid)
+}
+
+fn host_results(capture: &str, labels: &Labels, grid: &Grid) -> Vec<HostResult> {
+    let attempts = grid
+        .lanes
+        .iter()
+        .find_map(|(_, _, e)| e.sink.attempts.as_ref());
+    labels
+        .iter()
+        .map(|(ip, label)| {
+            let mut flagged: BTreeMap<&'static str, Vec<bool>> = BTreeMap::new();
+            for (mode, _, engine) in &grid.lanes {
+                let at = flagged.entry(mode_name(*mode)).or_default();
+                at.push(engine.sink.flagged.contains(&ip));
+            }
+            let a = attempts.and_then(|m| m.get(&ip)).cloned().unwrap_or_default();
+            HostResult {
+                capture: capture.to_owned(),
+                ip,
+                label: label.clone(),
+                flagged,
+                failed_tcp: a.failed_tcp,
+                predicted_failed_tcp: a.predicted_failed_tcp,
+                predicted_by_channel: a.by_channel.iter().map(|(c, n)| (c.as_str(), *n)).collect(),
+                minutes_to_100_predicted: minutes_to_target(&a.predicted_at),
+            }
+        })
+        .collect()
+}
+
+fn minutes_to_target(times: &[Timestamp]) -> Option<f64> {
+    let (first, last) = (times.first()?, times.get(PREDICTED_TARGET - 1)?);
+    Some((*last - *first).as_secs_f64() / 60.0)
+}
+
+/// TPR and FPR per mode and threshold, over every capture's hosts.
+pub fn roc(hosts: &[HostResult], thresholds: &[u64]) -> Vec<RocRow> {
+    let count = |role: &Role, mode: &str, i: usize| {
+        let of_role = hosts.iter().filter(|h| &h.label.role == role);
+        let flagged = of_role.clone().filter(|h| h.flagged[mode][i]).count() as u64;
+        (flagged, of_role.count() as u64)
+    };
+    let rate = |k: u64, n: u64| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    let mut rows = Vec::new();
+    for mode in MODES.map(mode_name) {
+        for (i, &threshold) in thresholds.iter().enumerate() {
+            let (tp, scanners) = count(&Role::Scanner, mode, i);
+            let (fp, bittorrent) = count(&Role::Bittorrent, mode, i);
+            rows.push(RocRow {
+                mode,
+                threshold,
+                tp,
+                scanners,
+                fp,
+                bittorrent,
+                tpr: rate(tp, scanners),
+                fpr: rate(fp, bittorrent),
+            });
+        }
+    }
+    rows
+}
+
+impl EvalReport {
+    /// `roc.csv`: one row per mode and threshold, rates as fractions.
+    pub fn roc_csv(&self) -> String {
+        let mut out = String::from("mode,threshold,tp,scanners,fp,bittorrent,tpr,fpr\n");
+        for r in &self.roc {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{:.4},{:.4}",
+                r.mode, r.threshold, r.tp, r.scanners, r.fp, r.bittorrent, r.tpr, r.fpr
+            );
+        }
+        out
+    }
+
+    /// The table printed on stdout: the ROC grid, then every scored host.
+    pub fn table(&self) -> String {
+        let mut out = String::from("mode     threshold   TPR (scanners)      FPR (BitTorrent)\n");
+        for r in &self.roc {
+            let _ = writeln!(
+                out,
+                "{:<8} {:>9}   {:>3}/{:<3} {:>6.1}%   {:>3}/{:<3} {:>6.1}%",
+                r.mode,
+                r.threshold,
+                r.tp,
+                r.scanners,
+                100.0 * r.tpr,
+                r.fp,
+                r.bittorrent,
+                100.0 * r.fpr
+            );
+        }
+        out.push_str(&self.host_table());
+        out
+    }
+
+    fn host_table(&self) -> String {
+        let mut out = String::from(
+            "\nhost             role        runs               failed TCP  predicted  flagged at (all)  minutes to 100 predicted\n",
+        );
+        for h in &self.hosts {
+            let flagged: Vec<String> = self
+                .thresholds
+                .iter()
+                .zip(&h.flagged["all"])
+                .filter(|(_, f)| **f)
+                .map(|(t, _)| t.to_string())
+                .collect();
+            let share = if h.failed_tcp == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}%", 100.0 * h.predicted_failed_tcp as f64 / h.failed_tcp as f64)
+            };
+            let role = match &h.label.role {
+                Role::Other(r) => r.as_str(),
+                Role::Bittorrent => "bittorrent",
+                Role::Scanner => "scanner",
+                Role::Benign => "benign",
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<11} {:<18} {:>10} {:>10}  {:<17} {}",
+                h.ip.to_string(),
+                role,
+                h.label.what,
+                h.failed_tcp,
+                share,
+                if flagged.is_empty() { "-".to_owned() } else { flagged.join(",") },
+                h.minutes_to_100_predicted
+                    .map_or_else(|| "-".to_owned(), |m| format!("{m:.1}"))
+            );
+        }
+        out
+    }
+}
+
+impl EvalReport {
+    /// Writes `roc.csv`, `roc.json`, `roc.svg` and `time-to-100.svg` into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        write("roc.csv", self.roc_csv())?;
+        write("roc.json", serde_json::to_string_pretty(self)? + "\n")?;
+        let figure = |name: &str, draw: fn(&EvalReport, &Path) -> plot::Plot| {
+            let path = dir.join(name);
+            draw(self, &path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+        };
+        figure("roc.svg", plot::roc_svg)?;
+        figure("time-to-100.svg", plot::time_to_100_svg)
+    }
+}
