@@ -76,25 +76,30 @@ pub struct Labels(BTreeMap<IpAddr, Label>);
 
 impl Labels {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
         let mut map = BTreeMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let mut cols = line.split(',').map(str::trim);
-            let (Some(ip), Some(role)) = (cols.next(), cols.next()) else {
+        for (i, record) in reader.records().enumerate() {
+            let record = record.with_context(|| format!("line {}", i + 1))?;
+            let (Some(ip), Some(role)) = (record.get(0), record.get(1)) else {
                 continue;
             };
-            if ip.is_empty() || (i == 0 && ip == "ip") {
-                continue;
-            }
-            // Infrastructure rows may name a prefix (a peer population): not a host to score.
+            // The header, and infrastructure rows naming a prefix (a peer population), are
+            // not hosts to score.
             let Ok(ip) = ip.parse::<IpAddr>() else {
                 continue;
             };
-            let what = cols.next().unwrap_or_default().to_owned();
-            let label = Label {
-                role: Role::parse(role),
-                what,
-            };
-            map.insert(ip, label);
+            let what = record.get(2).unwrap_or_default().to_owned();
+            map.insert(
+                ip,
+                Label {
+                    role: Role::parse(role),
+                    what,
+                },
+            );
         }
         anyhow::ensure!(!map.is_empty(), "no labelled hosts");
         Ok(Self(map))
