@@ -1,7 +1,7 @@
-//! The Vuze DHT vectors VZ-D1..D5 (spec `bt-wire.md` §5.8) as a capture: tshark's `vuze-dht`
-//! dissector must decode the fields we decode wherever the spec says it decodes correctly
-//! (all of VZ-D1, D3, D4; the header of D2 and D5, before its two defects), and
-//! `sensor peers` must predict the spec's targets.
+//! The Vuze DHT test vectors VZ-D1..D5 (built from BiglyBT's `serialise` code; the same bytes as
+//! the unit tests of `sensor::bt::vuze_dht`) as a capture: tshark's `vuze-dht` dissector must
+//! decode the fields we decode wherever it decodes correctly (all of VZ-D1, D3, D4; the header
+//! of D2 and D5, before its two defects), and `sensor peers` must predict the expected targets.
 //!
 //! Needs tshark (`cargo xtask setup` installs it); unprivileged.
 
@@ -40,7 +40,8 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// VZ-D5 = VZ-D2 with the v55 header the spec gives and contact versions 0x37.
+/// VZ-D5 = VZ-D2 with a v55 header (BiglyBT 3.x: packet flags, flags2, processing time) and
+/// contact versions 0x37.
 fn d5() -> Vec<u8> {
     let d2 = unhex(D2);
     let mut v = unhex("00000407 00c0ffee 9a3b5c7d1e2f4a6b 37 00 00000004 55667788 00 00 0003");
@@ -53,7 +54,7 @@ fn d5() -> Vec<u8> {
     v
 }
 
-/// The vectors in spec order (requests before their replies), one second apart.
+/// The vectors in order (requests before their replies), one second apart.
 fn vectors() -> Vec<(&'static str, bool, Vec<u8>)> {
     vec![
         ("VZ-D1", true, unhex(D1)),
@@ -303,7 +304,7 @@ fn sensor_peers_predicts_the_spec_targets() {
             )
         })
         .collect();
-    // Spec §5.8 VZ-D2/D5: TCP 192.0.2.20:51413 (UDP 11273), TCP 203.0.113.77:6881 (UDP
+    // VZ-D2/D5 (as BiglyBT's `DHTTrackerPlugin` reads their values): TCP 192.0.2.20:51413 (UDP 11273), TCP 203.0.113.77:6881 (UDP
     // 6882), for the requester. The v50 vectors are below BiglyBT's minimum version 51, so
     // only the D4/D5 exchange counts (D3's contacts are v50 too).
     let want: BTreeSet<_> = [

@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         let (bytes, next) = tail.split_at(n);
         rest = next;
         now += u64::from(ctrl >> 5) * 100;
-        let ts = Timestamp(now * 1_000_000_000);
+        let ts = Timestamp::from_secs(now);
         let host = hosts[usize::from(ctrl >> 2) & 7];
         let group = if host.is_ipv4() {
             "239.192.152.143:6771"

@@ -1,6 +1,6 @@
 //! Mainline DHT (BEP 5 KRPC, BEP 32 IPv6, BEP 42 `ip`): which peers and nodes a host learns.
 //!
-//! Predictions (spec §0.3, §4.3): the learner is the *destination* of a response (the
+//! Predictions (BEP 5 "KRPC Protocol": a response goes back to the querier): the learner is the *destination* of a response (the
 //! querier). `values` of a `get_peers` response are peers it will dial over TCP and uTP, so each
 //! gives a [`PeerTransport::Tcp`] and a [`PeerTransport::Udp`] prediction on [`Channel::Dht`];
 //! `nodes`/`nodes6` are DHT nodes it will query over UDP ([`Channel::DhtNodes`]). Queries
@@ -9,26 +9,30 @@
 //! from the lists.
 //!
 //! Responses are matched to queries by (querier, responder, `t`). A response with no pending
-//! query still predicts by default ([`DhtConfig::predict_unmatched`]): spec §4.3 allows it (the
-//! receiver is the requester whatever we saw), a capture or a restarted sensor starts
+//! query still predicts by default ([`DhtConfig::predict_unmatched`]): the receiver of a
+//! response is the querier whatever we saw (BEP 5 only echoes `t` for the querier's benefit), a capture or a restarted sensor starts
 //! mid-session, and matching would not stop an adversary, who controls both ends of a fake
 //! exchange anyway. Such responses are counted apart (`unmatched`).
 //!
 //! Bencode: `torrust-tracker-contrib-bencode` (the maintained fork of bip_bencode). It decodes
 //! from `&[u8]` with every byte string borrowed, caps the nesting depth, rejects malformed
-//! integers and duplicate keys, and can accept unsorted keys, which the spec requires (§1.1:
-//! real KRPC and extension dicts are not always sorted). Its lists and dicts are small
+//! integers and duplicate keys, and can accept unsorted keys, which real traffic needs: BEP 3
+//! asks for sorted keys, but deployed KRPC and extension dicts are not always sorted (uTorrent
+//! 3.4.5's extended handshake is not). Its lists and dicts are small
 //! allocations bounded by the datagram. Rejected: `bendy` (streams with no tree, but fails any
 //! dict whose keys are unsorted) and `bt_bencode` (no depth limit: `lll…` overflows the stack;
 //! a declared length near `usize::MAX` panics on an overflowing add).
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bencode::ext::BRefAccessExt;
 use bencode::{BRefAccess, BencodeRef};
 
-use super::{compact_v4, compact_v6, unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::channel::{Learnt, Sender};
+use super::wire::{compact_v4, compact_v6};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
 
@@ -45,7 +49,8 @@ const N4: usize = 26;
 const N6: usize = 38;
 
 /// Why a datagram that looked like KRPC was not used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reject {
     /// The capture holds only the head of the datagram.
     Incomplete,
@@ -78,25 +83,7 @@ pub enum Reject {
 
 impl Reject {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::Incomplete => "incomplete",
-            Reject::Truncated => "truncated",
-            Reject::LengthBeyondEnd => "length_beyond_end",
-            Reject::TrailingData => "trailing_data",
-            Reject::TooDeep => "too_deep",
-            Reject::DuplicateKey => "duplicate_key",
-            Reject::Syntax => "syntax",
-            Reject::NotDict => "not_dict",
-            Reject::MissingTid => "missing_tid",
-            Reject::BadTid => "bad_tid",
-            Reject::BadType => "bad_type",
-            Reject::MissingBody => "missing_body",
-            Reject::BadId => "bad_id",
-            Reject::BadInfoHash => "bad_info_hash",
-            Reject::BadPort => "bad_port",
-            Reject::BadIp => "bad_ip",
-            Reject::WrongType => "wrong_type",
-        }
+        self.into()
     }
 }
 
@@ -222,7 +209,7 @@ pub fn parse(payload: &[u8]) -> Result<Message<'_>, Reject> {
     }
     let y = top
         .lookup(b"y")
-        .and_then(|y| y.bytes_ext())
+        .and_then(BRefAccessExt::bytes_ext)
         .ok_or(Reject::BadType)?;
     let body = match y {
         b"q" => Body::Query(parse_query(top)?),
@@ -255,7 +242,7 @@ fn compact(b: &[u8]) -> Option<SocketAddr> {
 fn parse_query<'a>(top: Dict<'_, 'a>) -> Result<Query<'a>, Reject> {
     let method_name = top
         .lookup(b"q")
-        .and_then(|q| q.bytes_ext())
+        .and_then(BRefAccessExt::bytes_ext)
         .ok_or(Reject::MissingBody)?;
     let a = top
         .lookup(b"a")
@@ -263,7 +250,7 @@ fn parse_query<'a>(top: Dict<'_, 'a>) -> Result<Query<'a>, Reject> {
         .ok_or(Reject::MissingBody)?;
     let id = id20(
         a.lookup(b"id")
-            .and_then(|v| v.bytes_ext())
+            .and_then(BRefAccessExt::bytes_ext)
             .ok_or(Reject::BadId)?,
         Reject::BadId,
     )?;
@@ -298,7 +285,7 @@ fn parse_response<'a>(top: Dict<'_, 'a>) -> Result<Response<'a>, Reject> {
         .ok_or(Reject::MissingBody)?;
     let id = id20(
         r.lookup(b"id")
-            .and_then(|v| v.bytes_ext())
+            .and_then(BRefAccessExt::bytes_ext)
             .ok_or(Reject::BadId)?,
         Reject::BadId,
     )?;
@@ -307,7 +294,7 @@ fn parse_response<'a>(top: Dict<'_, 'a>) -> Result<Response<'a>, Reject> {
         Some(v) => {
             let list = v.list().ok_or(Reject::WrongType)?;
             // Every element must be a string (libtorrent stops at the first that is not).
-            if (0..list.len()).any(|i| list.get(i).and_then(|e| e.bytes_ext()).is_none()) {
+            if (0..list.len()).any(|i| list.get(i).and_then(BRefAccessExt::bytes_ext).is_none()) {
                 return Err(Reject::WrongType);
             }
             Some(list.len())
@@ -329,8 +316,8 @@ fn parse_error<'a>(top: Dict<'_, 'a>) -> Result<KrpcError<'a>, Reject> {
         .ok_or(Reject::MissingBody)?;
     // BEP 5: [code, message]; kept lenient, an error predicts nothing.
     Ok(KrpcError {
-        code: e.get(0).and_then(|c| c.int()),
-        message: e.get(1).and_then(|m| m.bytes_ext()),
+        code: e.get(0).and_then(BRefAccess::int),
+        message: e.get(1).and_then(BRefAccessExt::bytes_ext),
     })
 }
 
@@ -344,14 +331,15 @@ impl<'a> Message<'a> {
             .and_then(|r| r.dict())
             .and_then(|r| r.lookup(b"values"))
             .and_then(|v| v.list());
-        let n = list.map_or(0, |l| l.len());
+        let n = list.map_or(0, bencode::BListAccess::len);
         (0..n).filter_map(move |i| list?.get(i)?.bytes_ext())
     }
 
     /// Calls `f` with each peer of `values`, reading at most `max`. Strings of 6 bytes are C4,
     /// 18 bytes C6 (BEP 32 hybrid lists); other lengths are counted malformed. When the list
     /// holds a single string and the datagram came over IPv4, the string is read as
-    /// concatenated C4 entries (libtorrent's "mainline format", spec DHT-R2).
+    /// concatenated C4 entries (libtorrent `get_peers.cpp`: "assume it's mainline format"; the
+    /// BitTorrentBlocker capture holds such an 18-byte string over IPv4).
     pub fn for_each_peer(
         &self,
         over_ipv4: bool,
@@ -396,7 +384,8 @@ impl<'a> Message<'a> {
     }
 
     /// Calls `f` with each node of `nodes` then `nodes6`, reading at most `max`; a remainder
-    /// shorter than an entry is counted malformed and ignored (spec §4.2).
+    /// shorter than an entry is counted malformed and ignored (as libtorrent's
+    /// `traversal_algorithm.cpp` `look_for_nodes` and Wireshark's `dissect_bt_dht_nodes` do).
     pub fn for_each_node(&self, max: usize, mut f: impl FnMut(SocketAddr)) -> EntryCounts {
         let mut n = EntryCounts::default();
         let Body::Response(r) = self.body else {
@@ -407,7 +396,8 @@ impl<'a> Message<'a> {
                 n.malformed += 1;
             }
             let total = list.len() / stride;
-            let take = total.min(max.saturating_sub(n.decoded as usize));
+            let decoded = usize::try_from(n.decoded).unwrap_or(usize::MAX);
+            let take = total.min(max.saturating_sub(decoded));
             n.capped += (total - take) as u64;
             for e in list.chunks_exact(stride).take(take) {
                 n.decoded += 1;
@@ -444,7 +434,7 @@ impl TxId {
         let mut bytes = [0; MAX_TID_LEN];
         bytes.get_mut(..t.len())?.copy_from_slice(t);
         Some(Self {
-            len: t.len() as u8,
+            len: u8::try_from(t.len()).ok()?,
             bytes,
         })
     }
@@ -470,7 +460,7 @@ impl Default for DhtConfig {
     fn default() -> Self {
         Self {
             max_pending: 65_536,
-            pending_ttl: Duration::from_secs(60),
+            pending_ttl: Duration::from_mins(1),
             predict_unmatched: true,
             max_entries: MAX_ENTRIES,
         }
@@ -544,7 +534,7 @@ impl DhtTracker {
         } else {
             Err(Reject::Incomplete)
         };
-        self.stats.counts.record(result.map_err(|r| r.as_str()));
+        self.stats.counts.record(result.map_err(Reject::as_str));
     }
 
     fn on_message(
@@ -555,7 +545,33 @@ impl DhtTracker {
     ) -> Result<(), Reject> {
         let msg = parse(payload)?;
         let tid = TxId::new(msg.tid).ok_or(Reject::BadTid)?;
-        let answered = match msg.body {
+        let Some(answered) = self.match_transaction(ev, &msg.body, tid) else {
+            return Ok(());
+        };
+        let Body::Response(r) = msg.body else {
+            return Ok(());
+        };
+        if r.values.is_some() {
+            self.stats.values_responses += 1;
+        }
+        if !answered && !self.config.predict_unmatched {
+            self.stats.unmatched_ignored += 1;
+            return Ok(());
+        }
+        let decoded = self.predict_values(ev, &msg, out);
+        self.predict_nodes(ev, &msg, decoded, out);
+        Ok(())
+    }
+
+    /// Counts the message and records a query as pending; for a response or an error, whether
+    /// it answered a pending query (`None` for a query).
+    fn match_transaction(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        body: &Body<'_>,
+        tid: TxId,
+    ) -> Option<bool> {
+        let answered = match body {
             Body::Query(q) => {
                 self.stats.queries += 1;
                 match q.method {
@@ -564,7 +580,7 @@ impl DhtTracker {
                     _ => {}
                 }
                 self.pending.insert((ev.src, ev.dst, tid), q.method, ev.ts);
-                return Ok(());
+                return None;
             }
             Body::Response(_) => {
                 self.stats.responses += 1;
@@ -580,19 +596,19 @@ impl DhtTracker {
         } else {
             self.stats.unmatched += 1;
         }
-        let Body::Response(r) = msg.body else {
-            return Ok(());
-        };
-        if r.values.is_some() {
-            self.stats.values_responses += 1;
-        }
-        if !answered && !self.config.predict_unmatched {
-            self.stats.unmatched_ignored += 1;
-            return Ok(());
-        }
+        Some(answered)
+    }
+
+    /// `values` peers for the learner (the response's destination), over TCP and uTP.
+    /// Returns how many entries were decoded (they count against the node budget).
+    fn predict_values(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        msg: &Message<'_>,
+        out: &mut Vec<PredictedPeer>,
+    ) -> u64 {
         let learner = ev.dst.ip();
         let own = msg.external.map(|a| a.ip());
-
         let mut vc = EntryCounts::default();
         let start = out.len();
         let counts = msg.for_each_peer(ev.src.is_ipv4(), self.config.max_entries, |peer| {
@@ -612,8 +628,22 @@ impl DhtTracker {
         vc.add(&counts);
         self.stats.predicted_peers += (out.len() - start) as u64;
         self.stats.values.add(&vc);
+        vc.decoded
+    }
 
-        let budget = self.config.max_entries.saturating_sub(vc.decoded as usize);
+    /// `nodes`/`nodes6` contacts the learner will query over UDP, within what is left of
+    /// [`DhtConfig::max_entries`] after `values_decoded`.
+    fn predict_nodes(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        msg: &Message<'_>,
+        values_decoded: u64,
+        out: &mut Vec<PredictedPeer>,
+    ) {
+        let learner = ev.dst.ip();
+        let own = msg.external.map(|a| a.ip());
+        let decoded = usize::try_from(values_decoded).unwrap_or(usize::MAX);
+        let budget = self.config.max_entries.saturating_sub(decoded);
         let mut nc = EntryCounts::default();
         let start = out.len();
         let counts = msg.for_each_node(budget, |node| match unfit(node, learner, own) {
@@ -629,7 +659,47 @@ impl DhtTracker {
         nc.add(&counts);
         self.stats.predicted_nodes += (out.len() - start) as u64;
         self.stats.nodes.add(&nc);
-        Ok(())
+    }
+}
+
+impl super::channel::Channel for DhtTracker {
+    fn name(&self) -> &'static str {
+        "dht"
+    }
+
+    fn claims(&self, _ev: &PacketEvent<'_>, udp: &UdpDatagram<'_>) -> bool {
+        looks_like_krpc(udp.head)
+    }
+
+    /// Whatever it held, a KRPC message shows its sender to be a DHT node.
+    fn on_udp(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        udp: &UdpDatagram<'_>,
+        out: &mut Learnt<'_>,
+    ) -> Sender {
+        DhtTracker::on_udp(self, ev, udp, out.predictions);
+        Sender::BitTorrent
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        DhtTracker::expire(self, now);
+    }
+
+    fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
+        f("dht", &self.stats.counts);
+    }
+
+    fn tables(&self, f: &mut dyn FnMut(&'static str, TableStats)) {
+        f("dht_queries", self.pending.stats());
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).expect("counters serialize")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

@@ -1,9 +1,9 @@
 //! Local Service Discovery (BEP 14): `BT-SEARCH * HTTP/1.1` announces multicast on the LAN.
 //!
 //! An announce from host A with `Port: P` tells every BitTorrent client on A's segment that A
-//! accepts peers at (A's UDP source address, P) (spec §10; libtorrent `lsd.cpp` builds
-//! `tcp::endpoint(from.address(), port)`). The learner is "every host on that multicast
-//! segment" (spec §0.3), not the datagram's destination, so the prediction scope has to be
+//! accepts peers at (A's UDP source address, P) (BEP 14: the peer's address is the UDP source
+//! address; libtorrent `lsd.cpp` builds `tcp::endpoint(from.address(), port)`). The learner is
+//! every host on that multicast segment, not the datagram's destination, so the prediction scope has to be
 //! chosen; a passive sensor does not know the segment's members or its netmask.
 //!
 //! # Prediction scope
@@ -18,7 +18,8 @@
 //!   calls [`Lsd::note_host`]). Only a BitTorrent client acts on an announce, so a host with no
 //!   such traffic is not given the announcer's port: that would excuse any LAN host's failed
 //!   attempts to A:P. Each member gets a [`PeerTransport::Tcp`] and a [`PeerTransport::Udp`]
-//!   prediction (clients dial uTP first, then TCP, spec §9.3; as the DHT and tracker channels).
+//!   prediction (clients dial uTP first, then TCP: see [`super::utp`]; as the DHT and tracker
+//!   channels).
 //! * **Only segments that carried an announce are tracked.** LSD is link-local, so this keeps
 //!   the Internet addresses of DHT nodes and trackers out of the table: noting a host of any
 //!   other segment is one hash lookup and nothing is stored.
@@ -40,7 +41,7 @@
 //! `strtol` would take `+12x`), at least one `Infohash` of 40 hex digits that is not all zero
 //! (others are counted and skipped, as libtorrent does), head terminated by an empty line.
 //! `Host` and `cookie` are kept but not required. Announces are accepted on UDP port 6771 to
-//! any destination, wider than the spec's F8 filter (groups only): clients also send
+//! any destination, not only to the BEP 14 groups (239.192.152.143, ff15::efc0:988f): clients also send
 //! subnet-broadcast or unicast copies (VUT-PDS, a qBittorrent host, to 192.168.38.255; the
 //! mercury capture to 10.10.0.63), and a receiver bound to port 6771 takes those too.
 //!
@@ -52,12 +53,15 @@
 //! attempts excused can also become a member by sending one KRPC-shaped datagram. As with uTP
 //! (see `utp.rs`), the evidence is asserted by LAN hosts themselves, not by a third party.
 
+use std::any::Any;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use super::channel::{Learnt, Sender};
 use super::{Bounded, ChannelCounts, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
+use crate::time;
 
 pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(239, 192, 152, 143);
 pub const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0xefc0, 0x988f);
@@ -83,7 +87,8 @@ pub fn is_group(ip: IpAddr) -> bool {
 }
 
 /// Why a datagram that passed [`looks_like_lsd`] was not used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reject {
     /// The capture holds only the head of the datagram.
     Incomplete,
@@ -106,18 +111,7 @@ pub enum Reject {
 
 impl Reject {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::Incomplete => "incomplete",
-            Reject::NotHttp => "not_http",
-            Reject::Unterminated => "unterminated",
-            Reject::TooManyHeaders => "too_many_headers",
-            Reject::BadMethod => "bad_method",
-            Reject::MissingPort => "missing_port",
-            Reject::DuplicatePort => "duplicate_port",
-            Reject::BadPort => "bad_port",
-            Reject::NoInfohash => "no_infohash",
-            Reject::UnusableSource => "unusable_source",
-        }
+        self.into()
     }
 }
 
@@ -298,8 +292,8 @@ impl Default for LsdConfig {
             max_segments: 1024,
             max_hosts_per_segment: 256,
             max_announcers_per_segment: 64,
-            host_ttl: Duration::from_secs(1800),
-            announce_ttl: Duration::from_secs(600),
+            host_ttl: Duration::from_mins(30),
+            announce_ttl: Duration::from_mins(10),
         }
     }
 }
@@ -327,30 +321,34 @@ pub struct LsdStats {
 
 #[derive(Debug, Default)]
 struct Segment {
-    /// Members and when they were last seen (ns).
-    hosts: Vec<(IpAddr, u64)>,
-    /// Announced endpoints and when they were last announced (ns).
-    announcers: Vec<(SocketAddr, u64)>,
+    /// Members and when they were last seen.
+    hosts: Vec<(IpAddr, Timestamp)>,
+    /// Announced endpoints and when they were last announced.
+    announcers: Vec<(SocketAddr, Timestamp)>,
     /// When the segment was last (re-)inserted in the bounded table.
-    inserted: u64,
+    inserted: Timestamp,
 }
 
 impl Segment {
     /// Drops members and announces past their TTL (a returning member is then new again).
-    fn prune(&mut self, now: u64, host_ttl: u64, announce_ttl: u64) {
-        self.hosts
-            .retain(|&(_, seen)| now.saturating_sub(seen) <= host_ttl);
+    fn prune(&mut self, now: Timestamp, host_ttl: time::Duration, announce_ttl: time::Duration) {
+        self.hosts.retain(|&(_, seen)| !seen.expired(host_ttl, now));
         self.announcers
-            .retain(|&(_, seen)| now.saturating_sub(seen) <= announce_ttl);
+            .retain(|&(_, seen)| !seen.expired(announce_ttl, now));
     }
 }
 
 /// How often an active segment is re-inserted to restart its table TTL.
-const REFRESH: Duration = Duration::from_secs(60);
+const REFRESH: time::Duration = time::Duration::from_secs(60);
 
 /// Sets `key`'s time to `now` or adds it, evicting the oldest entry past `cap`. Returns
 /// (added, evicted).
-fn upsert<K: PartialEq>(list: &mut Vec<(K, u64)>, key: K, now: u64, cap: usize) -> (bool, bool) {
+fn upsert<K: PartialEq>(
+    list: &mut Vec<(K, Timestamp)>,
+    key: K,
+    now: Timestamp,
+    cap: usize,
+) -> (bool, bool) {
     if let Some(e) = list.iter_mut().find(|(k, _)| *k == key) {
         e.1 = now;
         return (false, false);
@@ -383,18 +381,18 @@ fn push_both(out: &mut Vec<PredictedPeer>, ts: Timestamp, host: IpAddr, peer: So
 pub struct Lsd {
     config: LsdConfig,
     segments: Bounded<IpAddr, Segment>,
-    host_ttl: u64,
-    announce_ttl: u64,
+    host_ttl: time::Duration,
+    announce_ttl: time::Duration,
     stats: LsdStats,
 }
 
 impl Lsd {
     pub fn new(config: LsdConfig) -> Self {
-        let ttl = config.host_ttl.max(config.announce_ttl) + REFRESH;
+        let ttl = config.host_ttl.max(config.announce_ttl) + Duration::from(REFRESH);
         Self {
             segments: Bounded::new(config.max_segments, ttl),
-            host_ttl: crate::detect::ns(config.host_ttl),
-            announce_ttl: crate::detect::ns(config.announce_ttl),
+            host_ttl: config.host_ttl.into(),
+            announce_ttl: config.announce_ttl.into(),
             config,
             stats: LsdStats::default(),
         }
@@ -427,7 +425,7 @@ impl Lsd {
         } else {
             Err(Reject::Incomplete)
         };
-        self.stats.counts.record(result.map_err(|r| r.as_str()));
+        self.stats.counts.record(result.map_err(Reject::as_str));
     }
 
     fn on_announce(
@@ -452,12 +450,12 @@ impl Lsd {
         let now = ev.ts;
         let key = self.segment_key(src);
         let mut seg = self.segments.take(&key, now).unwrap_or_default();
-        seg.prune(now.0, self.host_ttl, self.announce_ttl);
+        seg.prune(now, self.host_ttl, self.announce_ttl);
         // The announcer is a member too: it learns the segment's other announces.
         self.add_member(&mut seg, src, now, out);
         let peer = SocketAddr::new(src, a.port);
         let cap = self.config.max_announcers_per_segment;
-        if upsert(&mut seg.announcers, peer, now.0, cap).1 {
+        if upsert(&mut seg.announcers, peer, now, cap).1 {
             self.stats.announcers_evicted += 1;
         }
         for &(host, _) in &seg.hosts {
@@ -466,7 +464,7 @@ impl Lsd {
                 self.stats.predicted += 2;
             }
         }
-        seg.inserted = now.0;
+        seg.inserted = now;
         self.segments.insert(key, seg, now);
         Ok(())
     }
@@ -479,12 +477,7 @@ impl Lsd {
         now: Timestamp,
         out: &mut Vec<PredictedPeer>,
     ) {
-        let (added, evicted) = upsert(
-            &mut seg.hosts,
-            host,
-            now.0,
-            self.config.max_hosts_per_segment,
-        );
+        let (added, evicted) = upsert(&mut seg.hosts, host, now, self.config.max_hosts_per_segment);
         if evicted {
             self.stats.hosts_evicted += 1;
         }
@@ -515,20 +508,65 @@ impl Lsd {
         if let Some(e) = seg
             .hosts
             .iter_mut()
-            .find(|(h, seen)| *h == host && now.0.saturating_sub(*seen) <= ttl)
+            .find(|(h, seen)| *h == host && !seen.expired(ttl, now))
         {
-            e.1 = now.0;
-            if now.0.saturating_sub(seg.inserted) <= crate::detect::ns(REFRESH) {
+            e.1 = now;
+            if !seg.inserted.expired(REFRESH, now) {
                 return;
             }
         }
         let Some(mut seg) = self.segments.take(&key, now) else {
             return;
         };
-        seg.prune(now.0, self.host_ttl, self.announce_ttl);
+        seg.prune(now, self.host_ttl, self.announce_ttl);
         self.add_member(&mut seg, host, now, out);
-        seg.inserted = now.0;
+        seg.inserted = now;
         self.segments.insert(key, seg, now);
+    }
+}
+
+impl super::channel::Channel for Lsd {
+    fn name(&self) -> &'static str {
+        "lsd"
+    }
+
+    fn claims(&self, ev: &PacketEvent<'_>, udp: &UdpDatagram<'_>) -> bool {
+        looks_like_lsd(ev.dst, udp.head)
+    }
+
+    /// The announcer is recorded as a member here, not by the caller.
+    fn on_udp(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        udp: &UdpDatagram<'_>,
+        out: &mut Learnt<'_>,
+    ) -> Sender {
+        Lsd::on_udp(self, ev, udp, out.predictions);
+        Sender::Unknown
+    }
+
+    fn on_bittorrent_host(&mut self, host: IpAddr, now: Timestamp, out: &mut Learnt<'_>) {
+        self.note_host(host, now, out.predictions);
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        Lsd::expire(self, now);
+    }
+
+    fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
+        f("lsd", &self.stats.counts);
+    }
+
+    fn tables(&self, f: &mut dyn FnMut(&'static str, TableStats)) {
+        f("lsd_segments", self.segments.stats());
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).expect("counters serialize")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

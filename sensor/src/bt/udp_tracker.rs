@@ -2,23 +2,29 @@
 //!
 //! Responses carry no magic, so they are read only as answers to a request seen on the same
 //! flow: the state machine keys transactions by (host, tracker, transaction id) and keeps the
-//! connection ids each tracker issued to each host (spec §3.2). An announce response's peers
+//! connection ids each tracker issued to each host (BEP 15 "UDP connections": an id is
+//! issued by a connect response and valid on that flow). An announce response's peers
 //! are predictions for the host that sent the matching announce (the response's destination):
 //! it will dial them over TCP and uTP, so each peer gives a [`PeerTransport::Tcp`] and a
 //! [`PeerTransport::Udp`] prediction on [`Channel::UdpTracker`].
 //!
-//! Quirks (spec §3.3): entries are 6 bytes over IPv4 and 18 over IPv6, by the packet's address
-//! family; action 4 (opentracker's old IPv6 announce response) is accepted over IPv6; an
+//! Quirks (BEP 15 and deployed trackers and clients): entries are 6 bytes over IPv4 and 18 over IPv6, by the packet's address
+//! family; action 4 (opentracker's old IPv6 announce response, chihaya/chihaya#206) is
+//! accepted over IPv6; an
 //! announce may reuse a connection id obtained before the capture started (libtorrent caches
 //! them), so an unseen id is accepted while a known flow's id must match; port 0 and the host
 //! itself are dropped.
 
+use std::any::Any;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{compact_v4, compact_v6, unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::channel::{Learnt, Sender};
+use super::wire::{array_at, be16_at, be32_at, be64_at, compact_v4, compact_v6};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
+use crate::time;
 
 /// `protocol_id` of a connect request.
 pub const PROTOCOL_ID: [u8; 8] = [0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80];
@@ -37,18 +43,6 @@ const SCRAPE: u32 = 2;
 const ERROR: u32 = 3;
 const ANNOUNCE6: u32 = 4;
 
-fn be32(p: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn be64(p: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(p.get(at..at + 8)?.try_into().ok()?))
-}
-
-fn arr20(p: &[u8], at: usize) -> Option<&[u8; 20]> {
-    p.get(at..at + 20)?.try_into().ok()
-}
-
 /// What a datagram looks like, before any state is consulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
@@ -65,19 +59,21 @@ pub fn shape(head: &[u8]) -> Option<Shape> {
     if is_connect_request(head) {
         return Some(Shape::ConnectRequest);
     }
-    match be32(head, 8) {
+    match be32_at(head, 8) {
         Some(ANNOUNCE) if head.len() >= ANNOUNCE_LEN => return Some(Shape::Request),
         Some(SCRAPE) if is_scrape_request_len(head.len()) => return Some(Shape::Request),
         _ => {}
     }
-    match be32(head, 0) {
+    match be32_at(head, 0) {
         Some(a) if a <= ANNOUNCE6 => Some(Shape::Response),
         _ => None,
     }
 }
 
 fn is_connect_request(head: &[u8]) -> bool {
-    head.len() >= CONNECT_LEN && head[..8] == PROTOCOL_ID && be32(head, 8) == Some(CONNECT)
+    head.len() >= CONNECT_LEN
+        && array_at(head, 0) == Some(&PROTOCOL_ID)
+        && be32_at(head, 8) == Some(CONNECT)
 }
 
 fn is_scrape_request_len(len: usize) -> bool {
@@ -85,7 +81,8 @@ fn is_scrape_request_len(len: usize) -> bool {
 }
 
 /// Why a datagram on a tracker flow was not used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reject {
     /// The capture holds only the head of a request.
     Incomplete,
@@ -111,18 +108,7 @@ pub enum Reject {
 
 impl Reject {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::Incomplete => "incomplete",
-            Reject::NotRequest => "not_request",
-            Reject::BadEvent => "bad_event",
-            Reject::BadOptions => "bad_options",
-            Reject::ConnectionIdMismatch => "connection_id_mismatch",
-            Reject::UnmatchedTransaction => "unmatched_transaction",
-            Reject::ActionMismatch => "action_mismatch",
-            Reject::BadLength => "bad_length",
-            Reject::Action4OverIpv4 => "action4_over_ipv4",
-            Reject::UnknownAction => "unknown_action",
-        }
+        self.into()
     }
 }
 
@@ -233,14 +219,14 @@ impl Request<'_> {
 pub fn parse_request(p: &[u8]) -> Result<Request<'_>, Reject> {
     if is_connect_request(p) {
         return Ok(Request::Connect {
-            txid: be32(p, 12).ok_or(Reject::NotRequest)?,
+            txid: be32_at(p, 12).ok_or(Reject::NotRequest)?,
         });
     }
-    let connection_id = be64(p, 0).ok_or(Reject::NotRequest)?;
-    let txid = be32(p, 12).ok_or(Reject::NotRequest)?;
-    match be32(p, 8) {
+    let connection_id = be64_at(p, 0).ok_or(Reject::NotRequest)?;
+    let txid = be32_at(p, 12).ok_or(Reject::NotRequest)?;
+    match be32_at(p, 8) {
         Some(ANNOUNCE) if p.len() >= ANNOUNCE_LEN => {
-            let event = match be32(p, 80) {
+            let event = match be32_at(p, 80) {
                 Some(0) => Event::None,
                 Some(1) => Event::Completed,
                 Some(2) => Event::Started,
@@ -251,20 +237,22 @@ pub fn parse_request(p: &[u8]) -> Result<Request<'_>, Reject> {
             if Options(options).any(|o| o.is_err()) {
                 return Err(Reject::BadOptions);
             }
-            let field = |at| be32(p, at).ok_or(Reject::NotRequest);
+            let field = |at| be32_at(p, at).ok_or(Reject::NotRequest);
             Ok(Request::Announce(Announce {
                 connection_id,
                 txid,
-                info_hash: arr20(p, 16).ok_or(Reject::NotRequest)?,
-                peer_id: arr20(p, 36).ok_or(Reject::NotRequest)?,
-                downloaded: be64(p, 56).ok_or(Reject::NotRequest)?,
-                left: be64(p, 64).ok_or(Reject::NotRequest)?,
-                uploaded: be64(p, 72).ok_or(Reject::NotRequest)?,
+                info_hash: array_at(p, 16).ok_or(Reject::NotRequest)?,
+                peer_id: array_at(p, 36).ok_or(Reject::NotRequest)?,
+                downloaded: be64_at(p, 56).ok_or(Reject::NotRequest)?,
+                left: be64_at(p, 64).ok_or(Reject::NotRequest)?,
+                uploaded: be64_at(p, 72).ok_or(Reject::NotRequest)?,
                 event,
                 ip: Ipv4Addr::from(field(84)?),
                 key: field(88)?,
-                num_want: field(92)? as i32,
-                port: u16::from_be_bytes([p[96], p[97]]),
+                num_want: array_at(p, 92)
+                    .map(|b| i32::from_be_bytes(*b))
+                    .ok_or(Reject::NotRequest)?,
+                port: be16_at(p, 96).ok_or(Reject::NotRequest)?,
                 options,
             }))
         }
@@ -329,13 +317,13 @@ pub fn parse_response(
     payload_len: usize,
     over_ipv6: bool,
 ) -> Result<Response<'_>, Reject> {
-    let action = be32(head, 0).ok_or(Reject::BadLength)?;
-    let txid = be32(head, 4).ok_or(Reject::BadLength)?;
+    let action = be32_at(head, 0).ok_or(Reject::BadLength)?;
+    let txid = be32_at(head, 4).ok_or(Reject::BadLength)?;
     let len = payload_len.max(head.len());
     match action {
         CONNECT => Ok(Response::Connect {
             txid,
-            connection_id: be64(head, 8).ok_or(Reject::BadLength)?,
+            connection_id: be64_at(head, 8).ok_or(Reject::BadLength)?,
         }),
         ANNOUNCE | ANNOUNCE6 => {
             if action == ANNOUNCE6 && !over_ipv6 {
@@ -353,9 +341,9 @@ pub fn parse_response(
             Ok(Response::Announce(AnnounceResponse {
                 txid,
                 action4: action == ANNOUNCE6,
-                interval: be32(head, 8).ok_or(Reject::BadLength)?,
-                leechers: be32(head, 12).ok_or(Reject::BadLength)?,
-                seeders: be32(head, 16).ok_or(Reject::BadLength)?,
+                interval: be32_at(head, 8).ok_or(Reject::BadLength)?,
+                leechers: be32_at(head, 12).ok_or(Reject::BadLength)?,
+                seeders: be32_at(head, 16).ok_or(Reject::BadLength)?,
                 stride,
                 entries: (len - ANNOUNCE_RESPONSE_HEADER) / stride,
                 peers: &body[..whole],
@@ -398,10 +386,10 @@ impl Default for UdpTrackerConfig {
     fn default() -> Self {
         Self {
             max_pending: 65_536,
-            pending_ttl: Duration::from_secs(60),
+            pending_ttl: Duration::from_mins(1),
             max_flows: 65_536,
-            flow_ttl: Duration::from_secs(3600),
-            connection_id_ttl: Duration::from_secs(120),
+            flow_ttl: Duration::from_hours(1),
+            connection_id_ttl: Duration::from_mins(2),
             max_entries: MAX_ENTRIES,
         }
     }
@@ -441,7 +429,7 @@ enum Kind {
 /// Connection ids a tracker issued to a host: the two newest, as (id, when).
 #[derive(Clone, Copy, Debug, Default)]
 struct Flow {
-    ids: [Option<(u64, u64)>; 2],
+    ids: [Option<(u64, Timestamp)>; 2],
 }
 
 /// BEP 15 state per (host, tracker) and the predictions of announce responses.
@@ -487,7 +475,7 @@ impl UdpTracker {
     ) {
         let head = udp.head;
         let from_tracker = !is_connect_request(head)
-            && be32(head, 0).is_some_and(|a| a <= ANNOUNCE6)
+            && be32_at(head, 0).is_some_and(|a| a <= ANNOUNCE6)
             && self.flows.get_mut(&(ev.dst, ev.src), ev.ts).is_some();
         let result = if from_tracker {
             self.stats.counts.seen += 1;
@@ -502,7 +490,7 @@ impl UdpTracker {
         } else {
             return;
         };
-        self.stats.counts.record(result.map_err(|r| r.as_str()));
+        self.stats.counts.record(result.map_err(Reject::as_str));
     }
 
     fn on_request(&mut self, ev: &PacketEvent<'_>, p: &[u8]) -> Result<(), Reject> {
@@ -517,7 +505,7 @@ impl UdpTracker {
             Request::Connect { .. } => {}
             Request::Announce(Announce { connection_id, .. })
             | Request::Scrape(Scrape { connection_id, .. }) => {
-                self.check_connection_id(&flow, connection_id, ev.ts)?
+                self.check_connection_id(&flow, connection_id, ev.ts)?;
             }
         }
         let kind = match req {
@@ -538,9 +526,9 @@ impl UdpTracker {
             }
         };
         // Expired ids stop counting: a host past the lifetime reconnects.
-        let ttl = crate::detect::ns(self.config.connection_id_ttl);
+        let ttl = time::Duration::from(self.config.connection_id_ttl);
         for id in &mut flow.ids {
-            if id.is_some_and(|(_, ts)| ev.ts.0.saturating_sub(ts) > ttl) {
+            if id.is_some_and(|(_, issued)| issued.expired(ttl, ev.ts)) {
                 *id = None;
             }
         }
@@ -551,12 +539,12 @@ impl UdpTracker {
     }
 
     fn check_connection_id(&mut self, flow: &Flow, id: u64, now: Timestamp) -> Result<(), Reject> {
-        let ttl = crate::detect::ns(self.config.connection_id_ttl);
+        let ttl = time::Duration::from(self.config.connection_id_ttl);
         let mut live = flow
             .ids
             .iter()
             .flatten()
-            .filter(|(_, ts)| now.0.saturating_sub(*ts) <= ttl)
+            .filter(|(_, issued)| !issued.expired(ttl, now))
             .peekable();
         if live.peek().is_none() {
             self.stats.connection_id_unseen += 1;
@@ -575,7 +563,7 @@ impl UdpTracker {
         udp: &UdpDatagram<'_>,
         out: &mut Vec<PredictedPeer>,
     ) -> Result<(), Reject> {
-        let txid = be32(udp.head, 4).ok_or(Reject::BadLength)?;
+        let txid = be32_at(udp.head, 4).ok_or(Reject::BadLength)?;
         let kind = self
             .pending
             .take(&(ev.dst, ev.src, txid), ev.ts)
@@ -586,7 +574,7 @@ impl UdpTracker {
             (Kind::Connect, Response::Connect { connection_id, .. }) => {
                 self.stats.connect_responses += 1;
                 if let Some(flow) = self.flows.get_mut(&(ev.dst, ev.src), ev.ts) {
-                    flow.ids = [Some((connection_id, ev.ts.0)), flow.ids[0]];
+                    flow.ids = [Some((connection_id, ev.ts)), flow.ids[0]];
                 }
             }
             (Kind::Scrape, Response::Scrape { .. }) => self.stats.scrape_responses += 1,
@@ -628,6 +616,60 @@ impl UdpTracker {
                 self.stats.predicted += 1;
             }
         }
+    }
+}
+
+impl super::channel::Channel for UdpTracker {
+    fn name(&self) -> &'static str {
+        "udp_tracker"
+    }
+
+    fn claims(&self, _ev: &PacketEvent<'_>, udp: &UdpDatagram<'_>) -> bool {
+        shape(udp.head).is_some()
+    }
+
+    fn on_udp(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        udp: &UdpDatagram<'_>,
+        out: &mut Learnt<'_>,
+    ) -> Sender {
+        UdpTracker::on_udp(self, ev, udp, out.predictions);
+        // Only the connect request has a magic number; the other shapes are weak alone.
+        if shape(udp.head) == Some(Shape::ConnectRequest) {
+            Sender::BitTorrent
+        } else {
+            Sender::Unknown
+        }
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        UdpTracker::expire(self, now);
+    }
+
+    fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
+        f("udp_tracker", &self.stats.counts);
+    }
+
+    /// Transactions and flows, as one table.
+    fn tables(&self, f: &mut dyn FnMut(&'static str, TableStats)) {
+        let (p, fl) = (self.pending.stats(), self.flows.stats());
+        f(
+            "udp_tracker_transactions",
+            TableStats {
+                len: p.len + fl.len,
+                evicted: p.evicted + fl.evicted,
+                expired: p.expired + fl.expired,
+            },
+        );
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).expect("counters serialize")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

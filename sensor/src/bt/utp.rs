@@ -1,24 +1,28 @@
-//! uTP (BEP 29) over UDP: the outgoing ST_SYN as a predictor of a TCP attempt (spec §9).
+//! uTP (BEP 29) over UDP: the outgoing ST_SYN as a predictor of a TCP attempt.
 //!
 //! libtorrent dials every new peer over uTP first and, when the uTP connect fails, reconnects
-//! at once over TCP to the same endpoint (spec §9.3). So an ST_SYN sent by host H to
+//! at once over TCP to the same endpoint (libtorrent `peer_connection.cpp`: on a failed uTP
+//! connect, `supports_utp = false` and "reconnect immediately using TCP"; `torrent_peer.cpp`
+//! assumes every new peer supports uTP). So an ST_SYN sent by host H to
 //! (ip, udp_port) predicts a TCP attempt from H to (ip, udp_port): one
 //! [`PeerTransport::Tcp`] prediction on [`Channel::Utp`] for the *sender* (not the receiver, as
 //! on the other channels). The SYN itself is the uTP attempt, so no UDP prediction is made (it
 //! would excuse the very packet that announced it). Every copy of a SYN predicts (resends and
 //! retries refresh the prediction table's entry); per-type counters cover the other packets.
 //!
-//! The libprotoident signatures the spec lists (§9.1) are classifiers of a flow's first bytes:
+//! libprotoident's uTP signatures (`lpi_dht_dict.cc` `match_utp_query`/`match_utp_reply`) are
+//! classifiers of a flow's first bytes:
 //! only its SYN forms (`41 00` with 20 bytes, `41 02` with 30) stand for a connect attempt, and
 //! both pass the SYN checks below; `21 ..` (STATE), `01 00` (DATA), `11 00` (FIN) and `31 ..`
-//! (RESET) show a uTP connection that exists or ends, which predicts no fallback (spec §0.3
-//! lists the SYN as the only uTP predictor). They are counted by type, not predicted from.
+//! (RESET) show a uTP connection that exists or ends, which predicts no fallback (only a SYN
+//! is a connect attempt, BEP 29 "ST_SYN"). They are counted by type, not predicted from.
 //!
 //! # False-positive guards
 //!
 //! The header has no magic: any UDP payload of 20+ bytes whose first byte is `0x41` is a
-//! candidate. What is required (from the heuristics the spec cites, §9.1):
-//! * version 1 and type ≤ 4 (the first byte), first extension ≤ 3 (Wireshark, spec F6);
+//! candidate. What is required (from Wireshark's `packet-bt-utp.c` and nDPI's
+//! `bittorrent.c` heuristics):
+//! * version 1 and type ≤ 4 (the first byte), first extension ≤ 3 (Wireshark `get_utp_version`);
 //! * an extension chain that ends within the packet after at most [`MAX_EXTENSIONS`] links,
 //!   each of a known type with its defined length: selective ACK a non-zero multiple of 4
 //!   bytes (BEP 29), extension bits 8 bytes (BEP 29), close reason 4 bytes (libtorrent);
@@ -27,7 +31,7 @@
 //! * payload presence by type (nDPI): DATA carries payload, STATE and SYN end with their
 //!   extensions (FIN and RESET are not constrained: the transmission capture has FINs with
 //!   bytes after the header);
-//! * for a SYN (nDPI, spec F6): no payload at all (the datagram's *true* length equals header
+//! * for a SYN (nDPI): no payload at all (the datagram's *true* length equals header
 //!   plus extensions), `timestamp_difference == 0`, `connection_id != 0`, `timestamp != 0`;
 //! * a usable target: unicast, port ≠ 0, not the sender itself.
 //!
@@ -45,8 +49,11 @@
 //! party answers), so consumers should weigh [`Channel::Utp`] accordingly, e.g. not count it
 //! alone as evidence that a host runs BitTorrent.
 
+use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 
+use super::channel::{Learnt, Sender};
+use super::wire::{Reader, Truncated};
 use super::{unfit, ChannelCounts, Unfit};
 use crate::event::{PacketEvent, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
@@ -87,7 +94,8 @@ impl Type {
 
 /// Why a datagram that passed [`looks_like_utp`] is not a plausible uTP packet, or not a SYN
 /// that predicts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reject {
     TooShort,
     BadVersion,
@@ -115,22 +123,7 @@ pub enum Reject {
 
 impl Reject {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::TooShort => "too_short",
-            Reject::BadVersion => "bad_version",
-            Reject::BadType => "bad_type",
-            Reject::BadExtension => "bad_extension",
-            Reject::TooManyExtensions => "too_many_extensions",
-            Reject::ExtensionBeyondEnd => "extension_beyond_end",
-            Reject::Incomplete => "incomplete",
-            Reject::WindowTooLarge => "window_too_large",
-            Reject::DataWithoutPayload => "data_without_payload",
-            Reject::UnexpectedPayload => "unexpected_payload",
-            Reject::SynTimestampDiff => "syn_timestamp_diff",
-            Reject::ZeroConnectionId => "zero_connection_id",
-            Reject::ZeroTimestamp => "zero_timestamp",
-            Reject::LowPort => "low_port",
-        }
+        self.into()
     }
 }
 
@@ -180,14 +173,6 @@ impl<'a> Header<'a> {
     }
 }
 
-fn be16(p: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([p[at], p[at + 1]])
-}
-
-fn be32(p: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]])
-}
-
 /// Whether `len` bytes are a length extension `kind` can have.
 fn extension_len_ok(kind: u8, len: usize) -> bool {
     match kind {
@@ -208,16 +193,48 @@ pub fn looks_like_utp(head: &[u8]) -> bool {
 /// the window. `p` is the captured payload; lengths that depend on the true size of the
 /// datagram are checked by [`check_length`].
 pub fn parse(p: &[u8]) -> Result<Header<'_>, Reject> {
-    if p.len() < HEADER_LEN {
-        return Err(Reject::TooShort);
-    }
-    if p[0] & 0x0f != VERSION {
+    let mut r = Reader::new(p);
+    let [type_version, first_extension] = *r.array::<2>()?;
+    let connection_id = r.be16()?;
+    let timestamp_us = r.be32()?;
+    let timestamp_diff_us = r.be32()?;
+    let wnd_size = r.be32()?;
+    let seq_nr = r.be16()?;
+    let ack_nr = r.be16()?;
+    if type_version & 0x0f != VERSION {
         return Err(Reject::BadVersion);
     }
-    let kind = Type::from_nibble(p[0] >> 4).ok_or(Reject::BadType)?;
-    let first_extension = p[1];
-    let mut ext = first_extension;
-    let mut off = HEADER_LEN;
+    let kind = Type::from_nibble(type_version >> 4).ok_or(Reject::BadType)?;
+    let chain = extension_chain(r.rest(), first_extension)?;
+    if wnd_size > MAX_WINDOW {
+        return Err(Reject::WindowTooLarge);
+    }
+    Ok(Header {
+        kind,
+        connection_id,
+        timestamp_us,
+        timestamp_diff_us,
+        wnd_size,
+        seq_nr,
+        ack_nr,
+        first_extension,
+        chain,
+        payload_offset: HEADER_LEN + chain.len(),
+    })
+}
+
+/// The fixed header is all there is to a datagram shorter than it.
+impl From<Truncated> for Reject {
+    fn from(_: Truncated) -> Self {
+        Reject::TooShort
+    }
+}
+
+/// The extension chain at the start of `after_header`, starting with type `first` (BEP 29:
+/// `u8 next_type, u8 len, len bytes` until a next type of 0).
+fn extension_chain(after_header: &[u8], first: u8) -> Result<&[u8], Reject> {
+    let mut r = Reader::new(after_header);
+    let mut ext = first;
     let mut links = 0;
     while ext != 0 {
         links += 1;
@@ -227,35 +244,18 @@ pub fn parse(p: &[u8]) -> Result<Header<'_>, Reject> {
         if ext > EXT_CLOSE_REASON {
             return Err(Reject::BadExtension);
         }
-        let (Some(&next), Some(&len)) = (p.get(off), p.get(off + 1)) else {
-            return Err(Reject::ExtensionBeyondEnd);
-        };
+        let [next, len] = *r
+            .array::<2>()
+            .map_err(|Truncated| Reject::ExtensionBeyondEnd)?;
         let len = usize::from(len);
         if !extension_len_ok(ext, len) {
             return Err(Reject::BadExtension);
         }
-        if p.len() < off + 2 + len {
-            return Err(Reject::ExtensionBeyondEnd);
-        }
-        off += 2 + len;
+        r.skip(len)
+            .map_err(|Truncated| Reject::ExtensionBeyondEnd)?;
         ext = next;
     }
-    let wnd_size = be32(p, 12);
-    if wnd_size > MAX_WINDOW {
-        return Err(Reject::WindowTooLarge);
-    }
-    Ok(Header {
-        kind,
-        connection_id: be16(p, 2),
-        timestamp_us: be32(p, 4),
-        timestamp_diff_us: be32(p, 8),
-        wnd_size,
-        seq_nr: be16(p, 16),
-        ack_nr: be16(p, 18),
-        first_extension,
-        chain: &p[HEADER_LEN..off],
-        payload_offset: off,
-    })
+    Ok(&after_header[..r.position()])
 }
 
 /// Payload presence by type, against the datagram's true length (nDPI): DATA carries payload,
@@ -268,7 +268,8 @@ pub fn check_length(h: &Header<'_>, payload_len: usize) -> Result<(), Reject> {
     }
 }
 
-/// The SYN-only fields a fresh connect attempt has (nDPI, spec F6). Call after
+/// The SYN-only fields a fresh connect attempt has (nDPI; BEP 29: a SYN opens with no
+/// timestamp difference and picks a random connection id). Call after
 /// [`check_length`].
 pub fn check_syn(h: &Header<'_>) -> Result<(), Reject> {
     if h.timestamp_diff_us != 0 {
@@ -406,6 +407,42 @@ impl Utp {
                 self.stats.predicted += 1;
             }
         }
+    }
+}
+
+impl super::channel::Channel for Utp {
+    fn name(&self) -> &'static str {
+        "utp"
+    }
+
+    fn claims(&self, _ev: &PacketEvent<'_>, udp: &UdpDatagram<'_>) -> bool {
+        looks_like_utp(udp.head)
+    }
+
+    /// A valid SYN only: DATA and STATE are too frequent to track per packet.
+    fn on_udp(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        udp: &UdpDatagram<'_>,
+        out: &mut Learnt<'_>,
+    ) -> Sender {
+        if Utp::on_udp(self, ev, udp, out.predictions) {
+            Sender::BitTorrent
+        } else {
+            Sender::Unknown
+        }
+    }
+
+    fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
+        f("utp", &self.stats.counts);
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).expect("counters serialize")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

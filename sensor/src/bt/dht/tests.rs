@@ -1,7 +1,9 @@
 use super::*;
-use crate::bt::test_support::{datagram, udp_datagrams, unhex, Datagram};
+use crate::bt::channel::{Learnt, Sender};
+use crate::bt::test_support::{datagram, unhex, Datagram};
 
-const S1: &[u8] = b"d1:rd2:id20:abcdefghij01234567895:token8:aoeusnth6:valuesl6:axje.u6:idhtnmee1:t2:aa1:y1:re";
+const S1: &[u8] =
+    b"d1:rd2:id20:abcdefghij01234567895:token8:aoeusnth6:valuesl6:axje.u6:idhtnmee1:t2:aa1:y1:re";
 const S2: &[u8] = b"d1:ad2:id20:abcdefghij012345678912:implied_porti1e9:info_hash20:mnopqrstuvwxyz1234564:porti6881e5:token8:aoeusnthe1:q13:announce_peer1:t2:aa1:y1:qe";
 const D1: &[u8] = b"d1:ad2:id20:abcdefghij01234567899:info_hash20:mnopqrstuvwxyz1234564:wantl2:n42:n6ee1:q9:get_peers1:t2:aa1:y1:qe";
 const D2: &str =
@@ -184,36 +186,6 @@ fn spec_r2_single_18_byte_value_depends_on_family() {
 }
 
 #[test]
-fn real_datagrams_from_captures() {
-    // Suricata frame 8 is DHT-S1 with `1:v4:UT12`; BitTorrentBlocker holds DHT-R2.
-    let sv = udp_datagrams("OISF-suricata-verify/bittorrent-dht/input.pcap");
-    let m = parse(&sv[7].head).unwrap();
-    assert_eq!(m.version, Some(&b"UT12"[..]));
-    assert_eq!(
-        peers(&m, true).0,
-        ["97.120.106.101:11893", "105.100.104.116:28269"]
-    );
-    // Frame 15 has no `t`; frame 4 is an error [201, "A Generic Error Ocurred"].
-    assert_eq!(parse(&sv[14].head).unwrap_err(), Reject::MissingTid);
-    let e = parse(&sv[3].head).unwrap();
-    assert_eq!(
-        e.body,
-        Body::Error(KrpcError {
-            code: Some(201),
-            message: Some(b"A Generic Error Ocurred")
-        })
-    );
-    let bb = udp_datagrams("spaiter-BitTorrentBlocker/torrent-dht.pcap");
-    let r2 = unhex(R2);
-    assert!(bb.iter().any(|d| d.head == r2));
-    // Every KRPC datagram of the transmission capture parses.
-    let tr = udp_datagrams("ntop-nDPI/bittorrent_transmission.pcapng");
-    let krpc: Vec<_> = tr.iter().filter(|d| looks_like_krpc(&d.head)).collect();
-    assert_eq!(krpc.len(), 323);
-    assert!(krpc.iter().all(|d| parse(&d.head).is_ok()));
-}
-
-#[test]
 fn unsorted_keys_are_accepted() {
     let raw = b"d1:t2:aa1:y1:r1:rd2:id20:abcdefghij01234567896:valuesl6:axje.ueee";
     assert!(looks_like_krpc(raw));
@@ -329,28 +301,31 @@ fn ten_thousand_entries_are_capped() {
     let mut raw = b"d1:rd2:id20:abcdefghij01234567895:nodes260000:".to_vec();
     for i in 0..10_000u32 {
         raw.extend_from_slice(&[b'n'; 20]);
-        raw.extend_from_slice(&[10, 0, (i >> 8) as u8, i as u8, 0x1a, 0xe1]);
+        raw.extend_from_slice(&[10, 0, i.to_be_bytes()[2], i.to_be_bytes()[3], 0x1a, 0xe1]);
     }
     raw.extend_from_slice(b"e1:t2:aa1:y1:re");
-    let m = parse(&raw).unwrap();
-    let (v, n) = nodes(&m);
-    assert_eq!((v.len(), n.decoded, n.capped), (256, 256, 9_744));
+    let msg = parse(&raw).unwrap();
+    let (listed, counts) = nodes(&msg);
+    assert_eq!(
+        (listed.len(), counts.decoded, counts.capped),
+        (256, 256, 9_744)
+    );
     // Through the tracker (a datagram is at most 64 KiB: 2,000 nodes).
     let mut raw = b"d1:rd2:id20:abcdefghij01234567895:nodes52000:".to_vec();
     for i in 0..2_000u32 {
         raw.extend_from_slice(&[b'n'; 20]);
-        raw.extend_from_slice(&[10, 0, (i >> 8) as u8, i as u8, 0x1a, 0xe1]);
+        raw.extend_from_slice(&[10, 0, i.to_be_bytes()[2], i.to_be_bytes()[3], 0x1a, 0xe1]);
     }
     raw.extend_from_slice(b"e1:t2:aa1:y1:re");
-    let mut t = DhtTracker::new(DhtConfig::default());
-    let out = feed(&mut t, &datagram(R, Q, 0, &raw));
+    let mut tracker = DhtTracker::new(DhtConfig::default());
+    let out = feed(&mut tracker, &datagram(R, Q, 0, &raw));
     assert_eq!(out.len(), MAX_ENTRIES);
-    assert_eq!(t.stats().nodes.capped, 1_744);
+    assert_eq!(tracker.stats().nodes.capped, 1_744);
 
     let mut raw = b"d1:rd2:id20:abcdefghij01234567896:valuesl".to_vec();
     for i in 0..10_000u32 {
         raw.extend_from_slice(b"6:");
-        raw.extend_from_slice(&[10, 1, (i >> 8) as u8, i as u8, 0x1a, 0xe1]);
+        raw.extend_from_slice(&[10, 1, i.to_be_bytes()[2], i.to_be_bytes()[3], 0x1a, 0xe1]);
     }
     raw.extend_from_slice(b"ee1:t2:aa1:y1:re");
     let (p, n) = peers(&parse(&raw).unwrap(), true);
@@ -441,7 +416,7 @@ fn pending_queries_expire_and_are_capped() {
     feed(&mut t, &datagram(R, Q, 101, &response(&[b'q', 0])));
     feed(&mut t, &datagram(R, Q, 101, &response(&[b'q', 9])));
     assert_eq!((t.stats().matched, t.stats().unmatched), (1, 2));
-    t.expire(Timestamp(1_000 * 1_000_000_000));
+    t.expire(Timestamp::from_secs(1_000));
     assert_eq!(t.stats().pending.len, 0);
 }
 
@@ -461,4 +436,126 @@ fn precheck_is_cheap_and_selective() {
     assert!(!looks_like_krpc(b"\x41\x00\x12\x34 1:y1:q padding"));
     assert!(!looks_like_krpc(b"dx:y1:y1:qe......"));
     assert!(!looks_like_krpc(b""));
+}
+
+#[test]
+fn reject_names_are_stable() {
+    assert_eq!(Reject::Incomplete.as_str(), "incomplete");
+    assert_eq!(Reject::Truncated.as_str(), "truncated");
+    assert_eq!(Reject::LengthBeyondEnd.as_str(), "length_beyond_end");
+    assert_eq!(Reject::TrailingData.as_str(), "trailing_data");
+    assert_eq!(Reject::TooDeep.as_str(), "too_deep");
+    assert_eq!(Reject::DuplicateKey.as_str(), "duplicate_key");
+    assert_eq!(Reject::Syntax.as_str(), "syntax");
+    assert_eq!(Reject::NotDict.as_str(), "not_dict");
+    assert_eq!(Reject::MissingTid.as_str(), "missing_tid");
+    assert_eq!(Reject::BadTid.as_str(), "bad_tid");
+    assert_eq!(Reject::BadType.as_str(), "bad_type");
+    assert_eq!(Reject::MissingBody.as_str(), "missing_body");
+    assert_eq!(Reject::BadId.as_str(), "bad_id");
+    assert_eq!(Reject::BadInfoHash.as_str(), "bad_info_hash");
+    assert_eq!(Reject::BadPort.as_str(), "bad_port");
+    assert_eq!(Reject::BadIp.as_str(), "bad_ip");
+    assert_eq!(Reject::WrongType.as_str(), "wrong_type");
+}
+
+#[test]
+fn through_the_channel_trait() {
+    let mut c: Box<dyn crate::bt::channel::Channel> =
+        Box::new(DhtTracker::new(DhtConfig::default()));
+    assert_eq!(c.name(), "dht");
+    let mut predictions = Vec::new();
+    let mut retracted = Vec::new();
+    for (d, n) in [
+        (datagram(Q, R, 0, &query(b"aa")), 0),
+        (datagram(R, Q, 1, &response(b"aa")), 2),
+    ] {
+        let (ev, udp) = d.event();
+        assert!(c.claims(&ev, &udp));
+        let mut out = Learnt {
+            predictions: &mut predictions,
+            retracted: &mut retracted,
+        };
+        // A query or a response: its sender is a DHT node either way.
+        assert_eq!(c.on_udp(&ev, &udp, &mut out), Sender::BitTorrent);
+        assert_eq!(predictions.len(), n);
+    }
+    assert_eq!(
+        targets(&predictions, Channel::Dht, PeerTransport::Tcp),
+        ["198.51.100.1:6881"]
+    );
+    assert!(retracted.is_empty());
+    let utp = datagram(
+        Q,
+        R,
+        2,
+        &unhex("41 00 5302 10eeb2f0 00000000 00000000 e7f5 0000"),
+    );
+    let (ev, udp) = utp.event();
+    assert!(!c.claims(&ev, &udp));
+    let mut counts = Vec::new();
+    c.counts(&mut |name, n| counts.push((name, n.seen, n.parsed)));
+    assert_eq!(counts, [("dht", 2, 2)]);
+    feed_query_and_expire(c.as_mut());
+    let t = c.as_any().downcast_ref::<DhtTracker>().unwrap();
+    assert_eq!((t.stats().matched, t.stats().pending.expired), (1, 1));
+    assert_eq!(c.stats_json()["matched"], 1);
+}
+
+/// A query left pending shows in `dht_queries` until it expires.
+fn feed_query_and_expire(c: &mut dyn crate::bt::channel::Channel) {
+    let d = datagram(Q, R, 3, &query(b"ab"));
+    let (ev, udp) = d.event();
+    let (mut p, mut r) = (Vec::new(), Vec::new());
+    c.on_udp(
+        &ev,
+        &udp,
+        &mut Learnt {
+            predictions: &mut p,
+            retracted: &mut r,
+        },
+    );
+    let mut tables = Vec::new();
+    c.tables(&mut |name, t| tables.push((name, t.len)));
+    assert_eq!(tables, [("dht_queries", 1)]);
+    c.expire(Timestamp::from_secs(1_000));
+    let mut tables = Vec::new();
+    c.tables(&mut |name, t| tables.push((name, t.len, t.expired)));
+    assert_eq!(tables, [("dht_queries", 0, 1)]);
+}
+
+mod corpus {
+    use super::*;
+    use crate::bt::test_support::udp_datagrams;
+
+    #[test]
+    fn real_datagrams_from_captures() {
+        // Suricata frame 8 is S1 (BEP 5's "response with peers") with `1:v4:UT12`;
+        // BitTorrentBlocker holds R2.
+        let sv = udp_datagrams("OISF-suricata-verify/bittorrent-dht/input.pcap");
+        let m = parse(&sv[7].head).unwrap();
+        assert_eq!(m.version, Some(&b"UT12"[..]));
+        assert_eq!(
+            peers(&m, true).0,
+            ["97.120.106.101:11893", "105.100.104.116:28269"]
+        );
+        // Frame 15 has no `t`; frame 4 is an error [201, "A Generic Error Ocurred"].
+        assert_eq!(parse(&sv[14].head).unwrap_err(), Reject::MissingTid);
+        let e = parse(&sv[3].head).unwrap();
+        assert_eq!(
+            e.body,
+            Body::Error(KrpcError {
+                code: Some(201),
+                message: Some(b"A Generic Error Ocurred")
+            })
+        );
+        let bb = udp_datagrams("spaiter-BitTorrentBlocker/torrent-dht.pcap");
+        let r2 = unhex(R2);
+        assert!(bb.iter().any(|d| d.head == r2));
+        // Every KRPC datagram of the transmission capture parses.
+        let tr = udp_datagrams("ntop-nDPI/bittorrent_transmission.pcapng");
+        let krpc: Vec<_> = tr.iter().filter(|d| looks_like_krpc(&d.head)).collect();
+        assert_eq!(krpc.len(), 323);
+        assert!(krpc.iter().all(|d| parse(&d.head).is_ok()));
+    }
 }

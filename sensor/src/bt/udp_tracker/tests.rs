@@ -1,7 +1,11 @@
 use super::*;
-use crate::bt::test_support::{datagram, udp_datagrams, unhex, Datagram};
+use std::fmt::Write as _;
 
-// Spec §3.4 UDP-D1..D7 (derived from BEP 15 with libtorrent's test-tracker values).
+use crate::bt::channel::{Learnt, Sender};
+use crate::bt::test_support::{datagram, unhex, Datagram};
+
+// BEP 15 layouts filled with the values of libtorrent's fake tracker (`test/udp_tracker.cpp`:
+// connection id 10, interval 1800, one leecher, one seeder, peer 127.0.0.2 or ::1 port 1337).
 const D1: &str = "00000417271019800000000012345678";
 const D2: &str = "0000000012345678000000000000000a";
 const D3: &str = "000000000000000a0000000112345679
@@ -49,7 +53,10 @@ fn peers(out: &[PredictedPeer], transport: PeerTransport) -> Vec<String> {
 fn announce(txid: u32) -> String {
     let mut a = unhex(D3);
     a[12..16].copy_from_slice(&txid.to_be_bytes());
-    a.iter().map(|b| format!("{b:02x}")).collect()
+    a.iter().fold(String::new(), |mut hex, b| {
+        write!(hex, "{b:02x}").unwrap();
+        hex
+    })
 }
 
 /// An announce response for `txid` listing 192.0.2.1:6881.
@@ -131,68 +138,6 @@ fn spec_d7_error_predicts_nothing() {
         })
     );
     assert_eq!(t.stats().errors, 1);
-}
-
-#[test]
-fn real_exchange_with_bep41_options_and_a_port_0_self_entry() {
-    // Spec UDP-R1..R4: VUT-PDS small.pcap frames 242, 267, 269, 291.
-    let flow: Vec<Datagram> = udp_datagrams("terezaburianova-VUT-PDS/small.pcap")
-        .into_iter()
-        .filter(|d| d.src.port() == 1337 || d.dst.port() == 1337)
-        .take(4)
-        .collect();
-    assert_eq!(flow[0].head, unhex("000004172710198000000000905495a3"));
-    assert_eq!(flow[1].head, unhex("00000000905495a3d27dca4a8b03beb5"));
-    let Request::Announce(a) = parse_request(&flow[2].head).unwrap() else {
-        panic!()
-    };
-    assert_eq!(flow[2].head.len(), 109);
-    assert_eq!(
-        (a.connection_id, a.txid, a.port),
-        (0xd27d_ca4a_8b03_beb5, 0x28d5_3cbb, 0)
-    );
-    assert_eq!(a.url_data().collect::<Vec<_>>(), [&b"/announce"[..]]);
-    let mut t = UdpTracker::new(UdpTrackerConfig::default());
-    let mut out = Vec::new();
-    for d in &flow {
-        out.extend(feed(&mut t, d));
-    }
-    assert_eq!(
-        peers(&out, PeerTransport::Tcp),
-        [
-            "185.203.56.27:55887",
-            "140.211.167.14:25000",
-            "136.158.35.251:51413",
-            "109.247.154.151:49681",
-            "107.134.245.177:51413",
-            "76.182.68.238:8999"
-        ]
-    );
-    let s = t.stats();
-    assert_eq!((s.peers.decoded, s.peers.unusable), (7, 1));
-    assert_eq!((s.announce_options, s.connection_id_verified), (1, 1));
-}
-
-#[test]
-fn real_scrape_exchange() {
-    // small_torrent frames 183 (scrape request, one info_hash) and 189 (its response).
-    let all = udp_datagrams("goncalo-rodrigues-360BitScoping/small_torrent.pcap");
-    let req = all
-        .iter()
-        .find(|d| d.head.len() == 36 && d.head[8..12] == [0, 0, 0, 2]);
-    let Request::Scrape(s) = parse_request(&req.unwrap().head).unwrap() else {
-        panic!()
-    };
-    assert_eq!(s.info_hashes.len(), 20);
-    let resp = all
-        .iter()
-        .find(|d| d.head.len() == 20 && d.head[..4] == [0, 0, 0, 2]);
-    let Response::Scrape { entries, .. } =
-        parse_response(&resp.unwrap().head, 20, false).unwrap()
-    else {
-        panic!()
-    };
-    assert_eq!(entries.len(), 12);
 }
 
 #[test]
@@ -334,7 +279,7 @@ fn peers_past_the_snap_length_are_counted() {
         resp.extend_from_slice(&[0x1a, 0xe1]);
     }
     let mut d = datagram(TRACKER6, HOST6, 0, &resp[..1472]);
-    d.payload_len = resp.len() as u16;
+    d.payload_len = u16::try_from(resp.len()).unwrap();
     let mut t = UdpTracker::new(UdpTrackerConfig::default());
     feed(&mut t, &datagram(HOST6, TRACKER6, 0, &unhex(&announce(7))));
     let out = feed(&mut t, &d);
@@ -350,4 +295,142 @@ fn shape_rejects_other_udp() {
     assert_eq!(shape(&[0xff; 98]), None);
     assert_eq!(shape(&unhex(D3)), Some(Shape::Request));
     assert_eq!(shape(&unhex(D4)), Some(Shape::Response));
+}
+
+#[test]
+fn reject_names_are_stable() {
+    assert_eq!(Reject::Incomplete.as_str(), "incomplete");
+    assert_eq!(Reject::NotRequest.as_str(), "not_request");
+    assert_eq!(Reject::BadEvent.as_str(), "bad_event");
+    assert_eq!(Reject::BadOptions.as_str(), "bad_options");
+    assert_eq!(
+        Reject::ConnectionIdMismatch.as_str(),
+        "connection_id_mismatch"
+    );
+    assert_eq!(
+        Reject::UnmatchedTransaction.as_str(),
+        "unmatched_transaction"
+    );
+    assert_eq!(Reject::ActionMismatch.as_str(), "action_mismatch");
+    assert_eq!(Reject::BadLength.as_str(), "bad_length");
+    assert_eq!(Reject::Action4OverIpv4.as_str(), "action4_over_ipv4");
+    assert_eq!(Reject::UnknownAction.as_str(), "unknown_action");
+}
+
+#[test]
+fn through_the_channel_trait() {
+    let mut c: Box<dyn crate::bt::channel::Channel> =
+        Box::new(UdpTracker::new(UdpTrackerConfig::default()));
+    assert_eq!(c.name(), "udp_tracker");
+    let mut predictions = Vec::new();
+    let mut retracted = Vec::new();
+    let mut senders = Vec::new();
+    for d in [up(0, D1), down(0, D2), up(1, D3), down(1, D4)] {
+        let (ev, udp) = d.event();
+        assert!(c.claims(&ev, &udp));
+        let mut out = Learnt {
+            predictions: &mut predictions,
+            retracted: &mut retracted,
+        };
+        senders.push(c.on_udp(&ev, &udp, &mut out));
+    }
+    // Only the connect request singles out a BitTorrent client.
+    assert_eq!(
+        senders,
+        [
+            Sender::BitTorrent,
+            Sender::Unknown,
+            Sender::Unknown,
+            Sender::Unknown
+        ]
+    );
+    assert_eq!(peers(&predictions, PeerTransport::Tcp), ["127.0.0.2:1337"]);
+    assert!(retracted.is_empty());
+    let dns = datagram(
+        HOST,
+        "192.0.2.53:53",
+        2,
+        &unhex("1234 0100 0001 0000 0000 0000"),
+    );
+    let (ev, udp) = dns.event();
+    assert!(!c.claims(&ev, &udp));
+    let mut counts = Vec::new();
+    c.counts(&mut |name, n| counts.push((name, n.seen, n.parsed)));
+    assert_eq!(counts, [("udp_tracker", 4, 4)]);
+    let mut tables = Vec::new();
+    c.tables(&mut |name, t| tables.push((name, t.len)));
+    // No request pending; one flow.
+    assert_eq!(tables, [("udp_tracker_transactions", 1)]);
+    assert_eq!(c.stats_json()["announce_responses"], 1);
+    c.expire(Timestamp::from_secs(100_000));
+    let t = c.as_any().downcast_ref::<UdpTracker>().unwrap();
+    assert_eq!(t.stats().flows.len, 0);
+}
+
+mod corpus {
+    use super::*;
+    use crate::bt::test_support::udp_datagrams;
+
+    #[test]
+    fn real_exchange_with_bep41_options_and_a_port_0_self_entry() {
+        // VUT-PDS small.pcap frames 242, 267, 269, 291: connect, its response, an announce with a
+        // BEP 41 URLData option, its response.
+        let flow: Vec<Datagram> = udp_datagrams("terezaburianova-VUT-PDS/small.pcap")
+            .into_iter()
+            .filter(|d| d.src.port() == 1337 || d.dst.port() == 1337)
+            .take(4)
+            .collect();
+        assert_eq!(flow[0].head, unhex("000004172710198000000000905495a3"));
+        assert_eq!(flow[1].head, unhex("00000000905495a3d27dca4a8b03beb5"));
+        let Request::Announce(a) = parse_request(&flow[2].head).unwrap() else {
+            panic!()
+        };
+        assert_eq!(flow[2].head.len(), 109);
+        assert_eq!(
+            (a.connection_id, a.txid, a.port),
+            (0xd27d_ca4a_8b03_beb5, 0x28d5_3cbb, 0)
+        );
+        assert_eq!(a.url_data().collect::<Vec<_>>(), [&b"/announce"[..]]);
+        let mut t = UdpTracker::new(UdpTrackerConfig::default());
+        let mut out = Vec::new();
+        for d in &flow {
+            out.extend(feed(&mut t, d));
+        }
+        assert_eq!(
+            peers(&out, PeerTransport::Tcp),
+            [
+                "185.203.56.27:55887",
+                "140.211.167.14:25000",
+                "136.158.35.251:51413",
+                "109.247.154.151:49681",
+                "107.134.245.177:51413",
+                "76.182.68.238:8999"
+            ]
+        );
+        let s = t.stats();
+        assert_eq!((s.peers.decoded, s.peers.unusable), (7, 1));
+        assert_eq!((s.announce_options, s.connection_id_verified), (1, 1));
+    }
+
+    #[test]
+    fn real_scrape_exchange() {
+        // small_torrent frames 183 (scrape request, one info_hash) and 189 (its response).
+        let all = udp_datagrams("goncalo-rodrigues-360BitScoping/small_torrent.pcap");
+        let req = all
+            .iter()
+            .find(|d| d.head.len() == 36 && d.head[8..12] == [0, 0, 0, 2]);
+        let Request::Scrape(s) = parse_request(&req.unwrap().head).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.info_hashes.len(), 20);
+        let resp = all
+            .iter()
+            .find(|d| d.head.len() == 20 && d.head[..4] == [0, 0, 0, 2]);
+        let Response::Scrape { entries, .. } =
+            parse_response(&resp.unwrap().head, 20, false).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 12);
+    }
 }

@@ -1,8 +1,10 @@
 use super::*;
-use crate::bt::test_support::{datagram, udp_datagrams, unhex, Datagram};
+use crate::bt::channel::{Learnt, Sender};
+use crate::bt::test_support::{datagram, unhex, Datagram};
 use std::collections::BTreeSet;
 
-// Spec §9.4 UTP-R1..R3 (REAL, nDPI `bittorrent_utp.pcap` frames 3, 4 and 5's header;
+// R1..R3: nDPI `bittorrent_utp.pcap` frames 3, 4 and 5's header (a SYN, a STATE with extension
+// bits, a DATA opening the BitTorrent handshake;
 // decoded identically by tshark 4.0.17 `-d udp.port==40959,bt-utp`).
 const R1: &str = "41 00 5302 10eeb2f0 00000000 00000000 e7f5 0000";
 const R2: &str = "21 02 5302 06ff3f5f 7fffffff 0000f000 49c7 e7f5 00 08 0000000000000000";
@@ -20,15 +22,6 @@ fn feed(t: &mut Utp, d: &Datagram) -> Vec<PredictedPeer> {
         t.on_udp(&ev, &udp, &mut out);
     }
     out
-}
-
-fn replay(rel: &str, config: UtpConfig) -> (Utp, Vec<PredictedPeer>) {
-    let mut t = Utp::new(config);
-    let mut out = Vec::new();
-    for d in udp_datagrams(rel) {
-        out.extend(feed(&mut t, &d));
-    }
-    (t, out)
 }
 
 fn distinct(out: &[PredictedPeer]) -> BTreeSet<(IpAddr, SocketAddr)> {
@@ -166,159 +159,6 @@ fn libprotoident_signatures() {
     assert_eq!(s.predicted, 2);
 }
 
-// Expected numbers of the capture tests were obtained with tshark 4.0.17, not this code:
-// `tshark -r FILE -d udp.port==51413,bt-utp -Y 'bt-utp && !icmp && udp.payload[0]!=0x64'
-//  -T fields -e bt-utp.type -e bt-utp.next_extension_type` for the per-type counts
-// (decode-as on the client's port: the heuristic alone misses SYNs to ports a dissector
-// claims, 1900 (SSDP) and 2157 (GPRS-NS)), and `-Y 'udp && !icmp && udp.payload[0]==0x41'
-// -T fields -e ip.src -e ip.dst -e udp.dstport | sort | uniq -c` for SYN senders and targets.
-
-#[test]
-fn transmission_capture() {
-    // 1150 SYNs (1148 from the Transmission host 192.168.1.128 to 570 endpoints, one each
-    // from 51.38.57.28 and 36.227.237.49 to it): 572 distinct (sender, target), the
-    // catalog's "572 uTP SYN attempts". DATA 1521, STATE 2348, RESET 17 as tshark. FIN: tshark
-    // decodes 175 (extension 0); 4.0 does not know libtorrent's close-reason extension 3,
-    // which 11 more carry (26 bytes, `.. 00 04 <4 bytes>`), and 10 libutp replies of 23 bytes
-    // start `11 03` with a chain that runs off (`next 0x30, len 0x9e`): rejected.
-    let (t, out) = replay(
-        "ntop-nDPI/bittorrent_transmission.pcapng",
-        UtpConfig::default(),
-    );
-    let s = t.stats();
-    assert_eq!(
-        (s.data, s.fin, s.state, s.reset, s.syn),
-        (1521, 186, 2348, 17, 1150)
-    );
-    assert_eq!(s.counts.seen, 5232);
-    assert_eq!(s.counts.rejected, [("bad_extension", 10)].into());
-    assert_eq!(
-        (s.predicted, s.syn_unusable_target, s.syn_to_self),
-        (1150, 0, 0)
-    );
-    assert_eq!(out.len(), 1150);
-    assert!(out
-        .iter()
-        .all(|p| p.transport == PeerTransport::Tcp && p.channel == Channel::Utp));
-    let pairs = distinct(&out);
-    assert_eq!(pairs.len(), 572);
-    let client: IpAddr = "192.168.1.128".parse().unwrap();
-    assert_eq!(pairs.iter().filter(|(h, _)| *h == client).count(), 570);
-    let inbound: Vec<String> = pairs
-        .iter()
-        .filter(|(h, _)| *h != client)
-        .map(|(h, p)| format!("{h}>{p}"))
-        .collect();
-    assert_eq!(
-        inbound,
-        [
-            "36.227.237.49>192.168.1.128:51413",
-            "51.38.57.28>192.168.1.128:51413"
-        ]
-    );
-    // Real targets on privileged ports (1, 80): nDPI's ports >= 1024 rule would lose
-    // 17 SYNs to 9 endpoints.
-    let (t, out) = replay(
-        "ntop-nDPI/bittorrent_transmission.pcapng",
-        UtpConfig { min_port: 1024 },
-    );
-    assert_eq!(reject(&t, "low_port"), 17);
-    assert_eq!(distinct(&out).len(), 572 - 9);
-}
-
-#[test]
-fn utp_capture_holds_the_spec_vectors() {
-    // tshark (heuristic): 49 DATA, 36 STATE, 2 SYN. Also one FIN with a close reason and
-    // one libutp `11 03` reply (see above). The second SYN is 127.0.0.1 → 127.0.0.1:33333
-    // (the capture is stitched from several sessions): a host dialling itself.
-    let all = udp_datagrams("ntop-nDPI/bittorrent_utp.pcap");
-    for v in [R1, R2] {
-        let v = unhex(v);
-        assert!(all.iter().any(|d| d.head == v));
-    }
-    let r3 = unhex(R3);
-    assert!(all
-        .iter()
-        .any(|d| d.head.starts_with(&r3) && d.payload_len == 210));
-    let (t, out) = replay("ntop-nDPI/bittorrent_utp.pcap", UtpConfig::default());
-    let s = t.stats();
-    assert_eq!((s.data, s.state, s.syn, s.fin), (49, 36, 2, 1));
-    assert_eq!(s.counts.rejected, [("bad_extension", 1)].into());
-    assert_eq!(s.syn_to_self, 1);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].host.to_string(), "82.243.113.43");
-    assert_eq!(out[0].peer.to_string(), CLIENT);
-}
-
-#[test]
-fn small_torrent_capture() {
-    // tshark: 52 SYNs (46 DATA, 7 FIN, 70 STATE, 1 RESET): 51 from 192.168.0.102 to 15
-    // endpoints, one from 217.129.96.104:36360 to 192.168.0.102:36360: 16 distinct.
-    let (t, out) = replay(
-        "goncalo-rodrigues-360BitScoping/small_torrent.pcap",
-        UtpConfig::default(),
-    );
-    let s = t.stats();
-    assert_eq!((s.data, s.fin, s.state, s.reset, s.syn), (46, 7, 70, 1, 52));
-    assert_eq!(s.counts.rejected_total(), 0);
-    assert_eq!(out.len(), 52);
-    let pairs = distinct(&out);
-    assert_eq!(pairs.len(), 16);
-    let client: IpAddr = "192.168.0.102".parse().unwrap();
-    assert_eq!(pairs.iter().filter(|(h, _)| *h == client).count(), 15);
-    assert!(pairs.contains(&(
-        "217.129.96.104".parse().unwrap(),
-        "192.168.0.102:36360".parse().unwrap()
-    )));
-}
-
-#[test]
-fn background_udp_predicts_nothing() {
-    // DNS, QUIC/TLS apps, Gnutella UDP, Ethereum discovery, scanners' UDP probes: (capture,
-    // datagrams forwarded, datagrams passing the pre-check). tshark's uTP heuristic finds
-    // no uTP in any of them either (`--enable-heuristic bt_utp_udp -Y bt-utp`).
-    let cases = [
-        ("ntop-nDPI/alexa-app.pcapng", 65, 2),
-        ("ntop-nDPI/teams.pcap", 179, 21),
-        ("ntop-nDPI/wechat.pcap", 211, 1),
-        ("ntop-nDPI/gnutella.pcap", 1692, 6),
-        ("ntop-nDPI/ethereum.pcap", 51, 0),
-        ("ntop-nDPI/bt-dns.pcap", 2, 0),
-        ("ntop-nDPI/targusdataspeed_false_positives.pcap", 4, 0),
-        (
-            "OISF-suricata-verify/tls-subjectaltname/input.pcap",
-            104,
-            14,
-        ),
-        ("chrissanders-packets/http_espn.pcapng", 28, 0),
-        (
-            "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
-            528,
-            53,
-        ),
-        ("markofu-pcaps/xscan_capture.pcap", 166, 2),
-        ("markofu-pcaps/UDP_SCAN.pcap", 5, 0),
-        (
-            "esnet-security-curated-pcaps/udp_0_1000_20190821.pcap",
-            4,
-            0,
-        ),
-        ("zeek-zeek/nmap-vsn.pcap", 12, 0),
-    ];
-    let mut candidates = 0;
-    for (cap, n, pre) in cases {
-        let all = udp_datagrams(cap);
-        assert_eq!(all.len(), n, "{cap}");
-        let (t, out) = replay(cap, UtpConfig::default());
-        let s = t.stats();
-        assert_eq!(s.counts.seen, pre, "{cap}");
-        assert_eq!(s.counts.parsed, 0, "{cap}: {s:?}");
-        assert!(out.is_empty(), "{cap}: {out:?}");
-        candidates += pre;
-    }
-    assert_eq!(candidates, 99);
-}
-
 #[test]
 fn malformed_headers_are_rejected_with_a_reason() {
     let r1 = unhex(R1);
@@ -353,7 +193,7 @@ fn malformed_headers_are_rejected_with_a_reason() {
     // Five chained selective ACKs: the chain is cut at four.
     let mut chain = Vec::new();
     for i in 0..5 {
-        chain.extend_from_slice(&[if i < 4 { 1 } else { 0 }, 4, 0, 0, 0, 0]);
+        chain.extend_from_slice(&[u8::from(i < 4), 4, 0, 0, 0, 0]);
     }
     assert_eq!(parse(&syn(1, &chain)), Err(Reject::TooManyExtensions));
     assert!(parse(&syn(1, &chain[6..])).is_ok(), "four links are fine");
@@ -361,7 +201,16 @@ fn malformed_headers_are_rejected_with_a_reason() {
     let mut w = r1.clone();
     w[12..16].copy_from_slice(&MAX_WINDOW.to_be_bytes());
     assert!(parse(&w).is_ok());
+}
 
+#[test]
+fn syn_and_payload_rules_are_counted_by_reason() {
+    let r1 = unhex(R1);
+    let with = |at: usize, b: u8| {
+        let mut p = r1.clone();
+        p[at] = b;
+        p
+    };
     // SYN-only rules, through the channel (each counted by reason).
     let mut t = Utp::new(UtpConfig::default());
     for (p, reason) in [
@@ -458,7 +307,7 @@ fn every_truncation_and_byte_value_is_handled_without_panic() {
                 p[at] = b;
                 if let Ok(h) = parse(&p) {
                     assert!(h.extensions().count() <= MAX_EXTENSIONS);
-                    let _ = check_length(&h, p.len()).and_then(|_| check_syn(&h));
+                    let _ = check_length(&h, p.len()).and_then(|()| check_syn(&h));
                 }
             }
         }
@@ -477,4 +326,236 @@ fn precheck_is_cheap_and_selective() {
     assert!(!looks_like_utp(&[
         0x41, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
     ]));
+}
+
+#[test]
+fn reject_names_are_stable() {
+    assert_eq!(Reject::TooShort.as_str(), "too_short");
+    assert_eq!(Reject::BadVersion.as_str(), "bad_version");
+    assert_eq!(Reject::BadType.as_str(), "bad_type");
+    assert_eq!(Reject::BadExtension.as_str(), "bad_extension");
+    assert_eq!(Reject::TooManyExtensions.as_str(), "too_many_extensions");
+    assert_eq!(Reject::ExtensionBeyondEnd.as_str(), "extension_beyond_end");
+    assert_eq!(Reject::Incomplete.as_str(), "incomplete");
+    assert_eq!(Reject::WindowTooLarge.as_str(), "window_too_large");
+    assert_eq!(Reject::DataWithoutPayload.as_str(), "data_without_payload");
+    assert_eq!(Reject::UnexpectedPayload.as_str(), "unexpected_payload");
+    assert_eq!(Reject::SynTimestampDiff.as_str(), "syn_timestamp_diff");
+    assert_eq!(Reject::ZeroConnectionId.as_str(), "zero_connection_id");
+    assert_eq!(Reject::ZeroTimestamp.as_str(), "zero_timestamp");
+    assert_eq!(Reject::LowPort.as_str(), "low_port");
+}
+
+mod corpus {
+    use super::*;
+    use crate::bt::test_support::udp_datagrams;
+
+    fn replay(rel: &str, config: UtpConfig) -> (Utp, Vec<PredictedPeer>) {
+        let mut t = Utp::new(config);
+        let mut out = Vec::new();
+        for d in udp_datagrams(rel) {
+            out.extend(feed(&mut t, &d));
+        }
+        (t, out)
+    }
+
+    // Expected numbers of the capture tests were obtained with tshark 4.0.17, not this code:
+    // `tshark -r FILE -d udp.port==51413,bt-utp -Y 'bt-utp && !icmp && udp.payload[0]!=0x64'
+    //  -T fields -e bt-utp.type -e bt-utp.next_extension_type` for the per-type counts
+    // (decode-as on the client's port: the heuristic alone misses SYNs to ports a dissector
+    // claims, 1900 (SSDP) and 2157 (GPRS-NS)), and `-Y 'udp && !icmp && udp.payload[0]==0x41'
+    // -T fields -e ip.src -e ip.dst -e udp.dstport | sort | uniq -c` for SYN senders and targets.
+
+    #[test]
+    fn transmission_capture() {
+        // 1150 SYNs (1148 from the Transmission host 192.168.1.128 to 570 endpoints, one each
+        // from 51.38.57.28 and 36.227.237.49 to it): 572 distinct (sender, target), the
+        // catalog's "572 uTP SYN attempts". DATA 1521, STATE 2348, RESET 17 as tshark. FIN: tshark
+        // decodes 175 (extension 0); 4.0 does not know libtorrent's close-reason extension 3,
+        // which 11 more carry (26 bytes, `.. 00 04 <4 bytes>`), and 10 libutp replies of 23 bytes
+        // start `11 03` with a chain that runs off (`next 0x30, len 0x9e`): rejected.
+        let (t, out) = replay(
+            "ntop-nDPI/bittorrent_transmission.pcapng",
+            UtpConfig::default(),
+        );
+        let s = t.stats();
+        assert_eq!(
+            (s.data, s.fin, s.state, s.reset, s.syn),
+            (1521, 186, 2348, 17, 1150)
+        );
+        assert_eq!(s.counts.seen, 5232);
+        assert_eq!(s.counts.rejected, [("bad_extension", 10)].into());
+        assert_eq!(
+            (s.predicted, s.syn_unusable_target, s.syn_to_self),
+            (1150, 0, 0)
+        );
+        assert_eq!(out.len(), 1150);
+        assert!(out
+            .iter()
+            .all(|p| p.transport == PeerTransport::Tcp && p.channel == Channel::Utp));
+        let pairs = distinct(&out);
+        assert_eq!(pairs.len(), 572);
+        let client: IpAddr = "192.168.1.128".parse().unwrap();
+        assert_eq!(pairs.iter().filter(|(h, _)| *h == client).count(), 570);
+        let inbound: Vec<String> = pairs
+            .iter()
+            .filter(|(h, _)| *h != client)
+            .map(|(h, p)| format!("{h}>{p}"))
+            .collect();
+        assert_eq!(
+            inbound,
+            [
+                "36.227.237.49>192.168.1.128:51413",
+                "51.38.57.28>192.168.1.128:51413"
+            ]
+        );
+        // Real targets on privileged ports (1, 80): nDPI's ports >= 1024 rule would lose
+        // 17 SYNs to 9 endpoints.
+        let (t, out) = replay(
+            "ntop-nDPI/bittorrent_transmission.pcapng",
+            UtpConfig { min_port: 1024 },
+        );
+        assert_eq!(reject(&t, "low_port"), 17);
+        assert_eq!(distinct(&out).len(), 572 - 9);
+    }
+
+    #[test]
+    fn utp_capture_holds_the_spec_vectors() {
+        // tshark (heuristic): 49 DATA, 36 STATE, 2 SYN. Also one FIN with a close reason and
+        // one libutp `11 03` reply (see above). The second SYN is 127.0.0.1 → 127.0.0.1:33333
+        // (the capture is stitched from several sessions): a host dialling itself.
+        let all = udp_datagrams("ntop-nDPI/bittorrent_utp.pcap");
+        for v in [R1, R2] {
+            let v = unhex(v);
+            assert!(all.iter().any(|d| d.head == v));
+        }
+        let r3 = unhex(R3);
+        assert!(all
+            .iter()
+            .any(|d| d.head.starts_with(&r3) && d.payload_len == 210));
+        let (t, out) = replay("ntop-nDPI/bittorrent_utp.pcap", UtpConfig::default());
+        let s = t.stats();
+        assert_eq!((s.data, s.state, s.syn, s.fin), (49, 36, 2, 1));
+        assert_eq!(s.counts.rejected, [("bad_extension", 1)].into());
+        assert_eq!(s.syn_to_self, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].host.to_string(), "82.243.113.43");
+        assert_eq!(out[0].peer.to_string(), CLIENT);
+    }
+
+    #[test]
+    fn small_torrent_capture() {
+        // tshark: 52 SYNs (46 DATA, 7 FIN, 70 STATE, 1 RESET): 51 from 192.168.0.102 to 15
+        // endpoints, one from 217.129.96.104:36360 to 192.168.0.102:36360: 16 distinct.
+        let (t, out) = replay(
+            "goncalo-rodrigues-360BitScoping/small_torrent.pcap",
+            UtpConfig::default(),
+        );
+        let s = t.stats();
+        assert_eq!((s.data, s.fin, s.state, s.reset, s.syn), (46, 7, 70, 1, 52));
+        assert_eq!(s.counts.rejected_total(), 0);
+        assert_eq!(out.len(), 52);
+        let pairs = distinct(&out);
+        assert_eq!(pairs.len(), 16);
+        let client: IpAddr = "192.168.0.102".parse().unwrap();
+        assert_eq!(pairs.iter().filter(|(h, _)| *h == client).count(), 15);
+        assert!(pairs.contains(&(
+            "217.129.96.104".parse().unwrap(),
+            "192.168.0.102:36360".parse().unwrap()
+        )));
+    }
+
+    #[test]
+    fn background_udp_predicts_nothing() {
+        // DNS, QUIC/TLS apps, Gnutella UDP, Ethereum discovery, scanners' UDP probes: (capture,
+        // datagrams forwarded, datagrams passing the pre-check). tshark's uTP heuristic finds
+        // no uTP in any of them either (`--enable-heuristic bt_utp_udp -Y bt-utp`).
+        let cases = [
+            ("ntop-nDPI/alexa-app.pcapng", 65, 2),
+            ("ntop-nDPI/teams.pcap", 179, 21),
+            ("ntop-nDPI/wechat.pcap", 211, 1),
+            ("ntop-nDPI/gnutella.pcap", 1692, 6),
+            ("ntop-nDPI/ethereum.pcap", 51, 0),
+            ("ntop-nDPI/bt-dns.pcap", 2, 0),
+            ("ntop-nDPI/targusdataspeed_false_positives.pcap", 4, 0),
+            (
+                "OISF-suricata-verify/tls-subjectaltname/input.pcap",
+                104,
+                14,
+            ),
+            ("chrissanders-packets/http_espn.pcapng", 28, 0),
+            (
+                "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+                528,
+                53,
+            ),
+            ("markofu-pcaps/xscan_capture.pcap", 166, 2),
+            ("markofu-pcaps/UDP_SCAN.pcap", 5, 0),
+            (
+                "esnet-security-curated-pcaps/udp_0_1000_20190821.pcap",
+                4,
+                0,
+            ),
+            ("zeek-zeek/nmap-vsn.pcap", 12, 0),
+        ];
+        let mut candidates = 0;
+        for (cap, n, pre) in cases {
+            let all = udp_datagrams(cap);
+            assert_eq!(all.len(), n, "{cap}");
+            let (t, out) = replay(cap, UtpConfig::default());
+            let s = t.stats();
+            assert_eq!(s.counts.seen, pre, "{cap}");
+            assert_eq!(s.counts.parsed, 0, "{cap}: {s:?}");
+            assert!(out.is_empty(), "{cap}: {out:?}");
+            candidates += pre;
+        }
+        assert_eq!(candidates, 99);
+    }
+}
+
+#[test]
+fn through_the_channel_trait() {
+    let mut c: Box<dyn crate::bt::channel::Channel> = Box::new(Utp::new(UtpConfig::default()));
+    assert_eq!(c.name(), "utp");
+    let mut predictions = Vec::new();
+    let mut retracted = Vec::new();
+    let mut senders = Vec::new();
+    // A SYN singles out its sender; the STATE that answers it does not.
+    for d in [
+        datagram(CLIENT, PEER, 0, &unhex(R1)),
+        datagram(PEER, CLIENT, 0, &unhex(R2)),
+    ] {
+        let (ev, udp) = d.event();
+        assert!(c.claims(&ev, &udp));
+        let mut out = Learnt {
+            predictions: &mut predictions,
+            retracted: &mut retracted,
+        };
+        senders.push(c.on_udp(&ev, &udp, &mut out));
+    }
+    assert_eq!(senders, [Sender::BitTorrent, Sender::Unknown]);
+    assert_eq!(predictions.len(), 1);
+    assert_eq!(
+        (
+            predictions[0].host.to_string(),
+            predictions[0].peer.to_string()
+        ),
+        ("192.168.1.5".to_string(), PEER.to_string())
+    );
+    let krpc = datagram(
+        CLIENT,
+        PEER,
+        1,
+        b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe",
+    );
+    let (ev, udp) = krpc.event();
+    assert!(!c.claims(&ev, &udp));
+    let mut counts = Vec::new();
+    c.counts(&mut |name, n| counts.push((name, n.seen, n.parsed)));
+    assert_eq!(counts, [("utp", 2, 2)]);
+    let mut tables = 0;
+    c.tables(&mut |_, _| tables += 1);
+    assert_eq!(tables, 0, "stateless");
+    assert_eq!(c.stats_json()["syn"], 1);
+    assert_eq!(c.as_any().downcast_ref::<Utp>().unwrap().stats().state, 1);
 }

@@ -1,21 +1,24 @@
-//! Azureus / Vuze / BiglyBT DHT (spec §5): which peers and DHT contacts a host learns from the
+//! Azureus / Vuze / BiglyBT DHT: which peers and DHT contacts a host learns from the
 //! replies to its FIND_VALUE and FIND_NODE requests.
 //!
-//! Framing (§5.1): a request opens with an 8-byte connection id whose most significant bit is
+//! Framing (BiglyBT `PRUDPPacketHandlerSupport`, "all connection ids must have their MSB
+//! set"): a request opens with an 8-byte connection id whose most significant bit is
 //! set, then its action (1024..1039) and transaction id; a reply opens with its action (MSB
 //! clear), then the request's transaction id and connection id. Everything after the protocol
-//! version byte depends on that version (§5.3–5.6).
+//! version byte depends on that version (BiglyBT `DHTTransportUDP` `PROTOCOL_VERSION_*`, read
+//! by each packet class's `serialise`/`deserialise`).
 //!
 //! Versions. Current BiglyBT drops messages below version 51 (`getMinimumProtocolVersion`), so
 //! a node would not act on them and by default neither do we: they are counted `old_version`
 //! ([`VuzeDhtConfig::min_version`]). The parsers themselves decode versions 15 to 127, field by
-//! field as the spec's tables say, so the legacy v50 vectors VZ-D1..D3 decode and a lower
+//! field as BiglyBT's `deserialise` code gates them, so the legacy v50 test vectors (D1..D3)
+//! decode and a lower
 //! `min_version` acts on them: from 15 (GENERIC_NETPOS) on, every version-dependent field is in
 //! the tables (below 15 network positions have another layout, and below 9 the originator
 //! version trails the body); the version is a Java signed byte, so 128 and above are negative
 //! and below any minimum. Versions above 55 are read with the 55 layout.
 //!
-//! Predictions (§0.3, §5.7): the learner is the requester, i.e. the destination of the reply.
+//! Predictions (BiglyBT `DHTTrackerPlugin` reads the values it looked up): the learner is the requester, i.e. the destination of the reply.
 //! A FIND_VALUE value whose bytes are a BitTorrent registration `[ip:]port[;flags][;udp_port]`
 //! is a peer it will dial over TCP at (ip or the value's originator address, port) and over UDP
 //! (Vuze UDP / uTP) at the same address and the UDP port (explicit, else the originator's
@@ -35,9 +38,11 @@
 //! requester's own (external) address: like BEP 42 `ip`, it removes the learner from the lists
 //! (a lookup of a torrent the learner announces returns its own registration).
 
+use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::channel::{Learnt, Sender};
 use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
@@ -78,7 +83,7 @@ impl Default for VuzeDhtConfig {
     fn default() -> Self {
         Self {
             max_pending: 65_536,
-            pending_ttl: Duration::from_secs(60),
+            pending_ttl: Duration::from_mins(1),
             predict_unmatched: true,
             max_entries: MAX_ENTRIES,
             min_version: MIN_ACCEPTED_VERSION,
@@ -272,62 +277,136 @@ impl VuzeDht {
                 return Ok(());
             }
         }
-        let learner = ev.dst.ip();
         let own = answered.map(|p| p.own);
-        let max = self.config.max_entries;
-        let push = |out: &mut Vec<PredictedPeer>, peer, transport| {
-            out.push(PredictedPeer {
-                ts: ev.ts,
-                host: learner,
-                peer,
-                transport,
-                channel: Channel::AzureusDht,
-            })
-        };
-
-        let mut vc = EntryCounts::default();
-        if let Some(values) = values {
-            let start = out.len();
-            vc.capped = values.len().saturating_sub(max) as u64;
-            for v in values.iter().take(max) {
-                vc.decoded += 1;
-                let Some(pv) = parse_peer_value(v.bytes) else {
-                    self.stats.non_torrent_values += 1;
-                    continue;
-                };
-                let (tcp, udp) = pv.endpoints(&v);
-                if let Some(why) = unfit(tcp, learner, own) {
-                    vc.count_unfit(why);
-                    continue;
-                }
-                push(out, tcp, PeerTransport::Tcp);
-                // Same address: only the port (the originator's, when implied) can be 0.
-                if udp.port() != 0 {
-                    push(out, udp, PeerTransport::Udp);
-                }
-            }
-            self.stats.predicted_peers += (out.len() - start) as u64;
-            self.stats.values.add(&vc);
-        }
-
+        let decoded = values.map_or(0, |v| self.predict_values(ev, v, own, out));
         if let Some(contacts) = r.contacts() {
-            let budget = max.saturating_sub(vc.decoded as usize);
-            let mut cc = EntryCounts {
-                capped: contacts.len().saturating_sub(budget) as u64,
-                ..Default::default()
-            };
-            let start = out.len();
-            for c in contacts.iter().take(budget) {
-                cc.decoded += 1;
-                match unfit(c.addr, learner, own) {
-                    Some(why) => cc.count_unfit(why),
-                    None => push(out, c.addr, PeerTransport::Udp),
-                }
-            }
-            self.stats.predicted_contacts += (out.len() - start) as u64;
-            self.stats.contacts.add(&cc);
+            self.predict_contacts(ev, contacts, own, decoded, out);
         }
         Ok(())
+    }
+
+    /// Peers of the BitTorrent registrations among `values`, for the learner (the reply's
+    /// destination) over TCP and UDP. Returns how many values were read (they count against
+    /// the contact budget).
+    fn predict_values(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        values: Values<'_>,
+        own: Option<IpAddr>,
+        out: &mut Vec<PredictedPeer>,
+    ) -> usize {
+        let learner = ev.dst.ip();
+        let max = self.config.max_entries;
+        let mut vc = EntryCounts {
+            capped: values.len().saturating_sub(max) as u64,
+            ..Default::default()
+        };
+        let start = out.len();
+        let mut read = 0;
+        for v in values.iter().take(max) {
+            read += 1;
+            vc.decoded += 1;
+            let Some(pv) = parse_peer_value(v.bytes) else {
+                self.stats.non_torrent_values += 1;
+                continue;
+            };
+            let (tcp, udp) = pv.endpoints(&v);
+            if let Some(why) = unfit(tcp, learner, own) {
+                vc.count_unfit(why);
+                continue;
+            }
+            out.push(prediction(ev, tcp, PeerTransport::Tcp));
+            // Same address: only the port (the originator's, when implied) can be 0.
+            if udp.port() != 0 {
+                out.push(prediction(ev, udp, PeerTransport::Udp));
+            }
+        }
+        self.stats.predicted_peers += (out.len() - start) as u64;
+        self.stats.values.add(&vc);
+        read
+    }
+
+    /// DHT contacts the learner will query over UDP, within what is left of
+    /// [`VuzeDhtConfig::max_entries`] after `values_read`.
+    fn predict_contacts(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        contacts: Contacts<'_>,
+        own: Option<IpAddr>,
+        values_read: usize,
+        out: &mut Vec<PredictedPeer>,
+    ) {
+        let learner = ev.dst.ip();
+        let budget = self.config.max_entries.saturating_sub(values_read);
+        let mut cc = EntryCounts {
+            capped: contacts.len().saturating_sub(budget) as u64,
+            ..Default::default()
+        };
+        let start = out.len();
+        for c in contacts.iter().take(budget) {
+            cc.decoded += 1;
+            match unfit(c.addr, learner, own) {
+                Some(why) => cc.count_unfit(why),
+                None => out.push(prediction(ev, c.addr, PeerTransport::Udp)),
+            }
+        }
+        self.stats.predicted_contacts += (out.len() - start) as u64;
+        self.stats.contacts.add(&cc);
+    }
+}
+
+/// A peer or contact for the learner of a reply: its destination.
+fn prediction(ev: &PacketEvent<'_>, peer: SocketAddr, transport: PeerTransport) -> PredictedPeer {
+    PredictedPeer {
+        ts: ev.ts,
+        host: ev.dst.ip(),
+        peer,
+        transport,
+        channel: Channel::AzureusDht,
+    }
+}
+
+impl super::channel::Channel for VuzeDht {
+    fn name(&self) -> &'static str {
+        "vuze_dht"
+    }
+
+    fn claims(&self, _ev: &PacketEvent<'_>, udp: &UdpDatagram<'_>) -> bool {
+        looks_like_vuze(udp.head)
+    }
+
+    /// A message that decoded at an accepted version: only Vuze/BiglyBT clients speak it.
+    fn on_udp(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        udp: &UdpDatagram<'_>,
+        out: &mut Learnt<'_>,
+    ) -> Sender {
+        if VuzeDht::on_udp(self, ev, udp, out.predictions) {
+            Sender::BitTorrent
+        } else {
+            Sender::Unknown
+        }
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        VuzeDht::expire(self, now);
+    }
+
+    fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
+        f("vuze_dht", &self.stats.counts);
+    }
+
+    fn tables(&self, f: &mut dyn FnMut(&'static str, TableStats)) {
+        f("vuze_dht_requests", self.pending.stats());
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).expect("counters serialize")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

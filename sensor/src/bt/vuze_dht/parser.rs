@@ -11,11 +11,13 @@ pub const NEWEST_PARSED_VERSION: u8 = 127;
 pub const MAX_KEY_LEN: usize = 64;
 /// Longest value (`DHT.MAX_VALUE_SIZE`).
 pub const MAX_VALUE_LEN: usize = 512;
-/// Shortest request and reply headers (spec §12 F5: a v9..50 IPv4 request, a reply to v53).
+/// Shortest request and reply headers (a v9..50 request with an IPv4 originator, a reply at
+/// v53).
 pub const MIN_REQUEST_LEN: usize = 42;
 pub const MIN_REPLY_LEN: usize = 26;
 
-// Protocol versions that change the layout within the parsed range (spec §5.3); fields gated
+// Protocol versions that change the layout within the parsed range (BiglyBT
+// `DHTTransportUDP.PROTOCOL_VERSION_*`); fields gated
 // by older versions (vendor 14, network 9, spoof id 7, ...) are always present from 15 on.
 const V_VIVALDI_FINDVALUE: u8 = 16;
 const V_LONGER_LIFE: u8 = 23;
@@ -32,7 +34,8 @@ const CT_UDP: u8 = 1;
 const CONTACT_MIN: usize = 2 + 7;
 const VALUE_MIN: usize = 4 + 8 + 2 + CONTACT_MIN + 1;
 
-/// The packet types of spec §5.2, by code.
+/// The packet types by code (BiglyBT `DHTUDPPacketHelper`: from 1024, so that they share the
+/// port with the UDP tracker's actions 0..3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Action {
@@ -120,7 +123,8 @@ impl Action {
 }
 
 /// Why a datagram that passed [`looks_like_vuze`] was not used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reject {
     /// The capture holds only the head of the datagram.
     Incomplete,
@@ -146,18 +150,7 @@ pub enum Reject {
 
 impl Reject {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::Incomplete => "incomplete",
-            Reject::Truncated => "truncated",
-            Reject::BadConnectionId => "bad_connection_id",
-            Reject::BadAction => "bad_action",
-            Reject::UnsupportedVersion => "unsupported_version",
-            Reject::OldVersion => "old_version",
-            Reject::BadAddress => "bad_address",
-            Reject::BadContactType => "bad_contact_type",
-            Reject::TooLong => "too_long",
-            Reject::BadCount => "bad_count",
-        }
+        self.into()
     }
 }
 
@@ -293,7 +286,7 @@ impl<'a> Contacts<'a> {
     }
 }
 
-/// One stored value as a reply carries it (spec §5.6 "Transport value").
+/// One stored value as a reply carries it (BiglyBT `DHTUDPUtils.serialiseTransportValue`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransportValue<'a> {
     pub version: u32,
@@ -391,7 +384,8 @@ impl<'a> NetPositions<'a> {
     }
 }
 
-/// Request header (spec §5.4).
+/// Request header (BiglyBT `DHTUDPPacketRequest` after `PRUDPPacketRequest`'s connection id,
+/// action and transaction id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestHeader {
     pub connection_id: u64,
@@ -434,7 +428,8 @@ pub struct Request<'a> {
     pub trailing: usize,
 }
 
-/// Reply header (spec §5.5).
+/// Reply header (BiglyBT `DHTUDPPacketReply` after `PRUDPPacketReply`'s action, transaction id
+/// and echoed connection id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplyHeader {
     pub action: Action,
@@ -540,7 +535,8 @@ pub enum Message<'a> {
     Reply(Reply<'a>),
 }
 
-/// Decodes a request or a reply, told apart by the first byte's MSB (§5.1). Pure and bounded:
+/// Decodes a request or a reply, told apart by the first byte's MSB (the framing in the
+/// module docs). Pure and bounded:
 /// one pass over `payload`, no allocation.
 pub fn parse(payload: &[u8]) -> Result<Message<'_>, Reject> {
     match payload.first() {
@@ -676,7 +672,8 @@ pub fn parse_reply(payload: &[u8]) -> Result<Reply<'_>, Reject> {
     })
 }
 
-/// Cheap test before parsing: spec §12 F5 (a request: MSB-set first byte, 42+ bytes, action
+/// Cheap test before parsing, the framing as libprotoident's `match_vuze_dht_request` and
+/// `match_vuze_dht_reply` check it (a request: MSB-set first byte, 42+ bytes, action
 /// 1024..1039 at offset 8; a reply: a reply action at offset 0, 26+ bytes, MSB-set connection
 /// id at offset 8), plus the protocol version at offset 16 (in both directions) within the
 /// parsed range, which keeps out e.g. DNS answers whose counts happen to read as an action.

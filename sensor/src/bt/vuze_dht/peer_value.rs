@@ -4,7 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::TransportValue;
 
-/// A BitTorrent registration stored by BiglyBT's DHT tracker plugin (spec §5.7).
+/// A BitTorrent registration stored by BiglyBT's DHT tracker plugin (`DHTTrackerPlugin`
+/// writes `[ip_override:]tcp_port[;flags][;udp_port]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerValue {
     /// `ip_override`; otherwise the peer is at the value's originator address.

@@ -1,9 +1,11 @@
 use super::*;
 use std::net::Ipv4Addr;
 
-use crate::bt::test_support::{datagram, udp_datagrams, unhex, Datagram};
+use crate::bt::channel::{Learnt, Sender};
+use crate::bt::test_support::{datagram, unhex, Datagram};
 
-// Spec §5.8, verbatim.
+// Derived from BiglyBT's `serialise` code: connection id 9a3b5c7d1e2f4a6b, transaction id
+// 00c0ffee, requester 192.0.2.99:11273, protocol version 50 (D1..D3, legacy) or 55 (D4, D5).
 const D1: &str = "9a3b5c7d1e2f4a6b 00000406 00c0ffee 32 00 00000000 32 04c00002632c09 11223344
     0000018bcfe56800 14 0f1e2d3c4b5a69788796a5b4c3d2e1f001122334 00 10";
 const D2: &str = "00000407 00c0ffee 9a3b5c7d1e2f4a6b 32 00 00000000 55667788 00 01 01 0002
@@ -15,7 +17,7 @@ const D3: &str = "00000405 00c0ffef 9a3b5c7d1e2f4a6b 32 00 00000000 55667788 0ba
     04c000021f1ae1";
 const D4: &str = "9a3b5c7d1e2f4a6b 00000406 00c0ffee 37 00 00000004 37 04c00002632c09 11223344
     0000018bcfe56800 00 00 14 0f1e2d3c4b5a69788796a5b4c3d2e1f001122334 00 10";
-/// VZ-D5 is "VZ-D2 with header `... 37 00 00000004 55667788 00 00 0003` and value/contact
+/// D5 is "D2 with header `... 37 00 00000004 55667788 00 00 0003` and value/contact
 /// protocol-version bytes 0x37": built here from D2 by exactly those substitutions.
 fn d5() -> Vec<u8> {
     let d2 = unhex(D2);
@@ -75,7 +77,7 @@ fn contact(version: u8, addr: &str) -> Contact {
     }
 }
 
-/// The expected values of VZ-D2/D5, field by field from the spec.
+/// The expected values of D2/D5, field by field.
 fn check_spec_values(values: Values<'_>, contact_version: u8, v: u8) {
     let vs: Vec<_> = values.iter().collect();
     assert_eq!(vs.len(), 2);
@@ -103,7 +105,7 @@ fn check_spec_values(values: Values<'_>, contact_version: u8, v: u8) {
         assert_eq!(got.life_hours, (v >= 23).then_some(0));
         assert_eq!(got.replication_control, Some(0xff));
     }
-    // Spec §5.7 on these two values.
+    // As BiglyBT's `DHTTrackerPlugin` reads these two values.
     let p1 = parse_peer_value(vs[0].bytes).unwrap();
     assert_eq!(
         p1,
@@ -209,7 +211,7 @@ fn spec_d2_find_value_reply_with_values_v50() {
     assert_eq!(r.trailing, 0);
     assert!(r.contacts().is_none());
 
-    // Through the tracker, answering D1: the spec's targets for 192.0.2.99.
+    // Through the tracker, answering D1: the expected targets for 192.0.2.99.
     let mut t = legacy();
     assert!(feed(&mut t, &request(D1, 0)).is_empty());
     let out = feed(&mut t, &reply(&raw, 1));
@@ -313,7 +315,7 @@ fn spec_d5_find_value_reply_v55_with_processing_time() {
     check_spec_values(r.values().unwrap(), 0x37, 55);
 
     // Default config: the v50 vectors are dropped as current BiglyBT drops them; D4/D5
-    // give the spec's targets.
+    // give the expected targets.
     let mut t = VuzeDht::new(VuzeDhtConfig::default());
     let mut out = Vec::new();
     for d in [
@@ -400,7 +402,7 @@ fn malformed_headers_are_rejected_with_a_reason() {
 
 #[test]
 fn hostile_counts_are_bounded() {
-    // VZ-D3 announcing 65,535 contacts with 2 present, or 255 network positions.
+    // D3 announcing 65,535 contacts with 2 present, or 255 network positions.
     let d3 = unhex(D3);
     let mut raw = d3.clone();
     raw[57..59].copy_from_slice(&[0xff, 0xff]);
@@ -412,7 +414,17 @@ fn hostile_counts_are_bounded() {
     let mut big = d3[..57].to_vec();
     big.extend_from_slice(&7_000u16.to_be_bytes());
     for i in 0..7_000u32 {
-        big.extend_from_slice(&[1, 0x37, 4, 10, 0, (i >> 8) as u8, i as u8, 0x1a, 0xe1]);
+        big.extend_from_slice(&[
+            1,
+            0x37,
+            4,
+            10,
+            0,
+            i.to_be_bytes()[2],
+            i.to_be_bytes()[3],
+            0x1a,
+            0xe1,
+        ]);
     }
     let r = parse_reply(&big).unwrap();
     assert_eq!(r.contacts().unwrap().iter().count(), 7_000);
@@ -488,10 +500,10 @@ fn peer_value_syntax_is_strict() {
     assert_eq!(parse_peer_value(&[0xff, 0x36]), None);
 }
 
-/// VZ-D5 with the first value's bytes replaced (same length, 7 bytes).
-fn d5_with_first_value(bytes: &[u8; 7]) -> Vec<u8> {
+/// D5 with the first value's bytes replaced (same length, 7 bytes).
+fn d5_with_first_value(bytes: [u8; 7]) -> Vec<u8> {
     let mut v = d5();
-    v[35 + 14..35 + 21].copy_from_slice(bytes);
+    v[35 + 14..35 + 21].copy_from_slice(&bytes);
     v
 }
 
@@ -499,7 +511,7 @@ fn d5_with_first_value(bytes: &[u8; 7]) -> Vec<u8> {
 fn non_torrent_values_are_counted_not_used() {
     let mut t = VuzeDht::new(VuzeDhtConfig::default());
     feed(&mut t, &request(D4, 0));
-    let out = feed(&mut t, &reply(&d5_with_first_value(b"\x00\x01binar"), 1));
+    let out = feed(&mut t, &reply(&d5_with_first_value(*b"\x00\x01binar"), 1));
     assert_eq!(targets(&out, PeerTransport::Tcp), ["203.0.113.77:6881"]);
     let s = t.stats();
     assert_eq!((s.values.decoded, s.non_torrent_values), (2, 1));
@@ -628,7 +640,7 @@ fn pending_requests_expire_and_are_capped() {
         feed(&mut t, &datagram(REQUESTER, RESPONDER, 100, &q));
     }
     assert_eq!((t.stats().pending.len, t.stats().pending.evicted), (4, 6));
-    t.expire(Timestamp(1_000 * 1_000_000_000));
+    t.expire(Timestamp::from_secs(1_000));
     assert_eq!(t.stats().pending.len, 0);
     // Requests without a reply (DATA) are not remembered.
     let mut data = unhex(D4);
@@ -677,61 +689,6 @@ fn shape_check_follows_f5() {
 }
 
 #[test]
-fn other_channels_captures_hold_no_vuze_shape() {
-    // CATALOG.md: no Vuze DHT traffic in any shared capture, so every match would be a
-    // false positive (a datagram another channel, or nobody, should read).
-    let mut datagrams = 0;
-    let mut f5_only = 0;
-    for rel in [
-        "ntop-nDPI/bittorrent_transmission.pcapng",
-        "terezaburianova-VUT-PDS/small.pcap",
-        "goncalo-rodrigues-360BitScoping/small_torrent.pcap",
-        "goncalo-rodrigues-360BitScoping/model_streams__in_the_middle__MERGED.pcap",
-        "goncalo-rodrigues-360BitScoping/model_streams__6.93k__MERGED.pcap",
-        "goncalo-rodrigues-360BitScoping/model_streams__2_torrents-11.3k_each__MERGED.pcap",
-        "ntop-nDPI/bittorrent_utp.pcap",
-        "ntop-nDPI/bt_search.pcap",
-        "ntop-nDPI/gnutella.pcap",
-        "ntop-nDPI/wechat.pcap",
-        "ntop-nDPI/teams.pcap",
-        "ntop-nDPI/alexa-app.pcapng",
-        "ntop-nDPI/ethereum.pcap",
-        "ntop-nDPI/lru_ipv6_caches.pcapng",
-        "spaiter-BitTorrentBlocker/torrent-dht.pcap",
-        "OISF-suricata-verify/bittorrent-dht/input.pcap",
-        "OISF-suricata-verify/tls-subjectaltname/input.pcap",
-        "cisco-mercury/bittorrent.pcap",
-        "arkime-arkime/bt-udp.pcap",
-        "markofu-pcaps/UDP_SCAN.pcap",
-        "esnet-security-curated-pcaps/udp_0_1000_20190821.pcap",
-        "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
-        "markofu-pcaps/xscan_capture.pcap",
-    ] {
-        for d in udp_datagrams(rel) {
-            datagrams += 1;
-            assert!(!looks_like_vuze(&d.head), "{rel}: {d:?}");
-            assert!(parse(&d.head).is_err(), "{rel}: {d:?}");
-            // F5 alone, without the version byte (reported, not asserted).
-            let h = &d.head;
-            let be32 = |o: usize| {
-                h.get(o..o + 4)
-                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            };
-            let req = h.len() >= 42
-                && h[0] & 0x80 != 0
-                && be32(8).is_some_and(|a| (1024..=1039).contains(&a));
-            let rep = h.len() >= 26
-                && h[8] & 0x80 != 0
-                && be32(0)
-                    .is_some_and(|a| [1025, 1027, 1029, 1031, 1032, 1033, 1037, 1039].contains(&a));
-            f5_only += u64::from(req || rep);
-        }
-    }
-    assert!(datagrams > 10_000, "{datagrams}");
-    eprintln!("{datagrams} datagrams, 0 Vuze-shaped; F5 without the version test: {f5_only}");
-}
-
-#[test]
 fn through_coordination() {
     use crate::bt::Coordination;
     let mut c = Coordination::default();
@@ -748,4 +705,126 @@ fn through_coordination() {
         0
     );
     assert_eq!(s.lsd.counts.seen, 0);
+}
+
+#[test]
+fn reject_names_are_stable() {
+    assert_eq!(Reject::Incomplete.as_str(), "incomplete");
+    assert_eq!(Reject::Truncated.as_str(), "truncated");
+    assert_eq!(Reject::BadConnectionId.as_str(), "bad_connection_id");
+    assert_eq!(Reject::BadAction.as_str(), "bad_action");
+    assert_eq!(Reject::UnsupportedVersion.as_str(), "unsupported_version");
+    assert_eq!(Reject::OldVersion.as_str(), "old_version");
+    assert_eq!(Reject::BadAddress.as_str(), "bad_address");
+    assert_eq!(Reject::BadContactType.as_str(), "bad_contact_type");
+    assert_eq!(Reject::TooLong.as_str(), "too_long");
+    assert_eq!(Reject::BadCount.as_str(), "bad_count");
+}
+
+mod corpus {
+    use super::*;
+    use crate::bt::test_support::udp_datagrams;
+
+    #[test]
+    fn other_channels_captures_hold_no_vuze_shape() {
+        // CATALOG.md: no Vuze DHT traffic in any shared capture, so every match would be a
+        // false positive (a datagram another channel, or nobody, should read).
+        let mut datagrams = 0;
+        let mut f5_only = 0;
+        for rel in [
+            "ntop-nDPI/bittorrent_transmission.pcapng",
+            "terezaburianova-VUT-PDS/small.pcap",
+            "goncalo-rodrigues-360BitScoping/small_torrent.pcap",
+            "goncalo-rodrigues-360BitScoping/model_streams__in_the_middle__MERGED.pcap",
+            "goncalo-rodrigues-360BitScoping/model_streams__6.93k__MERGED.pcap",
+            "goncalo-rodrigues-360BitScoping/model_streams__2_torrents-11.3k_each__MERGED.pcap",
+            "ntop-nDPI/bittorrent_utp.pcap",
+            "ntop-nDPI/bt_search.pcap",
+            "ntop-nDPI/gnutella.pcap",
+            "ntop-nDPI/wechat.pcap",
+            "ntop-nDPI/teams.pcap",
+            "ntop-nDPI/alexa-app.pcapng",
+            "ntop-nDPI/ethereum.pcap",
+            "ntop-nDPI/lru_ipv6_caches.pcapng",
+            "spaiter-BitTorrentBlocker/torrent-dht.pcap",
+            "OISF-suricata-verify/bittorrent-dht/input.pcap",
+            "OISF-suricata-verify/tls-subjectaltname/input.pcap",
+            "cisco-mercury/bittorrent.pcap",
+            "arkime-arkime/bt-udp.pcap",
+            "markofu-pcaps/UDP_SCAN.pcap",
+            "esnet-security-curated-pcaps/udp_0_1000_20190821.pcap",
+            "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+            "markofu-pcaps/xscan_capture.pcap",
+        ] {
+            for d in udp_datagrams(rel) {
+                datagrams += 1;
+                assert!(!looks_like_vuze(&d.head), "{rel}: {d:?}");
+                assert!(parse(&d.head).is_err(), "{rel}: {d:?}");
+                // The framing test alone, without the version byte (reported, not asserted).
+                let h = &d.head;
+                let be32 = |o: usize| {
+                    h.get(o..o + 4)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                };
+                let req = h.len() >= 42
+                    && h[0] & 0x80 != 0
+                    && be32(8).is_some_and(|a| (1024..=1039).contains(&a));
+                let rep = h.len() >= 26
+                    && h[8] & 0x80 != 0
+                    && be32(0).is_some_and(|a| {
+                        [1025, 1027, 1029, 1031, 1032, 1033, 1037, 1039].contains(&a)
+                    });
+                f5_only += u64::from(req || rep);
+            }
+        }
+        assert!(datagrams > 10_000, "{datagrams}");
+        eprintln!("{datagrams} datagrams, 0 Vuze-shaped; F5 without the version test: {f5_only}");
+    }
+}
+
+#[test]
+fn through_the_channel_trait() {
+    let mut c: Box<dyn crate::bt::channel::Channel> =
+        Box::new(VuzeDht::new(VuzeDhtConfig::default()));
+    assert_eq!(c.name(), "vuze_dht");
+    let mut predictions = Vec::new();
+    let mut retracted = Vec::new();
+    let d4 = request(D4, 0);
+    let d5 = reply(&d5(), 1);
+    // A v50 request decodes but current clients drop it: no BitTorrent sender.
+    let d1 = request(D1, 2);
+    let mut senders = Vec::new();
+    for d in [&d4, &d5, &d1] {
+        let (ev, udp) = d.event();
+        assert!(c.claims(&ev, &udp));
+        let mut out = Learnt {
+            predictions: &mut predictions,
+            retracted: &mut retracted,
+        };
+        senders.push(c.on_udp(&ev, &udp, &mut out));
+    }
+    assert_eq!(
+        senders,
+        [Sender::BitTorrent, Sender::BitTorrent, Sender::Unknown]
+    );
+    assert_eq!(targets(&predictions, PeerTransport::Tcp), SPEC_TCP);
+    assert_eq!(targets(&predictions, PeerTransport::Udp), SPEC_UDP);
+    let krpc = datagram(
+        REQUESTER,
+        RESPONDER,
+        3,
+        b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe",
+    );
+    let (ev, udp) = krpc.event();
+    assert!(!c.claims(&ev, &udp));
+    let mut counts = Vec::new();
+    c.counts(&mut |name, n| counts.push((name, n.seen, n.parsed)));
+    assert_eq!(counts, [("vuze_dht", 3, 2)]);
+    let mut tables = Vec::new();
+    c.tables(&mut |name, t| tables.push((name, t.len)));
+    assert_eq!(tables, [("vuze_dht_requests", 0)]);
+    assert_eq!(c.stats_json()["matched"], 1);
+    c.expire(Timestamp::from_secs(1_000));
+    let t = c.as_any().downcast_ref::<VuzeDht>().unwrap();
+    assert_eq!(t.stats().counts.rejected.get("old_version"), Some(&1));
 }
