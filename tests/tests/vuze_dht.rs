@@ -137,7 +137,10 @@ fn addr(tree: &Value) -> SocketAddr {
         .unwrap()
         .parse()
         .unwrap();
-    SocketAddr::new(ip.into(), num(a, "vuze-dht.address.port") as u16)
+    SocketAddr::new(
+        ip.into(),
+        u16::try_from(num(a, "vuze-dht.address.port")).unwrap(),
+    )
 }
 
 fn hex_bytes(v: &Value) -> Vec<u8> {
@@ -247,6 +250,8 @@ fn check_reply(name: &str, t: &Value, r: &Reply<'_>) {
 }
 
 /// A FIND_NODE reply's body: network positions and contacts.
+// tshark prints the coordinates we decode from the same four bytes: exact equality is the test.
+#[allow(clippy::float_cmp)]
 fn check_find_node(name: &str, t: &Value, f: &FindNodeReply<'_>) {
     let fields = |k: &str| num(t, &format!("vuze-dht.{k}"));
     assert_eq!(fields("spoof_id"), u64::from(f.spoof_id), "{name}");

@@ -762,10 +762,7 @@ mod corpus {
                 assert!(parse(&d.head).is_err(), "{rel}: {d:?}");
                 // The framing test alone, without the version byte (reported, not asserted).
                 let h = &d.head;
-                let be32 = |o: usize| {
-                    h.get(o..o + 4)
-                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                };
+                let be32 = |at: usize| crate::bt::wire::be32_at(h, at);
                 let req = h.len() >= 42
                     && h[0] & 0x80 != 0
                     && be32(8).is_some_and(|a| (1024..=1039).contains(&a));
