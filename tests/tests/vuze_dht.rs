@@ -1,7 +1,7 @@
-//! The Vuze DHT vectors VZ-D1..D5 (spec `bt-wire.md` §5.8) as a capture: tshark's `vuze-dht`
-//! dissector must decode the fields we decode wherever the spec says it decodes correctly
-//! (all of VZ-D1, D3, D4; the header of D2 and D5, before its two defects), and
-//! `sensor peers` must predict the spec's targets.
+//! The Vuze DHT test vectors VZ-D1..D5 (built from BiglyBT's `serialise` code; the same bytes as
+//! the unit tests of `sensor::bt::vuze_dht`) as a capture: tshark's `vuze-dht` dissector must
+//! decode the fields we decode wherever it decodes correctly (all of VZ-D1, D3, D4; the header
+//! of D2 and D5, before its two defects), and `sensor peers` must predict the expected targets.
 //!
 //! Needs tshark (`cargo xtask setup` installs it); unprivileged.
 
@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use etherparse::PacketBuilder;
-use sensor::bt::vuze_dht::{self, FindValueResult, Message, ReplyBody, RequestBody};
+use sensor::bt::vuze_dht::{
+    self, FindNodeReply, FindValueResult, Message, Reply, ReplyBody, Request, RequestBody,
+};
 use sensor_tests::synth::{Capture, SynthPacket};
 use serde_json::Value;
 
@@ -40,7 +42,8 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// VZ-D5 = VZ-D2 with the v55 header the spec gives and contact versions 0x37.
+/// VZ-D5 = VZ-D2 with a v55 header (BiglyBT 3.x: packet flags, flags2, processing time) and
+/// contact versions 0x37.
 fn d5() -> Vec<u8> {
     let d2 = unhex(D2);
     let mut v = unhex("00000407 00c0ffee 9a3b5c7d1e2f4a6b 37 00 00000004 55667788 00 00 0003");
@@ -53,7 +56,7 @@ fn d5() -> Vec<u8> {
     v
 }
 
-/// The vectors in spec order (requests before their replies), one second apart.
+/// The vectors in order (requests before their replies), one second apart.
 fn vectors() -> Vec<(&'static str, bool, Vec<u8>)> {
     vec![
         ("VZ-D1", true, unhex(D1)),
@@ -134,7 +137,10 @@ fn addr(tree: &Value) -> SocketAddr {
         .unwrap()
         .parse()
         .unwrap();
-    SocketAddr::new(ip.into(), num(a, "vuze-dht.address.port") as u16)
+    SocketAddr::new(
+        ip.into(),
+        u16::try_from(num(a, "vuze-dht.address.port")).unwrap(),
+    )
 }
 
 fn hex_bytes(v: &Value) -> Vec<u8> {
@@ -161,117 +167,129 @@ fn tshark_decodes_the_header_fields_we_decode() {
     let vectors = vectors();
     assert_eq!(theirs.len(), vectors.len());
     for ((name, _, raw), t) in vectors.iter().zip(&theirs) {
-        let fields = |k: &str| num(t, &format!("vuze-dht.{k}"));
         match vuze_dht::parse(raw).unwrap_or_else(|e| panic!("{name}: {e:?}")) {
-            Message::Request(q) => {
-                let h = q.header;
-                assert_eq!(fields("connection_id"), h.connection_id, "{name}");
-                assert_eq!(fields("action"), u64::from(h.action.code()), "{name}");
-                assert_eq!(fields("transaction_id"), u64::from(h.txid), "{name}");
-                assert_eq!(fields("proto_ver"), u64::from(h.version), "{name}");
-                assert_eq!(fields("vendor_id"), u64::from(h.vendor), "{name}");
-                assert_eq!(fields("network_id"), u64::from(h.network), "{name}");
-                assert_eq!(
-                    fields("local_proto_ver"),
-                    u64::from(h.originator_version),
-                    "{name}"
-                );
-                assert_eq!(addr(t), h.originator, "{name}");
-                assert_eq!(fields("instance_id"), u64::from(h.instance), "{name}");
-                assert_eq!(fields("time"), h.time_ms, "{name}");
-                match h.flags {
-                    Some(f) => assert_eq!(fields("generic_flags"), u64::from(f), "{name}"),
-                    None => assert!(t["vuze-dht.generic_flags"].is_null(), "{name}"),
-                }
-                match h.flags2 {
-                    Some(f) => assert_eq!(fields("generic_flags2"), u64::from(f), "{name}"),
-                    None => assert!(t["vuze-dht.generic_flags2"].is_null(), "{name}"),
-                }
-                let RequestBody::FindValue(f) = q.body else {
-                    panic!("{name}: not FIND_VALUE")
-                };
-                let key = &t["vuze-dht.key"];
-                assert_eq!(num(key, "vuze-dht.key.len"), f.key.len() as u64, "{name}");
-                assert_eq!(hex_bytes(&key["vuze-dht.key.data"]), f.key, "{name}");
-                assert_eq!(fields("flags"), u64::from(f.flags), "{name}");
-                assert_eq!(fields("max_values"), u64::from(f.max_values), "{name}");
-            }
-            Message::Reply(r) => {
-                let h = r.header;
-                assert_eq!(fields("action"), u64::from(h.action.code()), "{name}");
-                assert_eq!(fields("transaction_id"), u64::from(h.txid), "{name}");
-                assert_eq!(fields("connection_id"), h.connection_id, "{name}");
-                assert_eq!(fields("proto_ver"), u64::from(h.version), "{name}");
-                assert_eq!(fields("vendor_id"), u64::from(h.vendor), "{name}");
-                assert_eq!(fields("network_id"), u64::from(h.network), "{name}");
-                assert_eq!(fields("instance_id"), u64::from(h.instance), "{name}");
-                if let Some(f) = h.flags {
-                    assert_eq!(fields("generic_flags"), u64::from(f), "{name}");
-                }
-                if let Some(f) = h.flags2 {
-                    assert_eq!(fields("generic_flags2"), u64::from(f), "{name}");
-                }
-                // tshark 4.0 has no processing time (v54+): the rest of VZ-D5 is misread.
-                if h.processing_time_ms.is_some() {
-                    assert_eq!(*name, "VZ-D5");
-                    continue;
-                }
-                match r.body {
-                    ReplyBody::FindValue(f) => {
-                        // Before the values-branch defect: the two booleans.
-                        assert_eq!(
-                            fields("has_continuation"),
-                            u64::from(f.has_continuation),
-                            "{name}"
-                        );
-                        let is_value = matches!(f.result, FindValueResult::Values { .. });
-                        assert_eq!(fields("has_values"), u64::from(is_value), "{name}");
-                        assert_eq!(*name, "VZ-D2");
-                    }
-                    ReplyBody::FindNode(f) => {
-                        assert_eq!(fields("spoof_id"), u64::from(f.spoof_id), "{name}");
-                        assert_eq!(fields("node_type"), u64::from(f.node_status), "{name}");
-                        assert_eq!(fields("dht_size"), u64::from(f.estimated_size), "{name}");
-                        assert_eq!(
-                            fields("network_coordinates_count"),
-                            f.positions.len() as u64
-                        );
-                        let coords =
-                            list(&t["vuze-dht.network_coordinates"]["vuze-dht.network_coordinate"]);
-                        let ours: Vec<_> = f.positions.iter().collect();
-                        assert_eq!(coords.len(), ours.len());
-                        for (c, p) in coords.iter().zip(&ours) {
-                            assert_eq!(num(c, "vuze-dht.network_coordinate.type"), 1);
-                            assert_eq!(
-                                num(c, "vuze-dht.network_coordinate.size"),
-                                p.data.len() as u64
-                            );
-                            let v = p.vivaldi().unwrap();
-                            for (k, want) in ["x", "y", "height", "error"].iter().zip(v) {
-                                let got: f32 = c[format!("vuze-dht.network_coordinate.{k}")]
-                                    .as_str()
-                                    .unwrap()
-                                    .parse()
-                                    .unwrap();
-                                assert_eq!(got, want, "{name} {k}");
-                            }
-                        }
-                        assert_eq!(fields("contacts_count"), f.contacts.len() as u64);
-                        let contacts = list(&t["vuze-dht.contacts"]["vuze-dht.contact"]);
-                        let ours: Vec<_> = f.contacts.iter().collect();
-                        assert_eq!(contacts.len(), ours.len());
-                        for (c, o) in contacts.iter().zip(&ours) {
-                            assert_eq!(num(c, "vuze-dht.contact.type"), 1);
-                            assert_eq!(num(c, "vuze-dht.proto_ver"), u64::from(o.version));
-                            assert_eq!(addr(c), o.addr);
-                        }
-                        assert_eq!(*name, "VZ-D3");
-                    }
-                    ReplyBody::Other(_) => panic!("{name}: unexpected body"),
-                }
-            }
+            Message::Request(q) => check_request(name, t, &q),
+            Message::Reply(r) => check_reply(name, t, &r),
         }
     }
+}
+
+/// tshark's fields of a request against ours.
+fn check_request(name: &str, t: &Value, q: &Request<'_>) {
+    let fields = |k: &str| num(t, &format!("vuze-dht.{k}"));
+    let h = q.header;
+    assert_eq!(fields("connection_id"), h.connection_id, "{name}");
+    assert_eq!(fields("action"), u64::from(h.action.code()), "{name}");
+    assert_eq!(fields("transaction_id"), u64::from(h.txid), "{name}");
+    assert_eq!(fields("proto_ver"), u64::from(h.version), "{name}");
+    assert_eq!(fields("vendor_id"), u64::from(h.vendor), "{name}");
+    assert_eq!(fields("network_id"), u64::from(h.network), "{name}");
+    assert_eq!(
+        fields("local_proto_ver"),
+        u64::from(h.originator_version),
+        "{name}"
+    );
+    assert_eq!(addr(t), h.originator, "{name}");
+    assert_eq!(fields("instance_id"), u64::from(h.instance), "{name}");
+    assert_eq!(fields("time"), h.time_ms, "{name}");
+    match h.flags {
+        Some(f) => assert_eq!(fields("generic_flags"), u64::from(f), "{name}"),
+        None => assert!(t["vuze-dht.generic_flags"].is_null(), "{name}"),
+    }
+    match h.flags2 {
+        Some(f) => assert_eq!(fields("generic_flags2"), u64::from(f), "{name}"),
+        None => assert!(t["vuze-dht.generic_flags2"].is_null(), "{name}"),
+    }
+    let RequestBody::FindValue(f) = q.body else {
+        panic!("{name}: not FIND_VALUE")
+    };
+    let key = &t["vuze-dht.key"];
+    assert_eq!(num(key, "vuze-dht.key.len"), f.key.len() as u64, "{name}");
+    assert_eq!(hex_bytes(&key["vuze-dht.key.data"]), f.key, "{name}");
+    assert_eq!(fields("flags"), u64::from(f.flags), "{name}");
+    assert_eq!(fields("max_values"), u64::from(f.max_values), "{name}");
+}
+
+/// tshark's fields of a reply against ours, up to where tshark 4.0 misreads.
+fn check_reply(name: &str, t: &Value, r: &Reply<'_>) {
+    let fields = |k: &str| num(t, &format!("vuze-dht.{k}"));
+    let h = r.header;
+    assert_eq!(fields("action"), u64::from(h.action.code()), "{name}");
+    assert_eq!(fields("transaction_id"), u64::from(h.txid), "{name}");
+    assert_eq!(fields("connection_id"), h.connection_id, "{name}");
+    assert_eq!(fields("proto_ver"), u64::from(h.version), "{name}");
+    assert_eq!(fields("vendor_id"), u64::from(h.vendor), "{name}");
+    assert_eq!(fields("network_id"), u64::from(h.network), "{name}");
+    assert_eq!(fields("instance_id"), u64::from(h.instance), "{name}");
+    if let Some(f) = h.flags {
+        assert_eq!(fields("generic_flags"), u64::from(f), "{name}");
+    }
+    if let Some(f) = h.flags2 {
+        assert_eq!(fields("generic_flags2"), u64::from(f), "{name}");
+    }
+    // tshark 4.0 has no processing time (v54+): the rest of VZ-D5 is misread.
+    if h.processing_time_ms.is_some() {
+        assert_eq!(name, "VZ-D5");
+        return;
+    }
+    match r.body {
+        ReplyBody::FindValue(f) => {
+            // Before the values-branch defect: the two booleans.
+            assert_eq!(
+                fields("has_continuation"),
+                u64::from(f.has_continuation),
+                "{name}"
+            );
+            let is_value = matches!(f.result, FindValueResult::Values { .. });
+            assert_eq!(fields("has_values"), u64::from(is_value), "{name}");
+            assert_eq!(name, "VZ-D2");
+        }
+        ReplyBody::FindNode(f) => check_find_node(name, t, &f),
+        ReplyBody::Other(_) => panic!("{name}: unexpected body"),
+    }
+}
+
+/// A FIND_NODE reply's body: network positions and contacts.
+// tshark prints the coordinates we decode from the same four bytes: exact equality is the test.
+#[allow(clippy::float_cmp)]
+fn check_find_node(name: &str, t: &Value, f: &FindNodeReply<'_>) {
+    let fields = |k: &str| num(t, &format!("vuze-dht.{k}"));
+    assert_eq!(fields("spoof_id"), u64::from(f.spoof_id), "{name}");
+    assert_eq!(fields("node_type"), u64::from(f.node_status), "{name}");
+    assert_eq!(fields("dht_size"), u64::from(f.estimated_size), "{name}");
+    assert_eq!(
+        fields("network_coordinates_count"),
+        f.positions.len() as u64
+    );
+    let coords = list(&t["vuze-dht.network_coordinates"]["vuze-dht.network_coordinate"]);
+    let ours: Vec<_> = f.positions.iter().collect();
+    assert_eq!(coords.len(), ours.len());
+    for (c, p) in coords.iter().zip(&ours) {
+        assert_eq!(num(c, "vuze-dht.network_coordinate.type"), 1);
+        assert_eq!(
+            num(c, "vuze-dht.network_coordinate.size"),
+            p.data.len() as u64
+        );
+        let v = p.vivaldi().unwrap();
+        for (k, want) in ["x", "y", "height", "error"].iter().zip(v) {
+            let got: f32 = c[format!("vuze-dht.network_coordinate.{k}")]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(got, want, "{name} {k}");
+        }
+    }
+    assert_eq!(fields("contacts_count"), f.contacts.len() as u64);
+    let contacts = list(&t["vuze-dht.contacts"]["vuze-dht.contact"]);
+    let ours: Vec<_> = f.contacts.iter().collect();
+    assert_eq!(contacts.len(), ours.len());
+    for (c, o) in contacts.iter().zip(&ours) {
+        assert_eq!(num(c, "vuze-dht.contact.type"), 1);
+        assert_eq!(num(c, "vuze-dht.proto_ver"), u64::from(o.version));
+        assert_eq!(addr(c), o.addr);
+    }
+    assert_eq!(name, "VZ-D3");
 }
 
 #[test]
@@ -303,7 +321,7 @@ fn sensor_peers_predicts_the_spec_targets() {
             )
         })
         .collect();
-    // Spec §5.8 VZ-D2/D5: TCP 192.0.2.20:51413 (UDP 11273), TCP 203.0.113.77:6881 (UDP
+    // VZ-D2/D5 (as BiglyBT's `DHTTrackerPlugin` reads their values): TCP 192.0.2.20:51413 (UDP 11273), TCP 203.0.113.77:6881 (UDP
     // 6882), for the requester. The v50 vectors are below BiglyBT's minimum version 51, so
     // only the D4/D5 exchange counts (D3's contacts are v50 too).
     let want: BTreeSet<_> = [

@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
             head: payload,
         };
         let ev = PacketEvent {
-            ts: Timestamp(now * 1_000_000_000),
+            ts: Timestamp::from_secs(now),
             src,
             dst,
             vlan_depth: 0,

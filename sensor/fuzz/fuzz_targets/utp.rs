@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
                 head,
             };
             let ev = PacketEvent {
-                ts: Timestamp(i as u64 * 1_000_000_000),
+                ts: Timestamp::from_secs(i as u64),
                 src,
                 dst,
                 vlan_depth: 0,

@@ -1,6 +1,6 @@
 //! Mainline DHT (BEP 5 KRPC, BEP 32 IPv6, BEP 42 `ip`): which peers and nodes a host learns.
 //!
-//! Predictions (spec §0.3, §4.3): the learner is the *destination* of a response (the
+//! Predictions (BEP 5 "KRPC Protocol": a response goes back to the querier): the learner is the *destination* of a response (the
 //! querier). `values` of a `get_peers` response are peers it will dial over TCP and uTP, so each
 //! gives a [`PeerTransport::Tcp`] and a [`PeerTransport::Udp`] prediction on [`Channel::Dht`];
 //! `nodes`/`nodes6` are DHT nodes it will query over UDP ([`Channel::DhtNodes`]). Queries
@@ -9,26 +9,30 @@
 //! from the lists.
 //!
 //! Responses are matched to queries by (querier, responder, `t`). A response with no pending
-//! query still predicts by default ([`DhtConfig::predict_unmatched`]): spec §4.3 allows it (the
-//! receiver is the requester whatever we saw), a capture or a restarted sensor starts
+//! query still predicts by default ([`DhtConfig::predict_unmatched`]): the receiver of a
+//! response is the querier whatever we saw (BEP 5 only echoes `t` for the querier's benefit), a capture or a restarted sensor starts
 //! mid-session, and matching would not stop an adversary, who controls both ends of a fake
 //! exchange anyway. Such responses are counted apart (`unmatched`).
 //!
 //! Bencode: `torrust-tracker-contrib-bencode` (the maintained fork of bip_bencode). It decodes
 //! from `&[u8]` with every byte string borrowed, caps the nesting depth, rejects malformed
-//! integers and duplicate keys, and can accept unsorted keys, which the spec requires (§1.1:
-//! real KRPC and extension dicts are not always sorted). Its lists and dicts are small
+//! integers and duplicate keys, and can accept unsorted keys, which real traffic needs: BEP 3
+//! asks for sorted keys, but deployed KRPC and extension dicts are not always sorted (uTorrent
+//! 3.4.5's extended handshake is not). Its lists and dicts are small
 //! allocations bounded by the datagram. Rejected: `bendy` (streams with no tree, but fails any
 //! dict whose keys are unsorted) and `bt_bencode` (no depth limit: `lll…` overflows the stack;
 //! a declared length near `usize::MAX` panics on an overflowing add).
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bencode::ext::BRefAccessExt;
 use bencode::{BRefAccess, BencodeRef};
 
-use super::{compact_v4, compact_v6, unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::channel::{Learnt, Sender};
+use super::wire::{compact_v4, compact_v6};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
 
@@ -45,7 +49,8 @@ const N4: usize = 26;
 const N6: usize = 38;
 
 /// Why a datagram that looked like KRPC was not used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reject {
     /// The capture holds only the head of the datagram.
     Incomplete,
@@ -78,25 +83,7 @@ pub enum Reject {
 
 impl Reject {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::Incomplete => "incomplete",
-            Reject::Truncated => "truncated",
-            Reject::LengthBeyondEnd => "length_beyond_end",
-            Reject::TrailingData => "trailing_data",
-            Reject::TooDeep => "too_deep",
-            Reject::DuplicateKey => "duplicate_key",
-            Reject::Syntax => "syntax",
-            Reject::NotDict => "not_dict",
-            Reject::MissingTid => "missing_tid",
-            Reject::BadTid => "bad_tid",
-            Reject::BadType => "bad_type",
-            Reject::MissingBody => "missing_body",
-            Reject::BadId => "bad_id",
-            Reject::BadInfoHash => "bad_info_hash",
-            Reject::BadPort => "bad_port",
-            Reject::BadIp => "bad_ip",
-            Reject::WrongType => "wrong_type",
-        }
+        self.into()
     }
 }
 
@@ -222,7 +209,7 @@ pub fn parse(payload: &[u8]) -> Result<Message<'_>, Reject> {
     }
     let y = top
         .lookup(b"y")
-        .and_then(|y| y.bytes_ext())
+        .and_then(BRefAccessExt::bytes_ext)
         .ok_or(Reject::BadType)?;
     let body = match y {
         b"q" => Body::Query(parse_query(top)?),
@@ -255,7 +242,7 @@ fn compact(b: &[u8]) -> Option<SocketAddr> {
 fn parse_query<'a>(top: Dict<'_, 'a>) -> Result<Query<'a>, Reject> {
     let method_name = top
         .lookup(b"q")
-        .and_then(|q| q.bytes_ext())
+        .and_then(BRefAccessExt::bytes_ext)
         .ok_or(Reject::MissingBody)?;
     let a = top
         .lookup(b"a")
@@ -263,7 +250,7 @@ fn parse_query<'a>(top: Dict<'_, 'a>) -> Result<Query<'a>, Reject> {
         .ok_or(Reject::MissingBody)?;
     let id = id20(
         a.lookup(b"id")
-            .and_then(|v| v.bytes_ext())
+            .and_then(BRefAccessExt::bytes_ext)
             .ok_or(Reject::BadId)?,
         Reject::BadId,
     )?;
@@ -298,7 +285,7 @@ fn parse_response<'a>(top: Dict<'_, 'a>) -> Result<Response<'a>, Reject> {
         .ok_or(Reject::MissingBody)?;
     let id = id20(
         r.lookup(b"id")
-            .and_then(|v| v.bytes_ext())
+            .and_then(BRefAccessExt::bytes_ext)
             .ok_or(Reject::BadId)?,
         Reject::BadId,
     )?;
@@ -307,7 +294,7 @@ fn parse_response<'a>(top: Dict<'_, 'a>) -> Result<Response<'a>, Reject> {
         Some(v) => {
             let list = v.list().ok_or(Reject::WrongType)?;
             // Every element must be a string (libtorrent stops at the first that is not).
-            if (0..list.len()).any(|i| list.get(i).and_then(|e| e.bytes_ext()).is_none()) {
+            if (0..list.len()).any(|i| list.get(i).and_then(BRefAccessExt::bytes_ext).is_none()) {
                 return Err(Reject::WrongType);
             }
             Some(list.len())
@@ -329,8 +316,8 @@ fn parse_error<'a>(top: Dict<'_, 'a>) -> Result<KrpcError<'a>, Reject> {
         .ok_or(Reject::MissingBody)?;
     // BEP 5: [code, message]; kept lenient, an error predicts nothing.
     Ok(KrpcError {
-        code: e.get(0).and_then(|c| c.int()),
-        message: e.get(1).and_then(|m| m.bytes_ext()),
+        code: e.get(0).and_then(BRefAccess::int),
+        message: e.get(1).and_then(BRefAccessExt::bytes_ext),
     })
 }
 
@@ -344,14 +331,15 @@ impl<'a> Message<'a> {
             .and_then(|r| r.dict())
             .and_then(|r| r.lookup(b"values"))
             .and_then(|v| v.list());
-        let n = list.map_or(0, |l| l.len());
+        let n = list.map_or(0, bencode::BListAccess::len);
         (0..n).filter_map(move |i| list?.get(i)?.bytes_ext())
     }
 
     /// Calls `f` with each peer of `values`, reading at most `max`. Strings of 6 bytes are C4,
     /// 18 bytes C6 (BEP 32 hybrid lists); other lengths are counted malformed. When the list
     /// holds a single string and the datagram came over IPv4, the string is read as
-    /// concatenated C4 entries (libtorrent's "mainline format", spec DHT-R2).
+    /// concatenated C4 entries (libtorrent `get_peers.cpp`: "assume it's mainline format"; the
+    /// BitTorrentBlocker capture holds such an 18-byte string over IPv4).
     pub fn for_each_peer(
         &self,
         over_ipv4: bool,
@@ -396,7 +384,8 @@ impl<'a> Message<'a> {
     }
 
     /// Calls `f` with each node of `nodes` then `nodes6`, reading at most `max`; a remainder
-    /// shorter than an entry is counted malformed and ignored (spec §4.2).
+    /// shorter than an entry is counted malformed and ignored (as libtorrent's
+    /// `traversal_algorithm.cpp` `look_for_nodes` and Wireshark's `dissect_bt_dht_nodes` do).
     pub fn for_each_node(&self, max: usize, mut f: impl FnMut(SocketAddr)) -> EntryCounts {
         let mut n = EntryCounts::default();
         let Body::Response(r) = self.body else {
@@ -407,7 +396,8 @@ impl<'a> Message<'a> {
                 n.malformed += 1;
             }
             let total = list.len() / stride;
-            let take = total.min(max.saturating_sub(n.decoded as usize));
+            let decoded = usize::try_from(n.decoded).unwrap_or(usize::MAX);
+            let take = total.min(max.saturating_sub(decoded));
             n.capped += (total - take) as u64;
             for e in list.chunks_exact(stride).take(take) {
                 n.decoded += 1;
@@ -444,7 +434,7 @@ impl TxId {
         let mut bytes = [0; MAX_TID_LEN];
         bytes.get_mut(..t.len())?.copy_from_slice(t);
         Some(Self {
-            len: t.len() as u8,
+            len: u8::try_from(t.len()).ok()?,
             bytes,
         })
     }
@@ -470,7 +460,7 @@ impl Default for DhtConfig {
     fn default() -> Self {
         Self {
             max_pending: 65_536,
-            pending_ttl: Duration::from_secs(60),
+            pending_ttl: Duration::from_mins(1),
             predict_unmatched: true,
             max_entries: MAX_ENTRIES,
         }
@@ -544,7 +534,7 @@ impl DhtTracker {
         } else {
             Err(Reject::Incomplete)
         };
-        self.stats.counts.record(result.map_err(|r| r.as_str()));
+        self.stats.counts.record(result.map_err(Reject::as_str));
     }
 
     fn on_message(
@@ -555,7 +545,33 @@ impl DhtTracker {
     ) -> Result<(), Reject> {
         let msg = parse(payload)?;
         let tid = TxId::new(msg.tid).ok_or(Reject::BadTid)?;
-        let answered = match msg.body {
+        let Some(answered) = self.match_transaction(ev, &msg.body, tid) else {
+            return Ok(());
+        };
+        let Body::Response(r) = msg.body else {
+            return Ok(());
+        };
+        if r.values.is_some() {
+            self.stats.values_responses += 1;
+        }
+        if !answered && !self.config.predict_unmatched {
+            self.stats.unmatched_ignored += 1;
+            return Ok(());
+        }
+        let decoded = self.predict_values(ev, &msg, out);
+        self.predict_nodes(ev, &msg, decoded, out);
+        Ok(())
+    }
+
+    /// Counts the message and records a query as pending; for a response or an error, whether
+    /// it answered a pending query (`None` for a query).
+    fn match_transaction(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        body: &Body<'_>,
+        tid: TxId,
+    ) -> Option<bool> {
+        let answered = match body {
             Body::Query(q) => {
                 self.stats.queries += 1;
                 match q.method {
@@ -564,7 +580,7 @@ impl DhtTracker {
                     _ => {}
                 }
                 self.pending.insert((ev.src, ev.dst, tid), q.method, ev.ts);
-                return Ok(());
+                return None;
             }
             Body::Response(_) => {
                 self.stats.responses += 1;
@@ -580,19 +596,19 @@ impl DhtTracker {
         } else {
             self.stats.unmatched += 1;
         }
-        let Body::Response(r) = msg.body else {
-            return Ok(());
-        };
-        if r.values.is_some() {
-            self.stats.values_responses += 1;
-        }
-        if !answered && !self.config.predict_unmatched {
-            self.stats.unmatched_ignored += 1;
-            return Ok(());
-        }
+        Some(answered)
+    }
+
+    /// `values` peers for the learner (the response's destination), over TCP and uTP.
+    /// Returns how many entries were decoded (they count against the node budget).
+    fn predict_values(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        msg: &Message<'_>,
+        out: &mut Vec<PredictedPeer>,
+    ) -> u64 {
         let learner = ev.dst.ip();
         let own = msg.external.map(|a| a.ip());
-
         let mut vc = EntryCounts::default();
         let start = out.len();
         let counts = msg.for_each_peer(ev.src.is_ipv4(), self.config.max_entries, |peer| {
@@ -612,8 +628,22 @@ impl DhtTracker {
         vc.add(&counts);
         self.stats.predicted_peers += (out.len() - start) as u64;
         self.stats.values.add(&vc);
+        vc.decoded
+    }
 
-        let budget = self.config.max_entries.saturating_sub(vc.decoded as usize);
+    /// `nodes`/`nodes6` contacts the learner will query over UDP, within what is left of
+    /// [`DhtConfig::max_entries`] after `values_decoded`.
+    fn predict_nodes(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        msg: &Message<'_>,
+        values_decoded: u64,
+        out: &mut Vec<PredictedPeer>,
+    ) {
+        let learner = ev.dst.ip();
+        let own = msg.external.map(|a| a.ip());
+        let decoded = usize::try_from(values_decoded).unwrap_or(usize::MAX);
+        let budget = self.config.max_entries.saturating_sub(decoded);
         let mut nc = EntryCounts::default();
         let start = out.len();
         let counts = msg.for_each_node(budget, |node| match unfit(node, learner, own) {
@@ -629,474 +659,49 @@ impl DhtTracker {
         nc.add(&counts);
         self.stats.predicted_nodes += (out.len() - start) as u64;
         self.stats.nodes.add(&nc);
-        Ok(())
+    }
+}
+
+impl super::channel::Channel for DhtTracker {
+    fn name(&self) -> &'static str {
+        "dht"
+    }
+
+    fn claims(&self, _ev: &PacketEvent<'_>, udp: &UdpDatagram<'_>) -> bool {
+        looks_like_krpc(udp.head)
+    }
+
+    /// Whatever it held, a KRPC message shows its sender to be a DHT node.
+    fn on_udp(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        udp: &UdpDatagram<'_>,
+        out: &mut Learnt<'_>,
+    ) -> Sender {
+        DhtTracker::on_udp(self, ev, udp, out.predictions);
+        Sender::BitTorrent
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        DhtTracker::expire(self, now);
+    }
+
+    fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
+        f("dht", &self.stats.counts);
+    }
+
+    fn tables(&self, f: &mut dyn FnMut(&'static str, TableStats)) {
+        f("dht_queries", self.pending.stats());
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).expect("counters serialize")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bt::test_support::{datagram, udp_datagrams, unhex, Datagram};
-
-    const S1: &[u8] = b"d1:rd2:id20:abcdefghij01234567895:token8:aoeusnth6:valuesl6:axje.u6:idhtnmee1:t2:aa1:y1:re";
-    const S2: &[u8] = b"d1:ad2:id20:abcdefghij012345678912:implied_porti1e9:info_hash20:mnopqrstuvwxyz1234564:porti6881e5:token8:aoeusnthe1:q13:announce_peer1:t2:aa1:y1:qe";
-    const D1: &[u8] = b"d1:ad2:id20:abcdefghij01234567899:info_hash20:mnopqrstuvwxyz1234564:wantl2:n42:n6ee1:q9:get_peers1:t2:aa1:y1:qe";
-    const D2: &str =
-        "64323a6970363ac63364071ae1313a7264323a696432303a6162636465666768696a3031323334353637
-        3839353a6e6f64657335323a6d6e6f707172737475767778797a313233343536c00002011ae141424344
-        45464748494a4b4c4d4e4f5051525354c0000202c8d5363a6e6f6465733633383a55565758595a616263
-        6465666768696a6b6c6d6e20010db80000000000000000000000011ae1353a746f6b656e383a616f6575
-        736e7468363a76616c7565736c363ac000020a1ae231383a20010db800000000000000000000000a1ae2
-        6565313a74323a6161313a79313a7265";
-    const R1: &str =
-        "64313a6164323a696432303af7f6007cea13506e514de7ecbc94f2ae517115f8393a696e666f5f686173
-        6832303af7f601d8a6276f762c2c3df274af2827f8d1f1de65313a71393a6765745f7065657273313a74
-        323a0e61313a76343a4c540101313a79313a7165";
-    const R2: &str =
-        "64313a7264323a696432303a841944062ef3c488cabdc678968efa6b7267956c353a746f6b656e32303ab9f6
-        3322ce7c8090c86f4342dad1591d6558ee4f363a76616c7565736c31383a9451acea4a125effd9dbb000c34a
-        4f694a126565313a74343abb020000313a79313a7265";
-
-    const Q: &str = "192.0.2.50:6881";
-    const R: &str = "203.0.113.9:51413";
-
-    fn peers(msg: &Message<'_>, over_ipv4: bool) -> (Vec<String>, EntryCounts) {
-        let mut v = Vec::new();
-        let n = msg.for_each_peer(over_ipv4, MAX_ENTRIES, |a| v.push(a.to_string()));
-        (v, n)
-    }
-
-    fn nodes(msg: &Message<'_>) -> (Vec<String>, EntryCounts) {
-        let mut v = Vec::new();
-        let n = msg.for_each_node(MAX_ENTRIES, |a| v.push(a.to_string()));
-        (v, n)
-    }
-
-    fn feed(t: &mut DhtTracker, d: &Datagram) -> Vec<PredictedPeer> {
-        let (ev, udp) = d.event();
-        let mut out = Vec::new();
-        t.on_udp(&ev, &udp, &mut out);
-        out
-    }
-
-    fn targets(out: &[PredictedPeer], channel: Channel, transport: PeerTransport) -> Vec<String> {
-        out.iter()
-            .filter(|p| p.channel == channel && p.transport == transport)
-            .map(|p| p.peer.to_string())
-            .collect()
-    }
-
-    fn query(t: &[u8]) -> Vec<u8> {
-        let mut q =
-            b"d1:ad2:id20:abcdefghij01234567899:info_hash20:mnopqrstuvwxyz123456e1:q9:get_peers1:t"
-                .to_vec();
-        q.extend_from_slice(format!("{}:", t.len()).as_bytes());
-        q.extend_from_slice(t);
-        q.extend_from_slice(b"1:y1:qe");
-        q
-    }
-
-    fn response(t: &[u8]) -> Vec<u8> {
-        let mut r =
-            b"d1:rd2:id20:mnopqrstuvwxyz1234565:token2:tk6:valuesl6:\xc6\x33\x64\x01\x1a\xe1ee1:t"
-                .to_vec();
-        r.extend_from_slice(format!("{}:", t.len()).as_bytes());
-        r.extend_from_slice(t);
-        r.extend_from_slice(b"1:y1:re");
-        r
-    }
-
-    #[test]
-    fn spec_s1_values_response() {
-        let m = parse(S1).unwrap();
-        assert_eq!(m.tid, b"aa");
-        let Body::Response(r) = m.body else { panic!() };
-        assert_eq!(r.id, b"abcdefghij0123456789");
-        assert_eq!(r.token, Some(&b"aoeusnth"[..]));
-        assert_eq!(r.values, Some(2));
-        let (p, n) = peers(&m, true);
-        assert_eq!(p, ["97.120.106.101:11893", "105.100.104.116:28269"]);
-        assert_eq!(n.decoded, 2);
-    }
-
-    #[test]
-    fn spec_s2_announce_peer_uses_the_source_port() {
-        let m = parse(S2).unwrap();
-        let Body::Query(q) = m.body else { panic!() };
-        assert_eq!(q.method, Method::AnnouncePeer);
-        assert_eq!(q.info_hash, Some(b"mnopqrstuvwxyz123456"));
-        assert_eq!((q.port, q.implied_port), (Some(6881), true));
-        assert_eq!(q.announced_port(40000), Some(40000));
-        assert_eq!(q.token, Some(&b"aoeusnth"[..]));
-        // It predicts inbound connections only.
-        let mut t = DhtTracker::new(DhtConfig::default());
-        assert!(feed(&mut t, &datagram(Q, R, 0, S2)).is_empty());
-        assert_eq!(t.stats().announce_peer_queries, 1);
-    }
-
-    #[test]
-    fn spec_s3_short_nodes_hold_no_entry() {
-        let raw = b"d1:rd2:id20:0123456789abcdefghij5:nodes9:def456...e1:t2:aa1:v4:UT011:y1:re";
-        let m = parse(raw).unwrap();
-        assert_eq!(m.version, Some(&b"UT01"[..]));
-        let (v, n) = nodes(&m);
-        assert!(v.is_empty());
-        assert_eq!((n.decoded, n.malformed), (0, 1));
-    }
-
-    #[test]
-    fn spec_d1_get_peers_with_want() {
-        let m = parse(D1).unwrap();
-        let Body::Query(q) = m.body else { panic!() };
-        assert_eq!(
-            (q.method, q.method_name),
-            (Method::GetPeers, &b"get_peers"[..])
-        );
-        assert_eq!(q.id, b"abcdefghij0123456789");
-        assert_eq!(q.info_hash, Some(b"mnopqrstuvwxyz123456"));
-        assert_eq!(q.announced_port(1), None);
-    }
-
-    #[test]
-    fn spec_d2_hybrid_values_nodes_nodes6_and_bep42_ip() {
-        let raw = unhex(D2);
-        assert_eq!(raw.len(), 226);
-        assert!(looks_like_krpc(&raw), "opens with d2:ip");
-        let m = parse(&raw).unwrap();
-        assert_eq!(m.external, Some("198.51.100.7:6881".parse().unwrap()));
-        let mut t = DhtTracker::new(DhtConfig::default());
-        let out = feed(&mut t, &datagram(R, "192.0.2.77:6881", 0, &raw));
-        let tcp = targets(&out, Channel::Dht, PeerTransport::Tcp);
-        assert_eq!(tcp, ["192.0.2.10:6882", "[2001:db8::a]:6882"]);
-        assert_eq!(targets(&out, Channel::Dht, PeerTransport::Udp), tcp);
-        assert_eq!(
-            targets(&out, Channel::DhtNodes, PeerTransport::Udp),
-            ["192.0.2.1:6881", "192.0.2.2:51413", "[2001:db8::1]:6881"]
-        );
-        assert!(targets(&out, Channel::DhtNodes, PeerTransport::Tcp).is_empty());
-        assert!(out.iter().all(|p| p.host.to_string() == "192.0.2.77"));
-        assert!(out
-            .iter()
-            .all(|p| p.peer.ip().to_string() != "198.51.100.7"));
-        let s = t.stats();
-        assert_eq!(
-            (s.unmatched, s.predicted_peers, s.predicted_nodes),
-            (1, 4, 3)
-        );
-    }
-
-    #[test]
-    fn spec_r1_libtorrent_query_with_binary_tid() {
-        let raw = unhex(R1);
-        assert_eq!(raw.len(), 104);
-        let m = parse(&raw).unwrap();
-        assert_eq!(m.tid, b"\x0ea");
-        assert_eq!(m.version, Some(&b"LT\x01\x01"[..]));
-        assert!(matches!(
-            m.body,
-            Body::Query(Query {
-                method: Method::GetPeers,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn spec_r2_single_18_byte_value_depends_on_family() {
-        let raw = unhex(R2);
-        assert_eq!(raw.len(), 110);
-        let m = parse(&raw).unwrap();
-        assert_eq!(m.tid, b"\xbb\x02\x00\x00");
-        let (v4, _) = peers(&m, true);
-        assert_eq!(
-            v4,
-            [
-                "148.81.172.234:18962",
-                "94.255.217.219:45056",
-                "195.74.79.105:18962"
-            ]
-        );
-        let (v6, _) = peers(&m, false);
-        assert_eq!(v6, ["[9451:acea:4a12:5eff:d9db:b000:c34a:4f69]:18962"]);
-    }
-
-    #[test]
-    fn real_datagrams_from_captures() {
-        // Suricata frame 8 is DHT-S1 with `1:v4:UT12`; BitTorrentBlocker holds DHT-R2.
-        let sv = udp_datagrams("OISF-suricata-verify/bittorrent-dht/input.pcap");
-        let m = parse(&sv[7].head).unwrap();
-        assert_eq!(m.version, Some(&b"UT12"[..]));
-        assert_eq!(
-            peers(&m, true).0,
-            ["97.120.106.101:11893", "105.100.104.116:28269"]
-        );
-        // Frame 15 has no `t`; frame 4 is an error [201, "A Generic Error Ocurred"].
-        assert_eq!(parse(&sv[14].head).unwrap_err(), Reject::MissingTid);
-        let e = parse(&sv[3].head).unwrap();
-        assert_eq!(
-            e.body,
-            Body::Error(KrpcError {
-                code: Some(201),
-                message: Some(b"A Generic Error Ocurred")
-            })
-        );
-        let bb = udp_datagrams("spaiter-BitTorrentBlocker/torrent-dht.pcap");
-        let r2 = unhex(R2);
-        assert!(bb.iter().any(|d| d.head == r2));
-        // Every KRPC datagram of the transmission capture parses.
-        let tr = udp_datagrams("ntop-nDPI/bittorrent_transmission.pcapng");
-        let krpc: Vec<_> = tr.iter().filter(|d| looks_like_krpc(&d.head)).collect();
-        assert_eq!(krpc.len(), 323);
-        assert!(krpc.iter().all(|d| parse(&d.head).is_ok()));
-    }
-
-    #[test]
-    fn unsorted_keys_are_accepted() {
-        let raw = b"d1:t2:aa1:y1:r1:rd2:id20:abcdefghij01234567896:valuesl6:axje.ueee";
-        assert!(looks_like_krpc(raw));
-        let m = parse(raw).unwrap();
-        assert_eq!(peers(&m, true).0, ["97.120.106.101:11893"]);
-    }
-
-    #[test]
-    fn malformed_input_is_rejected_with_a_reason() {
-        let id = "2:id20:abcdefghij0123456789";
-        let cases: &[(String, Reject)] = &[
-            ("le".into(), Reject::NotDict),
-            ("d1:y1:re".into(), Reject::MissingTid),
-            ("d1:ti1e1:y1:qe".into(), Reject::BadTid),
-            (format!("d1:t17:{}1:y1:qe", "x".repeat(17)), Reject::BadTid),
-            ("d1:t2:aa1:y1:xe".into(), Reject::BadType),
-            ("d1:t2:aae".into(), Reject::BadType),
-            ("d1:t2:aa1:y1:re".into(), Reject::MissingBody),
-            ("d1:r3:abc1:t2:aa1:y1:re".into(), Reject::MissingBody),
-            (
-                "d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe".into(),
-                Reject::BadId,
-            ),
-            (
-                format!("d1:ad{id}4:porti70000ee1:q4:ping1:t2:aa1:y1:qe"),
-                Reject::BadPort,
-            ),
-            (
-                format!("d1:ad{id}4:porti-1ee1:q4:ping1:t2:aa1:y1:qe"),
-                Reject::BadPort,
-            ),
-            (
-                format!("d1:ad{id}9:info_hash3:abce1:q4:ping1:t2:aa1:y1:qe"),
-                Reject::BadInfoHash,
-            ),
-            (
-                format!("d1:rd{id}6:values6:axje.ue1:t2:aa1:y1:re"),
-                Reject::WrongType,
-            ),
-            (
-                format!("d1:rd{id}6:valuesli6eee1:t2:aa1:y1:re"),
-                Reject::WrongType,
-            ),
-            (
-                format!("d1:rd{id}5:nodesi1ee1:t2:aa1:y1:re"),
-                Reject::WrongType,
-            ),
-            (
-                format!("d2:ip5:abcde1:rd{id}e1:t2:aa1:y1:re"),
-                Reject::BadIp,
-            ),
-            (
-                format!("d1:rd{id}e1:t2:aa1:t2:bb1:y1:re"),
-                Reject::DuplicateKey,
-            ),
-            (format!("d1:rd{id}e1:t2:aa1:y1:reXX"), Reject::TrailingData),
-            ("d1:t4294967296:aa1:y1:re".into(), Reject::LengthBeyondEnd),
-            ("d1:t99999999999999999999999:aae".into(), Reject::Syntax),
-            ("d1:ti01e1:y1:qe".into(), Reject::Syntax),
-            ("d1:t2:aa1:xi-0e1:y1:qe".into(), Reject::Syntax),
-            ("d1:t2:aai1e1:y1:qe".into(), Reject::Syntax),
-            ("d1:t2:aa1:xi12".into(), Reject::Truncated),
-            ("d1:t2:aa12".into(), Reject::Truncated),
-            ("d1:t2:aa1:y1:q".into(), Reject::Truncated),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(parse(raw.as_bytes()).err(), Some(*want), "{raw}");
-        }
-    }
-
-    #[test]
-    fn every_truncation_is_rejected_without_panic() {
-        for v in [unhex(D2), unhex(R2), S1.to_vec(), S2.to_vec()] {
-            for cut in 0..v.len() {
-                let r = parse(&v[..cut]);
-                assert!(r.is_err(), "prefix {cut} parsed");
-            }
-        }
-    }
-
-    #[test]
-    fn deep_nesting_is_rejected() {
-        let mut raw = b"d1:a".to_vec();
-        raw.extend(std::iter::repeat_n(b'l', 10_000));
-        raw.extend(std::iter::repeat_n(b'e', 10_000));
-        raw.extend_from_slice(b"1:t2:aa1:y1:qe");
-        assert_eq!(parse(&raw).err(), Some(Reject::TooDeep));
-        // Within the cap, unknown nested values are fine.
-        let ok = b"d1:ad2:id20:abcdefghij01234567891:xlllleeeee1:q4:ping1:t2:aa1:y1:qe";
-        assert!(parse(ok).is_ok());
-    }
-
-    #[test]
-    fn bad_value_lengths_are_counted_not_used() {
-        let raw = b"d1:rd2:id20:abcdefghij01234567896:valuesl6:axje.u7:1234567ee1:t2:aa1:y1:re";
-        let m = parse(raw).unwrap();
-        let (p, n) = peers(&m, true);
-        assert_eq!(p, ["97.120.106.101:11893"]);
-        assert_eq!((n.decoded, n.malformed), (1, 1));
-        // A single string over IPv4 must be whole C4 entries.
-        let raw = b"d1:rd2:id20:abcdefghij01234567896:valuesl7:1234567ee1:t2:aa1:y1:re";
-        let (p, n) = peers(&parse(raw).unwrap(), true);
-        assert!(p.is_empty());
-        assert_eq!((n.decoded, n.malformed), (0, 1));
-        // Over IPv6 a lone 7-byte string is just malformed too.
-        let (p, n) = peers(&parse(raw).unwrap(), false);
-        assert!(p.is_empty());
-        assert_eq!(n.malformed, 1);
-    }
-
-    #[test]
-    fn ten_thousand_entries_are_capped() {
-        let mut raw = b"d1:rd2:id20:abcdefghij01234567895:nodes260000:".to_vec();
-        for i in 0..10_000u32 {
-            raw.extend_from_slice(&[b'n'; 20]);
-            raw.extend_from_slice(&[10, 0, (i >> 8) as u8, i as u8, 0x1a, 0xe1]);
-        }
-        raw.extend_from_slice(b"e1:t2:aa1:y1:re");
-        let m = parse(&raw).unwrap();
-        let (v, n) = nodes(&m);
-        assert_eq!((v.len(), n.decoded, n.capped), (256, 256, 9_744));
-        // Through the tracker (a datagram is at most 64 KiB: 2,000 nodes).
-        let mut raw = b"d1:rd2:id20:abcdefghij01234567895:nodes52000:".to_vec();
-        for i in 0..2_000u32 {
-            raw.extend_from_slice(&[b'n'; 20]);
-            raw.extend_from_slice(&[10, 0, (i >> 8) as u8, i as u8, 0x1a, 0xe1]);
-        }
-        raw.extend_from_slice(b"e1:t2:aa1:y1:re");
-        let mut t = DhtTracker::new(DhtConfig::default());
-        let out = feed(&mut t, &datagram(R, Q, 0, &raw));
-        assert_eq!(out.len(), MAX_ENTRIES);
-        assert_eq!(t.stats().nodes.capped, 1_744);
-
-        let mut raw = b"d1:rd2:id20:abcdefghij01234567896:valuesl".to_vec();
-        for i in 0..10_000u32 {
-            raw.extend_from_slice(b"6:");
-            raw.extend_from_slice(&[10, 1, (i >> 8) as u8, i as u8, 0x1a, 0xe1]);
-        }
-        raw.extend_from_slice(b"ee1:t2:aa1:y1:re");
-        let (p, n) = peers(&parse(&raw).unwrap(), true);
-        assert_eq!((p.len(), n.capped), (256, 9_744));
-    }
-
-    #[test]
-    fn learner_and_port_zero_are_dropped() {
-        // Values: the learner itself, port 0, the learner's BEP 42 address, one real peer.
-        let mut raw =
-            b"d2:ip6:\xc6\x33\x64\x07\x1a\xe11:rd2:id20:abcdefghij01234567896:valuesl".to_vec();
-        for peer in [
-            [192, 0, 2, 50, 0x1a, 0xe1],
-            [203, 0, 113, 1, 0, 0],
-            [198, 51, 100, 7, 0x1a, 0xe2],
-            [203, 0, 113, 2, 0x1a, 0xe1],
-        ] {
-            raw.extend_from_slice(b"6:");
-            raw.extend_from_slice(&peer);
-        }
-        raw.extend_from_slice(b"ee1:t2:aa1:y1:re");
-        let mut t = DhtTracker::new(DhtConfig::default());
-        let out = feed(&mut t, &datagram(R, Q, 0, &raw));
-        assert_eq!(
-            targets(&out, Channel::Dht, PeerTransport::Tcp),
-            ["203.0.113.2:6881"]
-        );
-        let v = t.stats().values;
-        assert_eq!((v.decoded, v.own_address, v.unusable), (4, 2, 1));
-    }
-
-    #[test]
-    fn responses_match_queries_by_querier_responder_and_tid() {
-        let mut t = DhtTracker::new(DhtConfig::default());
-        assert!(feed(&mut t, &datagram(Q, R, 0, &query(b"aa"))).is_empty());
-        // Another transaction id, then another responder: not the pending query.
-        assert_eq!(feed(&mut t, &datagram(R, Q, 1, &response(b"ab"))).len(), 2);
-        assert_eq!(
-            feed(
-                &mut t,
-                &datagram("203.0.113.10:51413", Q, 1, &response(b"aa"))
-            )
-            .len(),
-            2
-        );
-        assert_eq!((t.stats().matched, t.stats().unmatched), (0, 2));
-        assert_eq!(t.stats().pending.len, 1);
-        // The right one matches once; a duplicate is unmatched.
-        let out = feed(&mut t, &datagram(R, Q, 2, &response(b"aa")));
-        assert_eq!(
-            targets(&out, Channel::Dht, PeerTransport::Tcp),
-            ["198.51.100.1:6881"]
-        );
-        assert_eq!(out[0].host.to_string(), "192.0.2.50");
-        feed(&mut t, &datagram(R, Q, 2, &response(b"aa")));
-        let s = t.stats();
-        assert_eq!((s.matched, s.unmatched, s.pending.len), (1, 3, 0));
-    }
-
-    #[test]
-    fn unmatched_responses_can_be_ignored() {
-        let mut t = DhtTracker::new(DhtConfig {
-            predict_unmatched: false,
-            ..Default::default()
-        });
-        assert!(feed(&mut t, &datagram(R, Q, 0, &response(b"aa"))).is_empty());
-        feed(&mut t, &datagram(Q, R, 1, &query(b"ab")));
-        assert_eq!(feed(&mut t, &datagram(R, Q, 2, &response(b"ab"))).len(), 2);
-        let s = t.stats();
-        assert_eq!((s.unmatched_ignored, s.matched, s.counts.parsed), (1, 1, 3));
-    }
-
-    #[test]
-    fn pending_queries_expire_and_are_capped() {
-        let mut t = DhtTracker::new(DhtConfig {
-            max_pending: 4,
-            ..Default::default()
-        });
-        feed(&mut t, &datagram(Q, R, 0, &query(b"aa")));
-        feed(&mut t, &datagram(R, Q, 61, &response(b"aa")));
-        let s = t.stats();
-        assert_eq!((s.matched, s.unmatched, s.pending.expired), (0, 1, 1));
-        for i in 0..10u8 {
-            feed(&mut t, &datagram(Q, R, 100, &query(&[b'q', i])));
-        }
-        assert_eq!(t.stats().pending.len, 4);
-        assert_eq!(t.stats().pending.evicted, 6);
-        feed(&mut t, &datagram(R, Q, 101, &response(&[b'q', 0])));
-        feed(&mut t, &datagram(R, Q, 101, &response(&[b'q', 9])));
-        assert_eq!((t.stats().matched, t.stats().unmatched), (1, 2));
-        t.expire(Timestamp(1_000 * 1_000_000_000));
-        assert_eq!(t.stats().pending.len, 0);
-    }
-
-    #[test]
-    fn snap_truncated_datagrams_are_incomplete() {
-        let mut d = datagram(R, Q, 0, S1);
-        d.payload_len += 100;
-        let mut t = DhtTracker::new(DhtConfig::default());
-        assert!(feed(&mut t, &d).is_empty());
-        assert_eq!(t.stats().counts.rejected.get("incomplete"), Some(&1));
-    }
-
-    #[test]
-    fn precheck_is_cheap_and_selective() {
-        assert!(looks_like_krpc(S1) && looks_like_krpc(S2) && looks_like_krpc(D1));
-        assert!(!looks_like_krpc(b"d1:rd2:id20:abcdefghij0123456789ee"));
-        assert!(!looks_like_krpc(b"\x41\x00\x12\x34 1:y1:q padding"));
-        assert!(!looks_like_krpc(b"dx:y1:y1:qe......"));
-        assert!(!looks_like_krpc(b""));
-    }
-}
+mod tests;

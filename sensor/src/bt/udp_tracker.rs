@@ -2,23 +2,29 @@
 //!
 //! Responses carry no magic, so they are read only as answers to a request seen on the same
 //! flow: the state machine keys transactions by (host, tracker, transaction id) and keeps the
-//! connection ids each tracker issued to each host (spec §3.2). An announce response's peers
+//! connection ids each tracker issued to each host (BEP 15 "UDP connections": an id is
+//! issued by a connect response and valid on that flow). An announce response's peers
 //! are predictions for the host that sent the matching announce (the response's destination):
 //! it will dial them over TCP and uTP, so each peer gives a [`PeerTransport::Tcp`] and a
 //! [`PeerTransport::Udp`] prediction on [`Channel::UdpTracker`].
 //!
-//! Quirks (spec §3.3): entries are 6 bytes over IPv4 and 18 over IPv6, by the packet's address
-//! family; action 4 (opentracker's old IPv6 announce response) is accepted over IPv6; an
+//! Quirks (BEP 15 and deployed trackers and clients): entries are 6 bytes over IPv4 and 18 over IPv6, by the packet's address
+//! family; action 4 (opentracker's old IPv6 announce response, chihaya/chihaya#206) is
+//! accepted over IPv6; an
 //! announce may reuse a connection id obtained before the capture started (libtorrent caches
 //! them), so an unseen id is accepted while a known flow's id must match; port 0 and the host
 //! itself are dropped.
 
+use std::any::Any;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{compact_v4, compact_v6, unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::channel::{Learnt, Sender};
+use super::wire::{array_at, be16_at, be32_at, be64_at, compact_v4, compact_v6};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
+use crate::time;
 
 /// `protocol_id` of a connect request.
 pub const PROTOCOL_ID: [u8; 8] = [0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80];
@@ -37,18 +43,6 @@ const SCRAPE: u32 = 2;
 const ERROR: u32 = 3;
 const ANNOUNCE6: u32 = 4;
 
-fn be32(p: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn be64(p: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(p.get(at..at + 8)?.try_into().ok()?))
-}
-
-fn arr20(p: &[u8], at: usize) -> Option<&[u8; 20]> {
-    p.get(at..at + 20)?.try_into().ok()
-}
-
 /// What a datagram looks like, before any state is consulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
@@ -65,19 +59,21 @@ pub fn shape(head: &[u8]) -> Option<Shape> {
     if is_connect_request(head) {
         return Some(Shape::ConnectRequest);
     }
-    match be32(head, 8) {
+    match be32_at(head, 8) {
         Some(ANNOUNCE) if head.len() >= ANNOUNCE_LEN => return Some(Shape::Request),
         Some(SCRAPE) if is_scrape_request_len(head.len()) => return Some(Shape::Request),
         _ => {}
     }
-    match be32(head, 0) {
+    match be32_at(head, 0) {
         Some(a) if a <= ANNOUNCE6 => Some(Shape::Response),
         _ => None,
     }
 }
 
 fn is_connect_request(head: &[u8]) -> bool {
-    head.len() >= CONNECT_LEN && head[..8] == PROTOCOL_ID && be32(head, 8) == Some(CONNECT)
+    head.len() >= CONNECT_LEN
+        && array_at(head, 0) == Some(&PROTOCOL_ID)
+        && be32_at(head, 8) == Some(CONNECT)
 }
 
 fn is_scrape_request_len(len: usize) -> bool {
@@ -85,7 +81,8 @@ fn is_scrape_request_len(len: usize) -> bool {
 }
 
 /// Why a datagram on a tracker flow was not used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reject {
     /// The capture holds only the head of a request.
     Incomplete,
@@ -111,18 +108,7 @@ pub enum Reject {
 
 impl Reject {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::Incomplete => "incomplete",
-            Reject::NotRequest => "not_request",
-            Reject::BadEvent => "bad_event",
-            Reject::BadOptions => "bad_options",
-            Reject::ConnectionIdMismatch => "connection_id_mismatch",
-            Reject::UnmatchedTransaction => "unmatched_transaction",
-            Reject::ActionMismatch => "action_mismatch",
-            Reject::BadLength => "bad_length",
-            Reject::Action4OverIpv4 => "action4_over_ipv4",
-            Reject::UnknownAction => "unknown_action",
-        }
+        self.into()
     }
 }
 
@@ -233,14 +219,14 @@ impl Request<'_> {
 pub fn parse_request(p: &[u8]) -> Result<Request<'_>, Reject> {
     if is_connect_request(p) {
         return Ok(Request::Connect {
-            txid: be32(p, 12).ok_or(Reject::NotRequest)?,
+            txid: be32_at(p, 12).ok_or(Reject::NotRequest)?,
         });
     }
-    let connection_id = be64(p, 0).ok_or(Reject::NotRequest)?;
-    let txid = be32(p, 12).ok_or(Reject::NotRequest)?;
-    match be32(p, 8) {
+    let connection_id = be64_at(p, 0).ok_or(Reject::NotRequest)?;
+    let txid = be32_at(p, 12).ok_or(Reject::NotRequest)?;
+    match be32_at(p, 8) {
         Some(ANNOUNCE) if p.len() >= ANNOUNCE_LEN => {
-            let event = match be32(p, 80) {
+            let event = match be32_at(p, 80) {
                 Some(0) => Event::None,
                 Some(1) => Event::Completed,
                 Some(2) => Event::Started,
@@ -251,20 +237,22 @@ pub fn parse_request(p: &[u8]) -> Result<Request<'_>, Reject> {
             if Options(options).any(|o| o.is_err()) {
                 return Err(Reject::BadOptions);
             }
-            let field = |at| be32(p, at).ok_or(Reject::NotRequest);
+            let field = |at| be32_at(p, at).ok_or(Reject::NotRequest);
             Ok(Request::Announce(Announce {
                 connection_id,
                 txid,
-                info_hash: arr20(p, 16).ok_or(Reject::NotRequest)?,
-                peer_id: arr20(p, 36).ok_or(Reject::NotRequest)?,
-                downloaded: be64(p, 56).ok_or(Reject::NotRequest)?,
-                left: be64(p, 64).ok_or(Reject::NotRequest)?,
-                uploaded: be64(p, 72).ok_or(Reject::NotRequest)?,
+                info_hash: array_at(p, 16).ok_or(Reject::NotRequest)?,
+                peer_id: array_at(p, 36).ok_or(Reject::NotRequest)?,
+                downloaded: be64_at(p, 56).ok_or(Reject::NotRequest)?,
+                left: be64_at(p, 64).ok_or(Reject::NotRequest)?,
+                uploaded: be64_at(p, 72).ok_or(Reject::NotRequest)?,
                 event,
                 ip: Ipv4Addr::from(field(84)?),
                 key: field(88)?,
-                num_want: field(92)? as i32,
-                port: u16::from_be_bytes([p[96], p[97]]),
+                num_want: array_at(p, 92)
+                    .map(|b| i32::from_be_bytes(*b))
+                    .ok_or(Reject::NotRequest)?,
+                port: be16_at(p, 96).ok_or(Reject::NotRequest)?,
                 options,
             }))
         }
@@ -329,13 +317,13 @@ pub fn parse_response(
     payload_len: usize,
     over_ipv6: bool,
 ) -> Result<Response<'_>, Reject> {
-    let action = be32(head, 0).ok_or(Reject::BadLength)?;
-    let txid = be32(head, 4).ok_or(Reject::BadLength)?;
+    let action = be32_at(head, 0).ok_or(Reject::BadLength)?;
+    let txid = be32_at(head, 4).ok_or(Reject::BadLength)?;
     let len = payload_len.max(head.len());
     match action {
         CONNECT => Ok(Response::Connect {
             txid,
-            connection_id: be64(head, 8).ok_or(Reject::BadLength)?,
+            connection_id: be64_at(head, 8).ok_or(Reject::BadLength)?,
         }),
         ANNOUNCE | ANNOUNCE6 => {
             if action == ANNOUNCE6 && !over_ipv6 {
@@ -353,9 +341,9 @@ pub fn parse_response(
             Ok(Response::Announce(AnnounceResponse {
                 txid,
                 action4: action == ANNOUNCE6,
-                interval: be32(head, 8).ok_or(Reject::BadLength)?,
-                leechers: be32(head, 12).ok_or(Reject::BadLength)?,
-                seeders: be32(head, 16).ok_or(Reject::BadLength)?,
+                interval: be32_at(head, 8).ok_or(Reject::BadLength)?,
+                leechers: be32_at(head, 12).ok_or(Reject::BadLength)?,
+                seeders: be32_at(head, 16).ok_or(Reject::BadLength)?,
                 stride,
                 entries: (len - ANNOUNCE_RESPONSE_HEADER) / stride,
                 peers: &body[..whole],
@@ -398,10 +386,10 @@ impl Default for UdpTrackerConfig {
     fn default() -> Self {
         Self {
             max_pending: 65_536,
-            pending_ttl: Duration::from_secs(60),
+            pending_ttl: Duration::from_mins(1),
             max_flows: 65_536,
-            flow_ttl: Duration::from_secs(3600),
-            connection_id_ttl: Duration::from_secs(120),
+            flow_ttl: Duration::from_hours(1),
+            connection_id_ttl: Duration::from_mins(2),
             max_entries: MAX_ENTRIES,
         }
     }
@@ -441,7 +429,7 @@ enum Kind {
 /// Connection ids a tracker issued to a host: the two newest, as (id, when).
 #[derive(Clone, Copy, Debug, Default)]
 struct Flow {
-    ids: [Option<(u64, u64)>; 2],
+    ids: [Option<(u64, Timestamp)>; 2],
 }
 
 /// BEP 15 state per (host, tracker) and the predictions of announce responses.
@@ -487,7 +475,7 @@ impl UdpTracker {
     ) {
         let head = udp.head;
         let from_tracker = !is_connect_request(head)
-            && be32(head, 0).is_some_and(|a| a <= ANNOUNCE6)
+            && be32_at(head, 0).is_some_and(|a| a <= ANNOUNCE6)
             && self.flows.get_mut(&(ev.dst, ev.src), ev.ts).is_some();
         let result = if from_tracker {
             self.stats.counts.seen += 1;
@@ -502,7 +490,7 @@ impl UdpTracker {
         } else {
             return;
         };
-        self.stats.counts.record(result.map_err(|r| r.as_str()));
+        self.stats.counts.record(result.map_err(Reject::as_str));
     }
 
     fn on_request(&mut self, ev: &PacketEvent<'_>, p: &[u8]) -> Result<(), Reject> {
@@ -517,7 +505,7 @@ impl UdpTracker {
             Request::Connect { .. } => {}
             Request::Announce(Announce { connection_id, .. })
             | Request::Scrape(Scrape { connection_id, .. }) => {
-                self.check_connection_id(&flow, connection_id, ev.ts)?
+                self.check_connection_id(&flow, connection_id, ev.ts)?;
             }
         }
         let kind = match req {
@@ -538,9 +526,9 @@ impl UdpTracker {
             }
         };
         // Expired ids stop counting: a host past the lifetime reconnects.
-        let ttl = crate::detect::ns(self.config.connection_id_ttl);
+        let ttl = time::Duration::from(self.config.connection_id_ttl);
         for id in &mut flow.ids {
-            if id.is_some_and(|(_, ts)| ev.ts.0.saturating_sub(ts) > ttl) {
+            if id.is_some_and(|(_, issued)| issued.expired(ttl, ev.ts)) {
                 *id = None;
             }
         }
@@ -551,12 +539,12 @@ impl UdpTracker {
     }
 
     fn check_connection_id(&mut self, flow: &Flow, id: u64, now: Timestamp) -> Result<(), Reject> {
-        let ttl = crate::detect::ns(self.config.connection_id_ttl);
+        let ttl = time::Duration::from(self.config.connection_id_ttl);
         let mut live = flow
             .ids
             .iter()
             .flatten()
-            .filter(|(_, ts)| now.0.saturating_sub(*ts) <= ttl)
+            .filter(|(_, issued)| !issued.expired(ttl, now))
             .peekable();
         if live.peek().is_none() {
             self.stats.connection_id_unseen += 1;
@@ -575,7 +563,7 @@ impl UdpTracker {
         udp: &UdpDatagram<'_>,
         out: &mut Vec<PredictedPeer>,
     ) -> Result<(), Reject> {
-        let txid = be32(udp.head, 4).ok_or(Reject::BadLength)?;
+        let txid = be32_at(udp.head, 4).ok_or(Reject::BadLength)?;
         let kind = self
             .pending
             .take(&(ev.dst, ev.src, txid), ev.ts)
@@ -586,7 +574,7 @@ impl UdpTracker {
             (Kind::Connect, Response::Connect { connection_id, .. }) => {
                 self.stats.connect_responses += 1;
                 if let Some(flow) = self.flows.get_mut(&(ev.dst, ev.src), ev.ts) {
-                    flow.ids = [Some((connection_id, ev.ts.0)), flow.ids[0]];
+                    flow.ids = [Some((connection_id, ev.ts)), flow.ids[0]];
                 }
             }
             (Kind::Scrape, Response::Scrape { .. }) => self.stats.scrape_responses += 1,
@@ -631,359 +619,59 @@ impl UdpTracker {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bt::test_support::{datagram, udp_datagrams, unhex, Datagram};
-
-    // Spec §3.4 UDP-D1..D7 (derived from BEP 15 with libtorrent's test-tracker values).
-    const D1: &str = "00000417271019800000000012345678";
-    const D2: &str = "0000000012345678000000000000000a";
-    const D3: &str = "000000000000000a0000000112345679
-        e4be9e4db876e3e3179778b03e906297be5c8dbe 2d4445313346302d566e705a5246385a50396976
-        0000000000000000 00000000728d0000 0000000000000000
-        00000002 00000000 764ca003 000000c8 f7d8";
-    const D4: &str = "00000001123456790000070800000001000000017f0000020539";
-    const D5: &str = "0000000112345679000007080000000100000001000000000000000000000000000000010539";
-    const D6: &str = "0000000412345679000007080000000100000001000000000000000000000000000000010539";
-    const D7: &str = "0000000312345679756e7265676973746572656420746f7272656e74";
-
-    const HOST: &str = "10.0.0.201:63448";
-    const TRACKER: &str = "198.51.100.1:6969";
-    const HOST6: &str = "[2001:db8::10]:63448";
-    const TRACKER6: &str = "[2001:db8::1]:6969";
-
-    fn feed(t: &mut UdpTracker, d: &Datagram) -> Vec<PredictedPeer> {
-        let (ev, udp) = d.event();
-        let mut out = Vec::new();
-        if shape(udp.head).is_some() {
-            t.on_udp(&ev, &udp, &mut out);
-        }
-        out
+impl super::channel::Channel for UdpTracker {
+    fn name(&self) -> &'static str {
+        "udp_tracker"
     }
 
-    fn up(ts: u64, hex: &str) -> Datagram {
-        datagram(HOST, TRACKER, ts, &unhex(hex))
+    fn claims(&self, _ev: &PacketEvent<'_>, udp: &UdpDatagram<'_>) -> bool {
+        shape(udp.head).is_some()
     }
 
-    fn down(ts: u64, hex: &str) -> Datagram {
-        datagram(TRACKER, HOST, ts, &unhex(hex))
-    }
-
-    fn peers(out: &[PredictedPeer], transport: PeerTransport) -> Vec<String> {
-        out.iter()
-            .filter(|p| p.transport == transport)
-            .map(|p| {
-                assert_eq!(p.channel, Channel::UdpTracker);
-                p.peer.to_string()
-            })
-            .collect()
-    }
-
-    /// An announce request for `txid` with connection id 10 (D3's layout).
-    fn announce(txid: u32) -> String {
-        let mut a = unhex(D3);
-        a[12..16].copy_from_slice(&txid.to_be_bytes());
-        a.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// An announce response for `txid` listing 192.0.2.1:6881.
-    fn announced(txid: u32) -> String {
-        format!("00000001{txid:08x}000007080000000100000001c00002011ae1")
-    }
-
-    #[test]
-    fn spec_d1_to_d4_connect_then_announce() {
-        let mut t = UdpTracker::new(UdpTrackerConfig::default());
-        assert_eq!(shape(&unhex(D1)), Some(Shape::ConnectRequest));
-        assert!(feed(&mut t, &up(0, D1)).is_empty());
-        assert!(feed(&mut t, &down(0, D2)).is_empty());
-        let d3 = unhex(D3);
-        let Request::Announce(a) = parse_request(&d3).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            (a.connection_id, a.txid, a.event),
-            (10, 0x1234_5679, Event::Started)
-        );
-        assert_eq!(a.peer_id, b"-DE13F0-VnpZRF8ZP9iv");
-        assert_eq!(
-            (a.left, a.num_want, a.port, a.key),
-            (1_921_843_200, 200, 63448, 0x764c_a003)
-        );
-        assert_eq!(a.ip, Ipv4Addr::UNSPECIFIED);
-        assert!(feed(&mut t, &up(1, D3)).is_empty());
-        let out = feed(&mut t, &down(1, D4));
-        assert_eq!(peers(&out, PeerTransport::Tcp), ["127.0.0.2:1337"]);
-        assert_eq!(peers(&out, PeerTransport::Udp), ["127.0.0.2:1337"]);
-        assert!(out.iter().all(|p| p.host.to_string() == "10.0.0.201"));
-        let s = t.stats();
-        assert_eq!((s.connect_requests, s.connect_responses), (1, 1));
-        assert_eq!((s.announce_requests, s.announce_responses), (1, 1));
-        assert_eq!((s.connection_id_verified, s.predicted), (1, 2));
-        assert_eq!((s.counts.seen, s.counts.parsed), (4, 4));
-        let d4 = unhex(D4);
-        let Response::Announce(r) = parse_response(&d4, 26, false).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            (r.interval, r.leechers, r.seeders, r.entries),
-            (1800, 1, 1, 1)
-        );
-    }
-
-    #[test]
-    fn spec_d5_d6_ipv6_entries_and_action_4() {
-        for resp in [D5, D6] {
-            let mut t = UdpTracker::new(UdpTrackerConfig::default());
-            feed(&mut t, &datagram(HOST6, TRACKER6, 0, &unhex(D3)));
-            let out = feed(&mut t, &datagram(TRACKER6, HOST6, 0, &unhex(resp)));
-            assert_eq!(peers(&out, PeerTransport::Tcp), ["[::1]:1337"]);
-            assert_eq!(out[0].host.to_string(), "2001:db8::10");
-            assert_eq!(t.stats().connection_id_unseen, 1);
-        }
-        // Action 4 has no IPv4 layout.
-        assert_eq!(
-            parse_response(&unhex(D6), 38, false),
-            Err(Reject::Action4OverIpv4)
-        );
-        let mut t = UdpTracker::new(UdpTrackerConfig::default());
-        feed(&mut t, &up(0, D3));
-        assert!(feed(&mut t, &down(0, D6)).is_empty());
-        assert_eq!(t.stats().counts.rejected.get("action4_over_ipv4"), Some(&1));
-    }
-
-    #[test]
-    fn spec_d7_error_predicts_nothing() {
-        let mut t = UdpTracker::new(UdpTrackerConfig::default());
-        feed(&mut t, &up(0, D3));
-        assert!(feed(&mut t, &down(0, D7)).is_empty());
-        assert_eq!(
-            parse_response(&unhex(D7), 28, false),
-            Ok(Response::Error {
-                txid: 0x1234_5679,
-                message: b"unregistered torrent"
-            })
-        );
-        assert_eq!(t.stats().errors, 1);
-    }
-
-    #[test]
-    fn real_exchange_with_bep41_options_and_a_port_0_self_entry() {
-        // Spec UDP-R1..R4: VUT-PDS small.pcap frames 242, 267, 269, 291.
-        let flow: Vec<Datagram> = udp_datagrams("terezaburianova-VUT-PDS/small.pcap")
-            .into_iter()
-            .filter(|d| d.src.port() == 1337 || d.dst.port() == 1337)
-            .take(4)
-            .collect();
-        assert_eq!(flow[0].head, unhex("000004172710198000000000905495a3"));
-        assert_eq!(flow[1].head, unhex("00000000905495a3d27dca4a8b03beb5"));
-        let Request::Announce(a) = parse_request(&flow[2].head).unwrap() else {
-            panic!()
-        };
-        assert_eq!(flow[2].head.len(), 109);
-        assert_eq!(
-            (a.connection_id, a.txid, a.port),
-            (0xd27d_ca4a_8b03_beb5, 0x28d5_3cbb, 0)
-        );
-        assert_eq!(a.url_data().collect::<Vec<_>>(), [&b"/announce"[..]]);
-        let mut t = UdpTracker::new(UdpTrackerConfig::default());
-        let mut out = Vec::new();
-        for d in &flow {
-            out.extend(feed(&mut t, d));
-        }
-        assert_eq!(
-            peers(&out, PeerTransport::Tcp),
-            [
-                "185.203.56.27:55887",
-                "140.211.167.14:25000",
-                "136.158.35.251:51413",
-                "109.247.154.151:49681",
-                "107.134.245.177:51413",
-                "76.182.68.238:8999"
-            ]
-        );
-        let s = t.stats();
-        assert_eq!((s.peers.decoded, s.peers.unusable), (7, 1));
-        assert_eq!((s.announce_options, s.connection_id_verified), (1, 1));
-    }
-
-    #[test]
-    fn real_scrape_exchange() {
-        // small_torrent frames 183 (scrape request, one info_hash) and 189 (its response).
-        let all = udp_datagrams("goncalo-rodrigues-360BitScoping/small_torrent.pcap");
-        let req = all
-            .iter()
-            .find(|d| d.head.len() == 36 && d.head[8..12] == [0, 0, 0, 2]);
-        let Request::Scrape(s) = parse_request(&req.unwrap().head).unwrap() else {
-            panic!()
-        };
-        assert_eq!(s.info_hashes.len(), 20);
-        let resp = all
-            .iter()
-            .find(|d| d.head.len() == 20 && d.head[..4] == [0, 0, 0, 2]);
-        let Response::Scrape { entries, .. } =
-            parse_response(&resp.unwrap().head, 20, false).unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(entries.len(), 12);
-    }
-
-    #[test]
-    fn announce_without_connect_is_accepted_mid_session() {
-        let mut t = UdpTracker::new(UdpTrackerConfig::default());
-        feed(&mut t, &up(0, &announce(7)));
-        let out = feed(&mut t, &down(0, &announced(7)));
-        assert_eq!(peers(&out, PeerTransport::Tcp), ["192.0.2.1:6881"]);
-        assert_eq!(t.stats().connection_id_unseen, 1);
-    }
-
-    #[test]
-    fn connection_ids_must_match_the_trackers() {
-        let mut t = UdpTracker::new(UdpTrackerConfig::default());
-        feed(&mut t, &up(0, D1));
-        feed(&mut t, &down(0, D2)); // connection id 10
-        let mut other = unhex(&announce(8));
-        other[7] = 11;
-        feed(&mut t, &datagram(HOST, TRACKER, 1, &other));
-        assert!(feed(&mut t, &down(1, &announced(8))).is_empty());
-        let s = t.stats();
-        assert_eq!(s.counts.rejected.get("connection_id_mismatch"), Some(&1));
-        assert_eq!(s.counts.rejected.get("unmatched_transaction"), Some(&1));
-        // Past its lifetime the id is forgotten: a later announce is accepted as unseen.
-        feed(&mut t, &datagram(HOST, TRACKER, 200, &other));
-        assert_eq!(feed(&mut t, &down(200, &announced(8))).len(), 2);
-        assert_eq!(t.stats().connection_id_unseen, 1);
-    }
-
-    #[test]
-    fn responses_must_answer_a_pending_request() {
-        let mut t = UdpTracker::new(UdpTrackerConfig::default());
-        // No request on the flow: not even seen.
-        assert!(feed(&mut t, &down(0, &announced(9))).is_empty());
-        assert_eq!(t.stats().counts.seen, 0);
-        feed(&mut t, &up(0, &announce(9)));
-        // Another transaction id, another tracker, the wrong action.
-        assert!(feed(&mut t, &down(0, &announced(10))).is_empty());
-        assert!(feed(
-            &mut t,
-            &datagram("198.51.100.2:6969", HOST, 0, &unhex(&announced(9)))
-        )
-        .is_empty());
-        feed(&mut t, &up(0, D1));
-        assert!(feed(&mut t, &down(0, "0000000112345678000007080000000100000001")).is_empty());
-        let s = t.stats();
-        assert_eq!(s.counts.rejected.get("unmatched_transaction"), Some(&1));
-        assert_eq!(s.counts.rejected.get("action_mismatch"), Some(&1));
-        // The right one still matches, once.
-        assert_eq!(feed(&mut t, &down(1, &announced(9))).len(), 2);
-        assert!(feed(&mut t, &down(1, &announced(9))).is_empty());
-        assert_eq!(
-            t.stats().counts.rejected.get("unmatched_transaction"),
-            Some(&2)
-        );
-    }
-
-    #[test]
-    fn pending_requests_expire_and_are_capped() {
-        let mut t = UdpTracker::new(UdpTrackerConfig {
-            max_pending: 2,
-            ..Default::default()
-        });
-        feed(&mut t, &up(0, &announce(1)));
-        assert!(feed(&mut t, &down(61, &announced(1))).is_empty());
-        assert_eq!(t.stats().pending.expired, 1);
-        for txid in 10..15 {
-            feed(&mut t, &up(100, &announce(txid)));
-        }
-        assert_eq!((t.stats().pending.len, t.stats().pending.evicted), (2, 3));
-        assert!(feed(&mut t, &down(100, &announced(10))).is_empty());
-        assert_eq!(feed(&mut t, &down(100, &announced(14))).len(), 2);
-    }
-
-    #[test]
-    fn malformed_packets_are_rejected_with_a_reason() {
-        let d3 = unhex(D3);
-        let mut bad_event = d3.clone();
-        bad_event[83] = 7;
-        assert_eq!(parse_request(&bad_event), Err(Reject::BadEvent));
-        for (opts, ok) in [
-            (&b""[..], true),
-            (b"\x01\x01\x00garbage", true),
-            (b"\x02\x03abc\x09\x01x\x00", true),
-            (b"\x02\xffabc", false),
-            (b"\x05", false),
-        ] {
-            let mut p = d3.clone();
-            p.extend_from_slice(opts);
-            assert_eq!(parse_request(&p).is_ok(), ok, "{opts:?}");
-        }
-        let mut url = d3.clone();
-        url.extend_from_slice(b"\x02\x02/a\x01\x02\x03?b=\x00\x02\x01x");
-        let Request::Announce(a) = parse_request(&url).unwrap() else {
-            panic!()
-        };
-        assert_eq!(a.url_data().collect::<Vec<_>>(), [&b"/a"[..], b"?b="]);
-        // Peers not a whole number of entries; lengths below the header.
-        let mut d4 = unhex(D4);
-        d4.push(0);
-        assert_eq!(parse_response(&d4, d4.len(), false), Err(Reject::BadLength));
-        assert_eq!(parse_response(&unhex(D4), 26, true), Err(Reject::BadLength));
-        assert_eq!(parse_response(&d4[..12], 12, false), Err(Reject::BadLength));
-        assert_eq!(parse_response(&d4[..12], 12, false), Err(Reject::BadLength));
-        assert_eq!(
-            parse_response(b"\0\0\0\x09\0\0\0\0", 8, false),
-            Err(Reject::UnknownAction)
-        );
-        assert_eq!(
-            parse_response(&unhex(D2)[..12], 12, false),
-            Err(Reject::BadLength)
-        );
-        assert_eq!(parse_request(&unhex(D3)[..60]), Err(Reject::NotRequest));
-    }
-
-    #[test]
-    fn every_truncation_parses_or_fails_without_panic() {
-        for hex in [D1, D2, D3, D4, D5, D6, D7] {
-            let v = unhex(hex);
-            for cut in 0..=v.len() {
-                let _ = parse_request(&v[..cut]);
-                for v6 in [false, true] {
-                    let _ = parse_response(&v[..cut], cut, v6);
-                    let _ = parse_response(&v[..cut], v.len() + 1000, v6);
-                }
-                let _ = shape(&v[..cut]);
-            }
+    fn on_udp(
+        &mut self,
+        ev: &PacketEvent<'_>,
+        udp: &UdpDatagram<'_>,
+        out: &mut Learnt<'_>,
+    ) -> Sender {
+        UdpTracker::on_udp(self, ev, udp, out.predictions);
+        // Only the connect request has a magic number; the other shapes are weak alone.
+        if shape(udp.head) == Some(Shape::ConnectRequest) {
+            Sender::BitTorrent
+        } else {
+            Sender::Unknown
         }
     }
 
-    #[test]
-    fn peers_past_the_snap_length_are_counted() {
-        // An IPv6 response with 200 peers (3620 bytes) captured to 1472 bytes: 80 whole
-        // entries in the head.
-        let mut resp = unhex("0000000100000007000007080000000100000001");
-        for i in 0..200u16 {
-            resp.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
-            resp.extend_from_slice(&i.to_be_bytes());
-            resp.extend_from_slice(&[0x1a, 0xe1]);
-        }
-        let mut d = datagram(TRACKER6, HOST6, 0, &resp[..1472]);
-        d.payload_len = resp.len() as u16;
-        let mut t = UdpTracker::new(UdpTrackerConfig::default());
-        feed(&mut t, &datagram(HOST6, TRACKER6, 0, &unhex(&announce(7))));
-        let out = feed(&mut t, &d);
-        assert_eq!(out.len(), 160);
-        let p = t.stats().peers;
-        assert_eq!((p.decoded, p.beyond_snap), (80, 120));
+    fn expire(&mut self, now: Timestamp) {
+        UdpTracker::expire(self, now);
     }
 
-    #[test]
-    fn shape_rejects_other_udp() {
-        assert_eq!(shape(b""), None);
-        assert_eq!(shape(b"\x41\x00\x12\x34\0\0\0\0"), None, "uTP SYN");
-        assert_eq!(shape(&[0xff; 98]), None);
-        assert_eq!(shape(&unhex(D3)), Some(Shape::Request));
-        assert_eq!(shape(&unhex(D4)), Some(Shape::Response));
+    fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
+        f("udp_tracker", &self.stats.counts);
+    }
+
+    /// Transactions and flows, as one table.
+    fn tables(&self, f: &mut dyn FnMut(&'static str, TableStats)) {
+        let (p, fl) = (self.pending.stats(), self.flows.stats());
+        f(
+            "udp_tracker_transactions",
+            TableStats {
+                len: p.len + fl.len,
+                evicted: p.evicted + fl.evicted,
+                expired: p.expired + fl.expired,
+            },
+        );
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).expect("counters serialize")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
+
+#[cfg(test)]
+mod tests;
