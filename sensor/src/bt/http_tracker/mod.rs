@@ -63,7 +63,7 @@ pub use framing::{
     dechunk, decode_content, parse_request, parse_response_head, Coding, Codings, Dechunker,
     Framing, RequestHead, ResponseHead,
 };
-use framing::{request_start, Framer};
+use framing::Framer;
 use session::{Body, Rx, Session};
 
 /// Nesting the bencode decoder accepts: a reply needs 3 (dict, `peers` list, peer dict).
@@ -84,7 +84,6 @@ pub const MAX_PENDING: usize = 16;
 pub const MAX_REQUEST_LINE: usize = 4096;
 /// Content and transfer codings undone per body.
 pub const MAX_CODINGS: usize = 4;
-/// A chunk-size line, extensions included.
 
 /// Why a response to an announce was not used (or a pure parser failed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
@@ -160,7 +159,7 @@ impl Default for HttpTrackerConfig {
         // real tracker replies are a few KiB (200 dict-list peers: about 15 KiB).
         Self {
             max_sessions: 1024,
-            session_ttl: Duration::from_secs(120),
+            session_ttl: Duration::from_mins(2),
             max_head: MAX_HEAD,
             max_body: 64 << 10,
             max_inflated: MAX_INFLATED,
@@ -257,17 +256,17 @@ impl HttpTracker {
             }
             None => {
                 self.stats.flows += 1;
-                let http = request_start(chunk.data);
-                if !http {
+                let s = Session::new(chunk.data);
+                if matches!(s, Session::NotHttp) {
                     self.stats.not_http_flows += 1;
                 }
-                Session::new(http)
+                s
             }
         };
-        if s.http {
+        if let Session::Http(x) = &mut s {
             match chunk.dir {
-                Dir::ToServer => self.client_bytes(&mut s, chunk),
-                Dir::ToClient => self.server_bytes(&mut s, chunk, out),
+                Dir::ToServer => self.client_bytes(x, chunk),
+                Dir::ToClient => self.server_bytes(x, chunk, out),
             }
         }
         // Re-inserting restarts the TTL: it measures idleness, not age.
@@ -276,15 +275,12 @@ impl HttpTracker {
 
     /// End of the connection: completes a body read until close, then forgets the session.
     pub fn on_close(&mut self, conn: ConnKey, ts: Timestamp, out: &mut Vec<PredictedPeer>) {
-        let Some(mut s) = self.sessions.take(&conn, ts) else {
+        let Some(Session::Http(mut s)) = self.sessions.take(&conn, ts) else {
             return;
         };
-        if !s.http {
-            return;
-        }
         match std::mem::replace(&mut s.rx, Rx::Desync) {
             Rx::Body(b) if matches!(b.framer, Framer::UntilClose) => {
-                self.finish(*b, conn.client.ip(), ts, out)
+                self.finish(*b, conn.client.ip(), ts, out);
             }
             Rx::Body(b) => {
                 if b.keep.is_some() {
