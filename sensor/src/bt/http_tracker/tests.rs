@@ -1,6 +1,7 @@
 use super::announce::contains;
 use super::framing::MAX_CHUNK_LINE;
 use super::*;
+use crate::bt::stream::{StreamClass, StreamEvent};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::io::Write;
@@ -923,6 +924,101 @@ fn parsers_never_panic_on_cuts_and_flips() {
     }
 }
 
+
+
+// ---- Through the registered channel interface ----
+
+fn on_stream(
+    ch: &mut dyn crate::bt::channel::Channel,
+    event: &StreamEvent<'_>,
+    out: &mut Vec<PredictedPeer>,
+) {
+    let mut retracted = Vec::new();
+    ch.on_stream(
+        event,
+        &mut crate::bt::channel::Learnt {
+            predictions: out,
+            retracted: &mut retracted,
+        },
+    );
+    assert!(retracted.is_empty());
+}
+
+#[test]
+fn announces_through_the_channel_trait() {
+    let mut ch: Box<dyn crate::bt::channel::Channel> =
+        Box::new(HttpTracker::new(HttpTrackerConfig::default()));
+    assert_eq!(ch.name(), "http_tracker");
+    assert_eq!(ch.stream_class(), Some(StreamClass::HttpTracker));
+    // At the times `up` and `down` give.
+    let chunk = |dir, data| {
+        StreamEvent::Chunk(StreamChunk {
+            ts: if dir == Dir::ToServer { at(1) } else { at(2) },
+            conn: conn(),
+            dir,
+            gap: false,
+            data,
+        })
+    };
+    let ended = |dir| StreamEvent::Ended {
+        conn: conn(),
+        dir,
+        ts: at(2),
+    };
+    let mut out = Vec::new();
+    // A length-framed reply, then a reply read until the server's FIN.
+    let mut until_close = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+    until_close.extend_from_slice(S5);
+    let mut two = ANNOUNCE.to_vec();
+    two.extend_from_slice(ANNOUNCE);
+    on_stream(&mut *ch, &chunk(Dir::ToServer, &two), &mut out);
+    let reply = ok(S1);
+    on_stream(&mut *ch, &chunk(Dir::ToClient, &reply), &mut out);
+    assert_eq!(
+        tcp_peers(&out, "10.0.0.201"),
+        ["1.2.3.4:12304", "9.8.7.6:8208"]
+    );
+    on_stream(&mut *ch, &chunk(Dir::ToClient, &until_close), &mut out);
+    // The client's FIN ends nothing; the server's ends the body.
+    on_stream(&mut *ch, &ended(Dir::ToServer), &mut out);
+    assert_eq!(out.len(), 4);
+    on_stream(&mut *ch, &ended(Dir::ToClient), &mut out);
+    assert_eq!(out.len(), 4);
+    let t = ch.as_any().downcast_ref::<HttpTracker>().unwrap();
+    let s = t.stats();
+    assert_eq!((s.counts.seen, s.counts.parsed), (2, 2));
+    assert_eq!(s.sessions.len, 0);
+    // The same through the inherent methods.
+    let (direct, _) = run(&[
+        up(&two),
+        down(&reply),
+        down(&until_close),
+        Item::Close(at(2)),
+    ]);
+    assert_eq!(out, direct);
+    let mut counts = Vec::new();
+    ch.counts(&mut |name, c| counts.push((name, c.seen, c.parsed)));
+    assert_eq!(counts, [("http_tracker", 2, 2)]);
+    let mut tables = Vec::new();
+    ch.tables(&mut |name, t| tables.push((name, t.len)));
+    assert_eq!(tables, [("http_tracker_sessions", 0)]);
+    assert_eq!(ch.stats_json()["announce_requests"], 2);
+    assert_eq!(
+        ch.summary().as_deref(),
+        Some("http tracker: 2 announces, 2 responses, 0 failure replies, 0 DNS-name peers skipped")
+    );
+    // Closed also ends a read-until-close body.
+    on_stream(&mut *ch, &chunk(Dir::ToServer, ANNOUNCE), &mut out);
+    on_stream(&mut *ch, &chunk(Dir::ToClient, &until_close), &mut out);
+    let closed = StreamEvent::Closed {
+        conn: conn(),
+        ts: at(3),
+    };
+    on_stream(&mut *ch, &closed, &mut out);
+    let t = ch.as_any().downcast_ref::<HttpTracker>().unwrap();
+    assert_eq!((t.stats().counts.parsed, t.stats().sessions.len), (3, 0));
+    ch.expire(at(1000));
+}
 
 /// Tests on third-party captures (the corpus, see [`crate::test_support`]).
 mod corpus {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::bt::stream::{StreamClass, StreamEvent};
 use crate::test_support::unhex;
 use std::collections::BTreeMap as Map;
 
@@ -1053,6 +1054,90 @@ fn port_zero_and_the_receiver_itself_are_dropped() {
     w.feed(key, Dir::ToClient, false, 3, &unhex("00000003 09 0000"));
     assert!(w.targets(Channel::PeerWire, PeerTransport::Udp).is_empty());
     assert_eq!(w.pw.stats().port_messages, 1);
+}
+
+
+// ---- through the registered channel interface
+
+/// Every event of a connection, as the stream layer hands them to a `Box<dyn Channel>`.
+fn on_stream(
+    ch: &mut dyn crate::bt::channel::Channel,
+    event: &StreamEvent<'_>,
+    out: &mut Vec<PredictedPeer>,
+    ret: &mut Vec<RetractedPeer>,
+) {
+    ch.on_stream(
+        event,
+        &mut crate::bt::channel::Learnt {
+            predictions: out,
+            retracted: ret,
+        },
+    );
+}
+
+#[test]
+fn pex_d2_through_the_channel_trait() {
+    let (h, p) = d2_conversation();
+    let key = conn(H, P);
+    let mut ch: Box<dyn crate::bt::channel::Channel> =
+        Box::new(PeerWire::new(PeerWireConfig::default()));
+    assert_eq!(ch.name(), "peer_wire");
+    assert_eq!(ch.stream_class(), Some(StreamClass::PeerWire));
+    let (mut out, mut ret) = (Vec::new(), Vec::new());
+    for (dir, data) in [(Dir::ToServer, &h), (Dir::ToClient, &p)] {
+        let chunk = StreamChunk {
+            ts: at(0),
+            conn: key,
+            dir,
+            gap: false,
+            data,
+        };
+        on_stream(&mut *ch, &StreamEvent::Chunk(chunk), &mut out, &mut ret);
+    }
+    // A FIN one way changes nothing.
+    let ended = StreamEvent::Ended {
+        conn: key,
+        dir: Dir::ToClient,
+        ts: at(1),
+    };
+    on_stream(&mut *ch, &ended, &mut out, &mut ret);
+    let pw = ch.as_any().downcast_ref::<PeerWire>().unwrap();
+    assert_eq!(pw.stats().connections.len, 1);
+    // The same predictions and retractions as through the inherent methods.
+    let mut direct = Wire::new();
+    direct.feed(key, Dir::ToServer, false, 0, &h);
+    direct.feed(key, Dir::ToClient, false, 0, &p);
+    d2_expected(&direct);
+    assert_eq!(out, direct.out);
+    assert_eq!(ret, direct.ret);
+    let mut counts = Vec::new();
+    ch.counts(&mut |name, c| counts.push((name, c.seen, c.parsed)));
+    assert_eq!(
+        counts,
+        [("peer_wire_ext_handshake", 2, 2), ("pex", 1, 1)]
+    );
+    let mut tables = Vec::new();
+    ch.tables(&mut |name, t| tables.push((name, t.len)));
+    assert_eq!(tables, [("peer_wire_connections", 1)]);
+    let json = ch.stats_json();
+    assert_eq!(json["handshakes"], 2);
+    assert_eq!(json["pex"]["parsed"], 1);
+    assert_eq!(
+        ch.summary().as_deref(),
+        Some(
+            "peer wire: 2 handshakes, 10 messages, 0 encrypted or opaque streams, \
+             0 PEX by fallback id"
+        )
+    );
+    let closed = StreamEvent::Closed {
+        conn: key,
+        ts: at(2),
+    };
+    on_stream(&mut *ch, &closed, &mut out, &mut ret);
+    ch.expire(at(3));
+    let pw = ch.as_any().downcast_ref::<PeerWire>().unwrap();
+    assert_eq!(pw.stats().connections.len, 0);
+    assert_eq!(pw.stats().buffered_bytes, 0);
 }
 
 /// Tests on third-party captures (the corpus, see [`crate::test_support`]).
