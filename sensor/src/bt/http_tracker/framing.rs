@@ -174,7 +174,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, Reject> {
         (Some(true), _) => Framing::Chunked,
         // RFC 9112 §6.1: a request whose final transfer coding is not chunked is unframeable.
         (Some(false), _) => return Err(Reject::BadFraming),
-        (None, Some(0)) | (None, None) => Framing::Empty,
+        (None, Some(0) | None) => Framing::Empty,
         (None, Some(n)) => Framing::Length(n),
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -235,10 +235,11 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead<'_>>, Rejec
     let f = framing_headers(resp.headers)?;
     let framing = match (f.transfer_encoding, f.content_length) {
         (Some(true), _) => Framing::Chunked,
-        (Some(false), _) => Framing::UntilClose,
+        // RFC 9112 §6.3: a response without a length, or whose final transfer coding is not
+        // chunked, ends when the server closes the connection.
+        (Some(false), _) | (None, None) => Framing::UntilClose,
         (None, Some(0)) => Framing::Empty,
         (None, Some(n)) => Framing::Length(n),
-        (None, None) => Framing::UntilClose,
     };
     let mut codings = f.content_codings;
     for &c in f.transfer_codings.as_slice() {

@@ -280,7 +280,7 @@ impl HttpTracker {
         };
         match std::mem::replace(&mut s.rx, Rx::Desync) {
             Rx::Body(b) if matches!(b.framer, Framer::UntilClose) => {
-                self.finish(*b, conn.client.ip(), ts, out);
+                self.finish(&b, conn.client.ip(), ts, out);
             }
             Rx::Body(b) => {
                 if b.keep.is_some() {
@@ -294,7 +294,7 @@ impl HttpTracker {
     }
 
     /// A complete body: decoded and predicted from if it answers an announce.
-    fn finish(&mut self, b: Body, learner: IpAddr, ts: Timestamp, out: &mut Vec<PredictedPeer>) {
+    fn finish(&mut self, b: &Body, learner: IpAddr, ts: Timestamp, out: &mut Vec<PredictedPeer>) {
         let Some(raw) = &b.keep else {
             return;
         };

@@ -365,7 +365,7 @@ impl HttpTracker {
             s.rx = Rx::Body(Box::new(Body { framer, ..body }));
         } else {
             s.rx = Rx::Head(HeadBuf::default());
-            self.finish(body, chunk.conn.client.ip(), chunk.ts, out);
+            self.finish(&body, chunk.conn.client.ip(), chunk.ts, out);
         }
     }
 
@@ -388,7 +388,7 @@ impl HttpTracker {
                 if done {
                     let old = std::mem::replace(&mut s.rx, Rx::Head(HeadBuf::default()));
                     if let Rx::Body(b) = old {
-                        self.finish(*b, chunk.conn.client.ip(), chunk.ts, out);
+                        self.finish(&b, chunk.conn.client.ip(), chunk.ts, out);
                     }
                 }
                 Some(data.get(n..).unwrap_or_default())

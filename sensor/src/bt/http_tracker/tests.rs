@@ -207,7 +207,7 @@ fn body_peers(body: &[u8]) -> (Vec<String>, PeerCounts) {
             Peer::Name { host, port } => {
                 format!("{}:{port}", String::from_utf8_lossy(host))
             }
-        })
+        });
     });
     (v, n)
 }
@@ -321,7 +321,10 @@ fn response_heads_and_framing() {
     }
     assert_eq!(parse_response_head(b"HTTP/1.1 200"), Ok(None));
     assert_eq!(parse_response_head(b"d5:peers"), Err(Reject::NotHttp));
-    let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let many = (0..=MAX_HEADERS)
+        .map(|i| format!("X-{i}: 1\r\n"))
+        .collect::<Vec<_>>()
+        .concat();
     let many = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
     assert_eq!(
         parse_response_head(many.as_bytes()),
@@ -710,12 +713,12 @@ fn read_until_close_and_closed_early() {
 
 #[test]
 fn content_codings() {
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(S1).unwrap();
-    let zlib = z.finish().unwrap();
-    let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    d.write_all(S1).unwrap();
-    let raw = d.finish().unwrap();
+    let mut zlib_enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib_enc.write_all(S1).unwrap();
+    let zlib = zlib_enc.finish().unwrap();
+    let mut deflate_enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    deflate_enc.write_all(S1).unwrap();
+    let raw = deflate_enc.finish().unwrap();
     let gz = gzip(S1);
     for (header, body) in [
         ("Content-Encoding: deflate\r\n", &zlib),
@@ -929,14 +932,14 @@ fn parsers_never_panic_on_cuts_and_flips() {
 // ---- Through the registered channel interface ----
 
 fn on_stream(
-    ch: &mut dyn crate::bt::channel::Channel,
+    ch: &mut dyn channel::Channel,
     event: &StreamEvent<'_>,
     out: &mut Vec<PredictedPeer>,
 ) {
     let mut retracted = Vec::new();
     ch.on_stream(
         event,
-        &mut crate::bt::channel::Learnt {
+        &mut Learnt {
             predictions: out,
             retracted: &mut retracted,
         },
@@ -946,7 +949,7 @@ fn on_stream(
 
 #[test]
 fn announces_through_the_channel_trait() {
-    let mut ch: Box<dyn crate::bt::channel::Channel> =
+    let mut ch: Box<dyn channel::Channel> =
         Box::new(HttpTracker::new(HttpTrackerConfig::default()));
     assert_eq!(ch.name(), "http_tracker");
     assert_eq!(ch.stream_class(), Some(StreamClass::HttpTracker));
@@ -1126,7 +1129,7 @@ mod corpus {
             if !payload.is_empty() {
                 let (mut data, mut gap) = (payload, false);
                 if let Some(&next) = f.next.get(&src) {
-                    let off = i64::from(seq.wrapping_sub(next) as i32);
+                    let off = i64::from(seq.wrapping_sub(next).cast_signed());
                     if off < 0 {
                         let dup = usize::try_from(-off).unwrap();
                         if dup >= data.len() {
@@ -1137,7 +1140,8 @@ mod corpus {
                         gap = off > 0;
                     }
                 }
-                f.next.insert(src, seq.wrapping_add(payload.len() as u32));
+                f.next
+                    .insert(src, seq.wrapping_add(u32::try_from(payload.len()).unwrap()));
                 f.raw.push((ts, src, gap, data.to_vec()));
             }
             if (tcp.fin() || tcp.rst()) && f.close.is_none() {

@@ -119,7 +119,7 @@ impl Reassembler {
             if end <= h.next {
                 continue;
             }
-            let from = h.next.saturating_sub(off) as usize;
+            let from = usize::try_from(h.next.saturating_sub(off)).unwrap();
             let gap = hole;
             h.next = end;
             out.push(Chunk {

@@ -148,7 +148,7 @@ impl Default for PeerWireConfig {
     fn default() -> Self {
         Self {
             max_connections: 8192,
-            connection_ttl: Duration::from_secs(30 * 60),
+            connection_ttl: Duration::from_mins(30),
             max_message: 64 * 1024,
             max_buffered: 16 * 1024 * 1024,
             max_entries: MAX_ENTRIES,
@@ -269,7 +269,6 @@ impl PeerWire {
     }
 
     /// The connection ended (FIN/RST): its state and buffers are released.
-
     pub fn on_close(&mut self, conn: ConnKey, ts: Timestamp) {
         self.conns.take(&conn, ts);
     }
@@ -345,16 +344,15 @@ fn lookup(
     ttl: Duration,
 ) -> Option<&mut Conn> {
     let refresh = time::Duration::from(ttl) / 4;
-    let stale = match conns.get_mut(&key, now) {
-        Some(c) => now.saturating_since(c.touched) > refresh,
-        None => {
-            let conn = Conn {
-                touched: now,
-                ..Default::default()
-            };
-            conns.insert(key, conn, now);
-            false
-        }
+    let stale = if let Some(c) = conns.get_mut(&key, now) {
+        now.saturating_since(c.touched) > refresh
+    } else {
+        let conn = Conn {
+            touched: now,
+            ..Default::default()
+        };
+        conns.insert(key, conn, now);
+        false
     };
     if stale {
         if let Some(mut c) = conns.take(&key, now) {

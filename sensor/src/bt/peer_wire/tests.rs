@@ -107,7 +107,9 @@ fn handshake(reserved: [u8; 8]) -> Vec<u8> {
 const LTEP: [u8; 8] = [0, 0, 0, 0, 0, 0x10, 0, 0x05];
 
 fn message(id: u8, payload: &[u8]) -> Vec<u8> {
-    let mut v = (payload.len() as u32 + 1).to_be_bytes().to_vec();
+    let mut v = (u32::try_from(payload.len()).unwrap() + 1)
+        .to_be_bytes()
+        .to_vec();
     v.push(id);
     v.extend_from_slice(payload);
     v
@@ -121,7 +123,8 @@ fn extended(ext: u8, body: &[u8]) -> Vec<u8> {
 
 fn piece(len: usize) -> Vec<u8> {
     let mut p = vec![0, 0, 0, 1, 0, 0, 0x40, 0];
-    p.extend((0..len).map(|i| (i * 7 + 3) as u8));
+    // Any byte pattern: the low byte of a counter.
+    p.extend((0..len).map(|i| (i * 7 + 3).to_le_bytes()[0]));
     message(MSG_PIECE, &p)
 }
 
@@ -305,7 +308,7 @@ fn spec_hp_d1_connect() {
         Err(Reject::BadAddressType)
     );
     for cut in 0..p.len() - 1 {
-        assert_eq!(parse_holepunch(&p[1..1 + cut]), Err(Reject::Truncated));
+        assert_eq!(parse_holepunch(&p[1..=cut]), Err(Reject::Truncated));
     }
     let mut long = p[1..].to_vec();
     long.push(0);
@@ -433,7 +436,7 @@ fn malformed_payloads() {
         (b"d5:addedi01ee", Reject::Syntax),
     ];
     for (raw, want) in cases {
-        assert_eq!(parse_pex(raw).err(), Some(*want), "{:?}", raw);
+        assert_eq!(parse_pex(raw).err(), Some(*want), "{raw:?}");
     }
     let mut deep = b"d1:m".to_vec();
     deep.extend(std::iter::repeat_n(b'l', 1000));
@@ -467,7 +470,8 @@ fn malformed_payloads() {
 fn entries_are_capped_per_list() {
     let mut raw = b"d5:added3000:".to_vec();
     for i in 0..500u32 {
-        raw.extend_from_slice(&[10, 0, (i >> 8) as u8, i as u8, 0x1a, 0xe1]);
+        let [_, _, hi, lo] = i.to_be_bytes();
+        raw.extend_from_slice(&[10, 0, hi, lo, 0x1a, 0xe1]);
     }
     raw.extend_from_slice(b"7:dropped3000:");
     raw.extend_from_within(13..3013);
@@ -735,9 +739,9 @@ fn buffering_is_bounded_by_the_global_budget_and_released() {
         ..Default::default()
     });
     let pex = unhex(PEX_D2); // body of 96 bytes after the 6-byte header
-    let a = conn(H, P);
-    let b = conn("192.0.2.2:50001", P);
-    for key in [a, b] {
+    let first = conn(H, P);
+    let second = conn("192.0.2.2:50001", P);
+    for key in [first, second] {
         let mut h = handshake(LTEP);
         h.extend(unhex(PEX_D2_H));
         w.feed(key, Dir::ToServer, false, 0, &h);
@@ -747,14 +751,14 @@ fn buffering_is_bounded_by_the_global_budget_and_released() {
     let s = w.pw.stats();
     assert_eq!((s.buffered_bytes, s.over_budget), (96, 1));
     // The skipped one still frames correctly; the buffered one completes.
-    w.feed(b, Dir::ToClient, false, 1, &pex[50..]);
-    w.feed(a, Dir::ToClient, false, 1, &pex[50..]);
+    w.feed(second, Dir::ToClient, false, 1, &pex[50..]);
+    w.feed(first, Dir::ToClient, false, 1, &pex[50..]);
     assert_eq!(w.targets(Channel::Pex, PeerTransport::Tcp).len(), 3);
     assert_eq!(w.pw.stats().buffered_bytes, 0);
     // A connection closed (or evicted) mid-message gives its bytes back.
-    w.feed(a, Dir::ToClient, false, 2, &pex[..50]);
+    w.feed(first, Dir::ToClient, false, 2, &pex[..50]);
     assert_eq!(w.pw.stats().buffered_bytes, 96);
-    w.pw.on_close(a, at(3));
+    w.pw.on_close(first, at(3));
     assert_eq!(w.pw.stats().buffered_bytes, 0);
     let mut w = Wire::with(PeerWireConfig {
         max_connections: 1,
@@ -762,11 +766,11 @@ fn buffering_is_bounded_by_the_global_budget_and_released() {
     });
     let mut h = handshake(LTEP);
     h.extend(unhex(PEX_D2_H));
-    w.feed(a, Dir::ToServer, false, 0, &h);
-    w.feed(a, Dir::ToClient, false, 0, &handshake(LTEP));
-    w.feed(a, Dir::ToClient, false, 0, &pex[..50]);
+    w.feed(first, Dir::ToServer, false, 0, &h);
+    w.feed(first, Dir::ToClient, false, 0, &handshake(LTEP));
+    w.feed(first, Dir::ToClient, false, 0, &pex[..50]);
     assert_eq!(w.pw.stats().buffered_bytes, 96);
-    w.feed(b, Dir::ToServer, false, 1, &handshake(LTEP));
+    w.feed(second, Dir::ToServer, false, 1, &handshake(LTEP));
     let s = w.pw.stats();
     assert_eq!((s.buffered_bytes, s.connections.evicted), (0, 1));
 }
@@ -984,7 +988,7 @@ fn later_extended_handshakes_add_to_the_id_map() {
 fn connections_are_bounded_and_expire_when_idle() {
     let mut w = Wire::with(PeerWireConfig {
         max_connections: 4,
-        connection_ttl: Duration::from_secs(60),
+        connection_ttl: Duration::from_mins(1),
         ..Default::default()
     });
     for i in 0..10u16 {
@@ -997,7 +1001,7 @@ fn connections_are_bounded_and_expire_when_idle() {
     assert_eq!(w.pw.stats().connections.len, 0);
     // An active connection outlives the TTL: its id map is still known at t = 300 s.
     let mut w = Wire::with(PeerWireConfig {
-        connection_ttl: Duration::from_secs(60),
+        connection_ttl: Duration::from_mins(1),
         ..Default::default()
     });
     let key = conn(H, P);
@@ -1061,14 +1065,14 @@ fn port_zero_and_the_receiver_itself_are_dropped() {
 
 /// Every event of a connection, as the stream layer hands them to a `Box<dyn Channel>`.
 fn on_stream(
-    ch: &mut dyn crate::bt::channel::Channel,
+    ch: &mut dyn channel::Channel,
     event: &StreamEvent<'_>,
     out: &mut Vec<PredictedPeer>,
     ret: &mut Vec<RetractedPeer>,
 ) {
     ch.on_stream(
         event,
-        &mut crate::bt::channel::Learnt {
+        &mut Learnt {
             predictions: out,
             retracted: ret,
         },
@@ -1079,7 +1083,7 @@ fn on_stream(
 fn pex_d2_through_the_channel_trait() {
     let (h, p) = d2_conversation();
     let key = conn(H, P);
-    let mut ch: Box<dyn crate::bt::channel::Channel> =
+    let mut ch: Box<dyn channel::Channel> =
         Box::new(PeerWire::new(PeerWireConfig::default()));
     assert_eq!(ch.name(), "peer_wire");
     assert_eq!(ch.stream_class(), Some(StreamClass::PeerWire));
@@ -1268,8 +1272,8 @@ mod corpus {
         assert_eq!((s.pex.seen, s.pex.parsed, s.pex_fallback), (2, 2, 0));
         assert_eq!((s.entries.decoded, s.entries.own_address), (2, 2));
         assert_eq!(s.port_messages, 3);
-        let m = by_channel(&w.out);
-        assert_eq!(m.get(&(Channel::Pex, PeerTransport::Tcp)), None);
+        let by = by_channel(&w.out);
+        assert_eq!(by.get(&(Channel::Pex, PeerTransport::Tcp)), None);
         assert_eq!(
             w.targets(Channel::PeerWire, PeerTransport::Udp),
             [
