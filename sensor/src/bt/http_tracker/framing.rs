@@ -148,7 +148,8 @@ pub struct RequestHead<'a> {
     pub announce: bool,
     /// `port=`: the client's own listen port (predicts inbound connections, not outbound).
     pub port: Option<u16>,
-    /// `compact=` (advisory: trackers may answer with a dict list anyway, spec HTTP-R2).
+    /// `compact=` (advisory, BEP 23: trackers may answer with a dict list anyway, as a real
+    /// tracker of the 360BitScoping captures does).
     pub compact: Option<bool>,
     /// How the request's own body is delimited: [`Framing::Empty`], a length or chunked.
     pub framing: Framing,

@@ -1,7 +1,8 @@
-//! HTTP tracker announces (BEP 3, 7, 23, 24; spec §2): the peers a host is told about by an
+//! HTTP tracker announces (BEP 3, 7, 23, 24): the peers a host is told about by an
 //! HTTP tracker, read from the reassembled TCP connection it opened to the tracker.
 //!
-//! Predictions (spec §0.3, §2.4): the learner is the HTTP client (the connection's initiator).
+//! Predictions: the learner is the HTTP client (the connection's initiator, BEP 3 announce).
+//! libtorrent dials the peers of a reply over uTP first and falls back to TCP.
 //! Every peer of a successful announce response — `peers` as a compact string or as a list of
 //! dicts, `peers6` — is a peer it will dial over TCP and uTP, so each gives a
 //! [`PeerTransport::Tcp`] and a [`PeerTransport::Udp`] prediction on [`Channel::HttpTracker`].
@@ -20,7 +21,8 @@
 //! decoded. Response bodies are framed by `Content-Length`, `Transfer-Encoding: chunked` (our
 //! streaming de-chunker around `httparse::parse_chunk_size`) or the end of the connection
 //! ([`HttpTracker::on_close`]); then de-chunked bodies are inflated (`gzip`, `x-gzip`,
-//! `deflate` with or without the zlib wrapper, via `flate2`), as libtorrent does (spec §2.3).
+//! `deflate` with or without the zlib wrapper, via `flate2`), as libtorrent does: it sends
+//! `Accept-Encoding: gzip` and inflates after de-chunking (`src/http_connection.cpp`).
 //! The body must then be a bencoded dict with `peers`, `peers6` or `failure reason`.
 //!
 //! # Bounds
@@ -74,7 +76,7 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Raw (still encoded) body bytes kept per announce response.
 pub const MAX_BODY: usize = 256 * 1024;
-/// Inflated body, libtorrent's `tracker_maximum_response_length` (spec §1.1).
+/// Inflated body, libtorrent's `tracker_maximum_response_length` (`src/settings_pack.cpp`).
 pub const MAX_INFLATED: usize = 1024 * 1024;
 /// Peers read from one response, over `peers` and `peers6` (libtorrent asks for 200).
 pub const MAX_ENTRIES: usize = 2000;

@@ -97,7 +97,9 @@ const SERVER: &str = "198.51.100.1:6969";
 const ANNOUNCE: &[u8] = b"GET /announce?info_hash=%e4%be%9eM%b8v%e3%e3%17%97x%b0%3e%90b%97%be%5c%8d%be&peer_id=-DE13F0-VnpZRF8ZP9iv&port=63448&compact=1 HTTP/1.1\r\nHost: tracker.example\r\nAccept-Encoding: gzip\r\n\r\n";
 const SCRAPE: &[u8] = b"GET /scrape?info_hash=%e4%be%9eM%b8v%e3%e3%17%97x%b0%3e%90b%97%be%5c%8d%be HTTP/1.1\r\nHost: tracker.example\r\n\r\n";
 
-// Spec §2.5.
+// Reply bodies of libtorrent's `test/test_tracker.cpp` (`parse_peers4`, `parse_hostname_peers`,
+// `parse_external_ip`; S4 after BEP 7) and a chunked reply whose chunk boundary falls inside
+// the `peers` string (D2, constructed per RFC 9112 §7.1).
 const S1: &[u8] = b"d5:peers12:\x01\x02\x03\x04\x30\x10\x09\x08\x07\x06\x20\x10e";
 const S3: &[u8] = b"d5:peersld7:peer id20:aaaaaaaaaaaaaaaaaaaa2:ip13:test_hostname4:porti1000eed7:peer id20:bbbbabaababababababa2:ip12:another_host4:porti1001eeee";
 const S4: &[u8] = b"d8:intervali1800e5:peers6:iiiipp6:peers618:iiiiiiiiiiiiiiiippe";
@@ -1200,7 +1202,8 @@ mod corpus {
 
     /// The same flow with chunk `which` cut at every byte, then every chunk cut into single
     /// bytes, gives the same predictions and counters as the flow as captured.
-    // ---- Real captures (spec HTTP-R1, HTTP-R2 and more) ----
+    // ---- Real captures (a gzip reply of Zeek's `tracker.pcap`, a chunked gzip dict list of
+    // the 360BitScoping captures, and more) ----
 
     #[test]
     fn real_r1_gzip_reply_of_an_ubuntu_tracker() {
@@ -1212,7 +1215,7 @@ mod corpus {
         assert!(req.announce);
         assert_eq!((req.port, req.compact), (Some(63448), Some(true)));
 
-        // The body as the spec decodes it.
+        // The body as decoded by hand (gunzip, then bencode).
         let Some(Item::Chunk { data: resp, .. }) = f.items.iter().find(|i| {
             matches!(
                 i,

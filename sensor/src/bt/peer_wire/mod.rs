@@ -180,7 +180,7 @@ pub struct PeerWireStats {
     pub messages: u64,
     /// In-sync messages with an id outside BEP 3/4/6/10/52 (skipped by length).
     pub unknown_ids: u64,
-    /// In-sync headers that broke the §6.2 rules: sync lost there.
+    /// In-sync headers that broke the framing rules ([`check_header`]): sync lost there.
     pub invalid_frames: u64,
     /// Chunks announcing lost bytes.
     pub gaps: u64,

@@ -3,7 +3,11 @@ use crate::bt::stream::{StreamClass, StreamEvent};
 use crate::test_support::unhex;
 use std::collections::BTreeMap as Map;
 
-// Spec §6.4 / §7.5 vectors, byte for byte.
+// Test vectors, byte for byte. Real messages: the handshake BTH-R1 and the extended handshakes
+// EXT-R1 (µTorrent 3.4, unsorted keys) and EXT-R2 (libtorrent 1.1) of nDPI's `bittorrent.pcap`,
+// PEX-R1 (nDPI, over uTP) and PEX-R2 (`torrential-slowness.pcap`), PORT of nDPI's capture.
+// Constructed per BEP 10/11/55: the PEX-D2 exchange (asymmetric ut_pex ids, `added6`,
+// `dropped`) and the holepunch connect HP-D1.
 const BTH_R1: &str = "13 426974546f7272656e742070726f746f636f6c 0000000000100005
     dcfcdccfb9e670ccc3dd40c78c161f2bea243126 2d554d313836302d418e124c7011d02f89ddaef0";
 const EXT_R1: &str =
@@ -141,7 +145,7 @@ fn noise(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-// ---- pure parsers on the spec vectors
+// ---- pure parsers on the test vectors
 
 #[test]
 fn spec_bth_r1_handshake() {
