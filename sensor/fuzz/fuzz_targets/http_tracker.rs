@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         let (bytes, next) = tail.split_at(n);
         rest = next;
         now += [0, 1, 60, 200][usize::from(ctrl >> 6)];
-        let ts = Timestamp(now * 1_000_000_000);
+        let ts = Timestamp::from_secs(now);
         let conn = conns[usize::from(ctrl >> 4) & 3];
         let gap = ctrl & 8 != 0;
         let before = t.stats();

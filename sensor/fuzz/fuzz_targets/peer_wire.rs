@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         let (bytes, next) = tail.split_at(n);
         rest = next;
         now += u64::from(ctrl >> 6) * 20;
-        let ts = Timestamp(now * 1_000_000_000);
+        let ts = Timestamp::from_secs(now);
         let conn = conns[usize::from(ctrl & 3)];
         let dir = if ctrl & 4 == 0 {
             Dir::ToServer
@@ -124,7 +124,7 @@ fuzz_target!(|data: &[u8]| {
         s.dropped.unusable + s.dropped.own_address + s.retracted
     );
     // Dropping every connection gives every buffered byte back.
-    pw.expire(Timestamp(u64::MAX));
+    pw.expire(Timestamp::MAX);
     let s = pw.stats();
     assert_eq!((s.buffered_bytes, s.connections.len), (0, 0));
 });

@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
             head,
         };
         let ev = PacketEvent {
-            ts: Timestamp(now),
+            ts: Timestamp::from_nanos(now),
             src,
             dst,
             vlan_depth: 0,

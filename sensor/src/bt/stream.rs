@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::event::Timestamp;
+use crate::time::{Duration, Timestamp};
 
 /// One TCP connection, by its initiator (`client`, the side that sent the SYN or, for a flow
 /// first seen mid-session, the side whose payload marked it) and its responder (`server`).
@@ -28,6 +28,7 @@ pub enum Dir {
 }
 
 impl Dir {
+    #[must_use]
     pub fn reverse(self) -> Self {
         match self {
             Dir::ToServer => Dir::ToClient,
@@ -127,7 +128,7 @@ impl Default for StreamConfig {
     fn default() -> Self {
         Self {
             max_conns: 16_384,
-            idle: std::time::Duration::from_secs(600),
+            idle: std::time::Duration::from_mins(10),
             max_pending: 16,
             max_pending_bytes: 16 << 20,
             reorder_wait: std::time::Duration::from_secs(1),
@@ -220,7 +221,7 @@ fn canonical(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
 
 /// `a - b` in sequence space.
 fn seq_diff(a: u32, b: u32) -> i64 {
-    i64::from(a.wrapping_sub(b) as i32)
+    i64::from(a.wrapping_sub(b).cast_signed())
 }
 
 impl TcpStreams {
@@ -240,6 +241,22 @@ impl TcpStreams {
         }
     }
 
+    /// The line `sensor peers --stats` prints for the reassembler.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "tcp streams: {} segments, {} bytes delivered, {} out of order, {} retransmitted, \
+             {} gaps, {} cut by the snap length, {} unclassified",
+            s.segments,
+            s.delivered_bytes,
+            s.out_of_order,
+            s.retransmitted,
+            s.gaps,
+            s.truncated,
+            s.unclassified
+        )
+    }
+
     pub fn expire(&mut self, now: Timestamp) {
         self.conns.expire(now);
     }
@@ -252,24 +269,23 @@ impl TcpStreams {
         mut sink: impl FnMut(StreamClass, StreamEvent<'_>),
     ) {
         let ck = canonical(ev.src, ev.dst);
-        let mut conn = match self.conns.take(&ck, ev.ts) {
-            Some(c) => c,
-            None => {
-                if seg.head.is_empty() {
-                    return;
-                }
-                let Some(class) = StreamClass::of(seg.head) else {
-                    self.stats.unclassified += 1;
-                    return;
-                };
-                Conn {
-                    key: ConnKey {
-                        client: ev.src,
-                        server: ev.dst,
-                    },
-                    class,
-                    halves: Default::default(),
-                }
+        let mut conn = if let Some(c) = self.conns.take(&ck, ev.ts) {
+            c
+        } else {
+            if seg.head.is_empty() {
+                return;
+            }
+            let Some(class) = StreamClass::of(seg.head) else {
+                self.stats.unclassified += 1;
+                return;
+            };
+            Conn {
+                key: ConnKey {
+                    client: ev.src,
+                    server: ev.dst,
+                },
+                class,
+                halves: Default::default(),
             }
         };
         let dir = if ev.src == conn.key.client {
@@ -353,9 +369,7 @@ impl TcpStreams {
                     conn,
                     dir,
                     ts,
-                    seg.seq,
-                    u32::from(seg.payload_len),
-                    seg.head,
+                    Piece::of(seg),
                     &mut self.stats,
                     sink,
                 );
@@ -365,20 +379,18 @@ impl TcpStreams {
                 conn,
                 dir,
                 ts,
-                seg.seq,
-                u32::from(seg.payload_len),
-                seg.head,
+                Piece::of(seg),
                 &mut self.stats,
                 sink,
             );
         }
         self.drain(conn, dir, ts, sink);
         // A hole older than the reorder wait is lost.
-        let wait = crate::detect::ns(self.config.reorder_wait);
+        let wait = Duration::from(self.config.reorder_wait);
         while conn.halves[dir as usize]
             .held
             .iter()
-            .any(|h| ts.0.saturating_sub(h.ts.0) > wait)
+            .any(|h| ts.saturating_since(h.ts) > wait)
         {
             self.flush(conn, dir, ts, 1, sink);
         }
@@ -403,9 +415,7 @@ impl TcpStreams {
                 conn,
                 dir,
                 ts,
-                h.seq,
-                h.payload_len,
-                &h.data,
+                h.piece(),
                 &mut self.stats,
                 sink,
             );
@@ -441,9 +451,7 @@ impl TcpStreams {
                 conn,
                 dir,
                 ts,
-                h.seq,
-                h.payload_len,
-                &h.data,
+                h.piece(),
                 &mut self.stats,
                 sink,
             );
@@ -453,22 +461,53 @@ impl TcpStreams {
     }
 }
 
+/// A segment's bytes as far as delivery needs them.
+#[derive(Clone, Copy, Debug)]
+struct Piece<'a> {
+    seq: u32,
+    /// The payload's length on the wire (`head` may be shorter: the snap length cut it).
+    payload_len: u32,
+    head: &'a [u8],
+}
+
+impl<'a> Piece<'a> {
+    fn of(seg: &crate::event::TcpSegment<'a>) -> Self {
+        Self {
+            seq: seg.seq,
+            payload_len: u32::from(seg.payload_len),
+            head: seg.head,
+        }
+    }
+}
+
+impl Held {
+    fn piece(&self) -> Piece<'_> {
+        Piece {
+            seq: self.seq,
+            payload_len: self.payload_len,
+            head: &self.data,
+        }
+    }
+}
+
 /// Hands the part of a segment past the delivered sequence to the channel.
-#[allow(clippy::too_many_arguments)]
 fn deliver(
     conn: &mut Conn,
     dir: Dir,
     ts: Timestamp,
-    seq: u32,
-    payload_len: u32,
-    head: &[u8],
+    piece: Piece<'_>,
     stats: &mut StreamStats,
     sink: &mut impl FnMut(StreamClass, StreamEvent<'_>),
 ) {
+    let Piece {
+        seq,
+        payload_len,
+        head,
+    } = piece;
     let half = &mut conn.halves[dir as usize];
     let next = half.next.unwrap_or(seq);
     // Bytes of this segment already delivered (or declared lost).
-    let behind = (-seq_diff(seq, next)).max(0) as u64;
+    let behind = u64::try_from(-seq_diff(seq, next)).unwrap_or(0);
     if behind >= u64::from(payload_len) {
         stats.retransmitted += 1;
         return;
@@ -478,7 +517,10 @@ fn deliver(
     }
     let end = seq.wrapping_add(payload_len);
     half.next = Some(end);
-    let fresh = head.get(behind as usize..).unwrap_or(&[]);
+    // `behind < payload_len`, a u32.
+    let fresh = head
+        .get(usize::try_from(behind).unwrap_or(usize::MAX)..)
+        .unwrap_or(&[]);
     if !fresh.is_empty() {
         let gap = std::mem::take(&mut half.gap);
         stats.delivered_bytes += fresh.len() as u64;
@@ -541,11 +583,11 @@ mod tests {
                 seq,
                 ack: 1,
                 window: 1000,
-                payload_len: len as u16,
+                payload_len: u16::try_from(len).unwrap(),
                 head,
             };
             let ev = PacketEvent {
-                ts: Timestamp(ms * 1_000_000),
+                ts: Timestamp::from_micros(ms * 1000),
                 src: src.parse().unwrap(),
                 dst: dst.parse().unwrap(),
                 vlan_depth: 0,
@@ -561,7 +603,7 @@ mod tests {
                     }
                     StreamEvent::Ended { dir, .. } => Got::Ended(dir),
                     StreamEvent::Closed { .. } => Got::Closed,
-                })
+                });
             });
         }
 
@@ -742,7 +784,7 @@ mod tests {
             head: b"GET ",
         };
         let ev = PacketEvent {
-            ts: Timestamp(2_000_000),
+            ts: Timestamp::from_micros(2000),
             src: other,
             dst: SERVER.parse().unwrap(),
             vlan_depth: 0,
@@ -751,5 +793,17 @@ mod tests {
         r.streams.on_segment(&ev, &seg, |_, _| {});
         assert_eq!(r.streams.stats().conns.evicted, 1);
         assert_eq!(r.streams.held_bytes.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn summary_line() {
+        let mut r = Run::new(StreamConfig::default());
+        r.data(1, true, 1000, b"GET /announce?info_hash=x HTTP/1.1\r\n");
+        r.data(2, true, 1000, b"GET ");
+        assert_eq!(
+            r.streams.summary(),
+            "tcp streams: 2 segments, 36 bytes delivered, 0 out of order, 1 retransmitted, \
+             0 gaps, 0 cut by the snap length, 0 unclassified"
+        );
     }
 }
