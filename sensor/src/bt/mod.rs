@@ -344,8 +344,6 @@ macro_rules! from_bencode_fault {
 }
 pub(crate) use from_bencode_fault;
 
-pub(crate) use wire::{compact_v4, compact_v6};
-
 /// Why an endpoint a message listed is no prediction, if it is not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Unfit {
@@ -385,7 +383,7 @@ pub(crate) mod test_support {
     use crate::event::{PacketEvent, Transport, UdpDatagram};
     use crate::time::Timestamp;
 
-    pub use crate::test_support::{corpus as shared, unhex};
+    pub use crate::test_support::unhex;
 
     /// One forwarded UDP datagram, owned so tests can index them by frame.
     #[derive(Clone, Debug)]

@@ -30,6 +30,7 @@ fn registered_names_are_unique_and_stable() {
             "tcp_streams",
             "dht_queries",
             "udp_tracker_transactions",
+            "lsd_segments",
             "vuze_dht_requests",
             "http_tracker_sessions",
             "peer_wire_connections"
