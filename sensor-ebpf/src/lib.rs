@@ -7,6 +7,10 @@
 //!
 //! Multi-byte integer fields are in host byte order; addresses stay in network order.
 #![no_std]
+// The BPF verifier needs the parse steps inlined into the XDP program: a BPF-to-BPF call would
+// lose the packet pointer's proven bounds (and generic helpers taking `&impl Frame` cannot be
+// BPF functions at all), so `#[inline(always)]` is a requirement here, not a hint.
+#![allow(clippy::inline_always)]
 
 use core::mem::size_of;
 
@@ -27,7 +31,8 @@ pub mod kind {
     pub const TCP_DATA_2048: u8 = 8;
 }
 
-/// TCP flag bits as they appear in byte 13 of the TCP header.
+/// TCP flag bits as they appear in byte 13 of the TCP header (RFC 9293 §3.1; ECE and CWR are
+/// RFC 3168).
 pub mod tcp_flag {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
@@ -74,7 +79,8 @@ pub struct TcpRecord {
     pub seq: u32,
     pub ack: u32,
     pub window: u16,
-    pub _pad: [u8; 6],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 6],
 }
 
 /// A TCP segment of a flow marked for payload forwarding (see [`tcp_action`]): the control
@@ -86,7 +92,8 @@ pub struct TcpDataRecord<const N: usize> {
     pub seq: u32,
     pub ack: u32,
     pub window: u16,
-    pub _pad: [u8; 6],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 6],
     pub data: [u8; N],
 }
 
@@ -102,12 +109,14 @@ pub struct IcmpRecord {
     /// 6 (TCP) or 17 (UDP).
     pub inner_proto: u8,
     pub inner_ip_version: u8,
-    pub _pad: [u8; 4],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 4],
     pub inner_src: [u8; 16],
     pub inner_dst: [u8; 16],
     pub inner_src_port: u16,
     pub inner_dst_port: u16,
-    pub _pad2: [u8; 4],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad2: [u8; 4],
 }
 
 /// A UDP datagram: header plus up to `N` bytes of payload. Only the first `hdr.cap_len` bytes of
@@ -333,10 +342,15 @@ pub struct Parsed {
     pub counter: u32,
 }
 
+/// EtherType of IPv4 (RFC 894).
 const ETH_P_IPV4: u16 = 0x0800;
+/// EtherType of IPv6 (RFC 2464).
 const ETH_P_IPV6: u16 = 0x86dd;
+/// Customer VLAN tag, IEEE 802.1Q.
 const ETH_P_8021Q: u16 = 0x8100;
+/// Service VLAN tag (the outer tag of QinQ), IEEE 802.1ad.
 const ETH_P_8021AD: u16 = 0x88a8;
+/// Pre-standard outer QinQ tag some switches still emit (never assigned by the IEEE).
 const ETH_P_QINQ_OLD: u16 = 0x9100;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -345,19 +359,45 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// Furthest L4 offset followed; keeps offsets small enough for the verifier to track.
 const MAX_L4_OFFSET: usize = 1024;
 
-#[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
+// Big-endian reads: the one helper set of this crate.
+//
+// They differ from userspace's `bt::wire::Reader` on purpose. That cursor walks a slice and
+// reports `Truncated` at run time; here nothing is read until `Frame::bytes` has handed out a
+// fixed-size array, and on XDP that call *is* the `data + off + N <= data_end` comparison the
+// verifier must see before any packet load. Every field is then read from that array at a
+// constant offset, which compiles to plain loads with no bounds check or panic path (BPF has
+// no panic and the verifier rejects unbounded slice arithmetic). `get` is the checked step,
+// `be16`/`be32` the reads inside what it returned.
 
-#[inline(always)]
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
+/// `N` bytes of `frame` at `off`, or `PARSE_ERRORS` when the frame is shorter.
 #[inline(always)]
 fn get<const N: usize, F: Frame + ?Sized>(frame: &F, off: usize) -> Result<&[u8; N], u32> {
     frame.bytes::<N>(off).ok_or(counter::PARSE_ERRORS)
+}
+
+/// Big-endian `u16` at `at` of a header already bounds-checked by [`get`].
+#[inline(always)]
+fn be16<const N: usize>(b: &[u8; N], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Big-endian `u32` at `at` of a header already bounds-checked by [`get`].
+#[inline(always)]
+fn be32<const N: usize>(b: &[u8; N], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// What the IP layer says about the transport header it carries.
+#[derive(Clone, Copy)]
+struct IpPayload {
+    /// Offset of the L4 header in the frame.
+    l4_off: usize,
+    /// L4 bytes in this packet according to the IP header (the frame may hold fewer).
+    l4_len: usize,
+    /// IPv4 protocol, or the IPv6 next header after the walked extension headers.
+    proto: u8,
+    /// First of several fragments: MF set and offset 0.
+    first_fragment: bool,
 }
 
 /// The pre-filter's decision for one Ethernet frame: `Ok` for a packet to forward, `Err(slot)`
@@ -373,15 +413,15 @@ fn get<const N: usize, F: Frame + ?Sized>(frame: &F, off: usize) -> Result<&[u8;
 ///   present) or a payload; [`tcp_action`] then decides, per flow, whether the payload goes too;
 /// - UDP is forwarded if it has a payload; up to `snaplen` bytes of it present in the frame are
 ///   copied (a UDP length beyond the IP payload is accepted only in a first fragment).
+///
+/// Each layer is one step below; all are `#[inline(always)]` so the XDP program is still one
+/// function with one packet pointer whose bounds the verifier tracks throughout.
 #[inline(always)]
 pub fn parse<F: Frame + ?Sized>(
     frame: &F,
     snaplen: u32,
     count: &mut impl FnMut(u32),
 ) -> Result<Parsed, u32> {
-    let eth = get::<14, F>(frame, 0)?;
-    let mut ethertype = be16(eth, 12);
-    let mut off = 14usize;
     let mut hdr = FlowHeader {
         kind: 0,
         ip_version: 0,
@@ -396,7 +436,43 @@ pub fn parse<F: Frame + ?Sized>(
         payload_len: 0,
         cap_len: 0,
     };
+    let (ethertype, off) = link_layer(frame, &mut hdr)?;
+    let ip = match ethertype {
+        ETH_P_IPV4 => {
+            count(counter::IPV4);
+            ipv4(frame, off, &mut hdr)?
+        }
+        ETH_P_IPV6 => {
+            count(counter::IPV6);
+            ipv6(frame, off, &mut hdr)?
+        }
+        _ => return Err(counter::NON_IP),
+    };
+    if ip.l4_off > MAX_L4_OFFSET {
+        return Err(counter::PARSE_ERRORS);
+    }
+    match ip.proto {
+        IPPROTO_TCP => tcp(frame, hdr, &ip, snaplen),
+        IPPROTO_UDP => udp(frame, hdr, &ip, snaplen, count),
+        IPPROTO_ICMP if hdr.ip_version == 4 => {
+            icmp_unreachable(frame, hdr, ip.l4_off, ip.l4_len, 3)
+        }
+        IPPROTO_ICMPV6 if hdr.ip_version == 6 => {
+            icmp_unreachable(frame, hdr, ip.l4_off, ip.l4_len, 1)
+        }
+        _ => Err(counter::OTHER_L4),
+    }
+}
 
+/// Ethernet II header and up to two VLAN tags: the EtherType they end on and the offset of the
+/// network header. Each tag (IEEE 802.1Q customer tag, 802.1ad service tag, or the old 0x9100)
+/// is 4 bytes: 2 of tag control, then the EtherType of what follows. A third tag is left in
+/// place, so the frame reads as non-IP.
+#[inline(always)]
+fn link_layer<F: Frame + ?Sized>(frame: &F, hdr: &mut FlowHeader) -> Result<(u16, usize), u32> {
+    let eth = get::<14, F>(frame, 0)?;
+    let mut ethertype = be16(eth, 12);
+    let mut off = 14usize;
     for _ in 0..2 {
         if matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ_OLD) {
             let tag = get::<4, F>(frame, off)?;
@@ -405,164 +481,207 @@ pub fn parse<F: Frame + ?Sized>(
             hdr.vlan_depth += 1;
         }
     }
-
-    // (L4 offset, L4 bytes in this packet per the IP header, protocol, first of several fragments)
-    let (l4_off, l4_len, proto, first_fragment) = match ethertype {
-        ETH_P_IPV4 => {
-            count(counter::IPV4);
-            let ip = get::<20, F>(frame, off)?;
-            let ihl = ((ip[0] & 0x0f) as usize) * 4;
-            if ip[0] >> 4 != 4 || ihl < 20 {
-                return Err(counter::PARSE_ERRORS);
-            }
-            let frag = be16(ip, 6);
-            if frag & 0x1fff != 0 {
-                return Err(counter::FRAGMENTS);
-            }
-            let total = be16(ip, 2) as usize;
-            if total < ihl {
-                return Err(counter::PARSE_ERRORS);
-            }
-            hdr.ip_version = 4;
-            hdr.src_addr[..4].copy_from_slice(&ip[12..16]);
-            hdr.dst_addr[..4].copy_from_slice(&ip[16..20]);
-            (off + ihl, total - ihl, ip[9], frag & 0x2000 != 0)
-        }
-        ETH_P_IPV6 => {
-            count(counter::IPV6);
-            let ip = get::<40, F>(frame, off)?;
-            if ip[0] >> 4 != 6 {
-                return Err(counter::PARSE_ERRORS);
-            }
-            hdr.ip_version = 6;
-            hdr.src_addr.copy_from_slice(&ip[8..24]);
-            hdr.dst_addr.copy_from_slice(&ip[24..40]);
-            let mut len = be16(ip, 4) as usize;
-            let mut next = ip[6];
-            let mut fragmented = false;
-            off += 40;
-            for _ in 0..6 {
-                let ext = match next {
-                    // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
-                    0 | 43 | 60 => {
-                        let h = get::<2, F>(frame, off)?;
-                        next = h[0];
-                        (h[1] as usize + 1) * 8
-                    }
-                    // Fragment: only the first fragment carries the L4 header.
-                    44 => {
-                        let h = get::<8, F>(frame, off)?;
-                        let frag = be16(h, 2);
-                        if frag & 0xfff8 != 0 {
-                            return Err(counter::FRAGMENTS);
-                        }
-                        fragmented = frag & 1 != 0;
-                        next = h[0];
-                        8
-                    }
-                    // Authentication header: (len + 2) * 4 bytes.
-                    51 => {
-                        let h = get::<2, F>(frame, off)?;
-                        next = h[0];
-                        (h[1] as usize + 2) * 4
-                    }
-                    _ => break,
-                };
-                if ext > len {
-                    return Err(counter::PARSE_ERRORS);
-                }
-                len -= ext;
-                off += ext;
-                if off > MAX_L4_OFFSET {
-                    return Err(counter::PARSE_ERRORS);
-                }
-            }
-            if matches!(next, 0 | 43 | 44 | 51 | 60) {
-                // More extension headers than we walk.
-                return Err(counter::PARSE_ERRORS);
-            }
-            (off, len, next, fragmented)
-        }
-        _ => return Err(counter::NON_IP),
-    };
-    if l4_off > MAX_L4_OFFSET {
-        return Err(counter::PARSE_ERRORS);
-    }
-
-    match proto {
-        IPPROTO_TCP => {
-            let th = get::<20, F>(frame, l4_off)?;
-            let flags = th[13];
-            let doff = ((th[12] >> 4) as usize) * 4;
-            let slot = tcp_record_counter(flags);
-            // Bare ACKs, the bulk of TCP, leave here.
-            if slot.is_none() && l4_len <= doff {
-                return Err(counter::TCP_OTHER);
-            }
-            if doff < 20 || doff > l4_len {
-                return Err(counter::PARSE_ERRORS);
-            }
-            let payload_len = (l4_len - doff) as u32;
-            let payload_off = l4_off + doff;
-            let in_frame = frame.len().saturating_sub(payload_off) as u32;
-            hdr.kind = kind::TCP;
-            hdr.tcp_flags = flags;
-            hdr.src_port = be16(th, 0);
-            hdr.dst_port = be16(th, 2);
-            hdr.payload_len = payload_len as u16;
-            hdr.cap_len = min(min(payload_len, clamp_snaplen(snaplen)), in_frame) as u16;
-            Ok(Parsed {
-                hdr,
-                l4: L4::Tcp {
-                    seq: be32(th, 4),
-                    ack: be32(th, 8),
-                    window: be16(th, 14),
-                    payload_off,
-                },
-                counter: match slot {
-                    Some(slot) => slot,
-                    None => counter::REC_TCP_DATA,
-                },
-            })
-        }
-        IPPROTO_UDP => {
-            let uh = get::<8, F>(frame, l4_off)?;
-            let udp_len = be16(uh, 4) as usize;
-            // A first fragment holds less than the UDP length says; anything else must not.
-            if udp_len < 8 || (udp_len > l4_len && !first_fragment) {
-                return Err(counter::PARSE_ERRORS);
-            }
-            let payload_len = (udp_len - 8) as u32;
-            if payload_len == 0 {
-                return Err(counter::UDP_EMPTY);
-            }
-            let payload_off = l4_off + 8;
-            // `get::<8>` above proved payload_off <= frame length.
-            let in_frame = (frame.len() - payload_off) as u32;
-            let cap = min(min(payload_len, clamp_snaplen(snaplen)), in_frame);
-            if cap < payload_len {
-                count(counter::UDP_TRUNCATED);
-            }
-            hdr.kind = udp_class(cap).0;
-            hdr.src_port = be16(uh, 0);
-            hdr.dst_port = be16(uh, 2);
-            hdr.payload_len = payload_len as u16;
-            hdr.cap_len = cap as u16;
-            Ok(Parsed {
-                hdr,
-                l4: L4::Udp { payload_off },
-                counter: counter::REC_UDP,
-            })
-        }
-        IPPROTO_ICMP if hdr.ip_version == 4 => icmp_unreachable(frame, hdr, l4_off, l4_len, 3),
-        IPPROTO_ICMPV6 if hdr.ip_version == 6 => icmp_unreachable(frame, hdr, l4_off, l4_len, 1),
-        _ => Err(counter::OTHER_L4),
-    }
+    Ok((ethertype, off))
 }
 
-/// ICMP type 3 / ICMPv6 type 1 quoting a TCP or UDP packet: only its IP header and first 4 bytes
-/// (the ports) are needed. Other ICMP is not forwarded.
+/// IPv4 header (RFC 791 §3.1): version 4, IHL in 32-bit words (at least 5), total length
+/// covering header and data, fragment offset in the low 13 bits of bytes 6-7 and More
+/// Fragments at 0x2000. A fragment with a nonzero offset holds no transport header.
 #[inline(always)]
+fn ipv4<F: Frame + ?Sized>(frame: &F, off: usize, hdr: &mut FlowHeader) -> Result<IpPayload, u32> {
+    let ip = get::<20, F>(frame, off)?;
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 {
+        return Err(counter::PARSE_ERRORS);
+    }
+    let frag = be16(ip, 6);
+    if frag & 0x1fff != 0 {
+        return Err(counter::FRAGMENTS);
+    }
+    let total = usize::from(be16(ip, 2));
+    if total < ihl {
+        return Err(counter::PARSE_ERRORS);
+    }
+    hdr.ip_version = 4;
+    hdr.src_addr[..4].copy_from_slice(&ip[12..16]);
+    hdr.dst_addr[..4].copy_from_slice(&ip[16..20]);
+    Ok(IpPayload {
+        l4_off: off + ihl,
+        l4_len: total - ihl,
+        proto: ip[9],
+        first_fragment: frag & 0x2000 != 0,
+    })
+}
+
+/// IPv6 fixed header (RFC 8200 §3): version 6, payload length (everything after these 40
+/// bytes, extension headers included), next header, then the addresses.
+#[inline(always)]
+fn ipv6<F: Frame + ?Sized>(frame: &F, off: usize, hdr: &mut FlowHeader) -> Result<IpPayload, u32> {
+    let ip = get::<40, F>(frame, off)?;
+    if ip[0] >> 4 != 6 {
+        return Err(counter::PARSE_ERRORS);
+    }
+    hdr.ip_version = 6;
+    hdr.src_addr.copy_from_slice(&ip[8..24]);
+    hdr.dst_addr.copy_from_slice(&ip[24..40]);
+    ipv6_extensions(frame, off + 40, usize::from(be16(ip, 4)), ip[6])
+}
+
+/// Walks at most six IPv6 extension headers (a constant bound, as the verifier requires)
+/// starting at `off`, with `len` payload bytes left and `next` the first header type.
+/// Lengths per RFC 8200 §4.3-4.6: hop-by-hop options (0), routing (43) and destination options
+/// (60) are `(Hdr Ext Len + 1) * 8` bytes; the fragment header (44, §4.5) is 8 bytes with the
+/// offset in the top 13 bits of bytes 2-3 and M in bit 0; the authentication header (51,
+/// RFC 4302 §2.2) is `(Payload Len + 2) * 4` bytes. A chain longer than the walk is an error.
+#[inline(always)]
+fn ipv6_extensions<F: Frame + ?Sized>(
+    frame: &F,
+    mut off: usize,
+    mut len: usize,
+    mut next: u8,
+) -> Result<IpPayload, u32> {
+    let mut fragmented = false;
+    for _ in 0..6 {
+        let ext = match next {
+            0 | 43 | 60 => {
+                let h = get::<2, F>(frame, off)?;
+                next = h[0];
+                (usize::from(h[1]) + 1) * 8
+            }
+            // Only the first fragment carries the L4 header.
+            44 => {
+                let h = get::<8, F>(frame, off)?;
+                let frag = be16(h, 2);
+                if frag & 0xfff8 != 0 {
+                    return Err(counter::FRAGMENTS);
+                }
+                fragmented = frag & 1 != 0;
+                next = h[0];
+                8
+            }
+            51 => {
+                let h = get::<2, F>(frame, off)?;
+                next = h[0];
+                (usize::from(h[1]) + 2) * 4
+            }
+            _ => break,
+        };
+        if ext > len {
+            return Err(counter::PARSE_ERRORS);
+        }
+        len -= ext;
+        off += ext;
+        if off > MAX_L4_OFFSET {
+            return Err(counter::PARSE_ERRORS);
+        }
+    }
+    if matches!(next, 0 | 43 | 44 | 51 | 60) {
+        // More extension headers than we walk.
+        return Err(counter::PARSE_ERRORS);
+    }
+    Ok(IpPayload {
+        l4_off: off,
+        l4_len: len,
+        proto: next,
+        first_fragment: fragmented,
+    })
+}
+
+/// TCP header (RFC 9293 §3.1): ports, sequence and acknowledgment numbers, data offset in
+/// 32-bit words in the top nibble of byte 12, flags in byte 13, window. Only the fixed 20
+/// bytes must be in the frame; options are skipped by the data offset.
+#[inline(always)]
+// Lengths come from 16-bit IP length fields and frames far below 4 GiB: the casts are exact.
+#[allow(clippy::cast_possible_truncation)]
+fn tcp<F: Frame + ?Sized>(
+    frame: &F,
+    mut hdr: FlowHeader,
+    ip: &IpPayload,
+    snaplen: u32,
+) -> Result<Parsed, u32> {
+    let th = get::<20, F>(frame, ip.l4_off)?;
+    let flags = th[13];
+    let doff = usize::from(th[12] >> 4) * 4;
+    let slot = tcp_record_counter(flags);
+    // Bare ACKs, the bulk of TCP, leave here.
+    if slot.is_none() && ip.l4_len <= doff {
+        return Err(counter::TCP_OTHER);
+    }
+    if doff < 20 || doff > ip.l4_len {
+        return Err(counter::PARSE_ERRORS);
+    }
+    let payload_len = (ip.l4_len - doff) as u32;
+    let payload_off = ip.l4_off + doff;
+    let in_frame = frame.len().saturating_sub(payload_off) as u32;
+    hdr.kind = kind::TCP;
+    hdr.tcp_flags = flags;
+    hdr.src_port = be16(th, 0);
+    hdr.dst_port = be16(th, 2);
+    hdr.payload_len = payload_len as u16;
+    hdr.cap_len = min(min(payload_len, clamp_snaplen(snaplen)), in_frame) as u16;
+    Ok(Parsed {
+        hdr,
+        l4: L4::Tcp {
+            seq: be32(th, 4),
+            ack: be32(th, 8),
+            window: be16(th, 14),
+            payload_off,
+        },
+        counter: match slot {
+            Some(slot) => slot,
+            None => counter::REC_TCP_DATA,
+        },
+    })
+}
+
+/// UDP header (RFC 768): ports, then a length covering header and data, at least 8.
+#[inline(always)]
+// As in `tcp`: 16-bit lengths and frames far below 4 GiB, the casts are exact.
+#[allow(clippy::cast_possible_truncation)]
+fn udp<F: Frame + ?Sized>(
+    frame: &F,
+    mut hdr: FlowHeader,
+    ip: &IpPayload,
+    snaplen: u32,
+    count: &mut impl FnMut(u32),
+) -> Result<Parsed, u32> {
+    let uh = get::<8, F>(frame, ip.l4_off)?;
+    let udp_len = usize::from(be16(uh, 4));
+    // A first fragment holds less than the UDP length says; anything else must not.
+    if udp_len < 8 || (udp_len > ip.l4_len && !ip.first_fragment) {
+        return Err(counter::PARSE_ERRORS);
+    }
+    let payload_len = (udp_len - 8) as u32;
+    if payload_len == 0 {
+        return Err(counter::UDP_EMPTY);
+    }
+    let payload_off = ip.l4_off + 8;
+    // `get::<8>` above proved payload_off <= frame length.
+    let in_frame = (frame.len() - payload_off) as u32;
+    let cap = min(min(payload_len, clamp_snaplen(snaplen)), in_frame);
+    if cap < payload_len {
+        count(counter::UDP_TRUNCATED);
+    }
+    hdr.kind = udp_class(cap).0;
+    hdr.src_port = be16(uh, 0);
+    hdr.dst_port = be16(uh, 2);
+    hdr.payload_len = payload_len as u16;
+    hdr.cap_len = cap as u16;
+    Ok(Parsed {
+        hdr,
+        l4: L4::Udp { payload_off },
+        counter: counter::REC_UDP,
+    })
+}
+
+/// ICMP destination unreachable (type 3, RFC 792) or ICMPv6 destination unreachable (type 1,
+/// RFC 4443 §3.1) quoting a TCP or UDP packet. After the 8-byte ICMP header both quote the
+/// offending packet from its IP header on (RFC 792: the header plus at least 64 bits of data;
+/// RFC 4443: as much as fits), so its IP header and first 4 transport bytes (the ports, at the
+/// same place in TCP and UDP) are all that is needed. Other ICMP is not forwarded.
+#[inline(always)]
+// `l4_len` comes from a 16-bit IP length field: the cast is exact.
+#[allow(clippy::cast_possible_truncation)]
 fn icmp_unreachable<F: Frame + ?Sized>(
     frame: &F,
     mut hdr: FlowHeader,
@@ -587,7 +706,7 @@ fn icmp_unreachable<F: Frame + ?Sized>(
     };
     let ports_off = if unreachable == 3 {
         let ip = get::<20, F>(frame, inner_off)?;
-        let ihl = ((ip[0] & 0x0f) as usize) * 4;
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
         if ip[0] >> 4 != 4 || ihl < 20 {
             return Err(counter::PARSE_ERRORS);
         }
@@ -627,18 +746,22 @@ fn icmp_unreachable<F: Frame + ?Sized>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Flow marking: which TCP flows have their payload forwarded (spec xdp-aya-notes §2.5).
+// Flow marking: which TCP flows have their payload forwarded.
 //
 // The HTTP tracker and the peer wire need TCP payloads, but forwarding every TCP payload would
 // put the whole link into the ring. A flow is marked only on a positive signature in one of its
-// payloads: a `GET ` request with `info_hash=` in its first bytes, the peer-wire handshake
-// `0x13 "BitTorrent protocol"`, or a BEP 10 extended message opening a segment (a connection
-// whose handshake came before the flow table or the capture did: PEX is sent mid-session).
-// SYNs never mark, so a scan or a flood cannot churn the table.
+// payloads: an HTTP `GET ` whose query carries `info_hash=` in its first bytes (a tracker
+// announce, BEP 3 "Trackers"), the peer-wire handshake `0x13 "BitTorrent protocol"` (BEP 3
+// "Peer protocol"), or a BEP 10 extended message (message id 20) opening a segment: a
+// connection whose handshake came before the flow table or the capture did, since PEX (BEP 11)
+// is sent mid-session. SYNs never mark, so a scan or a flood cannot churn the table.
 // A marked flow has a budget: its first `FLOW_SEGMENTS` payload segments are forwarded; after
 // that a peer-wire flow forwards only segments of at most `SMALL_SEGMENT` bytes (control
 // messages and PEX are small, `piece` data is not) and an HTTP flow is unmarked (a new announce
 // on the connection marks it again). RST, or a FIN from each side, unmarks.
+// In the kernel the table is a `BPF_MAP_TYPE_LRU_HASH` (kernel `Documentation/bpf/map_hash.rst`):
+// preallocated, and a full map evicts its least recently used entries instead of failing an
+// insert, so a flow that goes quiet is eventually forgotten without any timer.
 
 /// What a marked flow carries.
 pub mod flow_class {
@@ -671,7 +794,8 @@ pub struct FlowKey {
     pub a_port: u16,
     pub b_port: u16,
     pub ip_version: u8,
-    pub _pad: [u8; 3],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 3],
 }
 
 #[repr(C)]
@@ -681,7 +805,8 @@ pub struct FlowState {
     pub class: u8,
     /// Directions that sent a FIN: [`FIN_A`] and [`FIN_B`] (the key's `a` and `b` sides).
     pub fins: u8,
-    pub _pad: [u8; 2],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 2],
     /// Full-size payload segments still to forward.
     pub segments_left: u32,
 }
@@ -708,7 +833,7 @@ pub fn flow_key(hdr: &FlowHeader) -> FlowKey {
         a_port,
         b_port,
         ip_version: hdr.ip_version,
-        _pad: [0; 3],
+        pad: [0; 3],
     }
 }
 
@@ -762,36 +887,15 @@ pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
         if control.is_some() {
             return header_only(p, counter::TCP_OTHER);
         }
-        let class = match frame.bytes::<4>(payload_off) {
-            Some(&[0x13, b'B', b'i', b't']) => flow_class::PEER_WIRE,
-            Some(b"GET ") => flow_class::HTTP_TRACKER,
-            Some(&[0, 0, _, _]) => match frame.bytes::<EXTENDED_SHAPE>(payload_off) {
-                Some(b) if extended_message_shape(b) => flow_class::PEER_WIRE,
-                _ => return header_only(p, counter::TCP_OTHER),
-            },
-            _ => return header_only(p, counter::TCP_OTHER),
+        let Some(class) = probe_class(frame, payload_off) else {
+            return header_only(p, counter::TCP_OTHER);
         };
-        p.hdr.kind = tcp_data_class(p.hdr.cap_len as u32).0;
+        p.hdr.kind = tcp_data_class(u32::from(p.hdr.cap_len)).0;
         return TcpAction::Probe(class);
     };
     let has_payload = p.hdr.payload_len > 0;
-    let forward = if !has_payload {
-        false
-    } else if state.segments_left > 0 {
-        state.segments_left -= 1;
-        true
-    } else {
-        state.class == flow_class::PEER_WIRE && p.hdr.payload_len <= SMALL_SEGMENT
-    };
-    // A FIN ends its sender's direction only: the other side may still send (a peer's PEX
-    // after the client closed, an HTTP/1.0 body after the request's FIN). RST ends both.
     let fins = state.fins;
-    if flags & tcp_flag::RST != 0 {
-        state.fins = FIN_A | FIN_B;
-    } else if flags & tcp_flag::FIN != 0 {
-        let src_is_a = (p.hdr.src_addr, p.hdr.src_port) == (key.a_addr, key.a_port);
-        state.fins |= if src_is_a { FIN_A } else { FIN_B };
-    }
+    let forward = spend_budget(&mut state, &p.hdr, &key);
     if state.fins == FIN_A | FIN_B
         || (has_payload && !forward && state.class != flow_class::PEER_WIRE)
     {
@@ -803,11 +907,50 @@ pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
     if !forward {
         return header_only(p, counter::TCP_OVER_BUDGET);
     }
-    p.hdr.kind = tcp_data_class(p.hdr.cap_len as u32).0;
+    p.hdr.kind = tcp_data_class(u32::from(p.hdr.cap_len)).0;
     TcpAction::Data(match control {
         Some(slot) => slot,
         None => counter::REC_TCP_DATA,
     })
+}
+
+/// The class an unmarked flow's payload opens like, from its first bytes in the frame, or
+/// `None`. Only a hint: [`confirm_signature`] checks the copied head before the flow is marked.
+#[inline(always)]
+fn probe_class<F: Frame + ?Sized>(frame: &F, payload_off: usize) -> Option<u8> {
+    match frame.bytes::<4>(payload_off) {
+        Some(&[0x13, b'B', b'i', b't']) => Some(flow_class::PEER_WIRE),
+        Some(b"GET ") => Some(flow_class::HTTP_TRACKER),
+        Some(&[0, 0, _, _]) => match frame.bytes::<EXTENDED_SHAPE>(payload_off) {
+            Some(b) if extended_message_shape(b) => Some(flow_class::PEER_WIRE),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Charges a segment of a marked flow to its budget and records its FIN or RST in
+/// `state.fins`; returns whether the segment's payload is forwarded.
+#[inline(always)]
+fn spend_budget(state: &mut FlowState, hdr: &FlowHeader, key: &FlowKey) -> bool {
+    let forward = if hdr.payload_len == 0 {
+        false
+    } else if state.segments_left > 0 {
+        state.segments_left -= 1;
+        true
+    } else {
+        state.class == flow_class::PEER_WIRE && hdr.payload_len <= SMALL_SEGMENT
+    };
+    // A FIN ends its sender's direction only (RFC 9293 §3.6: a half-closed connection still
+    // carries data the other way: a peer's PEX after the client closed, an HTTP/1.0 body after
+    // the request's FIN). RST ends both.
+    if hdr.tcp_flags & tcp_flag::RST != 0 {
+        state.fins = FIN_A | FIN_B;
+    } else if hdr.tcp_flags & tcp_flag::FIN != 0 {
+        let src_is_a = (hdr.src_addr, hdr.src_port) == (key.a_addr, key.a_port);
+        state.fins |= if src_is_a { FIN_A } else { FIN_B };
+    }
+    forward
 }
 
 /// Whether the copied payload head (`len` valid bytes of `head`) really opens `class`.
@@ -871,7 +1014,7 @@ pub const EXTENDED_SHAPE: usize = 9;
 /// binary payload matches about once in 2^50.
 #[inline(always)]
 pub fn extended_message_shape(b: &[u8; EXTENDED_SHAPE]) -> bool {
-    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let len = be32(b, 0);
     b[0] == 0
         && b[1] == 0
         && len >= 4
@@ -894,7 +1037,7 @@ pub fn mark_flow<T: FlowTable + ?Sized>(
         &FlowState {
             class,
             fins: 0,
-            _pad: [0; 2],
+            pad: [0; 2],
             segments_left: FLOW_SEGMENTS - 1,
         },
     );
@@ -924,7 +1067,7 @@ const _: () = assert!(size_of::<FlowHeader>() == 56);
 const _: () = assert!(size_of::<TcpRecord>() == 72);
 const _: () = assert!(size_of::<UdpRecord<128>>() == 56 + 128);
 const _: () = assert!(size_of::<UdpRecord<2048>>() == 56 + 2048);
-const _: () = assert!(core::mem::align_of::<TcpRecord>() <= 8);
+const _: () = assert!(align_of::<TcpRecord>() <= 8);
 const _: () = assert!(size_of::<IcmpRecord>() == 104);
 const _: () = assert!(size_of::<TcpDataRecord<128>>() == 72 + 128);
 const _: () = assert!(size_of::<FlowKey>() == 40);
@@ -932,11 +1075,20 @@ const _: () = assert!(size_of::<FlowState>() == 8);
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data `#[repr(C)]` structs with no implicit padding (checked above).
+    // Every type below is `#[repr(C)]`, `Copy` and made only of integers and byte arrays, so any
+    // bit pattern is a valid value; the size asserts above show it has no implicit padding, so
+    // every byte userspace reads was written by the kernel. That is what `aya::Pod` requires.
+
+    // SAFETY: `#[repr(C)]` integers and byte arrays, 56 bytes with no implicit padding.
     unsafe impl aya::Pod for super::FlowHeader {}
+    // SAFETY: a `FlowHeader` plus integers and explicit `pad`, 72 bytes with no implicit padding.
     unsafe impl aya::Pod for super::TcpRecord {}
+    // SAFETY: a `FlowHeader` plus integers, byte arrays and explicit `pad`/`pad2`, 104 bytes with
+    // no implicit padding.
     unsafe impl aya::Pod for super::IcmpRecord {}
+    // SAFETY: byte arrays, integers and explicit `pad`, 40 bytes with no implicit padding.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: integers and explicit `pad`, 8 bytes with no implicit padding.
     unsafe impl aya::Pod for super::FlowState {}
 }
 
@@ -958,24 +1110,15 @@ mod tests {
 
     fn udp_frame(payload: &[u8]) -> Vec<u8> {
         let mut f = Vec::from(&SYN[..14]);
-        let total = (20 + 8 + payload.len()) as u16;
-        f.extend_from_slice(&[
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0,
-            0,
-            64,
-            17,
-            0,
-            0,
-        ]);
+        let total = u16::try_from(20 + 8 + payload.len()).unwrap();
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
         f.extend_from_slice(&[192, 0, 2, 10, 203, 0, 113, 7]);
-        let ulen = (8 + payload.len()) as u16;
-        f.extend_from_slice(&[0x1a, 0xe1, 0x1a, 0xe1, (ulen >> 8) as u8, ulen as u8, 0, 0]);
+        let ulen = u16::try_from(8 + payload.len()).unwrap();
+        f.extend_from_slice(&[0x1a, 0xe1, 0x1a, 0xe1]);
+        f.extend_from_slice(&ulen.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
         f.extend_from_slice(payload);
         f
     }
