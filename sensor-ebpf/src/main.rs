@@ -29,8 +29,8 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use sensor_ebpf::{
     confirm_signature, counter, kind, mark_flow, parse, tcp_action, FlowHeader, FlowKey, FlowState,
-    FlowTable, Frame, IcmpQuote, IcmpRecord, Parsed, TcpAction, TcpDataRecord, TcpRecord, UdpRecord,
-    DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN, L4,
+    FlowTable, Frame, IcmpQuote, IcmpRecord, Parsed, TcpAction, TcpDataRecord, TcpRecord,
+    UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN, L4,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.

@@ -189,7 +189,9 @@ fn udp_frame(payload: &[u8]) -> Vec<u8> {
 
 /// Payload bytes that differ at every offset, so a misplaced copy shows.
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 251).to_le_bytes()[0]).collect()
+    (0..len)
+        .map(|i| (i * 7 + i / 251).to_le_bytes()[0])
+        .collect()
 }
 
 fn expected_udp(record_kind: u8, capacity: usize, payload: &[u8], cap: usize) -> Vec<u8> {
