@@ -2,8 +2,10 @@
 //!
 //! Every record starts with a [`FlowHeader`]; its `kind` says which record follows. Records are
 //! `#[repr(C)]` with explicit padding so both sides agree byte for byte, and fixed-size because the
-//! verifier only accepts constant-size ring reservations: UDP payload prefixes therefore come in
-//! three size classes ([`UDP_CLASSES`]) instead of one large record that would waste the ring.
+//! verifier only accepts constant-size ring reservations (`bpf_ringbuf_reserve` takes its size as
+//! ARG_CONST_ALLOC_SIZE_OR_ZERO, kernel `kernel/bpf/ringbuf.c`): UDP payload prefixes therefore
+//! come in three size classes ([`UDP_CLASSES`]) instead of one large record that would waste the
+//! ring.
 //!
 //! Multi-byte integer fields are in host byte order; addresses stay in network order.
 #![no_std]

@@ -187,7 +187,7 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
     Ok(())
 }
 
-/// `ifindex` of the interface the frame arrived on (an `int` in the kernel's `xdp_md`).
+/// `ifindex` of the interface the frame arrived on (a `__u32` in the kernel's `xdp_md`).
 #[inline(always)]
 // The kernel's `u32` field widened to `usize` by aya: narrowing it back is exact.
 #[allow(clippy::cast_possible_truncation)]
@@ -292,7 +292,8 @@ fn load_head<const N: usize>(
     if cap == 0 {
         return Ok(());
     }
-    // The verifier needs 1 <= len <= N on the very register passed to the helper. LLVM knows
+    // `bpf_xdp_load_bytes` declares its length ARG_CONST_SIZE (kernel `net/core/filter.c`), so
+    // the verifier needs 1 <= len <= N on the very register passed to the helper. LLVM knows
     // cap <= N and would fold a plain `& (N - 1)` away, so the mask goes through a volatile
     // stack slot: opaque to LLVM, an exact constant to the verifier. N is a power of two and
     // 1 <= cap <= N, so this is the identity.
@@ -347,8 +348,10 @@ fn wakeup_flags(record_size: u64) -> u64 {
     if mark == 0 {
         return 0;
     }
+    // BPF_RB_AVAIL_DATA: bytes not yet consumed by the reader (`bpf_ringbuf_query` in the
+    // kernel's `include/uapi/linux/bpf.h`).
     let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    // +8: the ring's own per-record header.
+    // +8: the ring's own per-record header (`BPF_RINGBUF_HDR_SZ`).
     if unread >= mark && unread < mark + record_size + 8 {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
