@@ -747,17 +747,12 @@ fn tcp_segment(forward: bool, ports: (u16, u16), seq: u32, flags: u8, payload: &
     out
 }
 
-#[test]
-fn tcp_payloads_are_forwarded_for_marked_flows_only() {
-    use sensor::capture::pcap::Prefilter;
-    use sensor::capture::record::{decode, MonotonicClock};
-    use sensor::event::{EventLine, Timestamp};
+/// Frames exercising flow marking, each with the number of records it must produce: unmarked
+/// payloads, an announce and its reply, half-close, a peer-wire flow through its budget, PEX
+/// mid-session, and RST.
+fn marked_flow_script() -> Vec<(Vec<u8>, usize)> {
     use sensor_ebpf::{FLOW_SEGMENTS, SMALL_SEGMENT};
     use tcp_flag::{FIN, PSH, RST};
-
-    if !privileged("tcp_payloads_are_forwarded_for_marked_flows_only") {
-        return;
-    }
 
     let announce = b"GET /announce?info_hash=%e4%be%9eM%b8v%e3%e3%17%97x%b0%3e%90b%97%be%5c%8d%be\
         &peer_id=-DE13F0-VnpZRF8ZP9iv&port=63448&compact=1 HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -831,7 +826,20 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
     // A bare RST unmarks at once.
     script.push((tcp_segment(true, (40005, 6881), 9, RST, b""), 1));
     script.push((tcp_segment(false, (40005, 6881), 500, PSH, b"xyz"), 0));
+    script
+}
 
+#[test]
+fn tcp_payloads_are_forwarded_for_marked_flows_only() {
+    use sensor::capture::pcap::Prefilter;
+    use sensor::capture::record::{decode, MonotonicClock};
+    use sensor::event::{EventLine, Timestamp};
+
+    if !privileged("tcp_payloads_are_forwarded_for_marked_flows_only") {
+        return;
+    }
+
+    let script = marked_flow_script();
     let mut h = Harness::new(XdpConfig::default());
     let mut offline = Prefilter::new(sensor_ebpf::DEFAULT_SNAPLEN);
     let clock = MonotonicClock::identity();
