@@ -2,11 +2,19 @@
 //!
 //! Every record starts with a [`FlowHeader`]; its `kind` says which record follows. Records are
 //! `#[repr(C)]` with explicit padding so both sides agree byte for byte, and fixed-size because the
-//! verifier only accepts constant-size ring reservations: UDP payload prefixes therefore come in
-//! three size classes ([`UDP_CLASSES`]) instead of one large record that would waste the ring.
+//! verifier only accepts constant-size ring reservations (`bpf_ringbuf_reserve` takes its size as
+//! ARG_CONST_ALLOC_SIZE_OR_ZERO, kernel `kernel/bpf/ringbuf.c`): UDP payload prefixes therefore
+//! come in three size classes ([`UDP_CLASSES`]) instead of one large record that would waste the
+//! ring.
 //!
 //! Multi-byte integer fields are in host byte order; addresses stay in network order.
 #![no_std]
+// The XDP program passes the verifier in its fully inlined shape: every packet read next to the
+// `data_end` comparison that proves it, every copy length next to the mask that bounds it (see
+// `load_head` in main.rs). An outlined helper would become a BPF-to-BPF call, moving those proofs
+// across a call boundary and spending stack frames from a 512-byte budget, a shape this program
+// was never verified in. So `#[inline(always)]` is a requirement here, not a hint.
+#![allow(clippy::inline_always)]
 
 use core::mem::size_of;
 
@@ -27,7 +35,8 @@ pub mod kind {
     pub const TCP_DATA_2048: u8 = 8;
 }
 
-/// TCP flag bits as they appear in byte 13 of the TCP header.
+/// TCP flag bits as they appear in byte 13 of the TCP header (RFC 9293 §3.1; ECE and CWR are
+/// RFC 3168).
 pub mod tcp_flag {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
@@ -74,7 +83,8 @@ pub struct TcpRecord {
     pub seq: u32,
     pub ack: u32,
     pub window: u16,
-    pub _pad: [u8; 6],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 6],
 }
 
 /// A TCP segment of a flow marked for payload forwarding (see [`tcp_action`]): the control
@@ -86,7 +96,8 @@ pub struct TcpDataRecord<const N: usize> {
     pub seq: u32,
     pub ack: u32,
     pub window: u16,
-    pub _pad: [u8; 6],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 6],
     pub data: [u8; N],
 }
 
@@ -102,12 +113,14 @@ pub struct IcmpRecord {
     /// 6 (TCP) or 17 (UDP).
     pub inner_proto: u8,
     pub inner_ip_version: u8,
-    pub _pad: [u8; 4],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 4],
     pub inner_src: [u8; 16],
     pub inner_dst: [u8; 16],
     pub inner_src_port: u16,
     pub inner_dst_port: u16,
-    pub _pad2: [u8; 4],
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad2: [u8; 4],
 }
 
 /// A UDP datagram: header plus up to `N` bytes of payload. Only the first `hdr.cap_len` bytes of
@@ -272,659 +285,22 @@ pub const fn tcp_data_class(cap_len: u32) -> (u8, usize) {
     }
 }
 
-/// Read access to a frame, so [`parse`] runs unchanged on an XDP context and on a byte slice.
-pub trait Frame {
-    /// Bytes in the frame (the linear part, for XDP).
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// `N` bytes at `off`, or `None` past the end. On XDP this is the bounds check the verifier
-    /// needs before every packet read.
-    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]>;
-}
+mod flow;
+mod parse;
 
-impl Frame for [u8] {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        <[u8]>::len(self)
-    }
-    #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
-        self.get(off..off.checked_add(N)?)?.try_into().ok()
-    }
-}
-
-/// Transport part of a forwarded packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum L4 {
-    /// The payload, if any, starts at `payload_off`; `hdr.cap_len` bytes of it can be copied.
-    Tcp {
-        seq: u32,
-        ack: u32,
-        window: u16,
-        payload_off: usize,
-    },
-    /// The payload starts at `payload_off`; `hdr.cap_len` bytes of it are to be copied.
-    Udp { payload_off: usize },
-    /// Destination unreachable; the header fields of the packet it quotes.
-    Icmp(IcmpQuote),
-}
-
-/// What an ICMP destination unreachable says about the packet that caused it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IcmpQuote {
-    pub icmp_type: u8,
-    pub icmp_code: u8,
-    pub inner_proto: u8,
-    pub inner_ip_version: u8,
-    pub inner_src: [u8; 16],
-    pub inner_dst: [u8; 16],
-    pub inner_src_port: u16,
-    pub inner_dst_port: u16,
-}
-
-/// A packet the pre-filter forwards: the record header (without `ifindex` and `ts_ns`, which
-/// the capture source fills in), its transport part, and the counter slot it is recorded under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Parsed {
-    pub hdr: FlowHeader,
-    pub l4: L4,
-    pub counter: u32,
-}
-
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const ETH_P_QINQ_OLD: u16 = 0x9100;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-/// Furthest L4 offset followed; keeps offsets small enough for the verifier to track.
-const MAX_L4_OFFSET: usize = 1024;
-
-#[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-#[inline(always)]
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-#[inline(always)]
-fn get<const N: usize, F: Frame + ?Sized>(frame: &F, off: usize) -> Result<&[u8; N], u32> {
-    frame.bytes::<N>(off).ok_or(counter::PARSE_ERRORS)
-}
-
-/// The pre-filter's decision for one Ethernet frame: `Ok` for a packet to forward, `Err(slot)`
-/// naming the [`counter`] that explains why not. `count` receives the other counters the frame
-/// touches on the way (IP version, truncated UDP).
-///
-/// This one function is the acceptance policy of both the XDP program and the offline pcap path,
-/// so a file and a replay of it through XDP forward exactly the same packets:
-/// - up to two VLAN tags (802.1Q, 802.1ad, 0x9100) are unwrapped;
-/// - IPv4 non-first fragments and IPv6 fragments with a nonzero offset are skipped;
-/// - IPv6 hop-by-hop, routing, destination-options, fragment and AH headers are walked, at most 6;
-/// - TCP is forwarded if it has SYN, RST or FIN (only its first 20 header bytes must be
-///   present) or a payload; [`tcp_action`] then decides, per flow, whether the payload goes too;
-/// - UDP is forwarded if it has a payload; up to `snaplen` bytes of it present in the frame are
-///   copied (a UDP length beyond the IP payload is accepted only in a first fragment).
-#[inline(always)]
-pub fn parse<F: Frame + ?Sized>(
-    frame: &F,
-    snaplen: u32,
-    count: &mut impl FnMut(u32),
-) -> Result<Parsed, u32> {
-    let eth = get::<14, F>(frame, 0)?;
-    let mut ethertype = be16(eth, 12);
-    let mut off = 14usize;
-    let mut hdr = FlowHeader {
-        kind: 0,
-        ip_version: 0,
-        vlan_depth: 0,
-        tcp_flags: 0,
-        ifindex: 0,
-        ts_ns: 0,
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
-        src_port: 0,
-        dst_port: 0,
-        payload_len: 0,
-        cap_len: 0,
-    };
-
-    for _ in 0..2 {
-        if matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ_OLD) {
-            let tag = get::<4, F>(frame, off)?;
-            ethertype = be16(tag, 2);
-            off += 4;
-            hdr.vlan_depth += 1;
-        }
-    }
-
-    // (L4 offset, L4 bytes in this packet per the IP header, protocol, first of several fragments)
-    let (l4_off, l4_len, proto, first_fragment) = match ethertype {
-        ETH_P_IPV4 => {
-            count(counter::IPV4);
-            let ip = get::<20, F>(frame, off)?;
-            let ihl = ((ip[0] & 0x0f) as usize) * 4;
-            if ip[0] >> 4 != 4 || ihl < 20 {
-                return Err(counter::PARSE_ERRORS);
-            }
-            let frag = be16(ip, 6);
-            if frag & 0x1fff != 0 {
-                return Err(counter::FRAGMENTS);
-            }
-            let total = be16(ip, 2) as usize;
-            if total < ihl {
-                return Err(counter::PARSE_ERRORS);
-            }
-            hdr.ip_version = 4;
-            hdr.src_addr[..4].copy_from_slice(&ip[12..16]);
-            hdr.dst_addr[..4].copy_from_slice(&ip[16..20]);
-            (off + ihl, total - ihl, ip[9], frag & 0x2000 != 0)
-        }
-        ETH_P_IPV6 => {
-            count(counter::IPV6);
-            let ip = get::<40, F>(frame, off)?;
-            if ip[0] >> 4 != 6 {
-                return Err(counter::PARSE_ERRORS);
-            }
-            hdr.ip_version = 6;
-            hdr.src_addr.copy_from_slice(&ip[8..24]);
-            hdr.dst_addr.copy_from_slice(&ip[24..40]);
-            let mut len = be16(ip, 4) as usize;
-            let mut next = ip[6];
-            let mut fragmented = false;
-            off += 40;
-            for _ in 0..6 {
-                let ext = match next {
-                    // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
-                    0 | 43 | 60 => {
-                        let h = get::<2, F>(frame, off)?;
-                        next = h[0];
-                        (h[1] as usize + 1) * 8
-                    }
-                    // Fragment: only the first fragment carries the L4 header.
-                    44 => {
-                        let h = get::<8, F>(frame, off)?;
-                        let frag = be16(h, 2);
-                        if frag & 0xfff8 != 0 {
-                            return Err(counter::FRAGMENTS);
-                        }
-                        fragmented = frag & 1 != 0;
-                        next = h[0];
-                        8
-                    }
-                    // Authentication header: (len + 2) * 4 bytes.
-                    51 => {
-                        let h = get::<2, F>(frame, off)?;
-                        next = h[0];
-                        (h[1] as usize + 2) * 4
-                    }
-                    _ => break,
-                };
-                if ext > len {
-                    return Err(counter::PARSE_ERRORS);
-                }
-                len -= ext;
-                off += ext;
-                if off > MAX_L4_OFFSET {
-                    return Err(counter::PARSE_ERRORS);
-                }
-            }
-            if matches!(next, 0 | 43 | 44 | 51 | 60) {
-                // More extension headers than we walk.
-                return Err(counter::PARSE_ERRORS);
-            }
-            (off, len, next, fragmented)
-        }
-        _ => return Err(counter::NON_IP),
-    };
-    if l4_off > MAX_L4_OFFSET {
-        return Err(counter::PARSE_ERRORS);
-    }
-
-    match proto {
-        IPPROTO_TCP => {
-            let th = get::<20, F>(frame, l4_off)?;
-            let flags = th[13];
-            let doff = ((th[12] >> 4) as usize) * 4;
-            let slot = tcp_record_counter(flags);
-            // Bare ACKs, the bulk of TCP, leave here.
-            if slot.is_none() && l4_len <= doff {
-                return Err(counter::TCP_OTHER);
-            }
-            if doff < 20 || doff > l4_len {
-                return Err(counter::PARSE_ERRORS);
-            }
-            let payload_len = (l4_len - doff) as u32;
-            let payload_off = l4_off + doff;
-            let in_frame = frame.len().saturating_sub(payload_off) as u32;
-            hdr.kind = kind::TCP;
-            hdr.tcp_flags = flags;
-            hdr.src_port = be16(th, 0);
-            hdr.dst_port = be16(th, 2);
-            hdr.payload_len = payload_len as u16;
-            hdr.cap_len = min(min(payload_len, clamp_snaplen(snaplen)), in_frame) as u16;
-            Ok(Parsed {
-                hdr,
-                l4: L4::Tcp {
-                    seq: be32(th, 4),
-                    ack: be32(th, 8),
-                    window: be16(th, 14),
-                    payload_off,
-                },
-                counter: match slot {
-                    Some(slot) => slot,
-                    None => counter::REC_TCP_DATA,
-                },
-            })
-        }
-        IPPROTO_UDP => {
-            let uh = get::<8, F>(frame, l4_off)?;
-            let udp_len = be16(uh, 4) as usize;
-            // A first fragment holds less than the UDP length says; anything else must not.
-            if udp_len < 8 || (udp_len > l4_len && !first_fragment) {
-                return Err(counter::PARSE_ERRORS);
-            }
-            let payload_len = (udp_len - 8) as u32;
-            if payload_len == 0 {
-                return Err(counter::UDP_EMPTY);
-            }
-            let payload_off = l4_off + 8;
-            // `get::<8>` above proved payload_off <= frame length.
-            let in_frame = (frame.len() - payload_off) as u32;
-            let cap = min(min(payload_len, clamp_snaplen(snaplen)), in_frame);
-            if cap < payload_len {
-                count(counter::UDP_TRUNCATED);
-            }
-            hdr.kind = udp_class(cap).0;
-            hdr.src_port = be16(uh, 0);
-            hdr.dst_port = be16(uh, 2);
-            hdr.payload_len = payload_len as u16;
-            hdr.cap_len = cap as u16;
-            Ok(Parsed {
-                hdr,
-                l4: L4::Udp { payload_off },
-                counter: counter::REC_UDP,
-            })
-        }
-        IPPROTO_ICMP if hdr.ip_version == 4 => icmp_unreachable(frame, hdr, l4_off, l4_len, 3),
-        IPPROTO_ICMPV6 if hdr.ip_version == 6 => icmp_unreachable(frame, hdr, l4_off, l4_len, 1),
-        _ => Err(counter::OTHER_L4),
-    }
-}
-
-/// ICMP type 3 / ICMPv6 type 1 quoting a TCP or UDP packet: only its IP header and first 4 bytes
-/// (the ports) are needed. Other ICMP is not forwarded.
-#[inline(always)]
-fn icmp_unreachable<F: Frame + ?Sized>(
-    frame: &F,
-    mut hdr: FlowHeader,
-    l4_off: usize,
-    l4_len: usize,
-    unreachable: u8,
-) -> Result<Parsed, u32> {
-    let icmp = get::<8, F>(frame, l4_off)?;
-    if icmp[0] != unreachable {
-        return Err(counter::OTHER_L4);
-    }
-    let inner_off = l4_off + 8;
-    let mut q = IcmpQuote {
-        icmp_type: icmp[0],
-        icmp_code: icmp[1],
-        inner_proto: 0,
-        inner_ip_version: 0,
-        inner_src: [0; 16],
-        inner_dst: [0; 16],
-        inner_src_port: 0,
-        inner_dst_port: 0,
-    };
-    let ports_off = if unreachable == 3 {
-        let ip = get::<20, F>(frame, inner_off)?;
-        let ihl = ((ip[0] & 0x0f) as usize) * 4;
-        if ip[0] >> 4 != 4 || ihl < 20 {
-            return Err(counter::PARSE_ERRORS);
-        }
-        q.inner_ip_version = 4;
-        q.inner_proto = ip[9];
-        q.inner_src[..4].copy_from_slice(&ip[12..16]);
-        q.inner_dst[..4].copy_from_slice(&ip[16..20]);
-        inner_off + ihl
-    } else {
-        // Extension headers in the quoted packet are not walked: such a quote is skipped.
-        let ip = get::<40, F>(frame, inner_off)?;
-        if ip[0] >> 4 != 6 {
-            return Err(counter::PARSE_ERRORS);
-        }
-        q.inner_ip_version = 6;
-        q.inner_proto = ip[6];
-        q.inner_src.copy_from_slice(&ip[8..24]);
-        q.inner_dst.copy_from_slice(&ip[24..40]);
-        inner_off + 40
-    };
-    if q.inner_proto != IPPROTO_TCP && q.inner_proto != IPPROTO_UDP {
-        return Err(counter::OTHER_L4);
-    }
-    if ports_off > MAX_L4_OFFSET + 128 {
-        return Err(counter::PARSE_ERRORS);
-    }
-    let ports = get::<4, F>(frame, ports_off)?;
-    q.inner_src_port = be16(ports, 0);
-    q.inner_dst_port = be16(ports, 2);
-    hdr.kind = kind::ICMP;
-    hdr.payload_len = l4_len.saturating_sub(8) as u16;
-    Ok(Parsed {
-        hdr,
-        l4: L4::Icmp(q),
-        counter: counter::REC_ICMP,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Flow marking: which TCP flows have their payload forwarded (spec xdp-aya-notes §2.5).
-//
-// The HTTP tracker and the peer wire need TCP payloads, but forwarding every TCP payload would
-// put the whole link into the ring. A flow is marked only on a positive signature in one of its
-// payloads: a `GET ` request with `info_hash=` in its first bytes, the peer-wire handshake
-// `0x13 "BitTorrent protocol"`, or a BEP 10 extended message opening a segment (a connection
-// whose handshake came before the flow table or the capture did: PEX is sent mid-session).
-// SYNs never mark, so a scan or a flood cannot churn the table.
-// A marked flow has a budget: its first `FLOW_SEGMENTS` payload segments are forwarded; after
-// that a peer-wire flow forwards only segments of at most `SMALL_SEGMENT` bytes (control
-// messages and PEX are small, `piece` data is not) and an HTTP flow is unmarked (a new announce
-// on the connection marks it again). RST, or a FIN from each side, unmarks.
-
-/// What a marked flow carries.
-pub mod flow_class {
-    pub const HTTP_TRACKER: u8 = 1;
-    pub const PEER_WIRE: u8 = 2;
-}
-
-/// Payload segments of a marked flow forwarded in full before the budget applies.
-pub const FLOW_SEGMENTS: u32 = 64;
-/// Past the budget, peer-wire segments up to this many payload bytes are still forwarded.
-pub const SMALL_SEGMENT: u16 = 512;
-/// Bytes of a `GET ` payload searched for `info_hash=`.
-pub const ANNOUNCE_SCAN: usize = 512;
-/// Default capacity of the flow table (the kernel's LRU map and its offline mirror).
-pub const DEFAULT_MAX_FLOWS: u32 = 65536;
-
-const HANDSHAKE: &[u8; 20] = b"\x13BitTorrent protocol";
-const INFO_HASH: &[u8; 10] = b"info_hash=";
-
-/// [`FlowState::fins`] bits.
-pub const FIN_A: u8 = 1;
-pub const FIN_B: u8 = 2;
-
-/// Both directions of a TCP flow: the endpoint that sorts first is `a`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub a_addr: [u8; 16],
-    pub b_addr: [u8; 16],
-    pub a_port: u16,
-    pub b_port: u16,
-    pub ip_version: u8,
-    pub _pad: [u8; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowState {
-    /// One of [`flow_class`].
-    pub class: u8,
-    /// Directions that sent a FIN: [`FIN_A`] and [`FIN_B`] (the key's `a` and `b` sides).
-    pub fins: u8,
-    pub _pad: [u8; 2],
-    /// Full-size payload segments still to forward.
-    pub segments_left: u32,
-}
-
-/// The flow table: an LRU hash map in the kernel, a map with the same capacity offline.
-pub trait FlowTable {
-    fn get(&mut self, key: &FlowKey) -> Option<FlowState>;
-    fn set(&mut self, key: &FlowKey, state: &FlowState);
-    fn remove(&mut self, key: &FlowKey);
-}
-
-/// The canonical key of the flow a record header belongs to.
-#[inline(always)]
-pub fn flow_key(hdr: &FlowHeader) -> FlowKey {
-    let src_first = (hdr.src_addr, hdr.src_port) <= (hdr.dst_addr, hdr.dst_port);
-    let ((a_addr, a_port), (b_addr, b_port)) = if src_first {
-        ((hdr.src_addr, hdr.src_port), (hdr.dst_addr, hdr.dst_port))
-    } else {
-        ((hdr.dst_addr, hdr.dst_port), (hdr.src_addr, hdr.src_port))
-    };
-    FlowKey {
-        a_addr,
-        b_addr,
-        a_port,
-        b_port,
-        ip_version: hdr.ip_version,
-        _pad: [0; 3],
-    }
-}
-
-/// What to do with a TCP segment [`parse`] accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcpAction {
-    /// A header-only [`TcpRecord`], counted under the slot.
-    Control(u32),
-    /// A [`TcpDataRecord`] of class `hdr.kind` with `hdr.cap_len` payload bytes, counted under
-    /// the slot.
-    Data(u32),
-    /// An unmarked flow whose payload opens like `class`: copy the head into a data record,
-    /// then [`confirm_signature`]; if it holds, [`mark_flow`] and emit it as
-    /// `Data(REC_TCP_DATA)`, otherwise drop it under `TCP_OTHER`.
-    Probe(u8),
-    /// Not forwarded, counted under the slot.
-    Skip(u32),
-}
-
-/// The per-flow payload policy, shared by the XDP program and the offline path. Updates the
-/// flow's budget, unmarks ended flows, and sets `hdr.kind`/`hdr.cap_len` for the record to
-/// emit.
-#[inline(always)]
-pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
-    table: &mut T,
-    frame: &F,
-    p: &mut Parsed,
-    count: &mut impl FnMut(u32),
-) -> TcpAction {
-    let L4::Tcp { payload_off, .. } = p.l4 else {
-        return TcpAction::Skip(counter::PARSE_ERRORS);
-    };
-    let flags = p.hdr.tcp_flags;
-    let control = tcp_record_counter(flags);
-    let header_only = |p: &mut Parsed, or: u32| {
-        p.hdr.kind = kind::TCP;
-        p.hdr.cap_len = 0;
-        match control {
-            Some(slot) => TcpAction::Control(slot),
-            None => TcpAction::Skip(or),
-        }
-    };
-    let ends = flags & (tcp_flag::FIN | tcp_flag::RST) != 0;
-    // SYNs never carry a forwarded payload: they would let a flood reach the table. Only
-    // payloads and FIN/RST (which end marks) look the flow up.
-    if flags & tcp_flag::SYN != 0 || (p.hdr.payload_len == 0 && !ends) {
-        return header_only(p, counter::TCP_OTHER);
-    }
-    let key = flow_key(&p.hdr);
-    let Some(mut state) = table.get(&key) else {
-        if control.is_some() {
-            return header_only(p, counter::TCP_OTHER);
-        }
-        let class = match frame.bytes::<4>(payload_off) {
-            Some(&[0x13, b'B', b'i', b't']) => flow_class::PEER_WIRE,
-            Some(b"GET ") => flow_class::HTTP_TRACKER,
-            Some(&[0, 0, _, _]) => match frame.bytes::<EXTENDED_SHAPE>(payload_off) {
-                Some(b) if extended_message_shape(b) => flow_class::PEER_WIRE,
-                _ => return header_only(p, counter::TCP_OTHER),
-            },
-            _ => return header_only(p, counter::TCP_OTHER),
-        };
-        p.hdr.kind = tcp_data_class(p.hdr.cap_len as u32).0;
-        return TcpAction::Probe(class);
-    };
-    let has_payload = p.hdr.payload_len > 0;
-    let forward = if !has_payload {
-        false
-    } else if state.segments_left > 0 {
-        state.segments_left -= 1;
-        true
-    } else {
-        state.class == flow_class::PEER_WIRE && p.hdr.payload_len <= SMALL_SEGMENT
-    };
-    // A FIN ends its sender's direction only: the other side may still send (a peer's PEX
-    // after the client closed, an HTTP/1.0 body after the request's FIN). RST ends both.
-    let fins = state.fins;
-    if flags & tcp_flag::RST != 0 {
-        state.fins = FIN_A | FIN_B;
-    } else if flags & tcp_flag::FIN != 0 {
-        let src_is_a = (p.hdr.src_addr, p.hdr.src_port) == (key.a_addr, key.a_port);
-        state.fins |= if src_is_a { FIN_A } else { FIN_B };
-    }
-    if state.fins == FIN_A | FIN_B
-        || (has_payload && !forward && state.class != flow_class::PEER_WIRE)
-    {
-        table.remove(&key);
-        count(counter::FLOWS_ENDED);
-    } else if forward || state.fins != fins {
-        table.set(&key, &state);
-    }
-    if !forward {
-        return header_only(p, counter::TCP_OVER_BUDGET);
-    }
-    p.hdr.kind = tcp_data_class(p.hdr.cap_len as u32).0;
-    TcpAction::Data(match control {
-        Some(slot) => slot,
-        None => counter::REC_TCP_DATA,
-    })
-}
-
-/// Whether the copied payload head (`len` valid bytes of `head`) really opens `class`.
-///
-/// Written with checked byte reads only: a slice comparison could become a `bcmp` call or a
-/// panic path, neither of which BPF has.
-#[inline(always)]
-pub fn confirm_signature<const N: usize>(class: u8, head: &[u8; N], len: usize) -> bool {
-    if class == flow_class::PEER_WIRE {
-        if len >= HANDSHAKE.len() && matches_at(head, 0, HANDSHAKE) {
-            return true;
-        }
-        let mut shape = [0u8; EXTENDED_SHAPE];
-        let mut k = 0;
-        while k < EXTENDED_SHAPE {
-            match head.get(k) {
-                Some(b) if k < len => shape[k] = *b,
-                _ => return false,
-            }
-            k += 1;
-        }
-        return extended_message_shape(&shape);
-    }
-    if class != flow_class::HTTP_TRACKER || len < 4 || !matches_at(head, 0, b"GET ") {
-        return false;
-    }
-    let scan = if N < ANNOUNCE_SCAN { N } else { ANNOUNCE_SCAN };
-    let scan = if len < scan { len } else { scan };
-    let mut i = 4;
-    // Bounded by a constant, as the verifier requires.
-    while i + INFO_HASH.len() <= ANNOUNCE_SCAN {
-        if i + INFO_HASH.len() > scan {
-            return false;
-        }
-        if matches_at(head, i, INFO_HASH) {
-            return true;
-        }
-        i += 1;
-    }
-    false
-}
-
-#[inline(always)]
-fn matches_at<const N: usize, const M: usize>(head: &[u8; N], at: usize, needle: &[u8; M]) -> bool {
-    let mut k = 0;
-    while k < M {
-        match head.get(at + k) {
-            Some(b) if *b == needle[k] => k += 1,
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// Bytes [`extended_message_shape`] looks at.
-pub const EXTENDED_SHAPE: usize = 9;
-
-/// A BEP 10 extended message with a bencoded payload at the start of a segment:
-/// `be32 length < 64 KiB | 20 | ext id | d <digit> <digit or :>` — the opening of a PEX
-/// (`d5:added…`, `d7:dropped…`) or extended-handshake dict. Nine fixed bytes, so a random
-/// binary payload matches about once in 2^50.
-#[inline(always)]
-pub fn extended_message_shape(b: &[u8; EXTENDED_SHAPE]) -> bool {
-    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    b[0] == 0
-        && b[1] == 0
-        && len >= 4
-        && b[4] == 20
-        && b[6] == b'd'
-        && (b'1'..=b'9').contains(&b[7])
-        && (b[8] == b':' || b[8].is_ascii_digit())
-}
-
-/// Marks the flow of a confirmed probe; the probing segment is the first of its budget.
-#[inline(always)]
-pub fn mark_flow<T: FlowTable + ?Sized>(
-    table: &mut T,
-    hdr: &FlowHeader,
-    class: u8,
-    count: &mut impl FnMut(u32),
-) {
-    table.set(
-        &flow_key(hdr),
-        &FlowState {
-            class,
-            fins: 0,
-            _pad: [0; 2],
-            segments_left: FLOW_SEGMENTS - 1,
-        },
-    );
-    count(counter::FLOWS_MARKED);
-}
-
-#[inline(always)]
-const fn clamp_snaplen(snaplen: u32) -> u32 {
-    if snaplen > MAX_SNAPLEN {
-        MAX_SNAPLEN
-    } else {
-        snaplen
-    }
-}
-
-#[inline(always)]
-const fn min(a: u32, b: u32) -> u32 {
-    if a < b {
-        a
-    } else {
-        b
-    }
-}
+pub use flow::{
+    confirm_signature, extended_message_shape, flow_class, flow_key, mark_flow, tcp_action,
+    FlowKey, FlowState, FlowTable, TcpAction, ANNOUNCE_SCAN, DEFAULT_MAX_FLOWS, EXTENDED_SHAPE,
+    FIN_A, FIN_B, FLOW_SEGMENTS, SMALL_SEGMENT,
+};
+pub use parse::{parse, Frame, IcmpQuote, Parsed, L4};
 
 // Layout is ABI: pin it so a careless edit fails to compile instead of corrupting records.
 const _: () = assert!(size_of::<FlowHeader>() == 56);
 const _: () = assert!(size_of::<TcpRecord>() == 72);
 const _: () = assert!(size_of::<UdpRecord<128>>() == 56 + 128);
 const _: () = assert!(size_of::<UdpRecord<2048>>() == 56 + 2048);
-const _: () = assert!(core::mem::align_of::<TcpRecord>() <= 8);
+const _: () = assert!(align_of::<TcpRecord>() <= 8);
 const _: () = assert!(size_of::<IcmpRecord>() == 104);
 const _: () = assert!(size_of::<TcpDataRecord<128>>() == 72 + 128);
 const _: () = assert!(size_of::<FlowKey>() == 40);
@@ -932,11 +308,20 @@ const _: () = assert!(size_of::<FlowState>() == 8);
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data `#[repr(C)]` structs with no implicit padding (checked above).
+    // Every type below is `#[repr(C)]`, `Copy` and made only of integers and byte arrays, so any
+    // bit pattern is a valid value; the size asserts above show it has no implicit padding, so
+    // every byte userspace reads was written by the kernel. That is what `aya::Pod` requires.
+
+    // SAFETY: `#[repr(C)]` integers and byte arrays, 56 bytes with no implicit padding.
     unsafe impl aya::Pod for super::FlowHeader {}
+    // SAFETY: a `FlowHeader` plus integers and explicit `pad`, 72 bytes with no implicit padding.
     unsafe impl aya::Pod for super::TcpRecord {}
+    // SAFETY: a `FlowHeader` plus integers, byte arrays and explicit `pad`/`pad2`, 104 bytes with
+    // no implicit padding.
     unsafe impl aya::Pod for super::IcmpRecord {}
+    // SAFETY: byte arrays, integers and explicit `pad`, 40 bytes with no implicit padding.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: integers and explicit `pad`, 8 bytes with no implicit padding.
     unsafe impl aya::Pod for super::FlowState {}
 }
 
@@ -958,24 +343,15 @@ mod tests {
 
     fn udp_frame(payload: &[u8]) -> Vec<u8> {
         let mut f = Vec::from(&SYN[..14]);
-        let total = (20 + 8 + payload.len()) as u16;
-        f.extend_from_slice(&[
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0,
-            0,
-            64,
-            17,
-            0,
-            0,
-        ]);
+        let total = u16::try_from(20 + 8 + payload.len()).unwrap();
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
         f.extend_from_slice(&[192, 0, 2, 10, 203, 0, 113, 7]);
-        let ulen = (8 + payload.len()) as u16;
-        f.extend_from_slice(&[0x1a, 0xe1, 0x1a, 0xe1, (ulen >> 8) as u8, ulen as u8, 0, 0]);
+        let ulen = u16::try_from(8 + payload.len()).unwrap();
+        f.extend_from_slice(&[0x1a, 0xe1, 0x1a, 0xe1]);
+        f.extend_from_slice(&ulen.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
         f.extend_from_slice(payload);
         f
     }

@@ -13,6 +13,9 @@
 //! counted. The verdict is always `XDP_PASS`: the sensor never changes forwarding.
 #![no_std]
 #![no_main]
+// The verifier needs every helper inlined into `sensor` (see the same allow in `lib.rs`):
+// `#[inline(always)]` is a requirement here, not a hint.
+#![allow(clippy::inline_always)]
 
 use core::mem::size_of;
 
@@ -26,8 +29,8 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use sensor_ebpf::{
     confirm_signature, counter, kind, mark_flow, parse, tcp_action, FlowHeader, FlowKey, FlowState,
-    FlowTable, Frame, IcmpRecord, Parsed, TcpAction, TcpDataRecord, TcpRecord, UdpRecord,
-    DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN, L4,
+    FlowTable, Frame, IcmpQuote, IcmpRecord, Parsed, TcpAction, TcpDataRecord, TcpRecord,
+    UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN, L4,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
@@ -53,8 +56,9 @@ struct Flows;
 impl FlowTable for Flows {
     #[inline(always)]
     fn get(&mut self, key: &FlowKey) -> Option<FlowState> {
-        // SAFETY: the value is copied out at once; a concurrent update can only tear the
-        // budget count, which is advisory.
+        // SAFETY: `get` is unsafe because another CPU may update or delete the entry while the
+        // reference lives. The value is copied out at once and the reference dropped; a
+        // concurrent update can at worst tear the budget count, which is advisory.
         unsafe { FLOWS.get(key).copied() }
     }
     #[inline(always)]
@@ -65,6 +69,7 @@ impl FlowTable for Flows {
     }
     #[inline(always)]
     fn remove(&mut self, key: &FlowKey) {
+        // A key already gone (evicted, or removed on another CPU) is the outcome we want.
         let _ = FLOWS.remove(key);
     }
 }
@@ -73,6 +78,8 @@ impl FlowTable for Flows {
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 #[xdp]
+// `#[xdp]` requires the context by value.
+#[allow(clippy::needless_pass_by_value)]
 pub fn sensor(ctx: XdpContext) -> u32 {
     bump(counter::PACKETS);
     if let Err(reason) = inspect(&ctx) {
@@ -84,7 +91,9 @@ pub fn sensor(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn bump(slot: u32) {
     if let Some(value) = COUNTERS.get_ptr_mut(slot) {
-        // Per-CPU slot and XDP does not preempt itself on a CPU: no atomics needed.
+        // SAFETY: a non-null pointer from the map lookup points to this CPU's aligned `u64` of
+        // the slot, valid for the program's run. The slot is per CPU and XDP does not preempt
+        // itself on a CPU, so nothing else writes it meanwhile: no atomics needed.
         unsafe { *value += 1 }
     }
 }
@@ -92,6 +101,7 @@ fn bump(slot: u32) {
 #[inline(always)]
 fn global(value: &u32) -> u32 {
     // Volatile so the compiler keeps the load the loader patched instead of the default.
+    // SAFETY: `value` is a reference, hence valid, aligned and initialised for the read.
     unsafe { core::ptr::read_volatile(value) }
 }
 
@@ -110,6 +120,9 @@ impl Frame for Packet<'_> {
         if start + off + N > self.0.data_end() {
             return None;
         }
+        // SAFETY: `start + off + N <= data_end` was just checked, so the `N` bytes lie inside
+        // the packet, which stays mapped and unmodified (we never write it) while the program
+        // runs; `[u8; N]` has alignment 1. The verifier checks this very comparison too.
         Some(unsafe { &*((start + off) as *const [u8; N]) })
     }
 }
@@ -131,7 +144,8 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
         }
     }
     let Parsed { mut hdr, l4, .. } = parsed;
-    hdr.ifindex = ctx.ingress_ifindex() as u32;
+    hdr.ifindex = ingress_ifindex(ctx);
+    // SAFETY: a helper without arguments that reads the monotonic clock; no memory involved.
     hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
     match l4 {
         L4::Tcp {
@@ -155,38 +169,14 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
         }
         L4::Tcp {
             seq, ack, window, ..
-        } => {
-            let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
-                return Err(counter::RING_FULL);
-            };
-            entry.write(TcpRecord {
-                hdr,
-                seq,
-                ack,
-                window,
-                _pad: [0; 6],
-            });
-            entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
-        }
-        L4::Icmp(q) => {
-            let Some(mut entry) = EVENTS.reserve::<IcmpRecord>(0) else {
-                return Err(counter::RING_FULL);
-            };
-            entry.write(IcmpRecord {
-                hdr,
-                icmp_type: q.icmp_type,
-                icmp_code: q.icmp_code,
-                inner_proto: q.inner_proto,
-                inner_ip_version: q.inner_ip_version,
-                _pad: [0; 4],
-                inner_src: q.inner_src,
-                inner_dst: q.inner_dst,
-                inner_src_port: q.inner_src_port,
-                inner_dst_port: q.inner_dst_port,
-                _pad2: [0; 4],
-            });
-            entry.submit(wakeup_flags(size_of::<IcmpRecord>() as u64));
-        }
+        } => emit_tcp(&TcpRecord {
+            hdr,
+            seq,
+            ack,
+            window,
+            pad: [0; 6],
+        })?,
+        L4::Icmp(q) => emit_icmp(&hdr, &q)?,
         L4::Udp { payload_off } => match hdr.kind {
             kind::UDP_128 => emit_udp::<128>(ctx, &hdr, payload_off)?,
             kind::UDP_512 => emit_udp::<512>(ctx, &hdr, payload_off)?,
@@ -194,6 +184,48 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
         },
     }
     bump(slot);
+    Ok(())
+}
+
+/// `ifindex` of the interface the frame arrived on (a `__u32` in the kernel's `xdp_md`).
+#[inline(always)]
+// The kernel's `u32` field widened to `usize` by aya: narrowing it back is exact.
+#[allow(clippy::cast_possible_truncation)]
+fn ingress_ifindex(ctx: &XdpContext) -> u32 {
+    ctx.ingress_ifindex() as u32
+}
+
+/// Reserves and submits a header-only TCP record.
+#[inline(always)]
+fn emit_tcp(rec: &TcpRecord) -> Result<(), u32> {
+    let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
+        return Err(counter::RING_FULL);
+    };
+    entry.write(*rec);
+    entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
+    Ok(())
+}
+
+/// Reserves and submits an ICMP destination-unreachable record.
+#[inline(always)]
+fn emit_icmp(hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
+    let Some(mut entry) = EVENTS.reserve::<IcmpRecord>(0) else {
+        return Err(counter::RING_FULL);
+    };
+    entry.write(IcmpRecord {
+        hdr: *hdr,
+        icmp_type: q.icmp_type,
+        icmp_code: q.icmp_code,
+        inner_proto: q.inner_proto,
+        inner_ip_version: q.inner_ip_version,
+        pad: [0; 4],
+        inner_src: q.inner_src,
+        inner_dst: q.inner_dst,
+        inner_src_port: q.inner_src_port,
+        inner_dst_port: q.inner_dst_port,
+        pad2: [0; 4],
+    });
+    entry.submit(wakeup_flags(size_of::<IcmpRecord>() as u64));
     Ok(())
 }
 
@@ -218,23 +250,28 @@ fn emit_tcp_data<const N: usize>(
         return Err(counter::RING_FULL);
     };
     let rec = entry.as_mut_ptr();
-    unsafe {
+    // SAFETY: `rec` points to the ring slot just reserved: sized and aligned for the record
+    // (aya checks `align_of <= 8`), owned by this program until submit or discard, and written
+    // here only through plain-integer fields. `data` is the payload part of the same slot; it
+    // is last used before the entry is submitted or discarded.
+    let data = unsafe {
         (*rec).hdr = *hdr;
         (*rec).seq = tcp.seq;
         (*rec).ack = tcp.ack;
         (*rec).window = tcp.window;
-        (*rec)._pad = [0; 6];
-        if let Err(e) = load_head::<N>(ctx, tcp.payload_off, hdr.cap_len, &mut (*rec).data) {
-            entry.discard(0);
-            return Err(e);
+        (*rec).pad = [0; 6];
+        &mut (*rec).data
+    };
+    if let Err(e) = load_head::<N>(ctx, tcp.payload_off, hdr.cap_len, data) {
+        entry.discard(0);
+        return Err(e);
+    }
+    if let Some(class) = tcp.probe {
+        if !confirm_signature(class, data, usize::from(hdr.cap_len)) {
+            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
+            return Err(counter::TCP_OTHER);
         }
-        if let Some(class) = tcp.probe {
-            if !confirm_signature(class, &(*rec).data, hdr.cap_len as usize) {
-                entry.discard(BPF_RB_NO_WAKEUP as u64);
-                return Err(counter::TCP_OTHER);
-            }
-            mark_flow(&mut Flows, hdr, class, &mut |s| bump(s));
-        }
+        mark_flow(&mut Flows, hdr, class, &mut |s| bump(s));
     }
     entry.submit(wakeup_flags(size_of::<TcpDataRecord<N>>() as u64));
     Ok(())
@@ -242,23 +279,31 @@ fn emit_tcp_data<const N: usize>(
 
 /// Copies `cap` (at most `N`) payload bytes at `payload_off` into `data`.
 #[inline(always)]
+// `payload_off` is below `MAX_L4_OFFSET` plus a TCP header and `len <= N <= 2048`: both casts
+// to the helper's `u32` arguments are exact.
+#[allow(clippy::cast_possible_truncation)]
 fn load_head<const N: usize>(
     ctx: &XdpContext,
     payload_off: usize,
     cap: u16,
     data: &mut [u8; N],
 ) -> Result<(), u32> {
-    let cap = cap as u64;
+    let cap = u64::from(cap);
     if cap == 0 {
         return Ok(());
     }
-    // The verifier needs 1 <= len <= N on the very register passed to the helper. LLVM knows
+    // `bpf_xdp_load_bytes` declares its length ARG_CONST_SIZE (kernel `net/core/filter.c`), so
+    // the verifier needs 1 <= len <= N on the very register passed to the helper. LLVM knows
     // cap <= N and would fold a plain `& (N - 1)` away, so the mask goes through a volatile
     // stack slot: opaque to LLVM, an exact constant to the verifier. N is a power of two and
     // 1 <= cap <= N, so this is the identity.
     let mask: u64 = N as u64 - 1;
-    let mask = unsafe { core::ptr::read_volatile(&mask) };
+    // SAFETY: reads a local through a pointer to it: valid, aligned and initialised.
+    let mask = unsafe { core::ptr::read_volatile(&raw const mask) };
     let len = (((cap - 1) & mask) + 1) as u32;
+    // SAFETY: `ctx.ctx` is the program's own context; `data` is writable for `N` bytes and
+    // `1 <= len <= N`. The helper checks `payload_off + len` against the packet and fails
+    // with an error instead of reading past it.
     let ret =
         unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, data.as_mut_ptr().cast(), len) };
     if ret != 0 {
@@ -282,12 +327,15 @@ fn emit_udp<const N: usize>(
         return Err(counter::RING_FULL);
     };
     let rec = entry.as_mut_ptr();
-    unsafe {
+    // SAFETY: as in `emit_tcp_data`: the reserved slot is ours, sized and aligned for the
+    // record, and `data` is last used before the entry is submitted or discarded.
+    let data = unsafe {
         (*rec).hdr = *hdr;
-        if let Err(e) = load_head::<N>(ctx, payload_off, hdr.cap_len, &mut (*rec).data) {
-            entry.discard(0);
-            return Err(e);
-        }
+        &mut (*rec).data
+    };
+    if let Err(e) = load_head::<N>(ctx, payload_off, hdr.cap_len, data) {
+        entry.discard(0);
+        return Err(e);
     }
     entry.submit(wakeup_flags(size_of::<UdpRecord<N>>() as u64));
     Ok(())
@@ -296,21 +344,26 @@ fn emit_udp<const N: usize>(
 /// Wake the reader only when this record pushed the unread bytes across the watermark.
 #[inline(always)]
 fn wakeup_flags(record_size: u64) -> u64 {
-    let mark = global(&WAKEUP_BYTES) as u64;
+    let mark = u64::from(global(&WAKEUP_BYTES));
     if mark == 0 {
         return 0;
     }
-    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    // +8: the ring's own per-record header.
+    // BPF_RB_AVAIL_DATA: bytes not yet consumed by the reader (`bpf_ringbuf_query` in the
+    // kernel's `include/uapi/linux/bpf.h`).
+    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    // +8: the ring's own per-record header (`BPF_RINGBUF_HDR_SZ`).
     if unread >= mark && unread < mark + record_size + 8 {
-        BPF_RB_FORCE_WAKEUP as u64
+        u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
-        BPF_RB_NO_WAKEUP as u64
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }
 
 #[cfg(not(test))]
 #[panic_handler]
+// BPF cannot abort. No panic path survives into the object (the verifier would reject the
+// endless loop), so this handler only satisfies the `no_std` link.
+#[allow(clippy::empty_loop)]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }

@@ -80,8 +80,21 @@ fn expected_counters(slots: &[(u32, u64)]) -> CounterSnapshot {
 }
 
 fn bytes_of<T>(value: &T) -> Vec<u8> {
-    // SAFETY: POD ABI structs without padding.
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    // SAFETY: only called with the `#[repr(C)]` ABI records, which have no implicit padding
+    // (sensor-ebpf asserts their sizes), so all `size_of::<T>()` bytes behind the reference are
+    // initialised; the slice lives no longer than the borrow.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }
+        .to_vec()
+}
+
+/// A test length as the 16-bit field it goes into (they are all far below 64 KiB).
+fn len16(n: usize) -> u16 {
+    u16::try_from(n).expect("test lengths fit 16 bits")
+}
+
+/// A test length as a 32-bit sequence-number offset.
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).expect("test lengths fit 32 bits")
 }
 
 fn v4(addr: [u8; 4]) -> [u8; 16] {
@@ -160,7 +173,7 @@ fn expected_tcp(flags: u8, payload_len: u16, vlan_depth: u8) -> TcpRecord {
         seq: 1000,
         ack,
         window: 64240,
-        _pad: [0; 6],
+        pad: [0; 6],
     }
 }
 
@@ -176,13 +189,15 @@ fn udp_frame(payload: &[u8]) -> Vec<u8> {
 
 /// Payload bytes that differ at every offset, so a misplaced copy shows.
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    (0..len)
+        .map(|i| (i * 7 + i / 251).to_le_bytes()[0])
+        .collect()
 }
 
 fn expected_udp(record_kind: u8, capacity: usize, payload: &[u8], cap: usize) -> Vec<u8> {
     let mut hdr = header(record_kind, 4, v4(V4_A), v4(V4_B), (6881, 6881));
-    hdr.payload_len = payload.len() as u16;
-    hdr.cap_len = cap as u16;
+    hdr.payload_len = len16(payload.len());
+    hdr.cap_len = len16(cap);
     let mut out = bytes_of(&hdr);
     out.extend_from_slice(&payload[..cap]);
     out.resize(56 + capacity, 0);
@@ -191,11 +206,11 @@ fn expected_udp(record_kind: u8, capacity: usize, payload: &[u8], cap: usize) ->
 
 #[test]
 fn tcp_control_segments_emit_one_record_each() {
+    use tcp_flag::{ACK, FIN, PSH, RST, SYN};
     if !privileged("tcp_control_segments_emit_one_record_each") {
         return;
     }
     let mut h = Harness::new(XdpConfig::default());
-    use tcp_flag::*;
     for (flags, payload) in [
         (SYN, &b""[..]),
         (SYN | ACK, b""),
@@ -208,7 +223,7 @@ fn tcp_control_segments_emit_one_record_each() {
         assert_eq!(records.len(), 1, "flags {flags:#x}");
         assert_record(
             &records[0],
-            &bytes_of(&expected_tcp(flags, payload.len() as u16, 0)),
+            &bytes_of(&expected_tcp(flags, len16(payload.len()), 0)),
             usize::MAX,
         );
     }
@@ -301,7 +316,7 @@ fn ipv6_frame(exts: &[(u8, Vec<u8>)], l4_proto: u8, l4: &[u8]) -> Vec<u8> {
     let ext_len: usize = exts.iter().map(|(_, b)| b.len()).sum();
     let first = exts.first().map_or(l4_proto, |(t, _)| *t);
     frame.extend_from_slice(&[0x60, 0, 0, 0]);
-    frame.extend_from_slice(&((ext_len + l4.len()) as u16).to_be_bytes());
+    frame.extend_from_slice(&len16(ext_len + l4.len()).to_be_bytes());
     frame.extend_from_slice(&[first, 64]);
     frame.extend_from_slice(&src);
     frame.extend_from_slice(&dst);
@@ -318,7 +333,7 @@ fn udp_bytes(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&sport.to_be_bytes());
     out.extend_from_slice(&dport.to_be_bytes());
-    out.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    out.extend_from_slice(&len16(8 + payload.len()).to_be_bytes());
     out.extend_from_slice(&[0, 0]); // checksum: XDP does not verify it
     out.extend_from_slice(payload);
     out
@@ -346,8 +361,8 @@ fn ipv6_extension_headers_are_walked() {
     let records = h.records(&frame);
     assert_eq!(records.len(), 1);
     let mut hdr = header(kind::UDP_128, 6, src, dst, (6881, 6881));
-    hdr.payload_len = payload.len() as u16;
-    hdr.cap_len = payload.len() as u16;
+    hdr.payload_len = len16(payload.len());
+    hdr.cap_len = len16(payload.len());
     let mut expected = bytes_of(&hdr);
     expected.extend_from_slice(payload);
     expected.resize(56 + 128, 0);
@@ -373,7 +388,7 @@ fn ipv6_extension_headers_are_walked() {
             seq: 1000,
             ack: 0,
             window: 64240,
-            _pad: [0; 6],
+            pad: [0; 6],
         }),
         usize::MAX,
     );
@@ -417,7 +432,7 @@ fn ipv4_fragments_and_options() {
     // datagram's and the copy is what this fragment holds.
     let whole = udp_frame(&payload);
     let mut first = whole[..14 + 20 + 8 + 600].to_vec();
-    first[14 + 2..14 + 4].copy_from_slice(&((20 + 8 + 600) as u16).to_be_bytes());
+    first[14 + 2..14 + 4].copy_from_slice(&(20u16 + 8 + 600).to_be_bytes());
     first[14 + 6] = 0x20; // MF
     let records = h.records(&first);
     assert_eq!(records.len(), 1);
@@ -649,19 +664,19 @@ fn icmp_unreachable_quoting_tcp_and_udp() {
     let records = h.records(&frame);
     assert_eq!(records.len(), 1);
     let mut hdr = header(kind::ICMP, 4, v4([198, 51, 100, 1]), v4(V4_A), (0, 0));
-    hdr.payload_len = quoted.len() as u16;
+    hdr.payload_len = len16(quoted.len());
     let expected = IcmpRecord {
         hdr,
         icmp_type: 3,
         icmp_code: 3,
         inner_proto: 6,
         inner_ip_version: 4,
-        _pad: [0; 4],
+        pad: [0; 4],
         inner_src: v4(V4_A),
         inner_dst: v4(V4_B),
         inner_src_port: 51413,
         inner_dst_port: 6881,
-        _pad2: [0; 4],
+        pad2: [0; 4],
     };
     assert_record(&records[0], &bytes_of(&expected), usize::MAX);
 
@@ -677,6 +692,10 @@ fn icmp_unreachable_quoting_tcp_and_udp() {
     let frame = ipv6_frame(&[], 58, &icmp6);
     let records = h.records(&frame);
     assert_eq!(records.len(), 1);
+    assert_eq!(records[0].len(), size_of::<IcmpRecord>());
+    // SAFETY: the record holds exactly `size_of::<IcmpRecord>()` bytes (asserted above),
+    // `read_unaligned` needs no alignment, and every bit pattern is a valid `IcmpRecord`
+    // (integers and byte arrays only).
     let r: IcmpRecord = unsafe { std::ptr::read_unaligned(records[0].as_ptr().cast()) };
     assert_eq!(
         (r.icmp_type, r.icmp_code, r.inner_proto, r.inner_ip_version),
@@ -728,14 +747,10 @@ fn tcp_segment(forward: bool, ports: (u16, u16), seq: u32, flags: u8, payload: &
     out
 }
 
-#[test]
-fn tcp_payloads_are_forwarded_for_marked_flows_only() {
-    if !privileged("tcp_payloads_are_forwarded_for_marked_flows_only") {
-        return;
-    }
-    use sensor::capture::pcap::Prefilter;
-    use sensor::capture::record::{decode, MonotonicClock};
-    use sensor::event::{EventLine, Timestamp};
+/// Frames exercising flow marking, each with the number of records it must produce: unmarked
+/// payloads, an announce and its reply, half-close, a peer-wire flow through its budget, PEX
+/// mid-session, and RST.
+fn marked_flow_script() -> Vec<(Vec<u8>, usize)> {
     use sensor_ebpf::{FLOW_SEGMENTS, SMALL_SEGMENT};
     use tcp_flag::{FIN, PSH, RST};
 
@@ -773,7 +788,7 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
             tcp_segment(
                 false,
                 (40003, 6969),
-                1 + reply.len() as u32,
+                1 + len32(reply.len()),
                 FIN | PSH,
                 b"d5:peers0:e\n",
             ),
@@ -790,14 +805,14 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
         // A peer-wire flow: the handshake and FLOW_SEGMENTS - 1 more full segments.
         (tcp_segment(true, (40004, 51413), 1, PSH, &handshake), 1),
     ];
-    let mut seq = 1 + handshake.len() as u32;
+    let mut seq = 1 + len32(handshake.len());
     for _ in 1..FLOW_SEGMENTS {
         script.push((tcp_segment(false, (40004, 51413), seq, 0, &big), 1));
-        seq += big.len() as u32;
+        seq += len32(big.len());
     }
     // Past the budget: a large segment is dropped (counted), a small one still goes.
     script.push((tcp_segment(false, (40004, 51413), seq, 0, &big), 0));
-    seq += big.len() as u32;
+    seq += len32(big.len());
     script.push((tcp_segment(false, (40004, 51413), seq, PSH, &small), 1));
     script.push((tcp_segment(true, (40004, 51413), 2000, PSH, &small[..1]), 1));
     // Mid-session: a PEX message opening a segment marks its flow (PEX-R2's first bytes); a
@@ -811,7 +826,20 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
     // A bare RST unmarks at once.
     script.push((tcp_segment(true, (40005, 6881), 9, RST, b""), 1));
     script.push((tcp_segment(false, (40005, 6881), 500, PSH, b"xyz"), 0));
+    script
+}
 
+#[test]
+fn tcp_payloads_are_forwarded_for_marked_flows_only() {
+    use sensor::capture::pcap::Prefilter;
+    use sensor::capture::record::{decode, MonotonicClock};
+    use sensor::event::{EventLine, Timestamp};
+
+    if !privileged("tcp_payloads_are_forwarded_for_marked_flows_only") {
+        return;
+    }
+
+    let script = marked_flow_script();
     let mut h = Harness::new(XdpConfig::default());
     let mut offline = Prefilter::new(sensor_ebpf::DEFAULT_SNAPLEN);
     let clock = MonotonicClock::identity();
@@ -822,7 +850,7 @@ fn tcp_payloads_are_forwarded_for_marked_flows_only() {
     for (i, (frame, expected)) in script.iter().enumerate() {
         let records = h.records(frame);
         assert_eq!(records.len(), *expected, "frame {i}");
-        let mirror = offline.frame(frame, Timestamp(1)).unwrap();
+        let mirror = offline.frame(frame, Timestamp::from_nanos(1)).unwrap();
         assert_eq!(mirror.is_some(), *expected == 1, "offline, frame {i}");
         if let (Some(record), Some(mirror)) = (records.first(), mirror) {
             let live = decode(record, &clock).unwrap();

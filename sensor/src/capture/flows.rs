@@ -97,7 +97,7 @@ mod tests {
             a_port: port,
             b_port: 80,
             ip_version: 4,
-            _pad: [0; 3],
+            pad: [0; 3],
         }
     }
 
@@ -105,7 +105,7 @@ mod tests {
         FlowState {
             class: 1,
             fins: 0,
-            _pad: [0; 2],
+            pad: [0; 2],
             segments_left: n,
         }
     }

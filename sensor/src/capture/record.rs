@@ -312,7 +312,7 @@ mod tests {
             seq: 0xdead_beef,
             ack: 0,
             window: 64240,
-            _pad: [0; 6],
+            pad: [0; 6],
         };
         let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
         assert_eq!(ev.src, "192.0.2.10:6881".parse().unwrap());
@@ -360,7 +360,7 @@ mod tests {
             seq: 0,
             ack: 0,
             window: 0,
-            _pad: [0; 6],
+            pad: [0; 6],
         }
     }
 
