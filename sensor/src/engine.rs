@@ -507,7 +507,7 @@ impl<S: EngineSink> EventSink for Engine<S> {
             Transport::Udp(udp) => self.coordination.on_udp(event, udp, &mut self.learnt),
             Transport::Tcp(seg) => {
                 self.coordination
-                    .on_tcp(event, seg, &mut self.learnt, &mut self.retracted)
+                    .on_tcp(event, seg, &mut self.learnt, &mut self.retracted);
             }
             Transport::Icmp(_) => {}
         }
@@ -736,6 +736,7 @@ mod tests {
 
     #[test]
     fn table_drops_are_published() {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut config = EngineConfig {
             suppress: Suppress::None,
             ..EngineConfig::default()
@@ -748,7 +749,6 @@ mod tests {
             engine.event(e);
         }
         engine.finish();
-        use std::sync::atomic::Ordering::Relaxed;
         let connections = gauges.table("connections").unwrap();
         assert_eq!(connections.entries.load(Relaxed), 5);
         assert_eq!(

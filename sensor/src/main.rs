@@ -1,5 +1,6 @@
 //! `sensor`: the BitTorrent-vs-scan sensor's command line.
 
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use sensor::capture::xdp::{AttachMode, XdpConfig};
 use sensor::capture::{pcap, CounterSnapshot};
 use sensor::conn::ConnOutcome;
 use sensor::detect::{BroScanConfig, ScanNotice};
-use sensor::engine::{DetectorKind, EngineConfig, EngineSink, Suppress, SuppressReason};
+use sensor::engine::{DetectorKind, Engine, EngineConfig, EngineSink, Suppress, SuppressReason};
 use sensor::event::{EventLog, EventSink};
 use sensor::ppr::{PprConfig, PprMode, PprSample};
 use sensor::predict::{Channel, PeerTransport, PredictedPeer};
@@ -255,10 +256,10 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Prefilter(args) => prefilter(args),
-        Command::Analyze(args) => analyze(args),
-        Command::Peers(args) => peers(args),
-        Command::Eval(args) => eval(args),
+        Command::Prefilter(args) => prefilter(&args),
+        Command::Analyze(args) => analyze(&args),
+        Command::Peers(args) => peers(&args),
+        Command::Eval(args) => eval(&args),
     };
     if let Err(e) = result {
         eprintln!("sensor: {e:#}");
@@ -300,9 +301,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let mut engine = sensor::engine::Engine::new(
+    let mut engine = Engine::new(
         args.engine.config()?,
-        sensor::agent::LiveNotices {
+        agent::LiveNotices {
             stats: stats.clone(),
             out: notices,
         },
@@ -337,7 +338,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn prefilter(args: PrefilterArgs) -> anyhow::Result<()> {
+fn prefilter(args: &PrefilterArgs) -> anyhow::Result<()> {
     let mut sink = event_sink(args.events.as_ref())?;
     let mut total = CounterSnapshot::default();
     let mut damaged = false;
@@ -357,7 +358,7 @@ fn prefilter(args: PrefilterArgs) -> anyhow::Result<()> {
     }
     sink.flush();
     if args.json {
-        let map: std::collections::BTreeMap<_, _> = total.iter().collect();
+        let map: BTreeMap<_, _> = total.iter().collect();
         println!("{}", serde_json::to_string(&map)?);
     } else {
         for (name, value) in total.iter() {
@@ -425,7 +426,7 @@ impl EngineArgs {
             }
             None => BroScanConfig::default(),
         };
-        bro.local_nets = local_nets.clone();
+        bro.local_nets.clone_from(&local_nets);
         let mut config = EngineConfig {
             bro,
             suppress: self.suppress,
@@ -458,7 +459,7 @@ impl EngineArgs {
     }
 }
 
-fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
+fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let config = args.engine.config()?;
     let logs = match &args.out {
         Some(dir) => Some(sensor::logs::LogSink::create(dir, args.json_logs)?),
@@ -480,23 +481,24 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         s.suppressed_predicted,
         s.suppressed_ppr
     );
-    exit_if_damaged(&report)
+    exit_if_damaged(&report);
+    Ok(())
 }
 
 /// Prints each prediction once, and tallies failed TCP handshakes per host for `--stats`.
 struct PeersSink {
     print: bool,
     json: bool,
-    seen: std::collections::HashSet<(
+    seen: HashSet<(
         std::net::IpAddr,
-        std::net::SocketAddr,
+        SocketAddr,
         PeerTransport,
         Channel,
     )>,
     /// host → (failed TCP attempts, predicted ones by channel)
-    failures: std::collections::BTreeMap<
+    failures: BTreeMap<
         std::net::IpAddr,
-        (u64, std::collections::BTreeMap<Channel, u64>),
+        (u64, BTreeMap<Channel, u64>),
     >,
 }
 
@@ -539,7 +541,7 @@ impl EngineSink for PeersSink {
     }
 }
 
-fn eval(args: EvalArgs) -> anyhow::Result<()> {
+fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.thresholds.iter().all(|&t| t > 0),
         "thresholds must be at least 1"
@@ -558,7 +560,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn peers(args: PeersArgs) -> anyhow::Result<()> {
+fn peers(args: &PeersArgs) -> anyhow::Result<()> {
     let config = EngineConfig {
         suppress: Suppress::None,
         ..EngineConfig::default()
@@ -566,8 +568,8 @@ fn peers(args: PeersArgs) -> anyhow::Result<()> {
     let sink = PeersSink {
         print: !args.stats,
         json: args.json,
-        seen: Default::default(),
-        failures: Default::default(),
+        seen: HashSet::default(),
+        failures: BTreeMap::default(),
     };
     let (engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
     if args.stats {
@@ -601,11 +603,12 @@ fn peers(args: PeersArgs) -> anyhow::Result<()> {
             );
         }
     }
-    exit_if_damaged(&report)
+    exit_if_damaged(&report);
+    Ok(())
 }
 
 /// Warns about inputs that ended in damage and exits with status 2 if there were any.
-fn exit_if_damaged(report: &sensor::analyze::AnalyzeReport) -> anyhow::Result<()> {
+fn exit_if_damaged(report: &sensor::analyze::AnalyzeReport) {
     for (path, err) in &report.damaged {
         eprintln!(
             "sensor: warning: {}: {err}; results cover the frames before it",
@@ -615,5 +618,4 @@ fn exit_if_damaged(report: &sensor::analyze::AnalyzeReport) -> anyhow::Result<()
     if !report.damaged.is_empty() {
         std::process::exit(2);
     }
-    Ok(())
 }

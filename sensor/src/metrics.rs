@@ -37,7 +37,7 @@ pub struct AgentStats {
     pub predicted_failures: AtomicU64,
     pub predictions: AtomicU64,
     /// The engine's tables (sizes, evictions, expiries).
-    pub tables: std::sync::Arc<crate::engine::TableGauges>,
+    pub tables: Arc<crate::engine::TableGauges>,
 }
 
 const DECODE_REASONS: [&str; 5] = [
@@ -89,6 +89,7 @@ fn kernel_metric(
     &'static str,
     Option<(&'static str, &'static str)>,
 ) {
+    #[allow(clippy::wildcard_imports)] // every slot constant of the kernel's counter map
     use counter::*;
     const SKIPPED: &str = "sensor_xdp_skipped";
     const SKIPPED_HELP: &str = "Frames the XDP pre-filter did not forward, by reason";

@@ -436,7 +436,7 @@ pub(crate) mod test_support {
             ts: Timestamp::from_secs(ts_s),
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
-            payload_len: bytes.len() as u16,
+            payload_len: u16::try_from(bytes.len()).expect("a datagram fits in 64 KiB"),
             head: bytes.to_vec(),
         }
     }
