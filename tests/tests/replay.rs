@@ -3,6 +3,9 @@
 //! record counts equal what tshark finds in the capture, that nothing was dropped, that
 //! `/metrics` says the same, and that the live event stream equals the offline one.
 //!
+//! The default tests replay the synthetic demo capture (`sensor_tests::synth`); the same checks
+//! on third-party captures live in the `corpus` module (see `sensor_tests::corpus_dir`).
+//!
 //! Needs root, tcpreplay and tshark (`cargo xtask setup` installs them).
 
 use std::path::{Path, PathBuf};
@@ -17,12 +20,6 @@ use sensor_tests::privilege::privileged;
 fn metric(m: &std::collections::HashMap<String, f64>, series: &str) -> u64 {
     *m.get(series)
         .unwrap_or_else(|| panic!("{series} missing from /metrics")) as u64
-}
-
-fn shared_pcap(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/pcaps")
-        .join(rel)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -257,46 +254,16 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
 }
 
 #[test]
-fn replay_transmission_capture_native() {
-    if !privileged("replay_transmission_capture_native") {
-        return;
-    }
-    // Real BitTorrent traffic: 7723 frames, DHT/uTP/UDP tracker UDP plus TCP handshakes.
-    replay_and_check(
-        &shared_pcap("ntop-nDPI/bittorrent_transmission.pcapng"),
-        20_000,
-        "native",
-        "transmission",
-    );
-}
-
-#[test]
 fn replay_synthetic_capture_native() {
     if !privileged("replay_synthetic_capture_native") {
         return;
     }
     // The demo capture: VLAN and QinQ tags, IPv6 extension headers, fragments, ARP, ICMP.
-    let dir = std::env::temp_dir().join(format!("sensor-replay-synth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pcap = dir.join("demo.pcap");
+    let pcap = scratch("demo.pcap");
     sensor_tests::synth::demo_capture()
         .write_pcap_file(&pcap)
         .unwrap();
     replay_and_check(&pcap, 20_000, "native", "synthetic");
-}
-
-#[test]
-fn replay_scan_capture_generic_mode() {
-    if !privileged("replay_scan_capture_generic_mode") {
-        return;
-    }
-    // A real nmap SYN scan, through generic (skb) XDP this time.
-    replay_and_check(
-        &shared_pcap("MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap"),
-        20_000,
-        "skb",
-        "nmap",
-    );
 }
 
 /// (note, msg) of every notice in a JSON-lines file, sorted.
@@ -316,46 +283,108 @@ fn notices(path: &Path) -> Vec<(String, String)> {
     v
 }
 
-#[test]
-fn replay_at_capture_speed_gives_the_same_notices_as_the_file() {
-    if !privileged("replay_at_capture_speed_gives_the_same_notices_as_the_file") {
-        return;
-    }
-    // Short real scans, replayed at their own timing: the engine's packet time then matches
-    // the file's, so the live and offline verdicts must be identical.
+/// Replays `original` at its own timing into a sensor and checks that the live notices equal
+/// `analyze`'s over the file: the engine's packet time then matches the file's, so the verdicts
+/// must be identical.
+fn notices_agree_at_capture_speed(original: &Path, tag: &str) {
     let binary = lab::sensor_binary(false).expect("build sensor");
     let engine_args = ["--suppress", "none", "--threshold", "3"];
-    for (rel, tag) in [
-        ("zeek-zeek/nmap-vsn.pcap", "nmap-vsn"),
-        ("markofu-pcaps/portscan.pcap", "portscan"),
-    ] {
-        let pcap = lab::mtu_safe_copy(&shared_pcap(rel), scratch("").parent().unwrap()).unwrap();
-        let offline = scratch(&format!("{tag}-offline-notices.jsonl"));
-        let out = Command::new(&binary)
-            .arg("analyze")
-            .args(engine_args)
-            .arg("--json")
-            .arg(&pcap)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        std::fs::write(&offline, &out.stdout).unwrap();
+    let pcap = lab::mtu_safe_copy(original, scratch("").parent().unwrap()).unwrap();
+    let offline = scratch(&format!("{tag}-offline-notices.jsonl"));
+    let out = Command::new(&binary)
+        .arg("analyze")
+        .args(engine_args)
+        .arg("--json")
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&offline, &out.stdout).unwrap();
 
-        let lab = Lab::new().unwrap();
-        let live = scratch(&format!("{tag}-live-notices.jsonl"));
-        let mut args = vec!["--notices", live.to_str().unwrap()];
-        args.extend(engine_args);
-        let sensor = SensorProcess::start(&lab, &binary, &args).unwrap();
-        let stats = lab.replay_timed(&pcap).unwrap();
-        lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).unwrap();
-        assert!(sensor.stop().unwrap().success());
+    let lab = Lab::new().unwrap();
+    let live = scratch(&format!("{tag}-live-notices.jsonl"));
+    let mut args = vec!["--notices", live.to_str().unwrap()];
+    args.extend(engine_args);
+    let sensor = SensorProcess::start(&lab, &binary, &args).unwrap();
+    let stats = lab.replay_timed(&pcap).unwrap();
+    lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).unwrap();
+    assert!(sensor.stop().unwrap().success());
 
-        let (live, offline) = (notices(&live), notices(&offline));
-        assert!(
-            !offline.is_empty(),
-            "{rel}: the test needs notices to compare"
+    let (live, offline) = (notices(&live), notices(&offline));
+    let name = original.display();
+    assert!(
+        !offline.is_empty(),
+        "{name}: the test needs notices to compare"
+    );
+    assert_eq!(live, offline, "{name}: live vs offline notices");
+    eprintln!("{tag}: {} notices agree live and offline", live.len());
+}
+
+#[test]
+fn replay_of_the_synthetic_scans_at_capture_speed_gives_the_same_notices_as_the_file() {
+    if !privileged(
+        "replay_of_the_synthetic_scans_at_capture_speed_gives_the_same_notices_as_the_file",
+    ) {
+        return;
+    }
+    // The demo capture's ten seconds around its VLAN-tagged scanner (an address scan of 60
+    // hosts on 23/tcp, then 200 ports of one host), with the BitTorrent host's traffic of the
+    // same seconds: short enough to replay at its own timing.
+    let mut capture = sensor_tests::synth::demo_capture();
+    let start = capture.packets[0].ts;
+    capture.packets.retain(|p| {
+        let t = (p.ts - start).as_secs_f64();
+        (69.0..79.0).contains(&t)
+    });
+    let pcap = scratch("demo-scans.pcap");
+    capture.write_pcap_file(&pcap).unwrap();
+    notices_agree_at_capture_speed(&pcap, "synthetic-scans");
+}
+
+/// The same checks on third-party captures.
+mod corpus {
+    use super::{notices_agree_at_capture_speed, privileged, replay_and_check};
+    use sensor_tests::corpus;
+
+    #[test]
+    fn replay_transmission_capture_native() {
+        if !privileged("replay_transmission_capture_native") {
+            return;
+        }
+        // Real BitTorrent traffic: 7723 frames, DHT/uTP/UDP tracker UDP plus TCP handshakes.
+        replay_and_check(
+            &corpus("ntop-nDPI/bittorrent_transmission.pcapng"),
+            20_000,
+            "native",
+            "transmission",
         );
-        assert_eq!(live, offline, "{rel}: live vs offline notices");
-        eprintln!("{tag}: {} notices agree live and offline", live.len());
+    }
+
+    #[test]
+    fn replay_scan_capture_generic_mode() {
+        if !privileged("replay_scan_capture_generic_mode") {
+            return;
+        }
+        // A real nmap SYN scan, through generic (skb) XDP this time.
+        replay_and_check(
+            &corpus("MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap"),
+            20_000,
+            "skb",
+            "nmap",
+        );
+    }
+
+    #[test]
+    fn replay_at_capture_speed_gives_the_same_notices_as_the_file() {
+        if !privileged("replay_at_capture_speed_gives_the_same_notices_as_the_file") {
+            return;
+        }
+        // Short real scans, replayed at their own timing.
+        for (rel, tag) in [
+            ("zeek-zeek/nmap-vsn.pcap", "nmap-vsn"),
+            ("markofu-pcaps/portscan.pcap", "portscan"),
+        ] {
+            notices_agree_at_capture_speed(&corpus(rel), tag);
+        }
     }
 }

@@ -61,10 +61,33 @@ fn xdp_cost(frame: &[u8], repeat: u32) -> anyhow::Result<(f64, u64)> {
     Ok((result.duration.as_nanos() as f64, dropped))
 }
 
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/pcaps")
-        .join(rel)
+/// Captures of the corpus measured offline.
+const CORPUS_CAPTURES: [&str; 3] = [
+    "goncalo-rodrigues-360BitScoping/model_streams__2_torrents-11.3k_each__MERGED.pcap",
+    REPLAYED,
+    "MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap",
+];
+
+/// The corpus capture also replayed through veth.
+const REPLAYED: &str = "ntop-nDPI/bittorrent_transmission.pcapng";
+
+/// The captures to measure, as (label, path): the corpus's, or, when it is absent (said in one
+/// line), the synthetic demo capture written to `scratch`.
+fn captures(scratch: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let dir = sensor_tests::corpus_dir();
+    if dir.is_dir() {
+        return Ok(CORPUS_CAPTURES
+            .iter()
+            .map(|rel| ((*rel).to_string(), sensor_tests::corpus(rel)))
+            .collect());
+    }
+    eprintln!(
+        "bench: corpus not found at {} (set SENSOR_CORPUS); measuring the synthetic demo capture only",
+        dir.display()
+    );
+    let path = scratch.join("demo.pcap");
+    sensor_tests::synth::demo_capture().write_pcap_file(&path)?;
+    Ok(vec![("synthetic demo capture".to_string(), path)])
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,6 +137,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bench: xdp {name}: {ns:.0} ns");
     }
 
+    let scratch = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let captures = captures(&scratch)?;
+
     // 2. Offline: the pre-filter alone, then the whole engine (parsers, tracker, detector).
     writeln!(md, "\n## Offline analysis (single thread)\n")?;
     writeln!(
@@ -121,22 +148,17 @@ fn main() -> anyhow::Result<()> {
         "| capture | frames | MB | pre-filter frames/s | pre-filter MB/s | `analyze` frames/s | `analyze` MB/s |"
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
-    for rel in [
-        "goncalo-rodrigues-360BitScoping/model_streams__2_torrents-11.3k_each__MERGED.pcap",
-        "ntop-nDPI/bittorrent_transmission.pcapng",
-        "MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap",
-    ] {
-        let path = shared(rel);
-        let bytes = std::fs::metadata(&path)
+    for (rel, path) in &captures {
+        let bytes = std::fs::metadata(path)
             .with_context(|| path.display().to_string())?
             .len();
         let passes = 20;
         // One untimed pass, so neither measurement pays for a cold page cache.
-        pcap::prefilter_file(&path, sensor_ebpf::DEFAULT_SNAPLEN, |_| {})?;
+        pcap::prefilter_file(path, sensor_ebpf::DEFAULT_SNAPLEN, |_| {})?;
         let started = Instant::now();
         let mut frames = 0;
         for _ in 0..passes {
-            let (counters, _) = pcap::prefilter_file(&path, sensor_ebpf::DEFAULT_SNAPLEN, |_| {})?;
+            let (counters, _) = pcap::prefilter_file(path, sensor_ebpf::DEFAULT_SNAPLEN, |_| {})?;
             frames = counters.get(counter::PACKETS);
         }
         let filter_s = started.elapsed().as_secs_f64();
@@ -144,7 +166,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..passes {
             let config = sensor::engine::EngineConfig::default();
             sensor::analyze::analyze(
-                std::slice::from_ref(&path),
+                std::slice::from_ref(path),
                 sensor_ebpf::DEFAULT_SNAPLEN,
                 config,
                 None::<sensor::engine::Collect>,
@@ -168,10 +190,11 @@ fn main() -> anyhow::Result<()> {
         md,
         "\n## veth replay at top speed (tcpreplay, native XDP, release agent)\n"
     )?;
-    let original = shared("ntop-nDPI/bittorrent_transmission.pcapng");
-    let scratch = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    let pcap = lab::mtu_safe_copy(&original, &scratch)?;
+    let (replayed, original) = captures
+        .iter()
+        .find(|(label, _)| label == REPLAYED)
+        .unwrap_or(&captures[0]);
+    let pcap = lab::mtu_safe_copy(original, &scratch)?;
     let binary = lab::sensor_binary(true)?;
     let lab = Lab::new()?;
     let summary_path = scratch.join("summary.json");
@@ -214,7 +237,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "\n{loops} passes over `ntop-nDPI/bittorrent_transmission.pcapng`. tcpreplay is the bottleneck \
+        "\n{loops} passes over `{replayed}`. tcpreplay is the bottleneck \
          here (one AF_PACKET send per frame), so this shows accounting under load, not XDP's ceiling; \
          the table above gives the program's own cost."
     )?;
