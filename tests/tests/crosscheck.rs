@@ -92,7 +92,7 @@ fn our_peers(pcap: &Path, channel: &str) -> BTreeSet<Peer> {
             (
                 v["host"].as_str().unwrap().parse().unwrap(),
                 v["peer"].as_str().unwrap().parse().unwrap(),
-                v["port"].as_u64().unwrap() as u16,
+                u16::try_from(v["port"].as_u64().unwrap()).unwrap(),
             )
         })
         .collect()

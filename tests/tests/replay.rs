@@ -18,8 +18,10 @@ use sensor_tests::lab::{self, Lab, SensorProcess};
 use sensor_tests::privilege::privileged;
 
 fn metric(m: &std::collections::HashMap<String, f64>, series: &str) -> u64 {
-    *m.get(series)
-        .unwrap_or_else(|| panic!("{series} missing from /metrics")) as u64
+    lab::count(
+        *m.get(series)
+            .unwrap_or_else(|| panic!("{series} missing from /metrics")),
+    )
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -76,9 +78,9 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         sensor::capture::pcap::prefilter_file(pcap, 1472, |ev| match &ev.transport {
             sensor::event::Transport::Udp(udp) => coordination.on_udp(ev, udp, &mut learnt),
             sensor::event::Transport::Tcp(seg) => {
-                coordination.on_tcp(ev, seg, &mut learnt, &mut retracted)
+                coordination.on_tcp(ev, seg, &mut learnt, &mut retracted);
             }
-            _ => {}
+            sensor::event::Transport::Icmp(_) => {}
         })
         .unwrap();
         coordination
@@ -333,7 +335,7 @@ fn replay_of_the_synthetic_scans_at_capture_speed_gives_the_same_notices_as_the_
     let mut capture = sensor_tests::synth::demo_capture();
     let start = capture.packets[0].ts;
     capture.packets.retain(|p| {
-        let t = (p.ts - start).as_secs_f64();
+        let t = p.ts.checked_sub(start).expect("time-ordered").as_secs_f64();
         (69.0..79.0).contains(&t)
     });
     let pcap = scratch("demo-scans.pcap");

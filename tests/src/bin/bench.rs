@@ -93,15 +93,14 @@ fn captures(scratch: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 fn main() -> anyhow::Result<()> {
     let out_path = std::env::args()
         .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "BENCHMARKS.md".into());
+        .map_or_else(|| "BENCHMARKS.md".into(), PathBuf::from);
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(
         md,
         "Written by `cargo xtask bench` on {} ({} CPUs, kernel {}). One run; compare ratios within it.\n",
         date(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     )?;
 
@@ -210,7 +209,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let loops = 20;
     let replay = lab.replay(&pcap, None, loops)?;
-    lab::wait_caught_up(&lab, replay.packets, Duration::from_secs(60))?;
+    lab::wait_caught_up(&lab, replay.packets, Duration::from_mins(1))?;
     sensor.stop()?;
     let summary: RunSummary = serde_json::from_slice(&std::fs::read(&summary_path)?)?;
     writeln!(
