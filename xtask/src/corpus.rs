@@ -25,7 +25,7 @@ pub fn dir(root: &Path) -> anyhow::Result<PathBuf> {
             let cwd = std::env::current_dir().context("reading the current directory")?;
             cwd.join(v)
         }
-        _ => root.join("../shared/pcaps"),
+        _ => root.parent().unwrap_or(root).join("shared/pcaps"),
     };
     // Without `..` components in messages; an absent directory stays as spelt.
     Ok(std::fs::canonicalize(&dir).unwrap_or(dir))
