@@ -70,8 +70,36 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     // Wait until the agent has consumed every record the kernel emitted.
     let metrics =
         lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).expect("catch up");
-    // Coordination parsing is exported, and reaches the counts the offline path finds in the
-    // file (the engine publishes from the drain timer, so this holds once traffic stops).
+    check_coordination_metrics(&lab, pcap);
+
+    let rx_packets = lab.rx_packets(&lab.rx).unwrap();
+    let status = sensor.stop().expect("stop sensor");
+    assert!(status.success(), "sensor exit: {status}");
+    assert!(
+        !lab.has_xdp(&lab.rx).unwrap(),
+        "XDP still attached after the sensor exited"
+    );
+
+    let summary: RunSummary =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    check_summary(&summary, &stats, rx_packets, pcap);
+    check_metrics(&metrics, &summary);
+    check_offline_path(&binary, pcap, &summary, &live_events, tag);
+
+    eprintln!(
+        "{tag}: {} packets in {:.2} s = {:.0} pps ({mode} XDP), {} records, ring drops {}",
+        stats.packets,
+        stats.seconds,
+        stats.pps,
+        summary.consumed.total(),
+        summary.xdp["ring_full"]
+    );
+    stats
+}
+
+/// Coordination parsing is exported, and reaches the counts the offline path finds in the
+/// file (the engine publishes from the drain timer, so this holds once traffic stops).
+fn check_coordination_metrics(lab: &Lab, pcap: &Path) {
     let offline = {
         let mut coordination = sensor::bt::Coordination::default();
         let (mut learnt, mut retracted) = (Vec::new(), Vec::new());
@@ -105,17 +133,11 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
 
-    let rx_packets = lab.rx_packets(&lab.rx).unwrap();
-    let status = sensor.stop().expect("stop sensor");
-    assert!(status.success(), "sensor exit: {status}");
-    assert!(
-        !lab.has_xdp(&lab.rx).unwrap(),
-        "XDP still attached after the sensor exited"
-    );
-
-    let summary: RunSummary =
-        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+/// The run summary: XDP saw exactly the frames sent, lost none, and its records equal
+/// tshark's reading of the capture.
+fn check_summary(summary: &RunSummary, stats: &lab::ReplayStats, rx_packets: u64, pcap: &Path) {
     let xdp = |name: &str| summary.xdp[name];
 
     // XDP saw exactly the frames sent, no more, no fewer.
@@ -180,7 +202,10 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     assert_eq!(actual, expected, "XDP records vs tshark");
     assert_eq!(summary.consumed.syn, expected.syn);
     assert_eq!(summary.consumed.udp, expected.udp);
+}
 
+/// `/metrics` reported the same counters as the summary, and the engine evicted nothing.
+fn check_metrics(metrics: &std::collections::HashMap<String, f64>, summary: &RunSummary) {
     // /metrics reported the same counters.
     for (name, value) in &summary.xdp {
         let series = match name.as_str() {
@@ -208,18 +233,26 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
             }
             other => panic!("counter {other} has no metric"),
         };
-        assert_eq!(metric(&metrics, &series), *value, "{series}");
+        assert_eq!(metric(metrics, &series), *value, "{series}");
     }
 
     // The engine's tables are exported, and nothing was evicted at this scale.
     for table in sensor::engine::TABLES {
         let series = format!("sensor_table_evictions_total{{table=\"{table}\"}}");
-        assert_eq!(metric(&metrics, &series), 0, "{series}");
+        assert_eq!(metric(metrics, &series), 0, "{series}");
     }
+}
 
-    // The offline path over the file gives the same counters and the same events.
+/// The offline path over the file gives the same counters and the same events.
+fn check_offline_path(
+    binary: &Path,
+    pcap: &Path,
+    summary: &RunSummary,
+    live_events: &Path,
+    tag: &str,
+) {
     let offline_events = scratch(&format!("{tag}-offline.jsonl"));
-    let out = Command::new(binary.clone())
+    let out = Command::new(binary)
         .args([
             "prefilter",
             "--json",
@@ -237,22 +270,12 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     let offline: std::collections::BTreeMap<String, u64> =
         serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(offline, summary.xdp, "offline pre-filter counters vs XDP");
-    let (mut live, mut off) = (read_events(&live_events), read_events(&offline_events));
+    let (mut live, mut off) = (read_events(live_events), read_events(&offline_events));
     assert_eq!(live.len(), off.len());
     // One veth queue keeps order, but compare as multisets so the check does not depend on it.
     live.sort_by_key(|e| serde_json::to_string(e).unwrap());
     off.sort_by_key(|e| serde_json::to_string(e).unwrap());
     assert!(live == off, "live and offline events differ");
-
-    eprintln!(
-        "{tag}: {} packets in {:.2} s = {:.0} pps ({mode} XDP), {} records, ring drops {}",
-        stats.packets,
-        stats.seconds,
-        stats.pps,
-        summary.consumed.total(),
-        xdp("ring_full")
-    );
-    stats
 }
 
 #[test]

@@ -104,7 +104,29 @@ fn main() -> anyhow::Result<()> {
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     )?;
 
-    // 1. XDP program cost per path (BPF_PROG_TEST_RUN with repeat: program time only).
+    xdp_costs(&mut md)?;
+
+    let scratch = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let captures = captures(&scratch)?;
+    offline_throughput(&mut md, &captures)?;
+    veth_replay(&mut md, &captures, &scratch)?;
+    std::fs::write(&out_path, md)?;
+    eprintln!("bench: wrote {}", out_path.display());
+    Ok(())
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// 1. XDP program cost per path (BPF_PROG_TEST_RUN with repeat: program time only).
+fn xdp_costs(md: &mut String) -> anyhow::Result<()> {
     writeln!(
         md,
         "## XDP program cost per frame (BPF_PROG_TEST_RUN, repeat)\n"
@@ -135,19 +157,18 @@ fn main() -> anyhow::Result<()> {
         writeln!(md, "| {label} | {ns:.0} | {:.2} | {drops} |", ns / base_ns)?;
         eprintln!("bench: xdp {name}: {ns:.0} ns");
     }
+    Ok(())
+}
 
-    let scratch = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    let captures = captures(&scratch)?;
-
-    // 2. Offline: the pre-filter alone, then the whole engine (parsers, tracker, detector).
+/// 2. Offline: the pre-filter alone, then the whole engine (parsers, tracker, detector).
+fn offline_throughput(md: &mut String, captures: &[(String, PathBuf)]) -> anyhow::Result<()> {
     writeln!(md, "\n## Offline analysis (single thread)\n")?;
     writeln!(
         md,
         "| capture | frames | MB | pre-filter frames/s | pre-filter MB/s | `analyze` frames/s | `analyze` MB/s |"
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
-    for (rel, path) in &captures {
+    for (rel, path) in captures {
         let bytes = std::fs::metadata(path)
             .with_context(|| path.display().to_string())?
             .len();
@@ -183,8 +204,15 @@ fn main() -> anyhow::Result<()> {
             b / engine_s / 1e6
         )?;
     }
+    Ok(())
+}
 
-    // 3. Top-speed replay through a veth pair: sender-bound, but every frame accounted for.
+/// 3. Top-speed replay through a veth pair: sender-bound, but every frame accounted for.
+fn veth_replay(
+    md: &mut String,
+    captures: &[(String, PathBuf)],
+    scratch: &Path,
+) -> anyhow::Result<()> {
     writeln!(
         md,
         "\n## veth replay at top speed (tcpreplay, native XDP, release agent)\n"
@@ -193,7 +221,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .find(|(label, _)| label == REPLAYED)
         .unwrap_or(&captures[0]);
-    let pcap = lab::mtu_safe_copy(original, &scratch)?;
+    let pcap = lab::mtu_safe_copy(original, scratch)?;
     let binary = lab::sensor_binary(true)?;
     let lab = Lab::new()?;
     let summary_path = scratch.join("summary.json");
@@ -241,16 +269,5 @@ fn main() -> anyhow::Result<()> {
          the table above gives the program's own cost."
     )?;
     drop(lab);
-    std::fs::write(&out_path, md)?;
-    eprintln!("bench: wrote {}", out_path.display());
     Ok(())
-}
-
-fn date() -> String {
-    std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
