@@ -811,6 +811,21 @@ fn dht(g: &mut Gen, swarm: &Swarm, peers: &[Endpoint]) {
     );
     fragmented_udp(g, at(2.118), node(2), me, &r);
 
+    dht_upkeep(g, swarm, &node_ids, token, first_node);
+}
+
+/// The DHT exchanges after the lookup: an `announce_peer` to the node that answered with
+/// peers, and the routing table's pings.
+fn dht_upkeep(
+    g: &mut Gen,
+    swarm: &Swarm,
+    node_ids: &[[u8; 20]; 3],
+    token: [u8; 8],
+    first_node: [u8; 4],
+) {
+    let me = (Ip::V4(BT_HOST), BT_PORT);
+    let node = |i: usize| (Ip::V4(DHT_NODES[i]), BT_PORT);
+
     // announce_peer back to node 0 with its token (implied_port: use the UDP source port).
     let tid: [u8; 2] = g.rng.bytes();
     let q = krpc_query(
@@ -1010,7 +1025,13 @@ fn bt_connections(g: &mut Gen, swarm: &Swarm, peers: &[Endpoint]) {
 }
 
 /// 802.1Q-tagged scanner: horizontal telnet sweep, then a vertical sweep of one host.
+/// The VLAN-tagged scanner: an address scan of 60 hosts on 23/tcp, then 200 ports of one.
 fn scanner(g: &mut Gen) {
+    address_scan(g);
+    port_scan(g);
+}
+
+fn address_scan(g: &mut Gen) {
     let l = Link::Vlan(SCANNER_VLAN);
 
     let mut hosts: Vec<u8> = (1..=60).collect();
@@ -1041,7 +1062,10 @@ fn scanner(g: &mut Gen) {
             );
         }
     }
+}
 
+fn port_scan(g: &mut Gen) {
+    let l = Link::Vlan(SCANNER_VLAN);
     let mut ports: Vec<u16> = (1..=200).collect();
     g.rng.shuffle(&mut ports);
     let sport = g.rng.port(40000, 60000);
@@ -1108,8 +1132,6 @@ fn html_body(n: usize, len: usize) -> Vec<u8> {
 
 /// Five complete HTTP/1.1 exchanges between the web client and server.
 fn web_sessions(g: &mut Gen) {
-    let link = Link::Plain;
-    let server = (Ip::V4(WEB_SERVER), 80);
     let paths = [
         "/",
         "/index.html",
@@ -1122,92 +1144,99 @@ fn web_sessions(g: &mut Gen) {
         .zip(paths)
         .enumerate()
     {
-        let client = (Ip::V4(WEB_CLIENT), g.rng.port(32768, 61000));
-        let rtt = g.rng.secs(0.02, 0.05);
-        let (client_isn, server_isn) = (g.rng.u32(), g.rng.u32());
-        let (c1, s1) = (client_isn.wrapping_add(1), server_isn.wrapping_add(1));
-        let mut t = t0;
-        g.tcp(
-            at(t),
-            link,
-            client,
-            server,
-            SYN,
-            client_isn,
-            0,
-            64240,
-            &SYN_OPTS,
-            &[],
-        );
-        t += rtt;
-        g.tcp(
-            at(t),
-            link,
-            server,
-            client,
-            SYN | ACK,
-            server_isn,
-            c1,
-            65160,
-            &SYN_OPTS,
-            &[],
-        );
-        t += 0.00006;
-        g.tcp(at(t), link, client, server, ACK, c1, s1, 502, &[], &[]);
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
-        );
-        t += 0.0001;
-        g.tcp(
-            at(t),
-            link,
-            client,
-            server,
-            PSH | ACK,
-            c1,
-            s1,
-            502,
-            &[],
-            req.as_bytes(),
-        );
-        let c2 = c1.wrapping_add(len32(req.as_bytes()));
-
-        let len = usize::try_from(g.rng.range(1500, 3800)).expect("a few KiB");
-        let body = html_body(page, len);
-        let mut resp = format!(
-            "HTTP/1.1 200 OK\r\nServer: demo\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        resp.extend_from_slice(&body);
-        t += rtt + 0.003;
-        let mut sseq = s1;
-        let chunks: Vec<&[u8]> = resp.chunks(1460).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let flags = if i + 1 == chunks.len() {
-                PSH | ACK
-            } else {
-                ACK
-            };
-            g.tcp(
-                at(t),
-                link,
-                server,
-                client,
-                flags,
-                sseq,
-                c2,
-                509,
-                &[],
-                chunk,
-            );
-            sseq = sseq.wrapping_add(len32(chunk));
-            t += 0.00012;
-        }
-        g.tcp(at(t), link, client, server, ACK, c2, sseq, 501, &[], &[]);
-        t += 0.002;
-        g.close(t, rtt, link, (client, c2, 501), (server, sseq, 509));
+        http_exchange(g, page, t0, path);
     }
+}
+
+/// One HTTP/1.1 GET of `path` at `t0` seconds: handshake, request, response, close.
+fn http_exchange(g: &mut Gen, page: usize, t0: f64, path: &str) {
+    let link = Link::Plain;
+    let server = (Ip::V4(WEB_SERVER), 80);
+    let client = (Ip::V4(WEB_CLIENT), g.rng.port(32768, 61000));
+    let rtt = g.rng.secs(0.02, 0.05);
+    let (client_isn, server_isn) = (g.rng.u32(), g.rng.u32());
+    let (c1, s1) = (client_isn.wrapping_add(1), server_isn.wrapping_add(1));
+    let mut t = t0;
+    g.tcp(
+        at(t),
+        link,
+        client,
+        server,
+        SYN,
+        client_isn,
+        0,
+        64240,
+        &SYN_OPTS,
+        &[],
+    );
+    t += rtt;
+    g.tcp(
+        at(t),
+        link,
+        server,
+        client,
+        SYN | ACK,
+        server_isn,
+        c1,
+        65160,
+        &SYN_OPTS,
+        &[],
+    );
+    t += 0.00006;
+    g.tcp(at(t), link, client, server, ACK, c1, s1, 502, &[], &[]);
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
+    );
+    t += 0.0001;
+    g.tcp(
+        at(t),
+        link,
+        client,
+        server,
+        PSH | ACK,
+        c1,
+        s1,
+        502,
+        &[],
+        req.as_bytes(),
+    );
+    let c2 = c1.wrapping_add(len32(req.as_bytes()));
+
+    let len = usize::try_from(g.rng.range(1500, 3800)).expect("a few KiB");
+    let body = html_body(page, len);
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nServer: demo\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    resp.extend_from_slice(&body);
+    t += rtt + 0.003;
+    let mut sseq = s1;
+    let chunks: Vec<&[u8]> = resp.chunks(1460).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let flags = if i + 1 == chunks.len() {
+            PSH | ACK
+        } else {
+            ACK
+        };
+        g.tcp(
+            at(t),
+            link,
+            server,
+            client,
+            flags,
+            sseq,
+            c2,
+            509,
+            &[],
+            chunk,
+        );
+        sseq = sseq.wrapping_add(len32(chunk));
+        t += 0.00012;
+    }
+    g.tcp(at(t), link, client, server, ACK, c2, sseq, 501, &[], &[]);
+    t += 0.002;
+    g.close(t, rtt, link, (client, c2, 501), (server, sseq, 509));
 }
 
 /// Echo requests/replies shaped like Linux `ping` (8-byte timestamp + 0x10.. pattern).
