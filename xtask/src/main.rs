@@ -33,7 +33,10 @@ struct Cli {
 enum Cmd {
     /// Install the nightly rust-src component, bpf-linker and the Debian packages the tests use.
     Setup,
-    /// Run every test layer. Needs root: the kernel layers may not be skipped.
+    /// Run every test layer. Needs root: the kernel layers may not be skipped. The tests on
+    /// third-party captures (`corpus::` in their names) read the directory `SENSOR_CORPUS`
+    /// names (default `../shared/pcaps` beside the checkout); without it they are skipped, with
+    /// one line saying so, unless `CI` is set, which makes that an error.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
