@@ -1266,19 +1266,18 @@ fn icmp(g: &mut Gen) {
     }
 }
 
-/// ICMP errors a real network answers with, each quoting a frame generated above: a router's
-/// host unreachable for one of the scanner's probes (on its VLAN), a port unreachable for a DNS
-/// query, and an ICMPv6 unreachable for an IPv6 SYN. Quotes are the IP header plus the first
-/// 8 bytes of the transport header, as routers send them.
-fn unreachables(g: &mut Gen) {
-    use etherparse::{icmpv4, icmpv6, Icmpv4Type, Icmpv6Type};
-    let ipv4_of = |f: &[u8], at: usize| -> Option<([u8; 4], [u8; 4], u8, usize)> {
-        (f.get(at)? >> 4 == 4).then(|| {
-            let ihl = usize::from(f[at] & 0x0f) * 4;
-            let ip = |o: usize| [f[at + o], f[at + o + 1], f[at + o + 2], f[at + o + 3]];
-            (ip(12), ip(16), f[at + 9], ihl)
-        })
-    };
+/// (src, dst, protocol, header length) of the IPv4 header at `at` in frame `f`, if it is one.
+fn ipv4_of(f: &[u8], at: usize) -> Option<([u8; 4], [u8; 4], u8, usize)> {
+    (f.get(at)? >> 4 == 4).then(|| {
+        let ihl = usize::from(f[at] & 0x0f) * 4;
+        let ip = |o: usize| [f[at + o], f[at + o + 1], f[at + o + 2], f[at + o + 3]];
+        (ip(12), ip(16), f[at + 9], ihl)
+    })
+}
+
+/// The frames the ICMP errors quote, as (time, frame, IP header offset): the scanner's first
+/// probe of 23/tcp, the web client's first DNS query, and the IPv6 host's first SYN.
+fn quoted_frames(g: &Gen) -> Vec<(u64, Vec<u8>, usize)> {
     let mut picks: Vec<(u64, Vec<u8>, usize)> = Vec::new(); // (time, frame, ip offset)
     let mut found = [false; 3];
     for (t, f) in &g.frames {
@@ -1316,7 +1315,16 @@ fn unreachables(g: &mut Gen) {
         }
     }
     assert_eq!(found, [true; 3], "the scenario has the frames to quote");
-    for (i, (t, f, at)) in picks.into_iter().enumerate() {
+    picks
+}
+
+/// ICMP errors a real network answers with, each quoting a frame generated above: a router's
+/// host unreachable for one of the scanner's probes (on its VLAN), a port unreachable for a DNS
+/// query, and an ICMPv6 unreachable for an IPv6 SYN. Quotes are the IP header plus the first
+/// 8 bytes of the transport header, as routers send them.
+fn unreachables(g: &mut Gen) {
+    use etherparse::{icmpv4, icmpv6, Icmpv4Type, Icmpv6Type};
+    for (i, (t, f, at)) in quoted_frames(g).into_iter().enumerate() {
         let mut out = Vec::new();
         let router_mac = mac_of(Ip::V4(GATEWAY));
         let (dst_mac, tagged) = (
