@@ -59,8 +59,8 @@ impl Lab {
         let lab = Lab {
             netns: format!("{PREFIX}{pid}-{n}"),
             // Interface names are limited to 15 bytes; these live only inside the namespace.
-            tx: format!("sxt{}", n),
-            rx: format!("sxr{}", n),
+            tx: format!("sxt{n}"),
+            rx: format!("sxr{n}"),
         };
         ip(&["netns", "add", &lab.netns])?;
         // From here on, `lab`'s Drop deletes the namespace even if a later step fails.
@@ -463,8 +463,9 @@ impl Drop for SensorProcess {
 }
 
 fn terminate(child: &mut Child) -> Option<ExitStatus> {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -478,8 +479,14 @@ fn terminate(child: &mut Child) -> Option<ExitStatus> {
 }
 
 /// Value of one series in a scrape, 0 if absent.
-pub fn metric(metrics: &HashMap<String, f64>, series: &str) -> u64 {
-    metrics.get(series).copied().unwrap_or(0.0) as u64
+pub fn metric<S: std::hash::BuildHasher>(metrics: &HashMap<String, f64, S>, series: &str) -> u64 {
+    count(metrics.get(series).copied().unwrap_or(0.0))
+}
+
+/// A counter's value as exposed (Prometheus text carries every number as a float).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // counters: whole, ≥ 0, < 2^53
+pub fn count(value: f64) -> u64 {
+    value as u64
 }
 
 /// Waits (at most `timeout`) until XDP has seen `sent` frames and the agent has decoded every
@@ -503,7 +510,7 @@ pub fn wait_caught_up(
         let decode_errors: u64 = m
             .iter()
             .filter(|(series, _)| series.starts_with("sensor_ring_decode_errors_total"))
-            .map(|(_, v)| *v as u64)
+            .map(|(_, v)| count(*v))
             .sum();
         if metric(&m, "sensor_xdp_packets_total") >= sent
             && sum("sensor_ring_records_total") + decode_errors >= sum("sensor_xdp_records_total")

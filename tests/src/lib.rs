@@ -1,5 +1,28 @@
-//! Test support: lab namespaces, privilege gate, and the synthetic capture generator.
+//! Test support: lab namespaces, privilege gate, the synthetic capture generator, and the
+//! corpus of third-party captures.
+//!
+//! **The corpus.** Tests that read third-party captures (the real traffic of other projects,
+//! not shipped with this repository) find them under the directory named by `SENSOR_CORPUS`,
+//! by default `../shared/pcaps` beside the checkout. Every such test lives in a module named
+//! `corpus`, so `cargo xtask test` can leave them out by name (`--skip corpus::`) when the
+//! directory is absent, and says so; under `CI` it refuses to. Everything else uses fixtures
+//! in the repository, chiefly [`synth::demo_capture`].
 
 pub mod lab;
 pub mod privilege;
 pub mod synth;
+
+use std::path::PathBuf;
+
+/// The corpus directory: `$SENSOR_CORPUS`, or `../shared/pcaps` beside the checkout.
+pub fn corpus_dir() -> PathBuf {
+    std::env::var_os("SENSOR_CORPUS").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/pcaps")),
+        PathBuf::from,
+    )
+}
+
+/// A capture of the corpus, by its path inside it.
+pub fn corpus(rel: &str) -> PathBuf {
+    corpus_dir().join(rel)
+}

@@ -51,7 +51,8 @@ impl Capture {
         };
         let mut writer = PcapWriter::with_header(w, header).context("writing pcap header")?;
         for p in &self.packets {
-            let packet = PcapPacket::new(p.ts, p.frame.len() as u32, &p.frame);
+            let len = u32::try_from(p.frame.len()).context("frame longer than 4 GiB")?;
+            let packet = PcapPacket::new(p.ts, len, &p.frame);
             writer
                 .write_packet(&packet)
                 .context("writing pcap packet")?;
@@ -107,14 +108,21 @@ const fn v6(w: [u16; 8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     let mut i = 0;
     while i < 8 {
-        out[2 * i] = (w[i] >> 8) as u8;
-        out[2 * i + 1] = w[i] as u8;
+        let [hi, lo] = w[i].to_be_bytes();
+        out[2 * i] = hi;
+        out[2 * i + 1] = lo;
         i += 1;
     }
     out
 }
 
+/// A payload's length, for sequence-number arithmetic.
+fn len32(bytes: &[u8]) -> u32 {
+    u32::try_from(bytes.len()).expect("a payload is under 4 GiB")
+}
+
 /// Seconds (relative to the capture start) to microseconds.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // schedule times: 0 to 130 s
 fn at(secs: f64) -> u64 {
     (secs * 1e6).round() as u64
 }
@@ -142,7 +150,7 @@ impl Rng {
         lo + self.next_u64() % (hi - lo)
     }
     fn port(&mut self, lo: u16, hi: u16) -> u16 {
-        self.range(lo.into(), hi.into()) as u16
+        u16::try_from(self.range(lo.into(), hi.into())).expect("below hi")
     }
     /// Uniform in `[lo, hi)` seconds.
     fn secs(&mut self, lo: f64, hi: f64) -> f64 {
@@ -150,14 +158,14 @@ impl Rng {
     }
     fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut out = [0u8; N];
-        for b in out.iter_mut() {
-            *b = (self.next_u64() >> 56) as u8;
+        for b in &mut out {
+            *b = self.next_u64().to_be_bytes()[0];
         }
         out
     }
     fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            let j = usize::try_from(self.next_u64() % (i as u64 + 1)).expect("at most i");
             v.swap(i, j);
         }
     }
@@ -192,7 +200,9 @@ impl Bencode {
             }
             Bencode::List(items) => {
                 out.push(b'l');
-                items.iter().for_each(|i| i.encode_into(out));
+                for item in items {
+                    item.encode_into(out);
+                }
                 out.push(b'e');
             }
             Bencode::Dict(map) => {
@@ -313,19 +323,19 @@ impl Gen {
         self.frames.push((t, frame));
     }
 
-    fn ttl(&self, src: Ip) -> u8 {
+    fn ttl(src: Ip) -> u8 {
         if src.is_local() {
             64
         } else {
             // Typical Linux/Windows initial TTLs minus a plausible hop count.
             let h = src.hash();
             let initial = if h.is_multiple_of(3) { 128 } else { 64 };
-            initial - 6 - (h >> 8) as u8 % 14
+            initial - 6 - (h >> 8).to_le_bytes()[0] % 14
         }
     }
 
     fn ip_headers(&mut self, src: Ip, dst: Ip) -> IpHeaders {
-        let ttl = self.ttl(src);
+        let ttl = Self::ttl(src);
         match (src, dst) {
             (Ip::V4(s), Ip::V4(d)) => {
                 let mut h = Ipv4Header::new(0, ttl, IpNumber::UDP, s, d).expect("empty payload");
@@ -494,12 +504,12 @@ struct Swarm {
     node_id: [u8; 20],
 }
 
-fn azureus_peer_id(rng: &mut Rng, prefix: &[u8; 8]) -> [u8; 20] {
+fn azureus_peer_id(rng: &mut Rng, prefix: [u8; 8]) -> [u8; 20] {
     const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut id = [0u8; 20];
-    id[..8].copy_from_slice(prefix);
+    id[..8].copy_from_slice(&prefix);
     for b in &mut id[8..] {
-        *b = ALNUM[(rng.next_u64() % ALNUM.len() as u64) as usize];
+        *b = ALNUM[usize::try_from(rng.next_u64() % ALNUM.len() as u64).expect("an index")];
     }
     id
 }
@@ -541,7 +551,7 @@ fn compact_nodes(rng: &mut Rng, hosts: &[[u8; 4]], count: usize) -> Vec<u8> {
 
 fn dns_name(name: &str, out: &mut Vec<u8>) {
     for label in name.split('.') {
-        out.push(label.len() as u8);
+        out.push(u8::try_from(label.len()).expect("a DNS label is under 64 bytes"));
         out.extend_from_slice(label.as_bytes());
     }
     out.push(0);
@@ -562,7 +572,11 @@ fn dns_response(id: u16, name: &str, answers: &[[u8; 4]], ttl: u32) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&[0x81, 0x80, 0, 1]);
-    m.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    m.extend_from_slice(
+        &u16::try_from(answers.len())
+            .expect("few answers")
+            .to_be_bytes(),
+    );
     m.extend_from_slice(&[0, 0, 0, 0]);
     dns_name(name, &mut m);
     m.extend_from_slice(&[0, 1, 0, 1]);
@@ -583,7 +597,7 @@ pub fn demo_capture() -> Capture {
     };
     let swarm = Swarm {
         info_hash: g.rng.bytes(),
-        peer_id: azureus_peer_id(&mut g.rng, b"-TR4060-"),
+        peer_id: azureus_peer_id(&mut g.rng, *b"-TR4060-"),
         node_id: g.rng.bytes(),
     };
 
@@ -797,6 +811,21 @@ fn dht(g: &mut Gen, swarm: &Swarm, peers: &[Endpoint]) {
     );
     fragmented_udp(g, at(2.118), node(2), me, &r);
 
+    dht_upkeep(g, swarm, &node_ids, token, first_node);
+}
+
+/// The DHT exchanges after the lookup: an `announce_peer` to the node that answered with
+/// peers, and the routing table's pings.
+fn dht_upkeep(
+    g: &mut Gen,
+    swarm: &Swarm,
+    node_ids: &[[u8; 20]; 3],
+    token: [u8; 8],
+    first_node: [u8; 4],
+) {
+    let me = (Ip::V4(BT_HOST), BT_PORT);
+    let node = |i: usize| (Ip::V4(DHT_NODES[i]), BT_PORT);
+
     // announce_peer back to node 0 with its token (implied_port: use the UDP source port).
     let tid: [u8; 2] = g.rng.bytes();
     let q = krpc_query(
@@ -836,31 +865,33 @@ fn dht(g: &mut Gen, swarm: &Swarm, peers: &[Endpoint]) {
 /// Emits a UDP/IPv4 datagram too big for one frame as two fragments (first carries the UDP
 /// header and has MF set, the second has a nonzero offset).
 fn fragmented_udp(g: &mut Gen, t: u64, src: Endpoint, dst: Endpoint, payload: &[u8]) {
-    let (Ip::V4(s), Ip::V4(d)) = (src.0, dst.0) else {
+    const FIRST: usize = 1480; // MTU 1500 minus the IPv4 header; a multiple of 8
+    let (Ip::V4(src_ip), Ip::V4(dst_ip)) = (src.0, dst.0) else {
         unreachable!()
     };
-    let ttl = g.ttl(src.0);
+    let ttl = Gen::ttl(src.0);
     // Let etherparse compute the UDP checksum over the whole datagram, then split its payload.
-    let whole = Ipv4Header::new(0, ttl, IpNumber::UDP, s, d).expect("empty payload");
+    let whole = Ipv4Header::new(0, ttl, IpNumber::UDP, src_ip, dst_ip).expect("empty payload");
     let mut datagram = Vec::new();
     PacketBuilder::ip(IpHeaders::Ipv4(whole, Ipv4Extensions::default()))
         .udp(src.1, dst.1)
         .write(&mut datagram, payload)
         .expect("datagram serialises");
     let l4 = &datagram[Ipv4Header::MIN_LEN..];
-    const FIRST: usize = 1480; // MTU 1500 minus the IPv4 header; a multiple of 8
     assert!(l4.len() > FIRST, "datagram must need fragmenting");
     let id = g.rng.u16();
     for (i, chunk) in [&l4[..FIRST], &l4[FIRST..]].into_iter().enumerate() {
-        let mut h = Ipv4Header::new(chunk.len() as u16, ttl, IpNumber::UDP, s, d).expect("fits");
-        h.identification = id;
-        h.dont_fragment = false;
-        h.more_fragments = i == 0;
-        h.fragment_offset = IpFragOffset::try_new((i * FIRST / 8) as u16).expect("fits");
-        let mut f = ethernet_header(mac_of(dst.0), mac_of(src.0), 0x0800);
-        h.write(&mut f).expect("vec write"); // computes the header checksum
-        f.extend_from_slice(chunk);
-        g.push(t + i as u64 * 40, f);
+        let len = u16::try_from(chunk.len()).expect("fits");
+        let mut header = Ipv4Header::new(len, ttl, IpNumber::UDP, src_ip, dst_ip).expect("fits");
+        header.identification = id;
+        header.dont_fragment = false;
+        header.more_fragments = i == 0;
+        let offset = u16::try_from(i * FIRST / 8).expect("fits");
+        header.fragment_offset = IpFragOffset::try_new(offset).expect("fits");
+        let mut frame = ethernet_header(mac_of(dst.0), mac_of(src.0), 0x0800);
+        header.write(&mut frame).expect("vec write"); // computes the header checksum
+        frame.extend_from_slice(chunk);
+        g.push(t + i as u64 * 40, frame);
     }
 }
 
@@ -942,10 +973,10 @@ fn tcp_attempt(
             g.tcp(at(t), l, client, peer, ACK, c1, p1, 502, &[], &[]);
             t += 0.0002;
             g.tcp(at(t), l, client, peer, PSH | ACK, c1, p1, 502, &[], mine);
-            let c2 = c1.wrapping_add(mine.len() as u32);
+            let c2 = c1.wrapping_add(len32(mine));
             t += rtt;
             g.tcp(at(t), l, peer, client, PSH | ACK, p1, c2, 509, &[], theirs);
-            let p2 = p1.wrapping_add(theirs.len() as u32);
+            let p2 = p1.wrapping_add(len32(theirs));
             // The client drops the peer right after the handshake (e.g. it has nothing we need).
             t += g.rng.secs(0.05, 0.4);
             g.close(t, rtt, l, (client, c2, 502), (peer, p2, 509));
@@ -972,7 +1003,7 @@ fn bt_connections(g: &mut Gen, swarm: &Swarm, peers: &[Endpoint]) {
         let rtt = g.rng.secs(0.02, 0.16);
         eport += g.rng.port(1, 9);
         let client = (Ip::V4(BT_HOST), eport);
-        let theirs_id = azureus_peer_id(&mut g.rng, b"-qB4630-");
+        let theirs_id = azureus_peer_id(&mut g.rng, *b"-qB4630-");
         let theirs = bt_handshake(&swarm.info_hash, &theirs_id);
         // Like libtorrent, try uTP first for some peers; these attempts get no answer.
         if outcome == Outcome::Silent && utp_left > 0 {
@@ -982,7 +1013,7 @@ fn bt_connections(g: &mut Gen, swarm: &Swarm, peers: &[Endpoint]) {
             h.push(0x41); // type ST_SYN (4), version 1
             h.push(0); // no extension
             h.extend_from_slice(&g.rng.u16().to_be_bytes()); // connection_id
-            h.extend_from_slice(&(at(t) as u32).to_be_bytes()); // timestamp_microseconds
+            h.extend_from_slice(&at(t).to_be_bytes()[4..]); // timestamp_microseconds (low 32 bits)
             h.extend_from_slice(&0u32.to_be_bytes()); // timestamp_difference_microseconds
             h.extend_from_slice(&1_048_576u32.to_be_bytes()); // wnd_size
             h.extend_from_slice(&g.rng.u16().to_be_bytes()); // seq_nr
@@ -994,7 +1025,13 @@ fn bt_connections(g: &mut Gen, swarm: &Swarm, peers: &[Endpoint]) {
 }
 
 /// 802.1Q-tagged scanner: horizontal telnet sweep, then a vertical sweep of one host.
+/// The VLAN-tagged scanner: an address scan of 60 hosts on 23/tcp, then 200 ports of one.
 fn scanner(g: &mut Gen) {
+    address_scan(g);
+    port_scan(g);
+}
+
+fn address_scan(g: &mut Gen) {
     let l = Link::Vlan(SCANNER_VLAN);
 
     let mut hosts: Vec<u8> = (1..=60).collect();
@@ -1025,7 +1062,10 @@ fn scanner(g: &mut Gen) {
             );
         }
     }
+}
 
+fn port_scan(g: &mut Gen) {
+    let l = Link::Vlan(SCANNER_VLAN);
     let mut ports: Vec<u16> = (1..=200).collect();
     g.rng.shuffle(&mut ports);
     let sport = g.rng.port(40000, 60000);
@@ -1092,8 +1132,6 @@ fn html_body(n: usize, len: usize) -> Vec<u8> {
 
 /// Five complete HTTP/1.1 exchanges between the web client and server.
 fn web_sessions(g: &mut Gen) {
-    let l = Link::Plain;
-    let server = (Ip::V4(WEB_SERVER), 80);
     let paths = [
         "/",
         "/index.html",
@@ -1101,87 +1139,118 @@ fn web_sessions(g: &mut Gen) {
         "/news/2026.html",
         "/style.css",
     ];
-    for (n, (t0, path)) in [8.0, 27.0, 46.0, 85.0, 105.0]
+    for (page, (t0, path)) in [8.0, 27.0, 46.0, 85.0, 105.0]
         .into_iter()
         .zip(paths)
         .enumerate()
     {
-        let client = (Ip::V4(WEB_CLIENT), g.rng.port(32768, 61000));
-        let rtt = g.rng.secs(0.02, 0.05);
-        let (c, s) = (g.rng.u32(), g.rng.u32());
-        let (c1, s1) = (c.wrapping_add(1), s.wrapping_add(1));
-        let mut t = t0;
-        g.tcp(at(t), l, client, server, SYN, c, 0, 64240, &SYN_OPTS, &[]);
-        t += rtt;
-        g.tcp(
-            at(t),
-            l,
-            server,
-            client,
-            SYN | ACK,
-            s,
-            c1,
-            65160,
-            &SYN_OPTS,
-            &[],
-        );
-        t += 0.00006;
-        g.tcp(at(t), l, client, server, ACK, c1, s1, 502, &[], &[]);
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
-        );
-        t += 0.0001;
-        g.tcp(
-            at(t),
-            l,
-            client,
-            server,
-            PSH | ACK,
-            c1,
-            s1,
-            502,
-            &[],
-            req.as_bytes(),
-        );
-        let c2 = c1.wrapping_add(req.len() as u32);
-
-        let body = html_body(n, g.rng.range(1500, 3800) as usize);
-        let mut resp = format!(
-            "HTTP/1.1 200 OK\r\nServer: demo\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        resp.extend_from_slice(&body);
-        t += rtt + 0.003;
-        let mut sseq = s1;
-        let chunks: Vec<&[u8]> = resp.chunks(1460).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let flags = if i + 1 == chunks.len() {
-                PSH | ACK
-            } else {
-                ACK
-            };
-            g.tcp(at(t), l, server, client, flags, sseq, c2, 509, &[], chunk);
-            sseq = sseq.wrapping_add(chunk.len() as u32);
-            t += 0.00012;
-        }
-        g.tcp(at(t), l, client, server, ACK, c2, sseq, 501, &[], &[]);
-        t += 0.002;
-        g.close(t, rtt, l, (client, c2, 501), (server, sseq, 509));
+        http_exchange(g, page, t0, path);
     }
+}
+
+/// One HTTP/1.1 GET of `path` at `t0` seconds: handshake, request, response, close.
+fn http_exchange(g: &mut Gen, page: usize, t0: f64, path: &str) {
+    let link = Link::Plain;
+    let server = (Ip::V4(WEB_SERVER), 80);
+    let client = (Ip::V4(WEB_CLIENT), g.rng.port(32768, 61000));
+    let rtt = g.rng.secs(0.02, 0.05);
+    let (client_isn, server_isn) = (g.rng.u32(), g.rng.u32());
+    let (c1, s1) = (client_isn.wrapping_add(1), server_isn.wrapping_add(1));
+    let mut t = t0;
+    g.tcp(
+        at(t),
+        link,
+        client,
+        server,
+        SYN,
+        client_isn,
+        0,
+        64240,
+        &SYN_OPTS,
+        &[],
+    );
+    t += rtt;
+    g.tcp(
+        at(t),
+        link,
+        server,
+        client,
+        SYN | ACK,
+        server_isn,
+        c1,
+        65160,
+        &SYN_OPTS,
+        &[],
+    );
+    t += 0.00006;
+    g.tcp(at(t), link, client, server, ACK, c1, s1, 502, &[], &[]);
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
+    );
+    t += 0.0001;
+    g.tcp(
+        at(t),
+        link,
+        client,
+        server,
+        PSH | ACK,
+        c1,
+        s1,
+        502,
+        &[],
+        req.as_bytes(),
+    );
+    let c2 = c1.wrapping_add(len32(req.as_bytes()));
+
+    let len = usize::try_from(g.rng.range(1500, 3800)).expect("a few KiB");
+    let body = html_body(page, len);
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nServer: demo\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    resp.extend_from_slice(&body);
+    t += rtt + 0.003;
+    let mut sseq = s1;
+    let chunks: Vec<&[u8]> = resp.chunks(1460).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let flags = if i + 1 == chunks.len() {
+            PSH | ACK
+        } else {
+            ACK
+        };
+        g.tcp(
+            at(t),
+            link,
+            server,
+            client,
+            flags,
+            sseq,
+            c2,
+            509,
+            &[],
+            chunk,
+        );
+        sseq = sseq.wrapping_add(len32(chunk));
+        t += 0.00012;
+    }
+    g.tcp(at(t), link, client, server, ACK, c2, sseq, 501, &[], &[]);
+    t += 0.002;
+    g.close(t, rtt, link, (client, c2, 501), (server, sseq, 509));
 }
 
 /// Echo requests/replies shaped like Linux `ping` (8-byte timestamp + 0x10.. pattern).
 fn icmp(g: &mut Gen) {
     for (t0, src, dst, count) in [
-        (40.0, BT_HOST, GATEWAY, 3u16),
-        (88.0, WEB_CLIENT, [198, 51, 100, 1], 5),
+        (40u16, BT_HOST, GATEWAY, 3u16),
+        (88, WEB_CLIENT, [198, 51, 100, 1], 5),
     ] {
         let id = g.rng.u16();
         let rtt = if dst == GATEWAY { 0.0004 } else { 0.012 };
         for seq in 1..=count {
-            let t = t0 + f64::from(seq - 1);
-            let mut payload = (START_SECS + t as u64).to_le_bytes().to_vec();
+            let secs = t0 + seq - 1;
+            let t = f64::from(secs);
+            let mut payload = (START_SECS + u64::from(secs)).to_le_bytes().to_vec();
             payload.extend(0x10u8..0x38);
             let (s, d) = (Ip::V4(src), Ip::V4(dst));
             g.emit(at(t), Link::Plain, s, d, L4::EchoRequest(id, seq), &payload);
@@ -1197,19 +1266,18 @@ fn icmp(g: &mut Gen) {
     }
 }
 
-/// ICMP errors a real network answers with, each quoting a frame generated above: a router's
-/// host unreachable for one of the scanner's probes (on its VLAN), a port unreachable for a DNS
-/// query, and an ICMPv6 unreachable for an IPv6 SYN. Quotes are the IP header plus the first
-/// 8 bytes of the transport header, as routers send them.
-fn unreachables(g: &mut Gen) {
-    use etherparse::{icmpv4, icmpv6, Icmpv4Type, Icmpv6Type};
-    let ipv4_of = |f: &[u8], at: usize| -> Option<([u8; 4], [u8; 4], u8, usize)> {
-        (f.get(at)? >> 4 == 4).then(|| {
-            let ihl = usize::from(f[at] & 0x0f) * 4;
-            let ip = |o: usize| [f[at + o], f[at + o + 1], f[at + o + 2], f[at + o + 3]];
-            (ip(12), ip(16), f[at + 9], ihl)
-        })
-    };
+/// (src, dst, protocol, header length) of the IPv4 header at `at` in frame `f`, if it is one.
+fn ipv4_of(f: &[u8], at: usize) -> Option<([u8; 4], [u8; 4], u8, usize)> {
+    (f.get(at)? >> 4 == 4).then(|| {
+        let ihl = usize::from(f[at] & 0x0f) * 4;
+        let ip = |o: usize| [f[at + o], f[at + o + 1], f[at + o + 2], f[at + o + 3]];
+        (ip(12), ip(16), f[at + 9], ihl)
+    })
+}
+
+/// The frames the ICMP errors quote, as (time, frame, IP header offset): the scanner's first
+/// probe of 23/tcp, the web client's first DNS query, and the IPv6 host's first SYN.
+fn quoted_frames(g: &Gen) -> Vec<(u64, Vec<u8>, usize)> {
     let mut picks: Vec<(u64, Vec<u8>, usize)> = Vec::new(); // (time, frame, ip offset)
     let mut found = [false; 3];
     for (t, f) in &g.frames {
@@ -1247,7 +1315,16 @@ fn unreachables(g: &mut Gen) {
         }
     }
     assert_eq!(found, [true; 3], "the scenario has the frames to quote");
-    for (i, (t, f, at)) in picks.into_iter().enumerate() {
+    picks
+}
+
+/// ICMP errors a real network answers with, each quoting a frame generated above: a router's
+/// host unreachable for one of the scanner's probes (on its VLAN), a port unreachable for a DNS
+/// query, and an ICMPv6 unreachable for an IPv6 SYN. Quotes are the IP header plus the first
+/// 8 bytes of the transport header, as routers send them.
+fn unreachables(g: &mut Gen) {
+    use etherparse::{icmpv4, icmpv6, Icmpv4Type, Icmpv6Type};
+    for (i, (t, f, at)) in quoted_frames(g).into_iter().enumerate() {
         let mut out = Vec::new();
         let router_mac = mac_of(Ip::V4(GATEWAY));
         let (dst_mac, tagged) = (
@@ -1487,7 +1564,10 @@ mod tests {
         assert_eq!(frames.len(), n);
         let start = Duration::from_secs(START_SECS);
         assert!(frames[0].0 >= start);
-        let span = frames[n - 1].0 - frames[0].0;
+        let span = frames[n - 1]
+            .0
+            .checked_sub(frames[0].0)
+            .expect("time-ordered");
         assert!(
             span > Duration::from_secs(100) && span < Duration::from_secs(130),
             "{span:?}"

@@ -1,27 +1,41 @@
-//! The engine on real captures from `../shared/pcaps` (see its CATALOG.md for what each holds).
-//! Unprivileged: the offline path only.
+//! The engine and the `analyze`/`peers` commands, offline (unprivileged): on the synthetic
+//! demo capture (`sensor_tests::synth`), and in the `corpus` module on third-party captures
+//! (see the corpus's CATALOG.md for what each holds).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use sensor::detect::{BroScanConfig, NoticeKind};
 use sensor::engine::{Collect, Engine, EngineConfig, Suppress};
 use sensor::predict::Channel;
 
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/pcaps")
-        .join(rel)
+/// The synthetic demo capture, written once per test binary.
+fn demo_pcap() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("sensor-analyze-demo-{}.pcap", std::process::id()));
+        sensor_tests::synth::demo_capture()
+            .write_pcap_file(&path)
+            .unwrap();
+        path
+    })
 }
 
-fn analyze(rel: &str, suppress: Suppress) -> Engine<Collect> {
+/// The synthetic capture's hosts: the BitTorrent client, which learns its peers from a UDP
+/// tracker and the DHT, and the VLAN-tagged scanner.
+const DEMO_BT_HOST: &str = "192.0.2.10";
+const DEMO_SCANNER: &str = "192.0.2.66";
+
+fn analyze_file(pcap: &Path, suppress: Suppress) -> Engine<Collect> {
     let config = EngineConfig {
         suppress,
         bro: BroScanConfig::with_first_threshold(20),
         ..EngineConfig::default()
     };
     let (engine, report) =
-        sensor::analyze::analyze(&[shared(rel)], 1472, config, Collect::default()).unwrap();
+        sensor::analyze::analyze(&[pcap.to_path_buf()], 1472, config, Collect::default()).unwrap();
     assert!(report.damaged.is_empty(), "{:?}", report.damaged);
     engine
 }
@@ -45,92 +59,29 @@ const ALL_MODES: [Suppress; 4] = [
 ];
 
 #[test]
-fn scanners_are_flagged_in_every_mode() {
+fn synthetic_scanner_is_flagged_in_every_mode_and_the_bittorrent_host_only_by_the_baseline() {
     use NoticeKind::*;
-    // (capture, scanner, a notice it must get); expectations from CATALOG.md's ground truth.
-    let cases = [
-        // nmap -sS of a /24: 1000 ports on each live host.
-        (
-            "MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap",
-            "192.168.1.6",
-            PortScan,
-        ),
-        // nmap -sT, 1000 ports of one host.
-        (
-            "markofu-pcaps/TCP_CONNECT_SCAN.pcap",
-            "192.168.1.10",
-            PortScan,
-        ),
-        // nmap -sS, 1000 ports of one host.
-        ("markofu-pcaps/TCP_SYN_SCAN.pcap", "192.168.1.10", PortScan),
-        // masscan -p0-1000 of one host.
-        (
-            "esnet-security-curated-pcaps/tcp_0_1000_20190821.pcap",
-            "172.31.15.102",
-            PortScan,
-        ),
-        // Mirai-like horizontal scan of 136 hosts.
-        (
-            "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
-            "192.168.2.16",
-            AddressScan,
-        ),
-    ];
-    for (capture, scanner, must) in cases {
-        for mode in ALL_MODES {
-            let e = analyze(capture, mode);
-            let notes = flagged(&e, scanner);
-            assert!(notes.contains(&must), "{capture} {mode:?}: {notes:?}");
-            assert!(
-                e.sink.suppressed.is_empty(),
-                "{capture} {mode:?}: nothing to suppress"
-            );
+    for mode in ALL_MODES {
+        let e = analyze_file(demo_pcap(), mode);
+        let notes = flagged(&e, DEMO_SCANNER);
+        assert!(
+            notes.contains(&AddressScan) && notes.contains(&PortScan),
+            "{mode:?}: {notes:?}"
+        );
+        let bt = flagged(&e, DEMO_BT_HOST);
+        if mode == Suppress::None {
+            assert_eq!(bt, [AddressScan, ScanSummary, PortScanSummary]);
+            assert!(e.sink.suppressed.is_empty());
+        } else {
+            assert!(bt.is_empty(), "{mode:?}: {:?}", e.sink.notices);
+            // What the baseline raised is accounted for as suppressed, with a reason.
+            assert!(!e.sink.suppressed.is_empty(), "{mode:?}");
         }
     }
-    // The horizontal scan, notice by notice (Bro 1.5 with --threshold 20).
-    let e = analyze(
-        "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
-        Suppress::All,
-    );
-    let msgs: Vec<_> = e.sink.notices.iter().map(|n| n.msg.as_str()).collect();
-    assert_eq!(
-        msgs,
-        [
-            "192.168.2.16 has scanned 20 hosts (8080/tcp)",
-            "shutdown threshold reached for 192.168.2.16",
-            "192.168.2.16 has scanned 101 hosts (23/tcp)",
-            "192.168.2.16 scanned a total of 136 hosts",
-        ]
-    );
-}
-
-#[test]
-fn gnutella_hosts_stay_flagged_with_suppression() {
-    // Non-BitTorrent P2P: no coordination traffic explains their failures.
-    for (capture, host) in [
-        ("ntop-nDPI/gnutella.pcap", "10.0.2.15"),
-        ("markofu-pcaps/gnutella.pcap", "10.1.4.176"),
-    ] {
-        for mode in ALL_MODES {
-            let e = analyze(capture, mode);
-            assert!(
-                flagged(&e, host).contains(&NoticeKind::AddressScan),
-                "{capture} {mode:?}"
-            );
-        }
-    }
-}
-
-#[test]
-fn transmission_host_is_not_flagged_with_suppression() {
-    let host: std::net::IpAddr = "192.168.1.128".parse().unwrap();
-    let e = analyze("ntop-nDPI/bittorrent_transmission.pcapng", Suppress::All);
-    assert!(
-        flagged(&e, "192.168.1.128").is_empty(),
-        "{:?}",
-        e.sink.notices
-    );
-    // CATALOG.md: 58 of the host's failed SYNs go to peers the DHT and UDP tracker announced.
+    // Every failed connection of the BitTorrent host goes to a peer its tracker or the DHT
+    // announced.
+    let e = analyze_file(demo_pcap(), Suppress::All);
+    let host: std::net::IpAddr = DEMO_BT_HOST.parse().unwrap();
     let by = |pred: &dyn Fn(Channel) -> bool| {
         e.sink
             .attempts
@@ -138,72 +89,23 @@ fn transmission_host_is_not_flagged_with_suppression() {
             .filter(|(o, p)| o.initiator().ip() == host && p.is_some_and(pred))
             .count()
     };
-    assert_eq!(by(&|c| matches!(c, Channel::Dht | Channel::UdpTracker)), 58);
-    // Its own uTP SYNs to the same ip:port predict 30 more (a TCP fallback after uTP); they
-    // count because the host also has third-party predictions.
-    assert_eq!(by(&|c| c == Channel::Utp), 30);
-    // What the baseline raised is accounted for as suppressed, with a reason.
-    assert!(!e.sink.suppressed.is_empty());
-    // Prediction alone removes 88 failures but leaves an address scan (established
-    // connections and unpredicted failures still count); PPR is what clears it.
-    let e = analyze(
-        "ntop-nDPI/bittorrent_transmission.pcapng",
-        Suppress::Predict,
-    );
-    assert!(flagged(&e, "192.168.1.128").contains(&NoticeKind::AddressScan));
-}
-
-#[test]
-fn transmission_host_is_flagged_by_the_baseline() {
-    let e = analyze("ntop-nDPI/bittorrent_transmission.pcapng", Suppress::None);
-    let notes = flagged(&e, "192.168.1.128");
-    assert_eq!(
-        notes,
-        [
-            NoticeKind::AddressScan,
-            NoticeKind::ShutdownThresh,
-            NoticeKind::AddressScan,
-            NoticeKind::ScanSummary,
-            NoticeKind::PortScanSummary
-        ]
-    );
-}
-
-#[test]
-fn background_traffic_with_local_nets_raises_nothing() {
-    let private = ["10.0.0.0", "172.16.0.0", "192.168.0.0"].map(|n| n.parse().unwrap());
-    let local_nets = vec![(private[0], 8), (private[1], 12), (private[2], 16)];
-    for capture in [
-        "ntop-nDPI/alexa-app.pcapng",
-        "ntop-nDPI/teams.pcap",
-        "chrissanders-packets/http_espn.pcapng",
-    ] {
-        let mut bro = BroScanConfig::with_first_threshold(20);
-        bro.local_nets = local_nets.clone();
-        let config = EngineConfig {
-            suppress: Suppress::None,
-            bro,
-            ..EngineConfig::default()
-        };
-        let (e, _) =
-            sensor::analyze::analyze(&[shared(capture)], 1472, config, Collect::default()).unwrap();
-        assert!(e.sink.notices.is_empty(), "{capture}: {:?}", e.sink.notices);
-    }
-    // Without local_nets Bro 1.5 treats every host as inbound, and established connections on
-    // services outside Hot::allow_services count as peers: 20 HTTPS servers make an AddressScan.
-    let e = analyze("ntop-nDPI/alexa-app.pcapng", Suppress::None);
-    let msgs: Vec<_> = e.sink.notices.iter().map(|n| n.msg.as_str()).collect();
-    assert_eq!(msgs, ["172.16.42.216 has scanned 20 hosts (443/tcp)"]);
+    assert_eq!(by(&|c| c == Channel::UdpTracker), 28);
+    assert_eq!(by(&|c| c == Channel::Dht), 17);
 }
 
 #[test]
 fn cli_json_notices_and_errors() {
     let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
     let out = Command::new(&sensor)
-        .args(["analyze", "--json", "--threshold", "20"])
-        .arg(shared(
-            "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
-        ))
+        .args([
+            "analyze",
+            "--json",
+            "--suppress",
+            "none",
+            "--threshold",
+            "20",
+        ])
+        .arg(demo_pcap())
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -212,12 +114,13 @@ fn cli_json_notices_and_errors() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 9);
     for key in ["ts", "note", "src", "peers", "ports", "msg"] {
         assert!(lines.iter().all(|l| !l[key].is_null()), "{key} missing");
     }
     assert!(lines[0]["ts"].is_f64());
     assert_eq!(lines[0]["note"], "AddressScan");
+    assert_eq!(lines[0]["src"], DEMO_BT_HOST);
     assert_eq!(lines[0]["peers"], 20);
 
     // Not a capture: one line, exit 1, no panic.
@@ -234,14 +137,11 @@ fn cli_json_notices_and_errors() {
     assert!(err.contains("not a pcap or pcapng file"));
 
     // Truncated: partial results, a warning, exit 2.
-    let bytes = std::fs::read(shared(
-        "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
-    ))
-    .unwrap();
+    let bytes = std::fs::read(demo_pcap()).unwrap();
     let cut = std::env::temp_dir().join(format!("sensor-cut-{}.pcap", std::process::id()));
     std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
     let out = Command::new(&sensor)
-        .args(["analyze", "--threshold", "20"])
+        .args(["analyze", "--suppress", "none", "--threshold", "20"])
         .arg(&cut)
         .output()
         .unwrap();
@@ -256,8 +156,7 @@ fn cli_json_notices_and_errors() {
 #[test]
 fn zeek_logs_tsv_and_json() {
     let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
-    let capture = shared("ntop-nDPI/bittorrent_transmission.pcapng");
-    let dir = std::env::temp_dir().join(format!("sensor-logs-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("sensor-logs-demo-{}", std::process::id()));
     let out = Command::new(&sensor)
         .args([
             "analyze",
@@ -268,7 +167,7 @@ fn zeek_logs_tsv_and_json() {
             "--out",
         ])
         .arg(&dir)
-        .arg(&capture)
+        .arg(demo_pcap())
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -286,10 +185,8 @@ fn zeek_logs_tsv_and_json() {
         .filter(|l| !l.starts_with('#'))
         .filter(|l| matches!(l.split('\t').nth(7), Some("S0" | "REJ" | "SH" | "RSTOS0")))
         .count();
-    assert!(
-        failed >= 93,
-        "CATALOG: 93 RST-refused SYNs from the Transmission host; got {failed}"
-    );
+    // The scanner's 258 failures and the BitTorrent host's 45.
+    assert!(failed >= 303, "failed attempts: {failed}");
 
     let json_dir = dir.join("json");
     let out = Command::new(&sensor)
@@ -303,14 +200,13 @@ fn zeek_logs_tsv_and_json() {
             "--out",
         ])
         .arg(&json_dir)
-        .arg(&capture)
+        .arg(demo_pcap())
         .output()
         .unwrap();
     assert!(out.status.success());
-    for line in std::fs::read_to_string(json_dir.join("notice.log"))
-        .unwrap()
-        .lines()
-    {
+    let lines = std::fs::read_to_string(json_dir.join("notice.log")).unwrap();
+    assert_eq!(lines.lines().count(), stdout_notices);
+    for line in lines.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["ts"].is_f64() && v["note"].is_string() && v["src"].is_string());
     }
@@ -319,11 +215,11 @@ fn zeek_logs_tsv_and_json() {
 #[test]
 fn peers_lists_predictions_and_coverage() {
     let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
-    // Suricata's DHT trace: one get_peers response with two compact peers (CATALOG.md), each
-    // predicted for TCP and for uTP (UDP).
+    // The generator announces 40 peers by the UDP tracker and 20 by the DHT to the IPv4 host,
+    // each predicted for TCP (and for uTP).
     let out = Command::new(&sensor)
         .args(["peers", "--json"])
-        .arg(shared("OISF-suricata-verify/bittorrent-dht/input.pcap"))
+        .arg(demo_pcap())
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -332,44 +228,380 @@ fn peers_lists_predictions_and_coverage() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
     for l in &lines {
         for key in ["ts", "host", "peer", "port", "transport", "channel"] {
             assert!(!l[key].is_null(), "{key} missing in {l}");
         }
-        assert_eq!(l["channel"], "dht");
-        assert_eq!(l["host"], "190.0.0.1");
     }
+    let tcp = |channel: &str| {
+        lines
+            .iter()
+            .filter(|l| {
+                l["host"] == DEMO_BT_HOST && l["channel"] == channel && l["transport"] == "tcp"
+            })
+            .count()
+    };
+    assert_eq!((tcp("udp_tracker"), tcp("dht")), (40, 20));
 
-    // Coverage on small_torrent: every failed TCP handshake of the client was predicted.
+    // Coverage: every failed TCP handshake of the BitTorrent host was predicted, none of the
+    // scanner's.
     let out = Command::new(&sensor)
         .args(["peers", "--stats"])
-        .arg(shared("goncalo-rodrigues-360BitScoping/small_torrent.pcap"))
+        .arg(demo_pcap())
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let row = text
-        .lines()
-        .find(|l| l.starts_with("192.168.0.102"))
-        .expect("client row");
-    assert!(row.contains("100.0%"), "{row}");
+    let row = |host: &str| {
+        text.lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("{host} row in {text}"))
+            .to_string()
+    };
+    assert!(
+        row(DEMO_BT_HOST).contains("100.0%"),
+        "{}",
+        row(DEMO_BT_HOST)
+    );
+    assert!(row(DEMO_SCANNER).contains(" 0.0%"), "{}", row(DEMO_SCANNER));
 }
 
-#[test]
-fn bittorrent_host_and_scanner_in_one_input() {
-    // The Transmission capture followed by the Mirai-like scan, as one stream: suppression
-    // must clear the BitTorrent host and only it.
-    let config = EngineConfig {
-        suppress: Suppress::All,
-        bro: BroScanConfig::with_first_threshold(20),
-        ..EngineConfig::default()
-    };
-    let inputs = [
-        shared("ntop-nDPI/bittorrent_transmission.pcapng"),
-        shared("stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap"),
-    ];
-    let (e, _) = sensor::analyze::analyze(&inputs, 1472, config, Collect::default()).unwrap();
-    assert!(flagged(&e, "192.168.1.128").is_empty());
-    assert!(flagged(&e, "192.168.2.16").contains(&NoticeKind::AddressScan));
-    assert!(flagged(&e, "192.168.2.16").contains(&NoticeKind::ShutdownThresh));
+/// The same and more on third-party captures.
+mod corpus {
+    use super::*;
+    use sensor_tests::corpus;
+
+    fn analyze(rel: &str, suppress: Suppress) -> Engine<Collect> {
+        analyze_file(&corpus(rel), suppress)
+    }
+
+    #[test]
+    fn scanners_are_flagged_in_every_mode() {
+        use NoticeKind::*;
+        // (capture, scanner, a notice it must get); expectations from CATALOG.md's ground truth.
+        let cases = [
+            // nmap -sS of a /24: 1000 ports on each live host.
+            (
+                "MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap",
+                "192.168.1.6",
+                PortScan,
+            ),
+            // nmap -sT, 1000 ports of one host.
+            (
+                "markofu-pcaps/TCP_CONNECT_SCAN.pcap",
+                "192.168.1.10",
+                PortScan,
+            ),
+            // nmap -sS, 1000 ports of one host.
+            ("markofu-pcaps/TCP_SYN_SCAN.pcap", "192.168.1.10", PortScan),
+            // masscan -p0-1000 of one host.
+            (
+                "esnet-security-curated-pcaps/tcp_0_1000_20190821.pcap",
+                "172.31.15.102",
+                PortScan,
+            ),
+            // Mirai-like horizontal scan of 136 hosts.
+            (
+                "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+                "192.168.2.16",
+                AddressScan,
+            ),
+        ];
+        for (capture, scanner, must) in cases {
+            for mode in ALL_MODES {
+                let e = analyze(capture, mode);
+                let notes = flagged(&e, scanner);
+                assert!(notes.contains(&must), "{capture} {mode:?}: {notes:?}");
+                assert!(
+                    e.sink.suppressed.is_empty(),
+                    "{capture} {mode:?}: nothing to suppress"
+                );
+            }
+        }
+        // The horizontal scan, notice by notice (Bro 1.5 with --threshold 20).
+        let e = analyze(
+            "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+            Suppress::All,
+        );
+        let msgs: Vec<_> = e.sink.notices.iter().map(|n| n.msg.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "192.168.2.16 has scanned 20 hosts (8080/tcp)",
+                "shutdown threshold reached for 192.168.2.16",
+                "192.168.2.16 has scanned 101 hosts (23/tcp)",
+                "192.168.2.16 scanned a total of 136 hosts",
+            ]
+        );
+    }
+
+    #[test]
+    fn gnutella_hosts_stay_flagged_with_suppression() {
+        // Non-BitTorrent P2P: no coordination traffic explains their failures.
+        for (capture, host) in [
+            ("ntop-nDPI/gnutella.pcap", "10.0.2.15"),
+            ("markofu-pcaps/gnutella.pcap", "10.1.4.176"),
+        ] {
+            for mode in ALL_MODES {
+                let e = analyze(capture, mode);
+                assert!(
+                    flagged(&e, host).contains(&NoticeKind::AddressScan),
+                    "{capture} {mode:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn transmission_host_is_not_flagged_with_suppression() {
+        let host: std::net::IpAddr = "192.168.1.128".parse().unwrap();
+        let e = analyze("ntop-nDPI/bittorrent_transmission.pcapng", Suppress::All);
+        assert!(
+            flagged(&e, "192.168.1.128").is_empty(),
+            "{:?}",
+            e.sink.notices
+        );
+        // CATALOG.md: 58 of the host's failed SYNs go to peers the DHT and UDP tracker announced.
+        let by = |pred: &dyn Fn(Channel) -> bool| {
+            e.sink
+                .attempts
+                .iter()
+                .filter(|(o, p)| o.initiator().ip() == host && p.is_some_and(pred))
+                .count()
+        };
+        assert_eq!(by(&|c| matches!(c, Channel::Dht | Channel::UdpTracker)), 58);
+        // Its own uTP SYNs to the same ip:port predict 30 more (a TCP fallback after uTP); they
+        // count because the host also has third-party predictions.
+        assert_eq!(by(&|c| c == Channel::Utp), 30);
+        // What the baseline raised is accounted for as suppressed, with a reason.
+        assert!(!e.sink.suppressed.is_empty());
+        // Prediction alone removes 88 failures but leaves an address scan (established
+        // connections and unpredicted failures still count); PPR is what clears it.
+        let e = analyze(
+            "ntop-nDPI/bittorrent_transmission.pcapng",
+            Suppress::Predict,
+        );
+        assert!(flagged(&e, "192.168.1.128").contains(&NoticeKind::AddressScan));
+    }
+
+    #[test]
+    fn transmission_host_is_flagged_by_the_baseline() {
+        let e = analyze("ntop-nDPI/bittorrent_transmission.pcapng", Suppress::None);
+        let notes = flagged(&e, "192.168.1.128");
+        assert_eq!(
+            notes,
+            [
+                NoticeKind::AddressScan,
+                NoticeKind::ShutdownThresh,
+                NoticeKind::AddressScan,
+                NoticeKind::ScanSummary,
+                NoticeKind::PortScanSummary
+            ]
+        );
+    }
+
+    #[test]
+    fn background_traffic_with_local_nets_raises_nothing() {
+        let private = ["10.0.0.0", "172.16.0.0", "192.168.0.0"].map(|n| n.parse().unwrap());
+        let local_nets = vec![(private[0], 8), (private[1], 12), (private[2], 16)];
+        for capture in [
+            "ntop-nDPI/alexa-app.pcapng",
+            "ntop-nDPI/teams.pcap",
+            "chrissanders-packets/http_espn.pcapng",
+        ] {
+            let mut bro = BroScanConfig::with_first_threshold(20);
+            bro.local_nets = local_nets.clone();
+            let config = EngineConfig {
+                suppress: Suppress::None,
+                bro,
+                ..EngineConfig::default()
+            };
+            let (e, _) =
+                sensor::analyze::analyze(&[corpus(capture)], 1472, config, Collect::default())
+                    .unwrap();
+            assert!(e.sink.notices.is_empty(), "{capture}: {:?}", e.sink.notices);
+        }
+        // Without local_nets Bro 1.5 treats every host as inbound, and established connections on
+        // services outside Hot::allow_services count as peers: 20 HTTPS servers make an AddressScan.
+        let e = analyze("ntop-nDPI/alexa-app.pcapng", Suppress::None);
+        let msgs: Vec<_> = e.sink.notices.iter().map(|n| n.msg.as_str()).collect();
+        assert_eq!(msgs, ["172.16.42.216 has scanned 20 hosts (443/tcp)"]);
+    }
+
+    #[test]
+    fn cli_json_notices_and_errors() {
+        let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+        let out = Command::new(&sensor)
+            .args(["analyze", "--json", "--threshold", "20"])
+            .arg(corpus(
+                "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        for key in ["ts", "note", "src", "peers", "ports", "msg"] {
+            assert!(lines.iter().all(|l| !l[key].is_null()), "{key} missing");
+        }
+        assert!(lines[0]["ts"].is_f64());
+        assert_eq!(lines[0]["note"], "AddressScan");
+        assert_eq!(lines[0]["peers"], 20);
+
+        // Not a capture: one line, exit 1, no panic.
+        let notes = std::env::temp_dir().join(format!("sensor-notes-{}.txt", std::process::id()));
+        std::fs::write(&notes, "hello\n").unwrap();
+        let out = Command::new(&sensor)
+            .args(["analyze"])
+            .arg(&notes)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("not a pcap or pcapng file"));
+
+        // Truncated: partial results, a warning, exit 2.
+        let bytes = std::fs::read(corpus(
+            "stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap",
+        ))
+        .unwrap();
+        let cut = std::env::temp_dir().join(format!("sensor-cut-{}.pcap", std::process::id()));
+        std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+        let out = Command::new(&sensor)
+            .args(["analyze", "--threshold", "20"])
+            .arg(&cut)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("has scanned 20 hosts"),
+            "partial results"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    }
+
+    #[test]
+    fn zeek_logs_tsv_and_json() {
+        let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+        let capture = corpus("ntop-nDPI/bittorrent_transmission.pcapng");
+        let dir = std::env::temp_dir().join(format!("sensor-logs-{}", std::process::id()));
+        let out = Command::new(&sensor)
+            .args([
+                "analyze",
+                "--suppress",
+                "none",
+                "--threshold",
+                "20",
+                "--out",
+            ])
+            .arg(&dir)
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stdout_notices = String::from_utf8(out.stdout).unwrap().lines().count();
+        let notice = std::fs::read_to_string(dir.join("notice.log")).unwrap();
+        assert!(notice.starts_with("#separator \\x09\n"));
+        assert!(notice.contains("\n#fields\tts\tnote\tsrc\tdst\tp\tpeers\tports\tmsg\n"));
+        let rows: Vec<&str> = notice.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(rows.len(), stdout_notices);
+        assert!(rows[0].split('\t').nth(1) == Some("AddressScan"));
+        // One attempts row per connection outcome; failed ones carry REJ/S0/SH/RSTOS0.
+        let attempts = std::fs::read_to_string(dir.join("attempts.log")).unwrap();
+        let failed = attempts
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| matches!(l.split('\t').nth(7), Some("S0" | "REJ" | "SH" | "RSTOS0")))
+            .count();
+        assert!(
+            failed >= 93,
+            "CATALOG: 93 RST-refused SYNs from the Transmission host; got {failed}"
+        );
+
+        let json_dir = dir.join("json");
+        let out = Command::new(&sensor)
+            .args([
+                "analyze",
+                "--suppress",
+                "none",
+                "--threshold",
+                "20",
+                "--json-logs",
+                "--out",
+            ])
+            .arg(&json_dir)
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        for line in std::fs::read_to_string(json_dir.join("notice.log"))
+            .unwrap()
+            .lines()
+        {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["ts"].is_f64() && v["note"].is_string() && v["src"].is_string());
+        }
+    }
+
+    #[test]
+    fn peers_lists_predictions_and_coverage() {
+        let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+        // Suricata's DHT trace: one get_peers response with two compact peers (CATALOG.md), each
+        // predicted for TCP and for uTP (UDP).
+        let out = Command::new(&sensor)
+            .args(["peers", "--json"])
+            .arg(corpus("OISF-suricata-verify/bittorrent-dht/input.pcap"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        for l in &lines {
+            for key in ["ts", "host", "peer", "port", "transport", "channel"] {
+                assert!(!l[key].is_null(), "{key} missing in {l}");
+            }
+            assert_eq!(l["channel"], "dht");
+            assert_eq!(l["host"], "190.0.0.1");
+        }
+
+        // Coverage on small_torrent: every failed TCP handshake of the client was predicted.
+        let out = Command::new(&sensor)
+            .args(["peers", "--stats"])
+            .arg(corpus("goncalo-rodrigues-360BitScoping/small_torrent.pcap"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("192.168.0.102"))
+            .expect("client row");
+        assert!(row.contains("100.0%"), "{row}");
+    }
+
+    #[test]
+    fn bittorrent_host_and_scanner_in_one_input() {
+        // The Transmission capture followed by the Mirai-like scan, as one stream: suppression
+        // must clear the BitTorrent host and only it.
+        let config = EngineConfig {
+            suppress: Suppress::All,
+            bro: BroScanConfig::with_first_threshold(20),
+            ..EngineConfig::default()
+        };
+        let inputs = [
+            corpus("ntop-nDPI/bittorrent_transmission.pcapng"),
+            corpus("stratosphereips-StratosphereLinuxIPS/test7-malicious.pcap"),
+        ];
+        let (e, _) = sensor::analyze::analyze(&inputs, 1472, config, Collect::default()).unwrap();
+        assert!(flagged(&e, "192.168.1.128").is_empty());
+        assert!(flagged(&e, "192.168.2.16").contains(&NoticeKind::AddressScan));
+        assert!(flagged(&e, "192.168.2.16").contains(&NoticeKind::ShutdownThresh));
+    }
 }

@@ -1,21 +1,16 @@
-//! Independent cross-check of the coordination parsers: tshark's `bt-dht` dissector on the
-//! shared captures must find exactly the DHT peers we predict from, and the UDP tracker peer
-//! counts must match `../shared/pcaps/CATALOG.md`.
+//! Independent cross-check of the coordination parsers: tshark's `bt-dht` dissector must find
+//! exactly the DHT peers we predict from, on the synthetic demo capture and on the corpus's
+//! captures; on the corpus (the `corpus` module), the UDP tracker, HTTP tracker and PEX peer
+//! counts must also match the corpus's `CATALOG.md`.
 //!
 //! Needs tshark (`cargo xtask setup` installs it); unprivileged.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/pcaps")
-        .join(rel)
-}
 
 type Peer = (IpAddr, IpAddr, u16); // (host told, peer address, peer port)
 
@@ -97,66 +92,39 @@ fn our_peers(pcap: &Path, channel: &str) -> BTreeSet<Peer> {
             (
                 v["host"].as_str().unwrap().parse().unwrap(),
                 v["peer"].as_str().unwrap().parse().unwrap(),
-                v["port"].as_u64().unwrap() as u16,
+                u16::try_from(v["port"].as_u64().unwrap()).unwrap(),
             )
         })
         .collect()
 }
 
-#[test]
-fn dht_values_equal_tsharks() {
-    for rel in [
-        "OISF-suricata-verify/bittorrent-dht/input.pcap",
-        "goncalo-rodrigues-360BitScoping/small_torrent.pcap",
-        "ntop-nDPI/bittorrent_transmission.pcapng",
-    ] {
-        let pcap = shared(rel);
-        let theirs = tshark_dht_peers(&pcap);
-        let ours = our_peers(&pcap, "dht");
-        // Our documented filters: a peer on port 0 or a host listed back to itself is no
-        // prediction. Nothing else may differ.
-        let usable: BTreeSet<Peer> = theirs
-            .iter()
-            .copied()
-            .filter(|&(host, ip, port)| port != 0 && ip != host)
-            .collect();
-        let missing: Vec<_> = usable.difference(&ours).collect();
-        let extra: Vec<_> = ours.difference(&usable).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{rel}: missing {missing:?}, extra {extra:?}"
-        );
-        assert!(!ours.is_empty(), "{rel}: nothing to compare");
-        eprintln!("{rel}: {} DHT peers, as tshark", ours.len());
-    }
+/// tshark's DHT peers in `pcap` equal our DHT predictions, up to our documented filters: a
+/// peer on port 0 or a host listed back to itself is no prediction. Nothing else may differ.
+fn assert_dht_peers_equal_tsharks(pcap: &Path, name: &str) {
+    let theirs = tshark_dht_peers(pcap);
+    let ours = our_peers(pcap, "dht");
+    let usable: BTreeSet<Peer> = theirs
+        .iter()
+        .copied()
+        .filter(|&(host, ip, port)| port != 0 && ip != host)
+        .collect();
+    let missing: Vec<_> = usable.difference(&ours).collect();
+    let extra: Vec<_> = ours.difference(&usable).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{name}: missing {missing:?}, extra {extra:?}"
+    );
+    assert!(!ours.is_empty(), "{name}: nothing to compare");
+    eprintln!("{name}: {} DHT peers, as tshark", ours.len());
 }
 
 #[test]
-fn udp_tracker_peer_counts_match_the_catalog() {
-    use sensor::bt::Coordination;
-    use sensor::event::Transport;
-    use sensor::predict::{Channel, PeerTransport};
-    // CATALOG.md counts every peer entry of every announce response: small_torrent "announce
-    // 5/5, 26 peers"; bittorrent_transmission "announce 8/8, 200 peers", one of them on port 0
-    // (no prediction).
-    for (rel, catalog, unusable) in [
-        ("goncalo-rodrigues-360BitScoping/small_torrent.pcap", 26, 0),
-        ("ntop-nDPI/bittorrent_transmission.pcapng", 200, 1),
-    ] {
-        let mut coordination = Coordination::default();
-        let mut out = Vec::new();
-        sensor::capture::pcap::prefilter_file(&shared(rel), 1472, |ev| {
-            if let Transport::Udp(udp) = &ev.transport {
-                coordination.on_udp(ev, udp, &mut out);
-            }
-        })
+fn dht_values_of_the_synthetic_capture_equal_tsharks() {
+    let pcap = std::env::temp_dir().join(format!("sensor-crosscheck-{}.pcap", std::process::id()));
+    sensor_tests::synth::demo_capture()
+        .write_pcap_file(&pcap)
         .unwrap();
-        let entries = out
-            .iter()
-            .filter(|p| p.channel == Channel::UdpTracker && p.transport == PeerTransport::Tcp)
-            .count();
-        assert_eq!(entries, catalog - unusable, "{rel}");
-    }
+    assert_dht_peers_equal_tsharks(&pcap, "synthetic demo capture");
 }
 
 /// Every coordination channel over a capture, as the engine runs them (the pre-filter's
@@ -178,44 +146,6 @@ fn coordinate(
     })
     .unwrap();
     (out, retracted, coordination.stats())
-}
-
-#[test]
-fn http_tracker_responses_and_peers_match_the_catalog() {
-    // CATALOG.md "HTTP-trk: N announce req, R bencoded resp / P peers", computed by its own
-    // script (dpkt + a bencode decoder), over the XDP-forwarded payloads here.
-    for (rel, responses, peers) in [
-        ("zeek-zeek/tracker.pcap", 1, 50),
-        (
-            "goncalo-rodrigues-360BitScoping/model_streams__6.93k__MERGED.pcap",
-            2,
-            4,
-        ),
-        (
-            "goncalo-rodrigues-360BitScoping/model_streams__2_torrents-11.3k_each__MERGED.pcap",
-            4,
-            4,
-        ),
-        ("tcoppi-BittorrentReconstituter/codemonkey.pcap", 2, 4),
-        ("tcoppi-BittorrentReconstituter/codemonkey2.pcap", 2, 6),
-        (
-            "tcoppi-BittorrentReconstituter/codemonkey_and_testtxt.pcap",
-            5,
-            11,
-        ),
-        ("tcoppi-BittorrentReconstituter/lookaway.pcap", 3, 10),
-        ("tcoppi-BittorrentReconstituter/mippo.pcap", 2, 4),
-        ("tcoppi-BittorrentReconstituter/test.txt.pcap", 2, 6),
-        ("ntop-nDPI/bt-http.pcapng", 0, 0),
-    ] {
-        let (_, _, stats) = coordinate(&shared(rel));
-        let h = &stats.http_tracker;
-        assert_eq!(
-            (h.counts.parsed, h.entries.decoded + h.dns_names),
-            (responses, peers),
-            "{rel}: {h:?}"
-        );
-    }
 }
 
 /// PEX `added` peers as tshark reassembles and frames the peer wire: every BEP 10 extended
@@ -281,51 +211,135 @@ fn tshark_pex_added(pcap: &Path) -> BTreeSet<Peer> {
     peers
 }
 
-#[test]
-fn pex_added_peers_equal_tsharks() {
-    // CATALOG.md: torrential-slowness "PEX: 1 msg / 30 added peers" (mid-session, no
-    // handshake), small_torrent "2 msg / 2 added peers", lookaway "1 msg / 0 added".
-    // small_torrent's two entries are one peer, 217.129.96.104:36360: the receiver's own
-    // public address, as its extended handshake's `ipv4` announces it. Listing a host its own
-    // address is no prediction (spec §7.2), so that entry is filtered here too. (The peer
-    // sends its PEX after the client's FIN: a half-closed connection must stay followed.)
-    // The last column: messages read by the id-1 fallback, only where the handshakes predate
-    // the capture; every other PEX is read under the id its receiver announced.
-    for (rel, own, catalog, fallback) in [
-        ("markofu-pcaps/torrential-slowness.pcap", None, 30, 1),
-        (
+/// Checks on third-party captures.
+mod corpus {
+    use super::*;
+    use sensor_tests::corpus;
+
+    #[test]
+    fn dht_values_equal_tsharks() {
+        for rel in [
+            "OISF-suricata-verify/bittorrent-dht/input.pcap",
             "goncalo-rodrigues-360BitScoping/small_torrent.pcap",
-            Some("217.129.96.104"),
-            0,
-            0,
-        ),
-        ("tcoppi-BittorrentReconstituter/lookaway.pcap", None, 0, 0),
-    ] {
-        let own: Option<IpAddr> = own.map(|a: &str| a.parse().unwrap());
-        let pcap = shared(rel);
-        let theirs = tshark_pex_added(&pcap);
-        let ours = our_peers(&pcap, "pex");
-        // Our documented filters: port 0 and the receiver itself are no predictions.
-        let usable: BTreeSet<Peer> = theirs
-            .iter()
-            .copied()
-            .filter(|&(host, ip, port)| port != 0 && ip != host && Some(ip) != own)
-            .collect();
-        assert_eq!(ours, usable, "{rel}");
-        if own.is_some() {
-            assert!(
-                theirs.len() > usable.len(),
-                "{rel}: tshark saw the own-address entry"
+            "ntop-nDPI/bittorrent_transmission.pcapng",
+        ] {
+            assert_dht_peers_equal_tsharks(&corpus(rel), rel);
+        }
+    }
+
+    #[test]
+    fn udp_tracker_peer_counts_match_the_catalog() {
+        use sensor::bt::Coordination;
+        use sensor::event::Transport;
+        use sensor::predict::{Channel, PeerTransport};
+        // CATALOG.md counts every peer entry of every announce response: small_torrent "announce
+        // 5/5, 26 peers"; bittorrent_transmission "announce 8/8, 200 peers", one of them on port 0
+        // (no prediction).
+        for (rel, catalog, unusable) in [
+            ("goncalo-rodrigues-360BitScoping/small_torrent.pcap", 26, 0),
+            ("ntop-nDPI/bittorrent_transmission.pcapng", 200, 1),
+        ] {
+            let mut coordination = Coordination::default();
+            let mut out = Vec::new();
+            sensor::capture::pcap::prefilter_file(&corpus(rel), 1472, |ev| {
+                if let Transport::Udp(udp) = &ev.transport {
+                    coordination.on_udp(ev, udp, &mut out);
+                }
+            })
+            .unwrap();
+            let entries = out
+                .iter()
+                .filter(|p| p.channel == Channel::UdpTracker && p.transport == PeerTransport::Tcp)
+                .count();
+            assert_eq!(entries, catalog - unusable, "{rel}");
+        }
+    }
+
+    #[test]
+    fn http_tracker_responses_and_peers_match_the_catalog() {
+        // CATALOG.md "HTTP-trk: N announce req, R bencoded resp / P peers", computed by its own
+        // script (dpkt + a bencode decoder), over the XDP-forwarded payloads here.
+        for (rel, responses, peers) in [
+            ("zeek-zeek/tracker.pcap", 1, 50),
+            (
+                "goncalo-rodrigues-360BitScoping/model_streams__6.93k__MERGED.pcap",
+                2,
+                4,
+            ),
+            (
+                "goncalo-rodrigues-360BitScoping/model_streams__2_torrents-11.3k_each__MERGED.pcap",
+                4,
+                4,
+            ),
+            ("tcoppi-BittorrentReconstituter/codemonkey.pcap", 2, 4),
+            ("tcoppi-BittorrentReconstituter/codemonkey2.pcap", 2, 6),
+            (
+                "tcoppi-BittorrentReconstituter/codemonkey_and_testtxt.pcap",
+                5,
+                11,
+            ),
+            ("tcoppi-BittorrentReconstituter/lookaway.pcap", 3, 10),
+            ("tcoppi-BittorrentReconstituter/mippo.pcap", 2, 4),
+            ("tcoppi-BittorrentReconstituter/test.txt.pcap", 2, 6),
+            ("ntop-nDPI/bt-http.pcapng", 0, 0),
+        ] {
+            let (_, _, stats) = coordinate(&corpus(rel));
+            let h = &stats.http_tracker;
+            assert_eq!(
+                (h.counts.parsed, h.entries.decoded + h.dns_names),
+                (responses, peers),
+                "{rel}: {h:?}"
             );
         }
-        assert_eq!(ours.len(), catalog, "{rel}: distinct peers vs CATALOG.md");
-        let (_, _, stats) = coordinate(&pcap);
-        assert_eq!(
-            stats.peer_wire.pex.rejected_total(),
-            0,
-            "{rel}: {:?}",
-            stats.peer_wire.pex
-        );
-        assert_eq!(stats.peer_wire.pex_fallback, fallback, "{rel}");
+    }
+
+    #[test]
+    fn pex_added_peers_equal_tsharks() {
+        // CATALOG.md: torrential-slowness "PEX: 1 msg / 30 added peers" (mid-session, no
+        // handshake), small_torrent "2 msg / 2 added peers", lookaway "1 msg / 0 added".
+        // small_torrent's two entries are one peer, 217.129.96.104:36360: the receiver's own
+        // public address, as its extended handshake's `ipv4` announces it. BEP 11 lets a peer
+        // list any address, the receiver's own included, and dialling it is no connection to a
+        // peer, so that entry is no prediction and is filtered here too. (The peer sends its
+        // PEX after the client's FIN: a half-closed connection must stay followed.)
+        // The last column: messages read by the id-1 fallback, only where the handshakes predate
+        // the capture; every other PEX is read under the id its receiver announced.
+        for (rel, own, catalog, fallback) in [
+            ("markofu-pcaps/torrential-slowness.pcap", None, 30, 1),
+            (
+                "goncalo-rodrigues-360BitScoping/small_torrent.pcap",
+                Some("217.129.96.104"),
+                0,
+                0,
+            ),
+            ("tcoppi-BittorrentReconstituter/lookaway.pcap", None, 0, 0),
+        ] {
+            let own: Option<IpAddr> = own.map(|a: &str| a.parse().unwrap());
+            let pcap = corpus(rel);
+            let theirs = tshark_pex_added(&pcap);
+            let ours = our_peers(&pcap, "pex");
+            // Our documented filters: port 0 and the receiver itself are no predictions.
+            let usable: BTreeSet<Peer> = theirs
+                .iter()
+                .copied()
+                .filter(|&(host, ip, port)| port != 0 && ip != host && Some(ip) != own)
+                .collect();
+            assert_eq!(ours, usable, "{rel}");
+            if own.is_some() {
+                assert!(
+                    theirs.len() > usable.len(),
+                    "{rel}: tshark saw the own-address entry"
+                );
+            }
+            assert_eq!(ours.len(), catalog, "{rel}: distinct peers vs CATALOG.md");
+            let (_, _, stats) = coordinate(&pcap);
+            assert_eq!(
+                stats.peer_wire.pex.rejected_total(),
+                0,
+                "{rel}: {:?}",
+                stats.peer_wire.pex
+            );
+            assert_eq!(stats.peer_wire.pex_fallback, fallback, "{rel}");
+        }
     }
 }

@@ -3,6 +3,9 @@
 //! record counts equal what tshark finds in the capture, that nothing was dropped, that
 //! `/metrics` says the same, and that the live event stream equals the offline one.
 //!
+//! The default tests replay the synthetic demo capture (`sensor_tests::synth`); the same checks
+//! on third-party captures live in the `corpus` module (see `sensor_tests::corpus_dir`).
+//!
 //! Needs root, tcpreplay and tshark (`cargo xtask setup` installs them).
 
 use std::path::{Path, PathBuf};
@@ -15,14 +18,10 @@ use sensor_tests::lab::{self, Lab, SensorProcess};
 use sensor_tests::privilege::privileged;
 
 fn metric(m: &std::collections::HashMap<String, f64>, series: &str) -> u64 {
-    *m.get(series)
-        .unwrap_or_else(|| panic!("{series} missing from /metrics")) as u64
-}
-
-fn shared_pcap(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/pcaps")
-        .join(rel)
+    lab::count(
+        *m.get(series)
+            .unwrap_or_else(|| panic!("{series} missing from /metrics")),
+    )
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -71,17 +70,45 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     // Wait until the agent has consumed every record the kernel emitted.
     let metrics =
         lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).expect("catch up");
-    // Coordination parsing is exported, and reaches the counts the offline path finds in the
-    // file (the engine publishes from the drain timer, so this holds once traffic stops).
+    check_coordination_metrics(&lab, pcap);
+
+    let rx_packets = lab.rx_packets(&lab.rx).unwrap();
+    let status = sensor.stop().expect("stop sensor");
+    assert!(status.success(), "sensor exit: {status}");
+    assert!(
+        !lab.has_xdp(&lab.rx).unwrap(),
+        "XDP still attached after the sensor exited"
+    );
+
+    let summary: RunSummary =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    check_summary(&summary, &stats, rx_packets, pcap);
+    check_metrics(&metrics, &summary);
+    check_offline_path(&binary, pcap, &summary, &live_events, tag);
+
+    eprintln!(
+        "{tag}: {} packets in {:.2} s = {:.0} pps ({mode} XDP), {} records, ring drops {}",
+        stats.packets,
+        stats.seconds,
+        stats.pps,
+        summary.consumed.total(),
+        summary.xdp["ring_full"]
+    );
+    stats
+}
+
+/// Coordination parsing is exported, and reaches the counts the offline path finds in the
+/// file (the engine publishes from the drain timer, so this holds once traffic stops).
+fn check_coordination_metrics(lab: &Lab, pcap: &Path) {
     let offline = {
         let mut coordination = sensor::bt::Coordination::default();
         let (mut learnt, mut retracted) = (Vec::new(), Vec::new());
         sensor::capture::pcap::prefilter_file(pcap, 1472, |ev| match &ev.transport {
             sensor::event::Transport::Udp(udp) => coordination.on_udp(ev, udp, &mut learnt),
             sensor::event::Transport::Tcp(seg) => {
-                coordination.on_tcp(ev, seg, &mut learnt, &mut retracted)
+                coordination.on_tcp(ev, seg, &mut learnt, &mut retracted);
             }
-            _ => {}
+            sensor::event::Transport::Icmp(_) => {}
         })
         .unwrap();
         coordination
@@ -106,17 +133,11 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
 
-    let rx_packets = lab.rx_packets(&lab.rx).unwrap();
-    let status = sensor.stop().expect("stop sensor");
-    assert!(status.success(), "sensor exit: {status}");
-    assert!(
-        !lab.has_xdp(&lab.rx).unwrap(),
-        "XDP still attached after the sensor exited"
-    );
-
-    let summary: RunSummary =
-        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+/// The run summary: XDP saw exactly the frames sent, lost none, and its records equal
+/// tshark's reading of the capture.
+fn check_summary(summary: &RunSummary, stats: &lab::ReplayStats, rx_packets: u64, pcap: &Path) {
     let xdp = |name: &str| summary.xdp[name];
 
     // XDP saw exactly the frames sent, no more, no fewer.
@@ -181,7 +202,10 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     assert_eq!(actual, expected, "XDP records vs tshark");
     assert_eq!(summary.consumed.syn, expected.syn);
     assert_eq!(summary.consumed.udp, expected.udp);
+}
 
+/// `/metrics` reported the same counters as the summary, and the engine evicted nothing.
+fn check_metrics(metrics: &std::collections::HashMap<String, f64>, summary: &RunSummary) {
     // /metrics reported the same counters.
     for (name, value) in &summary.xdp {
         let series = match name.as_str() {
@@ -209,18 +233,26 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
             }
             other => panic!("counter {other} has no metric"),
         };
-        assert_eq!(metric(&metrics, &series), *value, "{series}");
+        assert_eq!(metric(metrics, &series), *value, "{series}");
     }
 
     // The engine's tables are exported, and nothing was evicted at this scale.
     for table in sensor::engine::TABLES {
         let series = format!("sensor_table_evictions_total{{table=\"{table}\"}}");
-        assert_eq!(metric(&metrics, &series), 0, "{series}");
+        assert_eq!(metric(metrics, &series), 0, "{series}");
     }
+}
 
-    // The offline path over the file gives the same counters and the same events.
+/// The offline path over the file gives the same counters and the same events.
+fn check_offline_path(
+    binary: &Path,
+    pcap: &Path,
+    summary: &RunSummary,
+    live_events: &Path,
+    tag: &str,
+) {
     let offline_events = scratch(&format!("{tag}-offline.jsonl"));
-    let out = Command::new(binary.clone())
+    let out = Command::new(binary)
         .args([
             "prefilter",
             "--json",
@@ -238,36 +270,12 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     let offline: std::collections::BTreeMap<String, u64> =
         serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(offline, summary.xdp, "offline pre-filter counters vs XDP");
-    let (mut live, mut off) = (read_events(&live_events), read_events(&offline_events));
+    let (mut live, mut off) = (read_events(live_events), read_events(&offline_events));
     assert_eq!(live.len(), off.len());
     // One veth queue keeps order, but compare as multisets so the check does not depend on it.
     live.sort_by_key(|e| serde_json::to_string(e).unwrap());
     off.sort_by_key(|e| serde_json::to_string(e).unwrap());
     assert!(live == off, "live and offline events differ");
-
-    eprintln!(
-        "{tag}: {} packets in {:.2} s = {:.0} pps ({mode} XDP), {} records, ring drops {}",
-        stats.packets,
-        stats.seconds,
-        stats.pps,
-        summary.consumed.total(),
-        xdp("ring_full")
-    );
-    stats
-}
-
-#[test]
-fn replay_transmission_capture_native() {
-    if !privileged("replay_transmission_capture_native") {
-        return;
-    }
-    // Real BitTorrent traffic: 7723 frames, DHT/uTP/UDP tracker UDP plus TCP handshakes.
-    replay_and_check(
-        &shared_pcap("ntop-nDPI/bittorrent_transmission.pcapng"),
-        20_000,
-        "native",
-        "transmission",
-    );
 }
 
 #[test]
@@ -276,27 +284,11 @@ fn replay_synthetic_capture_native() {
         return;
     }
     // The demo capture: VLAN and QinQ tags, IPv6 extension headers, fragments, ARP, ICMP.
-    let dir = std::env::temp_dir().join(format!("sensor-replay-synth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pcap = dir.join("demo.pcap");
+    let pcap = scratch("demo.pcap");
     sensor_tests::synth::demo_capture()
         .write_pcap_file(&pcap)
         .unwrap();
     replay_and_check(&pcap, 20_000, "native", "synthetic");
-}
-
-#[test]
-fn replay_scan_capture_generic_mode() {
-    if !privileged("replay_scan_capture_generic_mode") {
-        return;
-    }
-    // A real nmap SYN scan, through generic (skb) XDP this time.
-    replay_and_check(
-        &shared_pcap("MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap"),
-        20_000,
-        "skb",
-        "nmap",
-    );
 }
 
 /// (note, msg) of every notice in a JSON-lines file, sorted.
@@ -316,46 +308,108 @@ fn notices(path: &Path) -> Vec<(String, String)> {
     v
 }
 
-#[test]
-fn replay_at_capture_speed_gives_the_same_notices_as_the_file() {
-    if !privileged("replay_at_capture_speed_gives_the_same_notices_as_the_file") {
-        return;
-    }
-    // Short real scans, replayed at their own timing: the engine's packet time then matches
-    // the file's, so the live and offline verdicts must be identical.
+/// Replays `original` at its own timing into a sensor and checks that the live notices equal
+/// `analyze`'s over the file: the engine's packet time then matches the file's, so the verdicts
+/// must be identical.
+fn notices_agree_at_capture_speed(original: &Path, tag: &str) {
     let binary = lab::sensor_binary(false).expect("build sensor");
     let engine_args = ["--suppress", "none", "--threshold", "3"];
-    for (rel, tag) in [
-        ("zeek-zeek/nmap-vsn.pcap", "nmap-vsn"),
-        ("markofu-pcaps/portscan.pcap", "portscan"),
-    ] {
-        let pcap = lab::mtu_safe_copy(&shared_pcap(rel), scratch("").parent().unwrap()).unwrap();
-        let offline = scratch(&format!("{tag}-offline-notices.jsonl"));
-        let out = Command::new(&binary)
-            .arg("analyze")
-            .args(engine_args)
-            .arg("--json")
-            .arg(&pcap)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        std::fs::write(&offline, &out.stdout).unwrap();
+    let pcap = lab::mtu_safe_copy(original, scratch("").parent().unwrap()).unwrap();
+    let offline = scratch(&format!("{tag}-offline-notices.jsonl"));
+    let out = Command::new(&binary)
+        .arg("analyze")
+        .args(engine_args)
+        .arg("--json")
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&offline, &out.stdout).unwrap();
 
-        let lab = Lab::new().unwrap();
-        let live = scratch(&format!("{tag}-live-notices.jsonl"));
-        let mut args = vec!["--notices", live.to_str().unwrap()];
-        args.extend(engine_args);
-        let sensor = SensorProcess::start(&lab, &binary, &args).unwrap();
-        let stats = lab.replay_timed(&pcap).unwrap();
-        lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).unwrap();
-        assert!(sensor.stop().unwrap().success());
+    let lab = Lab::new().unwrap();
+    let live = scratch(&format!("{tag}-live-notices.jsonl"));
+    let mut args = vec!["--notices", live.to_str().unwrap()];
+    args.extend(engine_args);
+    let sensor = SensorProcess::start(&lab, &binary, &args).unwrap();
+    let stats = lab.replay_timed(&pcap).unwrap();
+    lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).unwrap();
+    assert!(sensor.stop().unwrap().success());
 
-        let (live, offline) = (notices(&live), notices(&offline));
-        assert!(
-            !offline.is_empty(),
-            "{rel}: the test needs notices to compare"
+    let (live, offline) = (notices(&live), notices(&offline));
+    let name = original.display();
+    assert!(
+        !offline.is_empty(),
+        "{name}: the test needs notices to compare"
+    );
+    assert_eq!(live, offline, "{name}: live vs offline notices");
+    eprintln!("{tag}: {} notices agree live and offline", live.len());
+}
+
+#[test]
+fn replay_of_the_synthetic_scans_at_capture_speed_gives_the_same_notices_as_the_file() {
+    if !privileged(
+        "replay_of_the_synthetic_scans_at_capture_speed_gives_the_same_notices_as_the_file",
+    ) {
+        return;
+    }
+    // The demo capture's ten seconds around its VLAN-tagged scanner (an address scan of 60
+    // hosts on 23/tcp, then 200 ports of one host), with the BitTorrent host's traffic of the
+    // same seconds: short enough to replay at its own timing.
+    let mut capture = sensor_tests::synth::demo_capture();
+    let start = capture.packets[0].ts;
+    capture.packets.retain(|p| {
+        let t = p.ts.checked_sub(start).expect("time-ordered").as_secs_f64();
+        (69.0..79.0).contains(&t)
+    });
+    let pcap = scratch("demo-scans.pcap");
+    capture.write_pcap_file(&pcap).unwrap();
+    notices_agree_at_capture_speed(&pcap, "synthetic-scans");
+}
+
+/// The same checks on third-party captures.
+mod corpus {
+    use super::{notices_agree_at_capture_speed, privileged, replay_and_check};
+    use sensor_tests::corpus;
+
+    #[test]
+    fn replay_transmission_capture_native() {
+        if !privileged("replay_transmission_capture_native") {
+            return;
+        }
+        // Real BitTorrent traffic: 7723 frames, DHT/uTP/UDP tracker UDP plus TCP handshakes.
+        replay_and_check(
+            &corpus("ntop-nDPI/bittorrent_transmission.pcapng"),
+            20_000,
+            "native",
+            "transmission",
         );
-        assert_eq!(live, offline, "{rel}: live vs offline notices");
-        eprintln!("{tag}: {} notices agree live and offline", live.len());
+    }
+
+    #[test]
+    fn replay_scan_capture_generic_mode() {
+        if !privileged("replay_scan_capture_generic_mode") {
+            return;
+        }
+        // A real nmap SYN scan, through generic (skb) XDP this time.
+        replay_and_check(
+            &corpus("MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap"),
+            20_000,
+            "skb",
+            "nmap",
+        );
+    }
+
+    #[test]
+    fn replay_at_capture_speed_gives_the_same_notices_as_the_file() {
+        if !privileged("replay_at_capture_speed_gives_the_same_notices_as_the_file") {
+            return;
+        }
+        // Short real scans, replayed at their own timing.
+        for (rel, tag) in [
+            ("zeek-zeek/nmap-vsn.pcap", "nmap-vsn"),
+            ("markofu-pcaps/portscan.pcap", "portscan"),
+        ] {
+            notices_agree_at_capture_speed(&corpus(rel), tag);
+        }
     }
 }

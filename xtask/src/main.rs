@@ -3,12 +3,19 @@
 //! on a machine that does not yet have the eBPF toolchain it installs.
 //!
 //! - `cargo xtask setup`: install what the build and the tests need (idempotent).
-//! - `cargo xtask test`: every test: unit, BPF_PROG_TEST_RUN, and veth replay.
+//! - `cargo xtask test`: every test: unit, BPF_PROG_TEST_RUN, and veth replay. The tests on
+//!   third-party captures read the corpus named by `SENSOR_CORPUS` (default `../shared/pcaps`
+//!   beside the checkout) and are skipped, with one line saying so, when it is absent (under
+//!   `CI` that is an error instead).
 //! - `cargo xtask run`: the demo; `cargo xtask run -- <sensor args>` runs the sensor itself.
 //! - `cargo xtask bench`: replay throughput and XDP per-packet cost, written to BENCHMARKS.md.
+//! - `cargo xtask snapshot OUTDIR`: a build's notices and predictions over the corpus, one file
+//!   per capture, to compare two builds with `diff -r`.
 
+mod corpus;
 mod setup;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -26,7 +33,10 @@ struct Cli {
 enum Cmd {
     /// Install the nightly rust-src component, bpf-linker and the Debian packages the tests use.
     Setup,
-    /// Run every test layer. Needs root: the kernel layers may not be skipped.
+    /// Run every test layer. Needs root: the kernel layers may not be skipped. The tests on
+    /// third-party captures (`corpus::` in their names) read the directory `SENSOR_CORPUS`
+    /// names (default `../shared/pcaps` beside the checkout); without it they are skipped, with
+    /// one line saying so, unless `CI` is set, which makes that an error.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -40,6 +50,15 @@ enum Cmd {
     },
     /// Measure replay throughput and XDP program cost; writes BENCHMARKS.md.
     Bench,
+    /// Write, per capture of the corpus, the notices (`analyze --json`, suppressing all and
+    /// none) and the sorted predictions (`peers --json`), to compare two builds with `diff -r`.
+    Snapshot {
+        /// Directory for the files (created).
+        outdir: PathBuf,
+        /// A sensor binary to use instead of building this checkout's release one.
+        #[arg(long)]
+        sensor: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +82,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Cmd::Test { args } => test(&root, &args),
         Cmd::Run { args } => run(&root, &args),
         Cmd::Bench => bench(&root),
+        Cmd::Snapshot { outdir, sensor } => corpus::snapshot(&root, &outdir, sensor.as_deref()),
     }
 }
 
@@ -90,6 +110,8 @@ fn status_of(cmd: &mut Command) -> anyhow::Result<std::process::ExitStatus> {
 }
 
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<ExitCode> {
+    // First, so that CI without its corpus fails before any build.
+    let corpus = corpus::plan(root)?;
     if !is_root() {
         bail!("`cargo xtask test` runs the kernel test layers, which need root (CAP_BPF + CAP_NET_ADMIN)");
     }
@@ -103,13 +125,16 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<ExitCode> {
     ];
     let mut tally = Tally::default();
     for (i, base) in runs.iter().enumerate() {
-        let mut cmd = cargo();
-        cmd.current_dir(root)
-            .args(*base)
-            .env("SENSOR_REQUIRE_PRIVILEGED", "1");
+        let mut args: Vec<OsString> = base.iter().map(OsString::from).collect();
         if i == 1 {
-            cmd.args(extra);
+            args.extend(extra.iter().map(OsString::from));
         }
+        let mut cmd = cargo();
+        cmd.current_dir(root).env("SENSOR_REQUIRE_PRIVILEGED", "1");
+        match &corpus {
+            corpus::Plan::Run(dir) => cmd.args(args).env(corpus::VAR, dir),
+            corpus::Plan::Skip => cmd.args(corpus::skip_args(&args)),
+        };
         let status = run_counting(&mut cmd, &mut tally)?;
         if !status.success() {
             println!(

@@ -176,7 +176,6 @@ fn ensure_packages() -> anyhow::Result<()> {
 
 fn on_path(binary: &str) -> bool {
     std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
-        .unwrap_or(false)
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
         || Path::new("/usr/sbin").join(binary).is_file()
 }

@@ -61,28 +61,72 @@ fn xdp_cost(frame: &[u8], repeat: u32) -> anyhow::Result<(f64, u64)> {
     Ok((result.duration.as_nanos() as f64, dropped))
 }
 
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/pcaps")
-        .join(rel)
+/// Captures of the corpus measured offline.
+const CORPUS_CAPTURES: [&str; 3] = [
+    "goncalo-rodrigues-360BitScoping/model_streams__2_torrents-11.3k_each__MERGED.pcap",
+    REPLAYED,
+    "MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap",
+];
+
+/// The corpus capture also replayed through veth.
+const REPLAYED: &str = "ntop-nDPI/bittorrent_transmission.pcapng";
+
+/// The captures to measure, as (label, path): the corpus's, or, when it is absent (said in one
+/// line), the synthetic demo capture written to `scratch`.
+fn captures(scratch: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let dir = sensor_tests::corpus_dir();
+    if dir.is_dir() {
+        return Ok(CORPUS_CAPTURES
+            .iter()
+            .map(|rel| ((*rel).to_string(), sensor_tests::corpus(rel)))
+            .collect());
+    }
+    eprintln!(
+        "bench: corpus not found at {} (set SENSOR_CORPUS); measuring the synthetic demo capture only",
+        dir.display()
+    );
+    let path = scratch.join("demo.pcap");
+    sensor_tests::synth::demo_capture().write_pcap_file(&path)?;
+    Ok(vec![("synthetic demo capture".to_string(), path)])
 }
 
 fn main() -> anyhow::Result<()> {
     let out_path = std::env::args()
         .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "BENCHMARKS.md".into());
+        .map_or_else(|| "BENCHMARKS.md".into(), PathBuf::from);
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(
         md,
         "Written by `cargo xtask bench` on {} ({} CPUs, kernel {}). One run; compare ratios within it.\n",
         date(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     )?;
 
-    // 1. XDP program cost per path (BPF_PROG_TEST_RUN with repeat: program time only).
+    xdp_costs(&mut md)?;
+
+    let scratch = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let captures = captures(&scratch)?;
+    offline_throughput(&mut md, &captures)?;
+    veth_replay(&mut md, &captures, &scratch)?;
+    std::fs::write(&out_path, md)?;
+    eprintln!("bench: wrote {}", out_path.display());
+    Ok(())
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// 1. XDP program cost per path (BPF_PROG_TEST_RUN with repeat: program time only).
+fn xdp_costs(md: &mut String) -> anyhow::Result<()> {
     writeln!(
         md,
         "## XDP program cost per frame (BPF_PROG_TEST_RUN, repeat)\n"
@@ -113,30 +157,28 @@ fn main() -> anyhow::Result<()> {
         writeln!(md, "| {label} | {ns:.0} | {:.2} | {drops} |", ns / base_ns)?;
         eprintln!("bench: xdp {name}: {ns:.0} ns");
     }
+    Ok(())
+}
 
-    // 2. Offline: the pre-filter alone, then the whole engine (parsers, tracker, detector).
+/// 2. Offline: the pre-filter alone, then the whole engine (parsers, tracker, detector).
+fn offline_throughput(md: &mut String, captures: &[(String, PathBuf)]) -> anyhow::Result<()> {
     writeln!(md, "\n## Offline analysis (single thread)\n")?;
     writeln!(
         md,
         "| capture | frames | MB | pre-filter frames/s | pre-filter MB/s | `analyze` frames/s | `analyze` MB/s |"
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
-    for rel in [
-        "goncalo-rodrigues-360BitScoping/model_streams__2_torrents-11.3k_each__MERGED.pcap",
-        "ntop-nDPI/bittorrent_transmission.pcapng",
-        "MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap",
-    ] {
-        let path = shared(rel);
-        let bytes = std::fs::metadata(&path)
+    for (rel, path) in captures {
+        let bytes = std::fs::metadata(path)
             .with_context(|| path.display().to_string())?
             .len();
         let passes = 20;
         // One untimed pass, so neither measurement pays for a cold page cache.
-        pcap::prefilter_file(&path, sensor_ebpf::DEFAULT_SNAPLEN, |_| {})?;
+        pcap::prefilter_file(path, sensor_ebpf::DEFAULT_SNAPLEN, |_| {})?;
         let started = Instant::now();
         let mut frames = 0;
         for _ in 0..passes {
-            let (counters, _) = pcap::prefilter_file(&path, sensor_ebpf::DEFAULT_SNAPLEN, |_| {})?;
+            let (counters, _) = pcap::prefilter_file(path, sensor_ebpf::DEFAULT_SNAPLEN, |_| {})?;
             frames = counters.get(counter::PACKETS);
         }
         let filter_s = started.elapsed().as_secs_f64();
@@ -144,7 +186,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..passes {
             let config = sensor::engine::EngineConfig::default();
             sensor::analyze::analyze(
-                std::slice::from_ref(&path),
+                std::slice::from_ref(path),
                 sensor_ebpf::DEFAULT_SNAPLEN,
                 config,
                 None::<sensor::engine::Collect>,
@@ -162,16 +204,24 @@ fn main() -> anyhow::Result<()> {
             b / engine_s / 1e6
         )?;
     }
+    Ok(())
+}
 
-    // 3. Top-speed replay through a veth pair: sender-bound, but every frame accounted for.
+/// 3. Top-speed replay through a veth pair: sender-bound, but every frame accounted for.
+fn veth_replay(
+    md: &mut String,
+    captures: &[(String, PathBuf)],
+    scratch: &Path,
+) -> anyhow::Result<()> {
     writeln!(
         md,
         "\n## veth replay at top speed (tcpreplay, native XDP, release agent)\n"
     )?;
-    let original = shared("ntop-nDPI/bittorrent_transmission.pcapng");
-    let scratch = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    let pcap = lab::mtu_safe_copy(&original, &scratch)?;
+    let (replayed, original) = captures
+        .iter()
+        .find(|(label, _)| label == REPLAYED)
+        .unwrap_or(&captures[0]);
+    let pcap = lab::mtu_safe_copy(original, scratch)?;
     let binary = lab::sensor_binary(true)?;
     let lab = Lab::new()?;
     let summary_path = scratch.join("summary.json");
@@ -187,7 +237,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let loops = 20;
     let replay = lab.replay(&pcap, None, loops)?;
-    lab::wait_caught_up(&lab, replay.packets, Duration::from_secs(60))?;
+    lab::wait_caught_up(&lab, replay.packets, Duration::from_mins(1))?;
     sensor.stop()?;
     let summary: RunSummary = serde_json::from_slice(&std::fs::read(&summary_path)?)?;
     writeln!(
@@ -214,21 +264,10 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "\n{loops} passes over `ntop-nDPI/bittorrent_transmission.pcapng`. tcpreplay is the bottleneck \
+        "\n{loops} passes over `{replayed}`. tcpreplay is the bottleneck \
          here (one AF_PACKET send per frame), so this shows accounting under load, not XDP's ceiling; \
          the table above gives the program's own cost."
     )?;
     drop(lab);
-    std::fs::write(&out_path, md)?;
-    eprintln!("bench: wrote {}", out_path.display());
     Ok(())
-}
-
-fn date() -> String {
-    std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
