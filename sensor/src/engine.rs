@@ -109,6 +109,12 @@ pub trait EngineSink {
     fn prediction(&mut self, _prediction: &PredictedPeer) {}
 }
 
+/// Discards everything (for callers that only want the engine's counters).
+impl EngineSink for () {
+    fn notice(&mut self, _: &ScanNotice) {}
+    fn suppressed(&mut self, _: &ScanNotice, _: SuppressReason, _: &PprSample) {}
+}
+
 /// Totals for reports and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EngineStats {

@@ -134,7 +134,7 @@ fn coordinate(
 ) -> (
     Vec<sensor::predict::PredictedPeer>,
     Vec<sensor::predict::RetractedPeer>,
-    sensor::bt::CoordinationStats,
+    sensor::bt::Coordination,
 ) {
     use sensor::event::Transport;
     let mut coordination = sensor::bt::Coordination::default();
@@ -145,7 +145,7 @@ fn coordinate(
         Transport::Icmp(_) => {}
     })
     .unwrap();
-    (out, retracted, coordination.stats())
+    (out, retracted, coordination)
 }
 
 /// PEX `added` peers as tshark reassembles and frames the peer wire: every BEP 10 extended
@@ -283,8 +283,11 @@ mod corpus {
             ("tcoppi-BittorrentReconstituter/test.txt.pcap", 2, 6),
             ("ntop-nDPI/bt-http.pcapng", 0, 0),
         ] {
-            let (_, _, stats) = coordinate(&corpus(rel));
-            let h = &stats.http_tracker;
+            let (_, _, coordination) = coordinate(&corpus(rel));
+            let h = &coordination
+                .channel::<sensor::bt::http_tracker::HttpTracker>()
+                .unwrap()
+                .stats();
             assert_eq!(
                 (h.counts.parsed, h.entries.decoded + h.dns_names),
                 (responses, peers),
@@ -332,14 +335,18 @@ mod corpus {
                 );
             }
             assert_eq!(ours.len(), catalog, "{rel}: distinct peers vs CATALOG.md");
-            let (_, _, stats) = coordinate(&pcap);
+            let (_, _, coordination) = coordinate(&pcap);
+            let peer_wire = coordination
+                .channel::<sensor::bt::peer_wire::PeerWire>()
+                .unwrap()
+                .stats();
             assert_eq!(
-                stats.peer_wire.pex.rejected_total(),
+                peer_wire.pex.rejected_total(),
                 0,
                 "{rel}: {:?}",
-                stats.peer_wire.pex
+                peer_wire.pex
             );
-            assert_eq!(stats.peer_wire.pex_fallback, fallback, "{rel}");
+            assert_eq!(peer_wire.pex_fallback, fallback, "{rel}");
         }
     }
 }

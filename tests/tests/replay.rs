@@ -112,18 +112,24 @@ fn check_coordination_metrics(lab: &Lab, pcap: &Path) {
         })
         .unwrap();
         coordination
-            .stats()
-            .channels()
-            .map(|c| [c.seen, c.parsed, c.rejected_total()])
+            .counts()
+            .into_iter()
+            .map(|(name, c)| (name, [c.seen, c.parsed, c.rejected_total()]))
+            .collect::<Vec<_>>()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let m = lab::parse_metrics(&lab.http_get(lab::METRICS_PORT, "/metrics").unwrap());
-        let live = sensor::engine::CHANNELS.map(|channel| {
-            ["seen", "parsed", "rejected"].map(|outcome| {
-                lab::metric(&m, &format!("sensor_coordination_messages_total{{channel=\"{channel}\",outcome=\"{outcome}\"}}"))
+        // Every channel the offline path counts has its series, under the same name.
+        let live: Vec<_> = offline
+            .iter()
+            .map(|&(channel, _)| {
+                let series = ["seen", "parsed", "rejected"].map(|outcome| {
+                    lab::metric(&m, &format!("sensor_coordination_messages_total{{channel=\"{channel}\",outcome=\"{outcome}\"}}"))
+                });
+                (channel, series)
             })
-        });
+            .collect();
         if live == offline {
             break;
         }
@@ -237,7 +243,8 @@ fn check_metrics(metrics: &std::collections::HashMap<String, f64>, summary: &Run
     }
 
     // The engine's tables are exported, and nothing was evicted at this scale.
-    for table in sensor::engine::TABLES {
+    let engine = sensor::engine::Engine::new(sensor::engine::EngineConfig::default(), ()).unwrap();
+    for (table, _) in engine.tables() {
         let series = format!("sensor_table_evictions_total{{table=\"{table}\"}}");
         assert_eq!(metric(metrics, &series), 0, "{series}");
     }
