@@ -1,9 +1,14 @@
-//! Bro 1.5 `policy/scan.bro` (spec §1): AddressScan / PortScan / ShutdownThresh / LowPortTrolling /
-//! BackscatterSeen and the expiry summaries, transcribed from spec §1.4.
+//! Bro 1.5 `policy/scan.bro`: AddressScan / PortScan / ShutdownThresh / LowPortTrolling /
+//! BackscatterSeen from its `check_scan()`, and the expiry summaries of its `&expire_func`s
+//! `scan_summary()` / `port_summary()` / `lowport_summary()`.
+//!
+//! Line references ("L318", "[34]") are to Bro 1.5.3 (`zeek/zeek` tag `v1.5.3`)
+//! `policy/scan.bro` unless another file is named.
 //!
 //! State is kept per source address ([`Src`]), but every Bro table keeps its own last-access
 //! time, so each table of a source expires on its own as in Bro (`&read_expire` is an idle
-//! timeout, spec §1.3).
+//! timeout: an element goes once that long has passed since it was last accessed, Bro 1.5
+//! `doc/ref-manual/values.texi`).
 //!
 //! Expiry bookkeeping: one entry per source in a `BTreeSet<(deadline, addr)>`. The entry is lazy:
 //! it may be *earlier* than the source's real first deadline (touches only push deadlines later,
@@ -14,10 +19,12 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
-use super::{expired, in_nets, ns, NoticeKind, Proto, ScanCheck, ScanNotice, Service};
+use super::{in_nets, NoticeKind, Proto, ScanCheck, ScanNotice, Service};
 use crate::event::Timestamp;
+use crate::time;
 
 /// `Hot::allow_services` (Z15 `policy/hot.bro` L31–35): ssh, http, gopher, ident, smtp, 20/tcp,
 /// 53/udp, 123/udp.
@@ -47,7 +54,7 @@ pub const DEFAULT_REPORT_PEER_SCAN: [u64; 9] =
 /// `report_outbound_peer_scan` default [71–73].
 pub const DEFAULT_REPORT_OUTBOUND_PEER_SCAN: [u64; 3] = [100, 1000, 10000];
 
-/// Every `scan.bro` parameter of spec §1.2 with Bro 1.5's default, plus the site tables
+/// Every `&redef` parameter at the top of `scan.bro` ([34]–[135]) with Bro 1.5's default, plus the site tables
 /// (`local_nets`, `neighbor_nets`) and this implementation's expiry and memory knobs.
 #[derive(Clone, Debug)]
 pub struct BroScanConfig {
@@ -57,8 +64,8 @@ pub struct BroScanConfig {
     pub suppress_udp_scan_checks: bool,
     /// [40] Enables LowPortTrolling and `distinct_low_ports`.
     pub activate_priv_port_check: bool,
-    /// [41] Not implemented: spec §1.4 does not transcribe the landmine branch and there is no
-    /// Landmine notice kind. Kept for completeness; [`BroScan::new`] rejects `true`.
+    /// [41] Not implemented: the landmine branch of `check_scan` is not reproduced and there is
+    /// no Landmine notice kind. Kept for completeness; [`BroScan::new`] rejects `true`.
     pub activate_landmine_check: bool,
     /// [42] Unused (see `activate_landmine_check`).
     pub landmine_thresh_trigger: u64,
@@ -187,7 +194,8 @@ impl BroScanConfig {
     ///
     /// ShutdownThresh is *not* moved: it stays at `shut_down_thresh` = 100 for sources that are
     /// neither local nor neighbours, and on every new peer it is tested *before* the AddressScan
-    /// threshold (spec §1.4). So for a non-local source:
+    /// threshold (`check_scan`: the ShutdownThresh test's `else` holds the AddressScan one). So
+    /// for a non-local source:
     /// - N < 100, e.g. 5 → `{5, 20, 100, 1000, …}`: AddressScan at 5 and 20; at 100 ShutdownThresh
     ///   fires instead of AddressScan, whose index still points at 100, so the next AddressScan is
     ///   at 101, then 1000, ….
@@ -217,20 +225,21 @@ pub fn first_threshold_vector(n: u64, defaults: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// A table entry with its own last-access (or creation) time, in packet-time ns.
+/// A table entry with its own last-access (or creation) time.
 #[derive(Debug)]
 struct Timed<T> {
-    t: u64,
+    t: Timestamp,
     v: T,
 }
 
 impl<T> Timed<T> {
-    fn new(t: u64, v: T) -> Self {
+    fn new(t: Timestamp, v: T) -> Self {
         Timed { t, v }
     }
 }
 
-/// Everything scan.bro keeps about one source address, one field per Bro table (spec §1.3).
+/// Everything scan.bro keeps about one source address, one field per Bro table (the `global`
+/// tables of its `export` block, L145–199).
 #[derive(Debug, Default)]
 struct Src {
     /// Sequence number of the last check that touched this source (LRU).
@@ -238,13 +247,13 @@ struct Src {
     /// Key of this source in `BroScan::lru` (≤ `touched`).
     lru_key: u64,
     /// Key of this source in `BroScan::expiry` (≤ its real first deadline), if filed.
-    exp_key: Option<u64>,
+    exp_key: Option<Timestamp>,
     distinct_peers: Option<Timed<HashSet<IpAddr>>>,
     pre_distinct_peers: Option<Timed<HashSet<IpAddr>>>,
     distinct_ports: Option<Timed<HashSet<Service>>>,
     distinct_low_ports: Option<Timed<HashSet<Service>>>,
     /// Membership in `possible_scan_sources`: its last access.
-    possible: Option<u64>,
+    possible: Option<Timestamp>,
     /// `scan_triples[src]`: no expiry of its own; dropped with `possible` (remove_possible_source).
     scan_triples: Option<HashMap<IpAddr, HashSet<Service>>>,
     distinct_backscatter_peers: Option<Timed<HashMap<IpAddr, u64>>>,
@@ -256,7 +265,7 @@ struct Src {
     /// `shut_down_thresh_reached`: no expiry in Bro.
     shut_down: bool,
     /// Creation time of the `ignored_scanners` entry.
-    ignored_at: Option<u64>,
+    ignored_at: Option<Timestamp>,
 }
 
 impl Src {
@@ -291,7 +300,7 @@ impl Src {
     }
 
     /// Earliest time any of this source's tables can expire; `None` if nothing can.
-    fn next_deadline(&self, ttl: &Ttls) -> Option<u64> {
+    fn next_deadline(&self, ttl: &Ttls) -> Option<Timestamp> {
         let read = [
             self.distinct_peers.as_ref().map(|x| x.t),
             self.pre_distinct_peers.as_ref().map(|x| x.t),
@@ -306,25 +315,22 @@ impl Src {
             self.rb_idx.as_ref().map(|x| x.t),
             self.rpts_idx.values().map(|x| x.t).min(),
         ];
-        let r = read
-            .into_iter()
-            .flatten()
-            .map(|t| t.saturating_add(ttl.read));
-        let i = idx.into_iter().flatten().map(|t| t.saturating_add(ttl.idx));
-        let g = self.ignored_at.map(|t| t.saturating_add(ttl.ignored));
+        let r = read.into_iter().flatten().map(|t| t + ttl.read);
+        let i = idx.into_iter().flatten().map(|t| t + ttl.idx);
+        let g = self.ignored_at.map(|t| t + ttl.ignored);
         r.chain(i).chain(g).min()
     }
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Ttls {
-    read: u64,
-    idx: u64,
-    ignored: u64,
+    read: time::Duration,
+    idx: time::Duration,
+    ignored: time::Duration,
 }
 
 impl Ttls {
-    fn min(&self) -> u64 {
+    fn min(&self) -> time::Duration {
         self.read.min(self.idx).min(self.ignored)
     }
 }
@@ -332,7 +338,8 @@ impl Ttls {
 /// What `check_scan` resolved about one call.
 struct Ctx {
     ts: Timestamp,
-    now: u64,
+    /// The detector's packet-time clock at this call (≥ `ts`).
+    now: Timestamp,
     orig: IpAddr,
     resp: IpAddr,
     service: Service,
@@ -343,12 +350,12 @@ struct Ctx {
     reverse: bool,
 }
 
-/// Result of running `check_scan` against one source's state.
-enum Flow {
-    Done,
-    /// `ignore_addr(orig)`: clear the source and put it in ignored_scanners.
-    Ignore,
-}
+/// `ControlFlow::Break` of the `check_scan` steps: `ignore_addr(orig)` was called, so the
+/// source is cleared and put in `ignored_scanners`.
+struct IgnoreAddr;
+
+/// One step of `check_scan`: go on to the next test, or stop because of `ignore_addr(orig)`.
+type Step = ControlFlow<IgnoreAddr>;
 
 /// Bro 1.5 scan.bro detector.
 ///
@@ -361,12 +368,12 @@ pub struct BroScan {
     ttl: Ttls,
     srcs: HashMap<IpAddr, Src>,
     /// Lazy expiry index: `(deadline ≤ real first deadline, source)`, one per filed source.
-    expiry: BTreeSet<(u64, IpAddr)>,
+    expiry: BTreeSet<(Timestamp, IpAddr)>,
     /// Lazy LRU index: `(sequence ≤ last touch, source)`, one per source.
     lru: BTreeSet<(u64, IpAddr)>,
     seq: u64,
     /// Packet-time clock: the max of all times seen, so late packets never move deadlines back.
-    now: u64,
+    now: Timestamp,
     /// Sources dropped because `max_sources` was reached.
     pub evictions: u64,
 }
@@ -380,9 +387,9 @@ impl BroScan {
             "scan.bro landmine check is not implemented"
         );
         let ttl = Ttls {
-            read: ns(cfg.read_expire),
-            idx: ns(cfg.idx_read_expire),
-            ignored: ns(cfg.ignored_create_expire),
+            read: cfg.read_expire.into(),
+            idx: cfg.idx_read_expire.into(),
+            ignored: cfg.ignored_create_expire.into(),
         };
         BroScan {
             cfg,
@@ -391,7 +398,7 @@ impl BroScan {
             expiry: BTreeSet::new(),
             lru: BTreeSet::new(),
             seq: 0,
-            now: 0,
+            now: Timestamp::ZERO,
             evictions: 0,
         }
     }
@@ -490,7 +497,7 @@ impl BroScan {
         self.seq += 1;
         let src = self.srcs.get_mut(&orig).expect("inserted above");
         src.touched = self.seq;
-        if let Flow::Ignore = check_src(&self.cfg, src, &x, out) {
+        if check_src(&self.cfg, src, &x, out).is_break() {
             let keep = Src {
                 touched: src.touched,
                 lru_key: src.lru_key,
@@ -506,7 +513,7 @@ impl BroScan {
         }
         // Tables created by this call expire no earlier than now + the shortest TTL; pulling the
         // index entry to at most that keeps it ≤ the real deadline.
-        let cand = now.saturating_add(self.ttl.min());
+        let cand = now + self.ttl.min();
         match src.exp_key {
             Some(k) if k <= cand => {}
             old => {
@@ -571,8 +578,8 @@ impl BroScan {
         self.lru.clear();
     }
 
-    fn advance(&mut self, ts: Timestamp) -> u64 {
-        self.now = self.now.max(ts.0);
+    fn advance(&mut self, ts: Timestamp) -> Timestamp {
+        self.now = self.now.max(ts);
         self.now
     }
 
@@ -601,9 +608,10 @@ impl Default for BroScan {
     }
 }
 
-/// 1-indexed threshold test of `thresh_check` (L603–619): fires when the next threshold
-/// `v[idx]` is reached, and advances `idx`.
-fn thresh_check(v: &[u64], idx: &mut Option<Timed<usize>>, n: u64, now: u64) -> bool {
+/// 1-indexed threshold test of `thresh_check`/`thresh_check_2` (L603–619): fires when the next
+/// threshold `v[idx]` is reached, and advances `idx`. (Their `ignore_scanners_threshold` test is
+/// [`ignore_if_over`], which the callers run first.)
+fn thresh_check(v: &[u64], idx: &mut Option<Timed<usize>>, n: u64, now: Timestamp) -> bool {
     let i = match idx {
         Some(e) => {
             e.t = now;
@@ -619,8 +627,13 @@ fn thresh_check(v: &[u64], idx: &mut Option<Timed<usize>>, n: u64, now: u64) -> 
     }
 }
 
-fn ignore_now(cfg: &BroScanConfig, n: u64) -> bool {
-    cfg.ignore_scanners_threshold > 0 && n > cfg.ignore_scanners_threshold
+/// `if ( ignore_scanners_threshold > 0 && n > ignore_scanners_threshold ) ignore_addr(orig)`.
+fn ignore_if_over(cfg: &BroScanConfig, n: u64) -> Step {
+    if cfg.ignore_scanners_threshold > 0 && n > cfg.ignore_scanners_threshold {
+        ControlFlow::Break(IgnoreAddr)
+    } else {
+        ControlFlow::Continue(())
+    }
 }
 
 fn notice(x: &Ctx, s: &Src, note: NoticeKind, dst: IpAddr, p: Service, msg: String) -> ScanNotice {
@@ -636,183 +649,202 @@ fn notice(x: &Ctx, s: &Src, note: NoticeKind, dst: IpAddr, p: Service, msg: Stri
     }
 }
 
-/// The body of `check_scan` after the skip tests (spec §1.4, L292–518).
-fn check_src(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<ScanNotice>) -> Flow {
-    let now = x.now;
-    // ---- Address scan. Reaching here means !established or service ∉ allow_services.
+/// The body of `check_scan` after its skip tests (L292–518), as scan.bro runs it: the address
+/// scan (a new peer feeds either the backscatter count or `distinct_peers`), then, for failed
+/// attempts only, the port accounting, the low-port check and the per-destination port scan.
+fn check_src(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<ScanNotice>) -> Step {
+    // Reaching here means !established or service ∉ allow_services.
+    if is_new_peer(cfg, s, x) {
+        if is_backscatter(cfg, x) {
+            backscatter_check(cfg, s, x, out)?;
+        } else {
+            address_scan_check(cfg, s, x, out)?;
+        }
+    }
+    // "Don't consider established connections for port scanning."
+    if x.established {
+        return ControlFlow::Continue(());
+    }
+    possible_port_scan(cfg, s, x);
+    low_port_check(cfg, s, x, out)?;
+    port_scan_check(cfg, s, x, out)
+}
+
+/// `check_scan`'s address-scan guard: `resp !in distinct_peers[orig]` (reading the table touches
+/// it) and the service is analyzed.
+fn is_new_peer(cfg: &BroScanConfig, s: &mut Src, x: &Ctx) -> bool {
     let known = match s.distinct_peers.as_mut() {
         Some(p) => {
-            p.t = now;
+            p.t = x.now;
             p.v.contains(&x.resp)
         }
         None => false,
     };
-    if !known && (cfg.analyze_all_services || cfg.analyze_services.contains(&x.service)) {
-        if x.reverse
-            && cfg.backscatter_ports.contains(&x.rev_service)
-            && x.service >= Service::tcp(1024)
-        {
-            // Backscatter (L318–358): counted per responder; a responder counts towards the
-            // threshold only on its first call (Bro sees attempt and tear-down).
-            let bs = s
-                .distinct_backscatter_peers
-                .get_or_insert_with(|| Timed::new(now, HashMap::new()));
-            bs.t = now;
-            let cnt = bs.v.entry(x.resp).or_insert(0);
-            *cnt += 1;
-            let first = *cnt == 1;
-            let n = bs.v.len() as u64;
-            if first {
-                if ignore_now(cfg, n) {
-                    return Flow::Ignore;
-                }
-                if thresh_check(&cfg.report_backscatter, &mut s.rb_idx, n, now) {
-                    let msg = format!(
-                        "backscatter seen from {} ({} hosts; {})",
-                        x.orig, n, x.rev_service
-                    );
-                    out.push(notice(
-                        x,
-                        s,
-                        NoticeKind::BackscatterSeen,
-                        x.resp,
-                        x.rev_service,
-                        msg,
-                    ));
-                }
-            }
-            if ignore_now(cfg, n) {
-                return Flow::Ignore;
-            }
-        } else {
-            let mut ignore = false;
-            if s.distinct_peers.is_none() && cfg.addr_scan_trigger > 0 {
-                let pre = s
-                    .pre_distinct_peers
-                    .get_or_insert_with(|| Timed::new(now, HashSet::new()));
-                pre.t = now;
-                pre.v.insert(x.resp);
-                ignore = (pre.v.len() as u64) < cfg.addr_scan_trigger;
-            }
-            if !ignore {
-                let peers = s
-                    .distinct_peers
-                    .get_or_insert_with(|| Timed::new(now, HashSet::new()));
-                peers.t = now;
-                peers.v.insert(x.resp);
-                let n = peers.v.len() as u64;
-                if !s.shut_down && n >= cfg.shut_down_thresh && !x.outbound && !x.neighbor {
-                    // Pre-empts the AddressScan test at this n: rps_idx is not advanced.
-                    s.shut_down = true;
-                    let msg = format!("shutdown threshold reached for {}", x.orig);
-                    out.push(notice(
-                        x,
-                        s,
-                        NoticeKind::ShutdownThresh,
-                        x.resp,
-                        x.service,
-                        msg,
-                    ));
-                } else {
-                    if ignore_now(cfg, n) {
-                        return Flow::Ignore;
-                    }
-                    let hit = if x.outbound {
-                        thresh_check(&cfg.report_outbound_peer_scan, &mut s.rops_idx, n, now)
-                    } else {
-                        thresh_check(&cfg.report_peer_scan, &mut s.rps_idx, n, now)
-                    };
-                    if hit {
-                        let msg = format!("{} has scanned {} hosts ({})", x.orig, n, x.service);
-                        out.push(notice(
-                            x,
-                            s,
-                            NoticeKind::AddressScan,
-                            x.resp,
-                            x.service,
-                            msg,
-                        ));
-                        if ignore_now(cfg, n) {
-                            return Flow::Ignore;
-                        }
-                    }
-                }
-            }
+    !known && (cfg.analyze_all_services || cfg.analyze_services.contains(&x.service))
+}
+
+/// `reverse && rev_service in backscatter_ports && service >= 1024/tcp`: a reply from a
+/// backscatter port to a non-privileged one.
+fn is_backscatter(cfg: &BroScanConfig, x: &Ctx) -> bool {
+    x.reverse && cfg.backscatter_ports.contains(&x.rev_service) && x.service >= Service::tcp(1024)
+}
+
+/// BackscatterSeen (L318–358): `distinct_backscatter_peers` counts per responder, and a responder
+/// counts towards `report_backscatter` only on its first call (Bro sees attempt and tear-down).
+fn backscatter_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<ScanNotice>) -> Step {
+    let now = x.now;
+    let bs = s
+        .distinct_backscatter_peers
+        .get_or_insert_with(|| Timed::new(now, HashMap::new()));
+    bs.t = now;
+    let cnt = bs.v.entry(x.resp).or_insert(0);
+    *cnt += 1;
+    let first = *cnt == 1;
+    let n = bs.v.len() as u64;
+    if first {
+        ignore_if_over(cfg, n)?;
+        if thresh_check(&cfg.report_backscatter, &mut s.rb_idx, n, now) {
+            let msg = format!(
+                "backscatter seen from {} ({} hosts; {})",
+                x.orig, n, x.rev_service
+            );
+            let note = NoticeKind::BackscatterSeen;
+            out.push(notice(x, s, note, x.resp, x.rev_service, msg));
         }
     }
+    ignore_if_over(cfg, n)
+}
 
-    // "Don't consider established connections for port scanning."
-    if x.established {
-        return Flow::Done;
+/// The `else` of the backscatter test: the `addr_scan_trigger` pre-filter, then the new peer
+/// goes into `distinct_peers` and is tested for ShutdownThresh, else for AddressScan.
+fn address_scan_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<ScanNotice>) -> Step {
+    if below_addr_scan_trigger(cfg, s, x) {
+        return ControlFlow::Continue(());
     }
+    let peers = s
+        .distinct_peers
+        .get_or_insert_with(|| Timed::new(x.now, HashSet::new()));
+    peers.t = x.now;
+    peers.v.insert(x.resp);
+    let n = peers.v.len() as u64;
+    if shut_down_thresh_check(cfg, s, x, n, out) {
+        return ControlFlow::Continue(());
+    }
+    ignore_if_over(cfg, n)?;
+    let hit = if x.outbound {
+        thresh_check(&cfg.report_outbound_peer_scan, &mut s.rops_idx, n, x.now)
+    } else {
+        thresh_check(&cfg.report_peer_scan, &mut s.rps_idx, n, x.now)
+    };
+    if hit {
+        let msg = format!("{} has scanned {} hosts ({})", x.orig, n, x.service);
+        out.push(notice(x, s, NoticeKind::AddressScan, x.resp, x.service, msg));
+        ignore_if_over(cfg, n)?;
+    }
+    ControlFlow::Continue(())
+}
 
-    // ---- Port accounting, failed attempts only.
+/// The `pre_distinct_peers` pre-filter (off unless `addr_scan_trigger > 0`): true while the
+/// source has fewer distinct peers than the trigger, so `distinct_peers` is left alone.
+fn below_addr_scan_trigger(cfg: &BroScanConfig, s: &mut Src, x: &Ctx) -> bool {
+    if s.distinct_peers.is_some() || cfg.addr_scan_trigger == 0 {
+        return false;
+    }
+    let pre = s
+        .pre_distinct_peers
+        .get_or_insert_with(|| Timed::new(x.now, HashSet::new()));
+    pre.t = x.now;
+    pre.v.insert(x.resp);
+    (pre.v.len() as u64) < cfg.addr_scan_trigger
+}
+
+/// ShutdownThresh, once per source (`shut_down_thresh_reached`), for a source that is neither
+/// local nor a neighbour. When it fires it pre-empts the AddressScan test at this `n`: `rps_idx`
+/// is not advanced. Returns whether it fired.
+fn shut_down_thresh_check(
+    cfg: &BroScanConfig,
+    s: &mut Src,
+    x: &Ctx,
+    n: u64,
+    out: &mut Vec<ScanNotice>,
+) -> bool {
+    if s.shut_down || n < cfg.shut_down_thresh || x.outbound || x.neighbor {
+        return false;
+    }
+    s.shut_down = true;
+    let msg = format!("shutdown threshold reached for {}", x.orig);
+    out.push(notice(x, s, NoticeKind::ShutdownThresh, x.resp, x.service, msg));
+    true
+}
+
+/// "Coarse search for port-scanning candidates": the failed attempt's service goes into
+/// `distinct_ports`; at `possible_port_scan_thresh` distinct ports the source becomes a
+/// `possible_scan_sources` member with an empty `scan_triples` table.
+fn possible_port_scan(cfg: &BroScanConfig, s: &mut Src, x: &Ctx) {
     let ports = s
         .distinct_ports
-        .get_or_insert_with(|| Timed::new(now, HashSet::new()));
-    ports.t = now;
+        .get_or_insert_with(|| Timed::new(x.now, HashSet::new()));
+    ports.t = x.now;
     ports.v.insert(x.service);
     if ports.v.len() as u64 >= cfg.possible_port_scan_thresh && s.scan_triples.is_none() {
         s.scan_triples = Some(HashMap::new());
-        s.possible = Some(now);
+        s.possible = Some(x.now);
     }
+}
 
-    // Low ports: `service < 1024/tcp` is TCP only (Bro port order).
-    if cfg.activate_priv_port_check
-        && !x.outbound
-        && x.service < Service::tcp(1024)
-        && !cfg.troll_skip_service.contains(&x.service)
+/// "Check for low ports": LowPortTrolling when `distinct_low_ports` reaches `priv_scan_trigger`.
+/// `service < 1024/tcp` is TCP only (Bro port order).
+fn low_port_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<ScanNotice>) -> Step {
+    if !cfg.activate_priv_port_check
+        || x.outbound
+        || x.service >= Service::tcp(1024)
+        || cfg.troll_skip_service.contains(&x.service)
     {
-        let low = s
-            .distinct_low_ports
-            .get_or_insert_with(|| Timed::new(now, HashSet::new()));
-        low.t = now;
-        // Only a newly added port is tested, so `== priv_scan_trigger` fires once.
-        if low.v.insert(x.service) {
-            let k = low.v.len() as u64;
-            if k == cfg.priv_scan_trigger && !x.neighbor {
-                // Format from scan.bro's LowPortTrolling NOTICE (not transcribed in the spec).
-                let msg = format!("low port trolling {} {}", x.orig, x.service);
-                out.push(notice(
-                    x,
-                    s,
-                    NoticeKind::LowPortTrolling,
-                    x.resp,
-                    x.service,
-                    msg,
-                ));
-            }
-            if ignore_now(cfg, k) {
-                return Flow::Ignore;
-            }
-        }
+        return ControlFlow::Continue(());
     }
+    let low = s
+        .distinct_low_ports
+        .get_or_insert_with(|| Timed::new(x.now, HashSet::new()));
+    low.t = x.now;
+    // Only a newly added port is tested, so `== priv_scan_trigger` fires once.
+    if !low.v.insert(x.service) {
+        return ControlFlow::Continue(());
+    }
+    let k = low.v.len() as u64;
+    if k == cfg.priv_scan_trigger && !x.neighbor {
+        let msg = format!("low port trolling {} {}", x.orig, x.service);
+        out.push(notice(x, s, NoticeKind::LowPortTrolling, x.resp, x.service, msg));
+    }
+    ignore_if_over(cfg, k)
+}
 
-    // ---- Per-destination tracking of possible scan sources (PortScan).
-    if let Some(t) = s.possible.as_mut() {
-        *t = now;
-        let set = s
-            .scan_triples
-            .get_or_insert_with(HashMap::new)
-            .entry(x.resp)
-            .or_default();
-        if set.insert(x.service) {
-            let m = set.len() as u64;
-            if ignore_now(cfg, m) {
-                return Flow::Ignore;
-            }
-            let mut idx = s.rpts_idx.remove(&x.resp);
-            let hit = thresh_check(&cfg.report_port_scan, &mut idx, m, now);
-            if let Some(i) = idx {
-                s.rpts_idx.insert(x.resp, i);
-            }
-            if hit {
-                let msg = format!("{} has scanned {} ports of {}", x.orig, m, x.resp);
-                out.push(notice(x, s, NoticeKind::PortScan, x.resp, x.service, msg));
-            }
-        }
+/// PortScan: for a `possible_scan_sources` member, `scan_triples[orig][resp]` collects the
+/// services tried on this responder, tested against `report_port_scan` by `thresh_check_2`.
+fn port_scan_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<ScanNotice>) -> Step {
+    let Some(t) = s.possible.as_mut() else {
+        return ControlFlow::Continue(());
+    };
+    *t = x.now;
+    let set = s
+        .scan_triples
+        .get_or_insert_with(HashMap::new)
+        .entry(x.resp)
+        .or_default();
+    if !set.insert(x.service) {
+        return ControlFlow::Continue(());
     }
-    Flow::Done
+    let m = set.len() as u64;
+    ignore_if_over(cfg, m)?;
+    let mut idx = s.rpts_idx.remove(&x.resp);
+    let hit = thresh_check(&cfg.report_port_scan, &mut idx, m, x.now);
+    if let Some(i) = idx {
+        s.rpts_idx.insert(x.resp, i);
+    }
+    if hit {
+        let msg = format!("{} has scanned {} ports of {}", x.orig, m, x.resp);
+        out.push(notice(x, s, NoticeKind::PortScan, x.resp, x.service, msg));
+    }
+    ControlFlow::Continue(())
 }
 
 /// A summary notice for `kind` if the source's table is at or above its trigger.
@@ -856,19 +888,20 @@ fn summary(
     })
 }
 
-/// Expires one source's idle table entries (spec §1.3), emitting the summaries.
+/// Expires one source's idle table entries (each table's `&read_expire`/`&create_expire`),
+/// emitting the summaries of the `&expire_func`s.
 fn expire_src(
     cfg: &BroScanConfig,
     ttl: &Ttls,
     s: &mut Src,
     ip: IpAddr,
     ts: Timestamp,
-    now: u64,
+    now: Timestamp,
     out: &mut Vec<ScanNotice>,
 ) {
     // Counts as they were before this pass, for the notices' peers/ports fields.
     let (peers, ports) = (s.n_peers(), s.n_ports());
-    let read = |t: u64| expired(t, ttl.read, now);
+    let read = |t: Timestamp| t.expired(ttl.read, now);
     // Each table that expired emits its summary (if over its trigger) and goes.
     macro_rules! expire_with_summary {
         ($table:ident, $kind:expr) => {
@@ -895,14 +928,14 @@ fn expire_src(
     {
         s.distinct_backscatter_peers = None;
     }
-    let idx = |t: u64| expired(t, ttl.idx, now);
+    let idx = |t: Timestamp| t.expired(ttl.idx, now);
     for slot in [&mut s.rps_idx, &mut s.rops_idx, &mut s.rb_idx] {
         if slot.as_ref().is_some_and(|x| idx(x.t)) {
             *slot = None;
         }
     }
     s.rpts_idx.retain(|_, x| !idx(x.t));
-    if s.ignored_at.is_some_and(|t| expired(t, ttl.ignored, now)) {
+    if s.ignored_at.is_some_and(|t| t.expired(ttl.ignored, now)) {
         s.ignored_at = None;
     }
 }
@@ -929,7 +962,7 @@ mod tests {
     }
 
     fn at(secs: u64) -> Timestamp {
-        Timestamp(secs * 1_000_000_000)
+        Timestamp::from_secs(secs)
     }
 
     fn conn(
@@ -955,7 +988,7 @@ mod tests {
         v.iter().map(|n| (n.note, n.msg.clone())).collect()
     }
 
-    /// §7 vector: failed SYNs from `src` to `n` distinct peers on distinct high ports, 1 s
+    /// Horizontal-scan test vector: failed SYNs from `src` to `n` distinct peers on distinct high ports, 1 s
     /// apart, then EOF. Returns (notices during the run, notices at finish).
     fn horizontal(cfg: BroScanConfig, src: IpAddr, n: u32) -> (Vec<ScanNotice>, Vec<ScanNotice>) {
         let mut b = BroScan::new(cfg);
@@ -1563,7 +1596,7 @@ mod tests {
         let mut out = Vec::new();
         b.expire(at(910), &mut out); // exactly 15 min idle: Bro's `access + ttl < now` is false
         assert!(out.is_empty());
-        b.expire(Timestamp(at(910).0 + 1), &mut out);
+        b.expire(at(910) + time::Duration::from_nanos(1), &mut out);
         assert_eq!(out.len(), 2);
     }
 
