@@ -31,6 +31,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::event::Timestamp;
+use crate::time;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -99,23 +100,26 @@ struct Source {
     ports: HashSet<u16>,
     pairs: HashSet<(IpAddr, u16)>,
     saturated: bool,
-    last: u64,
+    last: Timestamp,
 }
 
 #[derive(Debug)]
 pub struct PprTracker {
     config: PprConfig,
     sources: HashMap<IpAddr, Source>,
-    now: u64,
+    /// `config.window` in packet time.
+    window: time::Duration,
+    now: Timestamp,
     pub evictions: u64,
 }
 
 impl PprTracker {
     pub fn new(config: PprConfig) -> Self {
         Self {
+            window: config.window.into(),
             config,
             sources: HashMap::new(),
-            now: 0,
+            now: Timestamp::ZERO,
             evictions: 0,
         }
     }
@@ -135,8 +139,7 @@ impl PprTracker {
 
     /// Counts one unpredicted failed attempt of `src` to `dst:port`.
     pub fn record(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16) {
-        self.now = self.now.max(ts.0);
-        let window = crate::detect::ns(self.config.window);
+        self.now = self.now.max(ts);
         if !self.sources.contains_key(&src) && self.sources.len() >= self.config.max_sources {
             if let Some(oldest) = self
                 .sources
@@ -149,7 +152,7 @@ impl PprTracker {
             }
         }
         let s = self.sources.entry(src).or_default();
-        if crate::detect::expired(s.last, window, self.now) {
+        if s.last.expired(self.window, self.now) {
             *s = Source::default();
         }
         s.last = self.now;
@@ -164,9 +167,8 @@ impl PprTracker {
 
     /// The current counts of `src` (zero if it has none in the window).
     pub fn sample(&self, src: IpAddr) -> PprSample {
-        let window = crate::detect::ns(self.config.window);
         match self.sources.get(&src) {
-            Some(s) if !crate::detect::expired(s.last, window, self.now) => PprSample {
+            Some(s) if !s.last.expired(self.window, self.now) => PprSample {
                 peers: s.peers.len() as u64,
                 ports: s.ports.len() as u64,
                 pairs: s.pairs.len() as u64,
@@ -203,10 +205,9 @@ impl PprTracker {
 
     /// Drops sources idle for longer than the window.
     pub fn expire(&mut self, now: Timestamp) {
-        self.now = self.now.max(now.0);
-        let (window, now) = (crate::detect::ns(self.config.window), self.now);
-        self.sources
-            .retain(|_, s| !crate::detect::expired(s.last, window, now));
+        self.now = self.now.max(now);
+        let (window, now) = (self.window, self.now);
+        self.sources.retain(|_, s| !s.last.expired(window, now));
     }
 }
 
@@ -230,7 +231,7 @@ mod tests {
     fn feed(t: &mut PprTracker, attempts: impl IntoIterator<Item = (String, u16)>) {
         for (i, (dst, port)) in attempts.into_iter().enumerate() {
             t.record(
-                Timestamp(i as u64 * 1_000_000),
+                Timestamp::from_nanos(i as u64 * 1_000_000),
                 ip(SRC.into()),
                 ip(dst),
                 port,
@@ -317,11 +318,11 @@ mod tests {
             !t.verdict(&s),
             "a saturated source is not given the benefit of the doubt"
         );
-        t.expire(Timestamp(2_000 * 1_000_000_000));
+        t.expire(Timestamp::from_secs(2_000));
         assert_eq!(t.sample(ip(SRC.into())), PprSample::default());
         for h in 0..10 {
             t.record(
-                Timestamp(3_000_000_000_000),
+                Timestamp::from_secs(3_000),
                 ip(format!("192.0.2.{h}")),
                 ip("203.0.113.1".into()),
                 7000,
