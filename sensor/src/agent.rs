@@ -89,7 +89,7 @@ pub async fn run(
 
     // SAFETY: the ring's fd stays open and unchanged for as long as the AsyncFd owns it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering the ring with tokio: {e}"))?;
+        .context("registering the ring with tokio")?;
     let clock = MonotonicClock::new();
     let mut tick = tokio::time::interval(config.drain_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -123,6 +123,7 @@ pub async fn run(
     }
     let snap = kernel
         .lock()
+        // The guard in a PoisonError is not Send, so it cannot be the error's source.
         .map_err(|_| anyhow::anyhow!("counter lock poisoned"))?
         .read()?;
     let summary = RunSummary {
@@ -184,7 +185,7 @@ async fn stop_signal(duration: Option<Duration>) -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
-        _ = timer => "duration elapsed",
+        () = timer => "duration elapsed",
     }
 }
 

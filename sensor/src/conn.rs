@@ -52,7 +52,7 @@ impl Default for ConnConfig {
     fn default() -> Self {
         Self {
             attempt_delay: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_mins(5),
             max_conns: 1_000_000,
             udp: false,
         }
@@ -415,16 +415,13 @@ impl ConnTracker {
     fn on_udp(&mut self, ev: &PacketEvent<'_>, out: &mut Vec<ConnOutcome>) {
         let key = ConnKey::new(ev.src, ev.dst, true);
         let ts = ev.ts.max(self.now);
-        let (orig, resp) = match self.conns.get_mut(&key) {
-            Some(c) => {
-                c.last = ts;
-                (c.orig, c.resp)
-            }
-            None => {
-                let conn = self.new_conn(ev.src, ev.dst, false, End::SynSent, End::Inactive);
-                self.insert(key, conn);
-                (ev.src, ev.dst)
-            }
+        let (orig, resp) = if let Some(c) = self.conns.get_mut(&key) {
+            c.last = ts;
+            (c.orig, c.resp)
+        } else {
+            let conn = self.new_conn(ev.src, ev.dst, false, End::SynSent, End::Inactive);
+            self.insert(key, conn);
+            (ev.src, ev.dst)
         };
         let request = ev.src == orig;
         out.push(ConnOutcome {
@@ -544,7 +541,10 @@ mod tests {
         for e in events {
             t.on_event(e, &mut out);
         }
-        t.finish(Timestamp::from_secs(1_000) + time::Duration::from_millis(end_ms), &mut out);
+        t.finish(
+            Timestamp::from_secs(1_000) + time::Duration::from_millis(end_ms),
+            &mut out,
+        );
         out
     }
 
@@ -715,7 +715,12 @@ mod tests {
         );
         let events: Vec<_> = out
             .iter()
-            .map(|o| (o.event, (o.ts - Timestamp::from_secs(1_000)).as_nanos() / 1_000_000))
+            .map(|o| {
+                (
+                    o.event,
+                    (o.ts - Timestamp::from_secs(1_000)).as_nanos() / 1_000_000,
+                )
+            })
             .collect();
         assert_eq!(
             events,
@@ -740,7 +745,10 @@ mod tests {
         let mut t = ConnTracker::new(ConnConfig::default());
         t.on_event(&seg(0, A, B, SYN), &mut out);
         t.on_event(&seg(1, B, A, SYN | ACK), &mut out);
-        t.advance(Timestamp::from_secs(1_000) + time::Duration::from_millis(400_000), &mut out);
+        t.advance(
+            Timestamp::from_secs(1_000) + time::Duration::from_millis(400_000),
+            &mut out,
+        );
         assert!(t.is_empty());
         assert_eq!(t.expired, 1);
     }

@@ -335,7 +335,12 @@ impl From<&PacketEvent<'_>> for EventLine {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(out, "{b:02x}"); // writing to a String cannot fail
+    }
+    out
 }
 
 /// Writes every event as a JSON line.

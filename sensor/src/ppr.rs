@@ -67,7 +67,7 @@ impl Default for PprConfig {
             hi: 1.0,
             max_pairs_per_peer: 1.25,
             min_high_port_share: 0.9,
-            window: Duration::from_secs(900),
+            window: Duration::from_mins(15),
             max_sources: 1_000_000,
             max_pairs: 65_536,
         }
@@ -215,7 +215,7 @@ impl PprTracker {
 mod tests {
     use super::*;
 
-    fn ip(s: String) -> IpAddr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -232,8 +232,8 @@ mod tests {
         for (i, (dst, port)) in attempts.into_iter().enumerate() {
             t.record(
                 Timestamp::from_nanos(i as u64 * 1_000_000),
-                ip(SRC.into()),
-                ip(dst),
+                ip(SRC),
+                ip(&dst),
                 port,
             );
         }
@@ -256,7 +256,7 @@ mod tests {
         for mode in [PprMode::Classic, PprMode::Hardened] {
             let mut t = tracker(mode);
             feed(&mut t, bittorrent(60));
-            let (p2p, s) = t.looks_p2p(ip(SRC.into()));
+            let (p2p, s) = t.looks_p2p(ip(SRC));
             assert!(p2p, "{mode:?} {s:?}");
             assert_eq!((s.peers, s.ports, s.pairs), (60, 60, 60));
         }
@@ -267,10 +267,10 @@ mod tests {
         for mode in [PprMode::Classic, PprMode::Hardened] {
             let mut t = tracker(mode);
             feed(&mut t, (1..=60).map(|i| (format!("198.51.100.{i}"), 23)));
-            assert!(!t.looks_p2p(ip(SRC.into())).0, "horizontal, {mode:?}");
+            assert!(!t.looks_p2p(ip(SRC)).0, "horizontal, {mode:?}");
             let mut t = tracker(mode);
             feed(&mut t, (1..=1000).map(|p| ("198.51.100.7".to_string(), p)));
-            assert!(!t.looks_p2p(ip(SRC.into())).0, "vertical, {mode:?}");
+            assert!(!t.looks_p2p(ip(SRC)).0, "vertical, {mode:?}");
         }
     }
 
@@ -288,12 +288,12 @@ mod tests {
             .collect();
         let mut classic = tracker(PprMode::Classic);
         feed(&mut classic, block.clone());
-        let (p2p, s) = classic.looks_p2p(ip(SRC.into()));
+        let (p2p, s) = classic.looks_p2p(ip(SRC));
         assert_eq!((s.peers, s.ports, s.pairs), (30, 30, 900));
         assert!(p2p, "the classic ratio is exactly 1");
         let mut hardened = tracker(PprMode::Hardened);
         feed(&mut hardened, block);
-        assert!(!hardened.looks_p2p(ip(SRC.into())).0);
+        assert!(!hardened.looks_p2p(ip(SRC)).0);
         // Even with high ports, N × N pairing is not one-to-one.
         let mut hardened = tracker(PprMode::Hardened);
         feed(
@@ -301,7 +301,7 @@ mod tests {
             (1..=30u16)
                 .flat_map(|h| (0..30u16).map(move |p| (format!("198.51.100.{h}"), 40_000 + p))),
         );
-        assert!(!hardened.looks_p2p(ip(SRC.into())).0);
+        assert!(!hardened.looks_p2p(ip(SRC)).0);
     }
 
     #[test]
@@ -312,19 +312,19 @@ mod tests {
             ..PprConfig::default()
         });
         feed(&mut t, bittorrent(20));
-        let s = t.sample(ip(SRC.into()));
+        let s = t.sample(ip(SRC));
         assert!(s.saturated && s.pairs == 10);
         assert!(
             !t.verdict(&s),
             "a saturated source is not given the benefit of the doubt"
         );
         t.expire(Timestamp::from_secs(2_000));
-        assert_eq!(t.sample(ip(SRC.into())), PprSample::default());
+        assert_eq!(t.sample(ip(SRC)), PprSample::default());
         for h in 0..10 {
             t.record(
                 Timestamp::from_secs(3_000),
-                ip(format!("192.0.2.{h}")),
-                ip("203.0.113.1".into()),
+                ip(&format!("192.0.2.{h}")),
+                ip("203.0.113.1"),
                 7000,
             );
         }

@@ -67,11 +67,21 @@ impl fmt::Display for Channel {
 }
 
 /// How the host is expected to contact the peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum PeerTransport {
     Tcp,
     Udp,
+}
+
+impl PeerTransport {
+    /// `tcp` or `udp`, as `predictions.log` writes it (and serde).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// One prediction: `host` is expected to contact `peer` over `transport`.
@@ -105,7 +115,7 @@ pub struct PredictionConfig {
 impl Default for PredictionConfig {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(1800),
+            ttl: Duration::from_mins(30),
             max_per_host: 20_000,
             max_total: 2_000_000,
         }
@@ -201,36 +211,33 @@ impl PredictionTable {
             self.evict_from_largest();
         }
         let mut host = self.hosts.entry(p.host).or_default();
-        match host.peers.get_mut(&key) {
-            Some(e) => {
-                e.last_seen = p.ts;
-                // Keep the first channel's credit, unless a third party now confirms a
-                // self-announced prediction.
-                if e.channel.self_announced() && !p.channel.self_announced() {
-                    e.channel = p.channel;
-                    host.third_party += 1;
-                }
-                self.stats.refreshed.fetch_add(1, Relaxed);
+        if let Some(e) = host.peers.get_mut(&key) {
+            e.last_seen = p.ts;
+            // Keep the first channel's credit, unless a third party now confirms a
+            // self-announced prediction.
+            if e.channel.self_announced() && !p.channel.self_announced() {
+                e.channel = p.channel;
+                host.third_party += 1;
             }
-            None => {
-                if host.peers.len() >= self.config.max_per_host && host.evict_oldest() {
-                    self.stats.evicted_host_cap.fetch_add(1, Relaxed);
-                    self.total.fetch_sub(1, Relaxed);
-                }
-                host.peers.insert(
-                    key,
-                    Entry {
-                        first_seen: p.ts,
-                        last_seen: p.ts,
-                        channel: p.channel,
-                    },
-                );
-                if !p.channel.self_announced() {
-                    host.third_party += 1;
-                }
-                self.total.fetch_add(1, Relaxed);
-                self.stats.inserted.fetch_add(1, Relaxed);
+            self.stats.refreshed.fetch_add(1, Relaxed);
+        } else {
+            if host.peers.len() >= self.config.max_per_host && host.evict_oldest() {
+                self.stats.evicted_host_cap.fetch_add(1, Relaxed);
+                self.total.fetch_sub(1, Relaxed);
             }
+            host.peers.insert(
+                key,
+                Entry {
+                    first_seen: p.ts,
+                    last_seen: p.ts,
+                    channel: p.channel,
+                },
+            );
+            if !p.channel.self_announced() {
+                host.third_party += 1;
+            }
+            self.total.fetch_add(1, Relaxed);
+            self.stats.inserted.fetch_add(1, Relaxed);
         }
         host.order.push_back((key, p.ts));
         // Refreshes append too; keep the queue from outgrowing the map by much.
@@ -562,6 +569,10 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
+        for t in [PeerTransport::Tcp, PeerTransport::Udp] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        assert_eq!(PeerTransport::Udp.as_str(), "udp");
         assert_eq!(C::HttpTracker.as_str(), "http_tracker");
         assert_eq!(C::AzureusDht.as_str(), "azureus_dht");
     }

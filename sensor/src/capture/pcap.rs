@@ -111,8 +111,8 @@ pub fn read_frames_from(
             PcapNgReader::new(file).with_context(|| format!("{name}: bad pcapng header"))?;
         walk_pcapng(reader, &mut report, &mut visit);
     } else {
-        let reader = PcapReader::new(file)
-            .with_context(|| format!("{name}: not a pcap or pcapng file"))?;
+        let reader =
+            PcapReader::new(file).with_context(|| format!("{name}: not a pcap or pcapng file"))?;
         walk_pcap(reader, &mut report, &mut visit);
     }
     Ok(report)
@@ -278,7 +278,7 @@ impl Prefilter {
     ) -> Result<Option<PacketEvent<'a>>, DecodeError> {
         let counters = &mut self.counters.0;
         let mut parsed = match parse(frame, self.snaplen, &mut |slot| {
-            counters[slot as usize] += 1
+            counters[slot as usize] += 1;
         }) {
             Ok(parsed) => parsed,
             Err(slot) => {
@@ -411,7 +411,10 @@ mod tests {
     fn pcapng_bytes(tsresol: &[Option<u8>], packets: &[(u32, u64, Vec<u8>)]) -> Vec<u8> {
         let mut w = PcapNgWriter::new(Vec::new()).unwrap();
         for r in tsresol {
-            let options = r.map(InterfaceDescriptionOption::IfTsResol).into_iter().collect();
+            let options = r
+                .map(InterfaceDescriptionOption::IfTsResol)
+                .into_iter()
+                .collect();
             w.write_pcapng_block(InterfaceDescriptionBlock {
                 linktype: DataLink::ETHERNET,
                 snaplen: 0xffff,
@@ -465,7 +468,10 @@ mod tests {
             assert_eq!(event.4.len(), KRPC_PING.len() + i, "whole payload kept");
             assert!(event.4.starts_with(KRPC_PING));
         }
-        assert_eq!(events[0].0, Timestamp::from_nanos(1_611_622_278_556_477_000));
+        assert_eq!(
+            events[0].0,
+            Timestamp::from_nanos(1_611_622_278_556_477_000)
+        );
         assert_eq!(events[0].1, "190.0.0.1:40000".parse().unwrap());
         assert_eq!(events[0].2, "190.0.0.2:50000".parse().unwrap());
     }
@@ -503,13 +509,21 @@ mod tests {
                 EventKind::Udp
             )
         );
-        assert_eq!(events[1].0, Timestamp::from_nanos(1_631_961_259_000_001_000));
+        assert_eq!(
+            events[1].0,
+            Timestamp::from_nanos(1_631_961_259_000_001_000)
+        );
     }
 
     #[test]
     fn truncated_capture_keeps_what_came_before_the_damage() {
         let frames: Vec<_> = (0..10u32)
-            .map(|i| ((1_000, i), udp4([192, 0, 2, 1], [198, 51, 100, 2], KRPC_PING)))
+            .map(|i| {
+                (
+                    (1_000, i),
+                    udp4([192, 0, 2, 1], [198, 51, 100, 2], KRPC_PING),
+                )
+            })
             .collect();
         let bytes = pcap_bytes(&frames);
         let (_, report) = prefilter_bytes(&bytes[..bytes.len() - 7], |_| {});
@@ -565,7 +579,10 @@ mod tests {
                     "KRPC messages are bencoded dictionaries"
                 );
             }
-            assert_eq!(events[0].0, Timestamp::from_nanos(1_611_622_278_556_477_000));
+            assert_eq!(
+                events[0].0,
+                Timestamp::from_nanos(1_611_622_278_556_477_000)
+            );
             assert_eq!(events[0].1, "190.0.0.1:40000".parse().unwrap());
             assert_eq!(events[0].2, "190.0.0.2:50000".parse().unwrap());
         }
@@ -651,12 +668,18 @@ mod tests {
         let mut hs = b"\x13BitTorrent protocol".to_vec();
         hs.resize(68, 0);
         let mut p = Prefilter::new(1472);
-        assert!(p.frame(&segment(&hs), Timestamp::from_nanos(1)).unwrap().is_some());
+        assert!(p
+            .frame(&segment(&hs), Timestamp::from_nanos(1))
+            .unwrap()
+            .is_some());
         // A 60-byte TCP header (data offset 15) before 60 payload bytes, cut at 77 bytes.
         let mut cut = segment(&[0u8; 100]);
         cut[14 + 20 + 12] = 15 << 4;
         cut.truncate(77);
-        let ev = p.frame(&cut, Timestamp::from_nanos(2)).unwrap().expect("forwarded");
+        let ev = p
+            .frame(&cut, Timestamp::from_nanos(2))
+            .unwrap()
+            .expect("forwarded");
         let Transport::Tcp(seg) = ev.transport else {
             panic!("not TCP")
         };
@@ -687,11 +710,11 @@ mod tests {
                 0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2,
             ];
             let payload = b"d1:ad2:id20:01234567890123456789e1:q4:ping1:t2:xx1:y1:qe";
-            let total = (20 + 8 + payload.len()) as u16;
+            let total = u16::try_from(20 + 8 + payload.len()).unwrap();
             ip[2..4].copy_from_slice(&total.to_be_bytes());
             ip.extend_from_slice(&6881u16.to_be_bytes());
             ip.extend_from_slice(&6881u16.to_be_bytes());
-            ip.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
             ip.extend_from_slice(&[0, 0]);
             ip.extend_from_slice(payload);
             ip
@@ -711,7 +734,10 @@ mod tests {
                 .expect("supported")
                 .to_vec();
             let mut prefilter = Prefilter::new(1472);
-            let ev = prefilter.frame(&frame, Timestamp::from_nanos(1)).unwrap().unwrap();
+            let ev = prefilter
+                .frame(&frame, Timestamp::from_nanos(1))
+                .unwrap()
+                .unwrap();
             crate::event::EventLine::from(&ev)
         };
         let reference = event_of(LinkLayer::Ethernet, &ethernet);

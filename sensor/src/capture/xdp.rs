@@ -68,7 +68,9 @@ impl XdpConfig {
 
 fn page_size() -> u32 {
     // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u32 }
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    // Linux page sizes are 4 KiB to 64 KiB; sysconf fails (-1) only for an unknown name.
+    u32::try_from(size).expect("_SC_PAGESIZE is a small positive number")
 }
 
 /// Where XDP runs.
@@ -185,8 +187,8 @@ impl fmt::Debug for KernelCounters {
 impl KernelCounters {
     pub fn read(&self) -> anyhow::Result<CounterSnapshot> {
         let mut out = [0u64; counter::COUNT as usize];
-        for (slot, total) in out.iter_mut().enumerate() {
-            *total = self.map.get(&(slot as u32), 0)?.iter().sum();
+        for (slot, total) in (0..counter::COUNT).zip(out.iter_mut()) {
+            *total = self.map.get(&slot, 0)?.iter().sum();
         }
         Ok(CounterSnapshot(out))
     }

@@ -57,6 +57,7 @@ pub const DEFAULT_REPORT_OUTBOUND_PEER_SCAN: [u64; 3] = [100, 1000, 10000];
 /// Every `&redef` parameter at the top of `scan.bro` ([34]–[135]) with Bro 1.5's default, plus the site tables
 /// (`local_nets`, `neighbor_nets`) and this implementation's expiry and memory knobs.
 #[derive(Clone, Debug)]
+#[allow(clippy::struct_excessive_bools)] // one field per scan.bro `&redef` flag, as Bro has them
 pub struct BroScanConfig {
     /// [34]
     pub suppress_scan_checks: bool,
@@ -179,9 +180,9 @@ impl Default for BroScanConfig {
             report_backscatter: vec![20],
             local_nets: Vec::new(),
             neighbor_nets: Vec::new(),
-            read_expire: Duration::from_secs(15 * 60),
-            idx_read_expire: Duration::from_secs(24 * 3600),
-            ignored_create_expire: Duration::from_secs(24 * 3600),
+            read_expire: Duration::from_mins(15),
+            idx_read_expire: Duration::from_hours(24),
+            ignored_create_expire: Duration::from_hours(24),
             max_sources: 1_000_000,
         }
     }
@@ -336,6 +337,7 @@ impl Ttls {
 }
 
 /// What `check_scan` resolved about one call.
+#[allow(clippy::struct_excessive_bools)] // check_scan's own locals and arguments, one to one
 struct Ctx {
     ts: Timestamp,
     /// The detector's packet-time clock at this call (≥ `ts`).
@@ -717,7 +719,12 @@ fn backscatter_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<Sc
 
 /// The `else` of the backscatter test: the `addr_scan_trigger` pre-filter, then the new peer
 /// goes into `distinct_peers` and is tested for ShutdownThresh, else for AddressScan.
-fn address_scan_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<ScanNotice>) -> Step {
+fn address_scan_check(
+    cfg: &BroScanConfig,
+    s: &mut Src,
+    x: &Ctx,
+    out: &mut Vec<ScanNotice>,
+) -> Step {
     if below_addr_scan_trigger(cfg, s, x) {
         return ControlFlow::Continue(());
     }
@@ -738,7 +745,14 @@ fn address_scan_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<S
     };
     if hit {
         let msg = format!("{} has scanned {} hosts ({})", x.orig, n, x.service);
-        out.push(notice(x, s, NoticeKind::AddressScan, x.resp, x.service, msg));
+        out.push(notice(
+            x,
+            s,
+            NoticeKind::AddressScan,
+            x.resp,
+            x.service,
+            msg,
+        ));
         ignore_if_over(cfg, n)?;
     }
     ControlFlow::Continue(())
@@ -773,7 +787,14 @@ fn shut_down_thresh_check(
     }
     s.shut_down = true;
     let msg = format!("shutdown threshold reached for {}", x.orig);
-    out.push(notice(x, s, NoticeKind::ShutdownThresh, x.resp, x.service, msg));
+    out.push(notice(
+        x,
+        s,
+        NoticeKind::ShutdownThresh,
+        x.resp,
+        x.service,
+        msg,
+    ));
     true
 }
 
@@ -813,7 +834,14 @@ fn low_port_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<ScanN
     let k = low.v.len() as u64;
     if k == cfg.priv_scan_trigger && !x.neighbor {
         let msg = format!("low port trolling {} {}", x.orig, x.service);
-        out.push(notice(x, s, NoticeKind::LowPortTrolling, x.resp, x.service, msg));
+        out.push(notice(
+            x,
+            s,
+            NoticeKind::LowPortTrolling,
+            x.resp,
+            x.service,
+            msg,
+        ));
     }
     ignore_if_over(cfg, k)
 }
@@ -1386,7 +1414,7 @@ mod tests {
             b.check(&conn(
                 at(2 + i as u64),
                 ip(SRC),
-                peer(i as u32),
+                peer(u32::try_from(i).unwrap()),
                 Service::tcp(p),
                 false,
             ));

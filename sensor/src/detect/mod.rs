@@ -133,6 +133,7 @@ pub struct ScanNotice {
     pub msg: String,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference
 fn ser_ts<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(ts.as_secs_f64())
 }
@@ -305,6 +306,7 @@ mod tests {
     /// `as_str` (strum) and serde must name every variant the same way.
     #[test]
     fn strum_and_serde_names_agree() {
+        use ConnState as C;
         use NoticeKind as N;
         for k in [
             N::AddressScan,
@@ -321,7 +323,6 @@ mod tests {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
             assert_eq!(k.to_string(), format!("{k:?}"));
         }
-        use ConnState as C;
         for c in [
             C::S0,
             C::S1,

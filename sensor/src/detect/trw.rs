@@ -65,10 +65,10 @@ impl Default for TrwConfig {
             triggered_outbound_services: [113, 79, 20].into_iter().map(Service::tcp).collect(),
             local_nets: Vec::new(),
             honeypot: HashSet::new(),
-            source_write_expire: Duration::from_secs(3600),
-            local_write_expire: Duration::from_secs(30 * 60),
-            friendly_read_expire: Duration::from_secs(30 * 60),
-            summary_delay: Duration::from_secs(24 * 3600),
+            source_write_expire: Duration::from_hours(1),
+            local_write_expire: Duration::from_mins(30),
+            friendly_read_expire: Duration::from_mins(30),
+            summary_delay: Duration::from_hours(24),
             max_sources: 1_000_000,
         }
     }
@@ -600,6 +600,10 @@ mod tests {
         IpAddr::V4(Ipv4Addr::from(0xc0a8_0000 + i)) // 192.168.0.0/16
     }
 
+    fn local_n(i: u64) -> IpAddr {
+        local(u32::try_from(i).unwrap())
+    }
+
     fn at(secs: u64) -> Timestamp {
         Timestamp::from_secs(secs)
     }
@@ -644,7 +648,7 @@ mod tests {
         let r = ip(REMOTE);
         let mut out = Vec::new();
         for i in 1..=3 {
-            assert!(!hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+            assert!(!hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out));
         }
         // 0.8 / 0.2 is 4.000000000000001 in doubles, in Bro as here.
         assert!((t.lambda(r) - 64.0).abs() < 1e-9);
@@ -660,25 +664,26 @@ mod tests {
         );
         // Flagged is sticky: later contacts return T without new notices.
         for i in 5..=20 {
-            assert!(hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+            assert!(hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out));
         }
         assert_eq!(out.len(), 1);
         assert!(t.is_scanner(r));
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // λ here is 1.0 or a power of 0.25: exact in binary
     fn four_successes_benign_sticky() {
         let mut t = Trw::new(lan_cfg()).unwrap();
         let r = ip(REMOTE);
         let mut out = Vec::new();
         for i in 1..=3 {
-            hit(&mut t, i, r, local(i as u32), ConnState::SF, &mut out);
+            hit(&mut t, i, r, local_n(i), ConnState::SF, &mut out);
         }
         assert!(!t.is_benign(r), "0.25^3 = 0.0156 > 0.0101");
         hit(&mut t, 4, r, local(4), ConnState::S1, &mut out);
         assert!(t.is_benign(r));
         for i in 5..=40 {
-            assert!(!hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+            assert!(!hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out));
         }
         assert!(out.is_empty());
         assert_eq!(
@@ -743,6 +748,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // λ here is 1.0 or a power of 0.25: exact in binary
     fn local_sources_never_scored_and_befriend() {
         let mut t = Trw::new(lan_cfg()).unwrap();
         let mut out = Vec::new();
@@ -769,7 +775,7 @@ mod tests {
                 &mut t,
                 100 + i,
                 friend,
-                local(i as u32),
+                local_n(i),
                 ConnState::S0,
                 &mut out
             ));
@@ -805,14 +811,7 @@ mod tests {
         assert!(!t.is_friendly(r));
         // A flagged scanner is not befriended.
         for i in 1..=4 {
-            hit(
-                &mut t,
-                2 + i,
-                r,
-                local(10 + i as u32),
-                ConnState::S0,
-                &mut out,
-            );
+            hit(&mut t, 2 + i, r, local_n(10 + i), ConnState::S0, &mut out);
         }
         assert!(t.is_scanner(r));
         t.check(
@@ -846,14 +845,7 @@ mod tests {
             &mut out,
         );
         for i in 1..=4 {
-            hit(
-                &mut t,
-                1 + i,
-                r,
-                local(10 + i as u32),
-                ConnState::S0,
-                &mut out,
-            );
+            hit(&mut t, 1 + i, r, local_n(10 + i), ConnState::S0, &mut out);
         }
         assert_eq!(out.len(), 1);
     }
@@ -877,12 +869,13 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // λ here is 1.0 or a power of 0.25: exact in binary
     fn write_expiry_and_summary() {
         let mut t = Trw::new(lan_cfg()).unwrap();
         let r = ip(REMOTE);
         let mut out = Vec::new();
         for i in 1..=4 {
-            hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out);
+            hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out);
         }
         assert_eq!(out.len(), 1);
         out.clear();
@@ -912,19 +905,12 @@ mod tests {
         let r = ip(REMOTE);
         let mut out = Vec::new();
         for i in 1..=4 {
-            hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out);
+            hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out);
         }
         t.expire(at(3700), &mut out);
         // Same responders again: failed_locals expired, so they count afresh.
         for i in 1..=4 {
-            hit(
-                &mut t,
-                3700 + i,
-                r,
-                local(i as u32),
-                ConnState::S0,
-                &mut out,
-            );
+            hit(&mut t, 3700 + i, r, local_n(i), ConnState::S0, &mut out);
         }
         assert_eq!(
             out.iter()
