@@ -439,8 +439,33 @@ impl BroScan {
     /// [`BroScan::check`] appending to `out` (no allocation when nothing fires).
     pub fn check_into(&mut self, c: &ScanCheck, out: &mut Vec<ScanNotice>) {
         let now = self.advance(c.ts);
-        let cfg = &self.cfg;
-        // L274–281: service, orig and resp as seen from the (possibly reversed) scanner.
+        let x = self.resolve(c, now);
+        if self.skipped(&x) {
+            return;
+        }
+        let orig = x.orig;
+        self.touch(orig);
+        let src = self.srcs.get_mut(&orig).expect("touched above");
+        if check_src(&self.cfg, src, &x, out).is_break() {
+            // ignore_addr(orig): clear_addr, then add to ignored_scanners.
+            let keep = Src {
+                touched: src.touched,
+                lru_key: src.lru_key,
+                exp_key: src.exp_key,
+                ignored_at: Some(now),
+                ..Src::default()
+            };
+            *src = keep;
+        }
+        if src.is_empty() {
+            self.remove(orig);
+            return;
+        }
+        self.file_expiry(orig, now);
+    }
+
+    /// L274–281: service, orig and resp as seen from the (possibly reversed) scanner.
+    fn resolve(&self, c: &ScanCheck, now: Timestamp) -> Ctx {
         let service = if c.ftp_data {
             Service::tcp(20)
         } else if c.reverse {
@@ -448,43 +473,45 @@ impl BroScan {
         } else {
             c.resp_p
         };
-        let rev_service = if c.reverse { c.resp_p } else { c.orig_p };
         let (orig, resp) = if c.reverse {
             (c.resp_h, c.orig_h)
         } else {
             (c.orig_h, c.resp_h)
         };
-        let outbound = in_nets(orig, &cfg.local_nets);
-
-        if cfg.suppress_scan_checks
-            || (cfg.suppress_udp_scan_checks && service.proto == Proto::Udp)
-            || (!outbound && cfg.skip_services.contains(&service))
-            || (outbound && cfg.skip_outbound_services.contains(&service))
-            || cfg.skip_scan_sources.contains(&orig)
-            || in_nets(orig, &cfg.skip_scan_nets)
-            || (!outbound && cfg.skip_dest_server_ports.contains(&(resp, service)))
-            || self.srcs.get(&orig).is_some_and(|s| s.ignored_at.is_some())
-        {
-            return;
-        }
-        // An established connection on an allowed service fails the address-scan guard before
-        // any table is read, then returns at "if established": it touches nothing.
-        if c.established && cfg.allow_services.contains(&service) {
-            return;
-        }
-
-        let x = Ctx {
+        Ctx {
             ts: c.ts,
             now,
             orig,
             resp,
             service,
-            rev_service,
-            outbound,
-            neighbor: in_nets(orig, &cfg.neighbor_nets),
+            rev_service: if c.reverse { c.resp_p } else { c.orig_p },
+            outbound: in_nets(orig, &self.cfg.local_nets),
+            neighbor: in_nets(orig, &self.cfg.neighbor_nets),
             established: c.established,
             reverse: c.reverse,
-        };
+        }
+    }
+
+    /// `check_scan`'s early `return F`s (suppression, skip lists, `ignored_scanners`), plus an
+    /// established connection on an allowed service: that one fails the address-scan guard
+    /// before any table is read, then returns at "if established", so it touches nothing.
+    fn skipped(&self, x: &Ctx) -> bool {
+        let cfg = &self.cfg;
+        let (service, orig, outbound) = (x.service, x.orig, x.outbound);
+        cfg.suppress_scan_checks
+            || (cfg.suppress_udp_scan_checks && service.proto == Proto::Udp)
+            || (!outbound && cfg.skip_services.contains(&service))
+            || (outbound && cfg.skip_outbound_services.contains(&service))
+            || cfg.skip_scan_sources.contains(&orig)
+            || in_nets(orig, &cfg.skip_scan_nets)
+            || (!outbound && cfg.skip_dest_server_ports.contains(&(x.resp, service)))
+            || self.srcs.get(&orig).is_some_and(|s| s.ignored_at.is_some())
+            || (x.established && cfg.allow_services.contains(&service))
+    }
+
+    /// The state of `orig`, created (evicting the least recently checked source at the cap) if
+    /// new, and marked as the most recently checked.
+    fn touch(&mut self, orig: IpAddr) {
         if !self.srcs.contains_key(&orig) {
             self.make_room();
             self.lru.insert((self.seq + 1, orig));
@@ -499,22 +526,12 @@ impl BroScan {
         self.seq += 1;
         let src = self.srcs.get_mut(&orig).expect("inserted above");
         src.touched = self.seq;
-        if check_src(&self.cfg, src, &x, out).is_break() {
-            let keep = Src {
-                touched: src.touched,
-                lru_key: src.lru_key,
-                exp_key: src.exp_key,
-                ignored_at: Some(now),
-                ..Src::default()
-            };
-            *src = keep;
-        }
-        if src.is_empty() {
-            self.remove(orig);
-            return;
-        }
-        // Tables created by this call expire no earlier than now + the shortest TTL; pulling the
-        // index entry to at most that keeps it ≤ the real deadline.
+    }
+
+    /// Tables created by a check at `now` expire no earlier than now + the shortest TTL; pulling
+    /// the source's index entry to at most that keeps it ≤ the real deadline.
+    fn file_expiry(&mut self, orig: IpAddr, now: Timestamp) {
+        let src = self.srcs.get_mut(&orig).expect("checked sources exist");
         let cand = now + self.ttl.min();
         match src.exp_key {
             Some(k) if k <= cand => {}
