@@ -37,8 +37,8 @@ impl Proto {
 }
 
 /// A Bro port value: ordering TCP < UDP < ICMP, then number (Bro stores `p | 0x10000/0x20000/
-/// 0x30000`, Z15 `src/Val.h` L518–520). So `service < 1024/tcp` is TCP-only, and every UDP and
-/// ICMP port is `>= 1024/tcp`. For ICMP, `port` is the ICMP type, as in Bro.
+/// 0x30000`, Bro 1.5.3 `src/Val.h` L518–520). So `service < 1024/tcp` is TCP-only, and every
+/// UDP and ICMP port is `>= 1024/tcp`. For ICMP, `port` is the ICMP type, as in Bro.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Service {
     pub proto: Proto,
