@@ -10,7 +10,8 @@ use crate::event::{
 
 /// Why a ring record could not be decoded. Each is counted; none should occur unless the object
 /// and the agent were built from different ABIs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum DecodeError {
     #[error("record of {0} bytes is shorter than its header")]
     Short(usize),
@@ -29,15 +30,9 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// Metric label.
+    /// Metric label: the variant's name in snake_case.
     pub fn reason(&self) -> &'static str {
-        match self {
-            DecodeError::Short(_) => "short",
-            DecodeError::UnknownKind(_) => "unknown_kind",
-            DecodeError::BadLength { .. } => "bad_length",
-            DecodeError::BadIpVersion(_) => "bad_ip_version",
-            DecodeError::BadCapLen { .. } => "bad_cap_len",
-        }
+        self.into()
     }
 }
 
@@ -417,5 +412,35 @@ mod tests {
         let wall = clock.wall(0).as_secs_f64();
         // Boot time lies between 2020 and 2100.
         assert!(wall > 1.5e9 && wall < 4.1e9, "{wall}");
+    }
+
+    /// The metric labels of decode errors: derived from the variant names, pinned here.
+    #[test]
+    fn decode_error_reasons() {
+        let reasons = [
+            DecodeError::Short(0),
+            DecodeError::UnknownKind(0),
+            DecodeError::BadLength {
+                kind: 0,
+                len: 0,
+                expected: 0,
+            },
+            DecodeError::BadIpVersion(0),
+            DecodeError::BadCapLen {
+                cap_len: 0,
+                payload_len: 0,
+            },
+        ]
+        .map(|e| e.reason());
+        assert_eq!(
+            reasons,
+            [
+                "short",
+                "unknown_kind",
+                "bad_length",
+                "bad_ip_version",
+                "bad_cap_len"
+            ]
+        );
     }
 }

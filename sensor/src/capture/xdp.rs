@@ -74,7 +74,8 @@ fn page_size() -> u32 {
 }
 
 /// Where XDP runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum AttachMode {
     /// Native if the driver supports it, generic otherwise.
     #[default]
@@ -87,11 +88,7 @@ pub enum AttachMode {
 
 impl fmt::Display for AttachMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AttachMode::Auto => "auto",
-            AttachMode::Native => "native",
-            AttachMode::Skb => "skb",
-        })
+        f.write_str(self.into())
     }
 }
 
@@ -191,5 +188,21 @@ impl KernelCounters {
             *total = self.map.get(&slot, 0)?.iter().sum();
         }
         Ok(CounterSnapshot(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mode as logs print it, the same as its `--mode` value.
+    #[test]
+    fn attach_mode_names() {
+        use clap::ValueEnum as _;
+        for mode in AttachMode::value_variants() {
+            let value = mode.to_possible_value().unwrap();
+            assert_eq!(mode.to_string(), value.get_name());
+        }
+        assert_eq!(AttachMode::Skb.to_string(), "skb");
     }
 }
