@@ -789,4 +789,34 @@ mod tests {
         );
         assert_eq!(out[0].scan_check().resp_p, Service::udp(6881));
     }
+
+    /// `attempts.log` prints these: Bro's event names, pinned.
+    #[test]
+    fn bro_event_names() {
+        use BroEvent as E;
+        let names = [
+            E::Attempt,
+            E::Rejected,
+            E::Established,
+            E::HalfFinished,
+            E::Reset,
+            E::UdpRequest,
+            E::UdpReply,
+            E::IcmpUnreachable,
+        ]
+        .map(BroEvent::as_str);
+        assert_eq!(
+            names,
+            [
+                "connection_attempt",
+                "connection_rejected",
+                "connection_established",
+                "connection_half_finished",
+                "connection_reset",
+                "udp_request",
+                "udp_reply",
+                "icmp_unreachable"
+            ]
+        );
+    }
 }
