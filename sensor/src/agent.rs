@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::capture::record::{decode, MonotonicClock};
-use crate::capture::xdp::{AttachMode, XdpConfig, XdpSensor};
+use crate::capture::xdp::{AttachMode, KernelCounters, XdpConfig, XdpSensor};
 use crate::event::{EventSink, KindCounts};
 use crate::metrics::{self, AgentStats};
 
@@ -69,16 +69,7 @@ pub async fn run(
     }
     let ring = sensor.take_ring()?;
     let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
-
-    let metrics_task = match config.metrics {
-        Some(addr) => {
-            let listener = metrics::bind(addr, config.metrics_allow_remote).await?;
-            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-            let registry = Arc::new(metrics::registry(kernel.clone(), stats.clone()));
-            Some(tokio::spawn(metrics::serve(listener, registry)))
-        }
-        None => None,
-    };
+    let metrics_task = start_metrics(&config, &kernel, &stats).await?;
 
     let mut links: Vec<XdpLinkId> = Vec::new();
     for iface in &config.ifaces {
@@ -89,26 +80,9 @@ pub async fn run(
 
     // SAFETY: the ring's fd stays open and unchanged for as long as the AsyncFd owns it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering the ring with tokio: {e}"))?;
+        .context("registering the ring with tokio")?;
     let clock = MonotonicClock::new();
-    let mut tick = tokio::time::interval(config.drain_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let stop = stop_signal(config.duration);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            reason = &mut stop => {
-                tracing::info!("stopping: {reason}");
-                break;
-            }
-            ready = ring.readable_mut() => {
-                let mut guard = ready.context("waiting on the ring")?;
-                drain(guard.get_inner_mut(), &clock, &stats, sink);
-                guard.clear_ready();
-            }
-            _ = tick.tick() => drain(ring.get_mut(), &clock, &stats, sink),
-        }
-    }
+    consume(&mut ring, &config, &clock, &stats, sink).await?;
 
     // Detach first so the interface is clean, then take what is left in the ring.
     for link in links {
@@ -121,11 +95,71 @@ pub async fn run(
     if let Some(task) = metrics_task {
         task.abort();
     }
+    let summary = summarize(&config, started, &kernel, &stats)?;
+    if let Some(path) = &config.summary {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+/// Serves `/metrics` if `--metrics` asked for it.
+async fn start_metrics(
+    config: &RunConfig,
+    kernel: &Arc<Mutex<KernelCounters>>,
+    stats: &Arc<AgentStats>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = config.metrics else {
+        return Ok(None);
+    };
+    let listener = metrics::bind(addr, config.metrics_allow_remote).await?;
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+    let registry = Arc::new(metrics::registry(kernel.clone(), stats.clone()));
+    Ok(Some(tokio::spawn(metrics::serve(listener, registry))))
+}
+
+/// Drains the ring whenever it signals records and at least every `drain_interval`, until a
+/// signal or the run's `duration`.
+async fn consume(
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+    config: &RunConfig,
+    clock: &MonotonicClock,
+    stats: &AgentStats,
+    sink: &mut dyn EventSink,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(config.drain_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let stop = stop_signal(config.duration);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            reason = &mut stop => {
+                tracing::info!("stopping: {reason}");
+                return Ok(());
+            }
+            ready = ring.readable_mut() => {
+                let mut guard = ready.context("waiting on the ring")?;
+                drain(guard.get_inner_mut(), clock, stats, sink);
+                guard.clear_ready();
+            }
+            _ = tick.tick() => drain(ring.get_mut(), clock, stats, sink),
+        }
+    }
+}
+
+/// The final counts of a run.
+fn summarize(
+    config: &RunConfig,
+    started: Instant,
+    kernel: &Mutex<KernelCounters>,
+    stats: &AgentStats,
+) -> anyhow::Result<RunSummary> {
     let snap = kernel
         .lock()
+        // The guard in a PoisonError is not Send, so it cannot be the error's source.
         .map_err(|_| anyhow::anyhow!("counter lock poisoned"))?
         .read()?;
-    let summary = RunSummary {
+    Ok(RunSummary {
         ifaces: config.ifaces.clone(),
         seconds: started.elapsed().as_secs_f64(),
         xdp: snap.iter().map(|(k, v)| (k.to_string(), v)).collect(),
@@ -136,12 +170,7 @@ pub async fn run(
         suppressed_ppr: stats.suppressed_ppr.load(Relaxed),
         failed_attempts: stats.failed_attempts.load(Relaxed),
         predicted_failures: stats.predicted_failures.load(Relaxed),
-    };
-    if let Some(path) = &config.summary {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(summary)
+    })
 }
 
 /// Decodes everything currently in the ring.
@@ -184,7 +213,7 @@ async fn stop_signal(duration: Option<Duration>) -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
-        _ = timer => "duration elapsed",
+        () = timer => "duration elapsed",
     }
 }
 

@@ -1,5 +1,6 @@
 //! Offline analysis: capture files through the pre-filter and the engine, as `sensor analyze`.
 
+use anyhow::Context as _;
 use std::path::PathBuf;
 
 use crate::capture::{pcap, CounterSnapshot};
@@ -30,12 +31,11 @@ pub fn analyze<S: EngineSink>(
     let mut report = AnalyzeReport::default();
     let progress = Progress::new(inputs);
     for path in inputs {
-        let file =
-            std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
         let reader = std::io::BufReader::with_capacity(1 << 16, progress.bar.wrap_read(file));
         let (counters, read) =
             pcap::prefilter_reader(&path.display().to_string(), reader, snaplen, |ev| {
-                engine.event(ev)
+                engine.event(ev);
             })?;
         for (total, n) in report.counters.0.iter_mut().zip(counters.0) {
             *total += n;

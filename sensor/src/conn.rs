@@ -1,8 +1,8 @@
 //! Connection outcomes in packet time: Bro 1.5's view of a TCP handshake, rebuilt from the SYN,
 //! SYN-ACK, RST and FIN segments the pre-filter forwards.
 //!
-//! Each outcome is one of the Bro events that call `Scan::check_scan` (spec
-//! `scan-detectors.md` §1.1), with its connection state:
+//! Each outcome is one of the Bro events whose handlers in Bro 1.5 `policy/scan.bro` call
+//! `Scan::check_scan`, with its connection state (Bro 1.5 `policy/conn.bro` `conn_state()`):
 //!
 //! | event | when | state | established | reverse |
 //! |---|---|---|---|---|
@@ -29,7 +29,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::detect::{ConnState, ScanCheck, Service};
-use crate::event::{IcmpUnreachable, PacketEvent, TcpSegment, Timestamp, Transport};
+use crate::event::{IcmpUnreachable, PacketEvent, TcpFlags, TcpSegment, Timestamp, Transport};
+use crate::time;
+
+/// How often idle connections are swept, like Bro's `table_expire_interval`.
+const SWEEP_INTERVAL: time::Duration = time::Duration::from_secs(10);
 
 /// Tunables of the tracker.
 #[derive(Clone, Debug)]
@@ -48,20 +52,26 @@ impl Default for ConnConfig {
     fn default() -> Self {
         Self {
             attempt_delay: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_mins(5),
             max_conns: 1_000_000,
             udp: false,
         }
     }
 }
 
-/// Which Bro event an outcome stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which Bro event an outcome stands for; `as_str` is the Bro event's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum BroEvent {
+    #[strum(serialize = "connection_attempt")]
     Attempt,
+    #[strum(serialize = "connection_rejected")]
     Rejected,
+    #[strum(serialize = "connection_established")]
     Established,
+    #[strum(serialize = "connection_half_finished")]
     HalfFinished,
+    #[strum(serialize = "connection_reset")]
     Reset,
     UdpRequest,
     UdpReply,
@@ -71,16 +81,7 @@ pub enum BroEvent {
 
 impl BroEvent {
     pub fn as_str(self) -> &'static str {
-        match self {
-            BroEvent::Attempt => "connection_attempt",
-            BroEvent::Rejected => "connection_rejected",
-            BroEvent::Established => "connection_established",
-            BroEvent::HalfFinished => "connection_half_finished",
-            BroEvent::Reset => "connection_reset",
-            BroEvent::UdpRequest => "udp_request",
-            BroEvent::UdpReply => "udp_reply",
-            BroEvent::IcmpUnreachable => "icmp_unreachable",
-        }
+        self.into()
     }
 }
 
@@ -180,7 +181,7 @@ struct Conn {
     r: End,
     /// Incarnation, to tell a queued timer from a later connection on the same key.
     serial: u64,
-    last: u64,
+    last: Timestamp,
     attempt_reported: bool,
 }
 
@@ -188,13 +189,16 @@ struct Conn {
 #[derive(Debug)]
 pub struct ConnTracker {
     config: ConnConfig,
+    /// `config.attempt_delay` and `config.idle_timeout` in packet time.
+    attempt_delay: time::Duration,
+    idle_timeout: time::Duration,
     conns: HashMap<ConnKey, Conn>,
     /// Attempt deadlines in creation order (packet time only moves forward, so also in deadline
     /// order); also the eviction order.
-    timers: VecDeque<(u64, ConnKey, u64)>,
+    timers: VecDeque<(Timestamp, ConnKey, u64)>,
     next_serial: u64,
-    last_sweep: u64,
-    now: u64,
+    last_sweep: Timestamp,
+    now: Timestamp,
     /// Connections evicted because the table was full.
     pub evictions: u64,
     /// Connections forgotten after `idle_timeout`.
@@ -204,12 +208,14 @@ pub struct ConnTracker {
 impl ConnTracker {
     pub fn new(config: ConnConfig) -> Self {
         Self {
+            attempt_delay: config.attempt_delay.into(),
+            idle_timeout: config.idle_timeout.into(),
             config,
             conns: HashMap::new(),
             timers: VecDeque::new(),
             next_serial: 0,
-            last_sweep: 0,
-            now: 0,
+            last_sweep: Timestamp::ZERO,
+            now: Timestamp::ZERO,
             evictions: 0,
             expired: 0,
         }
@@ -243,21 +249,20 @@ impl ConnTracker {
     /// connections.
     pub fn advance(&mut self, now: Timestamp, out: &mut Vec<ConnOutcome>) {
         // Packet time never runs backwards here, even if a merged capture does.
-        self.now = self.now.max(now.0);
-        let delay = crate::detect::ns(self.config.attempt_delay);
+        self.now = self.now.max(now);
+        let delay = self.attempt_delay;
         while let Some(&(created, key, serial)) = self.timers.front() {
-            if created.saturating_add(delay) > self.now {
+            if created + delay > self.now {
                 break;
             }
             self.timers.pop_front();
-            self.fire_attempt(key, serial, created.saturating_add(delay), out);
+            self.fire_attempt(key, serial, created + delay, out);
         }
-        if self.now.saturating_sub(self.last_sweep) >= 10_000_000_000 {
+        if self.now - self.last_sweep >= SWEEP_INTERVAL {
             self.last_sweep = self.now;
-            let idle = crate::detect::ns(self.config.idle_timeout);
-            let now = self.now;
+            let (idle, now) = (self.idle_timeout, self.now);
             let before = self.conns.len();
-            self.conns.retain(|_, c| c.last.saturating_add(idle) >= now);
+            self.conns.retain(|_, c| !c.last.expired(idle, now));
             self.expired += (before - self.conns.len()) as u64;
         }
     }
@@ -271,7 +276,13 @@ impl ConnTracker {
         }
     }
 
-    fn fire_attempt(&mut self, key: ConnKey, serial: u64, at: u64, out: &mut Vec<ConnOutcome>) {
+    fn fire_attempt(
+        &mut self,
+        key: ConnKey,
+        serial: u64,
+        at: Timestamp,
+        out: &mut Vec<ConnOutcome>,
+    ) {
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
@@ -331,7 +342,7 @@ impl ConnTracker {
 
     fn on_tcp(&mut self, ev: &PacketEvent<'_>, seg: &TcpSegment<'_>, out: &mut Vec<ConnOutcome>) {
         let key = ConnKey::new(ev.src, ev.dst, false);
-        let ts = ev.ts.0.max(self.now);
+        let ts = ev.ts.max(self.now);
         let flags = seg.flags;
 
         // A SYN on a key whose connection is over starts a new one (port reuse).
@@ -360,49 +371,7 @@ impl ConnTracker {
         };
         c.last = ts;
         let from_orig = ev.src == c.orig;
-        let (me, other) = if from_orig { (c.o, c.r) } else { (c.r, c.o) };
-
-        let result = if flags.rst() {
-            let r = match (from_orig, c.reverse) {
-                // The responder refuses the SYN.
-                (false, false) if other == End::SynSent && me == End::Inactive => {
-                    Some((BroEvent::Rejected, ConnState::REJ, false))
-                }
-                // The originator gives up before any answer.
-                (true, false) if me == End::SynSent && other == End::Inactive => {
-                    Some((BroEvent::Reset, ConnState::RSTOS0, false))
-                }
-                // The receiver of a reverse SYN-ACK refuses it.
-                (true, true) if me == End::Inactive && other == End::SynAckSent => {
-                    Some((BroEvent::Rejected, ConnState::REJ, true))
-                }
-                _ => None,
-            };
-            if from_orig {
-                c.o = End::Reset;
-            } else {
-                c.r = End::Reset;
-            }
-            r
-        } else if flags.syn() && flags.ack() {
-            if !from_orig && !c.reverse && c.r == End::Inactive && c.o == End::SynSent {
-                c.r = End::SynAckSent;
-                Some((BroEvent::Established, ConnState::S1, false))
-            } else {
-                None
-            }
-        } else if flags.fin() {
-            let r = (from_orig && !c.reverse && c.o == End::SynSent && c.r == End::Inactive)
-                .then_some((BroEvent::HalfFinished, ConnState::SH, false));
-            if from_orig {
-                c.o = End::Closed;
-            } else {
-                c.r = End::Closed;
-            }
-            r
-        } else {
-            None // a retransmitted SYN
-        };
+        let result = step(c, from_orig, flags);
         if let Some((event, state, reverse_reject)) = result {
             let established = event == BroEvent::Established;
             let mut o = outcome(c, ts, event, state, established, false);
@@ -419,7 +388,7 @@ impl ConnTracker {
             return;
         }
         let key = ConnKey::new(icmp.inner_src, icmp.inner_dst, false);
-        let ts = ts.0.max(self.now);
+        let ts = ts.max(self.now);
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
@@ -445,21 +414,18 @@ impl ConnTracker {
 
     fn on_udp(&mut self, ev: &PacketEvent<'_>, out: &mut Vec<ConnOutcome>) {
         let key = ConnKey::new(ev.src, ev.dst, true);
-        let ts = ev.ts.0.max(self.now);
-        let (orig, resp) = match self.conns.get_mut(&key) {
-            Some(c) => {
-                c.last = ts;
-                (c.orig, c.resp)
-            }
-            None => {
-                let conn = self.new_conn(ev.src, ev.dst, false, End::SynSent, End::Inactive);
-                self.insert(key, conn);
-                (ev.src, ev.dst)
-            }
+        let ts = ev.ts.max(self.now);
+        let (orig, resp) = if let Some(c) = self.conns.get_mut(&key) {
+            c.last = ts;
+            (c.orig, c.resp)
+        } else {
+            let conn = self.new_conn(ev.src, ev.dst, false, End::SynSent, End::Inactive);
+            self.insert(key, conn);
+            (ev.src, ev.dst)
         };
         let request = ev.src == orig;
         out.push(ConnOutcome {
-            ts: Timestamp(ts),
+            ts,
             orig,
             resp,
             udp: true,
@@ -475,16 +441,64 @@ impl ConnTracker {
     }
 }
 
+/// Moves one side of `c` on a SYN-ACK, RST or FIN from the originator (`from_orig`) or the
+/// responder, and returns the outcome it completes: `(event, state, reverse_reject)`.
+fn step(c: &mut Conn, from_orig: bool, flags: TcpFlags) -> Option<(BroEvent, ConnState, bool)> {
+    let (me, other) = if from_orig { (c.o, c.r) } else { (c.r, c.o) };
+
+    if flags.rst() {
+        let r = match (from_orig, c.reverse) {
+            // The responder refuses the SYN.
+            (false, false) if other == End::SynSent && me == End::Inactive => {
+                Some((BroEvent::Rejected, ConnState::REJ, false))
+            }
+            // The originator gives up before any answer.
+            (true, false) if me == End::SynSent && other == End::Inactive => {
+                Some((BroEvent::Reset, ConnState::RSTOS0, false))
+            }
+            // The receiver of a reverse SYN-ACK refuses it.
+            (true, true) if me == End::Inactive && other == End::SynAckSent => {
+                Some((BroEvent::Rejected, ConnState::REJ, true))
+            }
+            _ => None,
+        };
+        if from_orig {
+            c.o = End::Reset;
+        } else {
+            c.r = End::Reset;
+        }
+        r
+    } else if flags.syn() && flags.ack() {
+        if !from_orig && !c.reverse && c.r == End::Inactive && c.o == End::SynSent {
+            c.r = End::SynAckSent;
+            Some((BroEvent::Established, ConnState::S1, false))
+        } else {
+            None
+        }
+    } else if flags.fin() {
+        let r = (from_orig && !c.reverse && c.o == End::SynSent && c.r == End::Inactive)
+            .then_some((BroEvent::HalfFinished, ConnState::SH, false));
+        if from_orig {
+            c.o = End::Closed;
+        } else {
+            c.r = End::Closed;
+        }
+        r
+    } else {
+        None // a retransmitted SYN
+    }
+}
+
 fn outcome(
     c: &Conn,
-    ts: u64,
+    ts: Timestamp,
     event: BroEvent,
     state: ConnState,
     established: bool,
     udp: bool,
 ) -> ConnOutcome {
     ConnOutcome {
-        ts: Timestamp(ts),
+        ts,
         orig: c.orig,
         resp: c.resp,
         udp,
@@ -506,7 +520,7 @@ mod tests {
 
     fn seg(ts_ms: u64, src: &str, dst: &str, flags: u8) -> PacketEvent<'static> {
         PacketEvent {
-            ts: Timestamp(1_000_000_000_000 + ts_ms * 1_000_000),
+            ts: Timestamp::from_secs(1_000) + time::Duration::from_millis(ts_ms),
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
             vlan_depth: 0,
@@ -527,7 +541,10 @@ mod tests {
         for e in events {
             t.on_event(e, &mut out);
         }
-        t.finish(Timestamp(1_000_000_000_000 + end_ms * 1_000_000), &mut out);
+        t.finish(
+            Timestamp::from_secs(1_000) + time::Duration::from_millis(end_ms),
+            &mut out,
+        );
         out
     }
 
@@ -539,7 +556,7 @@ mod tests {
                     o.state,
                     o.established,
                     o.reverse,
-                    (o.ts.0 - 1_000_000_000_000) / 1_000_000,
+                    (o.ts - Timestamp::from_secs(1_000)).as_nanos() / 1_000_000,
                 )
             })
             .collect()
@@ -654,7 +671,7 @@ mod tests {
     #[test]
     fn icmp_unreachable_fails_the_attempt_at_once() {
         let icmp = |ts_ms: u64, inner_src: &str, inner_dst: &str| PacketEvent {
-            ts: Timestamp(1_000_000_000_000 + ts_ms * 1_000_000),
+            ts: Timestamp::from_secs(1_000) + time::Duration::from_millis(ts_ms),
             src: "198.51.100.1:0".parse().unwrap(),
             dst: "192.0.2.10:0".parse().unwrap(),
             vlan_depth: 0,
@@ -698,7 +715,12 @@ mod tests {
         );
         let events: Vec<_> = out
             .iter()
-            .map(|o| (o.event, (o.ts.0 - 1_000_000_000_000) / 1_000_000))
+            .map(|o| {
+                (
+                    o.event,
+                    (o.ts - Timestamp::from_secs(1_000)).as_nanos() / 1_000_000,
+                )
+            })
             .collect();
         assert_eq!(
             events,
@@ -723,7 +745,10 @@ mod tests {
         let mut t = ConnTracker::new(ConnConfig::default());
         t.on_event(&seg(0, A, B, SYN), &mut out);
         t.on_event(&seg(1, B, A, SYN | ACK), &mut out);
-        t.advance(Timestamp(1_000_000_000_000 + 400_000 * 1_000_000), &mut out);
+        t.advance(
+            Timestamp::from_secs(1_000) + time::Duration::from_millis(400_000),
+            &mut out,
+        );
         assert!(t.is_empty());
         assert_eq!(t.expired, 1);
     }
@@ -731,7 +756,7 @@ mod tests {
     #[test]
     fn udp_requests_and_replies_when_enabled() {
         let udp = |ts_ms: u64, src: &str, dst: &str| PacketEvent {
-            ts: Timestamp(1_000_000_000_000 + ts_ms * 1_000_000),
+            ts: Timestamp::from_secs(1_000) + time::Duration::from_millis(ts_ms),
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
             vlan_depth: 0,
@@ -763,5 +788,35 @@ mod tests {
             ]
         );
         assert_eq!(out[0].scan_check().resp_p, Service::udp(6881));
+    }
+
+    /// `attempts.log` prints these: Bro's event names, pinned.
+    #[test]
+    fn bro_event_names() {
+        use BroEvent as E;
+        let names = [
+            E::Attempt,
+            E::Rejected,
+            E::Established,
+            E::HalfFinished,
+            E::Reset,
+            E::UdpRequest,
+            E::UdpReply,
+            E::IcmpUnreachable,
+        ]
+        .map(BroEvent::as_str);
+        assert_eq!(
+            names,
+            [
+                "connection_attempt",
+                "connection_rejected",
+                "connection_established",
+                "connection_half_finished",
+                "connection_reset",
+                "udp_request",
+                "udp_reply",
+                "icmp_unreachable"
+            ]
+        );
     }
 }

@@ -67,9 +67,7 @@ pub struct TcpSegment<'a> {
 impl TcpSegment<'_> {
     /// Whether the segment carries none of SYN, RST, FIN: only its payload matters.
     pub fn is_data_only(&self) -> bool {
-        self.flags.0
-            & (sensor_ebpf::tcp_flag::SYN | sensor_ebpf::tcp_flag::RST | sensor_ebpf::tcp_flag::FIN)
-            == 0
+        self.flags.0 & (tcp_flag::SYN | tcp_flag::RST | tcp_flag::FIN) == 0
     }
 }
 
@@ -137,9 +135,11 @@ impl PacketEvent<'_> {
 
 /// What an event is, with the same precedence the XDP program counts records by
 /// (RST, then SYN, then SYN-ACK, then FIN; a TCP payload segment with none of them is data).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     Syn,
+    #[strum(serialize = "synack")]
     SynAck,
     Rst,
     Fin,
@@ -159,16 +159,10 @@ impl EventKind {
         EventKind::Icmp,
     ];
 
+    /// The metric label and `--events` kind: `syn`, `synack`, `rst`, `fin`, `tcp_data`, `udp`,
+    /// `icmp` (also the [`KindCounts`] field names).
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Syn => "syn",
-            EventKind::SynAck => "synack",
-            EventKind::Rst => "rst",
-            EventKind::Fin => "fin",
-            EventKind::TcpData => "tcp_data",
-            EventKind::Udp => "udp",
-            EventKind::Icmp => "icmp",
-        }
+        self.into()
     }
 }
 
@@ -238,13 +232,13 @@ pub trait EventSink {
 
 impl<T: EventSink + ?Sized> EventSink for Box<T> {
     fn event(&mut self, event: &PacketEvent<'_>) {
-        (**self).event(event)
+        (**self).event(event);
     }
     fn idle(&mut self) {
-        (**self).idle()
+        (**self).idle();
     }
     fn flush(&mut self) {
-        (**self).flush()
+        (**self).flush();
     }
 }
 
@@ -341,7 +335,12 @@ impl From<&PacketEvent<'_>> for EventLine {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(out, "{b:02x}"); // writing to a String cannot fail
+    }
+    out
 }
 
 /// Writes every event as a JSON line.
@@ -368,6 +367,29 @@ impl<W: std::io::Write> EventSink for EventLog<W> {
     fn flush(&mut self) {
         if self.out.flush().is_err() {
             self.errors += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kind names are metric labels and `KindCounts` field names: they must not drift.
+    #[test]
+    fn kind_names_match_count_fields() {
+        let names = EventKind::ALL.map(EventKind::as_str);
+        assert_eq!(
+            names,
+            ["syn", "synack", "rst", "fin", "tcp_data", "udp", "icmp"]
+        );
+        let mut counts = KindCounts::default();
+        for (i, k) in EventKind::ALL.into_iter().enumerate() {
+            counts.set(k, i as u64 + 1);
+        }
+        let v = serde_json::to_value(counts).unwrap();
+        for (i, k) in EventKind::ALL.into_iter().enumerate() {
+            assert_eq!(v[k.as_str()], i as u64 + 1, "{k}");
         }
     }
 }

@@ -6,12 +6,14 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use anyhow::Context as _;
+
 use crate::conn::ConnOutcome;
 use crate::detect::ScanNotice;
 use crate::engine::{EngineSink, SuppressReason};
 use crate::event::Timestamp;
 use crate::ppr::PprSample;
-use crate::predict::{Channel, PeerTransport, PredictedPeer};
+use crate::predict::{Channel, PredictedPeer};
 
 /// One log file.
 struct Log {
@@ -40,9 +42,8 @@ impl Log {
         fields: &'static [(&'static str, &'static str)],
     ) -> anyhow::Result<Self> {
         let path = dir.join(format!("{name}.log"));
-        let mut out = BufWriter::new(
-            File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        );
+        let file = File::create(&path).with_context(|| path.display().to_string())?;
+        let mut out = BufWriter::new(file);
         if !json {
             writeln!(out, "#separator \\x09")?;
             writeln!(out, "#set_separator\t,")?;
@@ -105,11 +106,13 @@ impl Log {
 
 /// Zeek's escaping: separators and non-printable bytes as `\xNN`.
 fn escape(s: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c == '\t' || c == '\\' || c.is_control() {
-            for b in c.to_string().bytes() {
-                out.push_str(&format!("\\x{b:02x}"));
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                let _ = write!(out, "\\x{b:02x}"); // writing to a String cannot fail
             }
         } else {
             out.push(c);
@@ -176,7 +179,7 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn create(dir: &Path, json: bool) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
         Ok(Self {
             notice: Log::create(dir, "notice", json, NOTICE)?,
             suppressed: Log::create(dir, "suppressed", json, SUPPRESSED)?,
@@ -203,7 +206,7 @@ impl LogSink {
         Ok(())
     }
 
-    fn check(&mut self, r: std::io::Result<()>) {
+    fn check(&mut self, r: &std::io::Result<()>) {
         if r.is_err() {
             self.write_errors += 1;
         }
@@ -229,7 +232,7 @@ impl EngineSink for LogSink {
         let mut v = notice_values(n);
         v[4] = p.as_deref().map_or(Val::Unset, Val::Str);
         let r = self.notice.write(&v);
-        self.check(r);
+        self.check(&r);
     }
 
     fn suppressed(&mut self, n: &ScanNotice, reason: SuppressReason, ppr: &PprSample) {
@@ -244,7 +247,7 @@ impl EngineSink for LogSink {
             Val::Double(ppr.ratio()),
         ]);
         let r = self.suppressed.write(&v);
-        self.check(r);
+        self.check(&r);
     }
 
     fn attempt(&mut self, o: &ConnOutcome, predicted: Option<Channel>) {
@@ -262,7 +265,7 @@ impl EngineSink for LogSink {
             predicted.map_or(Val::Unset, |c| Val::Str(c.as_str())),
         ];
         let r = self.attempts.write(&v);
-        self.check(r);
+        self.check(&r);
     }
 
     fn prediction(&mut self, p: &PredictedPeer) {
@@ -271,14 +274,11 @@ impl EngineSink for LogSink {
             Val::Addr(p.host),
             Val::Addr(p.peer.ip()),
             Val::Port(p.peer.port()),
-            Val::Str(match p.transport {
-                PeerTransport::Tcp => "tcp",
-                PeerTransport::Udp => "udp",
-            }),
+            Val::Str(p.transport.as_str()),
             Val::Str(p.channel.as_str()),
         ];
         let r = self.predictions.write(&v);
-        self.check(r);
+        self.check(&r);
     }
 }
 

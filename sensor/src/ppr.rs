@@ -31,6 +31,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::event::Timestamp;
+use crate::time;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,7 +67,7 @@ impl Default for PprConfig {
             hi: 1.0,
             max_pairs_per_peer: 1.25,
             min_high_port_share: 0.9,
-            window: Duration::from_secs(900),
+            window: Duration::from_mins(15),
             max_sources: 1_000_000,
             max_pairs: 65_536,
         }
@@ -99,23 +100,26 @@ struct Source {
     ports: HashSet<u16>,
     pairs: HashSet<(IpAddr, u16)>,
     saturated: bool,
-    last: u64,
+    last: Timestamp,
 }
 
 #[derive(Debug)]
 pub struct PprTracker {
     config: PprConfig,
     sources: HashMap<IpAddr, Source>,
-    now: u64,
+    /// `config.window` in packet time.
+    window: time::Duration,
+    now: Timestamp,
     pub evictions: u64,
 }
 
 impl PprTracker {
     pub fn new(config: PprConfig) -> Self {
         Self {
+            window: config.window.into(),
             config,
             sources: HashMap::new(),
-            now: 0,
+            now: Timestamp::ZERO,
             evictions: 0,
         }
     }
@@ -135,8 +139,7 @@ impl PprTracker {
 
     /// Counts one unpredicted failed attempt of `src` to `dst:port`.
     pub fn record(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16) {
-        self.now = self.now.max(ts.0);
-        let window = crate::detect::ns(self.config.window);
+        self.now = self.now.max(ts);
         if !self.sources.contains_key(&src) && self.sources.len() >= self.config.max_sources {
             if let Some(oldest) = self
                 .sources
@@ -149,7 +152,7 @@ impl PprTracker {
             }
         }
         let s = self.sources.entry(src).or_default();
-        if crate::detect::expired(s.last, window, self.now) {
+        if s.last.expired(self.window, self.now) {
             *s = Source::default();
         }
         s.last = self.now;
@@ -164,9 +167,8 @@ impl PprTracker {
 
     /// The current counts of `src` (zero if it has none in the window).
     pub fn sample(&self, src: IpAddr) -> PprSample {
-        let window = crate::detect::ns(self.config.window);
         match self.sources.get(&src) {
-            Some(s) if !crate::detect::expired(s.last, window, self.now) => PprSample {
+            Some(s) if !s.last.expired(self.window, self.now) => PprSample {
                 peers: s.peers.len() as u64,
                 ports: s.ports.len() as u64,
                 pairs: s.pairs.len() as u64,
@@ -203,10 +205,9 @@ impl PprTracker {
 
     /// Drops sources idle for longer than the window.
     pub fn expire(&mut self, now: Timestamp) {
-        self.now = self.now.max(now.0);
-        let (window, now) = (crate::detect::ns(self.config.window), self.now);
-        self.sources
-            .retain(|_, s| !crate::detect::expired(s.last, window, now));
+        self.now = self.now.max(now);
+        let (window, now) = (self.window, self.now);
+        self.sources.retain(|_, s| !s.last.expired(window, now));
     }
 }
 
@@ -214,7 +215,7 @@ impl PprTracker {
 mod tests {
     use super::*;
 
-    fn ip(s: String) -> IpAddr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -230,9 +231,9 @@ mod tests {
     fn feed(t: &mut PprTracker, attempts: impl IntoIterator<Item = (String, u16)>) {
         for (i, (dst, port)) in attempts.into_iter().enumerate() {
             t.record(
-                Timestamp(i as u64 * 1_000_000),
-                ip(SRC.into()),
-                ip(dst),
+                Timestamp::from_nanos(i as u64 * 1_000_000),
+                ip(SRC),
+                ip(&dst),
                 port,
             );
         }
@@ -255,7 +256,7 @@ mod tests {
         for mode in [PprMode::Classic, PprMode::Hardened] {
             let mut t = tracker(mode);
             feed(&mut t, bittorrent(60));
-            let (p2p, s) = t.looks_p2p(ip(SRC.into()));
+            let (p2p, s) = t.looks_p2p(ip(SRC));
             assert!(p2p, "{mode:?} {s:?}");
             assert_eq!((s.peers, s.ports, s.pairs), (60, 60, 60));
         }
@@ -266,10 +267,10 @@ mod tests {
         for mode in [PprMode::Classic, PprMode::Hardened] {
             let mut t = tracker(mode);
             feed(&mut t, (1..=60).map(|i| (format!("198.51.100.{i}"), 23)));
-            assert!(!t.looks_p2p(ip(SRC.into())).0, "horizontal, {mode:?}");
+            assert!(!t.looks_p2p(ip(SRC)).0, "horizontal, {mode:?}");
             let mut t = tracker(mode);
             feed(&mut t, (1..=1000).map(|p| ("198.51.100.7".to_string(), p)));
-            assert!(!t.looks_p2p(ip(SRC.into())).0, "vertical, {mode:?}");
+            assert!(!t.looks_p2p(ip(SRC)).0, "vertical, {mode:?}");
         }
     }
 
@@ -287,12 +288,12 @@ mod tests {
             .collect();
         let mut classic = tracker(PprMode::Classic);
         feed(&mut classic, block.clone());
-        let (p2p, s) = classic.looks_p2p(ip(SRC.into()));
+        let (p2p, s) = classic.looks_p2p(ip(SRC));
         assert_eq!((s.peers, s.ports, s.pairs), (30, 30, 900));
         assert!(p2p, "the classic ratio is exactly 1");
         let mut hardened = tracker(PprMode::Hardened);
         feed(&mut hardened, block);
-        assert!(!hardened.looks_p2p(ip(SRC.into())).0);
+        assert!(!hardened.looks_p2p(ip(SRC)).0);
         // Even with high ports, N × N pairing is not one-to-one.
         let mut hardened = tracker(PprMode::Hardened);
         feed(
@@ -300,7 +301,7 @@ mod tests {
             (1..=30u16)
                 .flat_map(|h| (0..30u16).map(move |p| (format!("198.51.100.{h}"), 40_000 + p))),
         );
-        assert!(!hardened.looks_p2p(ip(SRC.into())).0);
+        assert!(!hardened.looks_p2p(ip(SRC)).0);
     }
 
     #[test]
@@ -311,19 +312,19 @@ mod tests {
             ..PprConfig::default()
         });
         feed(&mut t, bittorrent(20));
-        let s = t.sample(ip(SRC.into()));
+        let s = t.sample(ip(SRC));
         assert!(s.saturated && s.pairs == 10);
         assert!(
             !t.verdict(&s),
             "a saturated source is not given the benefit of the doubt"
         );
-        t.expire(Timestamp(2_000 * 1_000_000_000));
-        assert_eq!(t.sample(ip(SRC.into())), PprSample::default());
+        t.expire(Timestamp::from_secs(2_000));
+        assert_eq!(t.sample(ip(SRC)), PprSample::default());
         for h in 0..10 {
             t.record(
-                Timestamp(3_000_000_000_000),
-                ip(format!("192.0.2.{h}")),
-                ip("203.0.113.1".into()),
+                Timestamp::from_secs(3_000),
+                ip(&format!("192.0.2.{h}")),
+                ip("203.0.113.1"),
                 7000,
             );
         }

@@ -18,10 +18,15 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::event::Timestamp;
+use crate::time;
 
-/// Where a prediction came from: one module per coordination channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// Where a prediction came from: one module per coordination channel. Its name (`as_str`, the
+/// metric label) and its serde name are the same snake_case string.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Channel {
     HttpTracker,
     UdpTracker,
@@ -51,18 +56,7 @@ impl Channel {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::HttpTracker => "http_tracker",
-            Channel::UdpTracker => "udp_tracker",
-            Channel::Dht => "dht",
-            Channel::DhtNodes => "dht_nodes",
-            Channel::AzureusDht => "azureus_dht",
-            Channel::Pex => "pex",
-            Channel::PeerWire => "peer_wire",
-            Channel::Utp => "utp",
-            Channel::Lsd => "lsd",
-            Channel::Synthetic => "synthetic",
-        }
+        self.into()
     }
 }
 
@@ -73,11 +67,21 @@ impl fmt::Display for Channel {
 }
 
 /// How the host is expected to contact the peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum PeerTransport {
     Tcp,
     Udp,
+}
+
+impl PeerTransport {
+    /// `tcp` or `udp`, as `predictions.log` writes it (and serde).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// One prediction: `host` is expected to contact `peer` over `transport`.
@@ -111,7 +115,7 @@ pub struct PredictionConfig {
 impl Default for PredictionConfig {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(1800),
+            ttl: Duration::from_mins(30),
             max_per_host: 20_000,
             max_total: 2_000_000,
         }
@@ -121,7 +125,7 @@ impl Default for PredictionConfig {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     first_seen: Timestamp,
-    last_seen: u64,
+    last_seen: Timestamp,
     channel: Channel,
 }
 
@@ -133,7 +137,7 @@ struct HostPeers {
     /// Entries from third-party channels (see [`Channel::self_announced`]).
     third_party: usize,
     /// Insertion order with the `last_seen` at insertion; stale pairs are skipped lazily.
-    order: VecDeque<(PeerKey, u64)>,
+    order: VecDeque<(PeerKey, Timestamp)>,
 }
 
 impl HostPeers {
@@ -171,6 +175,8 @@ pub struct PredictionStats {
 #[derive(Debug)]
 pub struct PredictionTable {
     config: PredictionConfig,
+    /// `config.ttl` in packet time.
+    ttl: time::Duration,
     hosts: DashMap<IpAddr, HostPeers>,
     total: AtomicU64,
     pub stats: PredictionStats,
@@ -179,6 +185,7 @@ pub struct PredictionTable {
 impl PredictionTable {
     pub fn new(config: PredictionConfig) -> Self {
         Self {
+            ttl: config.ttl.into(),
             config,
             hosts: DashMap::new(),
             total: AtomicU64::new(0),
@@ -204,38 +211,35 @@ impl PredictionTable {
             self.evict_from_largest();
         }
         let mut host = self.hosts.entry(p.host).or_default();
-        match host.peers.get_mut(&key) {
-            Some(e) => {
-                e.last_seen = p.ts.0;
-                // Keep the first channel's credit, unless a third party now confirms a
-                // self-announced prediction.
-                if e.channel.self_announced() && !p.channel.self_announced() {
-                    e.channel = p.channel;
-                    host.third_party += 1;
-                }
-                self.stats.refreshed.fetch_add(1, Relaxed);
+        if let Some(e) = host.peers.get_mut(&key) {
+            e.last_seen = p.ts;
+            // Keep the first channel's credit, unless a third party now confirms a
+            // self-announced prediction.
+            if e.channel.self_announced() && !p.channel.self_announced() {
+                e.channel = p.channel;
+                host.third_party += 1;
             }
-            None => {
-                if host.peers.len() >= self.config.max_per_host && host.evict_oldest() {
-                    self.stats.evicted_host_cap.fetch_add(1, Relaxed);
-                    self.total.fetch_sub(1, Relaxed);
-                }
-                host.peers.insert(
-                    key,
-                    Entry {
-                        first_seen: p.ts,
-                        last_seen: p.ts.0,
-                        channel: p.channel,
-                    },
-                );
-                if !p.channel.self_announced() {
-                    host.third_party += 1;
-                }
-                self.total.fetch_add(1, Relaxed);
-                self.stats.inserted.fetch_add(1, Relaxed);
+            self.stats.refreshed.fetch_add(1, Relaxed);
+        } else {
+            if host.peers.len() >= self.config.max_per_host && host.evict_oldest() {
+                self.stats.evicted_host_cap.fetch_add(1, Relaxed);
+                self.total.fetch_sub(1, Relaxed);
             }
+            host.peers.insert(
+                key,
+                Entry {
+                    first_seen: p.ts,
+                    last_seen: p.ts,
+                    channel: p.channel,
+                },
+            );
+            if !p.channel.self_announced() {
+                host.third_party += 1;
+            }
+            self.total.fetch_add(1, Relaxed);
+            self.stats.inserted.fetch_add(1, Relaxed);
         }
-        host.order.push_back((key, p.ts.0));
+        host.order.push_back((key, p.ts));
         // Refreshes append too; keep the queue from outgrowing the map by much.
         if host.order.len() > 2 * host.peers.len() + 64 {
             let HostPeers { peers, order, .. } = &mut *host;
@@ -303,11 +307,10 @@ impl PredictionTable {
         transport: PeerTransport,
         now: Timestamp,
     ) -> Option<Channel> {
-        let ttl = crate::detect::ns(self.config.ttl);
         let h = self.hosts.get(&host)?;
         let e = h.peers.get(&(peer, transport))?;
         let trusted = !e.channel.self_announced() || h.third_party > 0;
-        (trusted && e.last_seen.saturating_add(ttl) >= now.0).then_some(e.channel)
+        (trusted && !e.last_seen.expired(self.ttl, now)).then_some(e.channel)
     }
 
     /// Whether coordination traffic has told `host` about any peer still in the table: the
@@ -334,11 +337,10 @@ impl PredictionTable {
 
     /// Drops predictions not refreshed within the TTL, and hosts left empty.
     pub fn expire(&self, now: Timestamp) {
-        let ttl = crate::detect::ns(self.config.ttl);
+        let ttl = self.ttl;
         self.hosts.retain(|_, h| {
             let before = h.peers.len();
-            h.peers
-                .retain(|_, e| e.last_seen.saturating_add(ttl) >= now.0);
+            h.peers.retain(|_, e| !e.last_seen.expired(ttl, now));
             h.third_party = h
                 .peers
                 .values()
@@ -362,7 +364,7 @@ mod tests {
 
     fn p(ts_s: u64, host: &str, peer: &str) -> PredictedPeer {
         PredictedPeer {
-            ts: Timestamp(ts_s * 1_000_000_000),
+            ts: Timestamp::from_secs(ts_s),
             host: host.parse().unwrap(),
             peer: peer.parse().unwrap(),
             transport: PeerTransport::Tcp,
@@ -376,7 +378,7 @@ mod tests {
     fn lookup_is_per_host_peer_and_transport() {
         let t = PredictionTable::new(PredictionConfig::default());
         t.insert(&p(10, H, "203.0.113.5:6881"));
-        let at = |s: u64| Timestamp(s * 1_000_000_000);
+        let at = |s: u64| Timestamp::from_secs(s);
         let host: IpAddr = H.parse().unwrap();
         let peer: SocketAddr = "203.0.113.5:6881".parse().unwrap();
         assert_eq!(
@@ -423,7 +425,7 @@ mod tests {
         own.channel = Channel::Utp;
         t.insert(&own);
         let host: IpAddr = H.parse().unwrap();
-        let at = Timestamp(11 * 1_000_000_000);
+        let at = Timestamp::from_secs(11);
         assert_eq!(t.lookup(host, own.peer, PeerTransport::Tcp, at), None);
         assert!(!t.knows_host(host));
         // Once a tracker or the DHT has given the host peers, its uTP SYNs count too.
@@ -472,13 +474,13 @@ mod tests {
         t.insert(&also_pex);
         for peer in [pex.peer, dht.peer] {
             t.retract(&RetractedPeer {
-                ts: Timestamp(20),
+                ts: Timestamp::from_nanos(20),
                 host,
                 peer,
                 channel: Channel::Pex,
             });
         }
-        let at = Timestamp(21 * 1_000_000_000);
+        let at = Timestamp::from_secs(21);
         assert_eq!(t.lookup(host, pex.peer, PeerTransport::Tcp, at), None);
         assert_eq!(t.lookup(host, pex.peer, PeerTransport::Udp, at), None);
         assert_eq!(
@@ -501,11 +503,11 @@ mod tests {
             PeerTransport::Tcp,
         );
         assert_eq!(t.len(), 2);
-        t.expire(Timestamp(2000 * 1_000_000_000));
+        t.expire(Timestamp::from_secs(2000));
         assert_eq!(t.len(), 1);
         assert_eq!(t.stats.removed.load(Relaxed), 1);
         assert_eq!(t.stats.expired.load(Relaxed), 1);
-        t.expire(Timestamp(5000 * 1_000_000_000));
+        t.expire(Timestamp::from_secs(5000));
         assert!(t.is_empty());
         assert_eq!(t.hosts.len(), 0, "empty hosts are dropped");
     }
@@ -533,7 +535,7 @@ mod tests {
                 host,
                 newest,
                 PeerTransport::Tcp,
-                Timestamp(9_999 * 1_000_000_000)
+                Timestamp::from_secs(9_999)
             )
             .is_some());
         for h in 0..5 {
@@ -547,5 +549,31 @@ mod tests {
         }
         assert!(t.len() <= 250, "{}", t.len());
         assert!(t.stats.evicted_total_cap.load(Relaxed) > 0);
+    }
+
+    /// The metric label (`as_str`, strum) and the serde name agree for every channel.
+    #[test]
+    fn channel_names_agree() {
+        use Channel as C;
+        for c in [
+            C::HttpTracker,
+            C::UdpTracker,
+            C::Dht,
+            C::DhtNodes,
+            C::AzureusDht,
+            C::Pex,
+            C::PeerWire,
+            C::Utp,
+            C::Lsd,
+            C::Synthetic,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        for t in [PeerTransport::Tcp, PeerTransport::Udp] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        assert_eq!(PeerTransport::Udp.as_str(), "udp");
+        assert_eq!(C::HttpTracker.as_str(), "http_tracker");
+        assert_eq!(C::AzureusDht.as_str(), "azureus_dht");
     }
 }

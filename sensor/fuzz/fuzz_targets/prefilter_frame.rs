@@ -23,7 +23,7 @@ fuzz_target!(|input: &[u8]| {
         rest = next;
         frames += 1;
         let event = prefilter
-            .frame(frame, Timestamp(frames))
+            .frame(frame, Timestamp::from_nanos(frames))
             .expect("the policy only forwards headers that decode");
         // Every frame ends in exactly one outcome: a record or one skip reason.
         let outcomes: u64 = (0..sensor_ebpf::counter::COUNT)

@@ -16,21 +16,6 @@ impl CounterSnapshot {
         self.0[slot as usize]
     }
 
-    /// Records the kernel emitted.
-    pub fn records(&self) -> u64 {
-        [
-            counter::REC_RST,
-            counter::REC_SYN,
-            counter::REC_SYNACK,
-            counter::REC_FIN,
-            counter::REC_UDP,
-            counter::REC_ICMP,
-        ]
-        .iter()
-        .map(|&s| self.get(s))
-        .sum()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         counter::NAMES.iter().copied().zip(self.0.iter().copied())
     }

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
+use anyhow::Context;
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
@@ -82,9 +83,8 @@ pub struct ReadReport {
 /// A damaged or truncated file stops the walk with `ReadReport::error` set; a file that is not
 /// a capture at all is an `Err`.
 pub fn read_frames(path: &Path, f: impl FnMut(Timestamp, &[u8])) -> anyhow::Result<ReadReport> {
-    let file =
-        BufReader::new(File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
-    read_frames_from(&path.display().to_string(), file, f)
+    let file = File::open(path).with_context(|| path.display().to_string())?;
+    read_frames_from(&path.display().to_string(), BufReader::new(file), f)
 }
 
 /// [`read_frames`] over any reader; `name` labels errors.
@@ -95,7 +95,7 @@ pub fn read_frames_from(
 ) -> anyhow::Result<ReadReport> {
     let mut magic = [0u8; 4];
     file.read_exact(&mut magic)
-        .map_err(|_| anyhow::anyhow!("{name}: too short to be a capture file"))?;
+        .with_context(|| format!("{name}: too short to be a capture file"))?;
     let file = std::io::Cursor::new(magic).chain(file);
     let mut report = ReadReport::default();
     let mut buf = Vec::new();
@@ -106,61 +106,85 @@ pub fn read_frames_from(
             None => report.unsupported_link += 1,
         }
     };
-    match magic {
-        [0x0a, 0x0d, 0x0d, 0x0a] => {
-            let mut reader = PcapNgReader::new(file)
-                .map_err(|e| anyhow::anyhow!("{name}: bad pcapng header: {e}"))?;
-            // Per interface: link layer and timestamp units per second.
-            let mut interfaces: Vec<(LinkLayer, u64)> = Vec::new();
-            while let Some(block) = reader.next_block() {
-                match block {
-                    Ok(Block::InterfaceDescription(idb)) => {
-                        interfaces.push((idb.linktype.into(), units_per_second(&idb.options)));
-                    }
-                    Ok(Block::EnhancedPacket(epb)) => {
-                        let Some(&(link, units)) = interfaces.get(epb.interface_id as usize) else {
-                            report.error = Some(format!(
-                                "packet for undeclared interface {}",
-                                epb.interface_id
-                            ));
-                            break;
-                        };
-                        // pcap-file hands back the raw count of interface units as nanoseconds.
-                        let raw = epb.timestamp.as_nanos();
-                        let ns = raw.saturating_mul(1_000_000_000) / u128::from(units);
-                        visit(&mut report, link, Timestamp(ns as u64), &epb.data);
-                    }
-                    Ok(Block::SimplePacket(spb)) => {
-                        let link = interfaces.first().map_or(LinkLayer::Ethernet, |i| i.0);
-                        visit(&mut report, link, Timestamp(0), &spb.data);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        report.error = Some(describe(e));
-                        break;
-                    }
-                }
+    if magic == PCAPNG_MAGIC {
+        let reader =
+            PcapNgReader::new(file).with_context(|| format!("{name}: bad pcapng header"))?;
+        walk_pcapng(reader, &mut report, &mut visit);
+    } else {
+        let reader =
+            PcapReader::new(file).with_context(|| format!("{name}: not a pcap or pcapng file"))?;
+        walk_pcap(reader, &mut report, &mut visit);
+    }
+    Ok(report)
+}
+
+/// The first four bytes of a pcapng file: the Section Header Block type (pcapng spec,
+/// draft-ietf-opsawg-pcapng, "Section Header Block"), the same in either byte order.
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+/// Every packet of a pcapng file, with each interface's link layer and timestamp resolution.
+fn walk_pcapng<R: Read>(
+    mut reader: PcapNgReader<R>,
+    report: &mut ReadReport,
+    visit: &mut impl FnMut(&mut ReadReport, LinkLayer, Timestamp, &[u8]),
+) {
+    // Per interface: link layer and timestamp units per second.
+    let mut interfaces: Vec<(LinkLayer, u64)> = Vec::new();
+    while let Some(block) = reader.next_block() {
+        match block {
+            Ok(Block::InterfaceDescription(idb)) => {
+                interfaces.push((idb.linktype.into(), units_per_second(&idb.options)));
             }
-        }
-        _ => {
-            let mut reader = PcapReader::new(file)
-                .map_err(|e| anyhow::anyhow!("{name}: not a pcap or pcapng file ({e})"))?;
-            let link = LinkLayer::from(reader.header().datalink);
-            while let Some(packet) = reader.next_packet() {
-                match packet {
-                    Ok(p) => {
-                        let ts = Timestamp(p.timestamp.as_nanos() as u64);
-                        visit(&mut report, link, ts, &p.data);
-                    }
-                    Err(e) => {
-                        report.error = Some(describe(e));
-                        break;
-                    }
-                }
+            Ok(Block::EnhancedPacket(epb)) => {
+                let Some(&(link, units)) = interfaces.get(epb.interface_id as usize) else {
+                    report.error = Some(format!(
+                        "packet for undeclared interface {}",
+                        epb.interface_id
+                    ));
+                    break;
+                };
+                // pcap-file hands back the raw count of interface units as nanoseconds.
+                let raw = epb.timestamp.as_nanos();
+                let ns = raw.saturating_mul(1_000_000_000) / u128::from(units);
+                // Truncating as before: only a pcapng timestamp past the year 2554 is cut.
+                #[allow(clippy::cast_possible_truncation)]
+                let ts = Timestamp::from_nanos(ns as u64);
+                visit(report, link, ts, &epb.data);
+            }
+            Ok(Block::SimplePacket(spb)) => {
+                let link = interfaces.first().map_or(LinkLayer::Ethernet, |i| i.0);
+                visit(report, link, Timestamp::ZERO, &spb.data);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                report.error = Some(describe(e));
+                break;
             }
         }
     }
-    Ok(report)
+}
+
+/// Every packet of a classic pcap file.
+fn walk_pcap<R: Read>(
+    mut reader: PcapReader<R>,
+    report: &mut ReadReport,
+    visit: &mut impl FnMut(&mut ReadReport, LinkLayer, Timestamp, &[u8]),
+) {
+    let link = LinkLayer::from(reader.header().datalink);
+    while let Some(packet) = reader.next_packet() {
+        match packet {
+            Ok(p) => {
+                // A pcap timestamp (32-bit seconds) is at most 4.3e18 ns: it always fits.
+                #[allow(clippy::cast_possible_truncation)]
+                let ts = Timestamp::from_nanos(p.timestamp.as_nanos() as u64);
+                visit(report, link, ts, &p.data);
+            }
+            Err(e) => {
+                report.error = Some(describe(e));
+                break;
+            }
+        }
+    }
 }
 
 fn describe(e: PcapError) -> String {
@@ -195,7 +219,7 @@ pub fn prefilter_file(
     snaplen: u32,
     f: impl FnMut(&PacketEvent<'_>),
 ) -> anyhow::Result<(CounterSnapshot, ReadReport)> {
-    let file = File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file = File::open(path).with_context(|| path.display().to_string())?;
     prefilter_reader(
         &path.display().to_string(),
         BufReader::new(file),
@@ -254,7 +278,7 @@ impl Prefilter {
     ) -> Result<Option<PacketEvent<'a>>, DecodeError> {
         let counters = &mut self.counters.0;
         let mut parsed = match parse(frame, self.snaplen, &mut |slot| {
-            counters[slot as usize] += 1
+            counters[slot as usize] += 1;
         }) {
             Ok(parsed) => parsed,
             Err(slot) => {
@@ -331,13 +355,14 @@ fn probe_confirms(class: u8, frame: &[u8], parsed: &Parsed) -> bool {
 mod tests {
     use super::*;
     use crate::event::{EventKind, Transport};
+    use std::borrow::Cow;
     use std::path::PathBuf;
 
-    fn shared(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/pcaps")
-            .join(rel)
-    }
+    use etherparse::PacketBuilder;
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    use pcap_file::pcapng::PcapNgWriter;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("sensor-pcap-tests-{}", std::process::id()));
@@ -345,70 +370,136 @@ mod tests {
         dir.join(name)
     }
 
-    /// Expected values below come from tshark's reading of the same files.
-    #[test]
-    fn suricata_dht_capture_gives_every_datagram_with_its_payload() {
-        let mut events = Vec::new();
-        let (counters, report) = prefilter_file(
-            &shared("OISF-suricata-verify/bittorrent-dht/input.pcap"),
-            1472,
-            |ev| {
-                let Transport::Udp(udp) = ev.transport else {
-                    panic!("not UDP: {ev:?}")
-                };
-                events.push((ev.ts, ev.src, ev.dst, udp.payload_len, udp.head.to_vec()));
-            },
-        )
-        .unwrap();
-        assert!(report.error.is_none());
-        assert_eq!(report.frames, 16);
-        assert_eq!(counters.get(counter::REC_UDP), 16);
-        let udp_lengths = [
-            64, 55, 64, 59, 109, 82, 112, 107, 103, 90, 137, 55, 155, 55, 57, 52,
-        ];
-        for (event, udp_len) in events.iter().zip(udp_lengths) {
-            assert_eq!(event.3, udp_len - 8);
-            assert_eq!(
-                event.4.len(),
-                usize::from(udp_len - 8),
-                "whole payload kept"
-            );
-            assert!(
-                event.4.starts_with(b"d1:"),
-                "KRPC messages are bencoded dictionaries"
-            );
+    /// A BEP 5 `ping` query: a KRPC message is a bencoded dictionary.
+    const KRPC_PING: &[u8] = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+
+    /// An Ethernet frame carrying `payload` in UDP over IPv4.
+    fn udp4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [3; 6])
+            .ipv4(src, dst, 64)
+            .udp(40000, 50000)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    /// An Ethernet frame carrying `payload` in UDP over IPv6.
+    fn udp6(src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [3; 6])
+            .ipv6(src, dst, 64)
+            .udp(3478, 45658)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    /// A classic pcap (Ethernet, microsecond timestamps) of `frames` at `(secs, micros)`.
+    fn pcap_bytes(frames: &[((u64, u32), Vec<u8>)]) -> Vec<u8> {
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        for ((secs, micros), data) in frames {
+            let ts = std::time::Duration::new(*secs, micros * 1000);
+            let len = u32::try_from(data.len()).unwrap();
+            w.write_packet(&PcapPacket::new(ts, len, data)).unwrap();
         }
-        assert_eq!(events[0].0, Timestamp(1_611_622_278_556_477_000));
+        w.into_writer()
+    }
+
+    /// A pcapng with one Ethernet interface per entry of `tsresol` (`None`: the default
+    /// microseconds) and `packets` as `(interface, raw timestamp in its units, frame)`.
+    fn pcapng_bytes(tsresol: &[Option<u8>], packets: &[(u32, u64, Vec<u8>)]) -> Vec<u8> {
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        for r in tsresol {
+            let options = r
+                .map(InterfaceDescriptionOption::IfTsResol)
+                .into_iter()
+                .collect();
+            w.write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: 0xffff,
+                options,
+            })
+            .unwrap();
+        }
+        for (interface_id, raw, data) in packets {
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: *interface_id,
+                timestamp: std::time::Duration::from_nanos(*raw),
+                original_len: u32::try_from(data.len()).unwrap(),
+                data: Cow::Borrowed(data),
+                options: vec![],
+            })
+            .unwrap();
+        }
+        w.into_inner()
+    }
+
+    fn prefilter_bytes(
+        bytes: &[u8],
+        f: impl FnMut(&PacketEvent<'_>),
+    ) -> (CounterSnapshot, ReadReport) {
+        prefilter_reader("test", bytes, 1472, f).unwrap()
+    }
+
+    #[test]
+    fn pcap_gives_every_datagram_with_its_payload_and_time() {
+        let frames: Vec<_> = (0..3u8)
+            .map(|i| {
+                let mut payload = KRPC_PING.to_vec();
+                payload.extend(std::iter::repeat_n(b' ', usize::from(i)));
+                let frame = udp4([190, 0, 0, 1], [190, 0, 0, 2], &payload);
+                ((1_611_622_278, 556_477 + u32::from(i)), frame)
+            })
+            .collect();
+        let mut events = Vec::new();
+        let (counters, report) = prefilter_bytes(&pcap_bytes(&frames), |ev| {
+            let Transport::Udp(udp) = ev.transport else {
+                panic!("not UDP: {ev:?}")
+            };
+            events.push((ev.ts, ev.src, ev.dst, udp.payload_len, udp.head.to_vec()));
+        });
+        assert!(report.error.is_none());
+        assert_eq!(report.frames, 3);
+        assert_eq!(counters.get(counter::PACKETS), 3);
+        assert_eq!(counters.get(counter::REC_UDP), 3);
+        for (i, event) in events.iter().enumerate() {
+            assert_eq!(usize::from(event.3), KRPC_PING.len() + i);
+            assert_eq!(event.4.len(), KRPC_PING.len() + i, "whole payload kept");
+            assert!(event.4.starts_with(KRPC_PING));
+        }
+        assert_eq!(
+            events[0].0,
+            Timestamp::from_nanos(1_611_622_278_556_477_000)
+        );
         assert_eq!(events[0].1, "190.0.0.1:40000".parse().unwrap());
         assert_eq!(events[0].2, "190.0.0.2:50000".parse().unwrap());
     }
 
+    /// `if_tsresol` 9 gives nanoseconds; an interface without it counts microseconds.
     #[test]
-    fn pcapng_nanosecond_resolution_and_ipv6() {
-        let mut first = None;
-        let (counters, _) = prefilter_file(
-            &shared("ntop-nDPI/bittorrent_transmission.pcapng"),
-            1472,
-            |ev| {
-                first.get_or_insert((ev.ts, ev.kind()));
-            },
-        )
-        .unwrap();
-        // if_tsresol = 9: 1631961258.895162012 exactly, not a microsecond reading.
-        assert_eq!(
-            first,
-            Some((Timestamp(1_631_961_258_895_162_012), EventKind::Udp))
+    fn pcapng_timestamp_resolution_per_interface_and_ipv6() {
+        let src = "32fb:f967:681e:e96b:face:b00c:0:74fd".parse::<std::net::Ipv6Addr>();
+        let dst = "20ed:470f:6f73:ce60:60be:8b4f:df37:b080".parse::<std::net::Ipv6Addr>();
+        let frame = udp6(src.unwrap().octets(), dst.unwrap().octets(), KRPC_PING);
+        let v4 = udp4([192, 0, 2, 1], [198, 51, 100, 2], KRPC_PING);
+        let bytes = pcapng_bytes(
+            &[Some(9), None],
+            &[
+                (0, 1_631_961_258_895_162_012, frame),
+                (1, 1_631_961_259_000_001, v4),
+            ],
         );
-        assert_eq!(counters.get(counter::PACKETS), 7723);
-
-        let mut v6 = Vec::new();
-        prefilter_file(&shared("ntop-nDPI/lru_ipv6_caches.pcapng"), 1472, |ev| {
-            v6.push((ev.src, ev.dst, ev.kind()));
-        })
-        .unwrap();
+        let mut events = Vec::new();
+        let (counters, report) = prefilter_bytes(&bytes, |ev| {
+            events.push((ev.ts, ev.src, ev.dst, ev.kind()));
+        });
+        assert!(report.error.is_none());
+        assert_eq!(counters.get(counter::PACKETS), 2);
         assert_eq!(
-            v6[0],
+            events[0],
             (
+                Timestamp::from_nanos(1_631_961_258_895_162_012),
                 "[32fb:f967:681e:e96b:face:b00c:0:74fd]:3478"
                     .parse()
                     .unwrap(),
@@ -418,36 +509,152 @@ mod tests {
                 EventKind::Udp
             )
         );
+        assert_eq!(
+            events[1].0,
+            Timestamp::from_nanos(1_631_961_259_000_001_000)
+        );
     }
 
     #[test]
     fn truncated_capture_keeps_what_came_before_the_damage() {
-        let bytes = std::fs::read(shared("ntop-nDPI/bittorrent_transmission.pcapng")).unwrap();
-        let cut = scratch("cut.pcapng");
-        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-        let (counters, report) = prefilter_file(&cut, 1472, |_| {}).unwrap();
-        assert!(report.error.is_some(), "damage must be reported");
-        assert!(
-            report.frames > 1000 && report.frames < 7723,
-            "{}",
-            report.frames
-        );
-        assert_eq!(counters.get(counter::PACKETS), report.frames);
-
-        let bytes = std::fs::read(shared("ntop-nDPI/synscan.pcap")).unwrap();
-        let cut = scratch("cut.pcap");
-        std::fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
-        let (_, report) = prefilter_file(&cut, 1472, |_| {}).unwrap();
-        assert_eq!(report.frames, 2010, "all but the cut-off last frame");
+        let frames: Vec<_> = (0..10u32)
+            .map(|i| {
+                (
+                    (1_000, i),
+                    udp4([192, 0, 2, 1], [198, 51, 100, 2], KRPC_PING),
+                )
+            })
+            .collect();
+        let bytes = pcap_bytes(&frames);
+        let (_, report) = prefilter_bytes(&bytes[..bytes.len() - 7], |_| {});
+        assert_eq!(report.frames, 9, "all but the cut-off last frame");
         let error = report.error.unwrap();
         assert!(error.contains("truncated"), "{error}");
+
+        let packets: Vec<_> = (0..10u64)
+            .map(|i| (0, i, udp4([192, 0, 2, 1], [198, 51, 100, 2], KRPC_PING)))
+            .collect();
+        let bytes = pcapng_bytes(&[None], &packets);
+        let (counters, report) = prefilter_bytes(&bytes[..bytes.len() / 2], |_| {});
+        assert!(report.error.is_some(), "damage must be reported");
+        assert!(report.frames > 1 && report.frames < 10, "{}", report.frames);
+        assert_eq!(counters.get(counter::PACKETS), report.frames);
+    }
+
+    /// The same checks on third-party captures (the corpus); expected values come from
+    /// tshark's reading of the same files.
+    mod corpus {
+        use super::*;
+        use crate::test_support::corpus;
+
+        #[test]
+        fn suricata_dht_capture_gives_every_datagram_with_its_payload() {
+            let mut events = Vec::new();
+            let (counters, report) = prefilter_file(
+                &corpus("OISF-suricata-verify/bittorrent-dht/input.pcap"),
+                1472,
+                |ev| {
+                    let Transport::Udp(udp) = ev.transport else {
+                        panic!("not UDP: {ev:?}")
+                    };
+                    events.push((ev.ts, ev.src, ev.dst, udp.payload_len, udp.head.to_vec()));
+                },
+            )
+            .unwrap();
+            assert!(report.error.is_none());
+            assert_eq!(report.frames, 16);
+            assert_eq!(counters.get(counter::REC_UDP), 16);
+            let udp_lengths = [
+                64, 55, 64, 59, 109, 82, 112, 107, 103, 90, 137, 55, 155, 55, 57, 52,
+            ];
+            for (event, udp_len) in events.iter().zip(udp_lengths) {
+                assert_eq!(event.3, udp_len - 8);
+                assert_eq!(
+                    event.4.len(),
+                    usize::from(udp_len - 8),
+                    "whole payload kept"
+                );
+                assert!(
+                    event.4.starts_with(b"d1:"),
+                    "KRPC messages are bencoded dictionaries"
+                );
+            }
+            assert_eq!(
+                events[0].0,
+                Timestamp::from_nanos(1_611_622_278_556_477_000)
+            );
+            assert_eq!(events[0].1, "190.0.0.1:40000".parse().unwrap());
+            assert_eq!(events[0].2, "190.0.0.2:50000".parse().unwrap());
+        }
+
+        #[test]
+        fn pcapng_nanosecond_resolution_and_ipv6() {
+            let mut first = None;
+            let (counters, _) = prefilter_file(
+                &corpus("ntop-nDPI/bittorrent_transmission.pcapng"),
+                1472,
+                |ev| {
+                    first.get_or_insert((ev.ts, ev.kind()));
+                },
+            )
+            .unwrap();
+            // if_tsresol = 9: 1631961258.895162012 exactly, not a microsecond reading.
+            assert_eq!(
+                first,
+                Some((
+                    Timestamp::from_nanos(1_631_961_258_895_162_012),
+                    EventKind::Udp
+                ))
+            );
+            assert_eq!(counters.get(counter::PACKETS), 7723);
+
+            let mut v6 = Vec::new();
+            prefilter_file(&corpus("ntop-nDPI/lru_ipv6_caches.pcapng"), 1472, |ev| {
+                v6.push((ev.src, ev.dst, ev.kind()));
+            })
+            .unwrap();
+            assert_eq!(
+                v6[0],
+                (
+                    "[32fb:f967:681e:e96b:face:b00c:0:74fd]:3478"
+                        .parse()
+                        .unwrap(),
+                    "[20ed:470f:6f73:ce60:60be:8b4f:df37:b080]:45658"
+                        .parse()
+                        .unwrap(),
+                    EventKind::Udp
+                )
+            );
+        }
+
+        #[test]
+        fn truncated_capture_keeps_what_came_before_the_damage() {
+            let bytes = std::fs::read(corpus("ntop-nDPI/bittorrent_transmission.pcapng")).unwrap();
+            let cut = scratch("cut.pcapng");
+            std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+            let (counters, report) = prefilter_file(&cut, 1472, |_| {}).unwrap();
+            assert!(report.error.is_some(), "damage must be reported");
+            assert!(
+                report.frames > 1000 && report.frames < 7723,
+                "{}",
+                report.frames
+            );
+            assert_eq!(counters.get(counter::PACKETS), report.frames);
+
+            let bytes = std::fs::read(corpus("ntop-nDPI/synscan.pcap")).unwrap();
+            let cut = scratch("cut.pcap");
+            std::fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
+            let (_, report) = prefilter_file(&cut, 1472, |_| {}).unwrap();
+            assert_eq!(report.frames, 2010, "all but the cut-off last frame");
+            let error = report.error.unwrap();
+            assert!(error.contains("truncated"), "{error}");
+        }
     }
 
     /// Fuzzer finding: a segment of a marked flow whose TCP options run past the captured
     /// bytes has nothing to copy; it must come out empty, not panic.
     #[test]
     fn marked_flow_segment_cut_inside_its_options() {
-        use etherparse::PacketBuilder;
         let segment = |payload: &[u8]| {
             let mut out = Vec::new();
             PacketBuilder::ethernet2([2; 6], [3; 6])
@@ -461,12 +668,18 @@ mod tests {
         let mut hs = b"\x13BitTorrent protocol".to_vec();
         hs.resize(68, 0);
         let mut p = Prefilter::new(1472);
-        assert!(p.frame(&segment(&hs), Timestamp(1)).unwrap().is_some());
+        assert!(p
+            .frame(&segment(&hs), Timestamp::from_nanos(1))
+            .unwrap()
+            .is_some());
         // A 60-byte TCP header (data offset 15) before 60 payload bytes, cut at 77 bytes.
         let mut cut = segment(&[0u8; 100]);
         cut[14 + 20 + 12] = 15 << 4;
         cut.truncate(77);
-        let ev = p.frame(&cut, Timestamp(2)).unwrap().expect("forwarded");
+        let ev = p
+            .frame(&cut, Timestamp::from_nanos(2))
+            .unwrap()
+            .expect("forwarded");
         let Transport::Tcp(seg) = ev.transport else {
             panic!("not TCP")
         };
@@ -497,11 +710,11 @@ mod tests {
                 0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2,
             ];
             let payload = b"d1:ad2:id20:01234567890123456789e1:q4:ping1:t2:xx1:y1:qe";
-            let total = (20 + 8 + payload.len()) as u16;
+            let total = u16::try_from(20 + 8 + payload.len()).unwrap();
             ip[2..4].copy_from_slice(&total.to_be_bytes());
             ip.extend_from_slice(&6881u16.to_be_bytes());
             ip.extend_from_slice(&6881u16.to_be_bytes());
-            ip.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
             ip.extend_from_slice(&[0, 0]);
             ip.extend_from_slice(payload);
             ip
@@ -521,7 +734,10 @@ mod tests {
                 .expect("supported")
                 .to_vec();
             let mut prefilter = Prefilter::new(1472);
-            let ev = prefilter.frame(&frame, Timestamp(1)).unwrap().unwrap();
+            let ev = prefilter
+                .frame(&frame, Timestamp::from_nanos(1))
+                .unwrap()
+                .unwrap();
             crate::event::EventLine::from(&ev)
         };
         let reference = event_of(LinkLayer::Ethernet, &ethernet);

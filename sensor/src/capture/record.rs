@@ -10,7 +10,8 @@ use crate::event::{
 
 /// Why a ring record could not be decoded. Each is counted; none should occur unless the object
 /// and the agent were built from different ABIs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum DecodeError {
     #[error("record of {0} bytes is shorter than its header")]
     Short(usize),
@@ -29,15 +30,9 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// Metric label.
+    /// Metric label: the variant's name in snake_case.
     pub fn reason(&self) -> &'static str {
-        match self {
-            DecodeError::Short(_) => "short",
-            DecodeError::UnknownKind(_) => "unknown_kind",
-            DecodeError::BadLength { .. } => "bad_length",
-            DecodeError::BadIpVersion(_) => "bad_ip_version",
-            DecodeError::BadCapLen { .. } => "bad_cap_len",
-        }
+        self.into()
     }
 }
 
@@ -56,8 +51,8 @@ impl MonotonicClock {
                 tv_nsec: 0,
             };
             // SAFETY: valid clock id and out-pointer.
-            unsafe { libc::clock_gettime(clock, &mut ts) };
-            ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+            unsafe { libc::clock_gettime(clock, &raw mut ts) };
+            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
         }
         Self {
             offset_ns: now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC),
@@ -70,7 +65,11 @@ impl MonotonicClock {
     }
 
     pub fn wall(&self, monotonic_ns: u64) -> Timestamp {
-        Timestamp((monotonic_ns as i128 + self.offset_ns).max(0) as u64)
+        let ns = (i128::from(monotonic_ns) + self.offset_ns).max(0);
+        // Not negative (max above); keeps the low 64 bits as it always has, which only a
+        // record stamped past the year 2554 could notice.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Timestamp::from_nanos(ns as u64)
     }
 }
 
@@ -274,7 +273,9 @@ mod tests {
 
     fn as_bytes<T>(value: &T) -> &[u8] {
         // SAFETY: test-only view of a POD struct.
-        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+        unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>())
+        }
     }
 
     fn header(kind: u8, ip_version: u8) -> FlowHeader {
@@ -317,7 +318,7 @@ mod tests {
         let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
         assert_eq!(ev.src, "192.0.2.10:6881".parse().unwrap());
         assert_eq!(ev.dst, "203.0.113.7:51413".parse().unwrap());
-        assert_eq!(ev.ts, Timestamp(1_000_000_123));
+        assert_eq!(ev.ts, Timestamp::from_nanos(1_000_000_123));
         assert_eq!(ev.vlan_depth, 1);
         assert_eq!(
             ev.transport,
@@ -411,5 +412,35 @@ mod tests {
         let wall = clock.wall(0).as_secs_f64();
         // Boot time lies between 2020 and 2100.
         assert!(wall > 1.5e9 && wall < 4.1e9, "{wall}");
+    }
+
+    /// The metric labels of decode errors: derived from the variant names, pinned here.
+    #[test]
+    fn decode_error_reasons() {
+        let reasons = [
+            DecodeError::Short(0),
+            DecodeError::UnknownKind(0),
+            DecodeError::BadLength {
+                kind: 0,
+                len: 0,
+                expected: 0,
+            },
+            DecodeError::BadIpVersion(0),
+            DecodeError::BadCapLen {
+                cap_len: 0,
+                payload_len: 0,
+            },
+        ]
+        .map(|e| e.reason());
+        assert_eq!(
+            reasons,
+            [
+                "short",
+                "unknown_kind",
+                "bad_length",
+                "bad_ip_version",
+                "bad_cap_len"
+            ]
+        );
     }
 }

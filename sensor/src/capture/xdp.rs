@@ -68,11 +68,14 @@ impl XdpConfig {
 
 fn page_size() -> u32 {
     // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u32 }
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    // Linux page sizes are 4 KiB to 64 KiB; sysconf fails (-1) only for an unknown name.
+    u32::try_from(size).expect("_SC_PAGESIZE is a small positive number")
 }
 
 /// Where XDP runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum AttachMode {
     /// Native if the driver supports it, generic otherwise.
     #[default]
@@ -85,11 +88,7 @@ pub enum AttachMode {
 
 impl fmt::Display for AttachMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AttachMode::Auto => "auto",
-            AttachMode::Native => "native",
-            AttachMode::Skb => "skb",
-        })
+        f.write_str(self.into())
     }
 }
 
@@ -185,9 +184,25 @@ impl fmt::Debug for KernelCounters {
 impl KernelCounters {
     pub fn read(&self) -> anyhow::Result<CounterSnapshot> {
         let mut out = [0u64; counter::COUNT as usize];
-        for (slot, total) in out.iter_mut().enumerate() {
-            *total = self.map.get(&(slot as u32), 0)?.iter().sum();
+        for (slot, total) in (0..counter::COUNT).zip(out.iter_mut()) {
+            *total = self.map.get(&slot, 0)?.iter().sum();
         }
         Ok(CounterSnapshot(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mode as logs print it, the same as its `--mode` value.
+    #[test]
+    fn attach_mode_names() {
+        use clap::ValueEnum as _;
+        for mode in AttachMode::value_variants() {
+            let value = mode.to_possible_value().unwrap();
+            assert_eq!(mode.to_string(), value.get_name());
+        }
+        assert_eq!(AttachMode::Skb.to_string(), "skb");
     }
 }

@@ -2,10 +2,11 @@
 //! ([`bro::BroScan`]) and Bro 1.5 TRW ([`trw::Trw`]).
 //!
 //! Both are pure state machines driven by packet time: no wall clock, no I/O. The
-//! connection-outcome tracker feeds them one [`ScanCheck`] per Bro `check_scan()` call (spec
-//! §1.1) and calls `expire()` every 10 s of packet time (Bro's `table_expire_interval`).
-//! Spec references ("§1.4", "L318") are to `/work/shared/spec/scan-detectors.md` and the Bro
-//! 1.5.3 line numbers it cites.
+//! connection-outcome tracker feeds them one [`ScanCheck`] per Bro `check_scan()` call (the
+//! calls `scan.bro`'s `connection_attempt`/`connection_rejected`/`connection_established`/...
+//! event handlers make) and calls `expire()` every 10 s of packet time (Bro's
+//! `table_expire_interval`, `policy/bro.init`). Line references ("L318") are to Bro 1.5.3
+//! (`zeek/zeek` tag `v1.5.3`) `policy/scan.bro` unless another file is named.
 
 pub mod bro;
 pub mod trw;
@@ -13,14 +14,15 @@ pub mod trw;
 pub use bro::{BroScan, BroScanConfig};
 pub use trw::{Trw, TrwConfig, TrwConfigError};
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use crate::event::Timestamp;
 
 /// Transport protocol of a [`Service`]. Declaration order is Bro's port order (TCP < UDP < ICMP).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Proto {
     Tcp,
     Udp,
@@ -28,18 +30,15 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// Bro's protocol suffix of a port: `tcp`, `udp`, `icmp`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Icmp => "icmp",
-        }
+        self.into()
     }
 }
 
 /// A Bro port value: ordering TCP < UDP < ICMP, then number (Bro stores `p | 0x10000/0x20000/
-/// 0x30000`, Z15 `src/Val.h` L518–520). So `service < 1024/tcp` is TCP-only, and every UDP and
-/// ICMP port is `>= 1024/tcp`. For ICMP, `port` is the ICMP type, as in Bro.
+/// 0x30000`, Bro 1.5.3 `src/Val.h` L518–520). So `service < 1024/tcp` is TCP-only, and every
+/// UDP and ICMP port is `>= 1024/tcp`. For ICMP, `port` is the ICMP type, as in Bro.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Service {
     pub proto: Proto,
@@ -80,8 +79,9 @@ impl serde::Serialize for Service {
     }
 }
 
-/// Notice types of `scan.bro` and `trw.bro`, named as Bro prints them.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize)]
+/// Notice types of `scan.bro` and `trw.bro`, named as Bro prints them (the variant name, for
+/// both `as_str` and serde).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, strum::IntoStaticStr)]
 pub enum NoticeKind {
     AddressScan,
     PortScan,
@@ -98,18 +98,7 @@ pub enum NoticeKind {
 
 impl NoticeKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            NoticeKind::AddressScan => "AddressScan",
-            NoticeKind::PortScan => "PortScan",
-            NoticeKind::ShutdownThresh => "ShutdownThresh",
-            NoticeKind::ScanSummary => "ScanSummary",
-            NoticeKind::PortScanSummary => "PortScanSummary",
-            NoticeKind::LowPortTrolling => "LowPortTrolling",
-            NoticeKind::LowPortScanSummary => "LowPortScanSummary",
-            NoticeKind::BackscatterSeen => "BackscatterSeen",
-            NoticeKind::TRWAddressScan => "TRWAddressScan",
-            NoticeKind::TRWScanSummary => "TRWScanSummary",
-        }
+        self.into()
     }
 }
 
@@ -144,6 +133,7 @@ pub struct ScanNotice {
     pub msg: String,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference
 fn ser_ts<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(ts.as_secs_f64())
 }
@@ -163,8 +153,9 @@ pub struct ScanCheck {
     pub ftp_data: bool,
 }
 
-/// Bro's `conn_state()` strings (spec §1.1), as TRW consumes them.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize)]
+/// Bro's `conn_state()` strings (Bro 1.5 `policy/conn.bro`), as TRW consumes them. The variant
+/// name is the string, for both `as_str` and serde.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, strum::IntoStaticStr)]
 pub enum ConnState {
     S0,
     S1,
@@ -183,21 +174,7 @@ pub enum ConnState {
 
 impl ConnState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ConnState::S0 => "S0",
-            ConnState::S1 => "S1",
-            ConnState::SF => "SF",
-            ConnState::REJ => "REJ",
-            ConnState::S2 => "S2",
-            ConnState::S3 => "S3",
-            ConnState::RSTO => "RSTO",
-            ConnState::RSTR => "RSTR",
-            ConnState::RSTOS0 => "RSTOS0",
-            ConnState::RSTRH => "RSTRH",
-            ConnState::SH => "SH",
-            ConnState::SHR => "SHR",
-            ConnState::OTH => "OTH",
-        }
+        self.into()
     }
 }
 
@@ -232,11 +209,11 @@ pub fn in_nets(addr: IpAddr, nets: &[(IpAddr, u8)]) -> bool {
 /// was used since. `keys` gives a source's (LRU key to update, last touch, expiry key).
 /// Shared by the Bro and TRW detectors, whose per-source state is indexed the same way.
 pub(crate) fn make_room<T>(
-    srcs: &mut std::collections::HashMap<IpAddr, T>,
-    lru: &mut std::collections::BTreeSet<(u64, IpAddr)>,
-    expiry: &mut std::collections::BTreeSet<(u64, IpAddr)>,
+    srcs: &mut HashMap<IpAddr, T>,
+    lru: &mut BTreeSet<(u64, IpAddr)>,
+    expiry: &mut BTreeSet<(Timestamp, IpAddr)>,
     cap: usize,
-    keys: impl for<'a> Fn(&'a mut T) -> (&'a mut u64, u64, Option<u64>),
+    keys: impl for<'a> Fn(&'a mut T) -> (&'a mut u64, u64, Option<Timestamp>),
 ) -> u64 {
     let mut evicted = 0;
     while srcs.len() >= cap {
@@ -260,13 +237,17 @@ pub(crate) fn make_room<T>(
     evicted
 }
 
+// TRANSITION: removed after the merge (`bt/` still calls these two; use
+// `crate::time::Duration::from` and `Timestamp::expired` instead).
+
 /// A `Duration` as packet-time nanoseconds (saturating), the unit of [`Timestamp`].
-pub(crate) fn ns(d: Duration) -> u64 {
+pub(crate) fn ns(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Bro's `&read_expire`/`&write_expire` test (`access + timeout < network_time`): an entry
 /// last touched at `at` is gone once `now` is strictly past `at + ttl`.
+#[allow(dead_code)] // TRANSITION: kept for bt/ until the merge, when it goes too
 pub(crate) fn expired(at: u64, ttl: u64, now: u64) -> bool {
     at.saturating_add(ttl) < now
 }
@@ -307,7 +288,7 @@ mod tests {
     #[test]
     fn notice_serializes_bro_style() {
         let n = ScanNotice {
-            ts: Timestamp(1_500_000_000),
+            ts: Timestamp::from_nanos(1_500_000_000),
             note: NoticeKind::AddressScan,
             src: "10.0.0.1".parse().unwrap(),
             dst: None,
@@ -320,5 +301,49 @@ mod tests {
         assert_eq!(v["note"], "AddressScan");
         assert_eq!(v["p"], "6881/tcp");
         assert_eq!(v["ts"], 1.5);
+    }
+
+    /// `as_str` (strum) and serde must name every variant the same way.
+    #[test]
+    fn strum_and_serde_names_agree() {
+        use ConnState as C;
+        use NoticeKind as N;
+        for k in [
+            N::AddressScan,
+            N::PortScan,
+            N::ShutdownThresh,
+            N::ScanSummary,
+            N::PortScanSummary,
+            N::LowPortTrolling,
+            N::LowPortScanSummary,
+            N::BackscatterSeen,
+            N::TRWAddressScan,
+            N::TRWScanSummary,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+            assert_eq!(k.to_string(), format!("{k:?}"));
+        }
+        for c in [
+            C::S0,
+            C::S1,
+            C::SF,
+            C::REJ,
+            C::S2,
+            C::S3,
+            C::RSTO,
+            C::RSTR,
+            C::RSTOS0,
+            C::RSTRH,
+            C::SH,
+            C::SHR,
+            C::OTH,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+            assert_eq!(c.to_string(), format!("{c:?}"));
+        }
+        assert_eq!(
+            [Proto::Tcp, Proto::Udp, Proto::Icmp].map(Proto::as_str),
+            ["tcp", "udp", "icmp"]
+        );
     }
 }

@@ -1,4 +1,7 @@
-//! Threshold Random Walk as in Bro 1.5 `policy/trw-impl.bro` (spec §1.5).
+//! Threshold Random Walk as in Bro 1.5 `policy/trw-impl.bro` (Jung, Paxson, Berger,
+//! Balakrishnan, "Fast Portscan Detection Using Sequential Hypothesis Testing", IEEE S&P 2004).
+//! Line references ("[27]", "L97") are to Bro 1.5.3 (`zeek/zeek` tag `v1.5.3`)
+//! `policy/trw-impl.bro`.
 //!
 //! Each remote source's likelihood ratio λ starts at 1 and is multiplied by
 //! (1-θ1)/(1-θ0) = 4 on a first-contact failure and by θ1/θ0 = 0.25 on a first-contact success;
@@ -14,10 +17,11 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{expired, in_nets, ns, ConnState, NoticeKind, ScanCheck, ScanNotice, Service};
+use super::{in_nets, ConnState, NoticeKind, ScanCheck, ScanNotice, Service};
 use crate::event::Timestamp;
+use crate::time;
 
-/// trw-impl.bro parameters with their defaults (spec §1.5 table).
+/// trw-impl.bro parameters with their Bro 1.5 defaults.
 #[derive(Clone, Debug)]
 pub struct TrwConfig {
     /// P_D [27].
@@ -61,10 +65,10 @@ impl Default for TrwConfig {
             triggered_outbound_services: [113, 79, 20].into_iter().map(Service::tcp).collect(),
             local_nets: Vec::new(),
             honeypot: HashSet::new(),
-            source_write_expire: Duration::from_secs(3600),
-            local_write_expire: Duration::from_secs(30 * 60),
-            friendly_read_expire: Duration::from_secs(30 * 60),
-            summary_delay: Duration::from_secs(24 * 3600),
+            source_write_expire: Duration::from_hours(1),
+            local_write_expire: Duration::from_mins(30),
+            friendly_read_expire: Duration::from_mins(30),
+            summary_delay: Duration::from_hours(24),
             max_sources: 1_000_000,
         }
     }
@@ -84,27 +88,27 @@ pub enum TrwConfigError {
 #[derive(Debug, Default)]
 struct PairSet {
     set: HashSet<IpAddr>,
-    fifo: VecDeque<(u64, IpAddr)>,
+    fifo: VecDeque<(Timestamp, IpAddr)>,
 }
 
 impl PairSet {
     fn contains(&self, a: &IpAddr) -> bool {
         self.set.contains(a)
     }
-    fn add(&mut self, now: u64, a: IpAddr) {
+    fn add(&mut self, now: Timestamp, a: IpAddr) {
         self.set.insert(a);
         self.fifo.push_back((now, a));
     }
-    fn expire(&mut self, ttl: u64, now: u64) {
+    fn expire(&mut self, ttl: time::Duration, now: Timestamp) {
         while let Some(&(t, a)) = self.fifo.front() {
-            if !expired(t, ttl, now) {
+            if !t.expired(ttl, now) {
                 break;
             }
             self.fifo.pop_front();
             self.set.remove(&a);
         }
     }
-    fn first_written(&self) -> Option<u64> {
+    fn first_written(&self) -> Option<Timestamp> {
         self.fifo.front().map(|&(t, _)| t)
     }
     fn is_empty(&self) -> bool {
@@ -117,7 +121,7 @@ impl PairSet {
 struct Score {
     lambda: f64,
     n: u64,
-    written: u64,
+    written: Timestamp,
 }
 
 /// TRW state of one remote source.
@@ -125,11 +129,11 @@ struct Score {
 struct TrwSrc {
     touched: u64,
     lru_key: u64,
-    exp_key: Option<u64>,
+    exp_key: Option<Timestamp>,
     /// Write time of the scan_sources entry.
-    scan_at: Option<u64>,
+    scan_at: Option<Timestamp>,
     /// Write time of the benign_sources entry.
-    benign_at: Option<u64>,
+    benign_at: Option<Timestamp>,
     failed: PairSet,
     successful: PairSet,
     score: Option<Score>,
@@ -148,23 +152,27 @@ impl TrwSrc {
         self.score.as_ref().map_or(0, |s| s.n)
     }
 
-    fn next_deadline(&self, src_ttl: u64, local_ttl: u64) -> Option<u64> {
+    fn next_deadline(
+        &self,
+        src_ttl: time::Duration,
+        local_ttl: time::Duration,
+    ) -> Option<Timestamp> {
         let s = [self.scan_at, self.benign_at];
         let l = [
             self.failed.first_written(),
             self.successful.first_written(),
             self.score.as_ref().map(|x| x.written),
         ];
-        let s = s.into_iter().flatten().map(|t| t.saturating_add(src_ttl));
-        let l = l.into_iter().flatten().map(|t| t.saturating_add(local_ttl));
+        let s = s.into_iter().flatten().map(|t| t + src_ttl);
+        let l = l.into_iter().flatten().map(|t| t + local_ttl);
         s.chain(l).min()
     }
 
-    fn purge(&mut self, src_ttl: u64, local_ttl: u64, now: u64) {
-        if self.scan_at.is_some_and(|t| expired(t, src_ttl, now)) {
+    fn purge(&mut self, src_ttl: time::Duration, local_ttl: time::Duration, now: Timestamp) {
+        if self.scan_at.is_some_and(|t| t.expired(src_ttl, now)) {
             self.scan_at = None;
         }
-        if self.benign_at.is_some_and(|t| expired(t, src_ttl, now)) {
+        if self.benign_at.is_some_and(|t| t.expired(src_ttl, now)) {
             self.benign_at = None;
         }
         self.failed.expire(local_ttl, now);
@@ -172,7 +180,7 @@ impl TrwSrc {
         if self
             .score
             .as_ref()
-            .is_some_and(|s| expired(s.written, local_ttl, now))
+            .is_some_and(|s| s.written.expired(local_ttl, now))
         {
             self.score = None;
         }
@@ -182,9 +190,9 @@ impl TrwSrc {
 #[derive(Debug)]
 struct Friend {
     /// Last access.
-    last: u64,
+    last: Timestamp,
     /// Key in `Trw::friendly_idx` (≤ `last`).
-    key: u64,
+    key: Timestamp,
 }
 
 /// Bro 1.5 TRW detector.
@@ -195,21 +203,22 @@ pub struct Trw {
     eta_one: f64,
     ratio_fail: f64,
     ratio_success: f64,
-    src_ttl: u64,
-    local_ttl: u64,
-    friendly_ttl: u64,
+    src_ttl: time::Duration,
+    local_ttl: time::Duration,
+    friendly_ttl: time::Duration,
+    summary_delay: time::Duration,
     srcs: HashMap<IpAddr, TrwSrc>,
     /// Lazy `(deadline ≤ real, source)` index, as in `bro::BroScan`.
-    expiry: BTreeSet<(u64, IpAddr)>,
+    expiry: BTreeSet<(Timestamp, IpAddr)>,
     /// Lazy `(sequence ≤ last touch, source)` LRU index.
     lru: BTreeSet<(u64, IpAddr)>,
     friendly: HashMap<IpAddr, Friend>,
     /// Lazy `(access time ≤ last access, remote)`: expiry and LRU order at once.
-    friendly_idx: BTreeSet<(u64, IpAddr)>,
+    friendly_idx: BTreeSet<(Timestamp, IpAddr)>,
     /// Scheduled `TRW_scan_summary` events, in due order.
-    summaries: VecDeque<(u64, IpAddr)>,
+    summaries: VecDeque<(Timestamp, IpAddr)>,
     seq: u64,
-    now: u64,
+    now: Timestamp,
     /// Entries dropped because a `max_sources` cap was reached.
     pub evictions: u64,
 }
@@ -229,9 +238,10 @@ impl Trw {
             eta_one: pd / pf,
             ratio_fail: (1.0 - t1) / (1.0 - t0),
             ratio_success: t1 / t0,
-            src_ttl: ns(cfg.source_write_expire),
-            local_ttl: ns(cfg.local_write_expire),
-            friendly_ttl: ns(cfg.friendly_read_expire),
+            src_ttl: cfg.source_write_expire.into(),
+            local_ttl: cfg.local_write_expire.into(),
+            friendly_ttl: cfg.friendly_read_expire.into(),
+            summary_delay: cfg.summary_delay.into(),
             cfg,
             srcs: HashMap::new(),
             expiry: BTreeSet::new(),
@@ -240,7 +250,7 @@ impl Trw {
             friendly_idx: BTreeSet::new(),
             summaries: VecDeque::new(),
             seq: 0,
-            now: 0,
+            now: Timestamp::ZERO,
             evictions: 0,
         })
     }
@@ -307,9 +317,9 @@ impl Trw {
         self.check(c.ts, orig, resp, service, state, resp_bytes, out)
     }
 
-    /// `check_TRW_scan` (trw-impl.bro; spec §1.5) with `orig`/`resp`/`service` already resolved.
-    /// Bro calls it from connection_attempt/rejected/established (TCP). Returns Bro's result:
-    /// true iff `orig` is (now) a flagged scanner.
+    /// `check_TRW_scan` (Bro 1.5 `policy/trw-impl.bro`) with `orig`/`resp`/`service` already
+    /// resolved. Bro calls it from connection_attempt/rejected/established (TCP). Returns Bro's
+    /// result: true iff `orig` is (now) a flagged scanner.
     #[allow(clippy::too_many_arguments)] // mirrors Bro's (connection, state) inputs one to one
     pub fn check(
         &mut self,
@@ -323,74 +333,19 @@ impl Trw {
     ) -> bool {
         let now = self.advance(ts);
         if in_nets(orig, &self.cfg.local_nets) {
-            // Outbound: never scored (L97–105). Any state but OTH befriends the remote (Bro does
-            // not require success here despite its comment).
-            if !self.is_scanner(resp)
-                && !self.cfg.triggered_outbound_services.contains(&service)
-                && !self.cfg.honeypot.contains(&orig)
-                && state != ConnState::OTH
-            {
-                self.befriend(resp, now);
-            }
+            self.outbound_contact(orig, resp, service, state, now);
             return false;
         }
-        if let Some(s) = self.srcs.get(&orig) {
-            if s.scan_at.is_some() {
-                return true;
-            }
-            if s.benign_at.is_some() {
-                return false;
-            }
+        if let Some(verdict) = self.known_verdict(orig, now) {
+            return verdict;
         }
-        if self.cfg.do_not_flag_friendly_remotes {
-            if let Some(f) = self.friendly.get_mut(&orig) {
-                f.last = now; // a read refreshes &read_expire
-                return false;
-            }
-        }
-
         let failed = matches!(state, ConnState::S0 | ConnState::REJ | ConnState::OTH)
             || (state == ConnState::RSTOS0 && resp_bytes == 0)
             || self.cfg.honeypot.contains(&resp);
-        if !self.srcs.contains_key(&orig) {
-            // A new source has no pairs yet, so this contact will score.
-            self.make_room();
-            self.lru.insert((self.seq + 1, orig));
-            self.srcs.insert(
-                orig,
-                TrwSrc {
-                    lru_key: self.seq + 1,
-                    ..TrwSrc::default()
-                },
-            );
-        }
-        self.seq += 1;
-        let s = self.srcs.get_mut(&orig).expect("inserted above");
-        s.touched = self.seq;
-        // Only the first contact of each (orig, resp) pair moves λ, per outcome.
-        let ratio = if failed {
-            if s.failed.contains(&resp) {
-                return false;
-            }
-            s.failed.add(now, resp);
-            self.ratio_fail
-        } else {
-            if s.successful.contains(&resp) {
-                return false;
-            }
-            s.successful.add(now, resp);
-            self.ratio_success
+        let Some((lambda, n)) = self.score_first_contact(orig, resp, failed, now) else {
+            return false;
         };
-        let sc = s.score.get_or_insert(Score {
-            lambda: 1.0,
-            n: 0,
-            written: now,
-        });
-        sc.n += 1;
-        sc.lambda *= ratio;
-        sc.written = now;
-        let (lambda, n) = (sc.lambda, sc.n);
-
+        let s = self.srcs.get_mut(&orig).expect("scored above");
         let flagged = lambda > self.eta_one;
         if flagged {
             s.scan_at = Some(now);
@@ -407,8 +362,102 @@ impl Trw {
         } else if lambda < self.eta_zero {
             s.benign_at = Some(now);
         }
-        // Everything written now expires no earlier than now + the shorter write TTL.
-        let cand = now.saturating_add(self.src_ttl.min(self.local_ttl));
+        self.file_expiry(orig, now);
+        if flagged {
+            self.schedule_summary(orig, now);
+        }
+        flagged
+    }
+
+    /// A local `orig` is never scored (L97–105); any state but OTH befriends the remote it
+    /// contacted (Bro does not require success here despite its comment).
+    fn outbound_contact(
+        &mut self,
+        orig: IpAddr,
+        resp: IpAddr,
+        service: Service,
+        state: ConnState,
+        now: Timestamp,
+    ) {
+        if !self.is_scanner(resp)
+            && !self.cfg.triggered_outbound_services.contains(&service)
+            && !self.cfg.honeypot.contains(&orig)
+            && state != ConnState::OTH
+        {
+            self.befriend(resp, now);
+        }
+    }
+
+    /// The early returns of `check_TRW_scan`: `orig in scan_sources` (T), `orig in
+    /// benign_sources` (F), and a friendly remote when `do_not_flag_friendly_remotes` (F).
+    fn known_verdict(&mut self, orig: IpAddr, now: Timestamp) -> Option<bool> {
+        if let Some(s) = self.srcs.get(&orig) {
+            if s.scan_at.is_some() {
+                return Some(true);
+            }
+            if s.benign_at.is_some() {
+                return Some(false);
+            }
+        }
+        if self.cfg.do_not_flag_friendly_remotes {
+            if let Some(f) = self.friendly.get_mut(&orig) {
+                f.last = now; // a read refreshes &read_expire
+                return Some(false);
+            }
+        }
+        None
+    }
+
+    /// Only the first contact of each (orig, resp) pair moves λ, per outcome (`failed_locals` /
+    /// `successful_locals`). Returns the new `(lambda, num_scanned_locals)`, or `None` for a
+    /// repeated pair.
+    fn score_first_contact(
+        &mut self,
+        orig: IpAddr,
+        resp: IpAddr,
+        failed: bool,
+        now: Timestamp,
+    ) -> Option<(f64, u64)> {
+        if !self.srcs.contains_key(&orig) {
+            // A new source has no pairs yet, so this contact will score.
+            self.make_room();
+            self.lru.insert((self.seq + 1, orig));
+            self.srcs.insert(
+                orig,
+                TrwSrc {
+                    lru_key: self.seq + 1,
+                    ..TrwSrc::default()
+                },
+            );
+        }
+        self.seq += 1;
+        let s = self.srcs.get_mut(&orig).expect("inserted above");
+        s.touched = self.seq;
+        let (pairs, ratio) = if failed {
+            (&mut s.failed, self.ratio_fail)
+        } else {
+            (&mut s.successful, self.ratio_success)
+        };
+        if pairs.contains(&resp) {
+            return None;
+        }
+        pairs.add(now, resp);
+        let sc = s.score.get_or_insert(Score {
+            lambda: 1.0,
+            n: 0,
+            written: now,
+        });
+        sc.n += 1;
+        sc.lambda *= ratio;
+        sc.written = now;
+        Some((sc.lambda, sc.n))
+    }
+
+    /// Everything written now expires no earlier than now + the shorter write TTL: pulls the
+    /// source's lazy expiry entry to at most that.
+    fn file_expiry(&mut self, orig: IpAddr, now: Timestamp) {
+        let s = self.srcs.get_mut(&orig).expect("scored sources exist");
+        let cand = now + self.src_ttl.min(self.local_ttl);
         match s.exp_key {
             Some(k) if k <= cand => {}
             old => {
@@ -419,15 +468,16 @@ impl Trw {
                 s.exp_key = Some(cand);
             }
         }
-        if flagged {
-            if self.summaries.len() >= self.cfg.max_sources.max(1) {
-                self.summaries.pop_front();
-                self.evictions += 1;
-            }
-            let due = now.saturating_add(ns(self.cfg.summary_delay));
-            self.summaries.push_back((due, orig));
+    }
+
+    /// `schedule summary_delay { TRW_scan_summary(orig) }`, dropping the oldest pending one at
+    /// the cap.
+    fn schedule_summary(&mut self, orig: IpAddr, now: Timestamp) {
+        if self.summaries.len() >= self.cfg.max_sources.max(1) {
+            self.summaries.pop_front();
+            self.evictions += 1;
         }
-        flagged
+        self.summaries.push_back((now + self.summary_delay, orig));
     }
 
     /// Expiry pass (call every 10 s of packet time): purges expired entries, then raises the
@@ -454,7 +504,7 @@ impl Trw {
             }
         }
         while let Some(&(key, ip)) = self.friendly_idx.first() {
-            if !expired(key, self.friendly_ttl, t) {
+            if !key.expired(self.friendly_ttl, t) {
                 break;
             }
             self.friendly_idx.pop_first();
@@ -485,12 +535,12 @@ impl Trw {
         }
     }
 
-    fn advance(&mut self, ts: Timestamp) -> u64 {
-        self.now = self.now.max(ts.0);
+    fn advance(&mut self, ts: Timestamp) -> Timestamp {
+        self.now = self.now.max(ts);
         self.now
     }
 
-    fn befriend(&mut self, remote: IpAddr, now: u64) {
+    fn befriend(&mut self, remote: IpAddr, now: Timestamp) {
         if let Some(f) = self.friendly.get_mut(&remote) {
             f.last = now;
             return;
@@ -550,8 +600,12 @@ mod tests {
         IpAddr::V4(Ipv4Addr::from(0xc0a8_0000 + i)) // 192.168.0.0/16
     }
 
+    fn local_n(i: u64) -> IpAddr {
+        local(u32::try_from(i).unwrap())
+    }
+
     fn at(secs: u64) -> Timestamp {
-        Timestamp(secs * 1_000_000_000)
+        Timestamp::from_secs(secs)
     }
 
     /// λ is a product of doubles like 0.8 / 0.19999999999999996, as in Bro: compare loosely.
@@ -594,7 +648,7 @@ mod tests {
         let r = ip(REMOTE);
         let mut out = Vec::new();
         for i in 1..=3 {
-            assert!(!hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+            assert!(!hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out));
         }
         // 0.8 / 0.2 is 4.000000000000001 in doubles, in Bro as here.
         assert!((t.lambda(r) - 64.0).abs() < 1e-9);
@@ -610,25 +664,26 @@ mod tests {
         );
         // Flagged is sticky: later contacts return T without new notices.
         for i in 5..=20 {
-            assert!(hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+            assert!(hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out));
         }
         assert_eq!(out.len(), 1);
         assert!(t.is_scanner(r));
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // λ here is 1.0 or a power of 0.25: exact in binary
     fn four_successes_benign_sticky() {
         let mut t = Trw::new(lan_cfg()).unwrap();
         let r = ip(REMOTE);
         let mut out = Vec::new();
         for i in 1..=3 {
-            hit(&mut t, i, r, local(i as u32), ConnState::SF, &mut out);
+            hit(&mut t, i, r, local_n(i), ConnState::SF, &mut out);
         }
         assert!(!t.is_benign(r), "0.25^3 = 0.0156 > 0.0101");
         hit(&mut t, 4, r, local(4), ConnState::S1, &mut out);
         assert!(t.is_benign(r));
         for i in 5..=40 {
-            assert!(!hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out));
+            assert!(!hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out));
         }
         assert!(out.is_empty());
         assert_eq!(
@@ -693,6 +748,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // λ here is 1.0 or a power of 0.25: exact in binary
     fn local_sources_never_scored_and_befriend() {
         let mut t = Trw::new(lan_cfg()).unwrap();
         let mut out = Vec::new();
@@ -719,7 +775,7 @@ mod tests {
                 &mut t,
                 100 + i,
                 friend,
-                local(i as u32),
+                local_n(i),
                 ConnState::S0,
                 &mut out
             ));
@@ -755,14 +811,7 @@ mod tests {
         assert!(!t.is_friendly(r));
         // A flagged scanner is not befriended.
         for i in 1..=4 {
-            hit(
-                &mut t,
-                2 + i,
-                r,
-                local(10 + i as u32),
-                ConnState::S0,
-                &mut out,
-            );
+            hit(&mut t, 2 + i, r, local_n(10 + i), ConnState::S0, &mut out);
         }
         assert!(t.is_scanner(r));
         t.check(
@@ -796,14 +845,7 @@ mod tests {
             &mut out,
         );
         for i in 1..=4 {
-            hit(
-                &mut t,
-                1 + i,
-                r,
-                local(10 + i as u32),
-                ConnState::S0,
-                &mut out,
-            );
+            hit(&mut t, 1 + i, r, local_n(10 + i), ConnState::S0, &mut out);
         }
         assert_eq!(out.len(), 1);
     }
@@ -827,12 +869,13 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // λ here is 1.0 or a power of 0.25: exact in binary
     fn write_expiry_and_summary() {
         let mut t = Trw::new(lan_cfg()).unwrap();
         let r = ip(REMOTE);
         let mut out = Vec::new();
         for i in 1..=4 {
-            hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out);
+            hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out);
         }
         assert_eq!(out.len(), 1);
         out.clear();
@@ -862,19 +905,12 @@ mod tests {
         let r = ip(REMOTE);
         let mut out = Vec::new();
         for i in 1..=4 {
-            hit(&mut t, i, r, local(i as u32), ConnState::S0, &mut out);
+            hit(&mut t, i, r, local_n(i), ConnState::S0, &mut out);
         }
         t.expire(at(3700), &mut out);
         // Same responders again: failed_locals expired, so they count afresh.
         for i in 1..=4 {
-            hit(
-                &mut t,
-                3700 + i,
-                r,
-                local(i as u32),
-                ConnState::S0,
-                &mut out,
-            );
+            hit(&mut t, 3700 + i, r, local_n(i), ConnState::S0, &mut out);
         }
         assert_eq!(
             out.iter()
