@@ -21,11 +21,11 @@ use crate::bt::{ChannelCounts, Coordination, CoordinationConfig, TableStats};
 use crate::conn::{BroEvent, ConnConfig, ConnOutcome, ConnTracker};
 use crate::detect::{BroScan, BroScanConfig, ConnState, NoticeKind, ScanNotice, Trw, TrwConfig};
 use crate::event::{EventSink, PacketEvent, Transport};
-use crate::time::{Duration, Timestamp};
 use crate::ppr::{PprConfig, PprSample, PprTracker};
 use crate::predict::{
     Channel, PeerTransport, PredictedPeer, PredictionConfig, PredictionTable, RetractedPeer,
 };
+use crate::time::{Duration, Timestamp};
 
 /// Which suppression to apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -173,7 +173,11 @@ impl TableGauges {
         self.tables().iter().find(|t| t.name == name)
     }
 
-    fn lay_out(&self, tables: &[(&'static str, TableStats)], channels: &[(&'static str, ChannelCounts)]) {
+    fn lay_out(
+        &self,
+        tables: &[(&'static str, TableStats)],
+        channels: &[(&'static str, ChannelCounts)],
+    ) {
         self.rows.get_or_init(|| {
             let t = tables.iter().map(|&(name, _)| TableGauge {
                 name,
@@ -192,7 +196,11 @@ impl TableGauges {
     }
 
     /// Stores the current values, each under its name.
-    fn publish(&self, tables: &[(&'static str, TableStats)], channels: &[(&'static str, ChannelCounts)]) {
+    fn publish(
+        &self,
+        tables: &[(&'static str, TableStats)],
+        channels: &[(&'static str, ChannelCounts)],
+    ) {
         use std::sync::atomic::Ordering::Relaxed;
         self.lay_out(tables, channels);
         for (name, t) in tables {
@@ -367,7 +375,11 @@ impl<S: EngineSink> Engine<S> {
         let mut out = vec![
             (
                 "connections",
-                stats(self.conns.len() as u64, self.conns.evictions, self.conns.expired),
+                stats(
+                    self.conns.len() as u64,
+                    self.conns.evictions,
+                    self.conns.expired,
+                ),
             ),
             (
                 "predictions",
@@ -379,7 +391,10 @@ impl<S: EngineSink> Engine<S> {
             ),
             ("scan_sources", stats(det_n, det_ev, 0)),
             ("baseline_scan_sources", stats(base_n, base_ev, 0)),
-            ("ppr_sources", stats(self.ppr.len() as u64, self.ppr.evictions, 0)),
+            (
+                "ppr_sources",
+                stats(self.ppr.len() as u64, self.ppr.evictions, 0),
+            ),
         ];
         out.extend(self.coordination.tables());
         out
@@ -763,11 +778,20 @@ mod tests {
             "every eviction is counted"
         );
         let (name, t) = engine.tables()[0];
-        assert_eq!((name, t.len, t.evicted, t.expired), ("connections", 5, 15, 0));
+        assert_eq!(
+            (name, t.len, t.evicted, t.expired),
+            ("connections", 5, 15, 0)
+        );
         // Every table and every channel has its row, once.
         let names: Vec<&str> = gauges.tables().iter().map(|t| t.name).collect();
-        assert_eq!(names, engine.tables().iter().map(|t| t.0).collect::<Vec<_>>());
-        assert_eq!(gauges.channels().len(), engine.coordination().counts().len());
+        assert_eq!(
+            names,
+            engine.tables().iter().map(|t| t.0).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            gauges.channels().len(),
+            engine.coordination().counts().len()
+        );
     }
 
     /// The README's counter list names every table and channel label `/metrics` exports.
@@ -777,9 +801,16 @@ mod tests {
         let metrics = &readme[readme.find("### Metrics").expect("metrics section")..];
         let engine = Engine::new(EngineConfig::default(), Collect::default()).unwrap();
         let channels = engine.coordination().counts();
-        let names = engine.tables().into_iter().map(|t| t.0).chain(channels.into_iter().map(|c| c.0));
+        let names = engine
+            .tables()
+            .into_iter()
+            .map(|t| t.0)
+            .chain(channels.into_iter().map(|c| c.0));
         for name in names {
-            assert!(metrics.contains(&format!("`{name}`")), "README misses `{name}`");
+            assert!(
+                metrics.contains(&format!("`{name}`")),
+                "README misses `{name}`"
+            );
         }
     }
 

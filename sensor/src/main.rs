@@ -296,8 +296,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let stats = std::sync::Arc::new(sensor::metrics::AgentStats::default());
     let notices = match &args.notices {
         Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?,
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
         None => None,
     };
@@ -489,17 +488,9 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
 struct PeersSink {
     print: bool,
     json: bool,
-    seen: HashSet<(
-        std::net::IpAddr,
-        SocketAddr,
-        PeerTransport,
-        Channel,
-    )>,
+    seen: HashSet<(std::net::IpAddr, SocketAddr, PeerTransport, Channel)>,
     /// host → (failed TCP attempts, predicted ones by channel)
-    failures: BTreeMap<
-        std::net::IpAddr,
-        (u64, BTreeMap<Channel, u64>),
-    >,
+    failures: BTreeMap<std::net::IpAddr, (u64, BTreeMap<Channel, u64>)>,
 }
 
 impl EngineSink for PeersSink {
@@ -549,7 +540,12 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let captures = args
         .pcaps
         .iter()
-        .map(|p| Ok((p.clone(), sensor::eval::labels_for(p, args.labels.as_deref())?)))
+        .map(|p| {
+            Ok((
+                p.clone(),
+                sensor::eval::labels_for(p, args.labels.as_deref())?,
+            ))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = args.engine.config()?;
     let report = sensor::eval::evaluate(&captures, &config, &args.thresholds, args.snaplen)?;

@@ -12,7 +12,7 @@ use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
 /// Wall-clock time of a packet, nanoseconds since the UNIX epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub u64); // TRANSITION: made private once every module uses the API
+pub struct Timestamp(u64);
 
 /// A span of packet time, nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -141,7 +141,10 @@ impl Coordination {
             retracted,
         };
         streams.on_segment(ev, seg, |class, event| {
-            if let Some(c) = channels.iter_mut().find(|c| c.stream_class() == Some(class)) {
+            if let Some(c) = channels
+                .iter_mut()
+                .find(|c| c.stream_class() == Some(class))
+            {
                 c.on_stream(&event, &mut learnt);
             }
         });

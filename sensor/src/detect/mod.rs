@@ -237,21 +237,6 @@ pub(crate) fn make_room<T>(
     evicted
 }
 
-// TRANSITION: removed after the merge (`bt/` still calls these two; use
-// `crate::time::Duration::from` and `Timestamp::expired` instead).
-
-/// A `Duration` as packet-time nanoseconds (saturating), the unit of [`Timestamp`].
-pub(crate) fn ns(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Bro's `&read_expire`/`&write_expire` test (`access + timeout < network_time`): an entry
-/// last touched at `at` is gone once `now` is strictly past `at + ttl`.
-#[allow(dead_code)] // TRANSITION: kept for bt/ until the merge, when it goes too
-pub(crate) fn expired(at: u64, ttl: u64, now: u64) -> bool {
-    at.saturating_add(ttl) < now
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,7 +289,10 @@ pub fn evaluate(
     }
     Ok(EvalReport {
         thresholds: thresholds.to_vec(),
-        captures: captures.iter().map(|(p, _)| p.display().to_string()).collect(),
+        captures: captures
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect(),
         roc: roc(&hosts, thresholds),
         hosts,
     })
@@ -326,7 +329,10 @@ fn host_results(capture: &str, labels: &Labels, grid: &Grid) -> Vec<HostResult> 
                 let at = flagged.entry(mode_name(*mode)).or_default();
                 at.push(engine.sink.flagged.contains(&ip));
             }
-            let a = attempts.and_then(|m| m.get(&ip)).cloned().unwrap_or_default();
+            let a = attempts
+                .and_then(|m| m.get(&ip))
+                .cloned()
+                .unwrap_or_default();
             HostResult {
                 capture: capture.to_owned(),
                 ip,
@@ -424,7 +430,10 @@ impl EvalReport {
             let share = if h.failed_tcp == 0 {
                 "-".to_owned()
             } else {
-                format!("{:.1}%", 100.0 * h.predicted_failed_tcp as f64 / h.failed_tcp as f64)
+                format!(
+                    "{:.1}%",
+                    100.0 * h.predicted_failed_tcp as f64 / h.failed_tcp as f64
+                )
             };
             let role = match &h.label.role {
                 Role::Other(r) => r.as_str(),
@@ -440,7 +449,11 @@ impl EvalReport {
                 h.label.what,
                 h.failed_tcp,
                 share,
-                if flagged.is_empty() { "-".to_owned() } else { flagged.join(",") },
+                if flagged.is_empty() {
+                    "-".to_owned()
+                } else {
+                    flagged.join(",")
+                },
                 h.minutes_to_100_predicted
                     .map_or_else(|| "-".to_owned(), |m| format!("{m:.1}"))
             );

@@ -70,7 +70,8 @@ pub fn time_to_100_svg(report: &EvalReport, path: &Path) -> Plot {
         .filter_map(|h| h.minutes_to_100_predicted)
         .collect();
     let never = bittorrent.count() - minutes.len();
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // minutes ≥ 0, far below 2^32 bins
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    // minutes ≥ 0, far below 2^32 bins
     let bin_of = |m: f64| (m / BIN).floor() as u32;
     let bins = minutes.iter().map(|&m| bin_of(m)).max().unwrap_or(0) + 1;
     let tallest = (0..bins)
@@ -88,7 +89,10 @@ pub fn time_to_100_svg(report: &EvalReport, path: &Path) -> Plot {
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(50)
-        .build_cartesian_2d((0u32..bins).into_segmented(), 0u32..u32::try_from(tallest + 1)?)?;
+        .build_cartesian_2d(
+            (0u32..bins).into_segmented(),
+            0u32..u32::try_from(tallest + 1)?,
+        )?;
     chart
         .configure_mesh()
         .x_desc("15-minute bin (0 = first 15 minutes)")

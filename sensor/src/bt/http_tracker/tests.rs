@@ -3,11 +3,10 @@ use super::framing::MAX_CHUNK_LINE;
 use super::*;
 use crate::bt::stream::{StreamClass, StreamEvent};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::io::Write;
+use std::net::SocketAddr;
 
 // ---- Connection steps as the stream layer hands them over ----
-
 
 /// One step of a connection as the stream layer would hand it over.
 #[derive(Clone, Debug)]
@@ -20,7 +19,6 @@ enum Item {
     },
     Close(Timestamp),
 }
-
 
 fn drive(t: &mut HttpTracker, conn: ConnKey, items: &[Item]) -> Vec<PredictedPeer> {
     let mut out = Vec::new();
@@ -168,10 +166,7 @@ fn ok(body: &[u8]) -> Vec<u8> {
     ok_with("", body)
 }
 
-fn run_with(
-    config: HttpTrackerConfig,
-    items: &[Item],
-) -> (Vec<PredictedPeer>, HttpTrackerStats) {
+fn run_with(config: HttpTrackerConfig, items: &[Item]) -> (Vec<PredictedPeer>, HttpTrackerStats) {
     let mut t = HttpTracker::new(config);
     let out = drive(&mut t, conn(), items);
     (out, t.stats())
@@ -621,8 +616,7 @@ fn malformed_bodies_are_rejected_with_a_reason() {
         assert_eq!(rejected(&s), BTreeMap::from([(why.as_str(), 1)]));
     }
     // Unsorted keys and trailing whitespace are fine.
-    let (p, _) =
-        body_peers(b"d8:intervali5e5:peers6:\x05\x06\x07\x08\x1a\xe18:completei1ee\r\n");
+    let (p, _) = body_peers(b"d8:intervali5e5:peers6:\x05\x06\x07\x08\x1a\xe18:completei1ee\r\n");
     assert_eq!(p, ["5.6.7.8:6881"]);
     // A failure reason: parsed, no peers even if some are listed.
     let (out, s) = run(&[
@@ -718,7 +712,8 @@ fn content_codings() {
     let mut zlib_enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     zlib_enc.write_all(S1).unwrap();
     let zlib = zlib_enc.finish().unwrap();
-    let mut deflate_enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut deflate_enc =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     deflate_enc.write_all(S1).unwrap();
     let raw = deflate_enc.finish().unwrap();
     let gz = gzip(S1);
@@ -741,8 +736,7 @@ fn content_codings() {
     assert_eq!(out.len(), 4);
     // gzip inside chunked, with a trailer.
     let mut chunked =
-        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
-            .to_vec();
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     let (a, b) = gz.split_at(7);
     for part in [a, b] {
         chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
@@ -929,15 +923,9 @@ fn parsers_never_panic_on_cuts_and_flips() {
     }
 }
 
-
-
 // ---- Through the registered channel interface ----
 
-fn on_stream(
-    ch: &mut dyn channel::Channel,
-    event: &StreamEvent<'_>,
-    out: &mut Vec<PredictedPeer>,
-) {
+fn on_stream(ch: &mut dyn channel::Channel, event: &StreamEvent<'_>, out: &mut Vec<PredictedPeer>) {
     let mut retracted = Vec::new();
     ch.on_stream(
         event,
@@ -1361,5 +1349,4 @@ mod corpus {
             assert_eq!(out.len() as u64, s.predicted, "{rel}");
         }
     }
-
 }
