@@ -365,24 +365,10 @@ impl TcpStreams {
                     half.next = Some(seg.seq);
                     self.stats.gaps += 1;
                 }
-                deliver(
-                    conn,
-                    dir,
-                    ts,
-                    Piece::of(seg),
-                    &mut self.stats,
-                    sink,
-                );
+                deliver(conn, dir, ts, Piece::of(seg), &mut self.stats, sink);
             }
         } else {
-            deliver(
-                conn,
-                dir,
-                ts,
-                Piece::of(seg),
-                &mut self.stats,
-                sink,
-            );
+            deliver(conn, dir, ts, Piece::of(seg), &mut self.stats, sink);
         }
         self.drain(conn, dir, ts, sink);
         // A hole older than the reorder wait is lost.
@@ -411,14 +397,7 @@ impl TcpStreams {
                 return;
             };
             let h = half.held.swap_remove(i);
-            deliver(
-                conn,
-                dir,
-                ts,
-                h.piece(),
-                &mut self.stats,
-                sink,
-            );
+            deliver(conn, dir, ts, h.piece(), &mut self.stats, sink);
         }
     }
 
@@ -447,14 +426,7 @@ impl TcpStreams {
             half.gap = true;
             half.next = Some(h.seq);
             self.stats.gaps += 1;
-            deliver(
-                conn,
-                dir,
-                ts,
-                h.piece(),
-                &mut self.stats,
-                sink,
-            );
+            deliver(conn, dir, ts, h.piece(), &mut self.stats, sink);
             self.drain(conn, dir, ts, sink);
             holes -= 1;
         }

@@ -133,7 +133,9 @@ pub fn parse_announce_body(body: &[u8]) -> Result<AnnounceReply<'_>, Reject> {
         return Err(Reject::NotTrackerReply);
     }
     // Informational keys: a wrong type does not spoil the peers.
-    let warning = top.lookup(b"warning message").and_then(BRefAccessExt::bytes_ext);
+    let warning = top
+        .lookup(b"warning message")
+        .and_then(BRefAccessExt::bytes_ext);
     let interval = top.lookup(b"interval").and_then(BRefAccess::int);
     let external_ip = top
         .lookup(b"external ip")

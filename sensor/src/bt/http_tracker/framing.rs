@@ -515,7 +515,11 @@ impl Framer {
     }
 
     /// Consumes body bytes of `data`, giving the content to `sink`: (bytes used, body ended).
-    pub(super) fn feed(&mut self, data: &[u8], mut sink: impl FnMut(&[u8])) -> Result<(usize, bool), Reject> {
+    pub(super) fn feed(
+        &mut self,
+        data: &[u8],
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), Reject> {
         match self {
             Framer::Length(left) => {
                 let n = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
@@ -531,4 +535,3 @@ impl Framer {
         }
     }
 }
-

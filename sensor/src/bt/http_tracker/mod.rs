@@ -61,11 +61,11 @@ pub use announce::{
     looks_like_announce, parse_announce_body, AnnounceQuery, AnnounceReply, Peer, PeerCounts,
     PeersField,
 };
+use framing::Framer;
 pub use framing::{
     dechunk, decode_content, parse_request, parse_response_head, Coding, Codings, Dechunker,
     Framing, RequestHead, ResponseHead,
 };
-use framing::Framer;
 use session::{Body, Rx, Session};
 
 /// Nesting the bencode decoder accepts: a reply needs 3 (dict, `peers` list, peer dict).

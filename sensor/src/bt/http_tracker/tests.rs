@@ -3,11 +3,10 @@ use super::framing::MAX_CHUNK_LINE;
 use super::*;
 use crate::bt::stream::{StreamClass, StreamEvent};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::io::Write;
+use std::net::SocketAddr;
 
 // ---- Connection steps as the stream layer hands them over ----
-
 
 /// One step of a connection as the stream layer would hand it over.
 #[derive(Clone, Debug)]
@@ -20,7 +19,6 @@ enum Item {
     },
     Close(Timestamp),
 }
-
 
 fn drive(t: &mut HttpTracker, conn: ConnKey, items: &[Item]) -> Vec<PredictedPeer> {
     let mut out = Vec::new();
@@ -168,10 +166,7 @@ fn ok(body: &[u8]) -> Vec<u8> {
     ok_with("", body)
 }
 
-fn run_with(
-    config: HttpTrackerConfig,
-    items: &[Item],
-) -> (Vec<PredictedPeer>, HttpTrackerStats) {
+fn run_with(config: HttpTrackerConfig, items: &[Item]) -> (Vec<PredictedPeer>, HttpTrackerStats) {
     let mut t = HttpTracker::new(config);
     let out = drive(&mut t, conn(), items);
     (out, t.stats())
@@ -621,8 +616,7 @@ fn malformed_bodies_are_rejected_with_a_reason() {
         assert_eq!(rejected(&s), BTreeMap::from([(why.as_str(), 1)]));
     }
     // Unsorted keys and trailing whitespace are fine.
-    let (p, _) =
-        body_peers(b"d8:intervali5e5:peers6:\x05\x06\x07\x08\x1a\xe18:completei1ee\r\n");
+    let (p, _) = body_peers(b"d8:intervali5e5:peers6:\x05\x06\x07\x08\x1a\xe18:completei1ee\r\n");
     assert_eq!(p, ["5.6.7.8:6881"]);
     // A failure reason: parsed, no peers even if some are listed.
     let (out, s) = run(&[
@@ -718,7 +712,8 @@ fn content_codings() {
     let mut zlib_enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     zlib_enc.write_all(S1).unwrap();
     let zlib = zlib_enc.finish().unwrap();
-    let mut deflate_enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut deflate_enc =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     deflate_enc.write_all(S1).unwrap();
     let raw = deflate_enc.finish().unwrap();
     let gz = gzip(S1);
@@ -741,8 +736,7 @@ fn content_codings() {
     assert_eq!(out.len(), 4);
     // gzip inside chunked, with a trailer.
     let mut chunked =
-        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
-            .to_vec();
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     let (a, b) = gz.split_at(7);
     for part in [a, b] {
         chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
@@ -929,15 +923,9 @@ fn parsers_never_panic_on_cuts_and_flips() {
     }
 }
 
-
-
 // ---- Through the registered channel interface ----
 
-fn on_stream(
-    ch: &mut dyn channel::Channel,
-    event: &StreamEvent<'_>,
-    out: &mut Vec<PredictedPeer>,
-) {
+fn on_stream(ch: &mut dyn channel::Channel, event: &StreamEvent<'_>, out: &mut Vec<PredictedPeer>) {
     let mut retracted = Vec::new();
     ch.on_stream(
         event,
@@ -1023,6 +1011,37 @@ fn announces_through_the_channel_trait() {
     let t = ch.as_any().downcast_ref::<HttpTracker>().unwrap();
     assert_eq!((t.stats().counts.parsed, t.stats().sessions.len), (3, 0));
     ch.expire(at(1000));
+}
+
+#[test]
+fn reject_names_are_the_metric_labels() {
+    for (r, name) in [
+        (Reject::NotHttp, "not_http"),
+        (Reject::HeadTooLarge, "head_too_large"),
+        (Reject::TooManyHeaders, "too_many_headers"),
+        (Reject::BadLength, "bad_length"),
+        (Reject::BadChunk, "bad_chunk"),
+        (Reject::BadFraming, "bad_framing"),
+        (Reject::HttpStatus, "http_status"),
+        (Reject::Gap, "gap"),
+        (Reject::ClosedEarly, "closed_early"),
+        (Reject::Incomplete, "incomplete"),
+        (Reject::BodyTooLarge, "body_too_large"),
+        (Reject::UnsupportedEncoding, "unsupported_encoding"),
+        (Reject::BadEncoding, "bad_encoding"),
+        (Reject::InflatedTooLarge, "inflated_too_large"),
+        (Reject::Truncated, "truncated"),
+        (Reject::LengthBeyondEnd, "length_beyond_end"),
+        (Reject::TrailingData, "trailing_data"),
+        (Reject::TooDeep, "too_deep"),
+        (Reject::DuplicateKey, "duplicate_key"),
+        (Reject::Syntax, "syntax"),
+        (Reject::NotDict, "not_dict"),
+        (Reject::NotTrackerReply, "not_tracker_reply"),
+        (Reject::WrongType, "wrong_type"),
+    ] {
+        assert_eq!(r.as_str(), name);
+    }
 }
 
 /// Tests on third-party captures (the corpus, see [`crate::test_support`]).
@@ -1120,17 +1139,32 @@ mod corpus {
                 ends: Some(key),
                 ..Default::default()
             });
+            f.segment(ts, src, tcp);
+        })
+        .unwrap();
+        let mut out: Vec<(usize, Flow)> = flows
+            .into_values()
+            .filter(|b| !b.raw.is_empty())
+            .map(|b| (b.order, b.into_flow()))
+            .collect();
+        out.sort_by_key(|(o, _)| *o);
+        out.into_iter().map(|(_, f)| f).collect()
+    }
+
+    impl Building {
+        /// One TCP segment `src` sent.
+        fn segment(&mut self, ts: Timestamp, src: SocketAddr, tcp: &etherparse::TcpSlice<'_>) {
             let seq = tcp.sequence_number();
             if tcp.syn() {
                 if !tcp.ack() {
-                    f.syn_sender = Some(src);
+                    self.syn_sender = Some(src);
                 }
-                f.next.insert(src, seq.wrapping_add(1));
+                self.next.insert(src, seq.wrapping_add(1));
             }
             let payload = tcp.payload();
             if !payload.is_empty() {
                 let (mut data, mut gap) = (payload, false);
-                if let Some(&next) = f.next.get(&src) {
+                if let Some(&next) = self.next.get(&src) {
                     let off = i64::from(seq.wrapping_sub(next).cast_signed());
                     if off < 0 {
                         let dup = usize::try_from(-off).unwrap();
@@ -1142,49 +1176,42 @@ mod corpus {
                         gap = off > 0;
                     }
                 }
-                f.next
+                self.next
                     .insert(src, seq.wrapping_add(u32::try_from(payload.len()).unwrap()));
-                f.raw.push((ts, src, gap, data.to_vec()));
+                self.raw.push((ts, src, gap, data.to_vec()));
             }
-            if (tcp.fin() || tcp.rst()) && f.close.is_none() {
-                f.close = Some(ts);
+            if (tcp.fin() || tcp.rst()) && self.close.is_none() {
+                self.close = Some(ts);
             }
-        })
-        .unwrap();
-        let mut out: Vec<(usize, Flow)> = flows
-            .into_values()
-            .filter(|b| !b.raw.is_empty())
-            .map(|b| {
-                let (a, z) = b.ends.unwrap();
-                let client = b.client().unwrap();
-                let server = if client == a { z } else { a };
-                let last = b.raw.iter().map(|r| r.0).max().unwrap();
-                let mut items: Vec<Item> = b
-                    .raw
-                    .into_iter()
-                    .map(|(ts, src, gap, data)| Item::Chunk {
-                        ts,
-                        dir: if src == client {
-                            Dir::ToServer
-                        } else {
-                            Dir::ToClient
-                        },
-                        gap,
-                        data,
-                    })
-                    .collect();
-                items.push(Item::Close(b.close.map_or(last, |c| c.max(last))));
-                (
-                    b.order,
-                    Flow {
-                        conn: ConnKey { client, server },
-                        items,
+        }
+
+        /// The flow's chunks in capture order, closed after its last segment (or its first
+        /// FIN/RST if later).
+        fn into_flow(self) -> Flow {
+            let (a, z) = self.ends.unwrap();
+            let client = self.client().unwrap();
+            let server = if client == a { z } else { a };
+            let last = self.raw.iter().map(|r| r.0).max().unwrap();
+            let mut items: Vec<Item> = self
+                .raw
+                .into_iter()
+                .map(|(ts, src, gap, data)| Item::Chunk {
+                    ts,
+                    dir: if src == client {
+                        Dir::ToServer
+                    } else {
+                        Dir::ToClient
                     },
-                )
-            })
-            .collect();
-        out.sort_by_key(|(o, _)| *o);
-        out.into_iter().map(|(_, f)| f).collect()
+                    gap,
+                    data,
+                })
+                .collect();
+            items.push(Item::Close(self.close.map_or(last, |c| c.max(last))));
+            Flow {
+                conn: ConnKey { client, server },
+                items,
+            }
+        }
     }
 
     fn replay(flows: &[Flow]) -> (HttpTrackerStats, Vec<PredictedPeer>) {
@@ -1361,5 +1388,4 @@ mod corpus {
             assert_eq!(out.len() as u64, s.predicted, "{rel}");
         }
     }
-
 }

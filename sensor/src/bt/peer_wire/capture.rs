@@ -16,9 +16,9 @@ use std::net::{IpAddr, SocketAddr};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 use crate::bt::stream::{ConnKey, Dir, StreamChunk};
-use crate::test_support::corpus;
 use crate::capture::pcap::read_frames;
 use crate::event::Timestamp;
+use crate::test_support::corpus;
 
 #[derive(Clone, Debug)]
 pub struct Chunk {

@@ -197,7 +197,12 @@ impl Announced {
 impl Ctx<'_> {
     /// An extended handshake from the sender: its announcements kept, its listen port
     /// predicted (BEP 10 `p`, `ipv4`, `ipv6`).
-    pub(super) fn on_ext_handshake(&mut self, me: &mut Announced, body: &[u8], stats: &mut PeerWireStats) {
+    pub(super) fn on_ext_handshake(
+        &mut self,
+        me: &mut Announced,
+        body: &[u8],
+        stats: &mut PeerWireStats,
+    ) {
         stats.ext_handshakes.seen += 1;
         let hs = match parse_ext_handshake(body) {
             Ok(hs) => hs,

@@ -42,13 +42,13 @@
 //! Bencode: the crate and options of [`super::dht`] (depth cap, unsorted keys accepted:
 //! µTorrent 3.4's extended handshakes are not key-sorted, though BEP 3 asks for sorted keys).
 
+#[cfg(test)]
+mod capture;
 mod extended;
 mod framing;
 mod handshake;
 mod pex;
 mod session;
-#[cfg(test)]
-mod capture;
 #[cfg(test)]
 mod tests;
 

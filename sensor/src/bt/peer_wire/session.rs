@@ -267,31 +267,27 @@ impl Messages {
                     }
                     return Advance::Buffered;
                 }
-                Messages::Header { hdr, len } => {
-                    match Self::header(hdr, len, data, stats) {
-                        Header::Partial => return Advance::Wait,
-                        Header::Invalid => return Advance::Lost,
-                        Header::KeepAlive => *len = 0,
-                        Header::Whole { len: msg_len, id } => {
-                            let hdr = *hdr;
-                            *self = Messages::default();
-                            match id {
-                                MSG_PORT => {
-                                    return Advance::Port(be16_at(&hdr, 5).unwrap_or_default())
+                Messages::Header { hdr, len } => match Self::header(hdr, len, data, stats) {
+                    Header::Partial => return Advance::Wait,
+                    Header::Invalid => return Advance::Lost,
+                    Header::KeepAlive => *len = 0,
+                    Header::Whole { len: msg_len, id } => {
+                        let hdr = *hdr;
+                        *self = Messages::default();
+                        match id {
+                            MSG_PORT => return Advance::Port(be16_at(&hdr, 5).unwrap_or_default()),
+                            MSG_EXTENDED => {
+                                let ext = hdr[5];
+                                if let Some(a) =
+                                    self.extended(msg_len, ext, data, receiver, limits, stats)
+                                {
+                                    return a;
                                 }
-                                MSG_EXTENDED => {
-                                    let ext = hdr[5];
-                                    if let Some(a) =
-                                        self.extended(msg_len, ext, data, receiver, limits, stats)
-                                    {
-                                        return a;
-                                    }
-                                }
-                                _ => *self = Messages::skip(msg_len - 1),
                             }
+                            _ => *self = Messages::skip(msg_len - 1),
                         }
                     }
-                }
+                },
             }
         }
     }

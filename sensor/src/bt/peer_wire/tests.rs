@@ -36,8 +36,7 @@ const PEX_R2: &str =
     2a1ae14495be3a634a40e5b6421ae1459e779fb272520276182710373a61646465642e6633303a00000000
     0000000000000000000000000000000000000000000000000000373a64726f70706564303a65";
 const PEX_D2_H: &str = "00000014 14 00 64313a6d64363a75745f7065786933656565";
-const PEX_D2_P: &str =
-    "0000001e 14 00 64313a6d64363a75745f70657869316565313a706935313431336565";
+const PEX_D2_P: &str = "0000001e 14 00 64313a6d64363a75745f70657869316565313a706935313431336565";
 const PEX_D2: &str =
     "00000062 14 03 64353a616464656431323ac00002281ae1c6336429c8d5373a61646465642e66323a
     1006363a61646465643631383a20010db80000000000000000000000281ae1383a6164646564362e6631
@@ -455,10 +454,9 @@ fn malformed_payloads() {
     assert_eq!((hs.yourip, hs.ipv4), (None, None));
     assert_eq!(hs.bad_fields, 5);
     // `added` without flags (Transmission-style), a partial tail, flags of the wrong size.
-    let pex = parse_pex(
-        b"d5:added13:\xc0\x00\x02\x01\x1a\xe1\xc0\x00\x02\x02\x1a\xe1X7:added.f1:\x10e",
-    )
-    .unwrap();
+    let pex =
+        parse_pex(b"d5:added13:\xc0\x00\x02\x01\x1a\xe1\xc0\x00\x02\x02\x1a\xe1X7:added.f1:\x10e")
+            .unwrap();
     let (v, n) = added(&pex);
     assert_eq!(
         v,
@@ -1064,7 +1062,6 @@ fn port_zero_and_the_receiver_itself_are_dropped() {
     assert_eq!(w.pw.stats().port_messages, 1);
 }
 
-
 // ---- through the registered channel interface
 
 /// Every event of a connection, as the stream layer hands them to a `Box<dyn Channel>`.
@@ -1087,8 +1084,7 @@ fn on_stream(
 fn pex_d2_through_the_channel_trait() {
     let (h, p) = d2_conversation();
     let key = conn(H, P);
-    let mut ch: Box<dyn channel::Channel> =
-        Box::new(PeerWire::new(PeerWireConfig::default()));
+    let mut ch: Box<dyn channel::Channel> = Box::new(PeerWire::new(PeerWireConfig::default()));
     assert_eq!(ch.name(), "peer_wire");
     assert_eq!(ch.stream_class(), Some(StreamClass::PeerWire));
     let (mut out, mut ret) = (Vec::new(), Vec::new());
@@ -1120,10 +1116,7 @@ fn pex_d2_through_the_channel_trait() {
     assert_eq!(ret, direct.ret);
     let mut counts = Vec::new();
     ch.counts(&mut |name, c| counts.push((name, c.seen, c.parsed)));
-    assert_eq!(
-        counts,
-        [("peer_wire_ext_handshake", 2, 2), ("pex", 1, 1)]
-    );
+    assert_eq!(counts, [("peer_wire_ext_handshake", 2, 2), ("pex", 1, 1)]);
     let mut tables = Vec::new();
     ch.tables(&mut |name, t| tables.push((name, t.len)));
     assert_eq!(tables, [("peer_wire_connections", 1)]);
@@ -1146,6 +1139,27 @@ fn pex_d2_through_the_channel_trait() {
     let pw = ch.as_any().downcast_ref::<PeerWire>().unwrap();
     assert_eq!(pw.stats().connections.len, 0);
     assert_eq!(pw.stats().buffered_bytes, 0);
+}
+
+#[test]
+fn reject_names_are_the_metric_labels() {
+    for (r, name) in [
+        (Reject::Truncated, "truncated"),
+        (Reject::NotHandshake, "not_handshake"),
+        (Reject::BadLength, "bad_length"),
+        (Reject::UnknownId, "unknown_id"),
+        (Reject::LengthBeyondEnd, "length_beyond_end"),
+        (Reject::TrailingData, "trailing_data"),
+        (Reject::TooDeep, "too_deep"),
+        (Reject::DuplicateKey, "duplicate_key"),
+        (Reject::Syntax, "syntax"),
+        (Reject::NotDict, "not_dict"),
+        (Reject::WrongType, "wrong_type"),
+        (Reject::NoPexKeys, "no_pex_keys"),
+        (Reject::BadAddressType, "bad_address_type"),
+    ] {
+        assert_eq!(r.as_str(), name);
+    }
 }
 
 /// Tests on third-party captures (the corpus, see [`crate::test_support`]).
@@ -1340,5 +1354,4 @@ mod corpus {
         );
         assert_eq!(w.out.len(), 1);
     }
-
 }
