@@ -27,7 +27,7 @@
 //!
 //! # Bounds
 //!
-//! Sessions live in a [`Bounded`] table (idle TTL, capped, oldest evicted). Per session: the
+//! Sessions live in a `Bounded` table (idle TTL, capped, oldest evicted). Per session: the
 //! head being read ([`HttpTrackerConfig::max_head`]), the raw body of an announce response
 //! ([`HttpTrackerConfig::max_body`]; past it the body is still framed but not kept), the
 //! inflated body ([`HttpTrackerConfig::max_inflated`], libtorrent's 1 MiB limit) and the

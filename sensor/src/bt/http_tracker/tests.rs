@@ -1013,6 +1013,37 @@ fn announces_through_the_channel_trait() {
     ch.expire(at(1000));
 }
 
+#[test]
+fn reject_names_are_the_metric_labels() {
+    for (r, name) in [
+        (Reject::NotHttp, "not_http"),
+        (Reject::HeadTooLarge, "head_too_large"),
+        (Reject::TooManyHeaders, "too_many_headers"),
+        (Reject::BadLength, "bad_length"),
+        (Reject::BadChunk, "bad_chunk"),
+        (Reject::BadFraming, "bad_framing"),
+        (Reject::HttpStatus, "http_status"),
+        (Reject::Gap, "gap"),
+        (Reject::ClosedEarly, "closed_early"),
+        (Reject::Incomplete, "incomplete"),
+        (Reject::BodyTooLarge, "body_too_large"),
+        (Reject::UnsupportedEncoding, "unsupported_encoding"),
+        (Reject::BadEncoding, "bad_encoding"),
+        (Reject::InflatedTooLarge, "inflated_too_large"),
+        (Reject::Truncated, "truncated"),
+        (Reject::LengthBeyondEnd, "length_beyond_end"),
+        (Reject::TrailingData, "trailing_data"),
+        (Reject::TooDeep, "too_deep"),
+        (Reject::DuplicateKey, "duplicate_key"),
+        (Reject::Syntax, "syntax"),
+        (Reject::NotDict, "not_dict"),
+        (Reject::NotTrackerReply, "not_tracker_reply"),
+        (Reject::WrongType, "wrong_type"),
+    ] {
+        assert_eq!(r.as_str(), name);
+    }
+}
+
 /// Tests on third-party captures (the corpus, see [`crate::test_support`]).
 mod corpus {
     use super::*;
@@ -1108,17 +1139,32 @@ mod corpus {
                 ends: Some(key),
                 ..Default::default()
             });
+            f.segment(ts, src, tcp);
+        })
+        .unwrap();
+        let mut out: Vec<(usize, Flow)> = flows
+            .into_values()
+            .filter(|b| !b.raw.is_empty())
+            .map(|b| (b.order, b.into_flow()))
+            .collect();
+        out.sort_by_key(|(o, _)| *o);
+        out.into_iter().map(|(_, f)| f).collect()
+    }
+
+    impl Building {
+        /// One TCP segment `src` sent.
+        fn segment(&mut self, ts: Timestamp, src: SocketAddr, tcp: &etherparse::TcpSlice<'_>) {
             let seq = tcp.sequence_number();
             if tcp.syn() {
                 if !tcp.ack() {
-                    f.syn_sender = Some(src);
+                    self.syn_sender = Some(src);
                 }
-                f.next.insert(src, seq.wrapping_add(1));
+                self.next.insert(src, seq.wrapping_add(1));
             }
             let payload = tcp.payload();
             if !payload.is_empty() {
                 let (mut data, mut gap) = (payload, false);
-                if let Some(&next) = f.next.get(&src) {
+                if let Some(&next) = self.next.get(&src) {
                     let off = i64::from(seq.wrapping_sub(next).cast_signed());
                     if off < 0 {
                         let dup = usize::try_from(-off).unwrap();
@@ -1130,49 +1176,42 @@ mod corpus {
                         gap = off > 0;
                     }
                 }
-                f.next
+                self.next
                     .insert(src, seq.wrapping_add(u32::try_from(payload.len()).unwrap()));
-                f.raw.push((ts, src, gap, data.to_vec()));
+                self.raw.push((ts, src, gap, data.to_vec()));
             }
-            if (tcp.fin() || tcp.rst()) && f.close.is_none() {
-                f.close = Some(ts);
+            if (tcp.fin() || tcp.rst()) && self.close.is_none() {
+                self.close = Some(ts);
             }
-        })
-        .unwrap();
-        let mut out: Vec<(usize, Flow)> = flows
-            .into_values()
-            .filter(|b| !b.raw.is_empty())
-            .map(|b| {
-                let (a, z) = b.ends.unwrap();
-                let client = b.client().unwrap();
-                let server = if client == a { z } else { a };
-                let last = b.raw.iter().map(|r| r.0).max().unwrap();
-                let mut items: Vec<Item> = b
-                    .raw
-                    .into_iter()
-                    .map(|(ts, src, gap, data)| Item::Chunk {
-                        ts,
-                        dir: if src == client {
-                            Dir::ToServer
-                        } else {
-                            Dir::ToClient
-                        },
-                        gap,
-                        data,
-                    })
-                    .collect();
-                items.push(Item::Close(b.close.map_or(last, |c| c.max(last))));
-                (
-                    b.order,
-                    Flow {
-                        conn: ConnKey { client, server },
-                        items,
+        }
+
+        /// The flow's chunks in capture order, closed after its last segment (or its first
+        /// FIN/RST if later).
+        fn into_flow(self) -> Flow {
+            let (a, z) = self.ends.unwrap();
+            let client = self.client().unwrap();
+            let server = if client == a { z } else { a };
+            let last = self.raw.iter().map(|r| r.0).max().unwrap();
+            let mut items: Vec<Item> = self
+                .raw
+                .into_iter()
+                .map(|(ts, src, gap, data)| Item::Chunk {
+                    ts,
+                    dir: if src == client {
+                        Dir::ToServer
+                    } else {
+                        Dir::ToClient
                     },
-                )
-            })
-            .collect();
-        out.sort_by_key(|(o, _)| *o);
-        out.into_iter().map(|(_, f)| f).collect()
+                    gap,
+                    data,
+                })
+                .collect();
+            items.push(Item::Close(self.close.map_or(last, |c| c.max(last))));
+            Flow {
+                conn: ConnKey { client, server },
+                items,
+            }
+        }
     }
 
     fn replay(flows: &[Flow]) -> (HttpTrackerStats, Vec<PredictedPeer>) {

@@ -1141,6 +1141,27 @@ fn pex_d2_through_the_channel_trait() {
     assert_eq!(pw.stats().buffered_bytes, 0);
 }
 
+#[test]
+fn reject_names_are_the_metric_labels() {
+    for (r, name) in [
+        (Reject::Truncated, "truncated"),
+        (Reject::NotHandshake, "not_handshake"),
+        (Reject::BadLength, "bad_length"),
+        (Reject::UnknownId, "unknown_id"),
+        (Reject::LengthBeyondEnd, "length_beyond_end"),
+        (Reject::TrailingData, "trailing_data"),
+        (Reject::TooDeep, "too_deep"),
+        (Reject::DuplicateKey, "duplicate_key"),
+        (Reject::Syntax, "syntax"),
+        (Reject::NotDict, "not_dict"),
+        (Reject::WrongType, "wrong_type"),
+        (Reject::NoPexKeys, "no_pex_keys"),
+        (Reject::BadAddressType, "bad_address_type"),
+    ] {
+        assert_eq!(r.as_str(), name);
+    }
+}
+
 /// Tests on third-party captures (the corpus, see [`crate::test_support`]).
 mod corpus {
     use super::super::capture::{tcp_chunks, Chunk};
