@@ -5,14 +5,23 @@ use super::*;
 use crate::predict::{Channel as Via, PeerTransport};
 
 /// Every name under which the channels count messages or keep tables is exported as a metric
-/// label: none may repeat, and these are the labels dashboards already use.
+/// label: none may repeat, and the labels dashboards already use stay (a new channel adds its
+/// own, anywhere).
 #[test]
 fn registered_names_are_unique_and_stable() {
+    fn unique_and_keeps(names: &[&str], established: &[&str]) {
+        let set: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(set.len(), names.len(), "a name repeats: {names:?}");
+        let mut rest = names.iter();
+        for want in established {
+            assert!(rest.any(|n| n == want), "{want} missing or out of order in {names:?}");
+        }
+    }
     let c = Coordination::default();
     let counts: Vec<&str> = c.counts().iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        counts,
-        [
+    unique_and_keeps(
+        &counts,
+        &[
             "dht",
             "udp_tracker",
             "utp",
@@ -20,21 +29,21 @@ fn registered_names_are_unique_and_stable() {
             "vuze_dht",
             "http_tracker",
             "peer_wire_ext_handshake",
-            "pex"
-        ]
+            "pex",
+        ],
     );
     let tables: Vec<&str> = c.tables().iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        tables,
-        [
+    unique_and_keeps(
+        &tables,
+        &[
             "tcp_streams",
             "dht_queries",
             "udp_tracker_transactions",
             "lsd_segments",
             "vuze_dht_requests",
             "http_tracker_sessions",
-            "peer_wire_connections"
-        ]
+            "peer_wire_connections",
+        ],
     );
     let json = c.stats_json();
     for ch in c.channels() {
