@@ -86,7 +86,11 @@ pub trait Channel: fmt::Debug + Send + Any {
     fn summary(&self) -> Option<String> {
         None
     }
+}
 
-    /// For [`super::Coordination::channel`]: typed access to one channel's own statistics.
-    fn as_any(&self) -> &dyn Any;
+impl dyn Channel {
+    /// Typed access to one channel, for its own statistics.
+    pub fn downcast_ref<C: Channel>(&self) -> Option<&C> {
+        (self as &dyn Any).downcast_ref()
+    }
 }

@@ -23,7 +23,6 @@
 //! dict whose keys are unsorted) and `bt_bencode` (no depth limit: `lll…` overflows the stack;
 //! a declared length near `usize::MAX` panics on an overflowing add).
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -696,10 +695,6 @@ impl super::channel::Channel for DhtTracker {
 
     fn stats_json(&self) -> serde_json::Value {
         serde_json::to_value(self.stats()).expect("counters serialize")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -53,7 +53,6 @@
 //! attempts excused can also become a member by sending one KRPC-shaped datagram. As with uTP
 //! (see `utp.rs`), the evidence is asserted by LAN hosts themselves, not by a third party.
 
-use std::any::Any;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -563,10 +562,6 @@ impl super::channel::Channel for Lsd {
 
     fn stats_json(&self) -> serde_json::Value {
         serde_json::to_value(self.stats()).expect("counters serialize")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -165,7 +165,7 @@ impl Coordination {
 
     /// One channel, for its own statistics (`coordination.channel::<dht::DhtTracker>()`).
     pub fn channel<C: Channel>(&self) -> Option<&C> {
-        self.channels().find_map(|c| c.as_any().downcast_ref::<C>())
+        self.channels().find_map(|c| c.downcast_ref::<C>())
     }
 
     /// Messages seen, parsed and rejected, under every counted name of every channel.

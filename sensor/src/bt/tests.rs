@@ -14,7 +14,10 @@ fn registered_names_are_unique_and_stable() {
         assert_eq!(set.len(), names.len(), "a name repeats: {names:?}");
         let mut rest = names.iter();
         for want in established {
-            assert!(rest.any(|n| n == want), "{want} missing or out of order in {names:?}");
+            assert!(
+                rest.any(|n| n == want),
+                "{want} missing or out of order in {names:?}"
+            );
         }
     }
     let c = Coordination::default();

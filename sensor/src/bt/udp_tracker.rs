@@ -15,7 +15,6 @@
 //! them), so an unseen id is accepted while a known flow's id must match; port 0 and the host
 //! itself are dropped.
 
-use std::any::Any;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -666,10 +665,6 @@ impl super::channel::Channel for UdpTracker {
 
     fn stats_json(&self) -> serde_json::Value {
         serde_json::to_value(self.stats()).expect("counters serialize")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -49,7 +49,6 @@
 //! party answers), so consumers should weigh [`Channel::Utp`] accordingly, e.g. not count it
 //! alone as evidence that a host runs BitTorrent.
 
-use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 
 use super::channel::{Learnt, Sender};
@@ -439,10 +438,6 @@ impl super::channel::Channel for Utp {
 
     fn stats_json(&self) -> serde_json::Value {
         serde_json::to_value(self.stats()).expect("counters serialize")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -497,7 +497,7 @@ fn through_the_channel_trait() {
     c.counts(&mut |name, n| counts.push((name, n.seen, n.parsed)));
     assert_eq!(counts, [("dht", 2, 2)]);
     feed_query_and_expire(c.as_mut());
-    let t = c.as_any().downcast_ref::<DhtTracker>().unwrap();
+    let t = c.downcast_ref::<DhtTracker>().unwrap();
     assert_eq!((t.stats().matched, t.stats().pending.expired), (1, 1));
     assert_eq!(c.stats_json()["matched"], 1);
 }

@@ -397,8 +397,4 @@ impl channel::Channel for HttpTracker {
             h.announce_requests, h.responses, h.failures, h.dns_names
         ))
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }

@@ -977,7 +977,7 @@ fn announces_through_the_channel_trait() {
     assert_eq!(out.len(), 4);
     on_stream(&mut *ch, &ended(Dir::ToClient), &mut out);
     assert_eq!(out.len(), 4);
-    let t = ch.as_any().downcast_ref::<HttpTracker>().unwrap();
+    let t = ch.downcast_ref::<HttpTracker>().unwrap();
     let s = t.stats();
     assert_eq!((s.counts.seen, s.counts.parsed), (2, 2));
     assert_eq!(s.sessions.len, 0);
@@ -1008,7 +1008,7 @@ fn announces_through_the_channel_trait() {
         ts: at(3),
     };
     on_stream(&mut *ch, &closed, &mut out);
-    let t = ch.as_any().downcast_ref::<HttpTracker>().unwrap();
+    let t = ch.downcast_ref::<HttpTracker>().unwrap();
     assert_eq!((t.stats().counts.parsed, t.stats().sessions.len), (3, 0));
     ch.expire(at(1000));
 }

@@ -461,6 +461,6 @@ fn through_the_channel_trait() {
     assert_eq!(tables, [("lsd_segments", 1)]);
     assert_eq!(c.stats_json()["hosts_added"], 2);
     c.expire(Timestamp::from_secs(100_000));
-    let t = c.as_any().downcast_ref::<Lsd>().unwrap();
+    let t = c.downcast_ref::<Lsd>().unwrap();
     assert_eq!(t.stats().segments.len, 0);
 }

@@ -498,8 +498,4 @@ impl channel::Channel for PeerWire {
             p.handshakes, p.messages, p.opaque_streams, p.pex_fallback
         ))
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }

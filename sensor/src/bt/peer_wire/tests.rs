@@ -1105,7 +1105,7 @@ fn pex_d2_through_the_channel_trait() {
         ts: at(1),
     };
     on_stream(&mut *ch, &ended, &mut out, &mut ret);
-    let pw = ch.as_any().downcast_ref::<PeerWire>().unwrap();
+    let pw = ch.downcast_ref::<PeerWire>().unwrap();
     assert_eq!(pw.stats().connections.len, 1);
     // The same predictions and retractions as through the inherent methods.
     let mut direct = Wire::new();
@@ -1136,7 +1136,7 @@ fn pex_d2_through_the_channel_trait() {
     };
     on_stream(&mut *ch, &closed, &mut out, &mut ret);
     ch.expire(at(3));
-    let pw = ch.as_any().downcast_ref::<PeerWire>().unwrap();
+    let pw = ch.downcast_ref::<PeerWire>().unwrap();
     assert_eq!(pw.stats().connections.len, 0);
     assert_eq!(pw.stats().buffered_bytes, 0);
 }

@@ -363,7 +363,7 @@ fn through_the_channel_trait() {
     assert_eq!(tables, [("udp_tracker_transactions", 1)]);
     assert_eq!(c.stats_json()["announce_responses"], 1);
     c.expire(Timestamp::from_secs(100_000));
-    let t = c.as_any().downcast_ref::<UdpTracker>().unwrap();
+    let t = c.downcast_ref::<UdpTracker>().unwrap();
     assert_eq!(t.stats().flows.len, 0);
 }
 

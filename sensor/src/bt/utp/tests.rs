@@ -557,5 +557,5 @@ fn through_the_channel_trait() {
     c.tables(&mut |_, _| tables += 1);
     assert_eq!(tables, 0, "stateless");
     assert_eq!(c.stats_json()["syn"], 1);
-    assert_eq!(c.as_any().downcast_ref::<Utp>().unwrap().stats().state, 1);
+    assert_eq!(c.downcast_ref::<Utp>().unwrap().stats().state, 1);
 }

@@ -38,7 +38,6 @@
 //! requester's own (external) address: like BEP 42 `ip`, it removes the learner from the lists
 //! (a lookup of a torrent the learner announces returns its own registration).
 
-use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -403,10 +402,6 @@ impl super::channel::Channel for VuzeDht {
 
     fn stats_json(&self) -> serde_json::Value {
         serde_json::to_value(self.stats()).expect("counters serialize")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

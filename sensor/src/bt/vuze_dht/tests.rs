@@ -825,6 +825,6 @@ fn through_the_channel_trait() {
     assert_eq!(tables, [("vuze_dht_requests", 0)]);
     assert_eq!(c.stats_json()["matched"], 1);
     c.expire(Timestamp::from_secs(1_000));
-    let t = c.as_any().downcast_ref::<VuzeDht>().unwrap();
+    let t = c.downcast_ref::<VuzeDht>().unwrap();
     assert_eq!(t.stats().counts.rejected.get("old_version"), Some(&1));
 }
