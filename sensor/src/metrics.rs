@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use sensor_ebpf::counter;
 use tokio::net::TcpListener;
 
-use crate::capture::record::DecodeError;
+use crate::capture::record::{DecodeError, DecodeReason};
 use crate::capture::xdp::KernelCounters;
 use crate::engine::TableGauge;
 use crate::event::{EventKind, KindCounts};
@@ -28,7 +28,7 @@ use crate::event::{EventKind, KindCounts};
 #[derive(Debug, Default)]
 pub struct AgentStats {
     consumed: [AtomicU64; EventKind::ALL.len()],
-    decode_errors: [AtomicU64; DECODE_REASONS.len()],
+    decode_errors: [AtomicU64; <DecodeReason as strum::EnumCount>::COUNT],
     /// Engine results, updated by the live notice sink.
     pub notices: AtomicU64,
     pub suppressed_predicted: AtomicU64,
@@ -40,25 +40,13 @@ pub struct AgentStats {
     pub tables: Arc<crate::engine::TableGauges>,
 }
 
-const DECODE_REASONS: [&str; 5] = [
-    "short",
-    "unknown_kind",
-    "bad_length",
-    "bad_ip_version",
-    "bad_cap_len",
-];
-
 impl AgentStats {
     pub fn consumed(&self, kind: EventKind) {
         self.consumed[kind as usize].fetch_add(1, Relaxed);
     }
 
     pub fn decode_error(&self, err: &DecodeError) {
-        let i = DECODE_REASONS
-            .iter()
-            .position(|r| *r == err.reason())
-            .unwrap_or(0);
-        self.decode_errors[i].fetch_add(1, Relaxed);
+        self.decode_errors[DecodeReason::from(err) as usize].fetch_add(1, Relaxed);
     }
 
     pub fn consumed_counts(&self) -> KindCounts {
@@ -315,9 +303,10 @@ impl SensorCollector {
             None,
             MetricType::Counter,
         )?;
-        for (i, reason) in DECODE_REASONS.iter().enumerate() {
-            let value = self.agent.decode_errors[i].load(Relaxed);
-            ConstCounter::new(value).encode(family.encode_family(&[("reason", *reason)])?)?;
+        for reason in <DecodeReason as strum::IntoEnumIterator>::iter() {
+            let value = self.agent.decode_errors[reason as usize].load(Relaxed);
+            let label: &str = reason.into();
+            ConstCounter::new(value).encode(family.encode_family(&[("reason", label)])?)?;
         }
         Ok(())
     }

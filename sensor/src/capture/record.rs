@@ -10,8 +10,23 @@ use crate::event::{
 
 /// Why a ring record could not be decoded. Each is counted; none should occur unless the object
 /// and the agent were built from different ABIs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    thiserror::Error,
+    strum::IntoStaticStr,
+    strum::EnumDiscriminants,
+)]
 #[strum(serialize_all = "snake_case")]
+#[strum_discriminants(
+    name(DecodeReason),
+    doc = "Why a record was dropped, without the details: the metric label.",
+    derive(strum::IntoStaticStr, strum::EnumIter, strum::EnumCount),
+    strum(serialize_all = "snake_case")
+)]
 pub enum DecodeError {
     #[error("record of {0} bytes is shorter than its header")]
     Short(usize),
@@ -430,8 +445,13 @@ mod tests {
                 cap_len: 0,
                 payload_len: 0,
             },
-        ]
-        .map(|e| e.reason());
+        ];
+        // The metric's label set (every reason, in order) is the same list.
+        let labels: Vec<&str> = <DecodeReason as strum::IntoEnumIterator>::iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(labels, reasons.map(|e| e.reason()));
+        let reasons = reasons.map(|e| e.reason());
         assert_eq!(
             reasons,
             [
