@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let mut config = CoordinationConfig::default();
     config.udp_tracker.max_pending = 3;
     config.udp_tracker.max_flows = 2;
-    let mut c = Coordination::new(config);
+    let mut c = Coordination::new(&config);
     let hosts: Vec<SocketAddr> = HOSTS.iter().map(|h| h.parse().unwrap()).collect();
     let mut rest = data;
     let mut now = 0u64;
@@ -65,8 +65,10 @@ fuzz_target!(|data: &[u8]| {
             assert_ne!(p.peer.port(), 0);
         }
     }
-    let s = c.stats();
-    let t = &s.udp_tracker;
+    let t = c
+        .channel::<sensor::bt::udp_tracker::UdpTracker>()
+        .expect("registered")
+        .stats();
     assert!(t.pending.len <= 3 && t.flows.len <= 2);
     assert_eq!(t.counts.seen, t.counts.parsed + t.counts.rejected_total());
     assert!(t.announce_responses <= t.announce_requests);
