@@ -220,6 +220,36 @@ impl TableGauges {
     }
 }
 
+/// Notices suppressed as predicted, per source, until the source turns out scan-shaped or goes
+/// idle. Bounded: a few notices per source, and sources only while the shape tracker keeps them.
+#[derive(Debug, Default)]
+struct Withheld(HashMap<IpAddr, Vec<ScanNotice>>);
+
+impl Withheld {
+    /// Bro raises each notice kind a handful of times per source; more are not kept.
+    const PER_SOURCE: usize = 16;
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn hold(&mut self, n: ScanNotice) {
+        let held = self.0.entry(n.src).or_default();
+        if held.len() < Self::PER_SOURCE {
+            held.push(n);
+        }
+    }
+
+    fn take(&mut self, src: IpAddr) -> Vec<ScanNotice> {
+        self.0.remove(&src).unwrap_or_default()
+    }
+
+    /// Forgets sources whose attempts the shape tracker no longer holds.
+    fn expire(&mut self, shape: &PprTracker) {
+        self.0.retain(|src, _| shape.sample(*src).peers > 0);
+    }
+}
+
 // One per engine (two with prediction on): the size difference between variants is irrelevant.
 #[allow(clippy::large_enum_variant)]
 enum Detector {
@@ -237,19 +267,33 @@ impl Detector {
         })
     }
 
+    /// The connection event TRW runs on (Bro 1.5 `trw.bro`: connection_attempt,
+    /// connection_rejected and connection_established, TCP only).
+    fn trw_state(o: &ConnOutcome) -> Option<ConnState> {
+        if o.udp {
+            return None;
+        }
+        match o.event {
+            BroEvent::Attempt | BroEvent::IcmpUnreachable => Some(ConnState::S0),
+            BroEvent::Rejected => Some(ConnState::REJ),
+            BroEvent::Established => Some(ConnState::S1),
+            _ => None,
+        }
+    }
+
+    /// Whether the detector counts `o` at all.
+    fn counts(&self, o: &ConnOutcome) -> bool {
+        match self {
+            Detector::Bro(bro) => bro.counts(&o.scan_check()),
+            Detector::Trw(_) => Self::trw_state(o).is_some(),
+        }
+    }
+
     fn check(&mut self, o: &ConnOutcome, out: &mut Vec<ScanNotice>) {
         match self {
             Detector::Bro(bro) => bro.check_into(&o.scan_check(), out),
             Detector::Trw(trw) => {
-                // Bro 1.5 `trw.bro` runs from the connection_attempt, connection_rejected and
-                // connection_established events, on TCP only.
-                let state = match o.event {
-                    BroEvent::Attempt | BroEvent::IcmpUnreachable => ConnState::S0,
-                    BroEvent::Rejected => ConnState::REJ,
-                    BroEvent::Established => ConnState::S1,
-                    _ => return,
-                };
-                if !o.udp {
+                if let Some(state) = Self::trw_state(o) {
                     trw.check_scan(&o.scan_check(), state, 0, out);
                 }
             }
@@ -292,6 +336,10 @@ pub struct Engine<S: EngineSink> {
     /// Sees every attempt; present when prediction filters (see module docs).
     baseline: Option<Detector>,
     ppr: PprTracker,
+    /// Every attempt the detector counts, predicted or not: the shape prediction cannot hide.
+    shape: PprTracker,
+    /// Notices suppressed as predicted, kept until their source's attempts look like a scan.
+    withheld: Withheld,
     /// (source, notice kind) → notices raised by (filtered, baseline).
     raised: HashMap<(IpAddr, NoticeKind), (u32, u32)>,
     outcomes: Vec<ConnOutcome>,
@@ -330,6 +378,8 @@ impl<S: EngineSink> Engine<S> {
                 None
             },
             ppr: PprTracker::new(config.ppr.clone()),
+            shape: PprTracker::new(config.ppr.clone()),
+            withheld: Withheld::default(),
             predictions,
             raised: HashMap::new(),
             outcomes: Vec::new(),
@@ -420,41 +470,50 @@ impl<S: EngineSink> Engine<S> {
     fn process_outcomes(&mut self) {
         let outcomes = std::mem::take(&mut self.outcomes);
         for o in &outcomes {
-            self.stats.outcomes += 1;
-            let failed = o.failed();
-            let transport = if o.udp {
-                PeerTransport::Udp
-            } else {
-                PeerTransport::Tcp
-            };
-            let predicted = if failed {
-                self.stats.failed_attempts += 1;
-                let p = self
-                    .predictions
-                    .lookup(o.initiator().ip(), o.target(), transport, o.ts);
-                if p.is_some() {
-                    self.stats.predicted_failures += 1;
-                }
-                p
-            } else {
-                None
-            };
-            self.sink.attempt(o, predicted);
-            if let Some(baseline) = &mut self.baseline {
-                baseline.check(o, &mut self.baseline_notices);
-            }
-            if predicted.is_some() && self.config.suppress.predict() {
-                continue;
-            }
-            if failed {
-                self.ppr
-                    .record(o.ts, o.initiator().ip(), o.target().ip(), o.target().port());
-            }
-            self.detector.check(o, &mut self.notices);
+            self.process(o);
         }
         self.outcomes = outcomes;
         self.outcomes.clear();
         self.emit();
+    }
+
+    /// One connection outcome through prediction, the detectors and the PPR samples.
+    fn process(&mut self, o: &ConnOutcome) {
+        self.stats.outcomes += 1;
+        let transport = if o.udp {
+            PeerTransport::Udp
+        } else {
+            PeerTransport::Tcp
+        };
+        // What coordination predicts is the peer, whatever becomes of the attempt: an
+        // established connection to an announced peer is as much BitTorrent as a failed one
+        // (Bro counts both as distinct peers).
+        let predicted = self
+            .predictions
+            .lookup(o.initiator().ip(), o.target(), transport, o.ts);
+        if o.failed() {
+            self.stats.failed_attempts += 1;
+            self.stats.predicted_failures += u64::from(predicted.is_some());
+        }
+        self.sink.attempt(o, predicted);
+        if let Some(baseline) = &mut self.baseline {
+            baseline.check(o, &mut self.baseline_notices);
+        }
+        let counted = self.detector.counts(o);
+        let (src, dst, port) = (o.initiator().ip(), o.target().ip(), o.target().port());
+        if counted {
+            // The shape of everything the source tried, predicted or not.
+            self.shape.record(o.ts, src, dst, port);
+            self.release_withheld(src);
+        }
+        if predicted.is_some() && self.config.suppress.predict() {
+            return;
+        }
+        if counted {
+            // PPR judges exactly the attempts the (filtered) detector counts.
+            self.ppr.record(o.ts, src, dst, port);
+        }
+        self.detector.check(o, &mut self.notices);
     }
 
     /// Routes the notices the detectors just raised.
@@ -467,7 +526,7 @@ impl<S: EngineSink> Engine<S> {
             let (p2p, sample) = self.ppr.looks_p2p(n.src);
             let evidence =
                 !self.config.ppr.require_bittorrent || self.predictions.knows_host(n.src);
-            if self.config.suppress.ppr() && p2p && evidence {
+            if self.config.suppress.ppr() && p2p && evidence && !self.scan_shaped(n.src) {
                 self.stats.suppressed_ppr += 1;
                 self.sink.suppressed(&n, SuppressReason::Ppr, &sample);
             } else {
@@ -478,12 +537,38 @@ impl<S: EngineSink> Engine<S> {
         for n in std::mem::take(&mut self.baseline_notices) {
             let counts = self.raised.entry((n.src, n.note)).or_default();
             counts.1 += 1;
-            if counts.1 > counts.0 {
+            if counts.1 <= counts.0 {
+                continue;
+            }
+            if self.shape.sample(n.src).scan_shaped() {
+                // Prediction never hides a scan's shape: the notice stands, raised as the
+                // detector that saw every attempt raised it.
+                self.stats.notices += 1;
+                self.sink.notice(&n);
+            } else {
                 self.stats.suppressed_predicted += 1;
                 let sample = self.ppr.sample(n.src);
                 self.sink.suppressed(&n, SuppressReason::Predicted, &sample);
+                self.withheld.hold(n);
             }
         }
+    }
+
+    /// Raises what prediction withheld from `src` once its attempts take a scan's shape (the
+    /// shape may show only after the first notices: LowPortTrolling comes at 5 ports).
+    fn release_withheld(&mut self, src: IpAddr) {
+        if self.withheld.is_empty() || !self.scan_shaped(src) {
+            return;
+        }
+        for n in self.withheld.take(src) {
+            self.stats.notices += 1;
+            self.sink.notice(&n);
+        }
+    }
+
+    /// Whether everything `src` tried, predicted attempts included, has a scan's shape.
+    fn scan_shaped(&self, src: IpAddr) -> bool {
+        self.shape.sample(src).scan_shaped()
     }
 
     fn tick(&mut self, now: Timestamp) {
@@ -495,6 +580,8 @@ impl<S: EngineSink> Engine<S> {
                 b.expire(self.now, &mut self.baseline_notices);
             }
             self.ppr.expire(self.now);
+            self.shape.expire(self.now);
+            self.withheld.expire(&self.shape);
             self.predictions.expire(self.now);
             self.coordination.expire(self.now);
             self.emit();
@@ -657,6 +744,166 @@ mod tests {
 
     fn notes(v: &[ScanNotice]) -> Vec<&'static str> {
         v.iter().map(|n| n.note.as_str()).collect()
+    }
+
+    fn synack(ts_ms: u64, syn: &PacketEvent<'static>) -> PacketEvent<'static> {
+        PacketEvent {
+            ts: syn.ts + Duration::from_millis(ts_ms),
+            src: syn.dst,
+            dst: syn.src,
+            vlan_depth: 0,
+            transport: Transport::Tcp(TcpSegment {
+                flags: TcpFlags(SYN | sensor_ebpf::tcp_flag::ACK),
+                seq: 7,
+                ack: 2,
+                window: 1,
+                payload_len: 0,
+                head: &[],
+            }),
+        }
+    }
+
+    /// Each SYN answered 10 ms later: established connections.
+    fn answered(syns: &[PacketEvent<'static>]) -> Vec<PacketEvent<'static>> {
+        syns.iter().flat_map(|s| [*s, synack(10, s)]).collect()
+    }
+
+    fn predicted_peers(engine: &mut Engine<Collect>, events: &[PacketEvent<'static>]) {
+        for e in events {
+            engine.predict(&PredictedPeer {
+                ts: e.ts,
+                host: e.src.ip(),
+                peer: e.dst,
+                transport: PeerTransport::Tcp,
+                channel: Channel::Synthetic,
+            });
+        }
+    }
+
+    fn run_with(
+        suppress: Suppress,
+        predicted: &[PacketEvent<'static>],
+        events: &[PacketEvent<'static>],
+    ) -> Engine<Collect> {
+        let config = EngineConfig {
+            suppress,
+            bro: BroScanConfig::with_first_threshold(20),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config, Collect::default()).unwrap();
+        predicted_peers(&mut engine, predicted);
+        for e in events {
+            engine.event(e);
+        }
+        engine.finish();
+        engine
+    }
+
+    /// Bro counts an established connection on a service outside `allow_services` as a
+    /// distinct peer; to an announced peer it is BitTorrent all the same, and leaves the
+    /// counters with prediction on.
+    #[test]
+    fn established_connections_to_predicted_peers_leave_the_counters() {
+        let syns = bittorrent_like(BT);
+        let events = answered(&syns);
+        let e = run_with(Suppress::None, &syns, &events);
+        assert_eq!(notes(&e.sink.notices), ["AddressScan", "ScanSummary"]);
+        assert_eq!(e.stats.failed_attempts, 0);
+        for mode in [Suppress::Predict, Suppress::All] {
+            let e = run_with(mode, &syns, &events);
+            assert!(e.sink.notices.is_empty(), "{mode:?}: {:?}", e.sink.notices);
+            // Every attempt is reported with the channel that predicted it.
+            assert!(e.sink.attempts.iter().all(|(_, p)| p.is_some()));
+        }
+    }
+
+    /// Every failure predicted, yet the detector still counts established connections to
+    /// peers nobody announced (incoming peers' addresses, say): PPR judges those, the attempts
+    /// the detector counted, and vouches for their peer-to-peer shape.
+    #[test]
+    fn ppr_judges_what_the_detector_counted_when_every_failure_is_predicted() {
+        let failed = bittorrent_like(BT);
+        let other: Vec<_> = (0..25u16)
+            .map(|i| {
+                let dst = format!("198.51.100.{}:{}", i + 1, 30_000 + i * 211);
+                let src = format!("{BT}:{}", 40_000 + i);
+                syn(
+                    30_000 + u64::from(i) * 500,
+                    src.parse().unwrap(),
+                    dst.parse().unwrap(),
+                )
+            })
+            .collect();
+        let mut events = failed.clone();
+        events.extend(answered(&other));
+        let e = run_with(Suppress::Predict, &failed, &events);
+        assert_eq!(
+            notes(&e.sink.notices)[0],
+            "AddressScan",
+            "25 established peers count"
+        );
+        let e = run_with(Suppress::All, &failed, &events);
+        assert!(e.sink.notices.is_empty(), "{:?}", e.sink.notices);
+        let reasons: Vec<_> = e
+            .sink
+            .suppressed
+            .iter()
+            .map(|(n, r)| (n.note.as_str(), *r))
+            .collect();
+        // The baseline's AddressScan (during the predicted failures), then the filtered
+        // detector's (at its 20th established peer), which PPR vouched for.
+        assert_eq!(
+            &reasons[..2],
+            [
+                ("AddressScan", SuppressReason::Predicted),
+                ("AddressScan", SuppressReason::Ppr)
+            ]
+        );
+    }
+
+    /// 300 targets on port 445, every one "announced" (a forged DHT reply, say): the sweep's
+    /// shape stands, and so does the alarm. The same for a vertical sweep of one host.
+    #[test]
+    fn predictions_never_hide_a_scan_shape() {
+        let scanner = "192.0.2.66";
+        let horizontal: Vec<_> = (0..300u16)
+            .map(|i| {
+                let dst = format!("198.51.{}.{}:445", 100 + i / 250, 1 + i % 250);
+                let src = format!("{scanner}:{}", 40_000 + i);
+                syn(
+                    u64::from(i) * 100,
+                    src.parse().unwrap(),
+                    dst.parse().unwrap(),
+                )
+            })
+            .collect();
+        let vertical: Vec<_> = (1..=300u16)
+            .map(|port| {
+                let dst = format!("198.51.100.7:{port}");
+                let src = format!("{scanner}:{}", 40_000 + port);
+                syn(
+                    u64::from(port) * 100,
+                    src.parse().unwrap(),
+                    dst.parse().unwrap(),
+                )
+            })
+            .collect();
+        for (sweep, note) in [(&horizontal, "AddressScan"), (&vertical, "PortScan")] {
+            let baseline = run_with(Suppress::None, &[], sweep);
+            for mode in [Suppress::Predict, Suppress::Ppr, Suppress::All] {
+                let e = run_with(mode, sweep, sweep);
+                assert!(
+                    notes(&e.sink.notices).contains(&note),
+                    "{mode:?}: {:?}",
+                    e.sink.notices
+                );
+                assert_eq!(
+                    notes(&e.sink.notices),
+                    notes(&baseline.sink.notices),
+                    "{mode:?}: the same alarms as without prediction"
+                );
+            }
+        }
     }
 
     #[test]

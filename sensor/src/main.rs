@@ -102,11 +102,15 @@ followed by Bro's defaults above N ({20, 100, 1000, 10000, ...} for a non-local 
 gets it at 100 distinct peers, tested before AddressScan, so AddressScan is then due at 101.
 With N > 100 ShutdownThresh fires at 100 and the first AddressScan at exactly N.
 
-PPR counts, per source, the failed attempts the detector counted (S0, REJ, RSTOS0, SH, and UDP
-requests with --udp-scan; with prediction on, only unpredicted ones) until the source is idle
-for 15 minutes. Classic: suppress when LO <= distinct ports / distinct peers <= HI. Hardened
+Prediction removes every attempt to a peer that coordination traffic announced to the source,
+failed or established. PPR judges, per source, the attempts the detector counted (failed ones:
+S0, REJ, RSTOS0, SH, and UDP requests with --udp-scan; established ones on services outside
+Bro's allow_services; with prediction on, only unpredicted ones) until the source is idle for
+15 minutes. Classic: suppress when LO <= distinct ports / distinct peers <= HI. Hardened
 (default) also needs distinct (peer, port) pairs / distinct peers <= 1.25 and at least 90% of
-the ports >= 1024, which a block scan (N hosts x N ports) cannot meet.
+the ports >= 1024, which a block scan (N hosts x N ports) cannot meet. Neither prediction nor
+PPR hides a scan's shape: when everything a source tried, predicted attempts included, sweeps
+one port over most of its peers (at least 5) or 20 ports of one peer, its notices stand.
 
 Exit status: 0, 1 on an unreadable or non-capture input, 2 if an input was damaged (its frames
 up to the damage are still analysed, with a warning).";

@@ -3,10 +3,17 @@
 //! many distinct ports as distinct peers. A horizontal scan fails on one port across many peers,
 //! a vertical scan on many ports of one peer.
 //!
-//! **Which attempts count.** For each source: its *unpredicted failed* attempts (connection
-//! outcomes S0, REJ, RSTOS0, SH, and UDP requests under `--udp-scan`) that are not on a skipped
-//! service, from the first such attempt until the source has been idle for `window` (15 min, as
-//! Bro's `&read_expire`). Predicted attempts are left out: prediction already explains them.
+//! **Which attempts count.** For each source: the attempts the scan detector counts for it
+//! (Bro's `check_scan` adds to `distinct_peers` failed attempts, S0, REJ, RSTOS0, SH and UDP
+//! requests under `--udp-scan`, and established connections on services outside
+//! `Hot::allow_services`), minus those prediction removed when it is on, from the first such
+//! attempt until the source has been idle for `window` (15 min, as Bro's `&read_expire`). The
+//! gate thus judges exactly what the detector's notice was about.
+//!
+//! **Scan shape.** The engine keeps a second tracker over *every* counted attempt, predicted
+//! ones included, and asks [`PprSample::scan_shaped`]: a sweep of one port (or a few) over many
+//! hosts, or of many ports of one host, is a scan whatever coordination announced, so neither
+//! prediction nor this gate may hide it.
 //!
 //! **Classic** (the paper): a notice is suppressed when `lo ≤ ports / peers ≤ hi`
 //! (0.75 and 1.0 by default), where `ports` and `peers` are the distinct destination ports and
@@ -82,9 +89,30 @@ pub struct PprSample {
     pub pairs: u64,
     pub high_ports: u64,
     pub saturated: bool,
+    /// Distinct peers tried on the most tried port (a horizontal sweep: nearly all of them).
+    pub top_port_peers: u64,
+    /// Most distinct ports tried on one peer (a vertical sweep: many).
+    pub max_peer_ports: u64,
 }
 
+/// Fewest peers tried on one port that make a horizontal sweep (with most peers on that port).
+const SWEEP_MIN_PEERS: u64 = 5;
+/// Fewest ports tried on one peer that make a vertical sweep: `scan.bro`'s
+/// `possible_port_scan_thresh`, where Bro starts watching a source's ports per destination.
+const SWEEP_MIN_PORTS: u64 = 20;
+
 impl PprSample {
+    /// Whether the attempts have a scan's shape, whatever coordination announced: most peers
+    /// tried on one port (a horizontal sweep, of one port or of a few ports at once: every
+    /// peer is tried on each) or many ports of one peer (a vertical sweep). A swarm's peers
+    /// listen on ports of their own choosing, so a BitTorrent host tries each peer on its one
+    /// port, and few peers share a port.
+    pub fn scan_shaped(&self) -> bool {
+        let horizontal =
+            self.top_port_peers >= SWEEP_MIN_PEERS && self.top_port_peers * 5 >= self.peers * 4;
+        horizontal || self.max_peer_ports >= SWEEP_MIN_PORTS
+    }
+
     pub fn ratio(&self) -> f64 {
         if self.peers == 0 {
             0.0
@@ -99,8 +127,30 @@ struct Source {
     peers: HashSet<IpAddr>,
     ports: HashSet<u16>,
     pairs: HashSet<(IpAddr, u16)>,
+    /// Distinct peers per port and distinct ports per peer, with their maxima: every pair is
+    /// new when counted, so both only grow until the source is reset.
+    port_peers: HashMap<u16, u32>,
+    peer_ports: HashMap<IpAddr, u32>,
+    top_port_peers: u32,
+    max_peer_ports: u32,
     saturated: bool,
     last: Timestamp,
+}
+
+impl Source {
+    fn add(&mut self, dst: IpAddr, port: u16) {
+        if !self.pairs.insert((dst, port)) {
+            return;
+        }
+        self.peers.insert(dst);
+        self.ports.insert(port);
+        let on_port = self.port_peers.entry(port).or_default();
+        *on_port += 1;
+        self.top_port_peers = self.top_port_peers.max(*on_port);
+        let of_peer = self.peer_ports.entry(dst).or_default();
+        *of_peer += 1;
+        self.max_peer_ports = self.max_peer_ports.max(*of_peer);
+    }
 }
 
 #[derive(Debug)]
@@ -137,7 +187,7 @@ impl PprTracker {
         &self.config
     }
 
-    /// Counts one unpredicted failed attempt of `src` to `dst:port`.
+    /// Counts one attempt of `src` to `dst:port`.
     pub fn record(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16) {
         self.now = self.now.max(ts);
         if !self.sources.contains_key(&src) && self.sources.len() >= self.config.max_sources {
@@ -160,9 +210,7 @@ impl PprTracker {
             s.saturated = true;
             return;
         }
-        s.peers.insert(dst);
-        s.ports.insert(port);
-        s.pairs.insert((dst, port));
+        s.add(dst, port);
     }
 
     /// The current counts of `src` (zero if it has none in the window).
@@ -174,6 +222,8 @@ impl PprTracker {
                 pairs: s.pairs.len() as u64,
                 high_ports: s.ports.iter().filter(|&&p| p >= 1024).count() as u64,
                 saturated: s.saturated,
+                top_port_peers: u64::from(s.top_port_peers),
+                max_peer_ports: u64::from(s.max_peer_ports),
             },
             _ => PprSample::default(),
         }

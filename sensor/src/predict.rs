@@ -55,6 +55,13 @@ impl Channel {
         matches!(self, Channel::Utp | Channel::Lsd)
     }
 
+    /// Whether a prediction from this channel shows its host to be a BitTorrent client: a third
+    /// party listed *peers* to it. DHT `nodes` do not: any host that sends one `find_node` to a
+    /// bootstrap node gets them back, so they would give a scanner cover for free.
+    pub fn peer_evidence(self) -> bool {
+        !self.self_announced() && self != Channel::DhtNodes
+    }
+
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -134,7 +141,7 @@ type PeerKey = (SocketAddr, PeerTransport);
 #[derive(Debug, Default)]
 struct HostPeers {
     peers: HashMap<PeerKey, Entry>,
-    /// Entries from third-party channels (see [`Channel::self_announced`]).
+    /// Entries that show the host a BitTorrent client (see [`Channel::peer_evidence`]).
     third_party: usize,
     /// Insertion order with the `last_seen` at insertion; stale pairs are skipped lazily.
     order: VecDeque<(PeerKey, Timestamp)>,
@@ -143,7 +150,7 @@ struct HostPeers {
 impl HostPeers {
     /// Drops the oldest live entry; false if none is left.
     fn forget(&mut self, channel: Channel) {
-        if !channel.self_announced() {
+        if channel.peer_evidence() {
             self.third_party = self.third_party.saturating_sub(1);
         }
     }
@@ -215,7 +222,7 @@ impl PredictionTable {
             e.last_seen = p.ts;
             // Keep the first channel's credit, unless a third party now confirms a
             // self-announced prediction.
-            if e.channel.self_announced() && !p.channel.self_announced() {
+            if !e.channel.peer_evidence() && p.channel.peer_evidence() {
                 e.channel = p.channel;
                 host.third_party += 1;
             }
@@ -233,7 +240,7 @@ impl PredictionTable {
                     channel: p.channel,
                 },
             );
-            if !p.channel.self_announced() {
+            if p.channel.peer_evidence() {
                 host.third_party += 1;
             }
             self.total.fetch_add(1, Relaxed);
@@ -344,7 +351,7 @@ impl PredictionTable {
             h.third_party = h
                 .peers
                 .values()
-                .filter(|e| !e.channel.self_announced())
+                .filter(|e| e.channel.peer_evidence())
                 .count();
             let gone = (before - h.peers.len()) as u64;
             if gone > 0 {
@@ -415,6 +422,44 @@ mod tests {
         assert!(t.lookup(host, peer, PeerTransport::Tcp, at(2500)).is_some());
         assert_eq!(t.first_seen(host, peer, PeerTransport::Tcp), Some(at(10)));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn dht_nodes_are_no_bittorrent_evidence() {
+        // Every host that sends a `find_node` gets `nodes` back: no cover for its uTP SYNs,
+        // and no evidence for the PPR gate.
+        let t = PredictionTable::new(PredictionConfig::default());
+        let host: IpAddr = "192.0.2.66".parse().unwrap();
+        let node: SocketAddr = "198.51.100.1:6881".parse().unwrap();
+        let target: SocketAddr = "198.51.100.2:445".parse().unwrap();
+        let at = Timestamp::from_secs(100);
+        for (peer, transport, channel) in [
+            (node, PeerTransport::Udp, Channel::DhtNodes),
+            (target, PeerTransport::Tcp, Channel::Utp),
+        ] {
+            t.insert(&PredictedPeer {
+                ts: at,
+                host,
+                peer,
+                transport,
+                channel,
+            });
+        }
+        assert!(!t.knows_host(host));
+        assert_eq!(t.lookup(host, target, PeerTransport::Tcp, at), None);
+        // A third party's peer list is evidence.
+        t.insert(&PredictedPeer {
+            ts: at,
+            host,
+            peer: "198.51.100.3:51413".parse().unwrap(),
+            transport: PeerTransport::Tcp,
+            channel: Channel::Dht,
+        });
+        assert!(t.knows_host(host));
+        assert_eq!(
+            t.lookup(host, target, PeerTransport::Tcp, at),
+            Some(Channel::Utp)
+        );
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn synthetic_scanner_is_flagged_in_every_mode_and_the_bittorrent_host_only_by_th
         e.sink
             .attempts
             .iter()
-            .filter(|(o, p)| o.initiator().ip() == host && p.is_some_and(pred))
+            .filter(|(o, p)| o.failed() && o.initiator().ip() == host && p.is_some_and(pred))
             .count()
     };
     assert_eq!(by(&|c| c == Channel::UdpTracker), 28);
@@ -365,7 +365,7 @@ mod corpus {
             e.sink
                 .attempts
                 .iter()
-                .filter(|(o, p)| o.initiator().ip() == host && p.is_some_and(pred))
+                .filter(|(o, p)| o.failed() && o.initiator().ip() == host && p.is_some_and(pred))
                 .count()
         };
         assert_eq!(by(&|c| matches!(c, Channel::Dht | Channel::UdpTracker)), 58);

@@ -243,6 +243,13 @@ impl BroScan {
     }
 
     /// [`BroScan::check`] appending to `out` (no allocation when nothing fires).
+    /// Whether `check_scan` counts this connection at all (it is on no skipped service or
+    /// source, and not an established connection to an allowed service): the attempts the PPR
+    /// gate and the scan-shape test judge.
+    pub fn counts(&self, c: &ScanCheck) -> bool {
+        !self.skipped(&self.resolve(c, c.ts))
+    }
+
     pub fn check_into(&mut self, c: &ScanCheck, out: &mut Vec<ScanNotice>) {
         let now = self.advance(c.ts);
         let x = self.resolve(c, now);
