@@ -127,6 +127,11 @@ pub struct EngineStats {
     pub suppressed_ppr: u64,
 }
 
+/// Live, on a quiet link: how far behind the wall clock packet time is assumed to have got.
+/// Records are drained every few milliseconds; the margin covers ring lag and the drift between
+/// the kernel's clock and the wall clock, so no record still in flight is overtaken.
+const QUIET_LAG: Duration = Duration::from_secs(1);
+
 /// Bro sweeps expired table entries every 10 s (`table_expire_interval`).
 const TABLE_EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
 /// Metrics are published more often than tables are swept, so a scrape is at most a second
@@ -592,6 +597,20 @@ impl<S: EngineSink> Engine<S> {
         }
     }
 
+    /// Moves packet time to `now` without a packet (live, on a quiet link): attempt timers and
+    /// table expiry run as a packet at `now` would make them. Outcomes are stamped with their
+    /// own timer's time, so the notices are those the next packet would have produced.
+    pub fn advance_to(&mut self, now: Timestamp) {
+        if now <= self.now {
+            return;
+        }
+        self.tick(now);
+        self.conns.advance(self.now, &mut self.outcomes);
+        if !self.outcomes.is_empty() {
+            self.process_outcomes();
+        }
+    }
+
     /// End of input: pending attempts, then every summary.
     pub fn finish(&mut self) {
         let now = self.now;
@@ -638,7 +657,12 @@ impl<S: EngineSink> EventSink for Engine<S> {
     }
 
     fn idle(&mut self) {
-        // Live: keep /metrics current when traffic stops (packet time then stands still).
+        // Live: when the link is quiet, packet time follows the wall clock, so pending
+        // attempts become S0 on time and tables expire (a scan's last probes raise their
+        // notice without waiting for an unrelated frame).
+        let wall = Timestamp::from_system(std::time::SystemTime::now());
+        self.advance_to(wall - QUIET_LAG);
+        // Keep /metrics current when traffic stops.
         if self.last_idle_publish.elapsed() >= std::time::Duration::from_millis(500) {
             self.last_idle_publish = std::time::Instant::now();
             self.publish();
@@ -904,6 +928,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Live, on a quiet link: the scan's last SYNs become attempts when their timers run out,
+    /// not when an unrelated frame arrives, stamped as the next packet would have had them.
+    #[test]
+    fn a_quiet_link_still_raises_the_notice_on_time() {
+        let scan: Vec<_> = (0..20u16)
+            .map(|i| {
+                let dst = format!("198.51.100.{}:445", i + 1);
+                let src = format!("192.0.2.66:{}", 40_000 + i);
+                syn(
+                    u64::from(i) * 10,
+                    src.parse().unwrap(),
+                    dst.parse().unwrap(),
+                )
+            })
+            .collect();
+        let config = EngineConfig {
+            suppress: Suppress::None,
+            bro: BroScanConfig::with_first_threshold(20),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config, Collect::default()).unwrap();
+        for e in &scan {
+            engine.event(e);
+        }
+        assert!(
+            engine.sink.notices.is_empty(),
+            "no outcome before the attempt timers"
+        );
+        let last = scan.last().unwrap().ts;
+        engine.advance_to(last + Duration::from_secs(4));
+        assert!(
+            engine.sink.notices.is_empty(),
+            "4 s: still inside tcp_attempt_delay"
+        );
+        engine.advance_to(last + Duration::from_secs(6));
+        assert_eq!(notes(&engine.sink.notices), ["AddressScan"]);
+        // The 20th attempt's timer: its SYN time plus Bro's 5 s, whenever the clock moved.
+        assert_eq!(engine.sink.notices[0].ts, last + Duration::from_secs(5));
+        // Packet time never goes back.
+        engine.advance_to(last);
+        assert_eq!(engine.now, last + Duration::from_secs(6));
     }
 
     #[test]

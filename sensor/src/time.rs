@@ -45,6 +45,12 @@ impl Timestamp {
         self.0
     }
 
+    /// The wall clock as packet time (live capture stamps packets with it).
+    pub fn from_system(t: std::time::SystemTime) -> Self {
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Self(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    }
+
     /// Whole seconds since the epoch.
     pub const fn as_secs(self) -> u64 {
         self.0 / 1_000_000_000
