@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sensor::agent::{self, RunConfig};
+use sensor::capture::pcap;
 use sensor::capture::xdp::{AttachMode, XdpConfig};
-use sensor::capture::{pcap, CounterSnapshot};
 use sensor::conn::ConnOutcome;
 use sensor::detect::{BroScanConfig, ScanNotice};
 use sensor::engine::{DetectorKind, Engine, EngineConfig, EngineSink, Suppress, SuppressReason};
@@ -343,34 +343,28 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn prefilter(args: &PrefilterArgs) -> anyhow::Result<()> {
     let mut sink = event_sink(args.events.as_ref())?;
-    let mut total = CounterSnapshot::default();
-    let mut damaged = false;
+    let mut report = sensor::analyze::AnalyzeReport::default();
     for path in &args.pcaps {
-        let (counters, report) = pcap::prefilter_file(path, args.snaplen, |ev| sink.event(ev))?;
-        for (slot, value) in counters.0.iter().enumerate() {
-            total.0[slot] += value;
-        }
-        if let Some(err) = report.error {
-            eprintln!(
-                "sensor: warning: {}: {err}; results cover the {} frames before it",
-                path.display(),
-                report.frames
-            );
-            damaged = true;
-        }
+        report.add_input(
+            path,
+            pcap::prefilter_file(path, args.snaplen, |ev| sink.event(ev)),
+        );
     }
     sink.flush();
-    if args.json {
-        let map: BTreeMap<_, _> = total.iter().collect();
-        println!("{}", serde_json::to_string(&map)?);
-    } else {
-        for (name, value) in total.iter() {
-            println!("{name:>16} {value}");
+    if report.read_any() {
+        // The XDP counters, then what only a file can tell: frames cut by a snap length and
+        // frames on a link type the pre-filter cannot read.
+        let counters = report.counters.iter().chain(report.capture.counters());
+        if args.json {
+            let map: BTreeMap<_, _> = counters.collect();
+            println!("{}", serde_json::to_string(&map)?);
+        } else {
+            for (name, value) in counters {
+                println!("{name:>23} {value}");
+            }
         }
     }
-    if damaged {
-        std::process::exit(2);
-    }
+    finish_inputs(&report);
     Ok(())
 }
 
@@ -474,17 +468,20 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         logs.close()?;
     }
     let s = engine.stats;
-    eprintln!(
-        "sensor: {} frames, {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {})",
-        report.counters.get(sensor_ebpf::counter::PACKETS),
-        s.failed_attempts,
-        s.predicted_failures,
-        s.notices,
-        s.suppressed_predicted + s.suppressed_ppr,
-        s.suppressed_predicted,
-        s.suppressed_ppr
-    );
-    exit_if_damaged(&report);
+    if report.read_any() {
+        eprintln!(
+            "sensor: {} frames{}, {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {})",
+            report.counters.get(sensor_ebpf::counter::PACKETS),
+            capture_note(&report.capture),
+            s.failed_attempts,
+            s.predicted_failures,
+            s.notices,
+            s.suppressed_predicted + s.suppressed_ppr,
+            s.suppressed_predicted,
+            s.suppressed_ppr
+        );
+    }
+    finish_inputs(&report);
     Ok(())
 }
 
@@ -541,6 +538,19 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         args.thresholds.iter().all(|&t| t > 0),
         "thresholds must be at least 1"
     );
+    // Every input must be a readable file before a long evaluation starts (eval scores whole
+    // captures, so one it cannot read fails the run: status 1).
+    let unreadable: Vec<String> = args
+        .pcaps
+        .iter()
+        .filter_map(|p| pcap::probe(p).err().map(|e| format!("{e:#}")))
+        .collect();
+    if let Some(last) = unreadable.last() {
+        for e in &unreadable[..unreadable.len() - 1] {
+            eprintln!("sensor: {e}");
+        }
+        anyhow::bail!("{last}");
+    }
     let captures = args
         .pcaps
         .iter()
@@ -572,7 +582,7 @@ fn peers(args: &PeersArgs) -> anyhow::Result<()> {
         failures: BTreeMap::default(),
     };
     let (engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
-    if args.stats {
+    if args.stats && report.read_any() {
         let coordination = engine.coordination();
         println!("channel                   seen  parsed  rejected");
         for (name, c) in coordination.counts() {
@@ -602,20 +612,50 @@ fn peers(args: &PeersArgs) -> anyhow::Result<()> {
                 channels.join(", ")
             );
         }
+        println!();
+        let capture: Vec<String> = [("frames", report.capture.frames)]
+            .into_iter()
+            .chain(report.capture.counters())
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        println!("capture: {}", capture.join(", "));
     }
-    exit_if_damaged(&report);
+    finish_inputs(&report);
     Ok(())
 }
 
-/// Warns about inputs that ended in damage and exits with status 2 if there were any.
-fn exit_if_damaged(report: &sensor::analyze::AnalyzeReport) {
-    for (path, err) in &report.damaged {
-        eprintln!(
-            "sensor: warning: {}: {err}; results cover the frames before it",
-            path.display()
-        );
+/// Tells what went wrong with the inputs (unreadable ones, damage, unsupported link types)
+/// and exits with the offline commands' status if it is not 0: 1 when an input could not be
+/// read at all, else 2 when one ended in damage. The readable inputs' results are out by then.
+fn finish_inputs(report: &sensor::analyze::AnalyzeReport) {
+    for line in report.diagnostics() {
+        eprintln!("sensor: {line}");
     }
-    if !report.damaged.is_empty() {
-        std::process::exit(2);
+    match report.exit_status() {
+        0 => {}
+        status => std::process::exit(status),
+    }
+}
+
+/// The capture counters for the run summary, when there is something to say:
+/// ` (3 cut by a snap length, 120 bytes not captured; 2 on an unsupported link type)`.
+fn capture_note(capture: &pcap::ReadReport) -> String {
+    let mut parts = Vec::new();
+    if capture.frames_cut > 0 {
+        parts.push(format!(
+            "{} cut by a snap length, {} bytes not captured",
+            capture.frames_cut, capture.bytes_not_captured
+        ));
+    }
+    if capture.frames_unsupported_link() > 0 {
+        parts.push(format!(
+            "{} on an unsupported link type",
+            capture.frames_unsupported_link()
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
     }
 }

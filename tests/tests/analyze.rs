@@ -265,6 +265,361 @@ fn peers_lists_predictions_and_coverage() {
     assert!(row(DEMO_SCANNER).contains(" 0.0%"), "{}", row(DEMO_SCANNER));
 }
 
+// Every format a user will hand it: cut frames, snap length 0, multi-section pcapng, unknown
+// link types, paths that are no captures, and the exit status of each case, for every offline
+// command. Captures are the demo capture rewritten by pcap-file's writers.
+
+/// A scratch path for these tests.
+fn fmt_scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sensor-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// The demo capture as a classic pcap of `datalink` with snap length `snaplen` (each frame
+/// stored cut to it, its original length kept), frames rewritten by `convert`.
+fn demo_as_pcap(
+    name: &str,
+    snaplen: u32,
+    datalink: pcap_file::DataLink,
+    convert: impl Fn(&[u8]) -> Vec<u8>,
+) -> PathBuf {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let header = PcapHeader {
+        snaplen,
+        datalink,
+        ..PcapHeader::default()
+    };
+    let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for p in &sensor_tests::synth::demo_capture().packets {
+        let frame = convert(&p.frame);
+        let kept = &frame[..frame.len().min(snaplen as usize)];
+        let orig_len = u32::try_from(frame.len()).unwrap();
+        w.write_packet(&PcapPacket::new(p.ts, orig_len, kept))
+            .unwrap();
+    }
+    let path = fmt_scratch(name);
+    std::fs::write(&path, w.into_writer()).unwrap();
+    path
+}
+
+/// An Ethernet frame as Linux cooked capture (SLL): the same protocol field, then the same
+/// bytes after it (VLAN tags included).
+fn as_sll(frame: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0, 1, 0, 6];
+    out.extend_from_slice(&frame[6..12]);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+struct Run {
+    status: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn sensor_run(args: &[&str], inputs: &[&Path]) -> Run {
+    let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+    let out = Command::new(&sensor)
+        .args(args)
+        .args(inputs)
+        .output()
+        .unwrap();
+    Run {
+        status: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// `analyze --json` notices (baseline, threshold 20), as JSON values.
+fn json_notices(run: &Run) -> Vec<serde_json::Value> {
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const BASELINE: [&str; 6] = [
+    "analyze",
+    "--json",
+    "--suppress",
+    "none",
+    "--threshold",
+    "20",
+];
+
+fn prefilter_json(run: &Run) -> std::collections::BTreeMap<String, u64> {
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+#[test]
+fn cli_snap_length_cut_frames_keep_the_scan_notices() {
+    let demo = sensor_tests::synth::demo_capture();
+    let whole = sensor_run(&BASELINE, &[demo_pcap()]);
+    assert_eq!(whole.status, Some(0), "{}", whole.stderr);
+    let cut = demo_as_pcap(
+        "s96.pcap",
+        96,
+        pcap_file::DataLink::ETHERNET,
+        <[u8]>::to_vec,
+    );
+    let run = sensor_run(&BASELINE, &[&cut]);
+    assert_eq!(
+        run.status,
+        Some(0),
+        "cut frames are no damage: {}",
+        run.stderr
+    );
+    let scanner = |run: &Run| -> Vec<serde_json::Value> {
+        json_notices(run)
+            .into_iter()
+            .filter(|n| n["src"] == DEMO_SCANNER)
+            .collect()
+    };
+    assert!(!scanner(&whole).is_empty());
+    assert_eq!(scanner(&run), scanner(&whole), "the same scan notices");
+
+    let frames = demo.packets.len() as u64;
+    let (cut_frames, lost) = demo
+        .packets
+        .iter()
+        .filter(|p| p.frame.len() > 96)
+        .fold((0, 0), |(n, b), p| (n + 1, b + p.frame.len() as u64 - 96));
+    assert!(cut_frames > 0);
+    assert!(
+        run.stderr.contains(&format!(
+            "sensor: {frames} frames ({cut_frames} cut by a snap length, {lost} bytes not captured)"
+        )),
+        "{}",
+        run.stderr
+    );
+
+    let pf = sensor_run(&["prefilter", "--json"], &[&cut]);
+    assert_eq!(pf.status, Some(0));
+    let counters = prefilter_json(&pf);
+    assert_eq!(
+        counters["packets"], frames,
+        "every frame, not up to the first cut one"
+    );
+    assert_eq!(counters["frames_cut"], cut_frames);
+    assert_eq!(counters["bytes_not_captured"], lost);
+    assert_eq!(counters["frames_unsupported_link"], 0);
+    assert!(
+        counters["udp_truncated"] > 0,
+        "cut datagrams are short, as in XDP"
+    );
+
+    let stats = sensor_run(&["peers", "--stats"], &[&cut]);
+    assert_eq!(stats.status, Some(0));
+    assert!(
+        stats.stdout.contains(&format!(
+            "capture: frames {frames}, frames_cut {cut_frames}, bytes_not_captured {lost}, \
+             frames_unsupported_link 0"
+        )),
+        "{}",
+        stats.stdout
+    );
+
+    // A header snap length of 0 means no limit: every frame, the same notices.
+    let mut bytes = std::fs::read(demo_pcap()).unwrap();
+    bytes[16..20].copy_from_slice(&[0; 4]);
+    let zero = fmt_scratch("s0.pcap");
+    std::fs::write(&zero, bytes).unwrap();
+    let run = sensor_run(&BASELINE, &[&zero]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    assert_eq!(json_notices(&run), json_notices(&whole));
+    assert!(run.stderr.contains(&format!("sensor: {frames} frames, ")));
+}
+
+/// `cat a.pcapng b.pcapng`: the demo capture's first half in a section of Ethernet with
+/// microsecond timestamps, the rest in one of Linux SLL with nanosecond timestamps, both on
+/// interface 0. The notices must be the demo capture's, at the same times.
+#[test]
+fn cli_multi_section_pcapng_keeps_each_sections_interfaces() {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
+    use pcap_file::pcapng::PcapNgWriter;
+    let demo = sensor_tests::synth::demo_capture();
+    let half = demo.packets.len() / 2;
+    let section = |packets: &[sensor_tests::synth::SynthPacket], ns: bool| {
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        let (linktype, options) = if ns {
+            (
+                pcap_file::DataLink::LINUX_SLL,
+                vec![InterfaceDescriptionOption::IfTsResol(9)],
+            )
+        } else {
+            (pcap_file::DataLink::ETHERNET, vec![])
+        };
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype,
+            snaplen: 0,
+            options,
+        })
+        .unwrap();
+        for p in packets {
+            let (raw, data) = if ns {
+                (p.ts.as_nanos(), as_sll(&p.frame))
+            } else {
+                (p.ts.as_micros(), p.frame.clone())
+            };
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                // pcap-file writes this Duration's nanoseconds as the raw count of units.
+                timestamp: std::time::Duration::from_nanos(u64::try_from(raw).unwrap()),
+                original_len: u32::try_from(data.len()).unwrap(),
+                data: data.into(),
+                options: vec![],
+            })
+            .unwrap();
+        }
+        w.into_inner()
+    };
+    let path = fmt_scratch("two-sections.pcapng");
+    std::fs::write(
+        &path,
+        [
+            section(&demo.packets[..half], false),
+            section(&demo.packets[half..], true),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let whole = sensor_run(&BASELINE, &[demo_pcap()]);
+    let run = sensor_run(&BASELINE, &[&path]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    assert_eq!(json_notices(&run), json_notices(&whole));
+    let pf = sensor_run(&["prefilter", "--json"], &[&path]);
+    let reference = sensor_run(&["prefilter", "--json"], &[demo_pcap()]);
+    assert_eq!(prefilter_json(&pf), prefilter_json(&reference));
+}
+
+#[test]
+fn cli_unsupported_link_type_is_named_and_counted() {
+    let path = demo_as_pcap(
+        "user0.pcap",
+        65535,
+        pcap_file::DataLink::USER0,
+        <[u8]>::to_vec,
+    );
+    let frames = sensor_tests::synth::demo_capture().packets.len() as u64;
+    let run = sensor_run(&BASELINE, &[&path]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    assert!(
+        run.stderr.contains(&format!(
+            "sensor: warning: {}: link type 147 (USER0) is not supported: {frames} frames skipped",
+            path.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&format!(
+        "sensor: {frames} frames ({frames} on an unsupported link type)"
+    )));
+    let pf = sensor_run(&["prefilter", "--json"], &[&path]);
+    assert_eq!(pf.status, Some(0));
+    let counters = prefilter_json(&pf);
+    assert_eq!(counters["packets"], frames);
+    assert_eq!(counters["non_ip"], frames, "every frame accounted for");
+    assert_eq!(counters["frames_unsupported_link"], frames);
+    assert!(pf.stderr.contains("link type 147 (USER0)"));
+}
+
+/// Exit status 1 for an input that cannot be read at all, 2 for a damaged one (1 wins), and
+/// the readable inputs' results printed either way, in every offline command.
+#[test]
+fn cli_bad_inputs_exit_statuses() {
+    let dir = fmt_scratch("a-directory");
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = fmt_scratch("missing.pcap");
+    let garbage = fmt_scratch("garbage.pcap");
+    std::fs::write(&garbage, "GET / HTTP/1.1\r\n\r\n").unwrap();
+    let damaged = fmt_scratch("damaged.pcap");
+    let bytes = std::fs::read(demo_pcap()).unwrap();
+    std::fs::write(&damaged, &bytes[..bytes.len() - 7]).unwrap();
+    let labels = fmt_scratch("labels.csv");
+    std::fs::write(&labels, format!("{DEMO_SCANNER},scanner,synthetic\n")).unwrap();
+    let labels_arg = labels.to_str().unwrap();
+
+    let commands: [&[&str]; 4] = [
+        &["analyze"],
+        &["peers"],
+        &["prefilter"],
+        &["eval", "--labels", labels_arg],
+    ];
+    for command in commands {
+        let run = sensor_run(command, &[&dir]);
+        assert_eq!(run.status, Some(1), "{command:?}");
+        assert_eq!(
+            run.stderr,
+            format!(
+                "sensor: {}: is a directory, not a capture file\n",
+                dir.display()
+            ),
+            "{command:?}"
+        );
+        assert!(run.stdout.is_empty(), "{command:?}");
+
+        let run = sensor_run(command, &[&missing]);
+        assert_eq!(run.status, Some(1), "{command:?}");
+        assert_eq!(
+            run.stderr,
+            format!("sensor: {}: no such file\n", missing.display()),
+            "{command:?}"
+        );
+
+        let run = sensor_run(command, &[&garbage]);
+        assert_eq!(run.status, Some(1), "{command:?}");
+        assert!(
+            run.stderr.contains("not a pcap or pcapng file"),
+            "{command:?}"
+        );
+    }
+
+    // A good file, then a bad one: the good file's results, then status 1.
+    for command in [&["analyze"][..], &["peers"], &["prefilter"]] {
+        let alone = sensor_run(command, &[demo_pcap()]);
+        assert_eq!(alone.status, Some(0), "{command:?}");
+        assert!(!alone.stdout.is_empty(), "{command:?}");
+        for bad in [&garbage, &missing, &dir] {
+            let run = sensor_run(command, &[demo_pcap(), bad]);
+            assert_eq!(run.status, Some(1), "{command:?} {bad:?}");
+            assert_eq!(
+                run.stdout, alone.stdout,
+                "{command:?} {bad:?}: results kept"
+            );
+            assert!(run.stderr.contains(&format!("sensor: {}: ", bad.display())));
+        }
+        // Damage alone: 2; damage and an unreadable input: 1.
+        let run = sensor_run(command, &[demo_pcap(), &damaged]);
+        assert_eq!(run.status, Some(2), "{command:?}");
+        assert!(run.stderr.contains("warning"), "{command:?}");
+        let run = sensor_run(command, &[&damaged, &garbage]);
+        assert_eq!(run.status, Some(1), "{command:?}");
+        assert!(
+            run.stderr.contains("truncated"),
+            "{command:?}: {}",
+            run.stderr
+        );
+    }
+    // The summary still comes after a good file and a bad one.
+    let run = sensor_run(&["analyze"], &[demo_pcap(), &garbage]);
+    let frames = sensor_tests::synth::demo_capture().packets.len();
+    assert!(run.stderr.contains(&format!("sensor: {frames} frames, ")));
+
+    // eval scores whole captures: a bad one anywhere fails the run before it starts.
+    let run = sensor_run(&["eval", "--labels", labels_arg], &[demo_pcap(), &garbage]);
+    assert_eq!(run.status, Some(1));
+    assert!(run.stdout.is_empty());
+    let run = sensor_run(&["eval", "--labels", labels_arg], &[demo_pcap()]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+}
+
 /// The same and more on third-party captures.
 mod corpus {
     use super::*;
