@@ -320,8 +320,9 @@ struct Run {
 }
 
 fn sensor_run(args: &[&str], inputs: &[&Path]) -> Run {
-    let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
-    let out = Command::new(&sensor)
+    static SENSOR: OnceLock<PathBuf> = OnceLock::new();
+    let sensor = SENSOR.get_or_init(|| sensor_tests::lab::sensor_binary(false).unwrap());
+    let out = Command::new(sensor)
         .args(args)
         .args(inputs)
         .output()

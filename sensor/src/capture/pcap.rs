@@ -990,7 +990,8 @@ mod tests {
     #[test]
     fn snap_length_cut_frames_are_processed_and_counted() {
         let dht = udp4([192, 0, 2, 1], [198, 51, 100, 2], &krpc(200));
-        let mut frames: Vec<(u64, Vec<u8>)> = (0..5).map(|i| (i, syn(20 + i as u16))).collect();
+        let mut frames: Vec<(u64, Vec<u8>)> =
+            (0..5u16).map(|i| (u64::from(i), syn(20 + i))).collect();
         frames.push((10, dht.clone()));
         frames.push((11, syn(80)));
         let header = PcapHeader {
@@ -1042,7 +1043,7 @@ mod tests {
             snaplen: 54,
             ..PcapHeader::default()
         };
-        let frames: Vec<_> = (0..3).map(|i| (i, syn(1000 + i as u16))).collect();
+        let frames: Vec<_> = (0..3u16).map(|i| (u64::from(i), syn(1000 + i))).collect();
         let (counters, report) = prefilter_bytes(&pcap_cut(header, &frames), |_| {});
         assert_eq!((report.frames, report.frames_cut), (3, 3));
         assert_eq!(report.bytes_not_captured, 3 * 4);
