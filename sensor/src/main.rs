@@ -112,8 +112,12 @@ the ports >= 1024, which a block scan (N hosts x N ports) cannot meet. Neither p
 PPR hides a scan's shape: when everything a source tried, predicted attempts included, sweeps
 one port over most of its peers (at least 5) or 20 ports of one peer, its notices stand.
 
-Exit status: 0, 1 on an unreadable or non-capture input, 2 if an input was damaged (its frames
-up to the damage are still analysed, with a warning).";
+Frames cut by a snap length are analysed as captured and counted (frames_cut,
+bytes_not_captured); frames on an unsupported link type are counted and the link type named.
+
+Exit status: 0; 1 if an input could not be read at all (missing, a directory, not a pcap or
+pcapng file: the other inputs are still analysed and their results printed); else 2 if an
+input ended in damage (its frames up to the damage are still analysed, with a warning).";
 
 #[derive(clap::Args)]
 #[command(after_long_help = ANALYZE_HELP)]

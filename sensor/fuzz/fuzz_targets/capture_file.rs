@@ -9,6 +9,9 @@ fuzz_target!(|file: &[u8]| {
     if let Ok(report) = read_frames_from("fuzz", file, |_, _| frames += 1) {
         assert!(report.frames >= frames);
         assert!(report.frames_cut <= report.frames);
-        assert!(report.frames_unsupported_link() + report.bad_link_header + frames <= report.frames);
+        assert_eq!(
+            report.frames_unsupported_link() + report.bad_link_header + frames,
+            report.frames
+        );
     }
 });
