@@ -92,7 +92,7 @@ struct PeersArgs {
 }
 
 const ANALYZE_HELP: &str = "\
-Capture files (pcap/pcapng; Ethernet, Linux SLL/SLL2, raw IP) are read in the order given as one
+Capture files (pcap/pcapng; Ethernet, Linux SLL/SLL2, raw IP, BSD loopback) are read in the order given as one
 stream of packet time, through the same pre-filter as the XDP program and the same engine as
 `sensor run`. Notices go to stdout, one per line (`ts note msg`, or JSON with --json).
 

@@ -32,6 +32,9 @@ enum LinkLayer {
     LinuxSll2,
     /// Bare IPv4 or IPv6, told apart by the version nibble.
     RawIp,
+    /// BSD loopback (`DLT_NULL`, `DLT_LOOP`: macOS `lo0`, OpenBSD): a 4-byte address family,
+    /// whose values differ between systems and byte orders, then IP, told apart by its version.
+    Loopback,
     Unsupported(u32),
 }
 
@@ -42,6 +45,7 @@ impl From<DataLink> for LinkLayer {
             DataLink::LINUX_SLL => LinkLayer::LinuxSll,
             DataLink::LINUX_SLL2 => LinkLayer::LinuxSll2,
             DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => LinkLayer::RawIp,
+            DataLink::NULL | DataLink::LOOP => LinkLayer::Loopback,
             other => LinkLayer::Unsupported(u32::from(other)),
         }
     }
@@ -54,11 +58,18 @@ fn as_ethernet<'a>(link: LinkLayer, data: &'a [u8], buf: &'a mut Vec<u8>) -> Opt
         LinkLayer::Ethernet => return Some(data),
         LinkLayer::LinuxSll => (data.get(14..16)?.try_into().ok()?, data.get(16..)?),
         LinkLayer::LinuxSll2 => (data.get(0..2)?.try_into().ok()?, data.get(20..)?),
-        LinkLayer::RawIp => match data.first()? >> 4 {
-            4 => ([0x08, 0x00], data),
-            6 => ([0x86, 0xdd], data),
-            _ => return None,
-        },
+        LinkLayer::RawIp | LinkLayer::Loopback => {
+            let l3 = if link == LinkLayer::Loopback {
+                data.get(4..)?
+            } else {
+                data
+            };
+            match l3.first()? >> 4 {
+                4 => ([0x08, 0x00], l3),
+                6 => ([0x86, 0xdd], l3),
+                _ => return None,
+            }
+        }
         LinkLayer::Unsupported(_) => return None,
     };
     let ethertype: [u8; 2] = ethertype;
@@ -947,6 +958,13 @@ mod tests {
         assert_eq!(event_of(LinkLayer::LinuxSll, &sll), reference);
         assert_eq!(event_of(LinkLayer::LinuxSll2, &sll2), reference);
         assert_eq!(event_of(LinkLayer::RawIp, &l3), reference);
+        // AF_INET in host order (DLT_NULL, little-endian here) and network order (DLT_LOOP).
+        for af in [[2, 0, 0, 0], [0, 0, 0, 2]] {
+            let frame = [&af[..], &l3].concat();
+            assert_eq!(event_of(LinkLayer::Loopback, &frame), reference);
+        }
+        assert_eq!(LinkLayer::from(DataLink::NULL), LinkLayer::Loopback);
+        assert_eq!(LinkLayer::from(DataLink::LOOP), LinkLayer::Loopback);
         let mut buf = Vec::new();
         assert!(as_ethernet(LinkLayer::LinuxSll, &sll[..10], &mut buf).is_none());
         assert!(as_ethernet(LinkLayer::Unsupported(147), &l3, &mut buf).is_none());
