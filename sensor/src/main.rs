@@ -92,9 +92,10 @@ struct PeersArgs {
 }
 
 const ANALYZE_HELP: &str = "\
-Capture files (pcap/pcapng; Ethernet, Linux SLL/SLL2, raw IP, BSD loopback) are read in the order given as one
-stream of packet time, through the same pre-filter as the XDP program and the same engine as
-`sensor run`. Notices go to stdout, one per line (`ts note msg`, or JSON with --json).
+Capture files (pcap/pcapng; Ethernet, Linux SLL/SLL2, raw IP, BSD loopback) are read in the
+order given as one stream of packet time, through the same pre-filter as the XDP program and the
+same engine as `sensor run`. Notices go to stdout, one per line (`ts note msg`, or JSON with
+--json).
 
 --threshold N makes N the first address-scan threshold: the AddressScan vector becomes N
 followed by Bro's defaults above N ({20, 100, 1000, 10000, ...} for a non-local source,

@@ -397,6 +397,16 @@ fn cli_snap_length_cut_frames_keep_the_scan_notices() {
         run.stderr
     );
 
+    assert!(
+        run.stderr.contains(&format!(
+            "sensor: warning: {}: {cut_frames} frames cut by a snap length ({lost} bytes not \
+             captured): coordination messages in the lost bytes cannot be read",
+            cut.display()
+        )),
+        "{}",
+        run.stderr
+    );
+
     let pf = sensor_run(&["prefilter", "--json"], &[&cut]);
     assert_eq!(pf.status, Some(0));
     let counters = prefilter_json(&pf);

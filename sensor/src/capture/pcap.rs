@@ -129,18 +129,24 @@ impl ReadReport {
         self.sections += other.sections;
     }
 
-    /// One warning per unsupported link type met: what it is and how many frames it cost.
+    /// What the user should know about this file's frames: one warning if frames were cut,
+    /// and one per unsupported link type met (what it is, how many frames it cost).
     pub fn warnings(&self) -> Vec<String> {
-        self.unsupported_links
-            .iter()
-            .map(|(&link, &n)| {
-                let name = match DataLink::from(link) {
-                    DataLink::Unknown(_) => String::new(),
-                    known => format!(" ({known:?})"),
-                };
-                format!("link type {link}{name} is not supported: {n} frames skipped")
-            })
-            .collect()
+        let cut = (self.frames_cut > 0).then(|| {
+            format!(
+                "{} frames cut by a snap length ({} bytes not captured): coordination messages \
+                 in the lost bytes cannot be read, so BitTorrent hosts may be reported as scanners",
+                self.frames_cut, self.bytes_not_captured
+            )
+        });
+        let links = self.unsupported_links.iter().map(|(&link, &n)| {
+            let name = match DataLink::from(link) {
+                DataLink::Unknown(_) => String::new(),
+                known => format!(" ({known:?})"),
+            };
+            format!("link type {link}{name} is not supported: {n} frames skipped")
+        });
+        cut.into_iter().chain(links).collect()
     }
 
     fn frame(&mut self, captured: usize, orig_len: u32) {
@@ -1029,6 +1035,12 @@ mod tests {
         assert_eq!(
             (report.frames_cut, report.bytes_not_captured),
             (1, dht.len() as u64 - 96)
+        );
+        let warnings = report.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("1 frames cut by a snap length (146 bytes not captured)"),
+            "{warnings:?}"
         );
         assert_eq!(counters.get(counter::PACKETS), 7);
         assert_eq!(counters.get(counter::REC_SYN), 6);
