@@ -8,6 +8,7 @@
 //! directory is absent, and says so; under `CI` it refuses to. Everything else uses fixtures
 //! in the repository, chiefly [`synth::demo_capture`].
 
+pub mod attacks;
 pub mod lab;
 pub mod privilege;
 pub mod synth;

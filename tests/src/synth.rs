@@ -73,7 +73,7 @@ impl Capture {
 }
 
 /// 2026-01-01T00:00:00Z.
-const START_SECS: u64 = 1_767_225_600;
+pub(crate) const START_SECS: u64 = 1_767_225_600;
 const SEED: u64 = 0x5EED_B17D_0C0F_FEE5;
 
 // Hosts on the monitored segment (192.0.2.0/24, 2001:db8::/64).
@@ -98,11 +98,11 @@ const BT_PORT: u16 = 6881;
 const TRACKER_PORT: u16 = 6969;
 const SCANNER_VLAN: u16 = 10;
 
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
+pub(crate) const FIN: u8 = 0x01;
+pub(crate) const SYN: u8 = 0x02;
+pub(crate) const RST: u8 = 0x04;
+pub(crate) const PSH: u8 = 0x08;
+pub(crate) const ACK: u8 = 0x10;
 
 const fn v6(w: [u16; 8]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -117,21 +117,21 @@ const fn v6(w: [u16; 8]) -> [u8; 16] {
 }
 
 /// A payload's length, for sequence-number arithmetic.
-fn len32(bytes: &[u8]) -> u32 {
+pub(crate) fn len32(bytes: &[u8]) -> u32 {
     u32::try_from(bytes.len()).expect("a payload is under 4 GiB")
 }
 
 /// Seconds (relative to the capture start) to microseconds.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // schedule times: 0 to 130 s
-fn at(secs: f64) -> u64 {
+pub(crate) fn at(secs: f64) -> u64 {
     (secs * 1e6).round() as u64
 }
 
 /// xorshift64*: tiny, seedable and stable across platforms and crate versions.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -139,31 +139,31 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn u32(&mut self) -> u32 {
+    pub(crate) fn u32(&mut self) -> u32 {
         (self.next_u64() >> 32) as u32
     }
-    fn u16(&mut self) -> u16 {
+    pub(crate) fn u16(&mut self) -> u16 {
         (self.next_u64() >> 48) as u16
     }
     /// Uniform-ish in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo)
     }
-    fn port(&mut self, lo: u16, hi: u16) -> u16 {
+    pub(crate) fn port(&mut self, lo: u16, hi: u16) -> u16 {
         u16::try_from(self.range(lo.into(), hi.into())).expect("below hi")
     }
     /// Uniform in `[lo, hi)` seconds.
-    fn secs(&mut self, lo: f64, hi: f64) -> f64 {
+    pub(crate) fn secs(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
     }
-    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+    pub(crate) fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut out = [0u8; N];
         for b in &mut out {
             *b = self.next_u64().to_be_bytes()[0];
         }
         out
     }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = usize::try_from(self.next_u64() % (i as u64 + 1)).expect("at most i");
             v.swap(i, j);
@@ -172,7 +172,7 @@ impl Rng {
 }
 
 /// Minimal bencode value; dictionaries are `BTreeMap`s so keys come out sorted as BEP 3 requires.
-enum Bencode {
+pub(crate) enum Bencode {
     Int(i64),
     Bytes(Vec<u8>),
     List(Vec<Bencode>),
@@ -180,10 +180,10 @@ enum Bencode {
 }
 
 impl Bencode {
-    fn bytes(b: &[u8]) -> Self {
+    pub(crate) fn bytes(b: &[u8]) -> Self {
         Bencode::Bytes(b.to_vec())
     }
-    fn dict(pairs: Vec<(&str, Bencode)>) -> Self {
+    pub(crate) fn dict(pairs: Vec<(&str, Bencode)>) -> Self {
         Bencode::Dict(
             pairs
                 .into_iter()
@@ -216,7 +216,7 @@ impl Bencode {
             }
         }
     }
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_into(&mut out);
         out
@@ -224,7 +224,7 @@ impl Bencode {
 }
 
 /// KRPC query (BEP 5): `{a: args, q: method, t: tid, y: "q"}`.
-fn krpc_query(tid: [u8; 2], method: &str, args: Vec<(&str, Bencode)>) -> Vec<u8> {
+pub(crate) fn krpc_query(tid: [u8; 2], method: &str, args: Vec<(&str, Bencode)>) -> Vec<u8> {
     Bencode::dict(vec![
         ("a", Bencode::dict(args)),
         ("q", Bencode::bytes(method.as_bytes())),
@@ -235,7 +235,7 @@ fn krpc_query(tid: [u8; 2], method: &str, args: Vec<(&str, Bencode)>) -> Vec<u8>
 }
 
 /// KRPC response (BEP 5): `{r: values, t: tid, y: "r"}`.
-fn krpc_response(tid: [u8; 2], values: Vec<(&str, Bencode)>) -> Vec<u8> {
+pub(crate) fn krpc_response(tid: [u8; 2], values: Vec<(&str, Bencode)>) -> Vec<u8> {
     Bencode::dict(vec![
         ("r", Bencode::dict(values)),
         ("t", Bencode::bytes(&tid)),
@@ -245,7 +245,7 @@ fn krpc_response(tid: [u8; 2], values: Vec<(&str, Bencode)>) -> Vec<u8> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ip {
+pub(crate) enum Ip {
     V4([u8; 4]),
     V6([u8; 16]),
 }
@@ -270,11 +270,11 @@ impl Ip {
     }
 }
 
-type Endpoint = (Ip, u16);
+pub(crate) type Endpoint = (Ip, u16);
 
 /// Layer-2 encapsulation of a frame.
 #[derive(Clone, Copy)]
-enum Link {
+pub(crate) enum Link {
     Plain,
     Vlan(u16),
     /// 802.1ad outer tag, 802.1Q inner tag.
@@ -312,14 +312,14 @@ fn vlan(id: u16) -> VlanId {
     VlanId::try_new(id).expect("VLAN id fits 12 bits")
 }
 
-struct Gen {
-    rng: Rng,
+pub(crate) struct Gen {
+    pub(crate) rng: Rng,
     /// (µs since capture start, frame); insertion order breaks ties.
-    frames: Vec<(u64, Vec<u8>)>,
+    pub(crate) frames: Vec<(u64, Vec<u8>)>,
 }
 
 impl Gen {
-    fn push(&mut self, t: u64, frame: Vec<u8>) {
+    pub(crate) fn push(&mut self, t: u64, frame: Vec<u8>) {
         self.frames.push((t, frame));
     }
 
@@ -393,12 +393,12 @@ impl Gen {
         self.emit_ip(t, link, (mac_of(src), mac_of(dst)), ip, l4, payload);
     }
 
-    fn udp(&mut self, t: u64, link: Link, src: Endpoint, dst: Endpoint, payload: &[u8]) {
+    pub(crate) fn udp(&mut self, t: u64, link: Link, src: Endpoint, dst: Endpoint, payload: &[u8]) {
         self.emit(t, link, src.0, dst.0, L4::Udp(src.1, dst.1), payload);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn tcp(
+    pub(crate) fn tcp(
         &mut self,
         t: u64,
         link: Link,
@@ -476,7 +476,7 @@ impl Gen {
 }
 
 // Linux SYN options without timestamps: mss,nop,nop,sackOK,nop,wscale.
-const SYN_OPTS: [TcpOptionElement; 6] = [
+pub(crate) const SYN_OPTS: [TcpOptionElement; 6] = [
     TcpOptionElement::MaximumSegmentSize(1460),
     TcpOptionElement::Noop,
     TcpOptionElement::Noop,
@@ -485,7 +485,7 @@ const SYN_OPTS: [TcpOptionElement; 6] = [
     TcpOptionElement::WindowScale(7),
 ];
 // nmap's SYN probe carries a lone MSS option.
-const SCAN_OPTS: [TcpOptionElement; 1] = [TcpOptionElement::MaximumSegmentSize(1460)];
+pub(crate) const SCAN_OPTS: [TcpOptionElement; 1] = [TcpOptionElement::MaximumSegmentSize(1460)];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -515,7 +515,7 @@ fn azureus_peer_id(rng: &mut Rng, prefix: [u8; 8]) -> [u8; 20] {
 }
 
 /// BEP 3 handshake: pstrlen, pstr, reserved (LTEP + fast + DHT bits), info_hash, peer_id.
-fn bt_handshake(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> Vec<u8> {
+pub(crate) fn bt_handshake(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> Vec<u8> {
     let mut h = Vec::with_capacity(68);
     h.push(19);
     h.extend_from_slice(b"BitTorrent protocol");
@@ -525,7 +525,7 @@ fn bt_handshake(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> Vec<u8> {
     h
 }
 
-fn compact_v4(ip: [u8; 4], port: u16) -> Vec<u8> {
+pub(crate) fn compact_v4(ip: [u8; 4], port: u16) -> Vec<u8> {
     let mut v = ip.to_vec();
     v.extend_from_slice(&port.to_be_bytes());
     v
@@ -629,7 +629,7 @@ pub fn demo_capture() -> Capture {
 }
 
 /// Time-orders the frames and makes timestamps strictly increasing.
-fn finish(mut frames: Vec<(u64, Vec<u8>)>) -> Capture {
+pub(crate) fn finish(mut frames: Vec<(u64, Vec<u8>)>) -> Capture {
     // Stable sort: frames scheduled for the same microsecond keep their causal order.
     frames.sort_by_key(|(t, _)| *t);
     let mut last: Option<u64> = None;
