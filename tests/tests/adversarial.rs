@@ -324,3 +324,76 @@ fn sweep_split_over_two_services() {
         Forged::ThirdParty(Channel::Dht),
     );
 }
+
+/// The same verdicts through the `sensor` binary, as an operator would get them: `analyze
+/// --json` keeps the scanner's AddressScan and clears the control, and `peers --json` lists
+/// every forged target for the scanner.
+#[test]
+fn cli_agrees_on_a_forged_dht_reply() {
+    use std::process::Command;
+    let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+    let s = scenario(Attack::DhtValues { query: false }, Sweep::Horizontal);
+    let path = write(&s, "cli");
+    let json_lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = Command::new(&sensor)
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let scanner = ip(SCANNER).to_string();
+    let control = ip(BT_HOST).to_string();
+    for mode in ["none", "all"] {
+        for threshold in ["20", "100"] {
+            let notices = json_lines(&[
+                "analyze",
+                "--json",
+                "--suppress",
+                mode,
+                "--threshold",
+                threshold,
+            ]);
+            let notes = |host: &str| -> Vec<String> {
+                notices
+                    .iter()
+                    .filter(|n| n["src"] == host)
+                    .map(|n| n["note"].as_str().unwrap().to_string())
+                    .collect()
+            };
+            assert!(
+                notes(&scanner).iter().any(|n| n == "AddressScan"),
+                "{mode}@{threshold}: {:?}",
+                notes(&scanner)
+            );
+            let control_flagged = notes(&control).iter().any(|n| n == "AddressScan");
+            if threshold == "20" {
+                assert_eq!(
+                    control_flagged,
+                    mode == "none",
+                    "{mode}: {:?}",
+                    notes(&control)
+                );
+            }
+        }
+    }
+    let peers = json_lines(&["peers", "--json"]);
+    let listed: BTreeSet<SocketAddr> = peers
+        .iter()
+        .filter(|p| {
+            p["host"] == scanner.as_str() && p["channel"] == "dht" && p["transport"] == "tcp"
+        })
+        .map(|p| {
+            let ip: IpAddr = p["peer"].as_str().unwrap().parse().unwrap();
+            let port = u16::try_from(p["port"].as_u64().unwrap()).unwrap();
+            SocketAddr::new(ip, port)
+        })
+        .collect();
+    assert_eq!(listed, s.targets.iter().copied().collect());
+    std::fs::remove_file(&path).ok();
+}
