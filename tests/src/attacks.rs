@@ -8,6 +8,7 @@
 //! of [`crate::synth`], so a capture is the same on every run; only documentation, benchmark
 //! and private address ranges are used.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::synth::{
@@ -234,34 +235,36 @@ impl Conn {
 
     /// Orderly close from the client.
     fn close(&self, g: &mut Gen, t: f64) {
-        let l = Link::Plain;
-        let (c, s) = (self.client, self.server);
-        g.tcp(
-            at(t),
-            l,
-            c,
-            s,
-            FIN | ACK,
-            self.c_seq,
-            self.s_seq,
-            502,
-            &[],
-            &[],
-        );
-        let (c1, s1) = (self.c_seq.wrapping_add(1), self.s_seq.wrapping_add(1));
+        let (client, server) = (self.client, self.server);
+        let (c_seq, s_seq) = (self.c_seq, self.s_seq);
+        let (c_fin, s_fin) = (c_seq.wrapping_add(1), s_seq.wrapping_add(1));
+        let link = Link::Plain;
+        let fa = FIN | ACK;
+        g.tcp(at(t), link, client, server, fa, c_seq, s_seq, 502, &[], &[]);
         g.tcp(
             at(t + 0.002),
-            l,
-            s,
-            c,
-            FIN | ACK,
-            self.s_seq,
-            c1,
+            link,
+            server,
+            client,
+            fa,
+            s_seq,
+            c_fin,
             502,
             &[],
             &[],
         );
-        g.tcp(at(t + 0.0021), l, c, s, ACK, c1, s1, 502, &[], &[]);
+        g.tcp(
+            at(t + 0.0021),
+            link,
+            client,
+            server,
+            ACK,
+            c_fin,
+            s_fin,
+            502,
+            &[],
+            &[],
+        );
     }
 }
 
@@ -391,7 +394,10 @@ fn udp_tracker(g: &mut Gen, t: f64, host: [u8; 4], tracker: [u8; 4], peers: &[([
 }
 
 fn url_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "%{b:02X}");
+        s
+    })
 }
 
 /// An HTTP tracker announce on one keep-alive connection to port 6969, its reply listing
@@ -512,7 +518,10 @@ fn utp_syn(g: &mut Gen, t: f64, src: Endpoint, dst: Endpoint) {
 /// A BEP 14 announce from `src` on the LAN for `port`.
 fn lsd_announce(g: &mut Gen, t: f64, src: [u8; 4], port: u16) {
     let ih: [u8; 20] = g.rng.bytes();
-    let hex: String = ih.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = ih.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     let msg = format!(
         "BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: {port}\r\nInfohash: {hex}\r\ncookie: {:08x}\r\n\r\n\r\n",
         g.rng.u32()
@@ -581,7 +590,7 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
     let probe_t = |i: usize| SCAN_START + gap * i as f64;
     match attack {
         Attack::DhtValues { query } => {
-            dht_values(&mut g, 2.0, SCANNER, ACCOMPLICE, &targets, query)
+            dht_values(&mut g, 2.0, SCANNER, ACCOMPLICE, &targets, query);
         }
         Attack::UdpTracker => udp_tracker(&mut g, 2.0, SCANNER, ACCOMPLICE, &targets),
         Attack::HttpTracker => http_tracker(&mut g, 2.0, SCANNER, &targets),

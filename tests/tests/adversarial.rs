@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sensor::conn::ConnOutcome;
 use sensor::detect::{BroScanConfig, NoticeKind, ScanNotice};
@@ -114,14 +114,14 @@ fn write(s: &Scenario, name: &str) -> PathBuf {
 }
 
 /// `sensor analyze --suppress MODE --threshold N` on the capture, through the library.
-fn analyze(path: &PathBuf, suppress: Suppress, threshold: u64) -> Record {
+fn analyze(path: &Path, suppress: Suppress, threshold: u64) -> Record {
     let config = EngineConfig {
         suppress,
         bro: BroScanConfig::with_first_threshold(threshold),
         ..EngineConfig::default()
     };
     let (engine, report) =
-        sensor::analyze::analyze(&[path.clone()], 1472, config, Record::default()).unwrap();
+        sensor::analyze::analyze(&[path.to_path_buf()], 1472, config, Record::default()).unwrap();
     assert!(report.damaged.is_empty(), "{:?}", report.damaged);
     engine.sink
 }
