@@ -84,6 +84,9 @@ pub enum Attack {
     /// decoy, and three decoys on random high ports pad every probe (the scan then makes up
     /// a quarter of the attempts, and everything is predicted).
     AccompliceDecoys,
+    /// Not in the list: the accomplice's DHT `values` name the targets only, and one
+    /// decoy on a random high port pads every third probe (a quarter of the scanner's peers).
+    AccompliceFewDecoys,
     /// Not in the list: the scanner fetches a genuine peer list (one DHT `values`
     /// reply naming one peer on a high port, as any node answers for a popular torrent), then
     /// announces its targets and three decoys per probe to itself with uTP SYNs.
@@ -649,6 +652,12 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
                 dht_values(&mut g, 2.0, SCANNER, ACCOMPLICE, &genuine, true);
             }
         }
+        Attack::AccompliceFewDecoys => {
+            for i in 0..targets.len() / 3 {
+                decoys.push(decoy(&mut g.rng, i));
+            }
+            dht_values(&mut g, 2.0, SCANNER, ACCOMPLICE, &targets, true);
+        }
         Attack::SplitServices => {}
     }
     let targets: Vec<([u8; 4], u16)> = if attack == Attack::SplitServices {
@@ -681,8 +690,10 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
             utp_syn(&mut g, t - 0.005, me(BT_PORT), ep(target));
         }
         syn(&mut g, t, me(next_port()), ep(target), false);
-        for k in 0..decoys.len() / targets.len() {
-            let d = decoys[3 * i + k];
+        // Decoy j pads probe j·n/d: spread evenly over the sweep, whatever their number.
+        let mine = (0..decoys.len()).filter(|j| j * targets.len() / decoys.len() == i);
+        for (k, j) in mine.enumerate() {
+            let d = decoys[j];
             let td = t + 0.005 * (k + 1) as f64;
             if utp {
                 utp_syn(&mut g, td - 0.001, me(BT_PORT), ep(d));

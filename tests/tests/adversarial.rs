@@ -303,14 +303,59 @@ fn announces_just_in_time() {
 #[test]
 #[ignore = "hides the scan: every attempt predicted, and three decoys on random high ports per probe keep port 445 under 80% of the peers, so the shape guard never fires; the baseline's notices stay withheld as `predicted`"]
 fn accomplice_names_targets_and_decoys() {
-    both(Attack::AccompliceDecoys, Forged::ThirdParty(Channel::Dht));
+    check(
+        Attack::AccompliceDecoys,
+        Sweep::Horizontal,
+        Forged::ThirdParty(Channel::Dht),
+    );
+}
+
+/// The vertical variant: one host's ports keep their shape, decoys or not.
+#[test]
+fn accomplice_names_targets_and_decoys_vertical() {
+    check(
+        Attack::AccompliceDecoys,
+        Sweep::Vertical,
+        Forged::ThirdParty(Channel::Dht),
+    );
+}
+
+#[test]
+#[ignore = "hides the scan: 100 unannounced decoys on random high ports (a quarter of the peers) keep port 445 under 80%, so the shape guard never fires; the filtered detector sees only the decoys, whose peer-to-peer shape PPR vouches for (the scanner has evidence), and the baseline's notices stay withheld as `predicted`"]
+fn accomplice_names_targets_and_few_unannounced_decoys() {
+    check(
+        Attack::AccompliceFewDecoys,
+        Sweep::Horizontal,
+        Forged::ThirdParty(Channel::Dht),
+    );
+}
+
+/// The vertical variant: one host's ports keep their shape, decoys or not.
+#[test]
+fn accomplice_names_targets_and_few_unannounced_decoys_vertical() {
+    check(
+        Attack::AccompliceFewDecoys,
+        Sweep::Vertical,
+        Forged::ThirdParty(Channel::Dht),
+    );
 }
 
 #[test]
 #[ignore = "hides the scan: one genuine DHT `values` peer makes the scanner's own uTP SYNs trusted predictions, and decoys keep the sweep under the shape guard's 80%; the baseline's notices stay withheld as `predicted`"]
 fn genuine_peer_list_then_own_utp_syns_and_decoys() {
-    both(
+    check(
         Attack::GenuineListAndDecoys,
+        Sweep::Horizontal,
+        Forged::ThirdParty(Channel::Utp),
+    );
+}
+
+/// The vertical variant: one host's ports keep their shape, decoys or not.
+#[test]
+fn genuine_peer_list_then_own_utp_syns_and_decoys_vertical() {
+    check(
+        Attack::GenuineListAndDecoys,
+        Sweep::Vertical,
         Forged::ThirdParty(Channel::Utp),
     );
 }
