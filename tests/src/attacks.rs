@@ -69,12 +69,14 @@ pub enum Attack {
     /// No accomplice: one `find_node` answered with `nodes` by a bootstrap node, and the
     /// scanner's own uTP ST_SYN (BEP 29) to every target before its TCP SYN. With `decoys`,
     /// three SYNs (and uTP SYNs) to fresh hosts on random high ports pad every probe, to give
-    /// its attempts a peer-to-peer port/peer ratio.
-    SelfAnnounced { decoys: bool },
+    /// its attempts a peer-to-peer port/peer ratio. With `genuine_list`, the scanner first
+    /// fetches a genuine peer list ([`genuine_list`]), which makes its own predictions trusted.
+    SelfAnnounced { decoys: bool, genuine_list: bool },
     /// LSD announces (BEP 14) forged on the scanner's LAN, each from the target of the next
     /// probe, 10 ms before it; the scanner joins the segment's BitTorrent hosts with a
-    /// `find_node`.
-    Lsd,
+    /// `find_node`. With `genuine_list`, the scanner first fetches a genuine peer list
+    /// ([`genuine_list`]), which makes the LAN's predictions trusted.
+    Lsd { genuine_list: bool },
     /// One probe every 10 s (an hour of packet time), the targets re-announced by unsolicited
     /// DHT `values` every 20 minutes.
     SlowScan,
@@ -87,10 +89,6 @@ pub enum Attack {
     /// Not in the list: the accomplice's DHT `values` name the targets only, and one
     /// decoy on a random high port pads every third probe (a quarter of the scanner's peers).
     AccompliceFewDecoys,
-    /// Not in the list: the scanner fetches a genuine peer list (one DHT `values`
-    /// reply naming one peer on a high port, as any node answers for a popular torrent), then
-    /// announces its targets and three decoys per probe to itself with uTP SYNs.
-    GenuineListAndDecoys,
     /// Not in the list: the sweep split over two services (445 and 139) on disjoint
     /// halves of the hosts, every target named by the accomplice's DHT `values`.
     SplitServices,
@@ -559,6 +557,16 @@ fn control(g: &mut Gen) -> Vec<([u8; 4], u16)> {
     peers
 }
 
+/// A genuine DHT node, and the one peer on a high port it lists for a popular torrent.
+pub const GENUINE_NODE: [u8; 4] = [203, 0, 113, 150];
+pub const GENUINE_PEER: ([u8; 4], u16) = ([203, 0, 113, 77], 51413);
+
+/// What any host gets by asking the DHT for a popular torrent: a `get_peers` answered with
+/// real `values` (here one peer), third-party evidence that it runs BitTorrent.
+fn genuine_list(g: &mut Gen, t: f64) {
+    dht_values(g, t, SCANNER, GENUINE_NODE, &[GENUINE_PEER], true);
+}
+
 /// A fresh host on a random high port, for decoys.
 fn decoy(rng: &mut Rng, i: usize) -> ([u8; 4], u16) {
     let i = u16::try_from(i).expect("few decoys").to_be_bytes();
@@ -577,7 +585,7 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
         frames: Vec::new(),
     };
     let control_peers = control(&mut g);
-    let lan = attack == Attack::Lsd;
+    let lan = matches!(attack, Attack::Lsd { .. });
     let n = match attack {
         Attack::SlowScan => 360,
         _ => 300,
@@ -607,7 +615,7 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
             }
             assert!(t < SCAN_START, "the handshakes end before the scan");
         }
-        Attack::SelfAnnounced { decoys: pad } => {
+        Attack::SelfAnnounced { decoys: pad, .. } => {
             find_node(&mut g, 2.0, SCANNER);
             if pad {
                 for i in 0..3 * targets.len() {
@@ -615,7 +623,7 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
                 }
             }
         }
-        Attack::Lsd => {
+        Attack::Lsd { .. } => {
             // The scanner becomes one of the segment's BitTorrent hosts after the first
             // announce: a KRPC query is all it takes.
             lsd_announce(&mut g, 2.0, [10, 0, 0, 99], 51413);
@@ -639,18 +647,13 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
                 dht_values(&mut g, t, SCANNER, ACCOMPLICE, &[target], false);
             }
         }
-        Attack::AccompliceDecoys | Attack::GenuineListAndDecoys => {
+        Attack::AccompliceDecoys => {
             for i in 0..3 * targets.len() {
                 decoys.push(decoy(&mut g.rng, i));
             }
-            if attack == Attack::AccompliceDecoys {
-                let mut all = targets.clone();
-                all.extend_from_slice(&decoys);
-                dht_values(&mut g, 2.0, SCANNER, ACCOMPLICE, &all, true);
-            } else {
-                let genuine = [([203, 0, 113, 77], 51413)];
-                dht_values(&mut g, 2.0, SCANNER, ACCOMPLICE, &genuine, true);
-            }
+            let mut all = targets.clone();
+            all.extend_from_slice(&decoys);
+            dht_values(&mut g, 2.0, SCANNER, ACCOMPLICE, &all, true);
         }
         Attack::AccompliceFewDecoys => {
             for i in 0..targets.len() / 3 {
@@ -672,10 +675,14 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
     if attack == Attack::SplitServices {
         dht_values(&mut g, 2.0, SCANNER, ACCOMPLICE, &targets, true);
     }
-    let utp = matches!(
-        attack,
-        Attack::SelfAnnounced { .. } | Attack::GenuineListAndDecoys
-    );
+    if let Attack::SelfAnnounced {
+        genuine_list: true, ..
+    }
+    | Attack::Lsd { genuine_list: true } = attack
+    {
+        genuine_list(&mut g, 1.5);
+    }
+    let utp = matches!(attack, Attack::SelfAnnounced { .. });
     let mut sport = 40000u16;
     let mut next_port = || {
         sport = sport.wrapping_add(1).max(1024);
@@ -683,7 +690,7 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
     };
     for (i, &target) in targets.iter().enumerate() {
         let t = probe_t(i);
-        if attack == Attack::Lsd {
+        if lan {
             lsd_announce(&mut g, t - 0.01, target.0, target.1);
         }
         if utp {

@@ -129,7 +129,8 @@ fn analyze(path: &Path, suppress: Suppress, threshold: u64) -> Record {
 /// How the forgery is expected to land.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Forged {
-    /// A third party named the targets: every failed attempt to them is reported predicted.
+    /// The predictions are trusted (a third party named the targets, or named peers to the
+    /// scanner at all): every failed attempt to the targets is reported predicted.
     ThirdParty(Channel),
     /// The scanner (or its LAN) named them: parsed into predictions, but not trusted, since
     /// nothing else shows the scanner to be a BitTorrent client.
@@ -272,7 +273,10 @@ fn extended_handshakes_with_ipv4_and_p() {
 #[test]
 fn dht_nodes_and_own_utp_syns() {
     both(
-        Attack::SelfAnnounced { decoys: false },
+        Attack::SelfAnnounced {
+            decoys: false,
+            genuine_list: false,
+        },
         Forged::SelfAnnounced(Channel::Utp),
     );
 }
@@ -280,14 +284,45 @@ fn dht_nodes_and_own_utp_syns() {
 #[test]
 fn dht_nodes_and_own_utp_syns_padded_with_decoys() {
     both(
-        Attack::SelfAnnounced { decoys: true },
+        Attack::SelfAnnounced {
+            decoys: true,
+            genuine_list: false,
+        },
         Forged::SelfAnnounced(Channel::Utp),
     );
 }
 
 #[test]
 fn lsd_announces_before_each_probe_of_a_lan_sweep() {
-    both(Attack::Lsd, Forged::SelfAnnounced(Channel::Lsd));
+    both(
+        Attack::Lsd {
+            genuine_list: false,
+        },
+        Forged::SelfAnnounced(Channel::Lsd),
+    );
+}
+
+/// With a genuine peer list (any host gets one from the DHT), the LAN's forged announces are
+/// trusted predictions: the sweep's shape is what keeps the alarm.
+#[test]
+fn lsd_announces_with_a_genuine_peer_list() {
+    both(
+        Attack::Lsd { genuine_list: true },
+        Forged::ThirdParty(Channel::Lsd),
+    );
+}
+
+/// With a genuine peer list, the scanner's own uTP SYNs are trusted predictions: the sweep's
+/// shape is what keeps the alarm.
+#[test]
+fn own_utp_syns_with_a_genuine_peer_list() {
+    both(
+        Attack::SelfAnnounced {
+            decoys: false,
+            genuine_list: true,
+        },
+        Forged::ThirdParty(Channel::Utp),
+    );
 }
 
 #[test]
@@ -344,7 +379,10 @@ fn accomplice_names_targets_and_few_unannounced_decoys_vertical() {
 #[ignore = "hides the scan: one genuine DHT `values` peer makes the scanner's own uTP SYNs trusted predictions, and decoys keep the sweep under the shape guard's 80%; the baseline's notices stay withheld as `predicted`"]
 fn genuine_peer_list_then_own_utp_syns_and_decoys() {
     check(
-        Attack::GenuineListAndDecoys,
+        Attack::SelfAnnounced {
+            decoys: true,
+            genuine_list: true,
+        },
         Sweep::Horizontal,
         Forged::ThirdParty(Channel::Utp),
     );
@@ -354,7 +392,10 @@ fn genuine_peer_list_then_own_utp_syns_and_decoys() {
 #[test]
 fn genuine_peer_list_then_own_utp_syns_and_decoys_vertical() {
     check(
-        Attack::GenuineListAndDecoys,
+        Attack::SelfAnnounced {
+            decoys: true,
+            genuine_list: true,
+        },
         Sweep::Vertical,
         Forged::ThirdParty(Channel::Utp),
     );
