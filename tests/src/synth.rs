@@ -73,7 +73,7 @@ impl Capture {
 }
 
 /// 2026-01-01T00:00:00Z.
-pub(crate) const START_SECS: u64 = 1_767_225_600;
+const START_SECS: u64 = 1_767_225_600;
 const SEED: u64 = 0x5EED_B17D_0C0F_FEE5;
 
 // Hosts on the monitored segment (192.0.2.0/24, 2001:db8::/64).
@@ -100,7 +100,7 @@ const SCANNER_VLAN: u16 = 10;
 
 pub(crate) const FIN: u8 = 0x01;
 pub(crate) const SYN: u8 = 0x02;
-pub(crate) const RST: u8 = 0x04;
+const RST: u8 = 0x04;
 pub(crate) const PSH: u8 = 0x08;
 pub(crate) const ACK: u8 = 0x10;
 
@@ -146,14 +146,14 @@ impl Rng {
         (self.next_u64() >> 48) as u16
     }
     /// Uniform-ish in `lo..hi`.
-    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo)
     }
     pub(crate) fn port(&mut self, lo: u16, hi: u16) -> u16 {
         u16::try_from(self.range(lo.into(), hi.into())).expect("below hi")
     }
     /// Uniform in `[lo, hi)` seconds.
-    pub(crate) fn secs(&mut self, lo: f64, hi: f64) -> f64 {
+    fn secs(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
     }
     pub(crate) fn bytes<const N: usize>(&mut self) -> [u8; N] {
@@ -163,7 +163,7 @@ impl Rng {
         }
         out
     }
-    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
+    fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = usize::try_from(self.next_u64() % (i as u64 + 1)).expect("at most i");
             v.swap(i, j);
