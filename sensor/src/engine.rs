@@ -508,7 +508,7 @@ impl<S: EngineSink> Engine<S> {
         let (src, dst, port) = (o.initiator().ip(), o.target().ip(), o.target().port());
         if counted {
             // The shape of everything the source tried, predicted or not.
-            self.shape.record(o.ts, src, dst, port);
+            self.shape.record(o.ts, src, dst, port, o.failed());
             self.release_withheld(src);
         }
         if predicted.is_some() && self.config.suppress.predict() {
@@ -516,7 +516,7 @@ impl<S: EngineSink> Engine<S> {
         }
         if counted {
             // PPR judges exactly the attempts the (filtered) detector counts.
-            self.ppr.record(o.ts, src, dst, port);
+            self.ppr.record(o.ts, src, dst, port, o.failed());
         }
         self.detector.check(o, &mut self.notices);
     }

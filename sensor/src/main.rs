@@ -111,7 +111,9 @@ Bro's allow_services; with prediction on, only unpredicted ones) until the sourc
 (default) also needs distinct (peer, port) pairs / distinct peers <= 1.25 and at least 90% of
 the ports >= 1024, which a block scan (N hosts x N ports) cannot meet. Neither prediction nor
 PPR hides a scan's shape: when everything a source tried, predicted attempts included, sweeps
-one port over most of its peers (at least 5) or 20 ports of one peer, its notices stand.
+one port over most of its peers (at least 5), fails on one port for 10 distinct peers (below
+1024) or 20 (any other port but BitTorrent's defaults), or tries 20 ports of one peer, its
+notices stand.
 
 Frames cut by a snap length are analysed as captured and counted (frames_cut,
 bytes_not_captured); frames on an unsupported link type are counted and the link type named.

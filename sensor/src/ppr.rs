@@ -93,10 +93,28 @@ pub struct PprSample {
     pub top_port_peers: u64,
     /// Most distinct ports tried on one peer (a vertical sweep: many).
     pub max_peer_ports: u64,
+    /// Most distinct peers that failed on one service port (below 1024), and on one other port
+    /// outside BitTorrent's default listen ports: a sweep, however many decoys surround it.
+    pub top_failed_service_peers: u64,
+    pub top_failed_other_peers: u64,
 }
 
 /// Fewest peers tried on one port that make a horizontal sweep (with most peers on that port).
 const SWEEP_MIN_PEERS: u64 = 5;
+/// Fewest distinct peers failing on one service port (below 1024) that make a sweep whatever
+/// else the source tried: BitTorrent peers rarely listen there, and a host's trackers on 80/443
+/// answer (only failed attempts count).
+const SWEEP_MIN_SERVICE_FAILURES: u64 = 10;
+/// The same on any other port outside BitTorrent's default listen ports: NATed peers pick
+/// their ports at random, so twenty failures on one port are a sweep, not a swarm.
+const SWEEP_MIN_OTHER_FAILURES: u64 = 20;
+
+/// The listen ports clients use unless told otherwise (libtorrent and Deluge 6881–6889, aria2
+/// up to 6999, Transmission 51413): many peers of a swarm can share them.
+fn is_bittorrent_default_port(port: u16) -> bool {
+    (6881..=6999).contains(&port) || port == 51413
+}
+
 /// Fewest ports tried on one peer that make a vertical sweep: `scan.bro`'s
 /// `possible_port_scan_thresh`, where Bro starts watching a source's ports per destination.
 const SWEEP_MIN_PORTS: u64 = 20;
@@ -104,13 +122,17 @@ const SWEEP_MIN_PORTS: u64 = 20;
 impl PprSample {
     /// Whether the attempts have a scan's shape, whatever coordination announced: most peers
     /// tried on one port (a horizontal sweep, of one port or of a few ports at once: every
-    /// peer is tried on each) or many ports of one peer (a vertical sweep). A swarm's peers
+    /// peer is tried on each), many peers failing on one port however many others surround
+    /// them, or many ports of one peer (a vertical sweep). A swarm's peers
     /// listen on ports of their own choosing, so a BitTorrent host tries each peer on its one
     /// port, and few peers share a port.
     pub fn scan_shaped(&self) -> bool {
         let horizontal =
             self.top_port_peers >= SWEEP_MIN_PEERS && self.top_port_peers * 5 >= self.peers * 4;
-        horizontal || self.max_peer_ports >= SWEEP_MIN_PORTS
+        // Decoys can dilute a share, not a count.
+        let undiluted = self.top_failed_service_peers >= SWEEP_MIN_SERVICE_FAILURES
+            || self.top_failed_other_peers >= SWEEP_MIN_OTHER_FAILURES;
+        horizontal || undiluted || self.max_peer_ports >= SWEEP_MIN_PORTS
     }
 
     pub fn ratio(&self) -> f64 {
@@ -133,14 +155,28 @@ struct Source {
     peer_ports: HashMap<IpAddr, u32>,
     top_port_peers: u32,
     max_peer_ports: u32,
+    /// Distinct peers per port among failed attempts (a pair counts on its first attempt).
+    failed_port_peers: HashMap<u16, u32>,
+    top_failed_service_peers: u32,
+    top_failed_other_peers: u32,
     saturated: bool,
     last: Timestamp,
 }
 
 impl Source {
-    fn add(&mut self, dst: IpAddr, port: u16) {
+    fn add(&mut self, dst: IpAddr, port: u16, failed: bool) {
         if !self.pairs.insert((dst, port)) {
             return;
+        }
+        if failed && !is_bittorrent_default_port(port) {
+            let on_port = self.failed_port_peers.entry(port).or_default();
+            *on_port += 1;
+            let top = if port < 1024 {
+                &mut self.top_failed_service_peers
+            } else {
+                &mut self.top_failed_other_peers
+            };
+            *top = (*top).max(*on_port);
         }
         self.peers.insert(dst);
         self.ports.insert(port);
@@ -187,8 +223,8 @@ impl PprTracker {
         &self.config
     }
 
-    /// Counts one attempt of `src` to `dst:port`.
-    pub fn record(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16) {
+    /// Counts one attempt of `src` to `dst:port`, failed or established.
+    pub fn record(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16, failed: bool) {
         self.now = self.now.max(ts);
         if !self.sources.contains_key(&src) && self.sources.len() >= self.config.max_sources {
             if let Some(oldest) = self
@@ -210,7 +246,7 @@ impl PprTracker {
             s.saturated = true;
             return;
         }
-        s.add(dst, port);
+        s.add(dst, port, failed);
     }
 
     /// The current counts of `src` (zero if it has none in the window).
@@ -224,6 +260,8 @@ impl PprTracker {
                 saturated: s.saturated,
                 top_port_peers: u64::from(s.top_port_peers),
                 max_peer_ports: u64::from(s.max_peer_ports),
+                top_failed_service_peers: u64::from(s.top_failed_service_peers),
+                top_failed_other_peers: u64::from(s.top_failed_other_peers),
             },
             _ => PprSample::default(),
         }
@@ -285,6 +323,7 @@ mod tests {
                 ip(SRC),
                 ip(&dst),
                 port,
+                true,
             );
         }
     }
@@ -376,6 +415,7 @@ mod tests {
                 ip(&format!("192.0.2.{h}")),
                 ip("203.0.113.1"),
                 7000,
+                true,
             );
         }
         assert_eq!(t.sources.len(), 5);

@@ -335,8 +335,9 @@ fn announces_just_in_time() {
     both(Attack::JustInTime, Forged::ThirdParty(Channel::Dht));
 }
 
+/// Decoys on random high ports, announced with the targets, dilute the share of peers on
+/// port 445, not the count of peers failing there: the sweep's shape stands.
 #[test]
-#[ignore = "hides the scan: every attempt predicted, and three decoys on random high ports per probe keep port 445 under 80% of the peers, so the shape guard never fires; the baseline's notices stay withheld as `predicted`"]
 fn accomplice_names_targets_and_decoys() {
     check(
         Attack::AccompliceDecoys,
@@ -355,8 +356,9 @@ fn accomplice_names_targets_and_decoys_vertical() {
     );
 }
 
+/// Unannounced decoys leave the filtered detector only peer-to-peer-looking attempts, which
+/// PPR would vouch for; the 300 failures on port 445 still make the source scan-shaped.
 #[test]
-#[ignore = "hides the scan: 100 unannounced decoys on random high ports (a quarter of the peers) keep port 445 under 80%, so the shape guard never fires; the filtered detector sees only the decoys, whose peer-to-peer shape PPR vouches for (the scanner has evidence), and the baseline's notices stay withheld as `predicted`"]
 fn accomplice_names_targets_and_few_unannounced_decoys() {
     check(
         Attack::AccompliceFewDecoys,
@@ -375,8 +377,9 @@ fn accomplice_names_targets_and_few_unannounced_decoys_vertical() {
     );
 }
 
+/// One genuine DHT peer makes the scanner's own uTP SYNs trusted, and decoys dilute the
+/// share: the count of failures on port 445 keeps the alarm.
 #[test]
-#[ignore = "hides the scan: one genuine DHT `values` peer makes the scanner's own uTP SYNs trusted predictions, and decoys keep the sweep under the shape guard's 80%; the baseline's notices stay withheld as `predicted`"]
 fn genuine_peer_list_then_own_utp_syns_and_decoys() {
     check(
         Attack::SelfAnnounced {
@@ -401,8 +404,9 @@ fn genuine_peer_list_then_own_utp_syns_and_decoys_vertical() {
     );
 }
 
+/// 445 and 139 on disjoint halves of the targets: half the peers on each port, still 150
+/// failures on each.
 #[test]
-#[ignore = "hides the scan: 445 and 139 on disjoint halves of the hosts put 50% of the peers on the top port, under the shape guard's 80%; every attempt predicted, the notices stay withheld as `predicted`"]
 fn sweep_split_over_two_services() {
     check(
         Attack::SplitServices,
