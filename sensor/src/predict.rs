@@ -4,7 +4,8 @@
 //! A failed attempt from a host to a peer in its table is BitTorrent's doing, not a scan: the
 //! engine keeps it out of the scan counters (the paper's filter). Entries live `ttl` after they
 //! were last announced; each host holds at most `max_per_host` and the table at most
-//! `max_total`, oldest evicted first. Every eviction and expiry is counted.
+//! `max_total` and `max_bytes / PredictionTable::ENTRY_BYTES` (whichever is lower), oldest
+//! evicted first. Every eviction and expiry is counted.
 //!
 //! The table is a `DashMap` so capture shards can share it: lookups are per failed attempt and
 //! inserts per coordination message, both far rarer than packets.
@@ -117,6 +118,8 @@ pub struct PredictionConfig {
     pub ttl: Duration,
     pub max_per_host: usize,
     pub max_total: usize,
+    /// Memory budget: at most `max_bytes / PredictionTable::ENTRY_BYTES` entries in all.
+    pub max_bytes: usize,
 }
 
 impl Default for PredictionConfig {
@@ -124,7 +127,8 @@ impl Default for PredictionConfig {
         Self {
             ttl: Duration::from_mins(30),
             max_per_host: 20_000,
-            max_total: 2_000_000,
+            max_total: 500_000,
+            max_bytes: 128 << 20,
         }
     }
 }
@@ -190,6 +194,20 @@ pub struct PredictionTable {
 }
 
 impl PredictionTable {
+    /// Estimated bytes per predicted peer, at worst: its map slot (36 B key, 24 B entry, one
+    /// control byte, at most 7/8 full and just past a doubling: 140 B) and its place in the
+    /// host's order queue (48 B; refreshes may hold up to twice as many, past a doubling:
+    /// 190 B), plus a share of the per-host overhead.
+    pub const ENTRY_BYTES: usize = 340;
+
+    /// Most entries in all: the lower of `max_total` and `max_bytes / ENTRY_BYTES`.
+    pub fn capacity(&self) -> usize {
+        self.config
+            .max_total
+            .min(self.config.max_bytes / Self::ENTRY_BYTES)
+            .max(1)
+    }
+
     pub fn new(config: PredictionConfig) -> Self {
         Self {
             ttl: config.ttl.into(),
@@ -212,9 +230,7 @@ impl PredictionTable {
     /// Records a prediction, or refreshes it if the peer was already announced to the host.
     pub fn insert(&self, p: &PredictedPeer) {
         let key = (p.peer, p.transport);
-        if self.total.load(Relaxed) >= self.config.max_total as u64
-            && !self.contains_key(p.host, key)
-        {
+        if self.total.load(Relaxed) >= self.capacity() as u64 && !self.contains_key(p.host, key) {
             self.evict_from_largest();
         }
         let mut host = self.hosts.entry(p.host).or_default();
