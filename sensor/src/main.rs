@@ -89,6 +89,9 @@ struct PeersArgs {
     stats: bool,
     #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
     snaplen: u32,
+    /// Most connections tracked at once, as for `analyze`.
+    #[arg(long, default_value_t = 500_000)]
+    max_conns: usize,
 }
 
 const ANALYZE_HELP: &str = "\
@@ -614,10 +617,12 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 }
 
 fn peers(args: &PeersArgs) -> anyhow::Result<()> {
-    let config = EngineConfig {
+    anyhow::ensure!(args.max_conns > 0, "--max-conns must be positive");
+    let mut config = EngineConfig {
         suppress: Suppress::None,
         ..EngineConfig::default()
     };
+    config.conn.max_conns = args.max_conns;
     let sink = PeersSink {
         print: !args.stats,
         json: args.json,

@@ -505,12 +505,12 @@ mod tests {
         }
         assert_eq!((t.len(), t.evictions), (10, 90));
         // One source growing pushes the others out, never itself.
-        for p in 0..200u16 {
+        for p in 0..50u16 {
             t.record(at(2), ip("192.0.2.99"), ip("203.0.113.1"), 7000 + p);
         }
         assert!(t.bytes() <= budget, "{}", t.bytes());
-        assert_eq!(t.sample(ip("192.0.2.99")).ports, 200);
-        assert!(t.len() < 10);
+        assert_eq!(t.sample(ip("192.0.2.99")).ports, 50);
+        assert_eq!(t.len(), 2);
         t.expire(at(10_000));
         assert_eq!((t.len(), t.bytes(), t.lru.len()), (0, 0, 0));
     }
