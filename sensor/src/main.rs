@@ -178,10 +178,10 @@ struct EngineArgs {
     /// Most predicted peers kept per host (oldest evicted first).
     #[arg(long, default_value_t = 20_000)]
     max_peers_per_host: usize,
-    /// Most predicted peers kept in all (a memory budget of 128 MiB may hold fewer).
+    /// Most predicted peers kept in all (its memory budget, 96 MiB, may hold fewer).
     #[arg(long, default_value_t = 500_000)]
     max_predictions: usize,
-    /// Most connections tracked at once (a memory budget of 160 MiB may hold fewer); when
+    /// Most connections tracked at once (its memory budget, 96 MiB, may hold fewer); when
     /// full, the oldest is evicted, and an attempt still unanswered is reported as failed.
     #[arg(long, default_value_t = 500_000)]
     max_conns: usize,

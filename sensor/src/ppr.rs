@@ -81,7 +81,7 @@ impl Default for PprConfig {
             min_high_port_share: 0.9,
             window: Duration::from_mins(15),
             max_sources: 200_000,
-            max_bytes: 96 << 20,
+            max_bytes: 64 << 20,
             max_pairs: 65_536,
         }
     }
@@ -179,8 +179,9 @@ pub struct PprTracker {
 }
 
 impl PprTracker {
-    /// Estimated bytes of one source with one pair (measured: `cargo xtask bench`, flood
-    /// section): its map slot and LRU entry, five sets of one element each, allocator overhead.
+    /// Bytes of one source with one pair: its map slot (half full) and LRU entry, five sets of
+    /// one element each, allocator overhead. Measured: 1,170 B per source at 1 M sources
+    /// (`cargo xtask bench`).
     pub const SOURCE_BYTES: usize = 1_200;
     /// Estimated bytes per further distinct pair (one entry in up to five sets, at worst just
     /// past a doubling).

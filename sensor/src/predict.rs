@@ -128,7 +128,7 @@ impl Default for PredictionConfig {
             ttl: Duration::from_mins(30),
             max_per_host: 20_000,
             max_total: 500_000,
-            max_bytes: 128 << 20,
+            max_bytes: 96 << 20,
         }
     }
 }
@@ -194,11 +194,11 @@ pub struct PredictionTable {
 }
 
 impl PredictionTable {
-    /// Estimated bytes per predicted peer, at worst: its map slot (36 B key, 24 B entry, one
-    /// control byte, at most 7/8 full and just past a doubling: 140 B) and its place in the
-    /// host's order queue (48 B; refreshes may hold up to twice as many, past a doubling:
-    /// 190 B), plus a share of the per-host overhead.
-    pub const ENTRY_BYTES: usize = 340;
+    /// Bytes per predicted peer, at worst: one peer for each host, so each entry carries a
+    /// host's `DashMap` slot, its `HostPeers` and their first allocations. Measured
+    /// (`cargo xtask bench`): 734 B per entry with 1 M hosts of one peer, 185 B with one host
+    /// of 1 M peers.
+    pub const ENTRY_BYTES: usize = 750;
 
     /// Most entries in all: the lower of `max_total` and `max_bytes / ENTRY_BYTES`.
     pub fn capacity(&self) -> usize {

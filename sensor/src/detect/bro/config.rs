@@ -169,7 +169,7 @@ impl Default for BroScanConfig {
             idx_read_expire: Duration::from_hours(24),
             ignored_create_expire: Duration::from_hours(24),
             max_sources: 200_000,
-            max_bytes: 128 << 20,
+            max_bytes: 96 << 20,
         }
     }
 }
