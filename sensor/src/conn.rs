@@ -390,7 +390,7 @@ impl ConnTracker {
                 break;
             };
             self.fired = self.fired.saturating_sub(1);
-            if !self.conns.get(&old).is_some_and(|c| c.serial == serial) {
+            if self.conns.get(&old).is_none_or(|c| c.serial != serial) {
                 continue; // gone already
             }
             let c = self.conns.remove(&old).expect("checked above");
@@ -859,12 +859,12 @@ mod tests {
         assert_eq!(out[0].event, BroEvent::Established);
         let failed = &out[1..];
         assert_eq!(failed.len(), 90);
-        for (i, o) in failed.iter().enumerate() {
+        for (o, port) in failed.iter().zip(1000u16..) {
             assert_eq!(
                 (o.event, o.state, o.established),
                 (BroEvent::Attempt, ConnState::S0, false)
             );
-            assert_eq!(o.resp.port(), 1000 + i as u16, "oldest first");
+            assert_eq!(o.resp.port(), port, "oldest first");
             // Early: stamped with the time of the SYN that pushed it out, not 5 s after its own.
             assert!(o.ts < Timestamp::from_secs(1_001));
         }

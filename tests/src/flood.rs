@@ -42,7 +42,7 @@ impl Flood {
         let total = u64::from(self.spoofed) + u64::from(self.targets);
         // The scanner sends its k-th SYN after every `every` spoofed ones.
         let every = u64::from(self.spoofed) / (u64::from(self.targets) + 1);
-        let step = self.span.as_nanos() as u64 / total.max(1);
+        let step = u64::try_from(self.span.as_nanos()).unwrap_or(u64::MAX) / total.max(1);
         let (mut spoofed, mut scanned) = (0u32, 0u32);
         (0..total).map(move |i| {
             let at = Duration::from_nanos(i * step);
@@ -71,7 +71,8 @@ impl Flood {
     pub fn events(self) -> impl Iterator<Item = PacketEvent<'static>> {
         let start = Timestamp::from_secs(START_SECS);
         self.syns().map(move |(at, src, dst)| PacketEvent {
-            ts: start + time::Duration::from_nanos(at.as_nanos() as u64),
+            ts: start
+                + time::Duration::from_nanos(u64::try_from(at.as_nanos()).unwrap_or(u64::MAX)),
             src,
             dst,
             vlan_depth: 0,
@@ -105,7 +106,7 @@ impl Flood {
                 // Whole microseconds, to survive the pcap round trip.
                 let ts = Duration::from_secs(START_SECS) + at;
                 SynthPacket {
-                    ts: Duration::from_micros(ts.as_micros() as u64),
+                    ts: Duration::from_micros(u64::try_from(ts.as_micros()).unwrap_or(u64::MAX)),
                     frame,
                 }
             })
@@ -312,7 +313,7 @@ pub fn entry_bytes(table: &str, n: u32) -> Option<f64> {
                 ..PredictionConfig::default()
             });
             let one_host = table == "predictions_one_host";
-            for (i, (_, src, _)) in f.syns().enumerate() {
+            for ((_, src, _), i) in f.syns().zip(0u32..) {
                 let host = if one_host {
                     IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))
                 } else {
@@ -321,7 +322,7 @@ pub fn entry_bytes(table: &str, n: u32) -> Option<f64> {
                 t.insert(&PredictedPeer {
                     ts: start,
                     host,
-                    peer: SocketAddrV4::new(Ipv4Addr::from(0xC633_6400 + i as u32), 6881).into(),
+                    peer: SocketAddrV4::new(Ipv4Addr::from(0xC633_6400 + i), 6881).into(),
                     transport: PeerTransport::Tcp,
                     channel: Channel::Synthetic,
                 });

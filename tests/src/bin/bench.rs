@@ -334,7 +334,7 @@ fn flood_child_output(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
-/// 4. Memory under a SYN flood: bytes per entry of each table, then 2 M spoofed SYNs hiding a
+/// Memory under a SYN flood: bytes per entry of each table, then 2 M spoofed SYNs hiding a
 /// 300-target scan through the engine at the default caps, each in a process of its own.
 fn flood(md: &mut String) -> anyhow::Result<()> {
     eprintln!("bench: flood");
