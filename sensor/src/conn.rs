@@ -23,6 +23,21 @@
 //!
 //! Tables are bounded (`max_conns`; the oldest connection is evicted first) and idle connections
 //! expire; both are counted.
+//!
+//! **A full table never erases an attempt in progress.** Evicting a connection whose opener is
+//! still waiting for an answer (a SYN sent, the responder silent, its attempt not yet reported)
+//! reports that attempt at once as what its timer would have reported, a failed attempt (S0,
+//! `connection_attempt`), stamped with the eviction time: *earlier* than Bro, which waits
+//! `attempt_delay` (5 s) after the SYN. An answer that arrives after the eviction finds no
+//! connection: a SYN-ACK then starts a reverse connection, a RST is ignored. So under a flood
+//! that overflows the table a scanner's SYNs still count against it, as they would have in
+//! Bro, a little early and possibly once more for a late answer, rather than vanish; such
+//! evictions are counted apart (`evicted_as_failed`). Evicted established or closed
+//! connections hold no pending evidence and are only counted.
+//!
+//! Memory: one entry is a `HashMap` slot (key 68 B + value 24 B, 1 control byte, at most 7/8
+//! full, capacity a power of two: 105–210 B) plus its place in the creation-order queue (88 B,
+//! capacity a power of two: 88–176 B), about 200–390 B in all; see [`ConnTracker::ENTRY_BYTES`].
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -44,6 +59,9 @@ pub struct ConnConfig {
     pub idle_timeout: Duration,
     /// Most connections tracked at once; beyond it the oldest is evicted.
     pub max_conns: usize,
+    /// Memory budget of the table: at most `max_bytes / ConnTracker::ENTRY_BYTES` connections
+    /// (whichever of the two caps is lower applies).
+    pub max_bytes: usize,
     /// Report every UDP datagram as Bro's `udp_request`/`udp_reply` (Bro 1.5 with `udp-common`).
     pub udp: bool,
 }
@@ -53,7 +71,8 @@ impl Default for ConnConfig {
         Self {
             attempt_delay: Duration::from_secs(5),
             idle_timeout: Duration::from_mins(5),
-            max_conns: 1_000_000,
+            max_conns: 500_000,
+            max_bytes: 96 << 20,
             udp: false,
         }
     }
@@ -171,10 +190,11 @@ enum End {
     Reset,
 }
 
+/// One connection; its addresses are its key's (`orig_lo`: the originator is `key.lo`), so an
+/// entry is 24 bytes.
 #[derive(Debug)]
 struct Conn {
-    orig: SocketAddr,
-    resp: SocketAddr,
+    orig_lo: bool,
     /// Created by a SYN-ACK without a SYN.
     reverse: bool,
     o: End,
@@ -185,6 +205,30 @@ struct Conn {
     attempt_reported: bool,
 }
 
+impl Conn {
+    /// (originator, responder) as Bro records them (`c$id`).
+    fn ends(&self, key: &ConnKey) -> (SocketAddr, SocketAddr) {
+        if self.orig_lo {
+            (key.lo, key.hi)
+        } else {
+            (key.hi, key.lo)
+        }
+    }
+
+    /// Whether the side that opened is still waiting and the other still silent, and the
+    /// attempt not reported yet: what the attempt timer reports as S0.
+    fn pending_attempt(&self) -> bool {
+        let (opener, silent) = if self.reverse {
+            (self.r, self.o)
+        } else {
+            (self.o, self.r)
+        };
+        !self.attempt_reported
+            && silent == End::Inactive
+            && matches!(opener, End::SynSent | End::SynAckSent)
+    }
+}
+
 /// Rebuilds connection outcomes from forwarded segments.
 #[derive(Debug)]
 pub struct ConnTracker {
@@ -193,32 +237,55 @@ pub struct ConnTracker {
     attempt_delay: time::Duration,
     idle_timeout: time::Duration,
     conns: HashMap<ConnKey, Conn>,
-    /// Attempt deadlines in creation order (packet time only moves forward, so also in deadline
-    /// order); also the eviction order.
+    /// Every connection in creation order, `(created, key, serial)`: the eviction order, and
+    /// (packet time only moves forward) the attempt-deadline order. Entries of connections
+    /// gone since (serial mismatch) are skipped and compacted away.
     timers: VecDeque<(Timestamp, ConnKey, u64)>,
+    /// How many entries at the front of `timers` have had their attempt timer run.
+    fired: usize,
+    /// `min(max_conns, max_bytes / ENTRY_BYTES)`, at least 1.
+    cap: usize,
     next_serial: u64,
     last_sweep: Timestamp,
     now: Timestamp,
-    /// Connections evicted because the table was full.
+    /// Connections evicted because the table was full (those reported as failed included).
     pub evictions: u64,
+    /// Of `evictions`, attempts still pending, reported as failed (S0) when evicted.
+    pub evicted_as_failed: u64,
     /// Connections forgotten after `idle_timeout`.
     pub expired: u64,
 }
 
 impl ConnTracker {
+    /// Bytes one tracked connection costs, at worst (see the module docs): both the map and
+    /// the queue just past a doubling of their capacity. Measured: 292 B at 1 M pending SYNs
+    /// (`cargo xtask bench`).
+    pub const ENTRY_BYTES: usize = 390;
+
     pub fn new(config: ConnConfig) -> Self {
         Self {
             attempt_delay: config.attempt_delay.into(),
             idle_timeout: config.idle_timeout.into(),
+            cap: config
+                .max_conns
+                .min(config.max_bytes / Self::ENTRY_BYTES)
+                .max(1),
             config,
             conns: HashMap::new(),
             timers: VecDeque::new(),
+            fired: 0,
             next_serial: 0,
             last_sweep: Timestamp::ZERO,
             now: Timestamp::ZERO,
             evictions: 0,
+            evicted_as_failed: 0,
             expired: 0,
         }
+    }
+
+    /// Most connections tracked at once (the lower of the count and memory caps).
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 
     /// Connections currently tracked.
@@ -251,11 +318,11 @@ impl ConnTracker {
         // Packet time never runs backwards here, even if a merged capture does.
         self.now = self.now.max(now);
         let delay = self.attempt_delay;
-        while let Some(&(created, key, serial)) = self.timers.front() {
+        while let Some(&(created, key, serial)) = self.timers.get(self.fired) {
             if created + delay > self.now {
                 break;
             }
-            self.timers.pop_front();
+            self.fired += 1;
             self.fire_attempt(key, serial, created + delay, out);
         }
         if self.now - self.last_sweep >= SWEEP_INTERVAL {
@@ -264,6 +331,21 @@ impl ConnTracker {
             let before = self.conns.len();
             self.conns.retain(|_, c| !c.last.expired(idle, now));
             self.expired += (before - self.conns.len()) as u64;
+            self.compact();
+        }
+    }
+
+    /// Drops the queue entries of connections no longer tracked.
+    fn compact(&mut self) {
+        let conns = &self.conns;
+        let live = |(_, key, serial): &(Timestamp, ConnKey, u64)| {
+            conns.get(key).is_some_and(|c| c.serial == *serial)
+        };
+        let fired = self.timers.range(..self.fired).filter(|e| live(e)).count();
+        self.timers.retain(live);
+        self.fired = fired;
+        if self.timers.capacity() > 4 * self.timers.len().max(1024) {
+            self.timers.shrink_to(2 * self.timers.len());
         }
     }
 
@@ -271,7 +353,8 @@ impl ConnTracker {
     /// their delay become attempts too, stamped with the final packet time.
     pub fn finish(&mut self, now: Timestamp, out: &mut Vec<ConnOutcome>) {
         self.advance(now, out);
-        while let Some((_, key, serial)) = self.timers.pop_front() {
+        while let Some(&(_, key, serial)) = self.timers.get(self.fired) {
+            self.fired += 1;
             self.fire_attempt(key, serial, self.now, out);
         }
     }
@@ -286,51 +369,56 @@ impl ConnTracker {
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
-        if c.serial != serial || c.attempt_reported {
-            return;
-        }
         // The side that opened must still be waiting and the other still silent.
-        let (opener, silent) = if c.reverse { (c.r, c.o) } else { (c.o, c.r) };
-        if silent == End::Inactive && matches!(opener, End::SynSent | End::SynAckSent) {
+        if c.serial == serial && c.pending_attempt() {
             c.attempt_reported = true;
             out.push(outcome(
                 c,
+                &key,
                 at,
                 BroEvent::Attempt,
                 ConnState::S0,
                 false,
-                key.udp,
             ));
         }
     }
 
-    fn insert(&mut self, key: ConnKey, conn: Conn) {
-        if self.conns.len() >= self.config.max_conns {
+    fn insert(&mut self, key: ConnKey, conn: Conn, out: &mut Vec<ConnOutcome>) {
+        while self.conns.len() >= self.cap {
             // Evict the oldest connection still tracked.
-            while let Some((_, old, serial)) = self.timers.pop_front() {
-                if self.conns.get(&old).is_some_and(|c| c.serial == serial) {
-                    self.conns.remove(&old);
-                    self.evictions += 1;
-                    break;
-                }
+            let Some((_, old, serial)) = self.timers.pop_front() else {
+                break;
+            };
+            self.fired = self.fired.saturating_sub(1);
+            if self.conns.get(&old).is_none_or(|c| c.serial != serial) {
+                continue; // gone already
+            }
+            let c = self.conns.remove(&old).expect("checked above");
+            self.evictions += 1;
+            if c.pending_attempt() {
+                // Its timer has not reported it yet: report it now (see the module docs).
+                self.evicted_as_failed += 1;
+                out.push(outcome(
+                    &c,
+                    &old,
+                    self.now,
+                    BroEvent::Attempt,
+                    ConnState::S0,
+                    false,
+                ));
             }
         }
         self.timers.push_back((self.now, key, conn.serial));
         self.conns.insert(key, conn);
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            self.compact();
+        }
     }
 
-    fn new_conn(
-        &mut self,
-        orig: SocketAddr,
-        resp: SocketAddr,
-        reverse: bool,
-        o: End,
-        r: End,
-    ) -> Conn {
+    fn new_conn(&mut self, key: &ConnKey, orig: SocketAddr, reverse: bool, o: End, r: End) -> Conn {
         self.next_serial += 1;
         Conn {
-            orig,
-            resp,
+            orig_lo: orig == key.lo,
             reverse,
             o,
             r,
@@ -362,19 +450,19 @@ impl ConnTracker {
             }
             let conn = if flags.ack() {
                 // SYN-ACK without its SYN: a reverse connection.
-                self.new_conn(ev.dst, ev.src, true, End::Inactive, End::SynAckSent)
+                self.new_conn(&key, ev.dst, true, End::Inactive, End::SynAckSent)
             } else {
-                self.new_conn(ev.src, ev.dst, false, End::SynSent, End::Inactive)
+                self.new_conn(&key, ev.src, false, End::SynSent, End::Inactive)
             };
-            self.insert(key, conn);
+            self.insert(key, conn, out);
             return;
         };
         c.last = ts;
-        let from_orig = ev.src == c.orig;
+        let from_orig = ev.src == c.ends(&key).0;
         let result = step(c, from_orig, flags);
         if let Some((event, state, reverse_reject)) = result {
             let established = event == BroEvent::Established;
-            let mut o = outcome(c, ts, event, state, established, false);
+            let mut o = outcome(c, &key, ts, event, state, established);
             o.reverse = c.reverse || reverse_reject;
             out.push(o);
         }
@@ -392,21 +480,17 @@ impl ConnTracker {
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
-        let opener_is_quoted_src = if c.reverse { c.resp } else { c.orig } == icmp.inner_src;
-        let (opener, silent) = if c.reverse { (c.r, c.o) } else { (c.o, c.r) };
-        if opener_is_quoted_src
-            && !c.attempt_reported
-            && silent == End::Inactive
-            && matches!(opener, End::SynSent | End::SynAckSent)
-        {
+        let (orig, resp) = c.ends(&key);
+        let opener_is_quoted_src = if c.reverse { resp } else { orig } == icmp.inner_src;
+        if opener_is_quoted_src && c.pending_attempt() {
             c.attempt_reported = true;
             c.last = ts;
             out.push(outcome(
                 c,
+                &key,
                 ts,
                 BroEvent::IcmpUnreachable,
                 ConnState::S0,
-                false,
                 false,
             ));
         }
@@ -417,10 +501,10 @@ impl ConnTracker {
         let ts = ev.ts.max(self.now);
         let (orig, resp) = if let Some(c) = self.conns.get_mut(&key) {
             c.last = ts;
-            (c.orig, c.resp)
+            c.ends(&key)
         } else {
-            let conn = self.new_conn(ev.src, ev.dst, false, End::SynSent, End::Inactive);
-            self.insert(key, conn);
+            let conn = self.new_conn(&key, ev.src, false, End::SynSent, End::Inactive);
+            self.insert(key, conn, out);
             (ev.src, ev.dst)
         };
         let request = ev.src == orig;
@@ -491,17 +575,18 @@ fn step(c: &mut Conn, from_orig: bool, flags: TcpFlags) -> Option<(BroEvent, Con
 
 fn outcome(
     c: &Conn,
+    key: &ConnKey,
     ts: Timestamp,
     event: BroEvent,
     state: ConnState,
     established: bool,
-    udp: bool,
 ) -> ConnOutcome {
+    let (orig, resp) = c.ends(key);
     ConnOutcome {
         ts,
-        orig: c.orig,
-        resp: c.resp,
-        udp,
+        orig,
+        resp,
+        udp: key.udp,
         event,
         state,
         established,
@@ -751,6 +836,66 @@ mod tests {
         );
         assert!(t.is_empty());
         assert_eq!(t.expired, 1);
+    }
+
+    /// A full table reports the pending attempts it evicts as failed, at once, and nothing for
+    /// connections that were answered: every SYN still yields exactly one outcome.
+    #[test]
+    fn evicted_pending_attempts_are_reported_as_failed() {
+        let mut t = ConnTracker::new(ConnConfig {
+            max_conns: 10,
+            ..ConnConfig::default()
+        });
+        let mut out = Vec::new();
+        // One answered connection first, then 100 unanswered SYNs within 100 ms.
+        t.on_event(&seg(0, A, B, SYN), &mut out);
+        t.on_event(&seg(1, B, A, SYN | ACK), &mut out);
+        for i in 0..100u16 {
+            let dst = format!("203.0.113.{}:{}", i % 250, 1000 + i);
+            t.on_event(&seg(2 + u64::from(i), A, &dst, SYN), &mut out);
+        }
+        assert_eq!(t.len(), 10);
+        assert_eq!((t.evictions, t.evicted_as_failed), (91, 90));
+        assert_eq!(out[0].event, BroEvent::Established);
+        let failed = &out[1..];
+        assert_eq!(failed.len(), 90);
+        for (o, port) in failed.iter().zip(1000u16..) {
+            assert_eq!(
+                (o.event, o.state, o.established),
+                (BroEvent::Attempt, ConnState::S0, false)
+            );
+            assert_eq!(o.resp.port(), port, "oldest first");
+            // Early: stamped with the time of the SYN that pushed it out, not 5 s after its own.
+            assert!(o.ts < Timestamp::from_secs(1_001));
+        }
+        // The 10 left are reported by their timers as usual.
+        t.finish(Timestamp::from_secs(1_010), &mut out);
+        assert_eq!(out.len(), 101);
+        assert_eq!(t.evicted_as_failed, 90);
+        // An attempt its timer already reported is not reported again when evicted.
+        let mut t = ConnTracker::new(ConnConfig {
+            max_conns: 1,
+            ..ConnConfig::default()
+        });
+        let mut out = Vec::new();
+        t.on_event(&seg(0, A, B, SYN), &mut out);
+        t.on_event(&seg(6_000, A, "203.0.113.9:80", SYN), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((t.evictions, t.evicted_as_failed), (1, 0));
+    }
+
+    #[test]
+    fn memory_budget_caps_the_table() {
+        let t = ConnTracker::new(ConnConfig {
+            max_bytes: 100 * ConnTracker::ENTRY_BYTES,
+            ..ConnConfig::default()
+        });
+        assert_eq!(t.capacity(), 100);
+        let t = ConnTracker::new(ConnConfig {
+            max_conns: 7,
+            ..ConnConfig::default()
+        });
+        assert_eq!(t.capacity(), 7);
     }
 
     #[test]

@@ -450,6 +450,10 @@ impl<S: EngineSink> Engine<S> {
                 "ppr_sources",
                 stats(self.ppr.len() as u64, self.ppr.evictions, 0),
             ),
+            (
+                "shape_sources",
+                stats(self.shape.len() as u64, self.shape.evictions, 0),
+            ),
         ];
         out.extend(self.coordination.tables());
         out

@@ -89,6 +89,9 @@ struct PeersArgs {
     stats: bool,
     #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
     snaplen: u32,
+    /// Most connections tracked at once, as for `analyze`.
+    #[arg(long, default_value_t = 500_000)]
+    max_conns: usize,
 }
 
 const ANALYZE_HELP: &str = "\
@@ -177,9 +180,13 @@ struct EngineArgs {
     /// Most predicted peers kept per host (oldest evicted first).
     #[arg(long, default_value_t = 20_000)]
     max_peers_per_host: usize,
-    /// Most predicted peers kept in all.
-    #[arg(long, default_value_t = 2_000_000)]
+    /// Most predicted peers kept in all (its memory budget, 96 MiB, may hold fewer).
+    #[arg(long, default_value_t = 500_000)]
     max_predictions: usize,
+    /// Most connections tracked at once (its memory budget, 96 MiB, may hold fewer); when
+    /// full, the oldest is evicted, and an attempt still unanswered is reported as failed.
+    #[arg(long, default_value_t = 500_000)]
+    max_conns: usize,
 }
 
 #[derive(clap::Args)]
@@ -446,7 +453,10 @@ impl EngineArgs {
             ttl: Duration::from_secs(self.prediction_ttl),
             max_per_host: self.max_peers_per_host,
             max_total: self.max_predictions,
+            ..sensor::predict::PredictionConfig::default()
         };
+        anyhow::ensure!(self.max_conns > 0, "--max-conns must be positive");
+        config.conn.max_conns = self.max_conns;
         config.conn.udp = self.udp_scan;
         config.ppr = PprConfig {
             mode: self.ppr,
@@ -487,9 +497,40 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
             s.suppressed_predicted,
             s.suppressed_ppr
         );
+        print_evictions(&engine);
     }
     finish_inputs(&report);
     Ok(())
+}
+
+/// One stderr line naming every table that had to evict entries (a table full: results may
+/// be incomplete), with the connections reported as failed when evicted.
+fn print_evictions<S: EngineSink>(engine: &Engine<S>) {
+    if let Some(line) = evictions_line(engine) {
+        eprintln!("sensor: {line}");
+    }
+}
+
+/// `tables full, entries evicted: connections N (M pending attempts reported as failed), …`
+/// for every table of `Engine::tables()` with evictions; `None` when no table was full.
+fn evictions_line<S: EngineSink>(engine: &Engine<S>) -> Option<String> {
+    let full: Vec<String> = engine
+        .tables()
+        .into_iter()
+        .filter(|(_, t)| t.evicted > 0)
+        .map(|(name, t)| {
+            if name == "connections" {
+                format!(
+                    "{name} {} ({} pending attempts reported as failed)",
+                    t.evicted,
+                    engine.conns().evicted_as_failed
+                )
+            } else {
+                format!("{name} {}", t.evicted)
+            }
+        })
+        .collect();
+    (!full.is_empty()).then(|| format!("tables full, entries evicted: {}", full.join(", ")))
 }
 
 /// Prints each prediction once, and tallies failed TCP handshakes per host for `--stats`.
@@ -578,10 +619,12 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 }
 
 fn peers(args: &PeersArgs) -> anyhow::Result<()> {
-    let config = EngineConfig {
+    anyhow::ensure!(args.max_conns > 0, "--max-conns must be positive");
+    let mut config = EngineConfig {
         suppress: Suppress::None,
         ..EngineConfig::default()
     };
+    config.conn.max_conns = args.max_conns;
     let sink = PeersSink {
         print: !args.stats,
         json: args.json,
@@ -626,6 +669,9 @@ fn peers(args: &PeersArgs) -> anyhow::Result<()> {
             .map(|(name, n)| format!("{name} {n}"))
             .collect();
         println!("capture: {}", capture.join(", "));
+        if let Some(line) = evictions_line(&engine) {
+            println!("{line}");
+        }
     }
     finish_inputs(&report);
     Ok(())

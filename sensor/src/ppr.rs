@@ -29,11 +29,14 @@
 //! that coordination traffic has given peers to. Gnutella clients fail on as many ports as peers
 //! too, and nothing about them is BitTorrent.
 //!
-//! State is bounded: at most `max_sources` sources (least recently used evicted) and at most
-//! `max_pairs` distinct pairs per source (beyond that the sets stop growing and the source is
-//! marked saturated, which the hardened test treats as a scan).
+//! State is bounded: at most `max_sources` sources and at most `max_bytes` of estimated memory
+//! ([`PprTracker::SOURCE_BYTES`] per source, [`PprTracker::PAIR_BYTES`] per distinct pair
+//! beyond a source's first), the least recently used source evicted first (an ordered index,
+//! O(log n) per eviction); and at most `max_pairs` distinct pairs per source (beyond that the
+//! sets stop growing and the source is marked saturated, which the hardened test treats as a
+//! scan).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -62,6 +65,8 @@ pub struct PprConfig {
     pub min_high_port_share: f64,
     pub window: Duration,
     pub max_sources: usize,
+    /// Memory budget of the tracker (see the module docs).
+    pub max_bytes: usize,
     pub max_pairs: usize,
 }
 
@@ -75,7 +80,8 @@ impl Default for PprConfig {
             max_pairs_per_peer: 1.25,
             min_high_port_share: 0.9,
             window: Duration::from_mins(15),
-            max_sources: 1_000_000,
+            max_sources: 200_000,
+            max_bytes: 64 << 20,
             max_pairs: 65_536,
         }
     }
@@ -161,6 +167,10 @@ struct Source {
     top_failed_other_peers: u32,
     saturated: bool,
     last: Timestamp,
+    /// Sequence number of the last record (LRU), and this source's key in `PprTracker::lru`
+    /// (≤ `touched`: refiled lazily when it reaches the front).
+    touched: u64,
+    lru_key: u64,
 }
 
 impl Source {
@@ -193,6 +203,11 @@ impl Source {
 pub struct PprTracker {
     config: PprConfig,
     sources: HashMap<IpAddr, Source>,
+    /// Lazy LRU index: `(sequence ≤ last record, source)`, one per source.
+    lru: BTreeSet<(u64, IpAddr)>,
+    seq: u64,
+    /// Distinct pairs over all sources (for the memory estimate).
+    pairs: usize,
     /// `config.window` in packet time.
     window: time::Duration,
     now: Timestamp,
@@ -200,13 +215,58 @@ pub struct PprTracker {
 }
 
 impl PprTracker {
+    /// Bytes of one source with one pair: its map slot (half full) and LRU entry, six sets and
+    /// maps of one element each, allocator overhead. Measured: 1,170 B per source at 1 M
+    /// sources with five of them (`cargo xtask bench`); the sixth (failed peers per port) adds
+    /// one more small map.
+    pub const SOURCE_BYTES: usize = 1_300;
+    /// Estimated bytes per further distinct pair (one entry in up to six sets and maps, at
+    /// worst just past a doubling).
+    pub const PAIR_BYTES: usize = 210;
+
     pub fn new(config: PprConfig) -> Self {
         Self {
             window: config.window.into(),
             config,
             sources: HashMap::new(),
+            lru: BTreeSet::new(),
+            seq: 0,
+            pairs: 0,
             now: Timestamp::ZERO,
             evictions: 0,
+        }
+    }
+
+    /// Estimated bytes held (see [`PprTracker::SOURCE_BYTES`]).
+    pub fn bytes(&self) -> usize {
+        self.sources.len() * Self::SOURCE_BYTES
+            + self.pairs.saturating_sub(self.sources.len()) * Self::PAIR_BYTES
+    }
+
+    /// Evicts least recently recorded sources, `keep` excepted, until one more (with `extra`
+    /// more bytes) fits under both caps.
+    fn make_room(&mut self, extra: usize, keep: Option<IpAddr>) {
+        while !self.sources.is_empty()
+            && (self.sources.len() >= self.config.max_sources.max(1)
+                || self.bytes() + extra > self.config.max_bytes)
+        {
+            let Some(&(key, ip)) = self.lru.first() else {
+                break;
+            };
+            if keep == Some(ip) && self.sources.len() == 1 {
+                break; // the budget holds this one source alone
+            }
+            self.lru.pop_first();
+            let s = self.sources.get_mut(&ip).expect("lru entries are live");
+            if s.touched != key {
+                // Recorded since it was filed: refile under its real position.
+                s.lru_key = s.touched;
+                self.lru.insert((s.touched, ip));
+                continue;
+            }
+            let s = self.sources.remove(&ip).expect("checked above");
+            self.pairs -= s.pairs.len();
+            self.evictions += 1;
         }
     }
 
@@ -226,27 +286,53 @@ impl PprTracker {
     /// Counts one attempt of `src` to `dst:port`, failed or established.
     pub fn record(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16, failed: bool) {
         self.now = self.now.max(ts);
-        if !self.sources.contains_key(&src) && self.sources.len() >= self.config.max_sources {
-            if let Some(oldest) = self
-                .sources
-                .iter()
-                .min_by_key(|(_, s)| s.last)
-                .map(|(k, _)| *k)
-            {
-                self.sources.remove(&oldest);
-                self.evictions += 1;
+        self.seq += 1;
+        let seq = self.seq;
+        let existing = self.sources.get(&src).map(|s| {
+            let grows = !s.pairs.contains(&(dst, port)) && s.pairs.len() < self.config.max_pairs;
+            (s.last.expired(self.window, self.now), grows)
+        });
+        match existing {
+            None => {
+                self.make_room(Self::SOURCE_BYTES, None);
+                self.lru.insert((seq, src));
+                self.sources.insert(
+                    src,
+                    Source {
+                        lru_key: seq,
+                        ..Source::default()
+                    },
+                );
             }
+            Some((true, _)) => {
+                // Idle past the window: starts afresh (its LRU entry stays, refiled lazily).
+                let s = self.sources.get_mut(&src).expect("present");
+                self.pairs -= s.pairs.len();
+                let lru_key = s.lru_key;
+                *s = Source {
+                    lru_key,
+                    ..Source::default()
+                };
+            }
+            Some((false, true)) if self.bytes() + Self::PAIR_BYTES > self.config.max_bytes => {
+                // Touch it first so that it is not the one evicted.
+                self.sources.get_mut(&src).expect("present").touched = seq;
+                self.make_room(Self::PAIR_BYTES, Some(src));
+            }
+            Some(_) => {}
         }
-        let s = self.sources.entry(src).or_default();
-        if s.last.expired(self.window, self.now) {
-            *s = Source::default();
-        }
+        let Some(s) = self.sources.get_mut(&src) else {
+            return;
+        };
+        s.touched = seq;
         s.last = self.now;
         if s.pairs.len() >= self.config.max_pairs {
             s.saturated = true;
             return;
         }
+        let before = s.pairs.len();
         s.add(dst, port, failed);
+        self.pairs += s.pairs.len() - before;
     }
 
     /// The current counts of `src` (zero if it has none in the window).
@@ -295,7 +381,15 @@ impl PprTracker {
     pub fn expire(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
         let (window, now) = (self.window, self.now);
-        self.sources.retain(|_, s| !s.last.expired(window, now));
+        let (lru, pairs) = (&mut self.lru, &mut self.pairs);
+        self.sources.retain(|ip, s| {
+            let keep = !s.last.expired(window, now);
+            if !keep {
+                lru.remove(&(s.lru_key, *ip));
+                *pairs -= s.pairs.len();
+            }
+            keep
+        });
     }
 }
 
@@ -420,5 +514,46 @@ mod tests {
         }
         assert_eq!(t.sources.len(), 5);
         assert_eq!(t.evictions, 5);
+    }
+
+    /// The least recently recorded source goes first, also when the others were created
+    /// earlier; and the memory budget caps sources and pairs together.
+    #[test]
+    fn eviction_is_least_recently_used_and_memory_bounded() {
+        let mut t = PprTracker::new(PprConfig {
+            max_sources: 3,
+            ..PprConfig::default()
+        });
+        let at = |s| Timestamp::from_secs(s);
+        for (i, h) in ["192.0.2.1", "192.0.2.2", "192.0.2.3"].iter().enumerate() {
+            t.record(at(i as u64), ip(h), ip("203.0.113.1"), 7000);
+        }
+        t.record(at(4), ip("192.0.2.1"), ip("203.0.113.2"), 7001);
+        t.record(at(5), ip("192.0.2.4"), ip("203.0.113.1"), 7000);
+        assert_eq!(t.sample(ip("192.0.2.2")).peers, 0, "least recently used");
+        assert_eq!(t.sample(ip("192.0.2.1")).peers, 2);
+        assert_eq!(t.evictions, 1);
+        t.record(at(6), ip("192.0.2.5"), ip("203.0.113.1"), 7000);
+        assert_eq!(t.sample(ip("192.0.2.3")).peers, 0);
+        assert_eq!(t.len(), 3);
+
+        let budget = 10 * PprTracker::SOURCE_BYTES;
+        let mut t = PprTracker::new(PprConfig {
+            max_bytes: budget,
+            ..PprConfig::default()
+        });
+        for h in 0..100u8 {
+            t.record(at(1), ip(&format!("192.0.2.{h}")), ip("203.0.113.1"), 7000);
+        }
+        assert_eq!((t.len(), t.evictions), (10, 90));
+        // One source growing pushes the others out, never itself.
+        for p in 0..50u16 {
+            t.record(at(2), ip("192.0.2.99"), ip("203.0.113.1"), 7000 + p);
+        }
+        assert!(t.bytes() <= budget, "{}", t.bytes());
+        assert_eq!(t.sample(ip("192.0.2.99")).ports, 50);
+        assert_eq!(t.len(), 2);
+        t.expire(at(10_000));
+        assert_eq!((t.len(), t.bytes(), t.lru.len()), (0, 0, 0));
     }
 }

@@ -91,8 +91,13 @@ fn captures(scratch: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let out_path = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--flood") {
+        // A child of the flood section, alone in its process for a meaningful peak RSS.
+        return flood_child(&args[2..]);
+    }
+    let out_path = args
+        .get(1)
         .map_or_else(|| "BENCHMARKS.md".into(), PathBuf::from);
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
@@ -111,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     let captures = captures(&scratch)?;
     offline_throughput(&mut md, &captures)?;
     veth_replay(&mut md, &captures, &scratch)?;
+    flood(&mut md)?;
     std::fs::write(&out_path, md)?;
     eprintln!("bench: wrote {}", out_path.display());
     Ok(())
@@ -269,5 +275,112 @@ fn veth_replay(
          the table above gives the program's own cost."
     )?;
     drop(lab);
+    Ok(())
+}
+
+/// Tables measured per entry by the flood section, with what one entry is.
+const FLOOD_TABLES: [(&str, &str); 5] = [
+    ("connections", "a pending SYN"),
+    ("scan_sources", "a Bro source with one failed attempt"),
+    ("ppr_sources", "a PPR source with one pair"),
+    ("predictions", "one predicted peer for each host"),
+    ("predictions_one_host", "predicted peers of one host"),
+];
+
+/// `bench --flood entry TABLE N` prints one entry's bytes; `bench --flood run` the 2 M-SYN
+/// flood's report as JSON; `bench --flood section` the markdown section of all of them.
+fn flood_child(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("entry") => {
+            let table = args.get(1).context("table")?;
+            let n: u32 = args.get(2).context("count")?.parse()?;
+            let bytes = sensor_tests::flood::entry_bytes(table, n).context("unknown table")?;
+            println!("{bytes:.0}");
+        }
+        Some("run") => {
+            let r = sensor_tests::flood::run_big_flood(sensor::engine::Suppress::All, 20);
+            let tables: Vec<_> = r
+                .tables
+                .iter()
+                .map(|(name, len, evicted)| serde_json::json!([name, len, evicted]))
+                .collect();
+            let v = serde_json::json!({
+                "spoofed": r.spoofed,
+                "seconds": r.seconds,
+                "peak_rss_kib": r.peak_rss_kib,
+                "rss_before_kib": r.rss_before_kib,
+                "address_scans": r.address_scans,
+                "failed_attempts": r.failed_attempts,
+                "evicted_as_failed": r.evicted_as_failed,
+                "tables": tables,
+            });
+            println!("{v}");
+        }
+        Some("section") => {
+            // The flood section alone, as `cargo xtask bench` writes it (needs no root).
+            let mut md = String::new();
+            flood(&mut md)?;
+            print!("{md}");
+        }
+        _ => anyhow::bail!(
+            "usage: bench --flood entry TABLE N | bench --flood run | bench --flood section"
+        ),
+    }
+    Ok(())
+}
+
+fn flood_child_output(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--flood")
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bench --flood {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// Memory under a SYN flood: bytes per entry of each table, then 2 M spoofed SYNs hiding a
+/// 300-target scan through the engine at the default caps, each in a process of its own.
+fn flood(md: &mut String) -> anyhow::Result<()> {
+    eprintln!("bench: flood");
+    writeln!(
+        md,
+        "\n## Memory under a SYN flood (release, in memory, one process per row)\n\n\
+         Bytes per entry: RSS growth while 1,000,000 entries are added to one uncapped table, \
+         divided by 1,000,000 (`sensor_tests::flood::entry_bytes`).\n\n\
+         | table | one entry | bytes |\n|---|---|---:|"
+    )?;
+    for (table, what) in FLOOD_TABLES {
+        let bytes = flood_child_output(&["entry", table, "1000000"])?;
+        writeln!(md, "| `{table}` | {what} | {bytes} |")?;
+    }
+    let v: serde_json::Value = serde_json::from_str(&flood_child_output(&["run"])?)?;
+    writeln!(
+        md,
+        "\n2,000,000 spoofed-source SYNs in 10 s of packet time, with a 300-address port-445 \
+         scan interleaved, `--suppress all --threshold 20`, default caps \
+         (`sensor_tests::flood::run_big_flood`): {:.1} s, peak RSS {} MiB (bound {} MiB), \
+         scanner AddressScan notices {}, {} pending attempts reported as failed on eviction.\n\n\
+         | table | entries at the end | evicted |\n|---|---:|---:|",
+        v["seconds"].as_f64().unwrap_or(0.0),
+        v["peak_rss_kib"].as_u64().unwrap_or(0) / 1024,
+        sensor_tests::flood::ENGINE_BOUND_MIB,
+        v["address_scans"],
+        v["evicted_as_failed"],
+    )?;
+    for t in v["tables"].as_array().into_iter().flatten() {
+        if t[1].as_u64() > Some(0) || t[2].as_u64() > Some(0) {
+            writeln!(
+                md,
+                "| `{}` | {} | {} |",
+                t[0].as_str().unwrap_or(""),
+                t[1],
+                t[2]
+            )?;
+        }
+    }
     Ok(())
 }

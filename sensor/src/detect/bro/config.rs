@@ -114,6 +114,9 @@ pub struct BroScanConfig {
     /// Cap on tracked sources (not a Bro parameter). Beyond it the least recently checked
     /// source is dropped, without summaries, and counted in [`BroScan::evictions`].
     pub max_sources: usize,
+    /// Memory budget (not a Bro parameter): at most `max_bytes / BroScan::SOURCE_BYTES`
+    /// sources, whichever of the two caps is lower.
+    pub max_bytes: usize,
 }
 
 impl Default for BroScanConfig {
@@ -165,7 +168,8 @@ impl Default for BroScanConfig {
             read_expire: Duration::from_mins(15),
             idx_read_expire: Duration::from_hours(24),
             ignored_create_expire: Duration::from_hours(24),
-            max_sources: 1_000_000,
+            max_sources: 200_000,
+            max_bytes: 96 << 20,
         }
     }
 }
