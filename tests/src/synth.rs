@@ -1545,12 +1545,7 @@ pub fn labelled_capture(scanned_hosts: u8, announced_peers: u8) -> Capture {
         node_id: g.rng.bytes(),
     };
     let peers: Vec<Endpoint> = (0..announced_peers)
-        .map(|i| {
-            (
-                Ip::V4([203, 0, 113, 10 + i]),
-                20000 + 97 * u16::from(i),
-            )
-        })
+        .map(|i| (Ip::V4([203, 0, 113, 10 + i]), 20000 + 97 * u16::from(i)))
         .collect();
     // The tracker exchange ends at 1.1 s; the SYNs start at 2 s.
     tracker(&mut g, &swarm, &peers);
@@ -1567,7 +1562,18 @@ pub fn labelled_capture(scanned_hosts: u8, announced_peers: u8) -> Capture {
         let t = 3.0 + 0.02 * f64::from(h);
         let seq = g.rng.u32();
         let target = (Ip::V4([198, 51, 100, h]), 23);
-        g.tcp(at(t), Link::Plain, me, target, SYN, seq, 0, 1024, &SCAN_OPTS, &[]);
+        g.tcp(
+            at(t),
+            Link::Plain,
+            me,
+            target,
+            SYN,
+            seq,
+            0,
+            1024,
+            &SCAN_OPTS,
+            &[],
+        );
     }
 
     let me = (Ip::V4(labelled::PORT_SCANNER), 40002);
@@ -1575,9 +1581,31 @@ pub fn labelled_capture(scanned_hosts: u8, announced_peers: u8) -> Capture {
         let t = 4.0 + 0.01 * f64::from(p);
         let seq = g.rng.u32();
         let target = (Ip::V4(SCAN_TARGET), 2000 + p);
-        g.tcp(at(t), Link::Plain, me, target, SYN, seq, 0, 1024, &SCAN_OPTS, &[]);
+        g.tcp(
+            at(t),
+            Link::Plain,
+            me,
+            target,
+            SYN,
+            seq,
+            0,
+            1024,
+            &SCAN_OPTS,
+            &[],
+        );
         let ack = seq.wrapping_add(1);
-        g.tcp(at(t + 0.001), Link::Plain, target, me, RST | ACK, 0, ack, 0, &[], &[]);
+        g.tcp(
+            at(t + 0.001),
+            Link::Plain,
+            target,
+            me,
+            RST | ACK,
+            0,
+            ack,
+            0,
+            &[],
+            &[],
+        );
     }
 
     http_exchange(&mut g, 0, 5.0, "/");

@@ -170,7 +170,10 @@ fn eval_scores_the_labelled_scene_exactly() {
     assert_eq!(scanner["predicted_failed_tcp"], 0);
     let port_scanner = host(labelled::PORT_SCANNER);
     assert_eq!(port_scanner["what"], "nmap -sS, -p 2000-2099");
-    assert_eq!(port_scanner["failed_tcp"], u64::from(labelled::PORT_SCAN_PORTS));
+    assert_eq!(
+        port_scanner["failed_tcp"],
+        u64::from(labelled::PORT_SCAN_PORTS)
+    );
     assert_eq!(
         port_scanner["flagged"]["all"],
         serde_json::json!([true; THRESHOLDS.len()].to_vec())
@@ -219,6 +222,10 @@ fn eval_refuses_missing_labels_and_a_single_threshold() {
         .arg(&unlabelled)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(String::from_utf8_lossy(&run.stdout).contains("transmission-daemon 3.00"));
 }

@@ -491,10 +491,21 @@ impl EvalReport {
         out
     }
 
+    /// One row per labelled host, columns as wide as their widest cell (addresses, labels and
+    /// client names vary in length); with several captures, the capture each host is from.
     fn host_table(&self) -> String {
-        let mut out = String::from(
-            "\nhost             role        runs               failed TCP  predicted  flagged at (all)  minutes to 100 predicted\n",
-        );
+        let several = self.captures.len() > 1;
+        let mut rows: Vec<[String; 8]> = vec![[
+            "capture",
+            "host",
+            "role",
+            "runs",
+            "failed TCP",
+            "predicted",
+            "flagged at (all)",
+            "minutes to 100 predicted",
+        ]
+        .map(str::to_owned)];
         for h in &self.hosts {
             let flagged: Vec<String> = self
                 .thresholds
@@ -511,19 +522,15 @@ impl EvalReport {
                     100.0 * h.predicted_failed_tcp as f64 / h.failed_tcp as f64
                 )
             };
-            let role = match &h.label.role {
-                Role::Other(r) => r.as_str(),
-                Role::Bittorrent => "bittorrent",
-                Role::Scanner => "scanner",
-                Role::Benign => "benign",
-            };
-            let _ = writeln!(
-                out,
-                "{:<16} {:<11} {:<18} {:>10} {:>10}  {:<17} {}",
+            let capture = Path::new(&h.capture)
+                .file_name()
+                .map_or_else(|| h.capture.clone(), |n| n.to_string_lossy().into_owned());
+            rows.push([
+                capture,
                 h.ip.to_string(),
-                role,
-                h.label.what,
-                h.failed_tcp,
+                h.label.role.as_str().to_owned(),
+                h.label.what.clone(),
+                h.failed_tcp.to_string(),
                 share,
                 if flagged.is_empty() {
                     "-".to_owned()
@@ -531,8 +538,31 @@ impl EvalReport {
                     flagged.join(",")
                 },
                 h.minutes_to_100_predicted
-                    .map_or_else(|| "-".to_owned(), |m| format!("{m:.1}"))
-            );
+                    .map_or_else(|| "-".to_owned(), |m| format!("{m:.1}")),
+            ]);
+        }
+        let mut width = [0usize; 8];
+        for row in &rows {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::from("\n");
+        for row in &rows {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(width).enumerate() {
+                if i == 0 && !several {
+                    continue;
+                }
+                // Counts and shares right-aligned, text left-aligned.
+                let _ = if matches!(i, 4 | 5) {
+                    write!(line, "{cell:>w$}  ")
+                } else {
+                    write!(line, "{cell:<w$}  ")
+                };
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
         }
         out
     }
@@ -587,7 +617,10 @@ mod tests {
         assert_eq!(get("10.1.44.184").role, Role::Bittorrent);
         assert_eq!(get("10.1.44.184").what, "transmission-daemon 3.00");
         // Quoted fields: the quotes go, the commas inside stay, and the row keeps its columns.
-        assert_eq!(get("10.1.37.229").what, "python-libtorrent 2.1.1 (PyPI wheel)");
+        assert_eq!(
+            get("10.1.37.229").what,
+            "python-libtorrent 2.1.1 (PyPI wheel)"
+        );
         assert_eq!(get("2001:db8::7").role, Role::Scanner);
         assert_eq!(get("2001:db8::7").what, "nmap -sS, -T3");
         assert_eq!(get("10.1.101.15").role, Role::Scanner);
@@ -604,8 +637,8 @@ mod tests {
 
     #[test]
     fn labels_roles_ignore_case_and_serialise_as_written() {
-        let l = Labels::parse("192.0.2.1, BitTorrent ,x\n192.0.2.2,Scanner\n192.0.2.3,Seed\n")
-            .unwrap();
+        let l =
+            Labels::parse("192.0.2.1, BitTorrent ,x\n192.0.2.2,Scanner\n192.0.2.3,Seed\n").unwrap();
         assert_eq!(l.get(ip("192.0.2.1")).unwrap().role, Role::Bittorrent);
         assert_eq!(l.get(ip("192.0.2.2")).unwrap().role, Role::Scanner);
         assert_eq!(l.get(ip("192.0.2.2")).unwrap().what, "");
@@ -627,7 +660,10 @@ mod tests {
             "198.19.0.0/16,peer-population\n",
         ] {
             let err = Labels::parse(text).unwrap_err();
-            assert!(err.to_string().contains("no labelled hosts"), "{text:?}: {err}");
+            assert!(
+                err.to_string().contains("no labelled hosts"),
+                "{text:?}: {err}"
+            );
         }
     }
 
@@ -790,7 +826,9 @@ mod tests {
 
     #[test]
     fn minutes_to_the_hundredth_predicted_connection() {
-        let times: Vec<Timestamp> = (0..150).map(|i| Timestamp::from_secs(600 + 6 * i)).collect();
+        let times: Vec<Timestamp> = (0..150)
+            .map(|i| Timestamp::from_secs(600 + 6 * i))
+            .collect();
         // The 1st at 600 s, the 100th at 600 + 6·99 s: 9.9 minutes.
         let m = minutes_to_target(&times[..PREDICTED_TARGET]).unwrap();
         assert!((m - 9.9).abs() < 1e-9, "{m}");
