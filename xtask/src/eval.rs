@@ -556,3 +556,105 @@ fn evaluation_md(
     md.push_str(&still_flagged(all));
     Ok(md)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-eval-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn lab_captures_need_labels_and_a_complete_run() {
+        let lab = scratch("lab");
+        for (run, files) in [
+            ("mixed-small-1", &["pcap", "labels.csv", "counts.json"][..]),
+            // Still running: no counts yet.
+            ("mixed-small-2", &["pcap", "labels.csv"][..]),
+            // No labels: not a lab capture.
+            ("other", &["pcap", "counts.json"][..]),
+            (
+                "deeper/bt-heavy-1",
+                &["pcap", "labels.csv", "counts.json"][..],
+            ),
+        ] {
+            let dir = lab.join(run);
+            std::fs::create_dir_all(&dir).unwrap();
+            let scenario = if run.contains("bt-heavy") {
+                "bt-heavy"
+            } else {
+                "mixed-small"
+            };
+            for ext in files {
+                std::fs::write(dir.join(format!("{scenario}.{ext}")), "").unwrap();
+            }
+        }
+        let mut found = Vec::new();
+        find_lab_captures(&lab, &mut found).unwrap();
+        let got: Vec<(String, PathBuf)> = found
+            .into_iter()
+            .map(|c| (c.scenario, c.pcap.strip_prefix(&lab).unwrap().to_path_buf()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("bt-heavy".into(), "deeper/bt-heavy-1/bt-heavy.pcap".into()),
+                (
+                    "mixed-small".into(),
+                    "mixed-small-1/mixed-small.pcap".into()
+                ),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&lab);
+    }
+
+    fn report() -> Value {
+        serde_json::json!({
+            "thresholds": [20, 100],
+            "captures": ["a.pcap"],
+            "roc": MODES.iter().flat_map(|m| [20, 100].map(|t| serde_json::json!({
+                "mode": m, "threshold": t,
+                "tp": if t == 20 { 2 } else { 1 }, "scanners": 2,
+                "fp": u64::from(*m == "none" || (*m == "all" && t == 20)), "bittorrent": 2,
+            }))).collect::<Vec<_>>(),
+            "hosts": [
+                {"capture": "/x/a.pcap", "ip": "10.1.1.1", "role": "bittorrent", "what": "aria2",
+                 "flagged": {"none": [true, true], "predict": [false, false],
+                             "ppr": [false, false], "all": [true, false]},
+                 "failed_tcp": 10, "predicted_failed_tcp": 9,
+                 "predicted_by_channel": {"dht": 9}, "minutes_to_100_predicted": null},
+                {"capture": "/x/a.pcap", "ip": "10.1.1.2", "role": "bittorrent", "what": "aria2",
+                 "flagged": {"none": [false, false], "predict": [false, false],
+                             "ppr": [false, false], "all": [false, false]},
+                 "failed_tcp": 10, "predicted_failed_tcp": 10,
+                 "predicted_by_channel": {"dht": 4, "pex": 6}, "minutes_to_100_predicted": 3.25},
+            ],
+        })
+    }
+
+    #[test]
+    fn tables_from_roc_json() {
+        let r = report();
+        let roc = roc_table(&r);
+        assert!(
+            roc.contains("| 20 | 2/2 (100%) | 1/2 (50%) | 2/2 (100%) | 0/2 (0%) |"),
+            "{roc}"
+        );
+        let paper = paper_comparison(&r);
+        assert!(paper.contains("| Bro 1.5 (`none`) | 44/49 = 89% | 1/2 (50%) | 1/2 (50%) |"));
+        assert!(paper.contains("no scanner lost"), "{paper}");
+        let clients = client_table(&r);
+        assert!(
+            clients.contains("| aria2 | 2 | 20 | 19 (95.0%) | dht 13, pex 6 | 3.2 |"),
+            "{clients}"
+        );
+        let flagged = still_flagged(&r);
+        assert!(flagged.contains("| a.pcap | 10.1.1.1 | aria2 | 20 | 20, 100 | 10 | 90.0% |"));
+        assert!(!flagged.contains("10.1.1.2"));
+        assert!(flagged.contains("Placeholder"));
+    }
+}
