@@ -229,3 +229,56 @@ fn eval_refuses_missing_labels_and_a_single_threshold() {
     );
     assert!(String::from_utf8_lossy(&run.stdout).contains("transmission-daemon 3.00"));
 }
+
+/// Above Bro's ShutdownThresh: a BitTorrent host trying 150 announced peers. With a first
+/// threshold of 100, ShutdownThresh takes the 100th peer and AddressScan comes at 101; with 150
+/// AddressScan comes at exactly 150; with 151 the host raises only ShutdownThresh, which is not
+/// a flag. Its 100 first predicted connections (attempts reported 5 s after each SYN, 0.1 s
+/// apart) span 9.9 s.
+#[test]
+fn eval_thresholds_around_shutdown_thresh_and_time_to_100() {
+    const PEERS: u8 = 150;
+    let tmp = TempDir::new("shutdown");
+    let pcap = tmp.0.join("many.pcap");
+    synth::labelled_capture(SCANNED, PEERS)
+        .write_pcap_file(&pcap)
+        .unwrap();
+    std::fs::write(tmp.0.join("many.labels.csv"), labels_csv()).unwrap();
+    let out = tmp.0.join("out");
+    let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
+    let run = Command::new(&sensor)
+        .args(["eval", "--thresholds", "151,100,150,100", "--out"])
+        .arg(&out)
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let csv = std::fs::read_to_string(out.join("roc.csv")).unwrap();
+    // Thresholds sorted, once each; only the port scanner is flagged at these thresholds.
+    let expected: Vec<String> = ["none", "predict", "ppr", "all"]
+        .iter()
+        .flat_map(|m| {
+            [100, 150, 151].map(|t| {
+                let fp = u64::from(*m == "none" && t <= 150);
+                format!("{m},{t},1,2,{fp},1,0.5000,{fp}.0000")
+            })
+        })
+        .collect();
+    assert_eq!(csv.lines().skip(1).collect::<Vec<_>>(), expected);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("roc.json")).unwrap()).unwrap();
+    let bt = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["ip"] == dotted(labelled::BITTORRENT))
+        .unwrap();
+    assert_eq!(bt["failed_tcp"], u64::from(PEERS));
+    assert_eq!(bt["predicted_failed_tcp"], u64::from(PEERS));
+    let minutes = bt["minutes_to_100_predicted"].as_f64().unwrap();
+    assert!((minutes - 9.9 / 60.0).abs() < 1e-6, "{minutes}");
+}

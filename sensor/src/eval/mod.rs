@@ -217,15 +217,20 @@ impl EngineSink for LaneSink {
         };
         let initiator = o.initiator().ip();
         // A connection to a predicted peer: a failed attempt the engine matched, or a TCP
-        // handshake that completed to an announced peer (counted once, on `Established`; later
-        // outcomes of the same connection are established too).
-        let predicted_connection = predicted.is_some()
-            || (!o.udp
+        // handshake that completed to an announced peer, counted once, on `Established` (later
+        // outcomes of the same connection are established too). The engine looks up only
+        // failed attempts today; the table answers for the others.
+        let predicted_connection = if o.failed() {
+            predicted.is_some()
+        } else {
+            !o.udp
                 && o.event == BroEvent::Established
-                && rec
-                    .predictions
-                    .lookup(initiator, o.target(), PeerTransport::Tcp, o.ts)
-                    .is_some());
+                && (predicted.is_some()
+                    || rec
+                        .predictions
+                        .lookup(initiator, o.target(), PeerTransport::Tcp, o.ts)
+                        .is_some())
+        };
         let host = rec.hosts.entry(initiator).or_default();
         if predicted_connection && host.predicted_at.len() < PREDICTED_TARGET {
             host.predicted_at.push(o.ts);
