@@ -594,6 +594,8 @@ impl EvalReport {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     /// The head of a labels file as the lab writes it: a header, quoted fields holding commas,
@@ -827,6 +829,101 @@ mod tests {
             assert_eq!((r.tp, r.scanners, r.fp, r.bittorrent), (1, 1, 0, 0));
             assert!((r.tpr - 1.0).abs() < 1e-12 && r.fpr == 0.0);
         }
+    }
+
+    #[test]
+    fn predicted_connections_are_failed_matches_and_established_handshakes_to_announced_peers() {
+        use crate::detect::ConnState;
+        use crate::predict::{PredictedPeer, PredictionConfig};
+
+        let table = Arc::new(PredictionTable::new(PredictionConfig::default()));
+        let host = ip("192.0.2.10");
+        let announced: SocketAddr = "203.0.113.7:51413".parse().unwrap();
+        table.insert(&PredictedPeer {
+            ts: Timestamp::from_secs(1),
+            host,
+            peer: announced,
+            transport: PeerTransport::Tcp,
+            channel: Channel::UdpTracker,
+        });
+        let mut sink = LaneSink {
+            recorder: Some(Recorder {
+                hosts: HashMap::new(),
+                predictions: Arc::clone(&table),
+            }),
+            ..LaneSink::default()
+        };
+        let outcome = |secs, resp: &str, event, state, established| ConnOutcome {
+            ts: Timestamp::from_secs(secs),
+            orig: SocketAddr::new(host, 50000),
+            resp: resp.parse().unwrap(),
+            udp: false,
+            event,
+            state,
+            established,
+            reverse: false,
+        };
+        // A failed attempt the engine matched: predicted, and counted as a failed handshake.
+        sink.attempt(
+            &outcome(
+                10,
+                "203.0.113.8:6881",
+                BroEvent::Attempt,
+                ConnState::S0,
+                false,
+            ),
+            Some(Channel::Dht),
+        );
+        // A failed attempt to a peer nobody announced.
+        sink.attempt(
+            &outcome(
+                11,
+                "203.0.113.9:6881",
+                BroEvent::Rejected,
+                ConnState::REJ,
+                false,
+            ),
+            None,
+        );
+        // A handshake to the announced peer, then the same connection's later outcome.
+        sink.attempt(
+            &outcome(
+                12,
+                "203.0.113.7:51413",
+                BroEvent::Established,
+                ConnState::S1,
+                true,
+            ),
+            None,
+        );
+        sink.attempt(
+            &outcome(
+                13,
+                "203.0.113.7:51413",
+                BroEvent::Reset,
+                ConnState::RSTO,
+                true,
+            ),
+            None,
+        );
+        // A handshake to a peer nobody announced.
+        sink.attempt(
+            &outcome(
+                14,
+                "203.0.113.10:80",
+                BroEvent::Established,
+                ConnState::S1,
+                true,
+            ),
+            None,
+        );
+        let a = &sink.recorder.unwrap().hosts[&host];
+        assert_eq!((a.failed_tcp, a.predicted_failed_tcp), (2, 1));
+        assert_eq!(a.by_channel, BTreeMap::from([(Channel::Dht, 1)]));
+        assert_eq!(
+            a.predicted_at,
+            [Timestamp::from_secs(10), Timestamp::from_secs(12)]
+        );
     }
 
     #[test]
