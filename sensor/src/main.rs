@@ -47,11 +47,12 @@ NAME.labels.csv beside NAME.pcap (as the lab writes them). Labels are CSV lines 
 with roles bittorrent, scanner and benign; other roles are reported, not scored. A host is
 flagged when it raised an AddressScan or PortScan notice. For every mode (none, predict, ppr,
 all) and threshold: TPR = scanners flagged / scanners, FPR = BitTorrent hosts flagged /
-BitTorrent hosts. Every capture is read once; its events feed one engine per mode and threshold.
+BitTorrent hosts. Every capture is read once; its events feed one engine per mode and threshold
+(so --suppress is ignored and --threshold refused; the other detection options apply).
 
 With --out DIR: roc.csv, roc.json (with every host's results), roc.svg (the ROC curves) and
 time-to-100.svg (per BitTorrent host, minutes from its first to its 100th predicted
-connection, in 15-minute bins).";
+connection, failed or established, in 15-minute bins).";
 
 #[derive(clap::Args)]
 #[command(after_long_help = EVAL_HELP)]
@@ -582,9 +583,10 @@ impl EngineSink for PeersSink {
 }
 
 fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    // eval varies both; taking one value of either silently would mislead.
     anyhow::ensure!(
-        args.thresholds.iter().all(|&t| t > 0),
-        "thresholds must be at least 1"
+        args.engine.threshold.is_none(),
+        "eval takes --thresholds (a list), not --threshold"
     );
     // Every input must be a readable file before a long evaluation starts (eval scores whole
     // captures, so one it cannot read fails the run: status 1).

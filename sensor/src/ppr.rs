@@ -526,14 +526,14 @@ mod tests {
         });
         let at = |s| Timestamp::from_secs(s);
         for (i, h) in ["192.0.2.1", "192.0.2.2", "192.0.2.3"].iter().enumerate() {
-            t.record(at(i as u64), ip(h), ip("203.0.113.1"), 7000);
+            t.record(at(i as u64), ip(h), ip("203.0.113.1"), 7000, true);
         }
-        t.record(at(4), ip("192.0.2.1"), ip("203.0.113.2"), 7001);
-        t.record(at(5), ip("192.0.2.4"), ip("203.0.113.1"), 7000);
+        t.record(at(4), ip("192.0.2.1"), ip("203.0.113.2"), 7001, true);
+        t.record(at(5), ip("192.0.2.4"), ip("203.0.113.1"), 7000, true);
         assert_eq!(t.sample(ip("192.0.2.2")).peers, 0, "least recently used");
         assert_eq!(t.sample(ip("192.0.2.1")).peers, 2);
         assert_eq!(t.evictions, 1);
-        t.record(at(6), ip("192.0.2.5"), ip("203.0.113.1"), 7000);
+        t.record(at(6), ip("192.0.2.5"), ip("203.0.113.1"), 7000, true);
         assert_eq!(t.sample(ip("192.0.2.3")).peers, 0);
         assert_eq!(t.len(), 3);
 
@@ -543,12 +543,18 @@ mod tests {
             ..PprConfig::default()
         });
         for h in 0..100u8 {
-            t.record(at(1), ip(&format!("192.0.2.{h}")), ip("203.0.113.1"), 7000);
+            t.record(
+                at(1),
+                ip(&format!("192.0.2.{h}")),
+                ip("203.0.113.1"),
+                7000,
+                true,
+            );
         }
         assert_eq!((t.len(), t.evictions), (10, 90));
         // One source growing pushes the others out, never itself.
         for p in 0..50u16 {
-            t.record(at(2), ip("192.0.2.99"), ip("203.0.113.1"), 7000 + p);
+            t.record(at(2), ip("192.0.2.99"), ip("203.0.113.1"), 7000 + p, true);
         }
         assert!(t.bytes() <= budget, "{}", t.bytes());
         assert_eq!(t.sample(ip("192.0.2.99")).ports, 50);

@@ -300,7 +300,7 @@ pub fn entry_bytes(table: &str, n: u32) -> Option<f64> {
                 ..sensor::ppr::PprConfig::default()
             });
             for ev in f.events() {
-                p.record(ev.ts, ev.src.ip(), ev.dst.ip(), ev.dst.port());
+                p.record(ev.ts, ev.src.ip(), ev.dst.ip(), ev.dst.port(), true);
             }
             assert_eq!(p.len(), n as usize);
             Box::new(p)

@@ -1505,6 +1505,113 @@ fn edge_frames(g: &mut Gen) {
     );
 }
 
+/// The hosts of [`labelled_capture`] (IPv4, on the monitored segment).
+pub mod labelled {
+    /// Sweeps `scanned_hosts` addresses on 23/tcp; nothing answers.
+    pub const ADDRESS_SCANNER: [u8; 4] = super::SCANNER;
+    /// Probes [`PORT_SCAN_PORTS`] ports of one host; every probe is refused.
+    pub const PORT_SCANNER: [u8; 4] = [192, 0, 2, 67];
+    /// Learns `announced_peers` peers from a UDP tracker, then tries each once over TCP;
+    /// none answers.
+    pub const BITTORRENT: [u8; 4] = super::BT_HOST;
+    /// One complete HTTP exchange.
+    pub const BENIGN: [u8; 4] = super::WEB_CLIENT;
+    /// The UDP tracker (talks to the BitTorrent host only).
+    pub const TRACKER: [u8; 4] = super::TRACKER;
+    /// How many distinct ports the port scanner probes, all on one host and above 1023.
+    pub const PORT_SCAN_PORTS: u16 = 100;
+    /// The most addresses the address scanner may sweep (198.51.100.1–250).
+    pub const MAX_SCANNED_HOSTS: u8 = 250;
+    /// The most peers the tracker may announce (203.0.113.10–189).
+    pub const MAX_ANNOUNCED_PEERS: u8 = 180;
+}
+
+/// A small labelled scene for `sensor eval`, deterministic and a few seconds long: an address
+/// scanner that sweeps `scanned_hosts` distinct hosts on one port with no answer, a port
+/// scanner refused on [`labelled::PORT_SCAN_PORTS`] ports of one host, a BitTorrent host that
+/// gets `announced_peers` peers (distinct addresses, distinct high ports) in a UDP tracker
+/// announce reply and then sends each one unanswered SYNs, and a benign web client. Addresses
+/// are in [`labelled`].
+pub fn labelled_capture(scanned_hosts: u8, announced_peers: u8) -> Capture {
+    assert!((1..=labelled::MAX_SCANNED_HOSTS).contains(&scanned_hosts));
+    assert!((1..=labelled::MAX_ANNOUNCED_PEERS).contains(&announced_peers));
+    let mut g = Gen {
+        rng: Rng(SEED ^ 0xE7A1),
+        frames: Vec::new(),
+    };
+    let swarm = Swarm {
+        info_hash: g.rng.bytes(),
+        peer_id: azureus_peer_id(&mut g.rng, *b"-TR3000-"),
+        node_id: g.rng.bytes(),
+    };
+    let peers: Vec<Endpoint> = (0..announced_peers)
+        .map(|i| (Ip::V4([203, 0, 113, 10 + i]), 20000 + 97 * u16::from(i)))
+        .collect();
+    // The tracker exchange ends at 1.1 s; the SYNs start at 2 s.
+    tracker(&mut g, &swarm, &peers);
+    let mut eport = 50000;
+    for (i, &peer) in peers.iter().enumerate() {
+        eport += 1;
+        let client = (Ip::V4(labelled::BITTORRENT), eport);
+        let t0 = 2.0 + 0.1 * i as f64;
+        tcp_attempt(&mut g, t0, client, peer, Outcome::Silent, 0.05, None);
+    }
+
+    let me = (Ip::V4(labelled::ADDRESS_SCANNER), 40001);
+    for h in 1..=scanned_hosts {
+        let t = 3.0 + 0.02 * f64::from(h);
+        let seq = g.rng.u32();
+        let target = (Ip::V4([198, 51, 100, h]), 23);
+        g.tcp(
+            at(t),
+            Link::Plain,
+            me,
+            target,
+            SYN,
+            seq,
+            0,
+            1024,
+            &SCAN_OPTS,
+            &[],
+        );
+    }
+
+    let me = (Ip::V4(labelled::PORT_SCANNER), 40002);
+    for p in 0..labelled::PORT_SCAN_PORTS {
+        let t = 4.0 + 0.01 * f64::from(p);
+        let seq = g.rng.u32();
+        let target = (Ip::V4(SCAN_TARGET), 2000 + p);
+        g.tcp(
+            at(t),
+            Link::Plain,
+            me,
+            target,
+            SYN,
+            seq,
+            0,
+            1024,
+            &SCAN_OPTS,
+            &[],
+        );
+        let ack = seq.wrapping_add(1);
+        g.tcp(
+            at(t + 0.001),
+            Link::Plain,
+            target,
+            me,
+            RST | ACK,
+            0,
+            ack,
+            0,
+            &[],
+            &[],
+        );
+    }
+
+    http_exchange(&mut g, 0, 5.0, "/");
+    finish(g.frames)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

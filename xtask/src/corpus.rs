@@ -103,7 +103,7 @@ pub fn snapshot(root: &Path, out: &Path, sensor: Option<&Path>) -> anyhow::Resul
 }
 
 /// Builds the release `sensor` binary and returns its path.
-fn release_sensor(root: &Path) -> anyhow::Result<PathBuf> {
+pub fn release_sensor(root: &Path) -> anyhow::Result<PathBuf> {
     let status = super::cargo()
         .current_dir(root)
         .args([

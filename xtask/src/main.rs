@@ -11,8 +11,11 @@
 //! - `cargo xtask bench`: replay throughput and XDP per-packet cost, written to BENCHMARKS.md.
 //! - `cargo xtask snapshot OUTDIR`: a build's notices and predictions over the corpus, one file
 //!   per capture, to compare two builds with `diff -r`.
+//! - `cargo xtask eval --lab DIR`: `sensor eval` over the lab's labelled captures, all together
+//!   and per scenario; regenerates EVALUATION.md and its figures under `tests/evaluation/`.
 
 mod corpus;
+mod eval;
 mod setup;
 
 use std::ffi::OsString;
@@ -59,6 +62,27 @@ enum Cmd {
         #[arg(long)]
         sensor: Option<PathBuf>,
     },
+    /// Score the detector on labelled captures: `sensor eval` over every capture together and
+    /// per scenario, then EVALUATION.md (ROC tables, the paper's numbers beside ours, predicted
+    /// share per client, BitTorrent hosts still flagged) and its figures under
+    /// tests/evaluation/. Lab runs not yet complete (no SCENARIO.counts.json) are skipped.
+    Eval {
+        /// A directory searched recursively for `SCENARIO.pcap` beside `SCENARIO.labels.csv`
+        /// (what the lab writes); repeatable.
+        #[arg(long)]
+        lab: Vec<PathBuf>,
+        /// A labels file and the capture it labels (e.g. one of the shared corpus); repeatable.
+        /// The capture's file stem names its scenario.
+        #[arg(long, num_args = 2, value_names = ["FILE", "PCAP"])]
+        labels: Vec<PathBuf>,
+        /// Where `sensor eval` writes (OUT/all, OUT/SCENARIO, and the links it reads in
+        /// OUT/inputs).
+        #[arg(long, default_value = "target/eval")]
+        out: PathBuf,
+        /// A sensor binary to use instead of building this checkout's release one.
+        #[arg(long)]
+        sensor: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +107,23 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Cmd::Run { args } => run(&root, &args),
         Cmd::Bench => bench(&root),
         Cmd::Snapshot { outdir, sensor } => corpus::snapshot(&root, &outdir, sensor.as_deref()),
+        Cmd::Eval {
+            lab,
+            labels,
+            out,
+            sensor,
+        } => eval::run(
+            &root,
+            &eval::Inputs {
+                labs: lab,
+                labelled: labels
+                    .chunks_exact(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect(),
+                out,
+                sensor,
+            },
+        ),
     }
 }
 
