@@ -4,7 +4,8 @@
 //! A failed attempt from a host to a peer in its table is BitTorrent's doing, not a scan: the
 //! engine keeps it out of the scan counters (the paper's filter). Entries live `ttl` after they
 //! were last announced; each host holds at most `max_per_host` and the table at most
-//! `max_total` and `max_bytes / PredictionTable::ENTRY_BYTES` (whichever is lower), oldest
+//! `max_total` entries and about `max_bytes` of memory (a host costs
+//! [`PredictionTable::HOST_BYTES`], each of its peers [`PredictionTable::PEER_BYTES`]), oldest
 //! evicted first. Every eviction and expiry is counted.
 //!
 //! The table is a `DashMap` so capture shards can share it: lookups are per failed attempt and
@@ -118,7 +119,8 @@ pub struct PredictionConfig {
     pub ttl: Duration,
     pub max_per_host: usize,
     pub max_total: usize,
-    /// Memory budget: at most `max_bytes / PredictionTable::ENTRY_BYTES` entries in all.
+    /// Memory budget: hosts at [`PredictionTable::HOST_BYTES`] and peers at
+    /// [`PredictionTable::PEER_BYTES`] each.
     pub max_bytes: usize,
 }
 
@@ -194,18 +196,29 @@ pub struct PredictionTable {
 }
 
 impl PredictionTable {
-    /// Bytes per predicted peer, at worst: one peer for each host, so each entry carries a
-    /// host's `DashMap` slot, its `HostPeers` and their first allocations. Measured
-    /// (`cargo xtask bench`): 734 B per entry with 1 M hosts of one peer, 185 B with one host
-    /// of 1 M peers.
-    pub const ENTRY_BYTES: usize = 750;
+    /// Bytes per predicted peer of a host that has many (measured, `cargo xtask bench`: 185 B
+    /// per entry with one host of 1 M peers).
+    pub const PEER_BYTES: usize = 190;
+    /// Bytes per host beyond its peers: its `DashMap` slot, its `HostPeers` and their first
+    /// allocations (measured: 734 B per entry with 1 M hosts of one peer each).
+    pub const HOST_BYTES: usize = 560;
 
-    /// Most entries in all: the lower of `max_total` and `max_bytes / ENTRY_BYTES`.
-    pub fn capacity(&self) -> usize {
-        self.config
-            .max_total
-            .min(self.config.max_bytes / Self::ENTRY_BYTES)
-            .max(1)
+    /// Whether one more peer (for a host not yet in the table, if `new_host`) would exceed the
+    /// count cap or the memory budget. Hosts are counted only when they could matter, since a
+    /// `DashMap`'s length visits every shard.
+    fn full(&self, new_host: bool) -> bool {
+        let total = usize::try_from(self.total.load(Relaxed)).unwrap_or(usize::MAX);
+        if total >= self.config.max_total {
+            return true;
+        }
+        let budget = self.config.max_bytes;
+        let peers = (total + 1).saturating_mul(Self::PEER_BYTES);
+        // Every host holds at least one peer: at most `total` of them.
+        if peers.saturating_add((total + 1).saturating_mul(Self::HOST_BYTES)) <= budget {
+            return false;
+        }
+        let hosts = self.hosts.len() + usize::from(new_host);
+        peers.saturating_add(hosts.saturating_mul(Self::HOST_BYTES)) > budget
     }
 
     pub fn new(config: PredictionConfig) -> Self {
@@ -230,7 +243,7 @@ impl PredictionTable {
     /// Records a prediction, or refreshes it if the peer was already announced to the host.
     pub fn insert(&self, p: &PredictedPeer) {
         let key = (p.peer, p.transport);
-        if self.total.load(Relaxed) >= self.capacity() as u64 && !self.contains_key(p.host, key) {
+        if !self.contains_key(p.host, key) && self.full(!self.hosts.contains_key(&p.host)) {
             self.evict_from_largest();
         }
         let mut host = self.hosts.entry(p.host).or_default();
