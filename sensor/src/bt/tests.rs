@@ -40,6 +40,8 @@ fn registered_names_are_unique_and_stable() {
         &tables,
         &[
             "tcp_streams",
+            "utp_streams",
+            "utp_syns",
             "dht_queries",
             "udp_tracker_transactions",
             "lsd_segments",
@@ -76,7 +78,7 @@ Infohash: 0123456789abcdef0123456789abcdef01234567\r\n\r\n\r\n";
         datagram("192.168.1.7:6881", "203.0.113.1:6881", 101, krpc),
     ] {
         let (ev, udp) = d.event();
-        c.on_udp(&ev, &udp, &mut out);
+        c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
     }
     let lsd: Vec<String> = out
         .iter()
@@ -129,7 +131,7 @@ mod corpus {
         let mut out = Vec::new();
         for d in udp_datagrams(rel) {
             let (ev, udp) = d.event();
-            c.on_udp(&ev, &udp, &mut out);
+            c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
         }
         (c, out)
     }
@@ -374,7 +376,7 @@ mod corpus {
             datagram("192.168.0.7:6881", "203.0.113.3:6881", t + 2, krpc),
         ] {
             let (ev, udp) = d.event();
-            c.on_udp(&ev, &udp, &mut out);
+            c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
         }
         let lsd: Vec<String> = out
             .iter()
