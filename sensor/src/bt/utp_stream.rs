@@ -49,9 +49,10 @@
 //!
 //! **Ending.** ST_FIN reached in order ends its direction ([`StreamEvent::Ended`]), one each
 //! way or ST_RESET ends the connection ([`StreamEvent::Closed`], after delivering what is
-//! held). A connection idle for [`UtpStreamConfig::idle`] is closed too (what it still holds
-//! is dropped and counted); one evicted for room is closed after delivering what it holds.
-//! Events are only produced for connections classified as peer wire.
+//! held). A connection idle for [`UtpStreamConfig::idle`], or evicted to make room, is closed
+//! the same way (what it holds is delivered after a gap first). Any packet of a connection,
+//! the other side's acks included, ends the waits that outlived the reorder wait. Events
+//! are only produced for connections classified as peer wire.
 //!
 //! [`TcpStreams`]: super::stream::TcpStreams
 
@@ -142,8 +143,6 @@ pub struct UtpStreamStats {
     pub jumps: u64,
     /// DATA packets whose payload went past the snap length (their tail is a gap).
     pub truncated: u64,
-    /// Held packets dropped with a connection that expired.
-    pub held_dropped: u64,
     pub fins: u64,
     pub resets: u64,
     /// Connections that ended by FIN each way or RESET.
@@ -368,21 +367,12 @@ impl UtpStreams {
     }
 
     /// Closes the connections idle for longer than [`UtpStreamConfig::idle`] (what they hold
-    /// is dropped; a peer-wire connection gets its `Closed`) and forgets stale SYNs.
+    /// is delivered after a gap, then a peer-wire connection gets its `Closed`) and forgets
+    /// stale SYNs.
     pub fn expire(&mut self, now: Timestamp, mut sink: impl FnMut(StreamEvent<'_>)) {
         self.syns.expire(now);
         while let Some((_, conn)) = self.conns.pop_expired(now) {
-            self.stats.held_dropped += conn
-                .halves
-                .iter()
-                .map(|h| h.held.len() as u64)
-                .sum::<u64>();
-            if conn.class == Class::PeerWire {
-                sink(StreamEvent::Closed {
-                    conn: conn.key,
-                    ts: now,
-                });
-            }
+            self.drop_conn(conn, now, &mut sink);
         }
     }
 
@@ -457,7 +447,11 @@ impl UtpStreams {
             (key(dst, src, id.wrapping_sub(2)), Dir::ToClient),
         ];
         for (k, dir) in candidates {
-            if self.conns.get_mut(&k, ts).is_some_and(|c| c.accepts(dir, id)) {
+            if self
+                .conns
+                .get_mut(&k, ts)
+                .is_some_and(|c| c.accepts(dir, id))
+            {
                 return self.conns.take(&k, ts).map(|c| (k, dir, c));
             }
         }
@@ -563,6 +557,11 @@ impl UtpStreams {
                 return;
             }
         }
+        // Any packet of the connection (the other side's acks too) ends a wait that has
+        // lasted too long.
+        for d in [Dir::ToServer, Dir::ToClient] {
+            self.flush_stale(&mut conn, d, ts, sink);
+        }
         if conn.halves.iter().all(|h| h.fin) {
             self.close(conn, ts, sink);
             return;
@@ -599,6 +598,11 @@ impl UtpStreams {
         sink: &mut impl FnMut(StreamEvent<'_>),
     ) {
         let d = dir as usize;
+        if conn.halves[d].fin {
+            // Nothing follows a FIN: a late copy, or a sender that broke the protocol.
+            self.stats.duplicates += 1;
+            return;
+        }
         if conn.halves[d].next.is_none() {
             // The direction's first packet: mid-session, bytes before it were missed.
             let half = &mut conn.halves[d];
@@ -664,9 +668,18 @@ impl UtpStreams {
                 self.stats.gaps += 1;
             }
         }
-        // A hole older than the reorder wait is lost.
+    }
+
+    /// Declares lost the holes before packets held for longer than the reorder wait.
+    fn flush_stale(
+        &mut self,
+        conn: &mut Conn,
+        dir: Dir,
+        ts: Timestamp,
+        sink: &mut impl FnMut(StreamEvent<'_>),
+    ) {
         let wait = Duration::from(self.config.reorder_wait);
-        while conn.halves[d]
+        while conn.halves[dir as usize]
             .held
             .iter()
             .any(|h| ts.saturating_since(h.ts) > wait)

@@ -818,7 +818,10 @@ fn sessions_are_bounded_and_expire() {
     });
     let mut out = Vec::new();
     for port in 1..=3u16 {
-        let c = ConnKey::tcp(SocketAddr::new("10.0.0.201".parse().unwrap(), port), SERVER.parse().unwrap());
+        let c = ConnKey::tcp(
+            SocketAddr::new("10.0.0.201".parse().unwrap(), port),
+            SERVER.parse().unwrap(),
+        );
         t.on_chunk(
             &StreamChunk {
                 ts: at(1),
@@ -833,7 +836,10 @@ fn sessions_are_bounded_and_expire() {
     let s = t.stats();
     assert_eq!((s.sessions.len, s.sessions.evicted, s.flows), (2, 1, 3));
     // Activity keeps a session alive; idleness expires it.
-    let c = ConnKey::tcp(SocketAddr::new("10.0.0.201".parse().unwrap(), 3), SERVER.parse().unwrap());
+    let c = ConnKey::tcp(
+        SocketAddr::new("10.0.0.201".parse().unwrap(), 3),
+        SERVER.parse().unwrap(),
+    );
     t.on_chunk(
         &StreamChunk {
             ts: at(100),
