@@ -137,19 +137,19 @@ fn peer_wire_over_utp_through_coordination() {
     pex.extend_from_slice(&[203, 0, 113, 51, 0x1a, 0xe2]);
     pex.push(b'e');
     let pex = message(20, &pex);
-    let (a, b) = ("192.168.7.10:51413", "203.0.113.9:6881");
+    let (host, peer) = ("192.168.7.10:51413", "203.0.113.9:6881");
     let mut c = Coordination::default();
     let (mut out, mut retracted) = (Vec::new(), Vec::new());
     for (t, (src, dst), bytes) in [
-        (0, (a, b), utp(4, 0x2000, 1, &[])),
-        (1, (b, a), utp(2, 0x2000, 900, &[])),
-        (2, (a, b), utp(0, 0x2001, 2, &handshake)),
-        (2, (a, b), utp(0, 0x2001, 3, &ext_a)),
-        (3, (b, a), utp(0, 0x2000, 901, &pex)),
-        (3, (b, a), utp(0, 0x2000, 900, &handshake)),
+        (0, (host, peer), utp(4, 0x2000, 1, &[])),
+        (1, (peer, host), utp(2, 0x2000, 900, &[])),
+        (2, (host, peer), utp(0, 0x2001, 2, &handshake)),
+        (2, (host, peer), utp(0, 0x2001, 3, &ext_a)),
+        (3, (peer, host), utp(0, 0x2000, 901, &pex)),
+        (3, (peer, host), utp(0, 0x2000, 900, &handshake)),
     ] {
-        let d = datagram(src, dst, t, &bytes);
-        let (ev, udp) = d.event();
+        let dg = datagram(src, dst, t, &bytes);
+        let (ev, udp) = dg.event();
         c.on_udp(&ev, &udp, &mut out, &mut retracted);
     }
     let got: Vec<String> = out
@@ -173,8 +173,8 @@ fn peer_wire_over_utp_through_coordination() {
     assert_eq!(tables["utp_streams"].len, 1);
     assert_eq!(tables["utp_syns"].len, 0);
     assert_eq!(tables["peer_wire_connections"].len, 1);
-    let s = c.utp_stream_stats();
-    assert_eq!((s.opened, s.peer_wire, s.out_of_order), (1, 1, 1));
+    let st = c.utp_stream_stats();
+    assert_eq!((st.opened, st.peer_wire, st.out_of_order), (1, 1, 1));
     assert!(c.summaries()[1].starts_with("utp streams: 6 packets, 1 connections opened"));
     assert_eq!(c.stats_json()["utp_streams"]["peer_wire"], 1);
     assert_eq!(
@@ -184,8 +184,8 @@ fn peer_wire_over_utp_through_coordination() {
     );
     // Datagrams without the uTP shape never reach the stream reader.
     let dns = unhex("1234 0100 0001 0000 0000 0000 0765 78616d706c65 03636f6d 00 0001 0001");
-    let d = datagram("192.168.7.10:5353", "192.168.7.1:53", 4, &dns);
-    let (ev, udp) = d.event();
+    let query = datagram("192.168.7.10:5353", "192.168.7.1:53", 4, &dns);
+    let (ev, udp) = query.event();
     c.on_udp(&ev, &udp, &mut out, &mut retracted);
     assert_eq!(c.utp_stream_stats().packets, 6);
 }

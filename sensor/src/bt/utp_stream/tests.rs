@@ -777,6 +777,11 @@ fn tcp_and_utp_connections_between_the_same_endpoints_do_not_collide() {
     assert_eq!(r.pw_stats().handshakes, 3);
 }
 
+/// The element of `xs` that `v` picks.
+fn pick<T: Copy>(v: u32, xs: &[T]) -> T {
+    xs[usize::try_from(v).unwrap() % xs.len()]
+}
+
 /// Deterministic hostile traffic: packets of every type with nearby and far ids and sequence
 /// numbers, duplicated, cut, with extension chains. Nothing panics, the bounds hold and
 /// every held byte is accounted for.
@@ -806,9 +811,6 @@ fn hostile_sequences_never_panic_and_stay_bounded() {
         vec![0; 3],
     ];
     let hosts = [A, B, "10.0.0.3:1000"];
-    fn pick<T: Copy>(v: u32, xs: &[T]) -> T {
-        xs[usize::try_from(v).unwrap() % xs.len()]
-    }
     for i in 0..20_000u64 {
         let v = rnd();
         let kind = pick(
