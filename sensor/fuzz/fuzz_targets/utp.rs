@@ -119,7 +119,11 @@ fn sequences(data: &[u8]) {
         let n = usize::from(*len).min(tail.len());
         let (bytes, next) = tail.split_at(n);
         rest = next;
-        now += if ctrl & 0x80 != 0 { 3_000_000_000 } else { 1_000_000 };
+        now += if ctrl & 0x80 != 0 {
+            3_000_000_000
+        } else {
+            1_000_000
+        };
         let kind = ctrl & 7;
         let pick = usize::from(ctrl >> 3 & 3);
         let (a, b) = ENDPOINTS[if kind >= 5 { pick % 3 } else { 0 }];

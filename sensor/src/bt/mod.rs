@@ -20,6 +20,10 @@
 //! requests open with an MSB-set byte and carry action 1024..1039 at offset 8 (BEP 15 requests:
 //! 0..3); its replies open `00 00 04 xx` with xx a reply action, which no BEP 15 response
 //! (`00 00 00 0x`), connect request (`00 00 04 17`), KRPC, LSD or uTP header matches.
+//!
+//! Whichever channel claims it, a datagram with the uTP shape ([`utp::looks_like_utp`]) also
+//! goes to the uTP stream reader, whose peer-wire streams reach the peer-wire channel like
+//! TCP's.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
