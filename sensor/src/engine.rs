@@ -635,7 +635,10 @@ impl<S: EngineSink> EventSink for Engine<S> {
         self.tick(event.ts);
         // Learn first: a peer list and an attempt it explains may share a drain batch.
         match &event.transport {
-            Transport::Udp(udp) => self.coordination.on_udp(event, udp, &mut self.learnt),
+            Transport::Udp(udp) => {
+                self.coordination
+                    .on_udp(event, udp, &mut self.learnt, &mut self.retracted);
+            }
             Transport::Tcp(seg) => {
                 self.coordination
                     .on_tcp(event, seg, &mut self.learnt, &mut self.retracted);

@@ -140,6 +140,10 @@ struct Entry {
     first_seen: Timestamp,
     last_seen: Timestamp,
     channel: Channel,
+    /// Another channel announced the peer too (a third party after the first, or the host
+    /// itself before a third party took the credit): a retraction by `channel` leaves the
+    /// prediction standing.
+    confirmed: bool,
 }
 
 type PeerKey = (SocketAddr, PeerTransport);
@@ -253,7 +257,11 @@ impl PredictionTable {
             // self-announced prediction.
             if !e.channel.peer_evidence() && p.channel.peer_evidence() {
                 e.channel = p.channel;
+                // The host's own word (its uTP SYN, an LSD announce) still predicts it.
+                e.confirmed = true;
                 host.third_party += 1;
+            } else if p.channel != e.channel && !p.channel.self_announced() {
+                e.confirmed = true;
             }
             self.stats.refreshed.fetch_add(1, Relaxed);
         } else {
@@ -267,6 +275,7 @@ impl PredictionTable {
                     first_seen: p.ts,
                     last_seen: p.ts,
                     channel: p.channel,
+                    confirmed: false,
                 },
             );
             if p.channel.peer_evidence() {
@@ -307,15 +316,18 @@ impl PredictionTable {
     }
 
     /// Withdraws what `r.channel` predicted for `r.host` about `r.peer`, over both transports.
-    /// A prediction another channel made (or confirmed) stands: a PEX `dropped` says one
-    /// peer lost contact, not that the tracker's or the DHT's word is void.
+    /// A prediction another channel made (or confirmed, also after it) stands: a PEX
+    /// `dropped` says one peer lost contact, not that the tracker's or the DHT's word is void.
     pub fn retract(&self, r: &RetractedPeer) {
         let Some(mut h) = self.hosts.get_mut(&r.host) else {
             return;
         };
         for transport in [PeerTransport::Tcp, PeerTransport::Udp] {
             let key = (r.peer, transport);
-            if h.peers.get(&key).is_some_and(|e| e.channel == r.channel) {
+            if h.peers
+                .get(&key)
+                .is_some_and(|e| e.channel == r.channel && !e.confirmed)
+            {
                 h.peers.remove(&key);
                 h.forget(r.channel);
                 self.total.fetch_sub(1, Relaxed);
@@ -546,7 +558,15 @@ mod tests {
         also_pex.channel = Channel::Pex;
         t.insert(&dht);
         t.insert(&also_pex);
-        for peer in [pex.peer, dht.peer] {
+        // From PEX first, then confirmed by the DHT: the credit stays with PEX, but the
+        // DHT's word stands after PEX drops it.
+        let mut pex_first = p(10, H, "203.0.113.7:6881");
+        pex_first.channel = Channel::Pex;
+        let mut confirmed = pex_first;
+        confirmed.channel = Channel::Dht;
+        t.insert(&pex_first);
+        t.insert(&confirmed);
+        for peer in [pex.peer, dht.peer, pex_first.peer] {
             t.retract(&RetractedPeer {
                 ts: Timestamp::from_nanos(20),
                 host,
@@ -561,7 +581,11 @@ mod tests {
             t.lookup(host, dht.peer, PeerTransport::Tcp, at),
             Some(Channel::Dht)
         );
-        assert_eq!((t.len(), t.stats.removed.load(Relaxed)), (1, 2));
+        assert_eq!(
+            t.lookup(host, pex_first.peer, PeerTransport::Tcp, at),
+            Some(Channel::Pex)
+        );
+        assert_eq!((t.len(), t.stats.removed.load(Relaxed)), (2, 2));
         assert!(t.knows_host(host));
     }
 

@@ -140,7 +140,7 @@ fn coordinate(
     let mut coordination = sensor::bt::Coordination::default();
     let (mut out, mut retracted) = (Vec::new(), Vec::new());
     sensor::capture::pcap::prefilter_file(pcap, 1472, |ev| match &ev.transport {
-        Transport::Udp(udp) => coordination.on_udp(ev, udp, &mut out),
+        Transport::Udp(udp) => coordination.on_udp(ev, udp, &mut out, &mut retracted),
         Transport::Tcp(seg) => coordination.on_tcp(ev, seg, &mut out, &mut retracted),
         Transport::Icmp(_) => {}
     })
@@ -240,10 +240,10 @@ mod corpus {
             ("ntop-nDPI/bittorrent_transmission.pcapng", 200, 1),
         ] {
             let mut coordination = Coordination::default();
-            let mut out = Vec::new();
+            let (mut out, mut retracted) = (Vec::new(), Vec::new());
             sensor::capture::pcap::prefilter_file(&corpus(rel), 1472, |ev| {
                 if let Transport::Udp(udp) = &ev.transport {
-                    coordination.on_udp(ev, udp, &mut out);
+                    coordination.on_udp(ev, udp, &mut out, &mut retracted);
                 }
             })
             .unwrap();

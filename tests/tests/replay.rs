@@ -104,7 +104,9 @@ fn check_coordination_metrics(lab: &Lab, pcap: &Path) {
         let mut coordination = sensor::bt::Coordination::default();
         let (mut learnt, mut retracted) = (Vec::new(), Vec::new());
         sensor::capture::pcap::prefilter_file(pcap, 1472, |ev| match &ev.transport {
-            sensor::event::Transport::Udp(udp) => coordination.on_udp(ev, udp, &mut learnt),
+            sensor::event::Transport::Udp(udp) => {
+                coordination.on_udp(ev, udp, &mut learnt, &mut retracted);
+            }
             sensor::event::Transport::Tcp(seg) => {
                 coordination.on_tcp(ev, seg, &mut learnt, &mut retracted);
             }

@@ -45,10 +45,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let conns: Vec<ConnKey> = CONNS
         .iter()
-        .map(|(c, s)| ConnKey {
-            client: c.parse().unwrap(),
-            server: s.parse().unwrap(),
-        })
+        .map(|(c, s)| ConnKey::tcp(c.parse().unwrap(), s.parse().unwrap()))
         .collect();
     let mut rest = data;
     let mut now = 0u64;

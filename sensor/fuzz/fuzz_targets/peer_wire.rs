@@ -35,10 +35,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let conns: Vec<ConnKey> = CONNS
         .iter()
-        .map(|(c, s)| ConnKey {
-            client: c.parse().unwrap(),
-            server: s.parse().unwrap(),
-        })
+        .map(|(c, s)| ConnKey::tcp(c.parse().unwrap(), s.parse().unwrap()))
         .collect();
 
     // Operations: [control][length][bytes]... Control bits 0-1 pick the connection, bit 2 the

@@ -57,10 +57,13 @@ fuzz_target!(|data: &[u8]| {
             transport: Transport::Udp(udp),
         };
         out.clear();
-        c.on_udp(&ev, &udp, &mut out);
+        c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
         assert!(out.len() <= 2 * MAX_ENTRIES.max(sensor::bt::dht::MAX_ENTRIES));
         // A uTP SYN predicts for its sender; every other channel for the receiver.
-        for p in out.iter().filter(|p| p.channel != sensor::predict::Channel::Utp) {
+        for p in out
+            .iter()
+            .filter(|p| p.channel != sensor::predict::Channel::Utp)
+        {
             assert_eq!(p.host, dst.ip(), "the learner is the receiver");
             assert_ne!(p.peer.port(), 0);
         }

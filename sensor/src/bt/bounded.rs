@@ -109,6 +109,42 @@ impl<K: Copy + Eq + Hash, V> Bounded<K, V> {
         Some(slot.value)
     }
 
+    /// Removes and returns the oldest entry if it outlived the TTL (counted as expired), for
+    /// owners that must release what an entry holds.
+    pub(crate) fn pop_expired(&mut self, now: Timestamp) -> Option<(K, V)> {
+        while let Some(&(k, seq)) = self.order.front() {
+            match self.map.get(&k) {
+                Some(s) if s.seq == seq => {
+                    if !self.stale(s, now) {
+                        return None;
+                    }
+                    self.order.pop_front();
+                    self.expired += 1;
+                    return self.map.remove(&k).map(|s| (k, s.value));
+                }
+                _ => {
+                    self.order.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Makes room for `key`: when it is absent and the table is full, removes and returns the
+    /// oldest entry (counted as evicted), so the next [`Bounded::insert`] evicts nothing.
+    pub(crate) fn make_room(&mut self, key: &K) -> Option<(K, V)> {
+        if self.map.contains_key(key) || self.map.len() < self.cap {
+            return None;
+        }
+        while let Some((k, seq)) = self.order.pop_front() {
+            if self.is_live(&k, seq) {
+                self.evicted += 1;
+                return self.map.remove(&k).map(|s| (k, s.value));
+            }
+        }
+        None
+    }
+
     /// Drops expired entries from the old end (entries are inserted in packet-time order).
     pub(crate) fn expire(&mut self, now: Timestamp) {
         while let Some(&(k, seq)) = self.order.front() {

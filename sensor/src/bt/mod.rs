@@ -1,7 +1,9 @@
 //! BitTorrent coordination traffic, read to predict the connections each host will attempt:
 //! one module per channel, each implementing [`Channel`] and listed once in [`registry`]. UDP
 //! channels read single datagrams; the TCP channels (HTTP tracker, peer wire) read the streams
-//! [`stream::TcpStreams`] rebuilds from the payloads of the flows the pre-filter marked.
+//! [`stream::TcpStreams`] rebuilds from the payloads of the flows the pre-filter marked, and
+//! the peer wire also the uTP streams [`utp_stream::UtpStreams`] rebuilds from uTP DATA
+//! packets.
 //!
 //! Parsers are pure functions over borrowed bytes; each channel's state (transactions awaiting
 //! their response, LSD segments and their BitTorrent hosts, peer-wire connections) lives in
@@ -18,6 +20,10 @@
 //! requests open with an MSB-set byte and carry action 1024..1039 at offset 8 (BEP 15 requests:
 //! 0..3); its replies open `00 00 04 xx` with xx a reply action, which no BEP 15 response
 //! (`00 00 00 0x`), connect request (`00 00 04 17`), KRPC, LSD or uTP header matches.
+//!
+//! Whichever channel claims it, a datagram with the uTP shape ([`utp::looks_like_utp`]) also
+//! goes to the uTP stream reader, whose peer-wire streams reach the peer-wire channel like
+//! TCP's.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +41,7 @@ pub mod peer_wire;
 pub mod stream;
 pub mod udp_tracker;
 pub mod utp;
+pub mod utp_stream;
 pub mod vuze_dht;
 pub mod wire;
 
@@ -50,6 +57,7 @@ pub struct CoordinationConfig {
     pub lsd: lsd::LsdConfig,
     pub vuze_dht: vuze_dht::VuzeDhtConfig,
     pub streams: stream::StreamConfig,
+    pub utp_streams: utp_stream::UtpStreamConfig,
     pub http_tracker: http_tracker::HttpTrackerConfig,
     pub peer_wire: peer_wire::PeerWireConfig,
 }
@@ -68,15 +76,33 @@ pub fn registry(config: &CoordinationConfig) -> Vec<Box<dyn Channel>> {
     ]
 }
 
-/// The coordination channels of every host seen, and the TCP stream reassembly that feeds the
-/// stream channels.
+/// The coordination channels of every host seen, and the TCP and uTP stream reassembly that
+/// feeds the stream channels.
 #[derive(Debug)]
 pub struct Coordination {
     channels: Vec<Box<dyn Channel>>,
     streams: stream::TcpStreams,
+    utp_streams: utp_stream::UtpStreams,
     udp_datagrams: u64,
-    /// Scratch for the UDP entry point, which has no retractions to report.
-    no_retractions: Vec<RetractedPeer>,
+    /// What channels learnt while [`Coordination::expire`] closed streams, handed out with
+    /// the next message.
+    deferred: Vec<PredictedPeer>,
+    deferred_retracted: Vec<RetractedPeer>,
+}
+
+/// Hands a stream event to the channel that reads streams of `class`.
+fn route(
+    channels: &mut [Box<dyn Channel>],
+    class: stream::StreamClass,
+    event: &stream::StreamEvent<'_>,
+    learnt: &mut Learnt<'_>,
+) {
+    if let Some(c) = channels
+        .iter_mut()
+        .find(|c| c.stream_class() == Some(class))
+    {
+        c.on_stream(event, learnt);
+    }
 }
 
 impl Default for Coordination {
@@ -90,34 +116,50 @@ impl Coordination {
         Self {
             channels: registry(config),
             streams: stream::TcpStreams::new(config.streams.clone()),
+            utp_streams: utp_stream::UtpStreams::new(config.utp_streams.clone()),
             udp_datagrams: 0,
-            no_retractions: Vec::new(),
+            deferred: Vec::new(),
+            deferred_retracted: Vec::new(),
         }
     }
 
-    /// Reads one UDP datagram; predictions it yields are appended to `out`.
+    /// Reads one UDP datagram: the first channel that claims it, and, for a datagram with the
+    /// uTP shape, the uTP stream reader, whose peer-wire streams go to the peer-wire channel.
+    /// Predictions are appended to `out`; PEX `dropped` entries (ut_pex over uTP) to
+    /// `retracted`.
     pub fn on_udp(
         &mut self,
         ev: &PacketEvent<'_>,
         udp: &UdpDatagram<'_>,
         out: &mut Vec<PredictedPeer>,
+        retracted: &mut Vec<RetractedPeer>,
     ) {
         self.udp_datagrams += 1;
+        out.append(&mut self.deferred);
+        retracted.append(&mut self.deferred_retracted);
+        let Self {
+            channels,
+            utp_streams,
+            ..
+        } = self;
         let mut learnt = Learnt {
             predictions: out,
-            retracted: &mut self.no_retractions,
+            retracted,
         };
-        let Some(reader) = self.channels.iter_mut().find(|c| c.claims(ev, udp)) else {
-            return;
-        };
-        if reader.on_udp(ev, udp, &mut learnt) == Sender::BitTorrent {
-            // The sender showed itself a BitTorrent client: a member of its LAN segment for
-            // LSD (BEP 14), whichever channel told.
-            for c in &mut self.channels {
-                c.on_bittorrent_host(ev.src.ip(), ev.ts, &mut learnt);
+        if let Some(reader) = channels.iter_mut().find(|c| c.claims(ev, udp)) {
+            if reader.on_udp(ev, udp, &mut learnt) == Sender::BitTorrent {
+                // The sender showed itself a BitTorrent client: a member of its LAN segment
+                // for LSD (BEP 14), whichever channel told.
+                for c in channels.iter_mut() {
+                    c.on_bittorrent_host(ev.src.ip(), ev.ts, &mut learnt);
+                }
             }
         }
-        self.no_retractions.clear();
+        if utp::looks_like_utp(udp.head) {
+            utp_streams.on_datagram(ev.src, ev.dst, ev.ts, udp, |event| {
+                route(channels, stream::StreamClass::PeerWire, &event, &mut learnt);
+            });
+        }
     }
 
     /// Reads one forwarded TCP segment: payloads of the flows the pre-filter marked (HTTP
@@ -130,6 +172,8 @@ impl Coordination {
         out: &mut Vec<PredictedPeer>,
         retracted: &mut Vec<RetractedPeer>,
     ) {
+        out.append(&mut self.deferred);
+        retracted.append(&mut self.deferred_retracted);
         if seg.head.is_empty() && !(seg.flags.fin() || seg.flags.rst()) {
             return;
         }
@@ -141,19 +185,29 @@ impl Coordination {
             retracted,
         };
         streams.on_segment(ev, seg, |class, event| {
-            if let Some(c) = channels
-                .iter_mut()
-                .find(|c| c.stream_class() == Some(class))
-            {
-                c.on_stream(&event, &mut learnt);
-            }
+            route(channels, class, &event, &mut learnt);
         });
     }
 
-    /// Drops state that has outlived its TTL (also done lazily as messages arrive).
+    /// Drops state that has outlived its TTL (also done lazily as messages arrive). uTP
+    /// connections that expire are closed for the peer wire.
     pub fn expire(&mut self, now: Timestamp) {
         self.streams.expire(now);
-        for c in &mut self.channels {
+        let Self {
+            channels,
+            utp_streams,
+            deferred,
+            deferred_retracted,
+            ..
+        } = self;
+        let mut learnt = Learnt {
+            predictions: deferred,
+            retracted: deferred_retracted,
+        };
+        utp_streams.expire(now, |event| {
+            route(channels, stream::StreamClass::PeerWire, &event, &mut learnt);
+        });
+        for c in channels.iter_mut() {
             c.expire(now);
         }
     }
@@ -177,9 +231,10 @@ impl Coordination {
         out
     }
 
-    /// The bounded tables: the stream reassembler's, then every channel's.
+    /// The bounded tables: the stream reassemblers', then every channel's.
     pub fn tables(&self) -> Vec<(&'static str, TableStats)> {
         let mut out = vec![("tcp_streams", self.streams.stats().conns)];
+        out.extend(self.utp_streams.tables());
         for c in self.channels() {
             c.tables(&mut |name, stats| out.push((name, stats)));
         }
@@ -189,6 +244,11 @@ impl Coordination {
     /// The stream reassembler's counters.
     pub fn stream_stats(&self) -> stream::StreamStats {
         self.streams.stats()
+    }
+
+    /// The uTP stream reader's counters.
+    pub fn utp_stream_stats(&self) -> utp_stream::UtpStreamStats {
+        self.utp_streams.stats()
     }
 
     /// UDP datagrams offered to [`Coordination::on_udp`].
@@ -204,16 +264,21 @@ impl Coordination {
             "streams".into(),
             serde_json::to_value(self.streams.stats()).unwrap_or_default(),
         );
+        m.insert(
+            "utp_streams".into(),
+            serde_json::to_value(self.utp_streams.stats()).unwrap_or_default(),
+        );
         for c in self.channels() {
             m.insert(c.name().into(), c.stats_json());
         }
         serde_json::Value::Object(m)
     }
 
-    /// The one-line summaries of `sensor peers --stats`: the stream reassembler's, then those
+    /// The one-line summaries of `sensor peers --stats`: the stream reassemblers', then those
     /// of the channels that have one.
     pub fn summaries(&self) -> Vec<String> {
-        std::iter::once(self.streams.summary())
+        [self.streams.summary(), self.utp_streams.summary()]
+            .into_iter()
             .chain(self.channels().filter_map(Channel::summary))
             .collect()
     }

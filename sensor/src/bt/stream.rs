@@ -12,12 +12,27 @@ use std::sync::Arc;
 
 use crate::time::{Duration, Timestamp};
 
-/// One TCP connection, by its initiator (`client`, the side that sent the SYN or, for a flow
-/// first seen mid-session, the side whose payload marked it) and its responder (`server`).
+/// One connection, by its initiator (`client`, the side that sent the SYN or, for a flow
+/// first seen mid-session, the side whose payload marked it), its responder (`server`) and
+/// what carries it: a TCP connection and a uTP connection between the same two address:port
+/// pairs are different connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnKey {
     pub client: SocketAddr,
     pub server: SocketAddr,
+    pub transport: Carrier,
+}
+
+/// What carries a connection's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Carrier {
+    /// TCP, rebuilt by [`TcpStreams`].
+    #[default]
+    Tcp,
+    /// uTP (BEP 29) over UDP, rebuilt by [`super::utp_stream::UtpStreams`], with the
+    /// initiator's receive `connection_id` (the id of its SYN): two uTP connections between
+    /// the same endpoints differ in it.
+    Utp(u16),
 }
 
 /// Which way bytes travel on a [`ConnKey`].
@@ -38,6 +53,15 @@ impl Dir {
 }
 
 impl ConnKey {
+    /// A TCP connection.
+    pub fn tcp(client: SocketAddr, server: SocketAddr) -> Self {
+        Self {
+            client,
+            server,
+            transport: Carrier::Tcp,
+        }
+    }
+
     /// (sender, receiver) of bytes travelling `dir`.
     pub fn endpoints(&self, dir: Dir) -> (SocketAddr, SocketAddr) {
         match dir {
@@ -172,9 +196,20 @@ struct Held {
 
 /// A share of the global held-bytes budget, given back on drop.
 #[derive(Debug)]
-struct Lease {
+pub(super) struct Lease {
     bytes: usize,
     pool: Arc<AtomicUsize>,
+}
+
+impl Lease {
+    /// Takes `bytes` from `pool`.
+    pub(super) fn take(pool: &Arc<AtomicUsize>, bytes: usize) -> Self {
+        pool.fetch_add(bytes, Relaxed);
+        Self {
+            bytes,
+            pool: Arc::clone(pool),
+        }
+    }
 }
 
 impl Drop for Lease {
@@ -280,10 +315,7 @@ impl TcpStreams {
                 return;
             };
             Conn {
-                key: ConnKey {
-                    client: ev.src,
-                    server: ev.dst,
-                },
+                key: ConnKey::tcp(ev.src, ev.dst),
                 class,
                 halves: Default::default(),
             }

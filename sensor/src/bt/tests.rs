@@ -40,6 +40,8 @@ fn registered_names_are_unique_and_stable() {
         &tables,
         &[
             "tcp_streams",
+            "utp_streams",
+            "utp_syns",
             "dht_queries",
             "udp_tracker_transactions",
             "lsd_segments",
@@ -76,7 +78,7 @@ Infohash: 0123456789abcdef0123456789abcdef01234567\r\n\r\n\r\n";
         datagram("192.168.1.7:6881", "203.0.113.1:6881", 101, krpc),
     ] {
         let (ev, udp) = d.event();
-        c.on_udp(&ev, &udp, &mut out);
+        c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
     }
     let lsd: Vec<String> = out
         .iter()
@@ -97,6 +99,95 @@ Infohash: 0123456789abcdef0123456789abcdef01234567\r\n\r\n\r\n";
     assert_eq!(seen["udp_tracker"], 1);
     assert_eq!(seen["utp"], 1);
     assert_eq!(c.udp_datagrams(), 6);
+}
+
+/// The uTP stream reader end to end: a uTP connection carrying the peer wire, through
+/// `Coordination::on_udp` as the engine calls it. The SYN still predicts for its sender; the
+/// PEX B sends A predicts for A (its `dropped` entry is a retraction); the tables and the
+/// `peers --stats` lines show the connection.
+#[test]
+fn peer_wire_over_utp_through_coordination() {
+    fn utp(kind: u8, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![(kind << 4) | 1, 0];
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+        p.extend_from_slice(&(if kind == 4 { 0u32 } else { 77 }).to_be_bytes());
+        p.extend_from_slice(&0x0001_0000u32.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&0u16.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+    fn message(id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = (u32::try_from(payload.len()).unwrap() + 1)
+            .to_be_bytes()
+            .to_vec();
+        v.push(id);
+        v.extend_from_slice(payload);
+        v
+    }
+    let mut handshake = b"\x13BitTorrent protocol".to_vec();
+    handshake.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
+    handshake.extend_from_slice(&[7; 40]);
+    // A announces ut_pex 3; B's PEX to A: one added peer, one dropped.
+    let ext_a = message(20, b"\x00d1:md6:ut_pexi3eee");
+    let mut pex = b"\x03d5:added6:".to_vec();
+    pex.extend_from_slice(&[203, 0, 113, 50, 0x1a, 0xe1]);
+    pex.extend_from_slice(b"7:dropped6:");
+    pex.extend_from_slice(&[203, 0, 113, 51, 0x1a, 0xe2]);
+    pex.push(b'e');
+    let pex = message(20, &pex);
+    let (host, peer) = ("192.168.7.10:51413", "203.0.113.9:6881");
+    let mut c = Coordination::default();
+    let (mut out, mut retracted) = (Vec::new(), Vec::new());
+    for (t, (src, dst), bytes) in [
+        (0, (host, peer), utp(4, 0x2000, 1, &[])),
+        (1, (peer, host), utp(2, 0x2000, 900, &[])),
+        (2, (host, peer), utp(0, 0x2001, 2, &handshake)),
+        (2, (host, peer), utp(0, 0x2001, 3, &ext_a)),
+        (3, (peer, host), utp(0, 0x2000, 901, &pex)),
+        (3, (peer, host), utp(0, 0x2000, 900, &handshake)),
+    ] {
+        let dg = datagram(src, dst, t, &bytes);
+        let (ev, udp) = dg.event();
+        c.on_udp(&ev, &udp, &mut out, &mut retracted);
+    }
+    let got: Vec<String> = out
+        .iter()
+        .map(|p| format!("{:?} {:?} {} {}", p.channel, p.transport, p.host, p.peer))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "Utp Tcp 192.168.7.10 203.0.113.9:6881",
+            "Pex Tcp 192.168.7.10 203.0.113.50:6881",
+            "Pex Udp 192.168.7.10 203.0.113.50:6881",
+        ]
+    );
+    assert_eq!(retracted.len(), 1);
+    assert_eq!(
+        (retracted[0].host.to_string(), retracted[0].peer.to_string()),
+        ("192.168.7.10".into(), "203.0.113.51:6882".into())
+    );
+    let tables: BTreeMap<_, _> = c.tables().into_iter().collect();
+    assert_eq!(tables["utp_streams"].len, 1);
+    assert_eq!(tables["utp_syns"].len, 0);
+    assert_eq!(tables["peer_wire_connections"].len, 1);
+    let st = c.utp_stream_stats();
+    assert_eq!((st.opened, st.peer_wire, st.out_of_order), (1, 1, 1));
+    assert!(c.summaries()[1].starts_with("utp streams: 6 packets, 1 connections opened"));
+    assert_eq!(c.stats_json()["utp_streams"]["peer_wire"], 1);
+    assert_eq!(
+        c.channel::<utp::Utp>().unwrap().stats().syn,
+        1,
+        "SYN counts unchanged"
+    );
+    // Datagrams without the uTP shape never reach the stream reader.
+    let dns = unhex("1234 0100 0001 0000 0000 0000 0765 78616d706c65 03636f6d 00 0001 0001");
+    let query = datagram("192.168.7.10:5353", "192.168.7.1:53", 4, &dns);
+    let (ev, udp) = query.event();
+    c.on_udp(&ev, &udp, &mut out, &mut retracted);
+    assert_eq!(c.utp_stream_stats().packets, 6);
 }
 
 mod corpus {
@@ -129,7 +220,7 @@ mod corpus {
         let mut out = Vec::new();
         for d in udp_datagrams(rel) {
             let (ev, udp) = d.event();
-            c.on_udp(&ev, &udp, &mut out);
+            c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
         }
         (c, out)
     }
@@ -374,7 +465,7 @@ mod corpus {
             datagram("192.168.0.7:6881", "203.0.113.3:6881", t + 2, krpc),
         ] {
             let (ev, udp) = d.event();
-            c.on_udp(&ev, &udp, &mut out);
+            c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
         }
         let lsd: Vec<String> = out
             .iter()

@@ -79,7 +79,7 @@ pub enum Type {
 }
 
 impl Type {
-    fn from_nibble(t: u8) -> Option<Self> {
+    pub(crate) fn from_nibble(t: u8) -> Option<Self> {
         Some(match t {
             0 => Type::Data,
             1 => Type::Fin,

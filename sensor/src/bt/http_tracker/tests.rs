@@ -114,10 +114,7 @@ fn s2() -> Vec<u8> {
 }
 
 fn conn() -> ConnKey {
-    ConnKey {
-        client: CLIENT.parse().unwrap(),
-        server: SERVER.parse().unwrap(),
-    }
+    ConnKey::tcp(CLIENT.parse().unwrap(), SERVER.parse().unwrap())
 }
 
 fn at(s: u64) -> Timestamp {
@@ -821,10 +818,10 @@ fn sessions_are_bounded_and_expire() {
     });
     let mut out = Vec::new();
     for port in 1..=3u16 {
-        let c = ConnKey {
-            client: SocketAddr::new("10.0.0.201".parse().unwrap(), port),
-            server: SERVER.parse().unwrap(),
-        };
+        let c = ConnKey::tcp(
+            SocketAddr::new("10.0.0.201".parse().unwrap(), port),
+            SERVER.parse().unwrap(),
+        );
         t.on_chunk(
             &StreamChunk {
                 ts: at(1),
@@ -839,10 +836,10 @@ fn sessions_are_bounded_and_expire() {
     let s = t.stats();
     assert_eq!((s.sessions.len, s.sessions.evicted, s.flows), (2, 1, 3));
     // Activity keeps a session alive; idleness expires it.
-    let c = ConnKey {
-        client: SocketAddr::new("10.0.0.201".parse().unwrap(), 3),
-        server: SERVER.parse().unwrap(),
-    };
+    let c = ConnKey::tcp(
+        SocketAddr::new("10.0.0.201".parse().unwrap(), 3),
+        SERVER.parse().unwrap(),
+    );
     t.on_chunk(
         &StreamChunk {
             ts: at(100),
@@ -1208,7 +1205,7 @@ mod corpus {
                 .collect();
             items.push(Item::Close(self.close.map_or(last, |c| c.max(last))));
             Flow {
-                conn: ConnKey { client, server },
+                conn: ConnKey::tcp(client, server),
                 items,
             }
         }

@@ -92,15 +92,9 @@ impl Reassembler {
         let receiver = if sender_side == 0 { hi } else { lo };
         let client = client.unwrap_or(sender);
         let conn = if client == sender {
-            ConnKey {
-                client: sender,
-                server: receiver,
-            }
+            ConnKey::tcp(sender, receiver)
         } else {
-            ConnKey {
-                client: receiver,
-                server: sender,
-            }
+            ConnKey::tcp(receiver, sender)
         };
         let dir = if client == sender {
             Dir::ToServer

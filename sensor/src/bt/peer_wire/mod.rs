@@ -1,6 +1,8 @@
-//! The BitTorrent peer wire over TCP: the 68-byte handshake and message framing (BEP 3), the
-//! BEP 10 extended handshake, ut_pex (BEP 11), the PORT message (BEP 5) and ut_holepunch
-//! `connect` (BEP 55).
+//! The BitTorrent peer wire over TCP and uTP: the 68-byte handshake and message framing
+//! (BEP 3), the BEP 10 extended handshake, ut_pex (BEP 11), the PORT message (BEP 5) and
+//! ut_holepunch `connect` (BEP 55). Chunks come from [`super::stream::TcpStreams`] and
+//! [`super::utp_stream::UtpStreams`] alike; sessions are keyed by [`ConnKey`], whose
+//! transport keeps a TCP and a uTP connection between the same endpoints apart.
 //!
 //! Predictions: the learner is always the *receiver* of the message (it is the one told):
 //! * ut_pex `added`/`added6` → TCP and uTP ([`PeerTransport::Udp`]) on [`Channel::Pex`], as
@@ -220,7 +222,7 @@ pub struct PeerWireStats {
     pub connections: TableStats,
 }
 
-/// One TCP connection: its two directions and what each sender announced; index 0 is the
+/// One connection (TCP or uTP): its two directions and what each sender announced; index 0 is the
 /// client's bytes ([`Dir::ToServer`]).
 #[derive(Debug, Default)]
 struct Conn {
@@ -237,7 +239,7 @@ fn index(dir: Dir) -> usize {
     }
 }
 
-/// Reads the peer wire of every tracked TCP connection; see the module docs.
+/// Reads the peer wire of every tracked TCP and uTP connection; see the module docs.
 #[derive(Debug)]
 pub struct PeerWire {
     config: PeerWireConfig,

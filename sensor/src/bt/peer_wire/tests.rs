@@ -49,10 +49,7 @@ const H: &str = "192.0.2.1:50000";
 const P: &str = "203.0.113.9:51413";
 
 fn conn(client: &str, server: &str) -> ConnKey {
-    ConnKey {
-        client: client.parse().unwrap(),
-        server: server.parse().unwrap(),
-    }
+    ConnKey::tcp(client.parse().unwrap(), server.parse().unwrap())
 }
 
 fn at(s: u64) -> Timestamp {

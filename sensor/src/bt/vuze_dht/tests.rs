@@ -695,7 +695,7 @@ fn through_coordination() {
     let mut out = Vec::new();
     for d in [request(D4, 0), reply(&d5(), 1)] {
         let (ev, udp) = d.event();
-        c.on_udp(&ev, &udp, &mut out);
+        c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
     }
     assert_eq!(targets(&out, PeerTransport::Tcp), SPEC_TCP);
     let vuze = c.channel::<VuzeDht>().unwrap().stats();
