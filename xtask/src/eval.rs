@@ -15,6 +15,8 @@ use anyhow::{bail, Context as _};
 use serde_json::Value;
 
 /// Where the figures go, relative to the repository root (EVALUATION.md links them).
+/// The hand-written account appended to EVALUATION.md (kept across regenerations).
+const NOTES: &str = "tests/evaluation.notes.md";
 const FIGURES: &str = "tests/evaluation";
 const MODES: [&str; 4] = ["none", "predict", "ppr", "all"];
 
@@ -39,6 +41,27 @@ struct Capture {
 
 pub fn run(root: &Path, inputs: &Inputs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
+    let mut captures = collect(&cwd, inputs)?;
+    let out = cwd.join(&inputs.out);
+    let sensor = match &inputs.sensor {
+        Some(s) => cwd.join(s),
+        None => super::corpus::release_sensor(root)?,
+    };
+    let staged = stage(&out, &mut captures)?;
+    let reports = evaluate(&sensor, &out, staged)?;
+    copy_figures(root, &reports)?;
+    let md = evaluation_md(root, &captures, &reports)?;
+    std::fs::write(root.join("EVALUATION.md"), md).context("writing EVALUATION.md")?;
+    eprintln!(
+        "xtask: wrote EVALUATION.md and {FIGURES}/ ({} captures; sensor output under {})",
+        captures.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The labelled captures: those found under each `--lab` directory and the `--labels` pairs.
+fn collect(cwd: &Path, inputs: &Inputs) -> anyhow::Result<Vec<Capture>> {
     let mut captures = Vec::new();
     for lab in &inputs.labs {
         let lab = cwd.join(lab);
@@ -65,17 +88,15 @@ pub fn run(root: &Path, inputs: &Inputs) -> anyhow::Result<ExitCode> {
         bail!("no labelled captures found (give --lab DIR or --labels FILE PCAP)");
     }
     captures.sort();
-    let out = cwd.join(&inputs.out);
-    let sensor = match &inputs.sensor {
-        Some(s) => cwd.join(s),
-        None => super::corpus::release_sensor(root)?,
-    };
-
     if captures.iter().any(|c| c.scenario == "all") {
         bail!("a scenario may not be called `all`: that name is the run over every capture");
     }
-    // Every capture as `NAME.pcap` beside `NAME.labels.csv` (links), so that one `sensor eval`
-    // can take captures whose labels live elsewhere.
+    Ok(captures)
+}
+
+/// Links every capture as `NAME.pcap` beside `NAME.labels.csv` under `OUT/inputs`, so that
+/// one `sensor eval` can take captures whose labels live elsewhere; returns them by scenario.
+fn stage(out: &Path, captures: &mut [Capture]) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
     let inputs_dir = out.join("inputs");
     let _ = std::fs::remove_dir_all(&inputs_dir);
     std::fs::create_dir_all(&inputs_dir)
@@ -100,13 +121,22 @@ pub fn run(root: &Path, inputs: &Inputs) -> anyhow::Result<ExitCode> {
             .push(c.staged.clone());
     }
 
+    Ok(staged)
+}
+
+/// `sensor eval` over every capture (`all`) and over each scenario's.
+fn evaluate(
+    sensor: &Path,
+    out: &Path,
+    staged: BTreeMap<String, Vec<PathBuf>>,
+) -> anyhow::Result<Vec<(String, PathBuf, Value)>> {
     let mut reports = Vec::new();
     let every: Vec<PathBuf> = staged.values().flatten().cloned().collect();
     let runs = std::iter::once(("all".to_owned(), every)).chain(staged);
     for (name, pcaps) in runs {
         let dir = out.join(&name);
         eprintln!("xtask: sensor eval {name} ({} captures)", pcaps.len());
-        let status = Command::new(&sensor)
+        let status = Command::new(sensor)
             .arg("eval")
             .arg("--out")
             .arg(&dir)
@@ -123,10 +153,14 @@ pub fn run(root: &Path, inputs: &Inputs) -> anyhow::Result<ExitCode> {
         reports.push((name, dir, report));
     }
 
-    // The figures and the ROC tables, copied where EVALUATION.md links them.
+    Ok(reports)
+}
+
+/// The figures and the ROC tables, copied where EVALUATION.md links them.
+fn copy_figures(root: &Path, reports: &[(String, PathBuf, Value)]) -> anyhow::Result<()> {
     let figures = root.join(FIGURES);
     let _ = std::fs::remove_dir_all(&figures);
-    for (name, dir, _) in &reports {
+    for (name, dir, _) in reports {
         let to = figures.join(name);
         std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
         for file in ["roc.svg", "time-to-100.svg", "roc.csv"] {
@@ -134,14 +168,7 @@ pub fn run(root: &Path, inputs: &Inputs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("copying {}", dir.join(file).display()))?;
         }
     }
-    let md = evaluation_md(root, &captures, &reports)?;
-    std::fs::write(root.join("EVALUATION.md"), md).context("writing EVALUATION.md")?;
-    eprintln!(
-        "xtask: wrote EVALUATION.md and {FIGURES}/ ({} captures; sensor output under {})",
-        captures.len(),
-        out.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Every `*.pcap` under `dir` (recursively) with a sibling `*.labels.csv`; those of runs not
@@ -471,69 +498,8 @@ fn evaluation_md(
     reports: &[(String, PathBuf, Value)],
 ) -> anyhow::Result<String> {
     let (_, _, all) = reports.first().context("no reports")?;
-    let commit = git(root, &["rev-parse", "--short", "HEAD"]);
-    // What this file and the figures describe is the code: they are not part of the check.
-    let changes = git(
-        root,
-        &[
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-            "--",
-            ".",
-            ":(exclude)EVALUATION.md",
-            &format!(":(exclude){FIGURES}"),
-        ],
-    );
-    let dirty = if changes.is_empty() {
-        ""
-    } else {
-        " plus uncommitted changes"
-    };
-    let mut md = String::from(
-        "# Evaluation\n\n\
-         _Generated by `cargo xtask eval` (do not edit by hand, except the explanation in the \
-         last section); regenerate after engine changes._\n\n",
-    );
-    let _ = writeln!(
-        md,
-        "Engine: commit `{commit}`{dirty}. `sensor eval` with its defaults (Bro 1.5 `scan.bro`, \
-         no `local_nets`, hardened PPR with BitTorrent evidence); a host is flagged when it \
-         raised an AddressScan or PortScan notice. TPR = labelled scanners flagged / scanners; \
-         FPR = labelled BitTorrent hosts flagged / BitTorrent hosts. The threshold is the first \
-         AddressScan threshold (`--threshold N`): with N ≤ 100 a non-local source still gets \
-         ShutdownThresh at 100 distinct peers, so at 100 its AddressScan comes at 101.\n"
-    );
-    md.push_str(
-        "## Captures\n\n| scenario | capture | labels | hosts by role |\n|---|---|---|---|\n",
-    );
-    let mut roles: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
-    for h in all["hosts"].as_array().into_iter().flatten() {
-        *roles
-            .entry(s(&h["capture"]))
-            .or_default()
-            .entry(s(&h["role"]).to_owned())
-            .or_default() += 1;
-    }
-    for c in captures {
-        let counts = roles
-            .get(c.staged.to_string_lossy().as_ref())
-            .map(|r| {
-                ["scanner", "bittorrent", "benign"]
-                    .iter()
-                    .map(|k| format!("{} {k}", r.get(*k).copied().unwrap_or(0)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        let _ = writeln!(
-            md,
-            "| {} | `{}` | `{}` | {counts} |",
-            c.scenario,
-            c.pcap.display(),
-            c.labels.display()
-        );
-    }
+    let mut md = header(root);
+    md.push_str(&captures_table(captures, all));
     md.push_str("\n## ROC, all captures\n\n");
     md.push_str(&roc_table(all));
     let _ = writeln!(
@@ -567,7 +533,86 @@ fn evaluation_md(
     md.push_str(&client_table(all));
     md.push_str("\n## BitTorrent hosts still flagged with prediction and PPR (`all`)\n\n");
     md.push_str(&still_flagged(all));
+    // The account of the results, written by hand (regenerating keeps it).
+    if let Ok(notes) = std::fs::read_to_string(root.join(NOTES)) {
+        md.push('\n');
+        md.push_str(&notes);
+    }
     Ok(md)
+}
+
+/// The title and what was measured, with the commit it describes.
+fn header(root: &Path) -> String {
+    let commit = git(root, &["rev-parse", "--short", "HEAD"]);
+    // What this file and the figures describe is the code: they are not part of the check.
+    let changes = git(
+        root,
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)EVALUATION.md",
+            &format!(":(exclude){FIGURES}"),
+        ],
+    );
+    let dirty = if changes.is_empty() {
+        ""
+    } else {
+        " plus uncommitted changes"
+    };
+    let mut md = String::from(
+        "# Evaluation\n\n\
+         _Generated by `cargo xtask eval` (do not edit by hand, except the explanation in the \
+         last section); regenerate after engine changes._\n\n",
+    );
+    let _ = writeln!(
+        md,
+        "Engine: commit `{commit}`{dirty}. `sensor eval` with its defaults (Bro 1.5 `scan.bro`, \
+         no `local_nets`, hardened PPR with BitTorrent evidence); a host is flagged when it \
+         raised an AddressScan or PortScan notice. TPR = labelled scanners flagged / scanners; \
+         FPR = labelled BitTorrent hosts flagged / BitTorrent hosts. The threshold is the first \
+         AddressScan threshold (`--threshold N`): with N ≤ 100 a non-local source still gets \
+         ShutdownThresh at 100 distinct peers, so at 100 its AddressScan comes at 101.\n"
+    );
+    md
+}
+
+/// One row per capture: its files and its labelled hosts by role.
+fn captures_table(captures: &[Capture], all: &Value) -> String {
+    let mut md = String::new();
+    md.push_str(
+        "## Captures\n\n| scenario | capture | labels | hosts by role |\n|---|---|---|---|\n",
+    );
+    let mut roles: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    for h in all["hosts"].as_array().into_iter().flatten() {
+        *roles
+            .entry(s(&h["capture"]))
+            .or_default()
+            .entry(s(&h["role"]).to_owned())
+            .or_default() += 1;
+    }
+    for c in captures {
+        let counts = roles
+            .get(c.staged.to_string_lossy().as_ref())
+            .map(|r| {
+                ["scanner", "bittorrent", "benign"]
+                    .iter()
+                    .map(|k| format!("{} {k}", r.get(*k).copied().unwrap_or(0)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | `{}` | {counts} |",
+            c.scenario,
+            c.pcap.display(),
+            c.labels.display()
+        );
+    }
+    md
 }
 
 #[cfg(test)]
