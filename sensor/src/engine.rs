@@ -157,21 +157,46 @@ pub struct ChannelGauge {
     pub rejected: AtomicU64,
 }
 
-/// The engine's tables and the coordination channels' counts, by name. The rows are laid out
-/// once, from the engine's own lists, when the engine starts exporting; until then a scrape
-/// shows none.
+/// What a coordination channel read but did not use, by list and reason, published for a
+/// scrape on another thread.
+#[derive(Debug)]
+pub struct DropGauge {
+    pub channel: &'static str,
+    pub list: &'static str,
+    pub reason: &'static str,
+    pub count: AtomicU64,
+}
+
+/// One coordination drop: (channel, list, reason, count).
+pub type Drop = (&'static str, &'static str, &'static str, u64);
+
+/// The laid-out rows of [`TableGauges`].
+#[derive(Debug, Default)]
+struct Rows {
+    tables: Vec<TableGauge>,
+    channels: Vec<ChannelGauge>,
+    drops: Vec<DropGauge>,
+}
+
+/// The engine's tables and the coordination channels' counts and drops, by name. The rows are
+/// laid out once, from the engine's own lists, when the engine starts exporting; until then a
+/// scrape shows none.
 #[derive(Debug, Default)]
 pub struct TableGauges {
-    rows: std::sync::OnceLock<(Vec<TableGauge>, Vec<ChannelGauge>)>,
+    rows: std::sync::OnceLock<Rows>,
 }
 
 impl TableGauges {
     pub fn tables(&self) -> &[TableGauge] {
-        self.rows.get().map_or(&[], |r| &r.0)
+        self.rows.get().map_or(&[], |r| &r.tables)
     }
 
     pub fn channels(&self) -> &[ChannelGauge] {
-        self.rows.get().map_or(&[], |r| &r.1)
+        self.rows.get().map_or(&[], |r| &r.channels)
+    }
+
+    pub fn drops(&self) -> &[DropGauge] {
+        self.rows.get().map_or(&[], |r| &r.drops)
     }
 
     pub fn table(&self, name: &str) -> Option<&TableGauge> {
@@ -182,21 +207,36 @@ impl TableGauges {
         &self,
         tables: &[(&'static str, TableStats)],
         channels: &[(&'static str, ChannelCounts)],
+        drops: &[Drop],
     ) {
-        self.rows.get_or_init(|| {
-            let t = tables.iter().map(|&(name, _)| TableGauge {
-                name,
-                entries: AtomicU64::new(0),
-                evicted: AtomicU64::new(0),
-                expired: AtomicU64::new(0),
-            });
-            let c = channels.iter().map(|&(name, _)| ChannelGauge {
-                name,
-                seen: AtomicU64::new(0),
-                parsed: AtomicU64::new(0),
-                rejected: AtomicU64::new(0),
-            });
-            (t.collect(), c.collect())
+        self.rows.get_or_init(|| Rows {
+            tables: tables
+                .iter()
+                .map(|&(name, _)| TableGauge {
+                    name,
+                    entries: AtomicU64::new(0),
+                    evicted: AtomicU64::new(0),
+                    expired: AtomicU64::new(0),
+                })
+                .collect(),
+            channels: channels
+                .iter()
+                .map(|&(name, _)| ChannelGauge {
+                    name,
+                    seen: AtomicU64::new(0),
+                    parsed: AtomicU64::new(0),
+                    rejected: AtomicU64::new(0),
+                })
+                .collect(),
+            drops: drops
+                .iter()
+                .map(|&(channel, list, reason, _)| DropGauge {
+                    channel,
+                    list,
+                    reason,
+                    count: AtomicU64::new(0),
+                })
+                .collect(),
         });
     }
 
@@ -205,9 +245,10 @@ impl TableGauges {
         &self,
         tables: &[(&'static str, TableStats)],
         channels: &[(&'static str, ChannelCounts)],
+        drops: &[Drop],
     ) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.lay_out(tables, channels);
+        self.lay_out(tables, channels, drops);
         for (name, t) in tables {
             if let Some(g) = self.table(name) {
                 g.entries.store(t.len, Relaxed);
@@ -220,6 +261,15 @@ impl TableGauges {
                 g.seen.store(c.seen, Relaxed);
                 g.parsed.store(c.parsed, Relaxed);
                 g.rejected.store(c.rejected_total(), Relaxed);
+            }
+        }
+        for &(channel, list, reason, n) in drops {
+            let row = self
+                .drops()
+                .iter()
+                .find(|g| (g.channel, g.list, g.reason) == (channel, list, reason));
+            if let Some(g) = row {
+                g.count.store(n, Relaxed);
             }
         }
     }
@@ -461,7 +511,11 @@ impl<S: EngineSink> Engine<S> {
 
     fn publish(&self) {
         if let Some(g) = &self.gauges {
-            g.publish(&self.tables(), &self.coordination.counts());
+            g.publish(
+                &self.tables(),
+                &self.coordination.counts(),
+                &self.coordination.drops(),
+            );
         }
     }
 

@@ -650,6 +650,15 @@ fn peers(args: &PeersArgs) -> anyhow::Result<()> {
         for line in coordination.summaries() {
             println!("{line}");
         }
+        let drops: Vec<String> = coordination
+            .drops()
+            .into_iter()
+            .filter(|d| d.3 > 0)
+            .map(|(channel, list, reason, n)| format!("{channel} {list} {reason} {n}"))
+            .collect();
+        if !drops.is_empty() {
+            println!("read but not used: {}", drops.join(", "));
+        }
         println!();
         println!("host                       failed TCP  predicted  by channel");
         let mut hosts: Vec<_> = engine.sink.failures.iter().collect();

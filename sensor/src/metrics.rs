@@ -150,6 +150,7 @@ impl Collector for SensorCollector {
         self.encode_agent(&mut encoder)?;
         self.encode_tables(&mut encoder)?;
         self.encode_channels(&mut encoder)?;
+        self.encode_drops(&mut encoder)?;
         self.encode_decode_errors(&mut encoder)
     }
 }
@@ -292,6 +293,25 @@ impl SensorCollector {
                 let labels = [("channel", c.name), ("outcome", outcome)];
                 ConstCounter::new(value.load(Relaxed)).encode(family.encode_family(&labels)?)?;
             }
+        }
+        Ok(())
+    }
+
+    /// What the coordination channels read but did not use, by list and reason.
+    fn encode_drops(&self, encoder: &mut DescriptorEncoder) -> Encoded {
+        let mut family = encoder.encode_descriptor(
+            "sensor_coordination_dropped",
+            "Peer-list entries and messages the coordination channels read but did not use, by channel, list and reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for d in self.agent.tables.drops() {
+            let labels = [
+                ("channel", d.channel),
+                ("list", d.list),
+                ("reason", d.reason),
+            ];
+            ConstCounter::new(d.count.load(Relaxed)).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -76,6 +76,11 @@ pub trait Channel: fmt::Debug + Send + Any {
     /// e.g. the peer wire's extended handshakes and its PEX messages).
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts));
 
+    /// What the channel read but did not use, by list and reason: entries of a peer list that
+    /// were malformed, unusable, the learner itself, over the per-message cap or past the snap
+    /// length, and messages skipped whole. Nothing a channel drops is silent.
+    fn drops(&self, _f: &mut dyn FnMut(&'static str, &'static str, u64)) {}
+
     /// The channel's bounded tables, by name.
     fn tables(&self, _f: &mut dyn FnMut(&'static str, TableStats)) {}
 

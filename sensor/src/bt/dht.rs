@@ -685,6 +685,14 @@ impl super::channel::Channel for DhtTracker {
         DhtTracker::expire(self, now);
     }
 
+    fn drops(&self, f: &mut dyn FnMut(&'static str, &'static str, u64)) {
+        for (list, e) in [("values", &self.stats.values), ("nodes", &self.stats.nodes)] {
+            for (reason, n) in e.drops() {
+                f(list, reason, n);
+            }
+        }
+    }
+
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
         f("dht", &self.stats.counts);
     }

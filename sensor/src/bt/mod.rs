@@ -231,6 +231,16 @@ impl Coordination {
         out
     }
 
+    /// Everything the channels read but did not use: (channel, list, reason, count).
+    pub fn drops(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for c in self.channels() {
+            let channel = c.name();
+            c.drops(&mut |list, reason, n| out.push((channel, list, reason, n)));
+        }
+        out
+    }
+
     /// The bounded tables: the stream reassemblers', then every channel's.
     pub fn tables(&self) -> Vec<(&'static str, TableStats)> {
         let mut out = vec![("tcp_streams", self.streams.stats().conns)];
@@ -330,6 +340,17 @@ pub struct EntryCounts {
 }
 
 impl EntryCounts {
+    /// The entries that did not become predictions, by reason (for [`Channel::drops`]).
+    pub fn drops(&self) -> [(&'static str, u64); 5] {
+        [
+            ("malformed", self.malformed),
+            ("unusable", self.unusable),
+            ("own_address", self.own_address),
+            ("capped", self.capped),
+            ("beyond_snap", self.beyond_snap),
+        ]
+    }
+
     pub(crate) fn add(&mut self, o: &EntryCounts) {
         self.decoded += o.decoded;
         self.malformed += o.malformed;

@@ -56,6 +56,52 @@ fn registered_names_are_unique_and_stable() {
     }
 }
 
+/// Every drop a channel reports has its own (channel, list, reason) label, and a capped DHT reply
+/// shows up under it: nothing a channel leaves unread is silent.
+#[test]
+fn drops_are_named_and_counted() {
+    let mut c = Coordination::default();
+    let labels: Vec<_> = c.drops().iter().map(|d| (d.0, d.1, d.2)).collect();
+    let unique: std::collections::BTreeSet<_> = labels.iter().collect();
+    assert_eq!(unique.len(), labels.len(), "{labels:?}");
+    for want in [
+        ("dht", "values", "capped"),
+        ("dht", "values", "beyond_snap"),
+        ("udp_tracker", "peers", "capped"),
+        ("http_tracker", "peers", "dns_name"),
+        ("peer_wire", "pex_added", "capped"),
+        ("peer_wire", "extended", "oversized"),
+        ("vuze_dht", "values", "capped"),
+    ] {
+        assert!(labels.contains(&want), "{want:?} missing");
+    }
+    // A get_peers query, then a reply listing more values than one message may explain.
+    let query = b"d1:ad2:id20:abcdefghij01234567899:info_hash20:mnopqrstuvwxyz123456e1:q9:get_peers1:t2:aa1:y1:qe";
+    let n = dht::DhtConfig::default().max_entries + 7;
+    let mut reply = b"d1:rd2:id20:0123456789abcdefghij5:token2:tk6:valuesl".to_vec();
+    for i in 0..n {
+        let [a, b] = u16::try_from(i).unwrap().to_be_bytes();
+        reply.extend_from_slice(b"6:");
+        reply.extend_from_slice(&[198, 51, a, b, 0x1a, 0xe1]);
+    }
+    reply.extend_from_slice(b"ee1:t2:aa1:y1:re");
+    let mut out = Vec::new();
+    for d in [
+        datagram("192.0.2.10:6881", "203.0.113.1:6881", 100, query),
+        datagram("203.0.113.1:6881", "192.0.2.10:6881", 101, &reply),
+    ] {
+        let (ev, udp) = d.event();
+        c.on_udp(&ev, &udp, &mut out, &mut Vec::new());
+    }
+    let capped = c
+        .drops()
+        .into_iter()
+        .find(|d| (d.0, d.1, d.2) == ("dht", "values", "capped"))
+        .unwrap()
+        .3;
+    assert_eq!(capped, 7);
+}
+
 /// Each datagram reaches the one channel whose shape it has, and only a sender that spoke a
 /// BitTorrent protocol becomes an LSD member of its segment (BEP 14): a KRPC query, a BEP 15
 /// connect request and a uTP SYN do; DNS does not, nor BitTorrent from another /24.

@@ -646,6 +646,14 @@ impl super::channel::Channel for UdpTracker {
         UdpTracker::expire(self, now);
     }
 
+    fn drops(&self, f: &mut dyn FnMut(&'static str, &'static str, u64)) {
+        for (list, e) in [("peers", &self.stats.peers)] {
+            for (reason, n) in e.drops() {
+                f(list, reason, n);
+            }
+        }
+    }
+
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
         f("udp_tracker", &self.stats.counts);
     }

@@ -428,6 +428,15 @@ fn readme_lists_every_table_and_channel() {
             "README misses `{name}`"
         );
     }
+    // Every list and reason of the coordination drops too.
+    for (_, list, reason, _) in engine.coordination().drops() {
+        for word in [list, reason] {
+            assert!(
+                metrics.contains(&format!("`{word}`")),
+                "README misses `{word}`"
+            );
+        }
+    }
 }
 
 #[test]

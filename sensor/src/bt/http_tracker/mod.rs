@@ -378,6 +378,21 @@ impl channel::Channel for HttpTracker {
         HttpTracker::expire(self, now);
     }
 
+    fn drops(&self, f: &mut dyn FnMut(&'static str, &'static str, u64)) {
+        for (list, e) in [("peers", &self.stats.entries)] {
+            for (reason, n) in e.drops() {
+                f(list, reason, n);
+            }
+        }
+        f("peers", "dns_name", self.stats.dns_names);
+        f(
+            "requests",
+            "over_pipelining_cap",
+            self.stats.pending_overflow,
+        );
+        f("body_bytes", "over_cap", self.stats.over_cap_bytes);
+    }
+
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
         f("http_tracker", &self.stats.counts);
     }

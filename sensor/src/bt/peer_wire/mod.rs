@@ -480,6 +480,19 @@ impl channel::Channel for PeerWire {
         PeerWire::expire(self, now);
     }
 
+    fn drops(&self, f: &mut dyn FnMut(&'static str, &'static str, u64)) {
+        for (list, e) in [
+            ("pex_added", &self.stats.entries),
+            ("pex_dropped", &self.stats.dropped),
+        ] {
+            for (reason, n) in e.drops() {
+                f(list, reason, n);
+            }
+        }
+        f("extended", "oversized", self.stats.oversized);
+        f("extended", "over_budget", self.stats.over_budget);
+    }
+
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
         f("peer_wire_ext_handshake", &self.stats.ext_handshakes);
         f("pex", &self.stats.pex);

@@ -392,6 +392,18 @@ impl super::channel::Channel for VuzeDht {
         VuzeDht::expire(self, now);
     }
 
+    fn drops(&self, f: &mut dyn FnMut(&'static str, &'static str, u64)) {
+        for (list, e) in [
+            ("values", &self.stats.values),
+            ("contacts", &self.stats.contacts),
+        ] {
+            for (reason, n) in e.drops() {
+                f(list, reason, n);
+            }
+        }
+        f("values", "not_a_torrent", self.stats.non_torrent_values);
+    }
+
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
         f("vuze_dht", &self.stats.counts);
     }
