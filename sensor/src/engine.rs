@@ -33,7 +33,7 @@ use crate::time::{Duration, Timestamp};
 pub enum Suppress {
     /// The Bro 1.5 baseline: every failed attempt counts.
     None,
-    /// Failed attempts to predicted peers do not count (the paper's filter).
+    /// Attempts to predicted peers, failed or established, do not count (the paper's filter).
     Predict,
     /// Notices from sources whose attempts look peer-to-peer are suppressed.
     Ppr,
