@@ -42,6 +42,12 @@ impl<K: Copy + Eq + Hash, V> Bounded<K, V> {
         }
     }
 
+    /// Whether a new key would have to evict another (expired entries are dropped first).
+    pub(crate) fn is_full(&mut self, now: Timestamp) -> bool {
+        self.expire(now);
+        self.map.len() >= self.cap
+    }
+
     pub(crate) fn stats(&self) -> TableStats {
         TableStats {
             len: self.map.len() as u64,

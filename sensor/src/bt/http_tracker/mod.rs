@@ -195,6 +195,8 @@ pub struct HttpTrackerStats {
     pub unanswered_requests: u64,
     /// Requests past the pipelining cap, not awaited.
     pub pending_overflow: u64,
+    /// New connections not tracked because the session table was full.
+    pub sessions_refused: u64,
     /// Replies with a `failure reason`.
     pub failures: u64,
     /// Dict entries whose `ip` is a DNS name (skipped).
@@ -254,6 +256,13 @@ impl HttpTracker {
             None if chunk.data.is_empty() => return,
             None if chunk.dir == Dir::ToClient => {
                 self.stats.orphan_chunks += 1;
+                return;
+            }
+            // Admission, not eviction: a full table keeps the sessions it has. Otherwise
+            // anyone could flush a real client's pending reply with a burst of one-segment
+            // `GET /announce` requests (spoofed from as many sources as needed).
+            None if self.sessions.is_full(chunk.ts) => {
+                self.stats.sessions_refused += 1;
                 return;
             }
             None => {
@@ -391,6 +400,7 @@ impl channel::Channel for HttpTracker {
             self.stats.pending_overflow,
         );
         f("body_bytes", "over_cap", self.stats.over_cap_bytes);
+        f("sessions", "table_full", self.stats.sessions_refused);
     }
 
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {

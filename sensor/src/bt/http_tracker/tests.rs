@@ -834,10 +834,12 @@ fn sessions_are_bounded_and_expire() {
         );
     }
     let s = t.stats();
-    assert_eq!((s.sessions.len, s.sessions.evicted, s.flows), (2, 1, 3));
+    // Full: the third connection is refused, the two tracked ones stay.
+    assert_eq!((s.sessions.len, s.sessions.evicted, s.flows), (2, 0, 2));
+    assert_eq!(s.sessions_refused, 1);
     // Activity keeps a session alive; idleness expires it.
     let c = ConnKey::tcp(
-        SocketAddr::new("10.0.0.201".parse().unwrap(), 3),
+        SocketAddr::new("10.0.0.201".parse().unwrap(), 2),
         SERVER.parse().unwrap(),
     );
     t.on_chunk(
@@ -1385,4 +1387,30 @@ mod corpus {
             assert_eq!(out.len() as u64, s.predicted, "{rel}");
         }
     }
+}
+
+/// A burst of one-segment announces (spoofed sources) larger than the session table cannot
+/// flush a real client's pending reply: a full table admits no new session instead.
+#[test]
+fn a_flood_of_requests_does_not_evict_a_pending_reply() {
+    let mut t = HttpTracker::new(HttpTrackerConfig::default());
+    let cap = HttpTrackerConfig::default().max_sessions;
+    assert!(drive(&mut t, conn(), &[up(ANNOUNCE)]).is_empty());
+    for i in 0..cap + 100 {
+        let [a, b] = u16::try_from(i).unwrap().to_be_bytes();
+        let spoofed = SocketAddr::from(([198, 18, a, b], 40_000));
+        let flood = ConnKey::tcp(spoofed, SERVER.parse().unwrap());
+        drive(&mut t, flood, &[up(ANNOUNCE)]);
+    }
+    let out = drive(&mut t, conn(), &[down(&ok(S1))]);
+    assert_eq!(
+        tcp_peers(&out, "10.0.0.201"),
+        ["1.2.3.4:12304", "9.8.7.6:8208"]
+    );
+    let s = t.stats();
+    assert_eq!(
+        s.sessions_refused, 101,
+        "the table held the client and cap - 1 others"
+    );
+    assert_eq!(s.sessions.evicted, 0);
 }
