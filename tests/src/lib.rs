@@ -3,7 +3,7 @@
 //!
 //! **The corpus.** Tests that read third-party captures (the real traffic of other projects,
 //! not shipped with this repository) find them under the directory named by `SENSOR_CORPUS`,
-//! by default `../shared/pcaps` beside the checkout. Every such test lives in a module named
+//! by default `../shared/pcaps` beside the checkout (`.cargo/config.toml`). Every such test lives in a module named
 //! `corpus`, so `cargo xtask test` can leave them out by name (`--skip corpus::`) when the
 //! directory is absent, and says so; under `CI` it refuses to. Everything else uses fixtures
 //! in the repository, chiefly [`synth::demo_capture`].
@@ -16,12 +16,12 @@ pub mod synth;
 
 use std::path::PathBuf;
 
-/// The corpus directory: `$SENSOR_CORPUS`, or `../shared/pcaps` beside the checkout.
+/// The corpus directory, `$SENSOR_CORPUS`: cargo sets it (`.cargo/config.toml`, `[env]`) unless
+/// the caller did.
 pub fn corpus_dir() -> PathBuf {
-    std::env::var_os("SENSOR_CORPUS").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/pcaps")),
-        PathBuf::from,
-    )
+    std::env::var_os("SENSOR_CORPUS")
+        .map(PathBuf::from)
+        .expect("SENSOR_CORPUS names the corpus directory (cargo sets a default)")
 }
 
 /// A capture of the corpus, by its path inside it.

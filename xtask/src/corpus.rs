@@ -16,19 +16,19 @@ pub const VAR: &str = "SENSOR_CORPUS";
 /// The test-name filter that leaves out every corpus test.
 pub const SKIP: &str = "corpus::";
 
-/// The corpus directory: `$SENSOR_CORPUS` (relative to the current directory), or
-/// `../shared/pcaps` beside the checkout. Absolute, so the test binaries, which run in their
-/// package directories, find the same one.
-pub fn dir(root: &Path) -> anyhow::Result<PathBuf> {
-    let dir = match std::env::var_os(VAR) {
-        Some(v) if !v.is_empty() => {
-            let cwd = std::env::current_dir().context("reading the current directory")?;
-            cwd.join(v)
-        }
-        _ => root.parent().unwrap_or(root).join("shared/pcaps"),
+/// The corpus directory: `$SENSOR_CORPUS`, relative to the current directory (cargo sets it to
+/// `../shared/pcaps` beside the checkout, `.cargo/config.toml`, unless the caller did; unset,
+/// there is no corpus). Absolute, so the test binaries, which run in their package
+/// directories, find the same one.
+pub fn dir() -> anyhow::Result<Option<PathBuf>> {
+    let Some(v) = std::env::var_os(VAR).filter(|v| !v.is_empty()) else {
+        return Ok(None);
     };
+    let dir = std::env::current_dir()
+        .context("reading the current directory")?
+        .join(v);
     // Without `..` components in messages; an absent directory stays as spelt.
-    Ok(std::fs::canonicalize(&dir).unwrap_or(dir))
+    Ok(Some(std::fs::canonicalize(&dir).unwrap_or(dir)))
 }
 
 /// Whether the run is under CI (`CI` set to anything but the empty string or `false`).
@@ -45,22 +45,22 @@ pub enum Plan {
 }
 
 /// Decides whether the corpus tests run. Under CI a missing corpus is an error, never a skip.
-pub fn plan(root: &Path) -> anyhow::Result<Plan> {
-    let dir = dir(root)?;
-    if dir.is_dir() {
-        return Ok(Plan::Run(dir));
+pub fn plan() -> anyhow::Result<Plan> {
+    let dir = dir()?;
+    if let Some(dir) = dir.as_ref().filter(|d| d.is_dir()) {
+        return Ok(Plan::Run(dir.clone()));
     }
+    let place = dir.map_or_else(
+        || format!("({VAR} not set)"),
+        |d| format!("at {}", d.display()),
+    );
     if under_ci() {
         bail!(
-            "corpus not found at {} and CI is set: CI must run the corpus tests (set {VAR} to the \
-             directory of third-party captures)",
-            dir.display()
+            "corpus not found {place} and CI is set: CI must run the corpus tests (set {VAR} to \
+             the directory of third-party captures)"
         );
     }
-    println!(
-        "xtask: corpus not found at {} (set {VAR}); skipping the corpus tests",
-        dir.display()
-    );
+    println!("xtask: corpus not found {place} (set {VAR}); skipping the corpus tests");
     Ok(Plan::Skip)
 }
 
@@ -80,10 +80,9 @@ pub fn skip_args(args: &[OsString]) -> Vec<OsString> {
 /// `tests/scripts/snapshot.sh`, so the outputs of two builds compare with `diff -r`.
 /// `sensor` names a binary to use instead of building this checkout's release one.
 pub fn snapshot(root: &Path, out: &Path, sensor: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let corpus = dir(root)?;
-    if !corpus.is_dir() {
-        bail!("corpus not found at {} (set {VAR})", corpus.display());
-    }
+    let Some(corpus) = dir()?.filter(|d| d.is_dir()) else {
+        bail!("corpus not found (set {VAR} to the directory of third-party captures)");
+    };
     let binary = match sensor {
         Some(path) => path.to_path_buf(),
         None => release_sensor(root)?,
