@@ -284,8 +284,8 @@ impl Withheld {
     /// Bro raises each notice kind a handful of times per source; more are not kept.
     const PER_SOURCE: usize = 16;
 
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    fn holds(&self, src: IpAddr) -> bool {
+        !self.0.is_empty() && self.0.contains_key(&src)
     }
 
     fn hold(&mut self, n: ScanNotice) {
@@ -620,7 +620,7 @@ impl<S: EngineSink> Engine<S> {
     /// Raises what prediction withheld from `src` once its attempts take a scan's shape (the
     /// shape may show only after the first notices: LowPortTrolling comes at 5 ports).
     fn release_withheld(&mut self, src: IpAddr) {
-        if self.withheld.is_empty() || !self.scan_shaped(src) {
+        if !self.withheld.holds(src) || !self.scan_shaped(src) {
             return;
         }
         for n in self.withheld.take(src) {

@@ -159,6 +159,8 @@ struct Source {
     /// new when counted, so both only grow until the source is reset.
     port_peers: HashMap<u16, u32>,
     peer_ports: HashMap<IpAddr, u32>,
+    /// Distinct ports ≥ 1024 (kept as ports arrive, so a sample costs no scan of the set).
+    high_ports: u64,
     top_port_peers: u32,
     max_peer_ports: u32,
     /// Distinct peers per port among failed attempts (a pair counts on its first attempt).
@@ -189,7 +191,9 @@ impl Source {
             *top = (*top).max(*on_port);
         }
         self.peers.insert(dst);
-        self.ports.insert(port);
+        if self.ports.insert(port) && port >= 1024 {
+            self.high_ports += 1;
+        }
         let on_port = self.port_peers.entry(port).or_default();
         *on_port += 1;
         self.top_port_peers = self.top_port_peers.max(*on_port);
@@ -342,7 +346,7 @@ impl PprTracker {
                 peers: s.peers.len() as u64,
                 ports: s.ports.len() as u64,
                 pairs: s.pairs.len() as u64,
-                high_ports: s.ports.iter().filter(|&&p| p >= 1024).count() as u64,
+                high_ports: s.high_ports,
                 saturated: s.saturated,
                 top_port_peers: u64::from(s.top_port_peers),
                 max_peer_ports: u64::from(s.max_peer_ports),
