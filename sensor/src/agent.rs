@@ -114,7 +114,8 @@ async fn start_metrics(
     };
     let listener = metrics::bind(addr, config.metrics_allow_remote).await?;
     tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-    let registry = Arc::new(metrics::registry(kernel.clone(), stats.clone()));
+    let kernel = metrics::live_kernel(kernel.clone());
+    let registry = Arc::new(metrics::registry(kernel, &config.ifaces, stats.clone()));
     Ok(Some(tokio::spawn(metrics::serve(listener, registry))))
 }
 

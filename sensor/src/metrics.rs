@@ -1,5 +1,12 @@
-//! Prometheus exposition: the kernel's pre-filter counters, read at scrape time, and the agent's
-//! own counters. Labels have fixed, small value sets (never addresses).
+//! Prometheus exposition: the kernel's pre-filter counters, read at scrape time, the agent's
+//! own counters, the build and the process. Labels have fixed, small value sets (never
+//! addresses).
+//!
+//! `/metrics` answers in the format the scraper asks for: OpenMetrics 1.0 when its `Accept`
+//! header prefers `application/openmetrics-text`, the Prometheus text format 0.0.4 otherwise
+//! (`text/plain`, no header, anything else), which is what `promtool check metrics` and most
+//! other consumers read. prometheus-client encodes only OpenMetrics; [`to_classic`] rewrites
+//! that text (the two differ in family names, `# UNIT` and `# EOF`, not in samples).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -14,6 +21,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use sensor_ebpf::counter;
@@ -21,6 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::capture::record::{DecodeError, DecodeReason};
 use crate::capture::xdp::KernelCounters;
+use crate::capture::CounterSnapshot;
 use crate::engine::TableGauge;
 use crate::event::{EventKind, KindCounts};
 
@@ -62,11 +71,39 @@ impl AgentStats {
     }
 }
 
+/// Where the kernel's counters come from at each scrape: the XDP program's map when live, a
+/// fixed snapshot in tests.
+pub type KernelSource = Box<dyn Fn() -> anyhow::Result<CounterSnapshot> + Send + Sync>;
+
+/// Reads the live XDP program's per-CPU counters, summed.
+pub fn live_kernel(counters: Arc<Mutex<KernelCounters>>) -> KernelSource {
+    Box::new(move || {
+        counters
+            .lock()
+            .map_err(|_| anyhow::anyhow!("counter lock poisoned"))?
+            .read()
+    })
+}
+
+/// The commit the binary was built from (`sensor/build.rs`), `unknown` outside a git checkout.
+pub const BUILD_COMMIT: &str = env!("SENSOR_BUILD_COMMIT");
+
 /// Encodes everything on each scrape.
-#[derive(Debug)]
 struct SensorCollector {
-    kernel: Arc<Mutex<KernelCounters>>,
+    kernel: KernelSource,
+    /// The `iface` label of the kernel counters: the attached interfaces, comma-separated. One
+    /// XDP program serves every interface and counts per CPU, not per interface, so with several
+    /// interfaces each series is their sum, and the label says over which.
+    ifaces: String,
     agent: Arc<AgentStats>,
+}
+
+impl std::fmt::Debug for SensorCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorCollector")
+            .field("ifaces", &self.ifaces)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How each kernel counter slot is exported: (metric, help, label).
@@ -146,6 +183,8 @@ fn kernel_metric(
 
 impl Collector for SensorCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_build_info(&mut encoder)?;
+        encode_process(&mut encoder)?;
         self.encode_kernel(&mut encoder)?;
         self.encode_agent(&mut encoder)?;
         self.encode_tables(&mut encoder)?;
@@ -160,7 +199,7 @@ type Encoded = Result<(), std::fmt::Error>;
 impl SensorCollector {
     /// The XDP program's per-CPU counters, summed, one family per metric name.
     fn encode_kernel(&self, encoder: &mut DescriptorEncoder) -> Encoded {
-        let snap = match self.kernel.lock().map_err(|_| std::fmt::Error)?.read() {
+        let snap = match (self.kernel)() {
             Ok(snap) => snap,
             Err(e) => {
                 tracing::warn!("reading XDP counters: {e:#}");
@@ -175,15 +214,16 @@ impl SensorCollector {
             }
             done.push(name);
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            let iface = ("iface", self.ifaces.as_str());
             if label.is_none() {
-                ConstCounter::new(snap.get(slot)).encode(family)?;
+                ConstCounter::new(snap.get(slot)).encode(family.encode_family(&[iface])?)?;
                 continue;
             }
             for member in slot..counter::COUNT {
                 if let (n, _, Some(label)) = kernel_metric(member) {
                     if n == name {
                         ConstCounter::new(snap.get(member))
-                            .encode(family.encode_family(&[label])?)?;
+                            .encode(family.encode_family(&[iface, label])?)?;
                     }
                 }
             }
@@ -332,11 +372,213 @@ impl SensorCollector {
     }
 }
 
-/// The registry served on `/metrics`.
-pub fn registry(kernel: Arc<Mutex<KernelCounters>>, agent: Arc<AgentStats>) -> Registry {
+/// `sensor_build_info{version,commit} 1`, the usual way to put a build on a dashboard.
+fn encode_build_info(encoder: &mut DescriptorEncoder) -> Encoded {
+    let family = encoder.encode_descriptor(
+        "sensor_build",
+        "The sensor's version and the git commit it was built from",
+        None,
+        MetricType::Info,
+    )?;
+    Info::new([
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("commit", BUILD_COMMIT),
+    ])
+    .encode(family)
+}
+
+/// The process's own resources, under the names every Prometheus client library uses
+/// (`process_*`), read from `/proc/self` at each scrape.
+fn encode_process(encoder: &mut DescriptorEncoder) -> Encoded {
+    let sample = match ProcessSample::read() {
+        Ok(sample) => sample,
+        Err(e) => {
+            // Without /proc there is nothing to export; the other families still are.
+            tracing::debug!("process metrics unavailable: {e}");
+            return Ok(());
+        }
+    };
+    let family = encoder.encode_descriptor(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(sample.cpu_seconds).encode(family)?;
+    for (name, help, value) in [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            sample.resident_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            sample.virtual_bytes,
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors",
+            sample.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors (the soft limit)",
+            sample.max_fds,
+        ),
+    ] {
+        let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(family)?;
+    }
+    let family = encoder.encode_descriptor(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch in seconds",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(sample.start_time_seconds).encode(family)
+}
+
+/// One reading of `/proc/self`.
+#[derive(Clone, Copy, Debug)]
+struct ProcessSample {
+    cpu_seconds: f64,
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    open_fds: u64,
+    max_fds: u64,
+    start_time_seconds: f64,
+}
+
+impl ProcessSample {
+    fn read() -> procfs::ProcResult<Self> {
+        use procfs::WithCurrentSystemInfo as _;
+        let me = procfs::process::Process::myself()?;
+        let stat = me.stat()?;
+        let ticks = procfs::ticks_per_second() as f64;
+        let max_fds = match me.limits()?.max_open_files.soft_limit {
+            procfs::process::LimitValue::Value(n) => n,
+            procfs::process::LimitValue::Unlimited => u64::MAX,
+        };
+        Ok(Self {
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            resident_bytes: stat.rss_bytes().get(),
+            virtual_bytes: stat.vsize,
+            open_fds: me.fd_count()? as u64,
+            max_fds,
+            // `starttime` counts clock ticks from boot.
+            start_time_seconds: procfs::boot_time_secs()? as f64 + stat.starttime as f64 / ticks,
+        })
+    }
+}
+
+/// The registry served on `/metrics`; `ifaces` are the interfaces the XDP program is attached
+/// to (the `iface` label of its counters).
+pub fn registry(kernel: KernelSource, ifaces: &[String], agent: Arc<AgentStats>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SensorCollector { kernel, agent }));
+    registry.register_collector(Box::new(SensorCollector {
+        kernel,
+        ifaces: ifaces.join(","),
+        agent,
+    }));
     registry
+}
+
+/// The two exposition formats `/metrics` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4.
+    Classic,
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// The format an `Accept` header prefers (RFC 9110 section 12.5.1): OpenMetrics when its
+    /// quality is above 0 and not below that of `text/plain` (or of a wildcard covering it),
+    /// the classic text otherwise, and for no header. Prometheus itself sends
+    /// `application/openmetrics-text;version=1.0.0,…,text/plain;version=0.0.4;q=0.5,*/*;q=0.1`.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let Some(accept) = accept else {
+            return Format::Classic;
+        };
+        let (mut openmetrics, mut plain) = (0.0_f64, 0.0_f64);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, v)| v.trim().parse::<f64>().ok())
+                // An unreadable weight makes the range unusable, not preferred.
+                .unwrap_or(0.0);
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" | "text/*" | "*/*" => plain = plain.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= plain {
+            Format::OpenMetrics
+        } else {
+            Format::Classic
+        }
+    }
+}
+
+/// Encodes the registry in `format`.
+pub fn encode(registry: &Registry, format: Format) -> Result<String, std::fmt::Error> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, registry)?;
+    Ok(match format {
+        Format::OpenMetrics => body,
+        Format::Classic => to_classic(&body),
+    })
+}
+
+/// Rewrites OpenMetrics text, as prometheus-client writes it for the families this module
+/// encodes (counters, gauges, info; no exemplars, no `_created`), as the Prometheus text
+/// format 0.0.4:
+/// - a counter family `x` is named by its sample `x_total` in `# HELP` and `# TYPE`, as the
+///   older format has no families apart from their samples;
+/// - an info family `x` becomes the gauge `x_info` (the older format has no info type);
+/// - `# UNIT` and the closing `# EOF` are dropped.
+///
+/// Samples pass unchanged: label and number syntax is the same in both formats.
+pub fn to_classic(openmetrics: &str) -> String {
+    // Writing to a String cannot fail.
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (sample, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
+                _ => (name.to_string(), "untyped"),
+            };
+            if let Some((_, text)) = help.take().filter(|(n, _)| *n == name) {
+                let _ = writeln!(out, "# HELP {sample} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {sample} {kind}");
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Serves `GET /metrics` until the task is dropped.
@@ -372,13 +614,15 @@ fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
             .body(Full::new(Bytes::from_static(b"try /metrics\n")))
             .expect("static response");
     }
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, registry) {
-        Ok(()) => Response::builder()
-            .header(
-                "content-type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    match encode(registry, format) {
+        Ok(body) => Response::builder()
+            .header(hyper::header::CONTENT_TYPE, format.content_type())
+            .header(hyper::header::VARY, "Accept")
             .body(Full::new(Bytes::from(body)))
             .expect("valid response"),
         Err(_) => Response::builder()
@@ -398,4 +642,272 @@ pub async fn bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpLis
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding metrics on {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// A registry over a fixed kernel snapshot (slot i holds 1000 + i) and a live engine's
+    /// exported tables, attached to two interfaces.
+    fn test_registry() -> Registry {
+        let agent = Arc::new(AgentStats::default());
+        let mut engine =
+            crate::engine::Engine::new(crate::engine::EngineConfig::default(), ()).unwrap();
+        engine.export_tables(agent.tables.clone());
+        agent.notices.store(3, Relaxed);
+        let mut snap = [0u64; counter::COUNT as usize];
+        for (i, v) in snap.iter_mut().enumerate() {
+            *v = 1000 + i as u64;
+        }
+        let kernel: KernelSource = Box::new(move || Ok(CounterSnapshot(snap)));
+        registry(kernel, &["eth1".into(), "eth2".into()], agent)
+    }
+
+    fn series(text: &str) -> std::collections::HashMap<&str, &str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .collect()
+    }
+
+    /// Runs `promtool check metrics` on `text`; `None` when promtool is not installed (it is
+    /// required under `cargo xtask test`, whose set-up installs it).
+    fn promtool(text: &str) -> Option<(bool, String)> {
+        use std::io::Write as _;
+        let child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("SENSOR_REQUIRE_PRIVILEGED").is_none(),
+                    "promtool is required here (cargo xtask setup installs it): {e}"
+                );
+                eprintln!("promtool not installed: skipping its check");
+                return None;
+            }
+        };
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some((out.status.success(), report))
+    }
+
+    #[test]
+    fn the_classic_text_passes_promtool_and_openmetrics_is_what_it_rejected() {
+        let registry = test_registry();
+        let classic = encode(&registry, Format::Classic).unwrap();
+        let Some((ok, report)) = promtool(&classic) else {
+            return;
+        };
+        assert!(
+            ok && report.trim().is_empty(),
+            "promtool: {report}\n{classic}"
+        );
+        // The check bites: promtool reads only the older format, and refuses the OpenMetrics
+        // text (its `info` type; without it, its counter families named without `_total`).
+        let openmetrics = encode(&registry, Format::OpenMetrics).unwrap();
+        let (ok, report) = promtool(&openmetrics).unwrap();
+        assert!(!ok, "promtool accepted OpenMetrics text: {report}");
+    }
+
+    #[test]
+    fn every_family_has_help_and_a_type_and_the_samples_agree_across_formats() {
+        let registry = test_registry();
+        let classic = encode(&registry, Format::Classic).unwrap();
+        let openmetrics = encode(&registry, Format::OpenMetrics).unwrap();
+        assert!(openmetrics.ends_with("# EOF\n"));
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
+        // Every sample's family (its name up to the labels) has HELP and TYPE lines before it.
+        let mut described = std::collections::HashSet::new();
+        let mut families = 0;
+        for line in classic.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                assert!(!help.trim().is_empty(), "{name} has empty help");
+                described.insert(name.to_string());
+                families += 1;
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(described.contains(name), "{name} has no HELP line");
+            }
+        }
+        assert!(families >= 25, "only {families} families");
+        // The process's own numbers move between two encodings; the rest is fixed.
+        let fixed = |text| {
+            let mut s = series(text);
+            s.retain(|name, _| !name.starts_with("process_"));
+            s
+        };
+        assert_eq!(fixed(&classic), fixed(&openmetrics), "samples differ");
+    }
+
+    #[test]
+    fn kernel_counters_carry_the_interfaces_and_build_info_the_commit() {
+        let text = encode(&test_registry(), Format::Classic).unwrap();
+        let s = series(&text);
+        let iface = "iface=\"eth1,eth2\"";
+        assert_eq!(
+            s[format!("sensor_xdp_packets_total{{{iface}}}").as_str()],
+            "1000"
+        );
+        assert_eq!(
+            s[format!("sensor_xdp_records_total{{{iface},kind=\"syn\"}}").as_str()],
+            (1000 + counter::REC_SYN).to_string()
+        );
+        assert_eq!(
+            s[format!("sensor_xdp_skipped_total{{{iface},reason=\"tcp_flow_over_budget\"}}")
+                .as_str()],
+            (1000 + counter::TCP_OVER_BUDGET).to_string()
+        );
+        assert_eq!(s["sensor_notices_total"], "3");
+        let build = format!(
+            "sensor_build_info{{version=\"{}\",commit=\"{BUILD_COMMIT}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(s[build.as_str()], "1", "{text}");
+        assert!(text.contains("# TYPE sensor_build_info gauge\n"));
+        // Built from this checkout: a hexadecimal commit (CI and developers build from git).
+        if BUILD_COMMIT != "unknown" {
+            assert!(
+                BUILD_COMMIT.len() == 12 && BUILD_COMMIT.bytes().all(|b| b.is_ascii_hexdigit())
+            );
+        }
+    }
+
+    #[test]
+    fn process_metrics_describe_this_process() {
+        let text = encode(&test_registry(), Format::Classic).unwrap();
+        let s = series(&text);
+        let value = |name: &str| -> f64 { s[name].parse().unwrap() };
+        // This test process has its stdio and the test harness's files open, and memory.
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value("process_start_time_seconds");
+        // Started before now, and not before the test run (a day is generous for a slow CI).
+        assert!(
+            started <= now + 1.0 && started > now - 86_400.0,
+            "{started} vs {now}"
+        );
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+    }
+
+    #[test]
+    fn classic_text_names_families_by_their_samples() {
+        let om = "\
+# HELP a_requests Requests served.
+# TYPE a_requests counter
+a_requests_total{code=\"200\"} 5
+# HELP a_size_bytes Size of a thing.
+# TYPE a_size_bytes gauge
+# UNIT a_size_bytes bytes
+a_size_bytes 7
+# HELP a_build Build.
+# TYPE a_build info
+a_build_info{version=\"1\"} 1
+# EOF
+";
+        let classic = "\
+# HELP a_requests_total Requests served.
+# TYPE a_requests_total counter
+a_requests_total{code=\"200\"} 5
+# HELP a_size_bytes Size of a thing.
+# TYPE a_size_bytes gauge
+a_size_bytes 7
+# HELP a_build_info Build.
+# TYPE a_build_info gauge
+a_build_info{version=\"1\"} 1
+";
+        assert_eq!(to_classic(om), classic);
+    }
+
+    #[test]
+    fn accept_headers_choose_the_format() {
+        use Format::{Classic, OpenMetrics};
+        for (accept, want) in [
+            (None, Classic),
+            (Some(""), Classic),
+            (Some("text/plain"), Classic),
+            (Some("text/plain;version=0.0.4"), Classic),
+            (Some("*/*"), Classic),
+            (Some("application/openmetrics-text"), OpenMetrics),
+            (Some("Application/OpenMetrics-Text; version=1.0.0"), OpenMetrics),
+            // What Prometheus 2.x sends by default.
+            (
+                Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+                OpenMetrics,
+            ),
+            // Prometheus configured for the classic format only.
+            (Some("text/plain;version=0.0.4;q=1,*/*;q=0.1"), Classic),
+            (Some("text/plain;q=0.9, application/openmetrics-text;q=0.5"), Classic),
+            (Some("text/plain;q=0.2, application/openmetrics-text;q=0.5"), OpenMetrics),
+            (Some("application/openmetrics-text;q=0"), Classic),
+            (Some("application/openmetrics-text;q=oops"), Classic),
+            (Some("application/json"), Classic),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn the_endpoint_answers_in_the_negotiated_format() {
+        let registry = test_registry();
+        let request = |accept: Option<&str>| {
+            let mut req = Request::builder().uri("/metrics");
+            if let Some(a) = accept {
+                req = req.header("accept", a);
+            }
+            respond(&req.body(()).unwrap(), &registry)
+        };
+        let body = |resp: Response<Full<Bytes>>| {
+            use http_body_util::BodyExt as _;
+            let bytes = block_on(resp.into_body().collect()).unwrap().to_bytes();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let plain = request(None);
+        assert_eq!(plain.status(), StatusCode::OK);
+        assert_eq!(
+            plain.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert!(!body(plain).contains("# EOF"));
+        let om = request(Some("application/openmetrics-text; version=1.0.0"));
+        assert_eq!(
+            om.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert!(body(om).ends_with("# EOF\n"));
+        let missing = respond(&Request::builder().uri("/").body(()).unwrap(), &registry);
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// Polls a ready future (a `Full` body is) without a runtime.
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(f)
+    }
 }
