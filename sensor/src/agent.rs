@@ -76,6 +76,7 @@ pub async fn run(
         links.push(sensor.attach(iface, config.mode)?);
         tracing::info!("attached XDP to {iface} ({} mode)", config.mode);
     }
+    crate::privileges::drop_after_attach_logged()?;
     let started = Instant::now();
 
     // SAFETY: the ring's fd stays open and unchanged for as long as the AsyncFd owns it.
