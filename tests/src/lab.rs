@@ -124,12 +124,28 @@ impl Lab {
         Ok(!json[0]["xdp"].is_null())
     }
 
-    /// `GET http://127.0.0.1:<port><path>` from inside the namespace.
+    /// `GET http://127.0.0.1:<port><path>` from inside the namespace; the body of a 200.
     pub fn http_get(&self, port: u16, path: &str) -> anyhow::Result<String> {
+        Ok(self.http_request(port, path, &[])?.1)
+    }
+
+    /// `GET http://127.0.0.1:<port><path>` with extra request headers from inside the
+    /// namespace; the response's head (status line and headers) and body, if the status is 200.
+    pub fn http_request(
+        &self,
+        port: u16,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(String, String)> {
         let ns = Path::new("/var/run/netns").join(&self.netns);
         let path = path.to_string();
+        let headers = headers.iter().fold(String::new(), |mut out, (k, v)| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{k}: {v}\r\n");
+            out
+        });
         // setns changes only the calling thread's namespace: do it on a throwaway thread.
-        std::thread::spawn(move || -> anyhow::Result<String> {
+        std::thread::spawn(move || -> anyhow::Result<(String, String)> {
             let fd = File::open(&ns).with_context(|| format!("opening {}", ns.display()))?;
             // SAFETY: a valid namespace fd; affects this thread only.
             if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -139,7 +155,7 @@ impl Lab {
             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
             write!(
                 stream,
-                "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
             )?;
             let mut response = String::new();
             stream.read_to_string(&mut response)?;
@@ -149,7 +165,7 @@ impl Lab {
             if !head.starts_with("HTTP/1.1 200") {
                 bail!("HTTP error: {}", head.lines().next().unwrap_or_default());
             }
-            Ok(body.to_string())
+            Ok((head.to_string(), body.to_string()))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("scrape thread panicked"))?
@@ -279,15 +295,55 @@ pub fn mtu_safe_copy(pcap: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// Prometheus text exposition → `series{labels}` → value.
+/// Prometheus text exposition → `series{labels}` → value. The `iface` label of the kernel
+/// counters is left out (values summed over it), so a series reads the same whatever the
+/// interfaces are called.
 pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    text.lines()
+    let mut out = HashMap::new();
+    for line in text
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
+    {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        *out.entry(without_iface(series)).or_insert(0.0) += value;
+    }
+    out
+}
+
+/// `name{iface="x",kind="y"}` → `name{kind="y"}`; `name{iface="x"}` → `name`. Label values
+/// here never hold `,` or `"` other than the interface list, which is quoted.
+fn without_iface(series: &str) -> String {
+    let Some((name, labels)) = series.split_once('{') else {
+        return series.to_string();
+    };
+    let labels = labels.strip_suffix('}').unwrap_or(labels);
+    let mut kept = Vec::new();
+    let mut rest = labels;
+    while !rest.is_empty() {
+        // One `key="value"` pair; the value ends at the next unescaped quote.
+        let Some((key, after)) = rest.split_once("=\"") else {
+            break;
+        };
+        let mut end = 0;
+        let bytes = after.as_bytes();
+        while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
+            end += 1;
+        }
+        if key != "iface" {
+            kept.push(format!("{key}=\"{}\"", &after[..end]));
+        }
+        rest = after.get(end + 1..).unwrap_or("").trim_start_matches(',');
+    }
+    if kept.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{}}}", kept.join(","))
+    }
 }
 
 /// Builds the `sensor` binary (a no-op when up to date) and returns its path.
@@ -445,6 +501,11 @@ impl SensorProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(sensor)
+    }
+
+    /// The sensor's process id (`ip netns exec` executes it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// SIGTERM, then wait at most 10 s (SIGKILL after that).

@@ -71,6 +71,8 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
     let metrics =
         lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).expect("catch up");
     check_coordination_metrics(&lab, pcap);
+    check_exposition(&lab, stats.packets);
+    check_no_capabilities(sensor.pid());
 
     let rx_packets = lab.rx_packets(&lab.rx).unwrap();
     let status = sensor.stop().expect("stop sensor");
@@ -95,6 +97,125 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
         summary.xdp["ring_full"]
     );
     stats
+}
+
+/// `promtool check metrics` on a live scrape: what a Prometheus operator runs first. `None`
+/// when promtool is missing (`cargo xtask setup` installs it; under `cargo xtask test` it must
+/// be there).
+fn promtool_check(text: &str) -> Option<String> {
+    use std::io::Write as _;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                std::env::var_os("SENSOR_REQUIRE_PRIVILEGED").is_none(),
+                "promtool missing (cargo xtask setup installs it): {e}"
+            );
+            eprintln!("promtool not installed: live scrape not linted");
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics on a live scrape: {report}\n{text}"
+    );
+    Some(report)
+}
+
+/// The live endpoint speaks both formats, the classic one passes promtool, and the kernel
+/// counters carry the interface the sensor is attached to.
+fn check_exposition(lab: &Lab, sent: u64) {
+    let (head, classic) = lab
+        .http_request(lab::METRICS_PORT, "/metrics", &[("Accept", "text/plain")])
+        .unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    if promtool_check(&classic).is_some() {
+        eprintln!("promtool check metrics: live scrape clean");
+    }
+    assert!(
+        classic.contains(&format!(
+            "sensor_xdp_packets_total{{iface=\"{}\"}} {sent}\n",
+            lab.rx
+        )),
+        "no per-interface packet count in:\n{classic}"
+    );
+    for family in [
+        "sensor_build_info{",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(classic.contains(family), "{family} missing");
+    }
+    // Prometheus's own Accept header gets OpenMetrics.
+    let (head, openmetrics) = lab
+        .http_request(
+            lab::METRICS_PORT,
+            "/metrics",
+            &[(
+                "Accept",
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            )],
+        )
+        .unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(openmetrics.ends_with("# EOF\n"));
+    assert!(openmetrics.contains("# TYPE sensor_xdp_packets counter\n"));
+}
+
+/// Every thread of the running sensor holds no capability at all, and cannot gain any.
+fn check_no_capabilities(pid: u32) {
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("status"))
+        .collect();
+    assert!(tasks.len() >= 2, "the agent runs threads: {tasks:?}");
+    for status in std::iter::once(PathBuf::from(format!("/proc/{pid}/status"))).chain(tasks) {
+        let text = std::fs::read_to_string(&status).unwrap();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .unwrap_or_else(|| panic!("{name} missing from {}", status.display()))
+                .trim()
+                .to_string()
+        };
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(
+                field(set),
+                "0000000000000000",
+                "{set} of {}",
+                status.display()
+            );
+        }
+        assert_eq!(field("NoNewPrivs"), "1", "{}", status.display());
+    }
 }
 
 /// Coordination parsing is exported, and reaches the counts the offline path finds in the
@@ -306,6 +427,60 @@ fn replay_synthetic_capture_native() {
         .write_pcap_file(&pcap)
         .unwrap();
     replay_and_check(&pcap, 20_000, "native", "synthetic");
+}
+
+/// The attached sensor holds no capability, on any thread, yet still reads its kernel counters
+/// (a `bpf()` call on a map fd it holds), serves metrics, and detaches on SIGTERM (closing its
+/// bpf_link).
+#[test]
+fn the_attached_sensor_holds_no_capabilities() {
+    if !privileged("the_attached_sensor_holds_no_capabilities") {
+        return;
+    }
+    let lab = Lab::new().expect("create lab namespace");
+    let binary = lab::sensor_binary(false).expect("build sensor");
+    let summary_path = scratch("caps-summary.json");
+    let sensor = SensorProcess::start(
+        &lab,
+        &binary,
+        &["--summary", summary_path.to_str().unwrap()],
+    )
+    .expect("start sensor");
+    // Attached and serving: the drop happens right after attaching, before the ring is read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = format!("/proc/{}/status", sensor.pid());
+    while !std::fs::read_to_string(&status)
+        .unwrap()
+        .contains("NoNewPrivs:\t1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no capability drop within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check_no_capabilities(sensor.pid());
+
+    // A few frames through the veth: the counters, read without capabilities, see them.
+    let pcap = scratch("caps.pcap");
+    let mut capture = sensor_tests::synth::demo_capture();
+    capture.packets.truncate(50);
+    capture.write_pcap_file(&pcap).unwrap();
+    let pcap = lab::mtu_safe_copy(&pcap, scratch("").parent().unwrap()).unwrap();
+    let stats = lab.replay(&pcap, Some(1000), 1).expect("tcpreplay");
+    let m = lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).expect("catch up");
+    assert_eq!(metric(&m, "sensor_xdp_packets_total"), stats.packets);
+
+    let exit = sensor.stop().expect("stop sensor");
+    assert!(exit.success(), "sensor exit: {exit}");
+    assert!(
+        !lab.has_xdp(&lab.rx).unwrap(),
+        "XDP still attached after the sensor exited without capabilities"
+    );
+    // The final counters were read and written after the drop too.
+    let summary: RunSummary =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary.xdp["packets"], stats.packets);
 }
 
 /// (note, msg) of every notice in a JSON-lines file, sorted.

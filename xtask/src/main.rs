@@ -11,11 +11,14 @@
 //! - `cargo xtask bench`: replay throughput and XDP per-packet cost, written to BENCHMARKS.md.
 //! - `cargo xtask snapshot OUTDIR`: a build's notices and predictions over the corpus, one file
 //!   per capture, to compare two builds with `diff -r`.
+//! - `cargo xtask install [--prefix DIR] [--destdir DIR]`: the binary, the systemd unit, the
+//!   logrotate file and the sample configuration, for a gateway (see `install.rs`).
 //! - `cargo xtask eval --lab DIR`: `sensor eval` over the lab's labelled captures, all together
 //!   and per scenario; regenerates EVALUATION.md and its figures under `tests/evaluation/`.
 
 mod corpus;
 mod eval;
+mod install;
 mod setup;
 
 use std::ffi::OsString;
@@ -59,6 +62,20 @@ enum Cmd {
         /// Directory for the files (created).
         outdir: PathBuf,
         /// A sensor binary to use instead of building this checkout's release one.
+        #[arg(long)]
+        sensor: Option<PathBuf>,
+    },
+    /// Install the sensor as a systemd service: PREFIX/bin/sensor, /etc/systemd/system/sensor.service,
+    /// /etc/logrotate.d/sensor, /etc/sensor/sensor.toml (the sample, unless one exists), and
+    /// the `sensor` system user. Idempotent.
+    Install {
+        /// Where the binary (PREFIX/bin) and the README (PREFIX/share/doc/sensor) go.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Stage every file under this directory instead of / (no user, no daemon-reload).
+        #[arg(long)]
+        destdir: Option<PathBuf>,
+        /// A sensor binary to install instead of building this checkout's release one.
         #[arg(long)]
         sensor: Option<PathBuf>,
     },
@@ -106,6 +123,21 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Cmd::Test { args } => test(&root, &args),
         Cmd::Run { args } => run(&root, &args),
         Cmd::Bench => bench(&root),
+        Cmd::Install {
+            prefix,
+            destdir,
+            sensor,
+        } => {
+            install::run(
+                &root,
+                &install::Options {
+                    prefix,
+                    destdir,
+                    sensor,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Snapshot { outdir, sensor } => corpus::snapshot(&root, &outdir, sensor.as_deref()),
         Cmd::Eval {
             lab,

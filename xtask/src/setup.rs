@@ -6,21 +6,29 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
 
-/// Debian packages the tests and the demo use.
+/// Debian packages the tests and the demo use: (a binary it ships, the package).
 const PACKAGES: &[(&str, &str)] = &[
     ("tcpreplay", "tcpreplay"),
     ("tshark", "tshark"),
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
+    // `promtool check metrics` lints the live scrape (tests/tests/replay.rs). Debian ships
+    // promtool only with the server; see `stop_prometheus_server`.
+    ("promtool", "prometheus"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";
 
-pub fn ensure(_root: &Path) -> anyhow::Result<()> {
-    ensure_rust_src()?;
-    ensure_bpf_linker()?;
+pub fn ensure(root: &Path) -> anyhow::Result<()> {
+    ensure_build(root)?;
     ensure_packages()?;
     Ok(())
+}
+
+/// Only what building the sensor needs (what `cargo xtask install` needs on a gateway).
+pub fn ensure_build(_root: &Path) -> anyhow::Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
@@ -37,7 +45,7 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn step(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn step(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask setup: {cmd:?}");
     let status = cmd
         .stdin(Stdio::null())
@@ -171,7 +179,21 @@ fn ensure_packages() -> anyhow::Result<()> {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    )?;
+    if missing.contains(&"prometheus") {
+        stop_prometheus_server()?;
+    }
+    Ok(())
+}
+
+/// Installing Debian's `prometheus` for its promtool also enables and starts a Prometheus
+/// server where systemd runs; the tests want none, so the set-up stops and disables the one
+/// it just installed (never one that was there before).
+fn stop_prometheus_server() -> anyhow::Result<()> {
+    if Path::new("/run/systemd/system").is_dir() {
+        step(Command::new("systemctl").args(["disable", "--now", "prometheus.service"]))?;
+    }
+    Ok(())
 }
 
 fn on_path(binary: &str) -> bool {
