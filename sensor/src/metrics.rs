@@ -686,7 +686,7 @@ mod tests {
             Ok(child) => child,
             Err(e) => {
                 assert!(
-                    std::env::var_os("SENSOR_REQUIRE_PRIVILEGED").is_none(),
+                    std::env::var_os("SENSOR_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
                     "promtool is required here (cargo xtask setup installs it): {e}"
                 );
                 eprintln!("promtool not installed: skipping its check");

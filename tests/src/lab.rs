@@ -470,8 +470,26 @@ impl SensorProcess {
     /// Starts `sensor run --iface <lab.rx> --metrics 127.0.0.1:9899 <args>` in the lab and waits
     /// (at most 20 s) until XDP is attached and `/metrics` answers.
     pub fn start(lab: &Lab, binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let child = lab
-            .exec(binary)
+        Self::start_wrapped(lab, &[], binary, args)
+    }
+
+    /// [`SensorProcess::start`], run through `wrapper` (a command that executes its arguments
+    /// in place, such as `setpriv …`).
+    pub fn start_wrapped(
+        lab: &Lab,
+        wrapper: &[&str],
+        binary: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = lab.exec(program);
+                cmd.args(rest).arg(binary);
+                cmd
+            }
+            None => lab.exec(binary),
+        };
+        let child = cmd
             .args([
                 "run",
                 "--iface",

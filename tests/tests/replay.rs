@@ -114,7 +114,7 @@ fn promtool_check(text: &str) -> Option<String> {
         Ok(child) => child,
         Err(e) => {
             assert!(
-                std::env::var_os("SENSOR_REQUIRE_PRIVILEGED").is_none(),
+                std::env::var_os("SENSOR_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
                 "promtool missing (cargo xtask setup installs it): {e}"
             );
             eprintln!("promtool not installed: live scrape not linted");
@@ -188,6 +188,23 @@ fn check_exposition(lab: &Lab, sent: u64) {
     );
     assert!(openmetrics.ends_with("# EOF\n"));
     assert!(openmetrics.contains("# TYPE sensor_xdp_packets counter\n"));
+}
+
+/// Waits (at most 5 s) for the drop that follows the attach: `SensorProcess::start` returns
+/// once XDP is attached, a moment before.
+fn wait_for_drop(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = format!("/proc/{pid}/status");
+    while !std::fs::read_to_string(&status)
+        .unwrap()
+        .contains("NoNewPrivs:\t1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no capability drop within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Every thread of the running sensor holds no capability at all, and cannot gain any.
@@ -446,19 +463,7 @@ fn the_attached_sensor_holds_no_capabilities() {
         &["--summary", summary_path.to_str().unwrap()],
     )
     .expect("start sensor");
-    // Attached and serving: the drop happens right after attaching, before the ring is read.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let status = format!("/proc/{}/status", sensor.pid());
-    while !std::fs::read_to_string(&status)
-        .unwrap()
-        .contains("NoNewPrivs:\t1")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no capability drop within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_drop(sensor.pid());
     check_no_capabilities(sensor.pid());
 
     // A few frames through the veth: the counters, read without capabilities, see them.
@@ -481,6 +486,76 @@ fn the_attached_sensor_holds_no_capabilities() {
     let summary: RunSummary =
         serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
     assert_eq!(summary.xdp["packets"], stats.packets);
+}
+
+/// The capabilities `deploy/sensor.service` grants are enough to load and attach as an
+/// unprivileged user (uid 65534, through `setpriv`, as systemd's `AmbientCapabilities` does),
+/// and none of them is left once attached.
+#[test]
+fn the_units_capabilities_suffice_and_none_is_left_after_attaching() {
+    if !privileged("the_units_capabilities_suffice_and_none_is_left_after_attaching") {
+        return;
+    }
+    let unit = include_str!("../../deploy/sensor.service");
+    let setting = |key: &str| -> Vec<String> {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} missing from the unit"))
+            .split_whitespace()
+            .map(|c| format!("+{}", c.to_ascii_lowercase().trim_start_matches("cap_")))
+            .collect()
+    };
+    let caps = setting("AmbientCapabilities");
+    assert_eq!(caps, setting("CapabilityBoundingSet"));
+    let caps = caps.join(",");
+    // The unprivileged user must be able to execute the binary wherever the checkout is.
+    let binary = lab::sensor_binary(false).expect("build sensor");
+    let dir = std::env::temp_dir().join(format!("sensor-unit-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("sensor");
+    std::fs::copy(&binary, &copy).unwrap();
+    for path in [&dir, &copy] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    let lab = Lab::new().expect("create lab namespace");
+    let (inh, amb, bnd) = (
+        format!("--inh-caps=-all,{caps}"),
+        format!("--ambient-caps=-all,{caps}"),
+        format!("--bounding-set=-all,{caps}"),
+    );
+    let wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &inh,
+        &amb,
+        &bnd,
+    ];
+    let sensor = SensorProcess::start_wrapped(&lab, &wrapper, &copy, &[])
+        .expect("the unit's capabilities did not let the sensor load and attach");
+    wait_for_drop(sensor.pid());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sensor.pid())).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t65534\t")),
+        "{status}"
+    );
+    check_no_capabilities(sensor.pid());
+
+    let pcap = scratch("unit-caps.pcap");
+    let mut capture = sensor_tests::synth::demo_capture();
+    capture.packets.truncate(50);
+    capture.write_pcap_file(&pcap).unwrap();
+    let pcap = lab::mtu_safe_copy(&pcap, scratch("").parent().unwrap()).unwrap();
+    let stats = lab.replay(&pcap, Some(1000), 1).expect("tcpreplay");
+    let m = lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).expect("catch up");
+    assert_eq!(metric(&m, "sensor_xdp_packets_total"), stats.packets);
+    let exit = sensor.stop().expect("stop sensor");
+    assert!(exit.success(), "sensor exit: {exit}");
+    assert!(!lab.has_xdp(&lab.rx).unwrap(), "XDP still attached");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// (note, msg) of every notice in a JSON-lines file, sorted.
