@@ -342,4 +342,60 @@ mod tests {
         assert!(String::from_utf8_lossy(&out.stderr).contains("ProtectEverything"));
         std::fs::remove_dir_all(&dest).unwrap();
     }
+
+    /// logrotate on the shipped file, its paths moved into a scratch directory and its
+    /// signal replaced by a marker: the logs are renamed (not copied), no new file is created
+    /// (the sensor reopens its own on SIGHUP), and postrotate runs once for all of them.
+    #[test]
+    fn the_logrotate_file_renames_and_signals_once() {
+        let Some(logrotate) = ["/usr/sbin/logrotate", "/usr/bin/logrotate"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+        else {
+            assert!(
+                std::env::var_os("SENSOR_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+                "logrotate missing (cargo xtask setup installs it)"
+            );
+            eprintln!("logrotate missing: rotation check skipped");
+            return;
+        };
+        let dir = scratch("logrotate");
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let marker = dir.join("signalled");
+        let shipped = std::fs::read_to_string(workspace().join("deploy/sensor.logrotate")).unwrap();
+        let signal = "systemctl kill --signal=HUP --kill-whom=main sensor.service";
+        assert!(shipped.contains("/var/log/sensor/*.log") && shipped.contains(signal));
+        let conf = shipped
+            .replace("/var/log/sensor/", &format!("{}/", logs.display()))
+            .replace(signal, &format!("echo hup >> {}; true", marker.display()));
+        std::fs::write(dir.join("conf"), conf).unwrap();
+        for name in ["notice", "attempts", "suppressed"] {
+            std::fs::write(logs.join(format!("{name}.log")), format!("{name} line\n")).unwrap();
+        }
+        let out = Command::new(logrotate)
+            .args(["-f", "-s"])
+            .arg(dir.join("state"))
+            .arg(dir.join("conf"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for name in ["notice", "attempts", "suppressed"] {
+            // delaycompress: the newest rotation stays plain, for a reader still on it.
+            assert_eq!(
+                std::fs::read_to_string(logs.join(format!("{name}.log.1"))).unwrap(),
+                format!("{name} line\n")
+            );
+            assert!(
+                !logs.join(format!("{name}.log")).exists(),
+                "{name}.log recreated"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "hup\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -15,6 +15,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // `promtool check metrics` lints the live scrape (tests/tests/replay.rs). Debian ships
     // promtool only with the server; see `stop_prometheus_server`.
     ("promtool", "prometheus"),
+    // Runs deploy/sensor.logrotate in a test (xtask/src/install.rs).
+    ("logrotate", "logrotate"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";
