@@ -197,6 +197,14 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
         if Path::new("/run/systemd/system").is_dir() {
             crate::setup::step(Command::new("systemctl").arg("daemon-reload"))?;
         }
+        if !root.join("deploy/sensor.toml").is_file()
+            && !Path::new("/etc/sensor/sensor.toml").exists()
+        {
+            println!(
+                "xtask install: this checkout has no sample configuration (deploy/sensor.toml): \
+                 write /etc/sensor/sensor.toml yourself"
+            );
+        }
         println!(
             "xtask install: next: set the interfaces in /etc/sensor/sensor.toml, then \
              `systemctl enable --now sensor`"
