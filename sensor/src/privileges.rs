@@ -243,7 +243,8 @@ fn threads() -> anyhow::Result<Vec<i32>> {
 /// everything privileged is done.
 pub fn drop_after_attach() -> anyhow::Result<Dropped> {
     let before = CapSets::of_task(Some(this_thread()))?;
-    let keep = still_needed();
+    // Only what the process has: capset refuses to add to the permitted set.
+    let keep = still_needed() & before.permitted;
     let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
