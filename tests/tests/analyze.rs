@@ -767,8 +767,9 @@ mod corpus {
 
     #[test]
     fn background_traffic_with_local_nets_raises_nothing() {
-        let private = ["10.0.0.0", "172.16.0.0", "192.168.0.0"].map(|n| n.parse().unwrap());
-        let local_nets = vec![(private[0], 8), (private[1], 12), (private[2], 16)];
+        let local_nets: Vec<_> = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+            .map(|n| n.parse().unwrap())
+            .into();
         for capture in [
             "ntop-nDPI/alexa-app.pcapng",
             "ntop-nDPI/teams.pcap",
