@@ -136,22 +136,12 @@ impl<'a> Announce<'a> {
 
     /// The valid infohashes, decoded.
     pub fn infohashes(&self) -> impl Iterator<Item = [u8; 20]> + '_ {
-        self.infohashes_hex().iter().map(|hex| {
+        self.infohashes_hex().iter().map(|digits| {
             let mut ih = [0u8; 20];
-            for (i, pair) in hex.chunks_exact(2).enumerate() {
-                ih[i] = (hex_val(pair[0]) << 4) | hex_val(pair[1]);
-            }
+            // Only 40 hex digits are kept as valid infohashes, so this cannot fail.
+            let _ = hex::decode_to_slice(digits, &mut ih);
             ih
         })
-    }
-}
-
-fn hex_val(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        b'A'..=b'F' => c - b'A' + 10,
-        _ => 0,
     }
 }
 

@@ -94,9 +94,8 @@ where
     let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
     // First pass with nothing required: a required option may come from the file. Its errors
     // (and --help) come from the real definitions, whose usage lines are the true ones.
-    let lenient = match config::relaxed(Cli::command()).try_get_matches_from(&argv) {
-        Ok(m) => m,
-        Err(_) => return Cli::try_parse_from(&argv).map_err(CliError::Clap),
+    let Ok(lenient) = config::relaxed(Cli::command()).try_get_matches_from(&argv) else {
+        return Cli::try_parse_from(&argv).map_err(CliError::Clap);
     };
     let mut full = argv.clone();
     if let Some((name, sub)) = lenient.subcommand() {
