@@ -237,22 +237,13 @@ fn usable(ip: IpAddr) -> bool {
     }
 }
 
-/// `ip` with every bit past `prefix` cleared.
+/// `ip` with every bit past `prefix` cleared (a prefix longer than the address keeps it all).
 pub fn segment_of(ip: IpAddr, prefix_v4: u8, prefix_v6: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let keep = u32::MAX
-                .checked_shl(32 - u32::from(prefix_v4.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & keep))
-        }
-        IpAddr::V6(a) => {
-            let keep = u128::MAX
-                .checked_shl(128 - u32::from(prefix_v6.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & keep))
-        }
-    }
+    let prefix = match ip {
+        IpAddr::V4(_) => prefix_v4.min(32),
+        IpAddr::V6(_) => prefix_v6.min(128),
+    };
+    ipnet::IpNet::new(ip, prefix).map_or(ip, |net| net.network())
 }
 
 #[derive(Clone, Debug)]

@@ -113,11 +113,10 @@ impl ConfigFile {
         for (name, value) in doc.get_ref() {
             let DeValue::Table(table) = value.get_ref() else {
                 anyhow::bail!(
-                    "{}:{}: {} is outside a table: put options under [COMMAND] ({})",
+                    "{}:{}: {} is outside a table: options go under [COMMAND] (e.g. [run])",
                     path.display(),
                     line(name.span().start),
                     name.get_ref(),
-                    "run, analyze, eval, peers, prefilter or detection"
                 );
             };
             let mut entries: Vec<Entry> = table
@@ -270,8 +269,10 @@ fn options(cmd: &Command) -> impl Iterator<Item = &Arg> {
     cmd.get_arguments().filter(|a| {
         a.get_long().is_some()
             && a.get_id() != "config"
-            && !matches!(a.get_action(), ArgAction::Help | ArgAction::Version)
-            && !matches!(a.get_action(), ArgAction::HelpShort | ArgAction::HelpLong)
+            && !matches!(
+                a.get_action(),
+                ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+            )
     })
 }
 
@@ -287,7 +288,10 @@ fn setting_line(path: &str, arg: &Arg, source: &Source) -> String {
             let raw = entry.raw.split_whitespace().collect::<Vec<_>>().join(" ");
             format!("{key} = {raw}  # {path}:{} [{}]\n", entry.line, table.name)
         }
-        Source::Default if !takes_values(arg) => format!("{key} = false  # default\n"),
+        Source::Default if !takes_values(arg) => {
+            let on = matches!(arg.get_action(), ArgAction::SetFalse);
+            format!("{key} = {on}  # default\n")
+        }
         Source::Default => {
             let values: Vec<String> = arg
                 .get_default_values()
