@@ -409,3 +409,22 @@ fn readme_mentions_every_option_of_every_subcommand() {
     }
     assert!(missing.is_empty(), "not in the README: {missing:?}");
 }
+
+/// Every option says what it does, and no help text points to an explanation "below" that
+/// the command's `--help` does not print.
+#[test]
+fn every_option_has_help_and_no_dangling_reference() {
+    let mut cmd = Cli::command();
+    cmd.build();
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        for arg in sub.get_arguments() {
+            let name = format!("sensor {} {}", sub.get_name(), arg.get_id());
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(!help.trim().is_empty(), "{name} has no help");
+            assert!(
+                !help.contains("below") || sub.get_after_long_help().is_some(),
+                "{name}: {help:?} refers to nothing"
+            );
+        }
+    }
+}
