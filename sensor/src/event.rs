@@ -316,11 +316,11 @@ impl From<&PacketEvent<'_>> for EventLine {
                 line.ack = seg.ack;
                 line.win = seg.window;
                 line.len = seg.payload_len;
-                line.head = hex(seg.head);
+                line.head = hex::encode(seg.head);
             }
             Transport::Udp(udp) => {
                 line.len = udp.payload_len;
-                line.head = hex(udp.head);
+                line.head = hex::encode(udp.head);
             }
             Transport::Icmp(i) => {
                 let proto = if i.inner_udp { "udp" } else { "tcp" };
@@ -332,15 +332,6 @@ impl From<&PacketEvent<'_>> for EventLine {
         }
         line
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        let _ = write!(out, "{b:02x}"); // writing to a String cannot fail
-    }
-    out
 }
 
 /// Writes every event as a JSON line.

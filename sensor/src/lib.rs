@@ -7,6 +7,7 @@ pub mod agent;
 pub mod analyze;
 pub mod bt;
 pub mod capture;
+pub mod cli;
 pub mod conn;
 pub mod detect;
 pub mod engine;

@@ -25,8 +25,5 @@ pub fn corpus(rel: &str) -> PathBuf {
 /// Bytes from a hex dump; whitespace is ignored.
 pub fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
-        .collect()
+    hex::decode(s).expect("hex digits")
 }

@@ -519,10 +519,7 @@ fn utp_syn(g: &mut Gen, t: f64, src: Endpoint, dst: Endpoint) {
 /// A BEP 14 announce from `src` on the LAN for `port`.
 fn lsd_announce(g: &mut Gen, t: f64, src: [u8; 4], port: u16) {
     let ih: [u8; 20] = g.rng.bytes();
-    let hex = ih.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
+    let hex = hex::encode(ih);
     let msg = format!(
         "BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: {port}\r\nInfohash: {hex}\r\ncookie: {:08x}\r\n\r\n\r\n",
         g.rng.u32()

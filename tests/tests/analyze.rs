@@ -631,6 +631,145 @@ fn cli_bad_inputs_exit_statuses() {
     assert_eq!(run.status, Some(0), "{}", run.stderr);
 }
 
+/// Sources of the baseline's notices.
+fn notice_sources(run: &Run) -> std::collections::BTreeSet<String> {
+    json_notices(run)
+        .iter()
+        .map(|n| n["src"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Allow-lists (Bro's skip_scan_sources and skip_scan_nets), from the command line and from a
+/// config file: the skipped scanner raises nothing, every other notice stays.
+#[test]
+fn cli_allow_listed_scanner_raises_nothing() {
+    let baseline = sensor_run(&BASELINE, &[demo_pcap()]);
+    assert_eq!(baseline.status, Some(0), "{}", baseline.stderr);
+    let all = json_notices(&baseline);
+    let sources = notice_sources(&baseline);
+    assert_eq!(
+        sources,
+        [DEMO_BT_HOST, DEMO_SCANNER].map(String::from).into(),
+        "both flagged without an allow-list"
+    );
+    let others: Vec<_> = all.iter().filter(|n| n["src"] != DEMO_SCANNER).collect();
+    let config = fmt_scratch("allow-list.toml");
+    std::fs::write(
+        &config,
+        format!("[detection]\nskip-scan-sources = [\"{DEMO_SCANNER}\"]\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for extra in [
+        &["--skip-scan-sources", DEMO_SCANNER][..],
+        &["--skip-scan-sources", "198.51.100.1,192.0.2.66"],
+        &["--skip-scan-nets", "192.0.2.64/30"],
+        &["--config", config],
+    ] {
+        let args: Vec<&str> = BASELINE.iter().chain(extra).copied().collect();
+        let run = sensor_run(&args, &[demo_pcap()]);
+        assert_eq!(run.status, Some(0), "{extra:?}: {}", run.stderr);
+        let kept = json_notices(&run);
+        assert_eq!(kept.iter().collect::<Vec<_>>(), others, "{extra:?}");
+    }
+    // A network that does not hold the scanner skips nothing.
+    let args: Vec<&str> = BASELINE
+        .iter()
+        .chain(&["--skip-scan-nets", "192.0.2.68/30"])
+        .copied()
+        .collect();
+    assert_eq!(json_notices(&sensor_run(&args, &[demo_pcap()])), all);
+}
+
+/// A config file gives the same results as the same options on the command line, and the
+/// command line overrides it.
+#[test]
+fn cli_config_file_sets_analyze_options() {
+    let config = fmt_scratch("analyze.toml");
+    std::fs::write(
+        &config,
+        "[detection]\nsuppress = \"all\"\nthreshold = 20\n[analyze]\njson = true\nsuppress = \"none\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let baseline = sensor_run(&BASELINE, &[demo_pcap()]);
+    let from_file = sensor_run(&["analyze", "--config", config], &[demo_pcap()]);
+    assert_eq!(from_file.status, Some(0), "{}", from_file.stderr);
+    assert_eq!(from_file.stdout, baseline.stdout);
+    let overridden = sensor_run(
+        &["analyze", "--config", config, "--suppress", "all"],
+        &[demo_pcap()],
+    );
+    assert_eq!(
+        notice_sources(&overridden),
+        [DEMO_SCANNER.to_owned()].into()
+    );
+    let check = sensor_run(&["check-config", config], &[]);
+    assert_eq!(check.status, Some(0), "{}", check.stderr);
+    for line in [
+        format!("suppress = \"none\"  # {config}:6 [analyze]"),
+        format!("threshold = 20  # {config}:3 [detection]"),
+    ] {
+        assert!(
+            check.stdout.lines().any(|l| l == line),
+            "{line}: {}",
+            check.stdout
+        );
+    }
+}
+
+/// Usage errors exit 64 and config file errors 78, apart from the inputs' 1 and 2; help and
+/// version exit 0.
+#[test]
+fn cli_usage_and_config_errors_exit_statuses() {
+    let demo = demo_pcap();
+    for args in [
+        &["analyze", "--bogus"][..],
+        &["analyze", "--threshold", "many"],
+        &["analyze", "--ppr-range", "0.75"],
+        &["analyze", "--local-nets", "10.0.0.0/40"],
+        &["eval", "--threshold", "20"],
+        &["run"],
+        &["frobnicate"],
+    ] {
+        let run = sensor_run(args, &[demo]);
+        assert_eq!(run.status, Some(64), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.starts_with("error: "),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{args:?}");
+    }
+    for args in [&["--help"][..], &["--version"], &["analyze", "--help"]] {
+        let run = sensor_run(args, &[]);
+        assert_eq!(run.status, Some(0), "{args:?}: {}", run.stderr);
+        assert!(!run.stdout.is_empty(), "{args:?}");
+    }
+    let bad = fmt_scratch("bad.toml");
+    std::fs::write(&bad, "[analyze]\nthreshold = 20\nsupress = \"none\"\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let expected = format!(
+        "sensor: {bad}:3: [analyze] supress: unknown key: `sensor analyze --help` lists the options\n"
+    );
+    let run = sensor_run(&["analyze", "--config", bad], &[demo]);
+    assert_eq!(run.status, Some(78));
+    assert_eq!(run.stderr, expected);
+    assert!(run.stdout.is_empty());
+    let run = sensor_run(&["check-config", bad], &[]);
+    assert_eq!(
+        (run.status, run.stderr.as_str()),
+        (Some(78), expected.as_str())
+    );
+    let run = sensor_run(&["check-config", "/nonexistent.toml"], &[]);
+    assert_eq!(run.status, Some(78));
+    assert!(
+        run.stderr.starts_with("sensor: reading /nonexistent.toml"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// The same and more on third-party captures.
 mod corpus {
     use super::*;
@@ -767,8 +906,9 @@ mod corpus {
 
     #[test]
     fn background_traffic_with_local_nets_raises_nothing() {
-        let private = ["10.0.0.0", "172.16.0.0", "192.168.0.0"].map(|n| n.parse().unwrap());
-        let local_nets = vec![(private[0], 8), (private[1], 12), (private[2], 16)];
+        let local_nets: Vec<_> = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+            .map(|n| n.parse().unwrap())
+            .into();
         for capture in [
             "ntop-nDPI/alexa-app.pcapng",
             "ntop-nDPI/teams.pcap",

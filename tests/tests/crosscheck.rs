@@ -190,9 +190,7 @@ fn tshark_pex_added(pcap: &Path) -> BTreeSet<Peer> {
             .iter()
             .take(ids.iter().filter(|i| **i != "0").count())
         {
-            let bytes: Vec<u8> = (0..hex.len() / 2)
-                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
+            let bytes = hex::decode(hex).unwrap();
             let Some(at) = bytes.windows(7).position(|w| w == b"5:added") else {
                 continue;
             };

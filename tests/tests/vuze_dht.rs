@@ -36,10 +36,7 @@ const PORT: u16 = 11273;
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    hex::decode(s).unwrap()
 }
 
 /// VZ-D5 = VZ-D2 with a v55 header (BiglyBT 3.x: packet flags, flags2, processing time) and
@@ -144,11 +141,7 @@ fn addr(tree: &Value) -> SocketAddr {
 }
 
 fn hex_bytes(v: &Value) -> Vec<u8> {
-    v.as_str()
-        .unwrap()
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect()
+    hex::decode(v.as_str().unwrap().replace(':', "")).unwrap()
 }
 
 /// A field that may be one object or a list of them, as a list.

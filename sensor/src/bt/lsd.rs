@@ -136,22 +136,12 @@ impl<'a> Announce<'a> {
 
     /// The valid infohashes, decoded.
     pub fn infohashes(&self) -> impl Iterator<Item = [u8; 20]> + '_ {
-        self.infohashes_hex().iter().map(|hex| {
+        self.infohashes_hex().iter().map(|digits| {
             let mut ih = [0u8; 20];
-            for (i, pair) in hex.chunks_exact(2).enumerate() {
-                ih[i] = (hex_val(pair[0]) << 4) | hex_val(pair[1]);
-            }
+            // Only 40 hex digits are kept as valid infohashes, so this cannot fail.
+            let _ = hex::decode_to_slice(digits, &mut ih);
             ih
         })
-    }
-}
-
-fn hex_val(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        b'A'..=b'F' => c - b'A' + 10,
-        _ => 0,
     }
 }
 
@@ -247,22 +237,13 @@ fn usable(ip: IpAddr) -> bool {
     }
 }
 
-/// `ip` with every bit past `prefix` cleared.
+/// `ip` with every bit past `prefix` cleared (a prefix longer than the address keeps it all).
 pub fn segment_of(ip: IpAddr, prefix_v4: u8, prefix_v6: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let keep = u32::MAX
-                .checked_shl(32 - u32::from(prefix_v4.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & keep))
-        }
-        IpAddr::V6(a) => {
-            let keep = u128::MAX
-                .checked_shl(128 - u32::from(prefix_v6.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & keep))
-        }
-    }
+    let prefix = match ip {
+        IpAddr::V4(_) => prefix_v4.min(32),
+        IpAddr::V6(_) => prefix_v6.min(128),
+    };
+    ipnet::IpNet::new(ip, prefix).map_or(ip, |net| net.network())
 }
 
 #[derive(Clone, Debug)]

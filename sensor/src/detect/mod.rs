@@ -18,6 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::event::Timestamp;
 
 /// Transport protocol of a [`Service`]. Declaration order is Bro's port order (TCP < UDP < ICMP).
@@ -184,23 +186,10 @@ impl fmt::Display for ConnState {
     }
 }
 
-/// Whether `addr` lies in any of the CIDR prefixes `nets` (Bro's `addr in set[subnet]`).
-/// An IPv4 address never matches an IPv6 prefix and vice versa; a prefix length beyond the
-/// address width is clamped to it.
-pub fn in_nets(addr: IpAddr, nets: &[(IpAddr, u8)]) -> bool {
-    nets.iter().any(|&(net, len)| match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let len = u32::from(len.min(32));
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            (u32::from(a) & mask) == (u32::from(n) & mask)
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let len = u32::from(len.min(128));
-            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-            (u128::from(a) & mask) == (u128::from(n) & mask)
-        }
-        _ => false,
-    })
+/// Whether `addr` lies in any of the networks `nets` (Bro's `addr in set[subnet]`). An IPv4
+/// address never matches an IPv6 network and vice versa.
+pub fn in_nets(addr: IpAddr, nets: &[IpNet]) -> bool {
+    nets.iter().any(|net| net.contains(&addr))
 }
 
 /// Evicts least-recently-touched sources from `srcs` until one more fits under `cap`, and
@@ -256,8 +245,8 @@ mod tests {
     #[test]
     fn cidr_membership() {
         let nets = [
-            ("192.168.0.0".parse().unwrap(), 16),
-            ("2001:db8::".parse().unwrap(), 32),
+            "192.168.0.0/16".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
         ];
         assert!(in_nets("192.168.3.4".parse().unwrap(), &nets));
         assert!(!in_nets("192.169.0.1".parse().unwrap(), &nets));
@@ -265,7 +254,7 @@ mod tests {
         assert!(!in_nets("2001:db9::5".parse().unwrap(), &nets));
         assert!(in_nets(
             "8.8.8.8".parse().unwrap(),
-            &[("0.0.0.0".parse().unwrap(), 0)]
+            &["0.0.0.0/0".parse().unwrap()]
         ));
         assert!(!in_nets("8.8.8.8".parse().unwrap(), &[]));
     }

@@ -17,6 +17,8 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use super::{in_nets, ConnState, NoticeKind, ScanCheck, ScanNotice, Service};
 use crate::event::Timestamp;
 use crate::time;
@@ -37,7 +39,7 @@ pub struct TrwConfig {
     /// [23] ident, finger, 20/tcp: outbound connections on these do not befriend the remote.
     pub triggered_outbound_services: HashSet<Service>,
     /// `is_local_addr`: these sources are never scored. Empty by default.
-    pub local_nets: Vec<(IpAddr, u8)>,
+    pub local_nets: Vec<IpNet>,
     /// LBL-internal honeypots: any contact to one counts as a failure. Empty by default.
     pub honeypot: HashSet<IpAddr>,
     /// `&write_expire` of scan_sources and benign_sources [42–43]: 1 h.

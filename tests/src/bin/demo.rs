@@ -18,6 +18,18 @@ use sensor::event::EventLine;
 use sensor_tests::lab::{self, Lab, SensorProcess};
 use sensor_tests::synth;
 
+/// The XDP counters of frames that are not forwarded, one per skip reason: with the records,
+/// the ring drops and the load errors they add up to every frame seen.
+const NOT_FORWARDED: [&str; 7] = [
+    "non_ip",
+    "tcp_other",
+    "tcp_over_budget",
+    "udp_empty",
+    "other_l4",
+    "fragments",
+    "parse_errors",
+];
+
 /// Replay rate: slow enough for any machine, fast enough to finish in about a second.
 const REPLAY_PPS: u32 = 5_000;
 
@@ -192,12 +204,13 @@ fn report(
         .map(|(_, v)| v)
         .sum();
     println!(
-        "  records         {:>7}   (SYN {}, SYN-ACK {}, RST {}, FIN {}, UDP {}, ICMP unreachable {})",
+        "  records         {:>7}   (SYN {}, SYN-ACK {}, RST {}, FIN {}, TCP data {}, UDP {}, ICMP unreachable {})",
         records,
         x("records_syn"),
         x("records_synack"),
         x("records_rst"),
         x("records_fin"),
+        x("records_tcp_data"),
         x("records_udp"),
         x("records_icmp")
     );
@@ -206,9 +219,10 @@ fn report(
         x("udp_truncated")
     );
     println!(
-        "  not forwarded   {:>7}   (TCP without SYN/RST/FIN {}, empty UDP {}, other L4 {}, fragments {}, malformed {})",
-        x("tcp_other") + x("udp_empty") + x("other_l4") + x("fragments") + x("parse_errors") + x("non_ip"),
-        x("tcp_other"), x("udp_empty"), x("other_l4"), x("fragments"), x("parse_errors")
+        "  not forwarded   {:>7}   (non-IP {}, TCP without SYN/RST/FIN {}, TCP flow over budget {}, empty UDP {}, other L4 {}, fragments {}, malformed {})",
+        NOT_FORWARDED.iter().map(|k| x(k)).sum::<u64>(),
+        x("non_ip"), x("tcp_other"), x("tcp_over_budget"), x("udp_empty"), x("other_l4"),
+        x("fragments"), x("parse_errors")
     );
     println!("  ring drops      {:>7}", x("ring_full"));
     println!();

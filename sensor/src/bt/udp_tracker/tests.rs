@@ -1,5 +1,4 @@
 use super::*;
-use std::fmt::Write as _;
 
 use crate::bt::channel::{Learnt, Sender};
 use crate::bt::test_support::{datagram, unhex, Datagram};
@@ -53,10 +52,7 @@ fn peers(out: &[PredictedPeer], transport: PeerTransport) -> Vec<String> {
 fn announce(txid: u32) -> String {
     let mut a = unhex(D3);
     a[12..16].copy_from_slice(&txid.to_be_bytes());
-    a.iter().fold(String::new(), |mut hex, b| {
-        write!(hex, "{b:02x}").unwrap();
-        hex
-    })
+    hex::encode(a)
 }
 
 /// An announce response for `txid` listing 192.0.2.1:6881.

@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::detect::Service;
 
 /// `Hot::allow_services` (Bro 1.5.3 `policy/hot.bro` L31–35): ssh, http, gopher, ident, smtp,
@@ -92,7 +94,7 @@ pub struct BroScanConfig {
     /// (test-scooter.av.pa-x.dec.com) resolved at startup, which a pure detector cannot do.
     pub skip_scan_sources: HashSet<IpAddr>,
     /// [120] CIDR prefixes.
-    pub skip_scan_nets: Vec<(IpAddr, u8)>,
+    pub skip_scan_nets: Vec<IpNet>,
     /// [124] (responder, service) pairs skipped for inbound sources.
     pub skip_dest_server_ports: HashSet<(IpAddr, Service)>,
     /// [129–131] http, 53/tcp, 53/udp, bgp, 6666/tcp, 6667/tcp.
@@ -101,9 +103,9 @@ pub struct BroScanConfig {
     pub report_backscatter: Vec<u64>,
     /// `Site::local_nets` (`is_local_addr`): sources here are "outbound". Empty by default, as
     /// in Bro 1.5.3 `policy/site.bro`, so every host counts as inbound.
-    pub local_nets: Vec<(IpAddr, u8)>,
+    pub local_nets: Vec<IpNet>,
     /// `Site::neighbor_nets`: exempt from ShutdownThresh and LowPortTrolling. Empty by default.
-    pub neighbor_nets: Vec<(IpAddr, u8)>,
+    pub neighbor_nets: Vec<IpNet>,
     /// `&read_expire` of distinct_peers/ports/low_ports, pre_distinct_peers,
     /// possible_scan_sources, distinct_backscatter_peers: 15 min.
     pub read_expire: Duration,

@@ -153,7 +153,7 @@ fn vector_1001_continues_on_the_vector() {
 
 fn local_cfg() -> BroScanConfig {
     BroScanConfig {
-        local_nets: vec![(ip("198.51.100.0"), 24)],
+        local_nets: vec!["198.51.100.0/24".parse().unwrap()],
         ..BroScanConfig::default()
     }
 }
@@ -203,7 +203,7 @@ fn local_source_no_low_port_trolling() {
 #[test]
 fn neighbor_nets_exempt_from_shutdown() {
     let cfg = BroScanConfig {
-        neighbor_nets: vec![(ip("198.51.100.0"), 24)],
+        neighbor_nets: vec!["198.51.100.0/24".parse().unwrap()],
         ..BroScanConfig::default()
     };
     let (out, _) = horizontal(cfg, ip(SRC), 101);
@@ -383,7 +383,7 @@ fn low_port_trolling_once_at_fifth_non_skipped() {
 #[test]
 fn low_port_trolling_not_for_neighbor() {
     let cfg = BroScanConfig {
-        neighbor_nets: vec![(ip(SRC), 32)],
+        neighbor_nets: vec![ip(SRC).into()],
         ..BroScanConfig::default()
     };
     let (_, got) = vertical(cfg, 1..=30);
@@ -476,7 +476,7 @@ fn skip_dest_server_ports_and_nets() {
     let mut cfg = BroScanConfig::default();
     cfg.skip_dest_server_ports
         .insert((ip("192.0.2.1"), Service::tcp(6881)));
-    cfg.skip_scan_nets.push((ip("203.0.113.0"), 24));
+    cfg.skip_scan_nets.push("203.0.113.0/24".parse().unwrap());
     let mut b = BroScan::new(cfg);
     b.check(&conn(
         at(1),
@@ -808,7 +808,7 @@ fn first_threshold_150() {
     assert_eq!(kinds(&out), vec![shutdown_msg(), addr_msg(150, 150)]);
     assert_eq!(out[0].ts, at(100));
     let local = BroScanConfig {
-        local_nets: vec![(ip(SRC), 32)],
+        local_nets: vec![ip(SRC).into()],
         ..BroScanConfig::with_first_threshold(150)
     };
     let (out, _) = horizontal(local, ip(SRC), 151);

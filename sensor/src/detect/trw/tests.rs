@@ -29,7 +29,7 @@ fn assert_close(got: f64, want: f64) {
 
 fn lan_cfg() -> TrwConfig {
     TrwConfig {
-        local_nets: vec![(ip("192.168.0.0"), 16)],
+        local_nets: vec!["192.168.0.0/16".parse().unwrap()],
         ..TrwConfig::default()
     }
 }
