@@ -16,6 +16,7 @@ pub mod logs;
 pub mod metrics;
 pub mod ppr;
 pub mod predict;
+pub mod state;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod time;

@@ -146,6 +146,13 @@ struct AnalyzeArgs {
     /// UDP payload bytes kept per datagram, as for `run`.
     #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
     snaplen: u32,
+    /// Continue from this state file (saved by --state-out or `run --state-file`).
+    #[arg(long, value_name = "PATH")]
+    state_in: Option<PathBuf>,
+    /// Save the state here at the end instead of closing the run (no end-of-run summaries),
+    /// so that a later `--state-in` continues it.
+    #[arg(long, value_name = "PATH")]
+    state_out: Option<PathBuf>,
 }
 
 /// Detection settings, the same for `run` and `analyze`.
@@ -227,6 +234,13 @@ struct RunArgs {
     /// Write every notice as a JSON line to this file (they are also logged).
     #[arg(long)]
     notices: Option<PathBuf>,
+    /// Load the engine's state from this file at start (if it exists) and save it there
+    /// periodically and on SIGINT/SIGTERM.
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
+    /// Seconds between periodic state saves (with --state-file).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    state_interval: u64,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -311,6 +325,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         drain_interval: Duration::from_millis(args.drain_ms.max(1)),
         duration: args.duration.map(Duration::from_secs_f64),
         summary: args.summary,
+        state: args.state_file.clone().map(|path| agent::StateConfig {
+            path,
+            interval: Duration::from_secs(args.state_interval.max(1)),
+        }),
     };
     let stats = std::sync::Arc::new(sensor::metrics::AgentStats::default());
     let notices = match &args.notices {
@@ -327,6 +345,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     )?;
     engine.export_tables(stats.tables.clone());
+    if let Some(path) = &args.state_file {
+        agent::load_state(&mut engine, path)?;
+    }
     let mut sink = sensor::event::Tee(event_sink(args.events.as_ref())?, engine);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -481,7 +502,22 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let sink = sensor::logs::Both(PrintNotices { json: args.json }, logs);
-    let (mut engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
+    let mut engine = Engine::new(config, sink)?;
+    if let Some(path) = &args.state_in {
+        let loaded = engine.load_state(path)?;
+        eprintln!("sensor: {}: {loaded}", path.display());
+    }
+    if args.state_out.is_some() {
+        engine.check_state_support()?;
+    }
+    let report = sensor::analyze::feed(&mut engine, &args.pcaps, args.snaplen);
+    match &args.state_out {
+        Some(path) => {
+            let bytes = engine.save_state(path)?;
+            eprintln!("sensor: state saved to {} ({bytes} bytes)", path.display());
+        }
+        None => engine.finish(),
+    }
     if let Some(logs) = &mut engine.sink.1 {
         logs.close()?;
     }
