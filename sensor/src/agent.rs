@@ -245,7 +245,8 @@ struct StateSaver {
 impl StateSaver {
     fn new(state: Option<&StateConfig>) -> Self {
         let tick = state.map(|s| {
-            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + s.interval, s.interval);
+            let mut t =
+                tokio::time::interval_at(tokio::time::Instant::now() + s.interval, s.interval);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
@@ -276,12 +277,17 @@ impl StateSaver {
         }
         match sink.save_state() {
             Some(Ok(bytes)) => {
-                self.writing = Some(tokio::task::spawn_blocking(move || {
-                    match crate::state::write_atomic(&path, &bytes) {
-                        Ok(()) => tracing::debug!("state saved to {} ({} bytes)", path.display(), bytes.len()),
-                        Err(e) => tracing::warn!("state save failed: {e:#}"),
-                    }
-                }));
+                self.writing =
+                    Some(tokio::task::spawn_blocking(
+                        move || match crate::state::write_atomic(&path, &bytes) {
+                            Ok(()) => tracing::debug!(
+                                "state saved to {} ({} bytes)",
+                                path.display(),
+                                bytes.len()
+                            ),
+                            Err(e) => tracing::warn!("state save failed: {e:#}"),
+                        },
+                    ));
             }
             Some(Err(e)) => tracing::warn!("state save failed: {e:#}"),
             None => {}

@@ -428,7 +428,8 @@ impl PredictionTable {
     /// Every live prediction as plain data, for the state file (`crate::state`), oldest
     /// announcement first: restoring them in this order rebuilds each host's eviction order.
     pub fn export(&self) -> Vec<SavedPrediction> {
-        let mut out: Vec<SavedPrediction> = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        let mut out: Vec<SavedPrediction> =
+            Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
         for h in &self.hosts {
             for (&(peer, transport), e) in &h.peers {
                 out.push(SavedPrediction {

@@ -211,7 +211,10 @@ impl Writer {
         let payload = std::mem::take(&mut self.payload);
         self.payload = postcard::to_extend(r, payload).context("encoding a state record")?;
         let len = self.payload.len() - at - 4;
-        ensure!(len <= MAX_RECORD, "a state record of {len} bytes is too large");
+        ensure!(
+            len <= MAX_RECORD,
+            "a state record of {len} bytes is too large"
+        );
         let len = u32::try_from(len).context("state record length")?;
         self.payload[at..at + 4].copy_from_slice(&len.to_le_bytes());
         self.records += 1;
@@ -307,12 +310,18 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<(Meta, Vec<Record>)> {
         match r {
             Record::Meta(m) if index == 0 => meta = Some(m),
             Record::Meta(_) => bail!("corrupt state file: a second header record"),
-            _ if index == 0 => bail!("corrupt state file: it does not start with its header record"),
+            _ if index == 0 => {
+                bail!("corrupt state file: it does not start with its header record")
+            }
             Record::End(n) => {
                 ensure!(
                     n == index && rest.is_empty(),
                     "corrupt state file: the end record counts {n} records, {index} were read{}",
-                    if rest.is_empty() { "" } else { ", and data follows it" }
+                    if rest.is_empty() {
+                        ""
+                    } else {
+                        ", and data follows it"
+                    }
                 );
                 break;
             }
@@ -338,8 +347,8 @@ pub fn read(path: &Path) -> anyhow::Result<(Meta, Vec<Record>)> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)
             .and_then(|()| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;

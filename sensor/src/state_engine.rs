@@ -70,7 +70,10 @@ impl<S: EngineSink> Engine<S> {
         // Sources any saved table holds: the per-(source, notice) counts of others are not
         // saved, so that the file stays bounded by the tables' caps.
         let mut held: HashSet<IpAddr> = HashSet::new();
-        let detectors = [(Det::Filtered, Some(&self.detector)), (Det::Baseline, self.baseline.as_ref())];
+        let detectors = [
+            (Det::Filtered, Some(&self.detector)),
+            (Det::Baseline, self.baseline.as_ref()),
+        ];
         for (which, d) in detectors {
             let Some(d) = d else { continue };
             let (now, srcs) = bro(d)?.export();

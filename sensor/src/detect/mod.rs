@@ -105,7 +105,15 @@ impl<'de> serde::Deserialize<'de> for Service {
 /// Notice types of `scan.bro` and `trw.bro`, named as Bro prints them (the variant name, for
 /// both `as_str` and serde).
 #[derive(
-    Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize, strum::IntoStaticStr,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Debug,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
 )]
 pub enum NoticeKind {
     AddressScan,

@@ -77,7 +77,9 @@ fn inputs() -> Vec<Input> {
     }
     for i in 0..90u16 {
         let src: SocketAddr = format!("{SCANNER}:{}", 30_000 + i).parse().unwrap();
-        let dst: SocketAddr = format!("10.1.{}.{}:22", i / 200, i % 200 + 1).parse().unwrap();
+        let dst: SocketAddr = format!("10.1.{}.{}:22", i / 200, i % 200 + 1)
+            .parse()
+            .unwrap();
         let t = 5_000 + u64::from(i) * 7_000;
         v.push(Input::Packet(seg(at(t), src, dst, SYN)));
         if i % 3 == 0 {
@@ -154,7 +156,10 @@ fn a_cut_anywhere_gives_the_notices_of_one_run() {
     let end = inputs.last().unwrap().ts() + Duration::from_secs(30);
     let whole = uninterrupted(&inputs, end);
     // The scanner is reported, the BitTorrent host is not (its failures are predicted).
-    assert!(whole.0.iter().any(|n| n.contains(SCANNER) && n.contains("AddressScan")));
+    assert!(whole
+        .0
+        .iter()
+        .any(|n| n.contains(SCANNER) && n.contains("AddressScan")));
     assert!(!whole.0.iter().any(|n| n.contains(BT)), "{:?}", whole.0);
     // Every cut point, also between a SYN and its 5 s timer, and right at a threshold.
     for cut in 0..=inputs.len() {
@@ -288,7 +293,11 @@ fn a_corrupt_file_is_refused() {
 #[test]
 fn a_foreign_file_is_refused() {
     let pcap = [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    for bytes in [&pcap[..], b"{\"json\": true}", b"SXSTATX\0 and more bytes than a header........"] {
+    for bytes in [
+        &pcap[..],
+        b"{\"json\": true}",
+        b"SXSTATX\0 and more bytes than a header........",
+    ] {
         let e = refused(bytes);
         assert!(e.contains("not a sensor state file"), "{e}");
     }
@@ -336,7 +345,10 @@ fn files_are_written_atomically_and_refused_files_are_named() {
     std::fs::write(&path, &bytes[..100]).unwrap();
     let mut e = Engine::new(config(), Collect::default()).unwrap();
     let err = format!("{:#}", e.load_state(&path).unwrap_err());
-    assert!(err.contains("state.bin") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("state.bin") && err.contains("truncated"),
+        "{err}"
+    );
     assert_eq!(e.predictions().len(), 0, "nothing applied");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -367,7 +379,10 @@ fn expired_entries_go_at_the_first_packet_after_a_long_stop() {
     let len = |name: &str| tables.iter().find(|(n, _)| *n == name).unwrap().1.len;
     assert_eq!(len("predictions"), 0);
     assert_eq!(len("connections"), 1, "only the packet just read");
-    let rest: Vec<Input> = rest.into_iter().filter(|i| matches!(i, Input::Packet(_))).collect();
+    let rest: Vec<Input> = rest
+        .into_iter()
+        .filter(|i| matches!(i, Input::Packet(_)))
+        .collect();
     feed(&mut second, &rest[1..]);
     second.finish();
     assert!(second
@@ -378,11 +393,15 @@ fn expired_entries_go_at_the_first_packet_after_a_long_stop() {
     // The baseline's table of the host's peers before the stop expired at that first packet,
     // with the summary Bro raises for it (suppressed: its attempts were predicted then).
     assert!(
-        second.sink.suppressed.iter().any(|(n, r)| n.src.to_string() == BT
-            && n.note == NoticeKind::PortScanSummary
-            && n.ports == 20
-            && n.ts == later
-            && *r == SuppressReason::Predicted),
+        second
+            .sink
+            .suppressed
+            .iter()
+            .any(|(n, r)| n.src.to_string() == BT
+                && n.note == NoticeKind::PortScanSummary
+                && n.ports == 20
+                && n.ts == later
+                && *r == SuppressReason::Predicted),
         "{:?}",
         second.sink.suppressed
     );
