@@ -129,7 +129,7 @@ impl<S: EngineSink> Engine<S> {
     /// this engine runs TRW.
     pub fn load_state(&mut self, path: &Path) -> anyhow::Result<Loaded> {
         let (meta, records) = state::read(path)?;
-        self.restore_state(meta, records)
+        self.restore_state(&meta, records)
             .with_context(|| format!("{}: refused", path.display()))
     }
 
@@ -137,7 +137,7 @@ impl<S: EngineSink> Engine<S> {
     ///
     /// # Errors
     /// As [`Engine::load_state`].
-    pub fn restore_state(&mut self, meta: Meta, records: Vec<Record>) -> anyhow::Result<Loaded> {
+    pub fn restore_state(&mut self, meta: &Meta, records: Vec<Record>) -> anyhow::Result<Loaded> {
         self.check_state_support()?;
         let ours = suppress_name(self);
         ensure!(

@@ -308,15 +308,14 @@ fn scanner_crossing_its_threshold_across_the_cut_is_reported_once() {
             .find(|x| x.src == scanner && x.note == NoticeKind::AddressScan)
             .expect("the scanner is reported");
         let times = packet_times(&pcap);
-        let n = match secs {
-            Some(secs) => index_at(&times, secs),
-            None => {
-                let before = first_scan.ts.as_nanos() - 200_000_000;
-                times
-                    .iter()
-                    .position(|t| u64::try_from(t.as_nanos()).unwrap() >= before)
-                    .unwrap()
-            }
+        let n = if let Some(secs) = secs {
+            index_at(&times, secs)
+        } else {
+            let before = first_scan.ts.as_nanos() - 200_000_000;
+            times
+                .iter()
+                .position(|t| u64::try_from(t.as_nanos()).unwrap() >= before)
+                .unwrap()
         };
         let cut_ts = times[n - 1];
         assert!(
@@ -467,7 +466,7 @@ mod corpus {
     fn lab_capture() {
         let pcap = PathBuf::from(std::env::var_os("SENSOR_LAB_PCAP").expect("SENSOR_LAB_PCAP"));
         let n = count_packets(&pcap) / 2;
-        let expected = whole(&[pcap.clone()], Suppress::All);
+        let expected = whole(std::slice::from_ref(&pcap), Suppress::All);
         let (p1, p2) = cut(&pcap, n, "lab");
         let (got, size) = restarted(&p1, &p2, Suppress::All);
         println!(

@@ -143,7 +143,7 @@ fn cut_at(inputs: &[Input], cut: usize, end: Timestamp) -> Results {
     let bytes = first.encode_state().unwrap();
     let (meta, records) = decode(&bytes).unwrap();
     let mut second = Engine::new(config(), Collect::default()).unwrap();
-    second.restore_state(meta, records).unwrap();
+    second.restore_state(&meta, records).unwrap();
     feed(&mut second, &inputs[cut..]);
     second.advance_to(end);
     second.finish();
@@ -218,7 +218,7 @@ fn the_file_round_trips_and_restores_every_table() {
     // Saving the restored engine gives the same records (the wall-clock stamp aside; hash
     // sets compared as sorted lists).
     let mut e = Engine::new(config(), Collect::default()).unwrap();
-    e.restore_state(meta, records).unwrap();
+    e.restore_state(&meta, records).unwrap();
     let again = e.encode_state().unwrap();
     let (_, a) = decode(&bytes).unwrap();
     let (_, b) = decode(&again).unwrap();
@@ -326,7 +326,7 @@ fn a_state_of_another_suppress_mode_is_refused() {
         Collect::default(),
     )
     .unwrap();
-    let err = format!("{:#}", e.restore_state(meta, records).unwrap_err());
+    let err = format!("{:#}", e.restore_state(&meta, records).unwrap_err());
     assert!(err.contains("--suppress all"), "{err}");
     assert_eq!(e.predictions().len(), 0, "nothing applied");
 }
@@ -361,7 +361,7 @@ fn expired_entries_go_at_the_first_packet_after_a_long_stop() {
     feed(&mut first, &inputs[..cut]);
     let (meta, records) = decode(&first.encode_state().unwrap()).unwrap();
     let mut second = Engine::new(config(), Collect::default()).unwrap();
-    let loaded = second.restore_state(meta, records).unwrap();
+    let loaded = second.restore_state(&meta, records).unwrap();
     assert_eq!(loaded.predictions, 60);
     assert_eq!(second.predictions().len(), 60);
     // Two hours later (past the 30 min prediction TTL and Bro's 15 min read expiry): the
