@@ -109,7 +109,7 @@ fn whole(inputs: &[PathBuf], suppress: Suppress) -> Results {
 
 /// `analyze --state-out` on `first`, then `analyze --state-in` on `second`. Returns the two
 /// runs' results together, and the state file's size.
-fn restarted(first: &Path, second: &Path, suppress: Suppress) -> (Results, u64) {
+fn restarted(first: &Path, second: &Path, suppress: Suppress) -> (Results, u64, String) {
     let state = tmp(&format!(
         "{}.state",
         first.file_name().unwrap().to_string_lossy()
@@ -119,12 +119,12 @@ fn restarted(first: &Path, second: &Path, suppress: Suppress) -> (Results, u64) 
     assert!(report.damaged.is_empty() && report.unreadable.is_empty());
     let size = a.save_state(&state).unwrap();
     let mut b = Engine::new(config(suppress), Seen::default()).unwrap();
-    b.load_state(&state).unwrap();
+    let loaded = b.load_state(&state).unwrap().to_string();
     let report = sensor::analyze::feed(&mut b, &[second.to_path_buf()], 1472);
     assert!(report.damaged.is_empty() && report.unreadable.is_empty());
     b.finish();
     std::fs::remove_file(&state).unwrap();
-    (Results::of(&[&a.sink, &b.sink]), size)
+    (Results::of(&[&a.sink, &b.sink]), size, loaded)
 }
 
 /// Cuts `src` after its first `n` packets into `stem.1.EXT` and `stem.2.EXT`.
@@ -232,7 +232,7 @@ fn check_cut(src: &Path, n: usize, stem: &str, suppress: Suppress) -> Results {
         expected,
         "the cut itself lost something"
     );
-    let (got, _) = restarted(&p1, &p2, suppress);
+    let (got, _, _) = restarted(&p1, &p2, suppress);
     assert_eq!(got, expected, "cut after {n} packets ({suppress:?})");
     std::fs::remove_file(p1).unwrap();
     std::fs::remove_file(p2).unwrap();
@@ -468,9 +468,9 @@ mod corpus {
         let n = count_packets(&pcap) / 2;
         let expected = whole(std::slice::from_ref(&pcap), Suppress::All);
         let (p1, p2) = cut(&pcap, n, "lab");
-        let (got, size) = restarted(&p1, &p2, Suppress::All);
+        let (got, size, loaded) = restarted(&p1, &p2, Suppress::All);
         println!(
-            "{}: {n} + {} packets, state file {size} bytes, {} notices, {} suppressed",
+            "{}: {n} + {} packets, state file {size} bytes ({loaded}), {} notices, {} suppressed",
             pcap.display(),
             count_packets(&p2),
             got.notices.len(),
