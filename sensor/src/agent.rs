@@ -236,14 +236,14 @@ pub fn load_state<S: crate::engine::EngineSink>(
 /// The periodic state save (`--state-interval`): the engine's state is encoded between two
 /// drains, on the loop that owns the engine, and written (temporary file, then rename) on a
 /// blocking thread so that the ring keeps being drained meanwhile.
-struct StateSaver {
+pub(crate) struct StateSaver {
     path: Option<PathBuf>,
     tick: Option<tokio::time::Interval>,
     writing: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl StateSaver {
-    fn new(state: Option<&StateConfig>) -> Self {
+    pub(crate) fn new(state: Option<&StateConfig>) -> Self {
         let tick = state.map(|s| {
             let mut t =
                 tokio::time::interval_at(tokio::time::Instant::now() + s.interval, s.interval);
@@ -258,7 +258,7 @@ impl StateSaver {
     }
 
     /// Resolves when a save is due; never without `--state-file`.
-    async fn due(&mut self) {
+    pub(crate) async fn due(&mut self) {
         match &mut self.tick {
             Some(t) => {
                 t.tick().await;
@@ -267,7 +267,7 @@ impl StateSaver {
         }
     }
 
-    fn save(&mut self, sink: &mut dyn EventSink) {
+    pub(crate) fn save(&mut self, sink: &mut dyn EventSink) {
         let Some(path) = self.path.clone() else {
             return;
         };
@@ -295,7 +295,7 @@ impl StateSaver {
     }
 
     /// Lets a write in progress end before the final save replaces the file.
-    async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         if let Some(w) = self.writing.take() {
             let _ = w.await;
         }
@@ -303,7 +303,7 @@ impl StateSaver {
 }
 
 /// The save at a stop, after the last drain.
-fn save_state_now(sink: &mut dyn EventSink, path: &std::path::Path) {
+pub(crate) fn save_state_now(sink: &mut dyn EventSink, path: &std::path::Path) {
     match sink.save_state() {
         Some(Ok(bytes)) => match crate::state::write_atomic(path, &bytes) {
             Ok(()) => tracing::info!("state saved to {} ({} bytes)", path.display(), bytes.len()),

@@ -406,3 +406,68 @@ fn expired_entries_go_at_the_first_packet_after_a_long_stop() {
         second.sink.suppressed
     );
 }
+
+#[test]
+fn the_live_agent_saves_periodically_and_at_a_stop() {
+    use crate::agent::{save_state_now, StateConfig, StateSaver};
+    let dir = std::env::temp_dir().join(format!("sensor-state-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("live.state");
+    let inputs = inputs();
+    let mut engine = Engine::new(config(), Collect::default()).unwrap();
+    crate::agent::load_state(&mut engine, &path).unwrap(); // no file yet: a first start
+    let mut sink = crate::event::Tee((), engine);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = StateConfig {
+        path: path.clone(),
+        interval: std::time::Duration::from_millis(20),
+    };
+    let _runtime = rt.enter();
+    let mut saver = StateSaver::new(Some(&state));
+    let last_packet = |upto: usize| {
+        inputs[..upto]
+            .iter()
+            .filter(|i| matches!(i, Input::Packet(_)))
+            .map(Input::ts)
+            .max()
+            .unwrap()
+    };
+    feed(&mut sink.1, &inputs[..inputs.len() / 3]);
+    rt.block_on(async {
+        saver.due().await;
+        saver.save(&mut sink);
+        saver.wait().await;
+    });
+    let (meta, _) = read(&path).unwrap();
+    assert_eq!(meta.saved_at, last_packet(inputs.len() / 3));
+    // At a stop: the last state, and the engine is not closed (no summaries).
+    feed(&mut sink.1, &inputs[inputs.len() / 3..inputs.len() / 2]);
+    save_state_now(&mut sink, &path);
+    sink.flush();
+    assert!(!sink
+        .1
+        .sink
+        .notices
+        .iter()
+        .any(|n| n.note == NoticeKind::ScanSummary));
+    let (meta, records) = read(&path).unwrap();
+    assert_eq!(meta.saved_at, last_packet(inputs.len() / 2));
+    assert!(records.iter().any(|r| matches!(r, Record::Prediction(_))));
+    // A restart: the saved packet time (2023) is far behind the wall clock, so loading moves
+    // packet time on and every prediction has expired.
+    let mut restarted = Engine::new(config(), Collect::default()).unwrap();
+    crate::agent::load_state(&mut restarted, &path).unwrap();
+    assert_eq!(restarted.predictions().len(), 0);
+    // A file that is refused stops the start.
+    std::fs::write(&path, b"SXSTATE\0").unwrap();
+    let mut refused = Engine::new(config(), Collect::default()).unwrap();
+    let err = format!(
+        "{:#}",
+        crate::agent::load_state(&mut refused, &path).unwrap_err()
+    );
+    assert!(err.contains("truncated"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
