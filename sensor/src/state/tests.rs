@@ -471,3 +471,45 @@ fn the_live_agent_saves_periodically_and_at_a_stop() {
     assert!(err.contains("truncated"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_file_is_bounded_by_the_tables_caps() {
+    // Small caps, and a flood far past them: 5,000 spoofed sources each sending a SYN, and
+    // 5,000 predictions.
+    let mut cfg = config();
+    cfg.conn.max_conns = 300;
+    cfg.bro.max_sources = 200;
+    cfg.ppr.max_sources = 200;
+    cfg.prediction.max_total = 400;
+    let mut e = Engine::new(cfg, Collect::default()).unwrap();
+    let at = |i: u32| Timestamp::from_secs(T0) + Duration::from_millis(u64::from(i));
+    for i in 0..5_000u32 {
+        let [a, b] = u16::try_from(i).unwrap().to_be_bytes();
+        e.predict(&PredictedPeer {
+            ts: at(i),
+            host: BT.parse().unwrap(),
+            peer: SocketAddr::new(std::net::Ipv4Addr::new(203, 0, a, b).into(), 6881),
+            transport: PeerTransport::Tcp,
+            channel: Channel::Dht,
+        });
+        let src = SocketAddr::new(std::net::Ipv4Addr::new(10, 9, a, b).into(), 40_000);
+        e.event(&seg(at(i), src, "192.0.2.200:80".parse().unwrap(), SYN));
+    }
+    e.advance_to(at(5_000) + Duration::from_secs(6));
+    let bytes = e.encode_state().unwrap();
+    let (_, records) = decode(&bytes).unwrap();
+    let count = |f: &dyn Fn(&Record) -> bool| records.iter().filter(|r| f(r)).count();
+    assert_eq!(count(&|r| matches!(r, Record::Prediction(_))), 400);
+    assert_eq!(count(&|r| matches!(r, Record::Conn(_))), 300);
+    let bro = count(&|r| matches!(r, Record::BroSource(Det::Filtered, ..)));
+    let ppr = count(&|r| matches!(r, Record::PprSource(Ppr::Gate, ..)));
+    assert!(bro > 0 && bro <= 200, "{bro}");
+    assert!(ppr > 0 && ppr <= 200, "{ppr}");
+    // Under 100 bytes per entry of these small ones, header and clocks included.
+    let entries = records.len();
+    assert!(
+        bytes.len() < 100 * entries,
+        "{} bytes, {entries} records",
+        bytes.len()
+    );
+}
