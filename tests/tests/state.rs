@@ -117,9 +117,16 @@ fn restarted(first: &Path, second: &Path, suppress: Suppress) -> (Results, u64, 
     let mut a = Engine::new(config(suppress), Seen::default()).unwrap();
     let report = sensor::analyze::feed(&mut a, &[first.to_path_buf()], 1472);
     assert!(report.damaged.is_empty() && report.unreadable.is_empty());
+    let started = std::time::Instant::now();
     let size = a.save_state(&state).unwrap();
+    let saved_in = started.elapsed();
     let mut b = Engine::new(config(suppress), Seen::default()).unwrap();
-    let loaded = b.load_state(&state).unwrap().to_string();
+    let started = std::time::Instant::now();
+    let loaded = b.load_state(&state).unwrap();
+    let loaded = format!(
+        "{loaded}; saved in {saved_in:.2?}, loaded in {:.2?}",
+        started.elapsed()
+    );
     let report = sensor::analyze::feed(&mut b, &[second.to_path_buf()], 1472);
     assert!(report.damaged.is_empty() && report.unreadable.is_empty());
     b.finish();
