@@ -32,6 +32,15 @@ pub struct RunConfig {
     /// Stop by itself after this long.
     pub duration: Option<Duration>,
     pub summary: Option<PathBuf>,
+    /// Save the engine's state here, periodically and at a stop (`--state-file`).
+    pub state: Option<StateConfig>,
+}
+
+/// Where and how often the live engine's state is saved.
+#[derive(Clone, Debug)]
+pub struct StateConfig {
+    pub path: PathBuf,
+    pub interval: Duration,
 }
 
 /// What a run saw, written as JSON by `--summary` and printed at exit.
@@ -92,6 +101,9 @@ pub async fn run(
         }
     }
     drain(ring.get_mut(), &clock, &stats, sink);
+    if let Some(state) = &config.state {
+        save_state_now(sink, &state.path);
+    }
     sink.flush();
     if let Some(task) = metrics_task {
         task.abort();
@@ -133,12 +145,15 @@ async fn consume(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stop = stop_signal(config.duration);
     tokio::pin!(stop);
+    let mut saver = StateSaver::new(config.state.as_ref());
     loop {
         tokio::select! {
             reason = &mut stop => {
                 tracing::info!("stopping: {reason}");
+                saver.wait().await;
                 return Ok(());
             }
+            () = saver.due() => saver.save(sink),
             ready = ring.readable_mut() => {
                 let mut guard = ready.context("waiting on the ring")?;
                 drain(guard.get_inner_mut(), clock, stats, sink);
@@ -195,6 +210,110 @@ fn drain(
         }
     }
     sink.idle();
+}
+
+/// Loads `--state-file` into the fresh live engine if the file exists, then lets packet time
+/// catch up with the wall clock, so that entries that expired while the sensor was down go
+/// now (see `crate::state`). A file that exists but is refused stops the start: it is never
+/// overwritten or trusted.
+///
+/// # Errors
+/// The engine cannot keep state (TRW), or the file is refused.
+pub fn load_state<S: crate::engine::EngineSink>(
+    engine: &mut crate::engine::Engine<S>,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    engine.check_state_support()?;
+    engine.set_resumable(true);
+    if !path.exists() {
+        tracing::info!("no state file at {} yet: starting afresh", path.display());
+        return Ok(());
+    }
+    let loaded = engine.load_state(path)?;
+    tracing::info!("loaded {}: {loaded}", path.display());
+    engine.idle();
+    Ok(())
+}
+
+/// The periodic state save (`--state-interval`): the engine's state is encoded between two
+/// drains, on the loop that owns the engine, and written (temporary file, then rename) on a
+/// blocking thread so that the ring keeps being drained meanwhile.
+pub(crate) struct StateSaver {
+    path: Option<PathBuf>,
+    tick: Option<tokio::time::Interval>,
+    writing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl StateSaver {
+    pub(crate) fn new(state: Option<&StateConfig>) -> Self {
+        let tick = state.map(|s| {
+            let mut t =
+                tokio::time::interval_at(tokio::time::Instant::now() + s.interval, s.interval);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        Self {
+            path: state.map(|s| s.path.clone()),
+            tick,
+            writing: None,
+        }
+    }
+
+    /// Resolves when a save is due; never without `--state-file`.
+    pub(crate) async fn due(&mut self) {
+        match &mut self.tick {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    pub(crate) fn save(&mut self, sink: &mut dyn EventSink) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
+            tracing::warn!("state save skipped: the previous one is still being written");
+            return;
+        }
+        match sink.save_state() {
+            Some(Ok(bytes)) => {
+                self.writing =
+                    Some(tokio::task::spawn_blocking(
+                        move || match crate::state::write_atomic(&path, &bytes) {
+                            Ok(()) => tracing::debug!(
+                                "state saved to {} ({} bytes)",
+                                path.display(),
+                                bytes.len()
+                            ),
+                            Err(e) => tracing::warn!("state save failed: {e:#}"),
+                        },
+                    ));
+            }
+            Some(Err(e)) => tracing::warn!("state save failed: {e:#}"),
+            None => {}
+        }
+    }
+
+    /// Lets a write in progress end before the final save replaces the file.
+    pub(crate) async fn wait(&mut self) {
+        if let Some(w) = self.writing.take() {
+            let _ = w.await;
+        }
+    }
+}
+
+/// The save at a stop, after the last drain.
+pub(crate) fn save_state_now(sink: &mut dyn EventSink, path: &std::path::Path) {
+    match sink.save_state() {
+        Some(Ok(bytes)) => match crate::state::write_atomic(path, &bytes) {
+            Ok(()) => tracing::info!("state saved to {} ({} bytes)", path.display(), bytes.len()),
+            Err(e) => tracing::error!("state save failed: {e:#}"),
+        },
+        Some(Err(e)) => tracing::error!("state save failed: {e:#}"),
+        None => {}
+    }
 }
 
 /// Resolves with a description of why to stop: SIGINT, SIGTERM, or the duration elapsing.

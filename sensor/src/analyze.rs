@@ -103,6 +103,18 @@ pub fn analyze<S: EngineSink>(
     sink: S,
 ) -> anyhow::Result<(Engine<S>, AnalyzeReport)> {
     let mut engine = Engine::new(config, sink)?;
+    let report = feed(&mut engine, inputs, snaplen);
+    engine.finish();
+    Ok((engine, report))
+}
+
+/// Runs `inputs` through `engine` as [`analyze`] does, without ending the run: the caller
+/// finishes the engine, or saves its state to continue later (`--state-out`).
+pub fn feed<S: EngineSink>(
+    engine: &mut Engine<S>,
+    inputs: &[PathBuf],
+    snaplen: u32,
+) -> AnalyzeReport {
     let mut report = AnalyzeReport::default();
     let progress = Progress::new(inputs);
     for path in inputs {
@@ -115,8 +127,7 @@ pub fn analyze<S: EngineSink>(
         report.add_input(path, outcome);
     }
     progress.bar.finish_and_clear();
-    engine.finish();
-    Ok((engine, report))
+    report
 }
 
 /// A byte-based progress bar on stderr, shown only when stderr is a terminal and the input is

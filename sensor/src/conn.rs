@@ -164,7 +164,7 @@ impl ConnOutcome {
 }
 
 /// Canonical key: the same for both directions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 struct ConnKey {
     lo: SocketAddr,
     hi: SocketAddr,
@@ -181,7 +181,7 @@ impl ConnKey {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum End {
     Inactive,
     SynSent,
@@ -192,7 +192,7 @@ enum End {
 
 /// One connection; its addresses are its key's (`orig_lo`: the originator is `key.lo`), so an
 /// entry is 24 bytes.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Conn {
     orig_lo: bool,
     /// Created by a SYN-ACK without a SYN.
@@ -200,6 +200,7 @@ struct Conn {
     o: End,
     r: End,
     /// Incarnation, to tell a queued timer from a later connection on the same key.
+    #[serde(skip)]
     serial: u64,
     last: Timestamp,
     attempt_reported: bool,
@@ -527,6 +528,78 @@ impl ConnTracker {
 
 /// Moves one side of `c` on a SYN-ACK, RST or FIN from the originator (`from_orig`) or the
 /// responder, and returns the outcome it completes: `(event, state, reverse_reject)`.
+/// One tracked connection as the state file (`crate::state`) keeps it: opaque outside this
+/// module.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedConn {
+    created: Timestamp,
+    key: ConnKey,
+    conn: Conn,
+    /// Its attempt timer has run.
+    fired: bool,
+}
+
+/// The tracker's clocks, for the state file.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedConnClock {
+    now: Timestamp,
+    last_sweep: Timestamp,
+}
+
+impl ConnTracker {
+    /// Every tracked connection, oldest first, and the tracker's clocks, for the state file.
+    pub fn export(&self) -> (SavedConnClock, Vec<SavedConn>) {
+        let mut out = Vec::with_capacity(self.conns.len());
+        for (i, &(created, key, serial)) in self.timers.iter().enumerate() {
+            if let Some(c) = self.conns.get(&key).filter(|c| c.serial == serial) {
+                out.push(SavedConn {
+                    created,
+                    key,
+                    conn: Conn { ..*c },
+                    fired: i < self.fired,
+                });
+            }
+        }
+        let clock = SavedConnClock {
+            now: self.now,
+            last_sweep: self.last_sweep,
+        };
+        (clock, out)
+    }
+
+    /// Puts back what [`ConnTracker::export`] gave, in its order, into a fresh tracker, under
+    /// this tracker's cap (connections beyond it are dropped and counted as evicted).
+    pub fn restore(&mut self, clock: SavedConnClock, conns: impl IntoIterator<Item = SavedConn>) {
+        self.now = self.now.max(clock.now);
+        self.last_sweep = self.last_sweep.max(clock.last_sweep);
+        // Fired timers form a prefix of the creation order.
+        let mut fired_prefix = self.timers.len() == self.fired;
+        for SavedConn {
+            created,
+            key,
+            mut conn,
+            fired,
+        } in conns
+        {
+            if self.conns.contains_key(&key) {
+                continue;
+            }
+            if self.conns.len() >= self.cap {
+                self.evictions += 1;
+                continue;
+            }
+            self.next_serial += 1;
+            conn.serial = self.next_serial;
+            self.timers.push_back((created, key, conn.serial));
+            self.conns.insert(key, conn);
+            fired_prefix &= fired;
+            if fired_prefix {
+                self.fired += 1;
+            }
+        }
+    }
+}
+
 fn step(c: &mut Conn, from_orig: bool, flags: TcpFlags) -> Option<(BroEvent, ConnState, bool)> {
     let (me, other) = if from_orig { (c.o, c.r) } else { (c.r, c.o) };
 

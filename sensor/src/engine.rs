@@ -405,6 +405,8 @@ pub struct Engine<S: EngineSink> {
     last_idle_publish: std::time::Instant,
     now: Timestamp,
     gauges: Option<Arc<TableGauges>>,
+    /// A state file continues the run: the end of input does not close it (see `state_engine`).
+    resumable: bool,
     pub stats: EngineStats,
     pub sink: S,
 }
@@ -445,6 +447,7 @@ impl<S: EngineSink> Engine<S> {
             last_idle_publish: std::time::Instant::now(),
             now: Timestamp::ZERO,
             gauges: None,
+            resumable: false,
             stats: EngineStats::default(),
             sink,
             config,
@@ -731,7 +734,16 @@ impl<S: EngineSink> EventSink for Engine<S> {
     }
 
     fn flush(&mut self) {
-        self.finish();
+        if self.resumable {
+            // The run goes on from the saved state: nothing is closed (see `state_engine`).
+            self.publish();
+        } else {
+            self.finish();
+        }
+    }
+
+    fn save_state(&mut self) -> Option<anyhow::Result<Vec<u8>>> {
+        self.resumable.then(|| self.encode_state())
     }
 }
 
@@ -754,6 +766,10 @@ impl EngineSink for Collect {
         self.attempts.push((*outcome, predicted));
     }
 }
+
+// State across restarts: the engine's hooks (the file format is `crate::state`).
+#[path = "state_engine.rs"]
+mod state_engine;
 
 #[cfg(test)]
 mod tests;

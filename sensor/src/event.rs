@@ -228,6 +228,11 @@ pub trait EventSink {
     fn idle(&mut self) {}
     /// Called once the source is exhausted.
     fn flush(&mut self) {}
+    /// The sink's state as a state-file image (`crate::state`), if it keeps one: what the live
+    /// agent saves periodically and when it stops.
+    fn save_state(&mut self) -> Option<anyhow::Result<Vec<u8>>> {
+        None
+    }
 }
 
 impl<T: EventSink + ?Sized> EventSink for Box<T> {
@@ -239,6 +244,9 @@ impl<T: EventSink + ?Sized> EventSink for Box<T> {
     }
     fn flush(&mut self) {
         (**self).flush();
+    }
+    fn save_state(&mut self) -> Option<anyhow::Result<Vec<u8>>> {
+        (**self).save_state()
     }
 }
 
@@ -262,6 +270,9 @@ impl<A: EventSink, B: EventSink> EventSink for Tee<A, B> {
     fn flush(&mut self) {
         self.0.flush();
         self.1.flush();
+    }
+    fn save_state(&mut self) -> Option<anyhow::Result<Vec<u8>>> {
+        self.1.save_state().or_else(|| self.0.save_state())
     }
 }
 

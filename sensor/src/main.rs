@@ -91,6 +91,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         drain_interval: Duration::from_millis(args.drain_ms.max(1)),
         duration: args.duration.map(Duration::from_secs_f64),
         summary: args.summary,
+        state: args.state_file.clone().map(|path| agent::StateConfig {
+            path,
+            interval: Duration::from_secs(args.state_interval.max(1)),
+        }),
     };
     let stats = std::sync::Arc::new(sensor::metrics::AgentStats::default());
     let notices = match &args.notices {
@@ -107,6 +111,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     )?;
     engine.export_tables(stats.tables.clone());
+    if let Some(path) = &args.state_file {
+        agent::load_state(&mut engine, path)?;
+    }
     let mut sink = sensor::event::Tee(event_sink(args.events.as_ref())?, engine);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -189,7 +196,22 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let sink = sensor::logs::Both(PrintNotices { json: args.json }, logs);
-    let (mut engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
+    let mut engine = Engine::new(config, sink)?;
+    if let Some(path) = &args.state_in {
+        let loaded = engine.load_state(path)?;
+        eprintln!("sensor: {}: {loaded}", path.display());
+    }
+    if args.state_out.is_some() {
+        engine.check_state_support()?;
+    }
+    let report = sensor::analyze::feed(&mut engine, &args.pcaps, args.snaplen);
+    match &args.state_out {
+        Some(path) => {
+            let bytes = engine.save_state(path)?;
+            eprintln!("sensor: state saved to {} ({bytes} bytes)", path.display());
+        }
+        None => engine.finish(),
+    }
     if let Some(logs) = &mut engine.sink.1 {
         logs.close()?;
     }

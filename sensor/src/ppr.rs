@@ -150,8 +150,10 @@ impl PprSample {
     }
 }
 
-#[derive(Debug, Default)]
-struct Source {
+/// One source's attempts in the window. Public, with private fields, only so that the state
+/// file (`crate::state`) can save and restore it whole.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Source {
     peers: HashSet<IpAddr>,
     ports: HashSet<u16>,
     pairs: HashSet<(IpAddr, u16)>,
@@ -171,7 +173,9 @@ struct Source {
     last: Timestamp,
     /// Sequence number of the last record (LRU), and this source's key in `PprTracker::lru`
     /// (≤ `touched`: refiled lazily when it reaches the front).
+    #[serde(skip)]
     touched: u64,
+    #[serde(skip)]
     lru_key: u64,
 }
 
@@ -394,6 +398,33 @@ impl PprTracker {
             }
             keep
         });
+    }
+
+    /// The tracker's clock and every source, least recently recorded first, for the state
+    /// file (`crate::state`).
+    pub fn export(&self) -> (Timestamp, Vec<(IpAddr, &Source)>) {
+        let mut out: Vec<(IpAddr, &Source)> = self.sources.iter().map(|(ip, s)| (*ip, s)).collect();
+        out.sort_unstable_by_key(|(ip, s)| (s.touched, *ip));
+        (self.now, out)
+    }
+
+    /// Puts back what [`PprTracker::export`] gave, in its order (so the LRU order is kept),
+    /// under this tracker's caps.
+    pub fn restore(&mut self, now: Timestamp, sources: impl IntoIterator<Item = (IpAddr, Source)>) {
+        self.now = self.now.max(now);
+        for (ip, mut s) in sources {
+            if self.sources.contains_key(&ip) {
+                continue;
+            }
+            let extra = Self::SOURCE_BYTES + s.pairs.len().saturating_sub(1) * Self::PAIR_BYTES;
+            self.make_room(extra, None);
+            self.seq += 1;
+            s.touched = self.seq;
+            s.lru_key = self.seq;
+            self.lru.insert((self.seq, ip));
+            self.pairs += s.pairs.len();
+            self.sources.insert(ip, s);
+        }
     }
 }
 

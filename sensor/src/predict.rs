@@ -25,7 +25,17 @@ use crate::time;
 /// Where a prediction came from: one module per coordination channel. Its name (`as_str`, the
 /// metric label) and its serde name are the same snake_case string.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, strum::IntoStaticStr,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -77,7 +87,17 @@ impl fmt::Display for Channel {
 
 /// How the host is expected to contact the peer.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, strum::IntoStaticStr,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -404,6 +424,73 @@ impl PredictionTable {
             !h.peers.is_empty()
         });
     }
+
+    /// Every live prediction as plain data, for the state file (`crate::state`), oldest
+    /// announcement first: restoring them in this order rebuilds each host's eviction order.
+    pub fn export(&self) -> Vec<SavedPrediction> {
+        let mut out: Vec<SavedPrediction> =
+            Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        for h in &self.hosts {
+            for (&(peer, transport), e) in &h.peers {
+                out.push(SavedPrediction {
+                    host: *h.key(),
+                    peer,
+                    transport,
+                    channel: e.channel,
+                    first_seen: e.first_seen,
+                    last_seen: e.last_seen,
+                    confirmed: e.confirmed,
+                });
+            }
+        }
+        out.sort_unstable_by_key(|p| (p.last_seen, p.host, p.peer, p.transport));
+        out
+    }
+
+    /// Puts back one saved prediction (state file, `crate::state`), under this table's caps:
+    /// past them it is dropped and counted as evicted. Entries are expected oldest first, as
+    /// [`PredictionTable::export`] gives them; one already present is left alone.
+    pub fn restore(&self, p: &SavedPrediction) {
+        let key = (p.peer, p.transport);
+        if self.contains_key(p.host, key) {
+            return;
+        }
+        if self.full(!self.hosts.contains_key(&p.host)) {
+            self.stats.evicted_total_cap.fetch_add(1, Relaxed);
+            return;
+        }
+        let mut host = self.hosts.entry(p.host).or_default();
+        if host.peers.len() >= self.config.max_per_host {
+            self.stats.evicted_host_cap.fetch_add(1, Relaxed);
+            return;
+        }
+        host.peers.insert(
+            key,
+            Entry {
+                first_seen: p.first_seen,
+                last_seen: p.last_seen,
+                channel: p.channel,
+                confirmed: p.confirmed,
+            },
+        );
+        if p.channel.peer_evidence() {
+            host.third_party += 1;
+        }
+        host.order.push_back((key, p.last_seen));
+        self.total.fetch_add(1, Relaxed);
+    }
+}
+
+/// One prediction as the state file keeps it (see [`PredictionTable::export`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedPrediction {
+    pub host: IpAddr,
+    pub peer: SocketAddr,
+    pub transport: PeerTransport,
+    pub channel: Channel,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub confirmed: bool,
 }
 
 #[cfg(test)]

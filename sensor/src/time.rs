@@ -10,8 +10,22 @@
 use std::fmt;
 use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
-/// Wall-clock time of a packet, nanoseconds since the UNIX epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Wall-clock time of a packet, nanoseconds since the UNIX epoch. Serialized as the bare count
+/// (the state file, `crate::state`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(u64);
 
 /// A span of packet time, nanoseconds.

@@ -133,6 +133,13 @@ pub struct AnalyzeArgs {
     /// UDP payload bytes kept per datagram, as for `run`.
     #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
     pub snaplen: u32,
+    /// Continue from this state file (saved by --state-out or `run --state-file`).
+    #[arg(long, value_name = "PATH")]
+    pub state_in: Option<PathBuf>,
+    /// Save the state here at the end instead of closing the run (no end-of-run summaries),
+    /// so that a later `--state-in` continues it.
+    #[arg(long, value_name = "PATH")]
+    pub state_out: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -330,6 +337,13 @@ pub struct RunArgs {
     /// Write every notice as a JSON line to this file (they are also logged).
     #[arg(long)]
     pub notices: Option<PathBuf>,
+    /// Load the engine's state from this file at start (if it exists) and save it there
+    /// periodically and on SIGINT/SIGTERM.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// Seconds between periodic state saves (with --state-file).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub state_interval: u64,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]

@@ -33,7 +33,7 @@ pub use config::{
 };
 
 /// A table entry with its own last-access (or creation) time.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Timed<T> {
     t: Timestamp,
     v: T,
@@ -46,14 +46,18 @@ impl<T> Timed<T> {
 }
 
 /// Everything scan.bro keeps about one source address, one field per Bro table (the `global`
-/// tables of its `export` block, L145–199).
-#[derive(Debug, Default)]
-struct Src {
+/// tables of its `export` block, L145–199). Public, with private fields, only so that the
+/// state file (`crate::state`) can save and restore it whole; the index keys are rebuilt.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Src {
     /// Sequence number of the last check that touched this source (LRU).
+    #[serde(skip)]
     touched: u64,
     /// Key of this source in `BroScan::lru` (≤ `touched`).
+    #[serde(skip)]
     lru_key: u64,
     /// Key of this source in `BroScan::expiry` (≤ its real first deadline), if filed.
+    #[serde(skip)]
     exp_key: Option<Timestamp>,
     distinct_peers: Option<Timed<HashSet<IpAddr>>>,
     pre_distinct_peers: Option<Timed<HashSet<IpAddr>>>,
@@ -446,6 +450,37 @@ impl BroScan {
             super::make_room(&mut self.srcs, &mut self.lru, &mut self.expiry, cap, |s| {
                 (&mut s.lru_key, s.touched, s.exp_key)
             });
+    }
+}
+
+impl BroScan {
+    /// The detector's clock and every source, least recently checked first, for the state
+    /// file (`crate::state`).
+    pub fn export(&self) -> (Timestamp, Vec<(IpAddr, &Src)>) {
+        let mut out: Vec<(IpAddr, &Src)> = self.srcs.iter().map(|(ip, s)| (*ip, s)).collect();
+        out.sort_unstable_by_key(|(ip, s)| (s.touched, *ip));
+        (self.now, out)
+    }
+
+    /// Puts back what [`BroScan::export`] gave, in its order (so the LRU order is kept), under
+    /// this detector's capacity; each source is filed under its real next deadline.
+    pub fn restore(&mut self, now: Timestamp, srcs: impl IntoIterator<Item = (IpAddr, Src)>) {
+        self.advance(now);
+        for (ip, mut s) in srcs {
+            if self.srcs.contains_key(&ip) || s.is_empty() {
+                continue;
+            }
+            self.make_room();
+            self.seq += 1;
+            s.touched = self.seq;
+            s.lru_key = self.seq;
+            self.lru.insert((self.seq, ip));
+            s.exp_key = s.next_deadline(&self.ttl);
+            if let Some(k) = s.exp_key {
+                self.expiry.insert((k, ip));
+            }
+            self.srcs.insert(ip, s);
+        }
     }
 }
 

@@ -81,9 +81,42 @@ impl serde::Serialize for Service {
     }
 }
 
+/// The inverse of the `Display` form (`6881/tcp`), for the state file (`crate::state`).
+impl std::str::FromStr for Service {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("not a port/protocol: {s:?}");
+        let (port, proto) = s.split_once('/').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        match proto {
+            "tcp" => Ok(Service::tcp(port)),
+            "udp" => Ok(Service::udp(port)),
+            "icmp" => Ok(Service::icmp(port)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Service {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Notice types of `scan.bro` and `trw.bro`, named as Bro prints them (the variant name, for
 /// both `as_str` and serde).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, strum::IntoStaticStr)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Debug,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+)]
 pub enum NoticeKind {
     AddressScan,
     PortScan,
