@@ -9,6 +9,7 @@
 //! in the repository, chiefly [`synth::demo_capture`].
 
 pub mod attacks;
+pub mod blast;
 pub mod flood;
 pub mod lab;
 pub mod privilege;
