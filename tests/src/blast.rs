@@ -81,6 +81,9 @@ pub struct Stats {
     /// `send` calls (one per batch).
     pub batches: u64,
     pub seconds: f64,
+    /// CPU time of the sending thread (user + system): the generator's cost, which the other
+    /// processes of a busy machine do not inflate the way they do wall time.
+    pub cpu_seconds: f64,
     /// Whether the duration bound, not the count, ended the run.
     pub hit_duration: bool,
 }
@@ -102,6 +105,7 @@ impl Stats {
             "wrong_format": self.wrong_format,
             "batches": self.batches,
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
             "pps": self.pps(),
             "hit_duration": self.hit_duration,
         })
@@ -119,9 +123,14 @@ pub fn send(netns: &str, iface: &str, spec: &Spec) -> anyhow::Result<Stats> {
         spec.max_duration > Duration::ZERO && spec.max_duration <= Duration::from_mins(10),
         "a flood is bounded in time: max_duration must be in (0, 10 min]"
     );
-    ensure!(spec.pps != Some(0), "pps must be positive (None: top speed)");
     ensure!(
-        spec.mix.iter().all(|f| f.len() >= 14 && f.len() <= MAX_FRAME),
+        spec.pps != Some(0),
+        "pps must be positive (None: top speed)"
+    );
+    ensure!(
+        spec.mix
+            .iter()
+            .all(|f| f.len() >= 14 && f.len() <= MAX_FRAME),
         "mix frames must be whole Ethernet frames of at most {MAX_FRAME} bytes"
     );
     let ns_path = check_target(netns, iface)?;
@@ -182,9 +191,9 @@ pub fn check_target(netns: &str, iface: &str) -> anyhow::Result<std::path::PathB
 /// per batch.
 fn run(ring: &mut TxRing, spec: &Spec) -> anyhow::Result<Stats> {
     let mut syn = SynFactory::new(spec.victim, spec.seed, spec.sources);
-    let every = spec.mix_every.unwrap_or_else(|| {
-        spec.count / (u64::try_from(spec.mix.len()).unwrap_or(u64::MAX) + 1)
-    });
+    let every = spec
+        .mix_every
+        .unwrap_or_else(|| spec.count / (u64::try_from(spec.mix.len()).unwrap_or(u64::MAX) + 1));
     let mut schedule = Schedule {
         flood_left: spec.count,
         flood_index: 0,
@@ -197,8 +206,11 @@ fn run(ring: &mut TxRing, spec: &Spec) -> anyhow::Result<Stats> {
     // Small batches keep the pacing smooth; at top speed, half the ring per `send`.
     let max_batch = spec
         .pps
-        .map_or(ring.frames / 2, |pps| usize::try_from(pps / 2_000).unwrap_or(usize::MAX))
+        .map_or(ring.frames / 2, |pps| {
+            usize::try_from(pps / 2_000).unwrap_or(usize::MAX)
+        })
         .clamp(16, ring.frames / 2);
+    let cpu_before = thread_cpu_seconds();
     let started = Instant::now();
     loop {
         let elapsed = started.elapsed();
@@ -207,7 +219,11 @@ fn run(ring: &mut TxRing, spec: &Spec) -> anyhow::Result<Stats> {
             break;
         }
         let want = match spec.pps {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
             Some(pps) => {
                 let due = (elapsed.as_secs_f64() * pps as f64) as u64;
                 due.saturating_sub(stats.sent())
@@ -242,8 +258,22 @@ fn run(ring: &mut TxRing, spec: &Spec) -> anyhow::Result<Stats> {
         stats.batches += 1;
     }
     stats.seconds = started.elapsed().as_secs_f64();
+    stats.cpu_seconds = thread_cpu_seconds() - cpu_before;
     stats.flood_sent -= stats.wrong_format.min(stats.flood_sent);
     Ok(stats)
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    #[allow(clippy::cast_precision_loss)]
+    let secs = ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+    secs
 }
 
 /// The order of frames: flood frames with a mix frame after every `every` of them.
@@ -343,7 +373,7 @@ impl SynFactory {
         f[34..36].copy_from_slice(&port.to_be_bytes());
         #[allow(clippy::cast_possible_truncation)]
         f[38..42].copy_from_slice(&((mixed >> 32) as u32).to_be_bytes()); // sequence number
-        // TCP checksum: pseudo-header (addresses, protocol, TCP length) and the header.
+                                                                          // TCP checksum: pseudo-header (addresses, protocol, TCP length) and the header.
         let mut pseudo = [0u8; 12];
         pseudo[..8].copy_from_slice(&f[26..34]);
         pseudo[9] = 6;
@@ -496,8 +526,7 @@ impl TxRing {
             libc::bind(
                 ring.fd.as_raw_fd(),
                 std::ptr::from_ref(&addr).cast(),
-                libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>())
-                    .expect("small"),
+                libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).expect("small"),
             )
         };
         if r != 0 {
@@ -523,9 +552,7 @@ impl TxRing {
             "TX ring slot still in use (status {status:#x})"
         );
         // SAFETY: this slot is ours (status AVAILABLE) until we hand it over in `commit`.
-        Ok(unsafe {
-            std::slice::from_raw_parts_mut(hdr.cast::<u8>().add(DATA_OFFSET), MAX_FRAME)
-        })
+        Ok(unsafe { std::slice::from_raw_parts_mut(hdr.cast::<u8>().add(DATA_OFFSET), MAX_FRAME) })
     }
 
     /// Hands the slot `slot` returned to the kernel, with `len` bytes of frame.
@@ -576,8 +603,7 @@ impl TxRing {
                 // Still queued (the driver pushed back): send again.
                 // SAFETY: as above.
                 let r = unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, 0) };
-                if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOBUFS)
-                {
+                if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOBUFS) {
                     bail!("send(TX ring): {}", std::io::Error::last_os_error());
                 }
                 std::thread::yield_now();
@@ -671,7 +697,11 @@ mod tests {
                 th.calc_checksum_ipv4(&h, tcp.payload()).unwrap(),
                 "TCP checksum"
             );
-            assert!(seen.insert(h.source), "source {:?} repeated at {i}", h.source);
+            assert!(
+                seen.insert(h.source),
+                "source {:?} repeated at {i}",
+                h.source
+            );
         }
     }
 

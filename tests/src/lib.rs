@@ -12,6 +12,7 @@ pub mod attacks;
 pub mod blast;
 pub mod flood;
 pub mod lab;
+pub mod live;
 pub mod privilege;
 pub mod synth;
 

@@ -48,9 +48,8 @@ fn main() -> anyhow::Result<()> {
         spec.count > 0 && spec.max_duration > Duration::ZERO,
         "a flood needs a bound in count and in time: --count N --seconds S"
     );
-    spec.sources = sources.unwrap_or_else(|| {
-        u32::try_from(spec.count.min(blast::MAX_SOURCES)).unwrap_or(u32::MAX)
-    });
+    spec.sources = sources
+        .unwrap_or_else(|| u32::try_from(spec.count.min(blast::MAX_SOURCES)).unwrap_or(u32::MAX));
     if let Some(path) = &mix {
         spec.mix = blast::read_pcap_frames(path)?;
     }
