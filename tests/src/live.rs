@@ -46,6 +46,8 @@ pub struct AgentReport {
     pub peak_rss_kib: u64,
     /// From the first frame sent until the agent had decoded every record the kernel emitted.
     pub drain_seconds: f64,
+    /// From SIGTERM until the agent exited (it reports pending attempts first).
+    pub stop_seconds: f64,
     /// Every notice the agent wrote (`--notices`), as JSON.
     pub notices: Vec<serde_json::Value>,
 }
@@ -131,7 +133,8 @@ impl AgentReport {
     pub fn line(&self) -> String {
         format!(
             "sent {} in {:.2} s ({:.0} pps, sender CPU {:.2} s), XDP {} frames, {} records, \
-             ring drops {}, decoded {} ({:.0} records/s until drained), peak RSS {} MiB",
+             ring drops {}, decoded {} ({:.0} records/s until drained), peak RSS {} MiB, \
+             exit {:.1} s after SIGTERM",
             self.sent.sent(),
             self.sent.seconds,
             self.sent.pps(),
@@ -141,7 +144,8 @@ impl AgentReport {
             self.ring_drops(),
             self.summary.consumed.total(),
             self.record_rate(),
-            self.peak_rss_kib / 1024
+            self.peak_rss_kib / 1024,
+            self.stop_seconds
         )
     }
 }
@@ -190,6 +194,16 @@ pub fn run(r: &AgentRun) -> anyhow::Result<AgentReport> {
         }
     }
     let peak_rss_kib = proc_status_kib(pid, "VmHWM").unwrap_or(0);
+    // At exit the engine reports every attempt still pending (a full connection table's worth
+    // after a flood), which takes longer than `SensorProcess::stop` waits: signal it here and
+    // give it a minute, timed.
+    let stopping = Instant::now();
+    // SAFETY: signalling the agent we started (our child, not yet reaped, so the pid is its).
+    unsafe { libc::kill(libc::pid_t::try_from(pid)?, libc::SIGTERM) };
+    while running(pid) && stopping.elapsed() < Duration::from_mins(1) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop_seconds = stopping.elapsed().as_secs_f64();
     let status = sensor.stop()?;
     anyhow::ensure!(status.success(), "the sensor exited with {status}");
     let summary: RunSummary = serde_json::from_slice(
@@ -202,6 +216,7 @@ pub fn run(r: &AgentRun) -> anyhow::Result<AgentReport> {
         summary,
         peak_rss_kib,
         drain_seconds,
+        stop_seconds,
         notices: read_notices(&notices_path),
     })
 }
@@ -235,6 +250,15 @@ fn agent_pid(lab: &Lab) -> anyhow::Result<u32> {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sensor")
         })
         .context("no sensor process in the lab namespace")
+}
+
+/// Whether `pid` still runs (not gone, not a zombie waiting to be reaped).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // The state follows the parenthesised command name.
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
 }
 
 /// A `/proc/PID/status` field in KiB.
@@ -292,7 +316,10 @@ impl LiveBench {
         LiveBench {
             binary,
             scratch,
-            probe_seconds: 5,
+            // Long enough to fill the tables: at these rates the connection table reaches its
+            // cap within about 5 s and failed attempts start filling the scan tables after
+            // 5 s, so most of a probe runs with full tables, as a flood would.
+            probe_seconds: 15,
             search_ring_bytes: 2 << 20,
             workers: vec![1],
             flood_count: 2_000_000,
@@ -453,8 +480,8 @@ impl LiveBench {
              (`sensor_tests::flood::SCANNER`) spread through them, at the generator's top speed, \
              default ring (16 MiB) and caps, `--suppress all --threshold 20` \
              (`tests/tests/live_flood.rs` asserts the same):\n\n\
-             | workers | sent | pps sent | XDP frames | ring drops | decoded | records/s until drained | agent peak RSS | scanner AddressScan notices | accounting |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+             | workers | sent | pps sent | XDP frames | ring drops | decoded | records/s until drained | agent peak RSS | exit after SIGTERM | scanner AddressScan notices | accounting |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
             self.flood_count, self.scanner_targets,
         )?;
         for &w in &self.workers {
@@ -463,7 +490,7 @@ impl LiveBench {
             let errors = r.accounting_errors();
             writeln!(
                 md,
-                "| {w} | {} | {:.0} | {} | {} | {} | {:.0} | {} MiB | {} | {} |",
+                "| {w} | {} | {:.0} | {} | {} | {} | {:.0} | {} MiB | {:.1} s | {} | {} |",
                 r.sent.sent(),
                 r.sent.pps(),
                 r.xdp("packets"),
@@ -471,6 +498,7 @@ impl LiveBench {
                 r.summary.consumed.total(),
                 r.record_rate(),
                 r.peak_rss_kib / 1024,
+                r.stop_seconds,
                 r.notices_for(IpAddr::V4(crate::flood::SCANNER), "AddressScan"),
                 if errors.is_empty() {
                     "every frame".to_string()
