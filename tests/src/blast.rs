@@ -89,8 +89,9 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Frames the kernel took (handed over and not refused).
     pub fn sent(&self) -> u64 {
-        self.flood_sent + self.mix_sent
+        self.flood_sent + self.mix_sent - self.wrong_format
     }
 
     #[allow(clippy::cast_precision_loss)] // rates: a few significant digits suffice
@@ -259,7 +260,6 @@ fn run(ring: &mut TxRing, spec: &Spec) -> anyhow::Result<Stats> {
     }
     stats.seconds = started.elapsed().as_secs_f64();
     stats.cpu_seconds = thread_cpu_seconds() - cpu_before;
-    stats.flood_sent -= stats.wrong_format.min(stats.flood_sent);
     Ok(stats)
 }
 

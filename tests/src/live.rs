@@ -316,10 +316,10 @@ impl LiveBench {
         LiveBench {
             binary,
             scratch,
-            // Long enough to fill the tables: at these rates the connection table reaches its
-            // cap within about 5 s and failed attempts start filling the scan tables after
-            // 5 s, so most of a probe runs with full tables, as a flood would.
-            probe_seconds: 15,
+            // Long enough to run well past the tables' caps, as a flood would: on this machine
+            // 15 s probes found 17 kpps "sustained", exactly the rate at which 15 s of SYNs
+            // fit the connection table (258,111 entries), while 40 s at 14 kpps dropped.
+            probe_seconds: 40,
             search_ring_bytes: 2 << 20,
             workers: vec![1],
             flood_count: 2_000_000,
@@ -433,16 +433,21 @@ impl LiveBench {
     )]
     pub fn section(&self) -> anyhow::Result<String> {
         let mut md = String::new();
+        // The machine's load when the section started: these rates are wall-clock rates.
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load.split_whitespace().next().unwrap_or("?").to_string();
         let (g, g_rx) = self.generator()?;
         eprintln!("bench live: generator {g:?}");
         writeln!(
             md,
             "\n## Live rates (native XDP on a veth, release agent, `sensor_tests::blast` sender)\n\n\
              Sender: an AF_PACKET TX ring with the qdisc bypassed, from a thread inside the lab \
-             namespace (`sensor_tests::blast`; `target/release/blast` runs it alone). Into a \
+             namespace (`sensor_tests::blast`; `target/release/blast` runs it alone). Load \
+             average when this section started: {load} on {} CPUs. Into a \
              veth with nothing attached: {} SYNs in {:.2} s = **{:.0} pps** wall clock; the \
              sending thread used {:.2} s of CPU ({:.0} frames per CPU-second); the peer \
              received {} and dropped {}.\n",
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             g.sent(),
             g.seconds,
             g.pps(),
@@ -451,42 +456,23 @@ impl LiveBench {
             g_rx.rx_packets,
             g_rx.rx_dropped,
         )?;
+        // The flood first: the rate the agent drains at while saturated bounds the search.
         writeln!(
             md,
-            "Sustained record rate: the highest SYN rate (every SYN from a new spoofed source: \
-             the costliest record, which fills every per-source table) at which a {} s flood \
-             leaves zero ring drops, by binary search; ring {} MiB for the search (about {} \
-             SYN records, a small fraction of a second at these rates, so zero drops means the \
-             agent kept up), default caps.\n\n\
-             | workers | sustained pps (0 drops) | probes (target pps → sent pps: ring drops) |\n|---:|---:|---|",
-            self.probe_seconds,
-            self.search_ring_bytes >> 20,
-            self.search_ring_bytes / 80,
-        )?;
-        let mut sustained = 0;
-        for &w in &self.workers {
-            let hi = ((g.pps() * 1.2) as u64).max(20_000);
-            let (best, probes) = self.sustained(w, 2_000, hi, 7)?;
-            sustained = sustained.max(best);
-            let list: Vec<String> = probes
-                .iter()
-                .map(|p| format!("{} → {:.0}: {}", p.pps, p.sent_pps, p.ring_drops))
-                .collect();
-            writeln!(md, "| {w} | {best} | {} |", list.join(", "))?;
-        }
-        writeln!(
-            md,
-            "\nAbove it: {} spoofed SYNs with a {}-address port-445 scanner \
-             (`sensor_tests::flood::SCANNER`) spread through them, at the generator's top speed, \
+            "Above the sustainable rate: {} spoofed SYNs with a {}-address port-445 scanner \
+             (`sensor_tests::flood::SCANNER`) spread through them, at the sender's top speed, \
              default ring (16 MiB) and caps, `--suppress all --threshold 20` \
-             (`tests/tests/live_flood.rs` asserts the same):\n\n\
+             (`tests/tests/live_flood.rs` asserts the same). \"records/s until drained\": \
+             records decoded from the first frame sent to the last record decoded.\n\n\
              | workers | sent | pps sent | XDP frames | ring drops | decoded | records/s until drained | agent peak RSS | exit after SIGTERM | scanner AddressScan notices | accounting |\n\
              |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
             self.flood_count, self.scanner_targets,
         )?;
+        let mut saturated = Vec::new();
         for &w in &self.workers {
             let r = self.flood(w, None)?;
             eprintln!("bench live: flood: {}", r.line());
+            saturated.push(r.record_rate());
             let errors = r.accounting_errors();
             writeln!(
                 md,
@@ -507,7 +493,31 @@ impl LiveBench {
                 },
             )?;
         }
-        let _ = sustained;
+        writeln!(
+            md,
+            "\nSustained record rate: the highest SYN rate (every SYN from a new spoofed source: \
+             the costliest record, which fills every per-source table) at which a {} s flood \
+             leaves zero ring drops, by binary search between 1/8 and 1.5× the drain rate \
+             above. The probes are long enough to run well past every table's cap (the \
+             connection table's 258,111 entries are reached after about 18 s at 14 kpps; a \
+             probe shorter than that measures an agent whose tables still have room, which is \
+             much faster). Ring {} MiB for the search (about {} SYN records, a fraction of a \
+             second at these rates, so zero drops means the agent kept up rather than the ring \
+             absorbed the burst), default caps.\n\n\
+             | workers | sustained pps (0 drops) | probes (target pps → sent pps: ring drops) |\n|---:|---:|---|",
+            self.probe_seconds,
+            self.search_ring_bytes >> 20,
+            self.search_ring_bytes / 80,
+        )?;
+        for (&w, &rate) in self.workers.iter().zip(&saturated) {
+            let hi = ((rate * 1.5) as u64).max(4_000);
+            let (best, probes) = self.sustained(w, hi / 8, hi, 5)?;
+            let list: Vec<String> = probes
+                .iter()
+                .map(|p| format!("{} → {:.0}: {}", p.pps, p.sent_pps, p.ring_drops))
+                .collect();
+            writeln!(md, "| {w} | {best} | {} |", list.join(", "))?;
+        }
         writeln!(
             md,
             "\nOn a shared 2-core machine these rates move with the other load; rerun on a \
@@ -518,11 +528,34 @@ impl LiveBench {
 }
 
 /// `bench --live [FILE]`: measures the live section alone and puts it into FILE (default
-/// BENCHMARKS.md), replacing the section a previous run wrote.
-pub fn bench_live_only(out: &Path) -> anyhow::Result<()> {
+/// BENCHMARKS.md), replacing the section a previous run wrote. `bench --live --probe PPS
+/// SECONDS [WORKERS]`: one probe of the search, printed.
+pub fn bench_live_main(args: &[String]) -> anyhow::Result<()> {
     let scratch = std::env::temp_dir().join(format!("sensor-bench-live-{}", std::process::id()));
-    let section = LiveBench::new(lab::sensor_binary(true)?, scratch).section()?;
-    let old = std::fs::read_to_string(out).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let mut bench = LiveBench::new(lab::sensor_binary(true)?, scratch);
+    if args.first().map(String::as_str) == Some("--probe") {
+        let arg = |i: usize| -> anyhow::Result<u64> {
+            Ok(args
+                .get(i)
+                .context("usage: bench --live --probe PPS SECONDS [WORKERS]")?
+                .parse()?)
+        };
+        bench.probe_seconds = arg(2)?;
+        let workers = u32::try_from(arg(3).unwrap_or(1))?;
+        let p = bench.probe(workers, arg(1)?)?;
+        println!("{p:?}");
+        return Ok(());
+    }
+    let out = args
+        .first()
+        .map_or_else(|| PathBuf::from("BENCHMARKS.md"), PathBuf::from);
+    anyhow::ensure!(
+        !out.to_string_lossy().starts_with('-'),
+        "unknown option {}",
+        out.display()
+    );
+    let section = bench.section()?;
+    let old = std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
     let heading = "\n## Live rates";
     let new = match old.find(heading) {
         Some(start) => {
@@ -536,7 +569,7 @@ pub fn bench_live_only(out: &Path) -> anyhow::Result<()> {
         None => format!("{}\n{}", old.trim_end(), section),
     };
     let new = if new.ends_with('\n') { new } else { new + "\n" };
-    std::fs::write(out, new)?;
+    std::fs::write(&out, new)?;
     eprintln!("bench: wrote the live section to {}", out.display());
     Ok(())
 }

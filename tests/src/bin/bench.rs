@@ -98,11 +98,7 @@ fn main() -> anyhow::Result<()> {
     }
     if args.get(1).map(String::as_str) == Some("--live") {
         // The live section alone (sender, sustained record rate, flood), spliced into the file.
-        return sensor_tests::live::bench_live_only(
-            &args
-                .get(2)
-                .map_or_else(|| "BENCHMARKS.md".into(), PathBuf::from),
-        );
+        return sensor_tests::live::bench_live_main(&args[2..]);
     }
     let out_path = args
         .get(1)
