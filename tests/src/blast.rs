@@ -652,16 +652,32 @@ pub fn link_stats(netns: &str, dev: &str) -> anyhow::Result<LinkStats> {
     })
 }
 
-/// Every frame of a classic pcap file, for [`Spec::mix`].
-pub fn read_pcap_frames(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+/// Longest frame a veth with the default 1500-byte MTU carries: Ethernet header and one VLAN
+/// tag on top of the MTU.
+pub const VETH_MAX_FRAME: usize = 1500 + 14 + 4;
+
+/// The frames of a classic pcap file, for [`Spec::mix`], and how many were left out because a
+/// veth cannot carry them (longer than [`VETH_MAX_FRAME`], e.g. GRO super-frames; cut them with
+/// `tcprewrite --mtu-trunc` first) or they are no Ethernet frame (shorter than its header).
+pub fn read_pcap_frames(path: &Path) -> anyhow::Result<(Vec<Vec<u8>>, u64)> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = pcap_file::pcap::PcapReader::new(file)
         .with_context(|| format!("{}: not a pcap file", path.display()))?;
-    let mut frames = Vec::new();
+    ensure!(
+        reader.header().datalink == pcap_file::DataLink::ETHERNET,
+        "{}: not an Ethernet capture",
+        path.display()
+    );
+    let (mut frames, mut skipped) = (Vec::new(), 0);
     while let Some(p) = reader.next_packet() {
-        frames.push(p?.data.into_owned());
+        let p = p?;
+        if (14..=VETH_MAX_FRAME).contains(&p.data.len()) {
+            frames.push(p.data.into_owned());
+        } else {
+            skipped += 1;
+        }
     }
-    Ok(frames)
+    Ok((frames, skipped))
 }
 
 #[cfg(test)]

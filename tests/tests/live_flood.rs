@@ -95,3 +95,48 @@ fn below_the_sustainable_rate_nothing_is_lost_and_the_scanner_is_flagged() {
     assert_eq!(r.summary.consumed.syn, 40_300, "every SYN decoded");
     assert!(r.notices_for(IpAddr::V4(SCANNER), "AddressScan") >= 1);
 }
+
+/// The same with a real scanner: the frames of a third-party nmap `-sS` capture (one host's
+/// ports, with the target's SYN-ACKs and RSTs) mixed into a flood of 1,000,000 spoofed SYNs.
+mod corpus {
+    use super::{live, privileged, release_agent, scratch, AgentRun, Duration, IpAddr, Spec};
+
+    #[test]
+    fn a_real_nmap_scan_in_a_syn_flood_is_flagged_live() {
+        if !privileged("a_real_nmap_scan_in_a_syn_flood_is_flagged_live") {
+            return;
+        }
+        let pcap = sensor_tests::corpus("MakCyber007-Task-1/nmap_tcp_syn_scan_capture.pcap");
+        let (mix, _too_long) = sensor_tests::blast::read_pcap_frames(&pcap).expect("read capture");
+        let mixed = mix.len() as u64;
+        let mut spec = Spec::flood(1_000_000, None, Duration::from_mins(2));
+        spec.mix = mix;
+        let scanner: IpAddr = "192.168.1.6".parse().unwrap();
+        let r = live::run(&AgentRun {
+            binary: release_agent(),
+            spec,
+            args: ["--suppress", "all", "--threshold", "20"]
+                .map(String::from)
+                .to_vec(),
+            wait_notice_from: Some(scanner),
+            notice_wait: Duration::from_secs(20),
+            catch_up: Duration::from_mins(3),
+            scratch: scratch(),
+        })
+        .expect("flood run");
+        eprintln!("live flood with nmap: {}", r.line());
+        assert_eq!(r.sent.sent(), 1_000_000 + mixed);
+        let errors = r.accounting_errors();
+        assert!(errors.is_empty(), "accounting: {errors:#?}");
+        assert!(
+            r.ring_drops() > 0,
+            "the flood did not exceed the agent's rate"
+        );
+        // `sensor analyze` raises 6 PortScan notices for this scanner on the file alone.
+        assert!(
+            r.notices_for(scanner, "PortScan") >= 1,
+            "nmap scanner not flagged under the flood; notices: {:?}",
+            r.notices
+        );
+    }
+}

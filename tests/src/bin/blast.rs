@@ -50,8 +50,9 @@ fn main() -> anyhow::Result<()> {
     );
     spec.sources = sources
         .unwrap_or_else(|| u32::try_from(spec.count.min(blast::MAX_SOURCES)).unwrap_or(u32::MAX));
+    let mut mix_skipped = 0;
     if let Some(path) = &mix {
-        spec.mix = blast::read_pcap_frames(path)?;
+        (spec.mix, mix_skipped) = blast::read_pcap_frames(path)?;
     }
     let report = match (netns, iface) {
         (Some(netns), Some(iface)) => blast::send(&netns, &iface, &spec)?.to_json(),
@@ -71,6 +72,8 @@ fn main() -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("--netns and --iface go together"),
     };
+    let mut report = report;
+    report["mix_skipped_too_long_or_short"] = mix_skipped.into();
     println!("{report}");
     Ok(())
 }
