@@ -490,6 +490,24 @@ impl TxRing {
             )
         };
         set(libc::PACKET_TX_RING, req_bytes)?;
+        // A blocking `send` waits for the kernel to finish the batch; never forever.
+        let timeout = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: a valid timeval of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                std::ptr::from_ref(&timeout).cast(),
+                libc::socklen_t::try_from(size_of::<libc::timeval>()).expect("small"),
+            )
+        };
+        if r != 0 {
+            return Err(os("setsockopt(SO_SNDTIMEO)"));
+        }
         // SAFETY: maps the ring the kernel just allocated for this socket; checked below.
         let map = unsafe {
             libc::mmap(
@@ -582,6 +600,7 @@ impl TxRing {
             }
         }
         let mut wrong = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
         let first = (self.next + self.frames - self.pending) % self.frames;
         for k in 0..self.pending {
             let hdr = self.header((first + k) % self.frames);
@@ -600,6 +619,10 @@ impl TxRing {
                     };
                     break;
                 }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the interface took no frame for 5 s (status {status:#x})"
+                );
                 // Still queued (the driver pushed back): send again.
                 // SAFETY: as above.
                 let r = unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, 0) };
