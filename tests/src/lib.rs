@@ -9,8 +9,10 @@
 //! in the repository, chiefly [`synth::demo_capture`].
 
 pub mod attacks;
+pub mod blast;
 pub mod flood;
 pub mod lab;
+pub mod live;
 pub mod privilege;
 pub mod synth;
 

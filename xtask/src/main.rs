@@ -8,7 +8,8 @@
 //!   beside the checkout) and are skipped, with one line saying so, when it is absent (under
 //!   `CI` that is an error instead).
 //! - `cargo xtask run`: the demo; `cargo xtask run -- <sensor args>` runs the sensor itself.
-//! - `cargo xtask bench`: replay throughput and XDP per-packet cost, written to BENCHMARKS.md.
+//! - `cargo xtask bench`: replay throughput and XDP per-packet cost, written to BENCHMARKS.md;
+//!   `--live` only the live section (fast sender, sustained record rate, flood on the agent).
 //! - `cargo xtask snapshot OUTDIR`: a build's notices and predictions over the corpus, one file
 //!   per capture, to compare two builds with `diff -r`.
 //! - `cargo xtask install [--prefix DIR] [--destdir DIR]`: the binary, the systemd unit, the
@@ -55,7 +56,12 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Measure replay throughput and XDP program cost; writes BENCHMARKS.md.
-    Bench,
+    Bench {
+        /// Only the live section (generator rate, sustained record rate, flood against the
+        /// agent), replacing that section of BENCHMARKS.md.
+        #[arg(long)]
+        live: bool,
+    },
     /// Write, per capture of the corpus, the notices (`analyze --json`, suppressing all and
     /// none) and the sorted predictions (`peers --json`), to compare two builds with `diff -r`.
     Snapshot {
@@ -122,7 +128,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Cmd::Test { args } => test(&root, &args),
         Cmd::Run { args } => run(&root, &args),
-        Cmd::Bench => bench(&root),
+        Cmd::Bench { live } => bench(&root, live),
         Cmd::Install {
             prefix,
             destdir,
@@ -311,7 +317,7 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn bench(root: &Path) -> anyhow::Result<ExitCode> {
+fn bench(root: &Path, live: bool) -> anyhow::Result<ExitCode> {
     if !is_root() {
         bail!("the benchmarks load XDP and need root");
     }
@@ -329,6 +335,7 @@ fn bench(root: &Path) -> anyhow::Result<ExitCode> {
             "bench",
             "--",
         ])
+        .args(live.then_some("--live"))
         .arg(root.join("BENCHMARKS.md"));
     let status = status_of(&mut cmd)?;
     Ok(if status.success() {

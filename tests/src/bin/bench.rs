@@ -96,6 +96,10 @@ fn main() -> anyhow::Result<()> {
         // A child of the flood section, alone in its process for a meaningful peak RSS.
         return flood_child(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some("--live") {
+        // The live section alone (sender, sustained record rate, flood), spliced into the file.
+        return sensor_tests::live::bench_live_main(&args[2..]);
+    }
     let out_path = args
         .get(1)
         .map_or_else(|| "BENCHMARKS.md".into(), PathBuf::from);
@@ -117,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     offline_throughput(&mut md, &captures)?;
     veth_replay(&mut md, &captures, &scratch)?;
     flood(&mut md)?;
+    md.push_str(&sensor_tests::live::LiveBench::new(lab::sensor_binary(true)?, scratch).section()?);
     std::fs::write(&out_path, md)?;
     eprintln!("bench: wrote {}", out_path.display());
     Ok(())
