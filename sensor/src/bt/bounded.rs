@@ -53,6 +53,7 @@ impl<K: Copy + Eq + Hash, V> Bounded<K, V> {
             len: self.map.len() as u64,
             evicted: self.evicted,
             expired: self.expired,
+            evicted_reported: 0,
         }
     }
 

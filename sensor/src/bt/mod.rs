@@ -369,6 +369,9 @@ pub struct TableStats {
     pub evicted: u64,
     /// Dropped because they outlived the TTL.
     pub expired: u64,
+    /// Of `evicted`, those whose pending evidence was reported before the entry was dropped
+    /// (`connections`: unanswered SYNs reported as failed attempts, `evicted_as_failed`).
+    pub evicted_reported: u64,
 }
 
 /// Why a bencoded value did not decode, in the reasons every channel reports.

@@ -667,6 +667,7 @@ impl super::channel::Channel for UdpTracker {
                 len: p.len + fl.len,
                 evicted: p.evicted + fl.evicted,
                 expired: p.expired + fl.expired,
+                evicted_reported: 0,
             },
         );
     }
