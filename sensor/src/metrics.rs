@@ -300,7 +300,7 @@ impl SensorCollector {
 
 /// Every bounded table the engine published, by its name.
 fn encode_tables(gauges: &crate::engine::TableGauges, encoder: &mut DescriptorEncoder) -> Encoded {
-let tables = gauges.tables();
+    let tables = gauges.tables();
     let mut family = encoder.encode_descriptor(
         "sensor_table_entries",
         "Entries in the engine's bounded tables",
@@ -464,7 +464,10 @@ mod tests {
         assert_eq!(value(&text, evicted), Some(15), "{text}");
         assert_eq!(value(&text, reported), Some(15), "{text}");
         assert_eq!(
-            value(&text, r#"sensor_table_evictions_reported_total{table="dht_queries"}"#),
+            value(
+                &text,
+                r#"sensor_table_evictions_reported_total{table="dht_queries"}"#
+            ),
             Some(0)
         );
     }
