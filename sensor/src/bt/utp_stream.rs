@@ -566,10 +566,12 @@ impl UtpStreams {
             self.close(conn, ts, sink);
             return;
         }
-        if let Some((_, evicted)) = self.conns.make_room(&key) {
+        if let Some((_, evicted)) = self.conns.make_room(&key, &conn, ts) {
             self.drop_conn(evicted, ts, sink);
         }
-        self.conns.insert(key, conn, ts);
+        if let Err(refused) = self.conns.try_insert(key, conn, ts) {
+            self.drop_conn(refused, ts, sink);
+        }
     }
 
     /// Delivers what `conn` holds, then closes it.
