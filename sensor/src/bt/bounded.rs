@@ -149,12 +149,6 @@ impl<K: Copy + Eq + Hash, V> Bounded<K, V> {
         }
     }
 
-    /// Whether a new key would have to evict another (expired entries are dropped first).
-    pub(crate) fn is_full(&mut self, now: Timestamp) -> bool {
-        self.expire(now);
-        self.map.len() >= self.cap
-    }
-
     pub(crate) fn stats(&self) -> TableStats {
         TableStats {
             len: self.map.len() as u64,
@@ -216,7 +210,10 @@ impl<K: Copy + Eq + Hash, V> Bounded<K, V> {
     pub(crate) fn try_insert(&mut self, key: K, value: V, now: Timestamp) -> Result<(), V> {
         self.expire(now);
         let owner = self.fair.as_ref().map(|f| (f.policy.owner)(&key, &value));
-        let answered = self.fair.as_ref().is_some_and(|f| (f.policy.answered)(&value));
+        let answered = self
+            .fair
+            .as_ref()
+            .is_some_and(|f| (f.policy.answered)(&value));
         if let Some(old) = self.map.get(&key) {
             // A replacement keeps its owner, and its owner's count as it is.
             let old_owner = old.owner;

@@ -45,7 +45,8 @@ pub mod utp_stream;
 pub mod vuze_dht;
 pub mod wire;
 
-pub(crate) use bounded::Bounded;
+pub use bounded::FairStats;
+pub(crate) use bounded::{Bounded, Fairness};
 pub use channel::{Channel, Learnt, Sender};
 
 /// Tunables of every channel.
@@ -237,6 +238,17 @@ impl Coordination {
         for c in self.channels() {
             let channel = c.name();
             c.drops(&mut |list, reason, n| out.push((channel, list, reason, n)));
+        }
+        // The stream readers' tables, by fair shares (`bounded`).
+        let utp = self.utp_streams.stats();
+        for (channel, list, fair) in [
+            ("tcp_streams", "connections", self.streams.stats().fair),
+            ("utp_streams", "connections", utp.conns_fair),
+            ("utp_streams", "syns", utp.syns_fair),
+        ] {
+            for (reason, n) in fair.drops() {
+                out.push((channel, list, reason, n));
+            }
         }
         out
     }

@@ -58,7 +58,10 @@ fn one_source_is_held_to_its_share() {
     assert_eq!(t.stats().len, 1 + 64 / SHARE_DIVISOR as u64);
     assert_eq!(t.fair_stats().host_share, 1_000 - 8);
     assert_eq!(t.stats().evicted, 0);
-    assert!(t.answer(&(host(1), 0), at(2)).is_some(), "the other host's entry stays");
+    assert!(
+        t.answer(&(host(1), 0), at(2)).is_some(),
+        "the other host's entry stays"
+    );
 }
 
 /// Spoofed sources, one entry each, fill the table: while their entries are fresh new ones
@@ -136,7 +139,11 @@ fn shares_are_released_by_every_removal() {
     let share = 16 / SHARE_DIVISOR;
     for round in 0..5u32 {
         for id in 0..4 {
-            t.insert((host(1), round * 10 + id), (), at(u64::from(round) * 100_000));
+            t.insert(
+                (host(1), round * 10 + id),
+                (),
+                at(u64::from(round) * 100_000),
+            );
         }
         assert_eq!(t.stats().len, share as u64);
         match round {
