@@ -25,7 +25,10 @@ use sensor::detect::{BroScanConfig, NoticeKind, ScanNotice};
 use sensor::engine::{EngineConfig, EngineSink, Suppress, SuppressReason};
 use sensor::ppr::PprSample;
 use sensor::predict::{Channel, PeerTransport, PredictedPeer};
-use sensor_tests::attacks::{scenario, Attack, Scenario, Sweep, BT_HOST, SCANNER};
+use sensor_tests::attacks::{
+    channel_flood, scenario, Attack, ChannelFlood, Scenario, Sweep, BT_HOST, FLOOD_PEERS, SCANNER,
+};
+use sensor_tests::synth::Capture;
 
 const MODES: [Suppress; 4] = [
     Suppress::None,
@@ -105,11 +108,15 @@ fn ip(a: [u8; 4]) -> IpAddr {
 
 /// Writes the scenario's capture to a file of its own (`analyze` reads files, as the CLI).
 fn write(s: &Scenario, name: &str) -> PathBuf {
+    write_capture(&s.capture, name)
+}
+
+fn write_capture(c: &Capture, name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
         "sensor-adversarial-{}-{name}.pcap",
         std::process::id()
     ));
-    s.capture.write_pcap_file(&path).unwrap();
+    c.write_pcap_file(&path).unwrap();
     path
 }
 
@@ -486,4 +493,160 @@ fn cli_agrees_on_a_forged_dht_reply() {
         .collect();
     assert_eq!(listed, s.targets.iter().copied().collect());
     std::fs::remove_file(&path).ok();
+}
+
+/// What a coordination-table flood left: the record, and the channels' drops as
+/// `(channel, list, reason) -> count`.
+fn analyze_flood(
+    path: &Path,
+    suppress: Suppress,
+    threshold: u64,
+    tweak: impl Fn(&mut EngineConfig),
+) -> (
+    Record,
+    std::collections::BTreeMap<(String, String, String), u64>,
+) {
+    let mut config = EngineConfig {
+        suppress,
+        bro: BroScanConfig::with_first_threshold(threshold),
+        ..EngineConfig::default()
+    };
+    tweak(&mut config);
+    let (engine, report) =
+        sensor::analyze::analyze(&[path.to_path_buf()], 1472, config, Record::default()).unwrap();
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    let drops = engine
+        .coordination()
+        .drops()
+        .into_iter()
+        .map(|(c, l, r, n)| ((c.to_owned(), l.to_owned(), r.to_owned()), n))
+        .collect();
+    (engine.sink, drops)
+}
+
+fn drop_count(
+    drops: &std::collections::BTreeMap<(String, String, String), u64>,
+    key: (&str, &str, &str),
+) -> u64 {
+    drops
+        .get(&(key.0.to_owned(), key.1.to_owned(), key.2.to_owned()))
+        .copied()
+        .unwrap_or_else(|| panic!("no drop row {key:?}"))
+}
+
+/// Runs a channel flood: under `--suppress all` at both thresholds the client's in-flood
+/// announce still predicts every peer it then tries, and it raises nothing; without
+/// suppression those tries flag it (so the predictions are what clears it). Returns the drops
+/// of the `all@20` run.
+fn client_survives(
+    flood: ChannelFlood,
+    channel: Channel,
+    tweak: impl Fn(&mut EngineConfig) + Copy,
+) -> std::collections::BTreeMap<(String, String, String), u64> {
+    let s = channel_flood(flood);
+    let path = write_capture(
+        &s.capture,
+        &format!("{flood:?}").replace([' ', '{', '}', ':'], ""),
+    );
+    let mut drops = None;
+    for threshold in THRESHOLDS {
+        let (r, d) = analyze_flood(&path, Suppress::All, threshold, tweak);
+        let predicted = r.predicted(BT_HOST, channel);
+        let missing = s
+            .client_peers
+            .iter()
+            .filter(|p| !predicted.contains(p))
+            .count();
+        assert_eq!(
+            missing, 0,
+            "{flood:?}@{threshold}: peers not predicted by {channel}"
+        );
+        let (failed, excused) = r.failures_to(BT_HOST, &s.client_peers);
+        assert_eq!(
+            (failed, excused),
+            (FLOOD_PEERS, FLOOD_PEERS),
+            "{flood:?}@{threshold}"
+        );
+        assert!(
+            !r.flagged(BT_HOST),
+            "{flood:?}@{threshold}: client flagged: {:?}",
+            r.kinds(BT_HOST)
+        );
+        let (base, _) = analyze_flood(&path, Suppress::None, threshold, tweak);
+        assert!(
+            base.flagged(BT_HOST),
+            "{flood:?}@{threshold}: the client's tries alone do not flag it"
+        );
+        drops.get_or_insert(d);
+    }
+    std::fs::remove_file(&path).ok();
+    drops.unwrap()
+}
+
+/// 12,000 one-segment `GET /announce` from as many spoofed sources over a minute keep the
+/// 1,024-session HTTP tracker table full of fresh requests, and 1,100 more arrive between the
+/// client's next request and its reply. Evicting the oldest would lose the reply; refusing
+/// every new session when full would refuse the request. The client, which had a reply
+/// before the flood, displaces one flood session for its request; the flood's later requests,
+/// the burst included, are refused.
+#[test]
+fn spoofed_get_flood_does_not_keep_a_clients_next_announce_out() {
+    let drops = client_survives(
+        ChannelFlood::HttpGet { standing: true },
+        Channel::HttpTracker,
+        |_| {},
+    );
+    let row = |r| drop_count(&drops, ("http_tracker", "sessions", r));
+    println!("http tracker sessions: {drops:?}");
+    assert!(row("table_full") > 5_000, "the flood saturated the table");
+    assert!(
+        row("displaced") >= 1,
+        "the client displaced a flood session"
+    );
+}
+
+/// The honest limit: a client that never had a reply has no standing, so while spoofed
+/// requests younger than the answer deadline fill the table its announce is refused too
+/// (counted), and its tries then flag it. A false alarm, never a hidden scan.
+#[test]
+fn without_standing_a_saturating_get_flood_still_keeps_an_announce_out() {
+    let s = channel_flood(ChannelFlood::HttpGet { standing: false });
+    let path = write_capture(&s.capture, "http-get-flood-no-standing");
+    let (r, drops) = analyze_flood(&path, Suppress::All, 20, |_| {});
+    std::fs::remove_file(&path).ok();
+    assert!(r.predicted(BT_HOST, Channel::HttpTracker).is_empty());
+    assert!(r.flagged(BT_HOST));
+    assert_eq!(
+        drop_count(&drops, ("http_tracker", "sessions", "displaced")),
+        0
+    );
+    assert!(drop_count(&drops, ("http_tracker", "sessions", "table_full")) > 5_000);
+}
+
+/// 16,000 spoofed `get_peers` queries in 4 s, concurrent with the client's `get_peers`
+/// whose node answers after a second. At the defaults the 65,536-query table holds them all
+/// (and unmatched replies predict anyway); with a 2,048-query table and unmatched replies
+/// ignored, the flood would have pushed the client's query out within half a second: the
+/// client's standing keeps it in, and the flood's later queries are refused.
+#[test]
+fn spoofed_dht_query_flood_does_not_evict_a_clients_get_peers() {
+    let flood = ChannelFlood::DhtQueries { standing: true };
+    let drops = client_survives(flood, Channel::Dht, |_| {});
+    assert_eq!(drop_count(&drops, ("dht", "queries", "table_full")), 0);
+    let strict = |c: &mut EngineConfig| {
+        c.coordination.dht.max_pending = 2_048;
+        c.coordination.dht.predict_unmatched = false;
+    };
+    let drops = client_survives(flood, Channel::Dht, strict);
+    println!("dht queries: {drops:?}");
+    let row = |r| drop_count(&drops, ("dht", "queries", r));
+    assert!(row("table_full") > 10_000, "the flood saturated the table");
+    assert!(row("displaced") >= 1, "the client displaced a flood query");
+    // Without standing, the same flood keeps the client's queries out.
+    let s = channel_flood(ChannelFlood::DhtQueries { standing: false });
+    let path = write_capture(&s.capture, "dht-flood-no-standing");
+    let (r, _) = analyze_flood(&path, Suppress::All, 20, strict);
+    std::fs::remove_file(&path).ok();
+    assert!(r.predicted(BT_HOST, Channel::Dht).is_empty());
+    assert!(r.flagged(BT_HOST));
 }
