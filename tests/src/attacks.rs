@@ -910,3 +910,118 @@ fn slow_get_peers(
         g.udp(at(t + delay), Link::Plain, them, me, &r);
     }
 }
+
+// A scan hidden in real BitTorrent traffic.
+
+/// A capture file's frames (pcap or pcapng, any link type the sensor reads), as Ethernet
+/// frames in file order, timestamps rounded down to the microsecond.
+pub fn read_capture(path: &std::path::Path) -> anyhow::Result<Capture> {
+    let mut packets = Vec::new();
+    let report = sensor::capture::pcap::read_frames(path, |ts, frame| {
+        packets.push(crate::synth::SynthPacket {
+            ts: std::time::Duration::from_micros(ts.as_nanos() / 1_000),
+            frame: frame.to_vec(),
+        });
+    })?;
+    if let Some(e) = report.error {
+        anyhow::bail!("{}: {e}", path.display());
+    }
+    Ok(Capture { packets })
+}
+
+/// The IP source and destination of an Ethernet frame (VLAN tags skipped; a cut frame is
+/// read as far as it goes).
+fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    use etherparse::{LaxNetSlice, LaxSlicedPacket};
+    match LaxSlicedPacket::from_ethernet(frame).ok()?.net? {
+        LaxNetSlice::Ipv4(v4) => Some((
+            v4.header().source_addr().into(),
+            v4.header().destination_addr().into(),
+        )),
+        LaxNetSlice::Ipv6(v6) => Some((
+            v6.header().source_addr().into(),
+            v6.header().destination_addr().into(),
+        )),
+        _ => None,
+    }
+}
+
+/// The frames to or from `host`, within `window` (seconds from the capture's first frame,
+/// start inclusive, end exclusive).
+pub fn cut_host(capture: &Capture, host: IpAddr, window: (f64, f64)) -> Capture {
+    let Some(t0) = capture.packets.first().map(|p| p.ts) else {
+        return Capture {
+            packets: Vec::new(),
+        };
+    };
+    let packets = capture
+        .packets
+        .iter()
+        .filter(|p| {
+            let t = (p.ts - t0).as_secs_f64();
+            t >= window.0
+                && t < window.1
+                && ip_pair(&p.frame).is_some_and(|(s, d)| s == host || d == host)
+        })
+        .cloned()
+        .collect();
+    Capture { packets }
+}
+
+/// `capture` with a horizontal sweep added: `n` bare SYNs (no answer) from `host` to `port`
+/// on `n` addresses of 198.19.0.0/16, spread evenly between the host's first and last frame
+/// (interleaved with its own traffic), in Ethernet frames with the MAC addresses of the host's
+/// own outgoing frames. Returns the capture and the targets.
+pub fn hide_sweep(
+    capture: &Capture,
+    host: Ipv4Addr,
+    port: u16,
+    n: usize,
+) -> anyhow::Result<(Capture, Vec<SocketAddr>)> {
+    use anyhow::Context as _;
+    let host_ip = IpAddr::V4(host);
+    let own: Vec<&crate::synth::SynthPacket> = capture
+        .packets
+        .iter()
+        .filter(|p| ip_pair(&p.frame).is_some_and(|(s, _)| s == host_ip))
+        .collect();
+    let first = own.first().context("the host sends nothing")?;
+    let last = own.last().context("the host sends nothing")?;
+    let (dst_mac, src_mac): ([u8; 6], [u8; 6]) = (
+        first.frame[0..6].try_into()?,
+        first.frame[6..12].try_into()?,
+    );
+    let span = last.ts.saturating_sub(first.ts);
+    let mut rng = Rng(0x5CA7_0445_0000_0001 ^ u64::from(u32::from(host)));
+    let mut packets = capture.packets.clone();
+    let mut targets = Vec::with_capacity(n);
+    for k in 0..n {
+        let i = u16::try_from(k).context("at most 65,535 targets")?;
+        let [hi, lo] = i.to_be_bytes();
+        let target = Ipv4Addr::new(198, 19, hi, lo);
+        let sport = 40_000 + i % 20_000;
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
+            .ipv4(host.octets(), target.octets(), 64)
+            .tcp(sport, port, rng.u32(), 64_240)
+            .syn()
+            .write(&mut frame, &[])?;
+        // Even spacing, whole microseconds (what a pcap keeps).
+        let offset = span.as_micros() * (2 * k as u128 + 1) / (2 * n as u128);
+        let ts = first.ts + std::time::Duration::from_micros(u64::try_from(offset)?);
+        packets.push(crate::synth::SynthPacket { ts, frame });
+        targets.push(SocketAddr::new(target.into(), port));
+    }
+    // Stable: the capture's own frames keep their order.
+    packets.sort_by_key(|p| p.ts);
+    Ok((Capture { packets }, targets))
+}
+
+/// The committed fixture: [`FIXTURE_HOST`]'s frames, cut from the lab capture
+/// `bt-heavy-1/bt-heavy.pcap` by [`cut_host`] over [`FIXTURE_WINDOW`]
+/// (`cargo run -p sensor-tests --bin cut-fixture`).
+pub const FIXTURE: &str = "fixtures/bt-heavy-rtorrent.pcap";
+/// rtorrent 0.9.8 (libtorrent 0.13.8) in the lab's bt-heavy run: UDP trackers, DHT and PEX.
+pub const FIXTURE_HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 11, 79);
+/// The whole run (5.5 minutes): the host's traffic is small.
+pub const FIXTURE_WINDOW: (f64, f64) = (0.0, 400.0);

@@ -650,3 +650,71 @@ fn spoofed_dht_query_flood_does_not_evict_a_clients_get_peers() {
     assert!(r.predicted(BT_HOST, Channel::Dht).is_empty());
     assert!(r.flagged(BT_HOST));
 }
+
+/// A 300-address sweep of 445/tcp from a real BitTorrent host, interleaved with its own
+/// traffic: the sweep is flagged under `--suppress all` at 20 and 100, while the same
+/// capture without it raises nothing for the host (and flags it without suppression, at 20:
+/// it is the predictions that clear the client, and they do not clear its sweep).
+fn hidden_sweep(clean: &Path, host: Ipv4Addr, name: &str) {
+    use sensor_tests::attacks::{hide_sweep, read_capture};
+    let capture = read_capture(clean).unwrap();
+    let (swept, targets) = hide_sweep(&capture, host, 445, 300).unwrap();
+    assert_eq!(swept.packets.len(), capture.packets.len() + 300);
+    let swept_path = write_capture(&swept, &format!("{name}-swept"));
+    let h = host.octets();
+    for threshold in THRESHOLDS {
+        let r = analyze(clean, Suppress::All, threshold);
+        assert!(
+            !r.flagged(h),
+            "{name}@{threshold}: the clean capture flags the host: {:?}",
+            r.kinds(h)
+        );
+        let r = analyze(&swept_path, Suppress::All, threshold);
+        assert!(
+            r.kinds(h).contains(&NoticeKind::AddressScan),
+            "{name}@{threshold}: the hidden sweep is not flagged: {:?}",
+            r.kinds(h)
+        );
+        let (failed, _) = r.failures_to(h, &targets);
+        assert_eq!(failed, 300, "every probe is a failed attempt");
+    }
+    let base = analyze(clean, Suppress::None, 20);
+    assert!(
+        base.flagged(h),
+        "{name}: the client alone is not flagged by the baseline"
+    );
+    std::fs::remove_file(&swept_path).ok();
+}
+
+/// The committed fixture: an rtorrent client's traffic cut from a lab capture
+/// (tests/fixtures/README.md).
+#[test]
+fn sweep_hidden_in_a_real_bittorrent_clients_traffic() {
+    use sensor_tests::attacks::{FIXTURE, FIXTURE_HOST};
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    hidden_sweep(&fixture, FIXTURE_HOST, "rtorrent");
+}
+
+/// The fixture is what the cutter makes of the lab capture, byte for byte.
+#[test]
+#[ignore = "needs the lab capture /var/tmp/lab/bt-heavy-1/bt-heavy.pcap"]
+fn fixture_is_cut_from_the_lab_capture() {
+    use sensor_tests::attacks::{cut_host, read_capture, FIXTURE, FIXTURE_HOST, FIXTURE_WINDOW};
+    let lab = read_capture(Path::new("/var/tmp/lab/bt-heavy-1/bt-heavy.pcap")).unwrap();
+    let cut = cut_host(&lab, FIXTURE_HOST.into(), FIXTURE_WINDOW);
+    let mut bytes = Vec::new();
+    cut.write_pcap(&mut bytes).unwrap();
+    let fixture = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE)).unwrap();
+    assert!(bytes == fixture, "the fixture differs from a fresh cut");
+}
+
+mod corpus {
+    use super::*;
+
+    /// Transmission in ntop-nDPI's capture, quiet under `--suppress all`.
+    #[test]
+    fn sweep_hidden_in_the_transmission_capture() {
+        let clean = sensor_tests::corpus("ntop-nDPI/bittorrent_transmission.pcapng");
+        hidden_sweep(&clean, Ipv4Addr::new(192, 168, 1, 128), "transmission");
+    }
+}
