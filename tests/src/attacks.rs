@@ -785,9 +785,9 @@ pub fn channel_flood(flood: ChannelFlood) -> FloodScenario {
     let early: Vec<([u8; 4], u16)> = (0..5u8)
         .map(|i| ([100, 65, 0, 10 + i], g.rng.port(10_000, 65_000)))
         .collect();
-    let (flood_start, flood_end, rate, announce_at) = match flood {
-        ChannelFlood::HttpGet { .. } => (2.0, 62.0, 200.0, 30.0),
-        ChannelFlood::DhtQueries { .. } => (6.0, 10.0, 4_000.0, 8.0),
+    let (flood_start, flood_secs, rate, announce_at): (f64, u32, u32, f64) = match flood {
+        ChannelFlood::HttpGet { .. } => (2.0, 60, 200, 30.0),
+        ChannelFlood::DhtQueries { .. } => (6.0, 4, 4_000, 8.0),
     };
     // Before the flood: an answered announce, which gives the client standing.
     match flood {
@@ -798,7 +798,7 @@ pub fn channel_flood(flood: ChannelFlood) -> FloodScenario {
         _ => {}
     }
     // The flood (and the burst, for the HTTP tracker).
-    let n = ((flood_end - flood_start) * rate) as usize;
+    let n = usize::try_from(flood_secs * rate).expect("bounded flood");
     let burst = if matches!(flood, ChannelFlood::HttpGet { .. }) {
         1_100
     } else {
@@ -806,7 +806,7 @@ pub fn channel_flood(flood: ChannelFlood) -> FloodScenario {
     };
     for i in 0..n + burst {
         let t = if i < n {
-            flood_start + i as f64 / rate
+            flood_start + i as f64 / f64::from(rate)
         } else {
             // Between the request (+3 ms) and the reply (+33 ms) of `http_tracker`.
             announce_at + 0.004 + 0.025 * (i - n) as f64 / burst as f64
@@ -942,7 +942,7 @@ fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
             v6.header().source_addr().into(),
             v6.header().destination_addr().into(),
         )),
-        _ => None,
+        LaxNetSlice::Arp(_) => None,
     }
 }
 
@@ -958,7 +958,7 @@ pub fn cut_host(capture: &Capture, host: IpAddr, window: (f64, f64)) -> Capture 
         .packets
         .iter()
         .filter(|p| {
-            let t = (p.ts - t0).as_secs_f64();
+            let t = p.ts.saturating_sub(t0).as_secs_f64();
             t >= window.0
                 && t < window.1
                 && ip_pair(&p.frame).is_some_and(|(s, d)| s == host || d == host)

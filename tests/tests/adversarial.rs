@@ -730,7 +730,8 @@ fn real_clients_dial_announced_peers_within_moments() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
     let r = analyze(&fixture, Suppress::All, 20);
     let host = IpAddr::V4(FIXTURE_HOST);
-    let mut first: std::collections::BTreeMap<SocketAddr, u64> = Default::default();
+    let mut first: std::collections::BTreeMap<SocketAddr, u64> =
+        std::collections::BTreeMap::default();
     for p in &r.predictions {
         if p.host == host && p.transport == PeerTransport::Tcp {
             let t = p.ts.as_nanos() / 1_000;
@@ -742,7 +743,8 @@ fn real_clients_dial_announced_peers_within_moments() {
     }
     // The first SYN to each predicted peer after its first announce (retransmissions and
     // later reconnections aside).
-    let mut dialled: std::collections::BTreeMap<SocketAddr, u64> = Default::default();
+    let mut dialled: std::collections::BTreeMap<SocketAddr, u64> =
+        std::collections::BTreeMap::default();
     for p in read_capture(&fixture).unwrap().packets {
         let Ok(s) = etherparse::SlicedPacket::from_ethernet(&p.frame) else {
             continue;

@@ -270,25 +270,22 @@ impl<K: Copy + Eq + Hash, V> Bounded<K, V> {
         if self.map.len() < self.cap {
             return true;
         }
-        match self.fair_victim(owner, now) {
-            Some((k, stale)) => {
-                self.remove_slot(&k);
-                self.evicted += 1;
-                if let Some(f) = &mut self.fair {
-                    if stale {
-                        f.stats.unanswered_evicted += 1;
-                    } else {
-                        f.stats.displaced += 1;
-                    }
+        if let Some((k, stale)) = self.fair_victim(owner, now) {
+            self.remove_slot(&k);
+            self.evicted += 1;
+            if let Some(f) = &mut self.fair {
+                if stale {
+                    f.stats.unanswered_evicted += 1;
+                } else {
+                    f.stats.displaced += 1;
                 }
-                true
             }
-            None => {
-                if let Some(f) = &mut self.fair {
-                    f.stats.table_full += 1;
-                }
-                false
+            true
+        } else {
+            if let Some(f) = &mut self.fair {
+                f.stats.table_full += 1;
             }
+            false
         }
     }
 

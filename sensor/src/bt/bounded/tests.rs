@@ -38,11 +38,11 @@ type Pending = Bounded<(IpAddr, u32), ()>;
 fn pending(cap: usize) -> Pending {
     Bounded::fair(
         cap,
-        std::time::Duration::from_secs(60),
+        std::time::Duration::from_mins(1),
         Fairness {
             deadline: std::time::Duration::from_secs(10),
-            owner: |k: &(IpAddr, u32), _: &()| k.0,
-            answered: |_: &()| false,
+            owner: |k: &(IpAddr, u32), (): &()| k.0,
+            answered: |(): &()| false,
         },
     )
 }
@@ -84,7 +84,7 @@ fn a_spoofed_flood_is_refused_then_aged_out() {
     // An answered entry is never the one evicted past the deadline.
     let mut s: Bounded<(IpAddr, u32), bool> = Bounded::fair(
         4,
-        std::time::Duration::from_secs(600),
+        std::time::Duration::from_mins(10),
         Fairness {
             deadline: std::time::Duration::from_secs(10),
             owner: |k: &(IpAddr, u32), _: &bool| k.0,
