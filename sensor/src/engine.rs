@@ -145,6 +145,8 @@ pub struct TableGauge {
     pub entries: AtomicU64,
     /// Dropped to make room.
     pub evicted: AtomicU64,
+    /// Of `evicted`, those whose pending evidence was reported first.
+    pub evicted_reported: AtomicU64,
     pub expired: AtomicU64,
 }
 
@@ -216,6 +218,7 @@ impl TableGauges {
                     name,
                     entries: AtomicU64::new(0),
                     evicted: AtomicU64::new(0),
+                    evicted_reported: AtomicU64::new(0),
                     expired: AtomicU64::new(0),
                 })
                 .collect(),
@@ -253,6 +256,7 @@ impl TableGauges {
             if let Some(g) = self.table(name) {
                 g.entries.store(t.len, Relaxed);
                 g.evicted.store(t.evicted, Relaxed);
+                g.evicted_reported.store(t.evicted_reported, Relaxed);
                 g.expired.store(t.expired, Relaxed);
             }
         }
@@ -479,15 +483,19 @@ impl<S: EngineSink> Engine<S> {
             len,
             evicted,
             expired,
+            evicted_reported: 0,
         };
         let mut out = vec![
             (
                 "connections",
-                stats(
-                    self.conns.len() as u64,
-                    self.conns.evictions,
-                    self.conns.expired,
-                ),
+                TableStats {
+                    evicted_reported: self.conns.evicted_as_failed,
+                    ..stats(
+                        self.conns.len() as u64,
+                        self.conns.evictions,
+                        self.conns.expired,
+                    )
+                },
             ),
             (
                 "predictions",

@@ -187,7 +187,7 @@ impl Collector for SensorCollector {
         encode_process(&mut encoder)?;
         self.encode_kernel(&mut encoder)?;
         self.encode_agent(&mut encoder)?;
-        self.encode_tables(&mut encoder)?;
+        encode_tables(&self.agent.tables, &mut encoder)?;
         self.encode_channels(&mut encoder)?;
         self.encode_drops(&mut encoder)?;
         self.encode_decode_errors(&mut encoder)
@@ -282,40 +282,6 @@ impl SensorCollector {
         Ok(())
     }
 
-    /// Every bounded table the engine published, by its name.
-    fn encode_tables(&self, encoder: &mut DescriptorEncoder) -> Encoded {
-        let tables = self.agent.tables.tables();
-        let mut family = encoder.encode_descriptor(
-            "sensor_table_entries",
-            "Entries in the engine's bounded tables",
-            None,
-            MetricType::Gauge,
-        )?;
-        for t in tables {
-            let v = i64::try_from(t.entries.load(Relaxed)).unwrap_or(i64::MAX);
-            ConstGauge::new(v).encode(family.encode_family(&[("table", t.name)])?)?;
-        }
-        for (name, help, value) in [
-            (
-                "sensor_table_evictions",
-                "Entries dropped from the engine's tables because they were full",
-                (|t| &t.evicted) as fn(&TableGauge) -> &AtomicU64,
-            ),
-            (
-                "sensor_table_expired",
-                "Entries the engine's tables let expire",
-                |t| &t.expired,
-            ),
-        ] {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for t in tables {
-                ConstCounter::new(value(t).load(Relaxed))
-                    .encode(family.encode_family(&[("table", t.name)])?)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Messages of every registered coordination channel, by outcome.
     fn encode_channels(&self, encoder: &mut DescriptorEncoder) -> Encoded {
         let mut family = encoder.encode_descriptor(
@@ -370,6 +336,45 @@ impl SensorCollector {
         }
         Ok(())
     }
+}
+
+/// Every bounded table the engine published, by its name.
+fn encode_tables(gauges: &crate::engine::TableGauges, encoder: &mut DescriptorEncoder) -> Encoded {
+    let tables = gauges.tables();
+    let mut family = encoder.encode_descriptor(
+        "sensor_table_entries",
+        "Entries in the engine's bounded tables",
+        None,
+        MetricType::Gauge,
+    )?;
+    for t in tables {
+        let v = i64::try_from(t.entries.load(Relaxed)).unwrap_or(i64::MAX);
+        ConstGauge::new(v).encode(family.encode_family(&[("table", t.name)])?)?;
+    }
+    for (name, help, value) in [
+        (
+            "sensor_table_evictions",
+            "Entries dropped from the engine's tables because they were full",
+            (|t| &t.evicted) as fn(&TableGauge) -> &AtomicU64,
+        ),
+        (
+            "sensor_table_evictions_reported",
+            "Of the evictions, entries whose pending evidence was reported before they were dropped (connections: unanswered SYNs reported as failed attempts)",
+            |t| &t.evicted_reported,
+        ),
+        (
+            "sensor_table_expired",
+            "Entries the engine's tables let expire",
+            |t| &t.expired,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for t in tables {
+            ConstCounter::new(value(t).load(Relaxed))
+                .encode(family.encode_family(&[("table", t.name)])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// `sensor_build_info{version,commit} 1`, the usual way to put a build on a dashboard.
@@ -909,5 +914,69 @@ a_build_info{version=\"1\"} 1
             .build()
             .unwrap();
         rt.block_on(f)
+    }
+
+    use crate::engine::{Collect, Engine, EngineConfig, Suppress, TableGauges};
+    use crate::event::EventSink as _;
+
+    /// The table rows alone, for a registry without a kernel map.
+    #[derive(Debug)]
+    struct Tables(Arc<TableGauges>);
+
+    impl Collector for Tables {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            encode_tables(&self.0, &mut encoder)
+        }
+    }
+
+    fn value(text: &str, series: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    /// A connection table too small for a burst of unanswered SYNs: every eviction reported the
+    /// pending attempt as failed, and `/metrics` says so next to the evictions.
+    #[test]
+    fn evictions_reported_as_failed_are_exported() {
+        let mut config = EngineConfig {
+            suppress: Suppress::None,
+            ..EngineConfig::default()
+        };
+        config.conn.max_conns = 5;
+        let gauges = Arc::new(TableGauges::default());
+        let mut engine = Engine::new(config, Collect::default()).unwrap();
+        engine.export_tables(gauges.clone());
+        for i in 0..20u8 {
+            engine.event(&crate::event::PacketEvent {
+                ts: crate::time::Timestamp::from_secs(1_000),
+                src: SocketAddr::from(([192, 0, 2, 1], 40_000)),
+                dst: SocketAddr::from(([198, 51, 100, i], 445)),
+                vlan_depth: 0,
+                transport: crate::event::Transport::Tcp(crate::event::TcpSegment {
+                    flags: crate::event::TcpFlags(sensor_ebpf::tcp_flag::SYN),
+                    seq: 1,
+                    ack: 0,
+                    window: 1,
+                    payload_len: 0,
+                    head: &[],
+                }),
+            });
+        }
+        engine.finish();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Tables(gauges)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let evicted = r#"sensor_table_evictions_total{table="connections"}"#;
+        let reported = r#"sensor_table_evictions_reported_total{table="connections"}"#;
+        assert_eq!(value(&text, evicted), Some(15), "{text}");
+        assert_eq!(value(&text, reported), Some(15), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                r#"sensor_table_evictions_reported_total{table="dht_queries"}"#
+            ),
+            Some(0)
+        );
     }
 }

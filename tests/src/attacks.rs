@@ -712,3 +712,313 @@ pub fn scenario(attack: Attack, sweep: Sweep) -> Scenario {
         control_peers: control_peers.into_iter().map(sock).collect(),
     }
 }
+
+/// A flood aimed at a coordination table, concurrent with a genuine client's announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelFlood {
+    /// One-segment `GET /announce?info_hash=…` requests to the tracker, each from a spoofed
+    /// source of its own (no handshake, never answered), 200 a second for a minute: the
+    /// 1,024-entry HTTP tracker session table stays full of requests younger than any answer
+    /// deadline; and a burst of 1,100 more between the client's in-flood request and its
+    /// reply (the attack: enough to push out the oldest 1,024 sessions). The client announces (answered) before the flood when `standing`, and in the
+    /// middle of it on a new connection; that reply lists [`FLOOD_PEERS`] peers.
+    HttpGet { standing: bool },
+    /// BEP 5 `get_peers` queries, each from a spoofed source of its own to a random node
+    /// (never answered), 4,000 a second for 4 s. The client queries a node (answered) before
+    /// the flood when `standing`, and twice in the middle of it; the node takes a second to
+    /// answer, listing [`FLOOD_PEERS`] peers.
+    DhtQueries { standing: bool },
+}
+
+/// Peers the client is told about during the flood, and then dials.
+pub const FLOOD_PEERS: usize = 120;
+/// The genuine DHT node the client asks during the flood.
+pub const CLIENT_NODE: [u8; 4] = [203, 0, 113, 151];
+
+/// A coordination-table flood and what the client was told.
+pub struct FloodScenario {
+    pub capture: Capture,
+    /// The peers the client's in-flood announce listed, which it then tries (unanswered).
+    pub client_peers: Vec<SocketAddr>,
+    /// Flood packets sent.
+    pub flood_packets: usize,
+}
+
+/// The `i`-th spoofed source: a fresh address in 198.18.0.0/15 and a random port.
+fn spoofed(rng: &mut Rng, i: usize) -> Endpoint {
+    let i = u32::try_from(i).expect("bounded flood");
+    let a = u32::from(Ipv4Addr::new(198, 18, 0, 1)) + i;
+    (Ip::V4(Ipv4Addr::from(a).octets()), rng.port(1024, 65535))
+}
+
+/// An HTTP tracker announce request for a random torrent, as a client sends it.
+fn announce_request(rng: &mut Rng) -> String {
+    let (info_hash, peer_id): ([u8; 20], [u8; 20]) = (rng.bytes(), rng.bytes());
+    format!(
+        "GET /announce?info_hash={}&peer_id={}&port={BT_PORT}&uploaded=0&downloaded=0&left=734003200&compact=1&event=started HTTP/1.1\r\nHost: tracker.example.net:{TRACKER_PORT}\r\nUser-Agent: demo/1.0\r\nAccept-Encoding: identity\r\n\r\n",
+        url_encode(&info_hash),
+        url_encode(&peer_id)
+    )
+}
+
+/// Builds the capture of `flood`: the client ([`BT_HOST`]) announces once before the flood
+/// (a few peers), again during it ([`FLOOD_PEERS`] peers on random high ports), and then
+/// tries every peer of the second reply, 0.2 s apart (unanswered SYNs, as to peers gone).
+pub fn channel_flood(flood: ChannelFlood) -> FloodScenario {
+    let mut g = Gen {
+        rng: Rng(format!("{flood:?}")
+            .bytes()
+            .fold(0xF100_D5EE_D000_0001, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+            })),
+        frames: Vec::new(),
+    };
+    let peers: Vec<([u8; 4], u16)> = (0..FLOOD_PEERS)
+        .map(|i| {
+            let i = u16::try_from(i).expect("few peers").to_be_bytes();
+            ([100, 64, i[0], 10 + i[1]], g.rng.port(10_000, 65_000))
+        })
+        .collect();
+    let early: Vec<([u8; 4], u16)> = (0..5u8)
+        .map(|i| ([100, 65, 0, 10 + i], g.rng.port(10_000, 65_000)))
+        .collect();
+    let (flood_start, flood_secs, rate, announce_at): (f64, u32, u32, f64) = match flood {
+        ChannelFlood::HttpGet { .. } => (2.0, 60, 200, 30.0),
+        ChannelFlood::DhtQueries { .. } => (6.0, 4, 4_000, 8.0),
+    };
+    // Before the flood: an answered announce, which gives the client standing.
+    match flood {
+        ChannelFlood::HttpGet { standing: true } => http_tracker(&mut g, 1.0, BT_HOST, &early),
+        ChannelFlood::DhtQueries { standing: true } => {
+            dht_values(&mut g, 1.0, BT_HOST, GENUINE_NODE, &early, true);
+        }
+        _ => {}
+    }
+    // The flood (and the burst, for the HTTP tracker).
+    let n = usize::try_from(flood_secs * rate).expect("bounded flood");
+    let burst = if matches!(flood, ChannelFlood::HttpGet { .. }) {
+        1_100
+    } else {
+        0
+    };
+    for i in 0..n + burst {
+        let t = if i < n {
+            flood_start + i as f64 / f64::from(rate)
+        } else {
+            // Between the request (+3 ms) and the reply (+33 ms) of `http_tracker`.
+            announce_at + 0.004 + 0.025 * (i - n) as f64 / burst as f64
+        };
+        let src = spoofed(&mut g.rng, i);
+        match flood {
+            ChannelFlood::HttpGet { .. } => {
+                let req = announce_request(&mut g.rng);
+                let (seq, ack) = (g.rng.u32(), g.rng.u32());
+                let trk = (Ip::V4(TRACKER), TRACKER_PORT);
+                let l = Link::Plain;
+                g.tcp(
+                    at(t),
+                    l,
+                    src,
+                    trk,
+                    PSH | ACK,
+                    seq,
+                    ack,
+                    502,
+                    &[],
+                    req.as_bytes(),
+                );
+            }
+            ChannelFlood::DhtQueries { .. } => {
+                let node = spoofed(&mut g.rng, 1_000_000 + i);
+                let (tid, id, ih): ([u8; 2], [u8; 20], [u8; 20]) =
+                    (g.rng.bytes(), g.rng.bytes(), g.rng.bytes());
+                let q = krpc_query(
+                    tid,
+                    "get_peers",
+                    vec![
+                        ("id", Bencode::bytes(&id)),
+                        ("info_hash", Bencode::bytes(&ih)),
+                    ],
+                );
+                g.udp(at(t), Link::Plain, src, node, &q);
+            }
+        }
+    }
+    // The client's announce in the middle of the flood.
+    match flood {
+        ChannelFlood::HttpGet { .. } => http_tracker(&mut g, announce_at, BT_HOST, &peers),
+        ChannelFlood::DhtQueries { .. } => {
+            slow_get_peers(&mut g, announce_at, BT_HOST, CLIENT_NODE, &peers, 1.0);
+        }
+    }
+    let dial_from = announce_at + 2.0;
+    for (i, &p) in peers.iter().enumerate() {
+        let src = (
+            Ip::V4(BT_HOST),
+            50_000 + u16::try_from(i).expect("few peers"),
+        );
+        syn(&mut g, dial_from + 0.2 * i as f64, src, ep(p), true);
+    }
+    FloodScenario {
+        capture: finish(g.frames),
+        client_peers: peers.into_iter().map(sock).collect(),
+        flood_packets: n + burst,
+    }
+}
+
+/// `get_peers` queries from `host` to `node`, 100 `values` per response, each response
+/// `delay` seconds after its query.
+fn slow_get_peers(
+    g: &mut Gen,
+    t: f64,
+    host: [u8; 4],
+    node: [u8; 4],
+    peers: &[([u8; 4], u16)],
+    delay: f64,
+) {
+    let me = (Ip::V4(host), BT_PORT);
+    let them = (Ip::V4(node), BT_PORT);
+    let (my_id, info_hash, node_id): ([u8; 20], [u8; 20], [u8; 20]) =
+        (g.rng.bytes(), g.rng.bytes(), g.rng.bytes());
+    for (i, chunk) in peers.chunks(100).enumerate() {
+        let t = t + 0.01 * i as f64;
+        let tid: [u8; 2] = g.rng.bytes();
+        let q = krpc_query(
+            tid,
+            "get_peers",
+            vec![
+                ("id", Bencode::bytes(&my_id)),
+                ("info_hash", Bencode::bytes(&info_hash)),
+            ],
+        );
+        g.udp(at(t), Link::Plain, me, them, &q);
+        let values = chunk
+            .iter()
+            .map(|&(ip, p)| Bencode::Bytes(compact_v4(ip, p)))
+            .collect();
+        let r = krpc_response(
+            tid,
+            vec![
+                ("id", Bencode::bytes(&node_id)),
+                ("token", Bencode::bytes(&g.rng.bytes::<8>())),
+                ("values", Bencode::List(values)),
+            ],
+        );
+        g.udp(at(t + delay), Link::Plain, them, me, &r);
+    }
+}
+
+// A scan hidden in real BitTorrent traffic.
+
+/// A capture file's frames (pcap or pcapng, any link type the sensor reads), as Ethernet
+/// frames in file order, timestamps rounded down to the microsecond.
+pub fn read_capture(path: &std::path::Path) -> anyhow::Result<Capture> {
+    let mut packets = Vec::new();
+    let report = sensor::capture::pcap::read_frames(path, |ts, frame| {
+        packets.push(crate::synth::SynthPacket {
+            ts: std::time::Duration::from_micros(ts.as_nanos() / 1_000),
+            frame: frame.to_vec(),
+        });
+    })?;
+    if let Some(e) = report.error {
+        anyhow::bail!("{}: {e}", path.display());
+    }
+    Ok(Capture { packets })
+}
+
+/// The IP source and destination of an Ethernet frame (VLAN tags skipped; a cut frame is
+/// read as far as it goes).
+fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    use etherparse::{LaxNetSlice, LaxSlicedPacket};
+    match LaxSlicedPacket::from_ethernet(frame).ok()?.net? {
+        LaxNetSlice::Ipv4(v4) => Some((
+            v4.header().source_addr().into(),
+            v4.header().destination_addr().into(),
+        )),
+        LaxNetSlice::Ipv6(v6) => Some((
+            v6.header().source_addr().into(),
+            v6.header().destination_addr().into(),
+        )),
+        LaxNetSlice::Arp(_) => None,
+    }
+}
+
+/// The frames to or from `host`, within `window` (seconds from the capture's first frame,
+/// start inclusive, end exclusive).
+pub fn cut_host(capture: &Capture, host: IpAddr, window: (f64, f64)) -> Capture {
+    let Some(t0) = capture.packets.first().map(|p| p.ts) else {
+        return Capture {
+            packets: Vec::new(),
+        };
+    };
+    let packets = capture
+        .packets
+        .iter()
+        .filter(|p| {
+            let t = p.ts.saturating_sub(t0).as_secs_f64();
+            t >= window.0
+                && t < window.1
+                && ip_pair(&p.frame).is_some_and(|(s, d)| s == host || d == host)
+        })
+        .cloned()
+        .collect();
+    Capture { packets }
+}
+
+/// `capture` with a horizontal sweep added: `n` bare SYNs (no answer) from `host` to `port`
+/// on `n` addresses of 198.19.0.0/16, spread evenly between the host's first and last frame
+/// (interleaved with its own traffic), in Ethernet frames with the MAC addresses of the host's
+/// own outgoing frames. Returns the capture and the targets.
+pub fn hide_sweep(
+    capture: &Capture,
+    host: Ipv4Addr,
+    port: u16,
+    n: usize,
+) -> anyhow::Result<(Capture, Vec<SocketAddr>)> {
+    use anyhow::Context as _;
+    let host_ip = IpAddr::V4(host);
+    let own: Vec<&crate::synth::SynthPacket> = capture
+        .packets
+        .iter()
+        .filter(|p| ip_pair(&p.frame).is_some_and(|(s, _)| s == host_ip))
+        .collect();
+    let first = own.first().context("the host sends nothing")?;
+    let last = own.last().context("the host sends nothing")?;
+    let (dst_mac, src_mac): ([u8; 6], [u8; 6]) = (
+        first.frame[0..6].try_into()?,
+        first.frame[6..12].try_into()?,
+    );
+    let span = last.ts.saturating_sub(first.ts);
+    let mut rng = Rng(0x5CA7_0445_0000_0001 ^ u64::from(u32::from(host)));
+    let mut packets = capture.packets.clone();
+    let mut targets = Vec::with_capacity(n);
+    for k in 0..n {
+        let i = u16::try_from(k).context("at most 65,535 targets")?;
+        let [hi, lo] = i.to_be_bytes();
+        let target = Ipv4Addr::new(198, 19, hi, lo);
+        let sport = 40_000 + i % 20_000;
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
+            .ipv4(host.octets(), target.octets(), 64)
+            .tcp(sport, port, rng.u32(), 64_240)
+            .syn()
+            .write(&mut frame, &[])?;
+        // Even spacing, whole microseconds (what a pcap keeps).
+        let offset = span.as_micros() * (2 * k as u128 + 1) / (2 * n as u128);
+        let ts = first.ts + std::time::Duration::from_micros(u64::try_from(offset)?);
+        packets.push(crate::synth::SynthPacket { ts, frame });
+        targets.push(SocketAddr::new(target.into(), port));
+    }
+    // Stable: the capture's own frames keep their order.
+    packets.sort_by_key(|p| p.ts);
+    Ok((Capture { packets }, targets))
+}
+
+/// The committed fixture: [`FIXTURE_HOST`]'s frames, cut from the lab capture
+/// `bt-heavy-1/bt-heavy.pcap` by [`cut_host`] over [`FIXTURE_WINDOW`]
+/// (`cargo run -p sensor-tests --bin cut-fixture`).
+pub const FIXTURE: &str = "fixtures/bt-heavy-rtorrent.pcap";
+/// rtorrent 0.9.8 (libtorrent 0.13.8) in the lab's bt-heavy run: UDP trackers, DHT and PEX.
+pub const FIXTURE_HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 11, 79);
+/// The whole run (5.5 minutes): the host's traffic is small.
+pub const FIXTURE_WINDOW: (f64, f64) = (0.0, 400.0);

@@ -244,7 +244,8 @@ pub fn run_big_flood(suppress: sensor::engine::Suppress, threshold: u64) -> BigF
 /// Bytes one entry of `table` costs, measured: the growth of this process's RSS while `n`
 /// flood-shaped entries are added to a table of that kind alone, uncapped, divided by `n`. Run
 /// each table in a fresh process. Tables: `connections` (pending SYNs), `scan_sources` (a Bro
-/// source with one failed attempt), `ppr_sources` (a source with one pair), `predictions` (one
+/// source with one failed attempt), `trw_sources` (a TRW source with one failed first contact),
+/// `trw_friendly` (a TRW friendly remote), `ppr_sources` (a source with one pair), `predictions` (one
 /// peer for each of `n` hosts) and `predictions_one_host` (`n` peers of one host).
 pub fn entry_bytes(table: &str, n: u32) -> Option<f64> {
     use sensor::conn::{ConnConfig, ConnOutcome, ConnTracker};
@@ -292,6 +293,46 @@ pub fn entry_bytes(table: &str, n: u32) -> Option<f64> {
             }
             assert_eq!(b.tracked_sources(), n as usize);
             Box::new(b)
+        }
+        "trw_sources" | "trw_friendly" => {
+            let mut t = sensor::detect::Trw::new(sensor::detect::TrwConfig {
+                max_sources: usize::MAX,
+                max_bytes: usize::MAX,
+                // The flood's sources are remote; its targets are local, so each target that
+                // contacts a spoofed source befriends it.
+                local_nets: vec![(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 24)],
+                ..sensor::detect::TrwConfig::default()
+            })
+            .expect("valid TRW");
+            let mut out = Vec::new();
+            let friendly = table == "trw_friendly";
+            for ev in f.events() {
+                let (orig, resp) = if friendly {
+                    (ev.dst.ip(), ev.src.ip())
+                } else {
+                    (ev.src.ip(), ev.dst.ip())
+                };
+                let state = if friendly {
+                    sensor::detect::ConnState::SF
+                } else {
+                    sensor::detect::ConnState::S0
+                };
+                t.check(
+                    ev.ts,
+                    orig,
+                    resp,
+                    sensor::detect::Service::tcp(ev.dst.port()),
+                    state,
+                    0,
+                    &mut out,
+                );
+            }
+            if friendly {
+                assert_eq!(t.friendly_remotes(), n as usize);
+            } else {
+                assert_eq!(t.tracked_sources(), n as usize);
+            }
+            Box::new(t)
         }
         "ppr_sources" => {
             let mut p = sensor::ppr::PprTracker::new(sensor::ppr::PprConfig {

@@ -70,6 +70,47 @@ fn evicted_attempts_still_count_against_the_scanner() {
     }
 }
 
+/// TRW under the same flood, its budget set to 1,000 sources: the spoofed sources are evicted
+/// (counted in the engine's `scan_sources` row) and the scanner, scored on every SYN, stays and
+/// is flagged.
+#[test]
+fn trw_sources_are_bounded_by_memory_and_the_scanner_stays() {
+    for suppress in [Suppress::None, Suppress::All] {
+        let mut config = EngineConfig {
+            suppress,
+            detector: sensor::engine::DetectorKind::Trw,
+            ..EngineConfig::default()
+        };
+        config.trw.max_bytes = 1_000 * sensor::detect::Trw::SOURCE_BYTES;
+        let mut e = Engine::new(config, Collect::default()).unwrap();
+        for ev in SMALL.events() {
+            e.event(&ev);
+        }
+        e.finish();
+        let tables = e.tables();
+        let row = |name: &str| tables.iter().find(|t| t.0 == name).unwrap().1;
+        let sources = row("scan_sources");
+        assert!(sources.len <= 1_000, "{sources:?}");
+        // 50,001 sources (50,000 spoofed and the scanner) through 1,000 slots; a flagged
+        // scanner is no longer scored, so it too can be evicted and scored afresh.
+        assert!(sources.evicted >= 49_001, "{sources:?}");
+        if suppress == Suppress::All {
+            // The baseline detector (every attempt, predicted or not) exists with prediction.
+            let baseline = row("baseline_scan_sources");
+            assert!(baseline.evicted >= 49_001, "{baseline:?}");
+        }
+        let scanner = IpAddr::V4(flood::SCANNER);
+        assert!(
+            e.sink
+                .notices
+                .iter()
+                .any(|n| n.src == scanner && n.note == NoticeKind::TRWAddressScan),
+            "{suppress:?}: {:?}",
+            e.sink.notices
+        );
+    }
+}
+
 fn flood_pcap() -> PathBuf {
     let path = std::env::temp_dir().join(format!("sensor-flood-{}.pcap", std::process::id()));
     SMALL.capture().write_pcap_file(&path).unwrap();

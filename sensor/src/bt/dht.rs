@@ -31,7 +31,7 @@ use bencode::{BRefAccess, BencodeRef};
 
 use super::channel::{Learnt, Sender};
 use super::wire::{compact_v4, compact_v6};
-use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, Fairness, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
 
@@ -449,6 +449,9 @@ pub struct DhtConfig {
     pub max_pending: usize,
     /// How long a query waits for its response (libtorrent gives up after seconds).
     pub pending_ttl: Duration,
+    /// How long a query waits before a full table may drop it for a new one (fair shares:
+    /// see `bt::bounded`). A DHT node answers within an RTT or two.
+    pub answer_deadline: Duration,
     /// Predict from responses whose query was not seen (see the module docs).
     pub predict_unmatched: bool,
     /// Endpoints read per message.
@@ -460,6 +463,7 @@ impl Default for DhtConfig {
         Self {
             max_pending: 65_536,
             pending_ttl: Duration::from_mins(1),
+            answer_deadline: Duration::from_secs(10),
             predict_unmatched: true,
             max_entries: MAX_ENTRIES,
         }
@@ -504,7 +508,16 @@ pub struct DhtTracker {
 impl DhtTracker {
     pub fn new(config: DhtConfig) -> Self {
         Self {
-            pending: Bounded::new(config.max_pending, config.pending_ttl),
+            pending: Bounded::fair(
+                config.max_pending,
+                config.pending_ttl,
+                Fairness {
+                    deadline: config.answer_deadline,
+                    // The querier: whose query it is, spoofed or not.
+                    owner: |k: &QueryKey, _| k.0.ip(),
+                    answered: |_| false,
+                },
+            ),
             config,
             stats: DhtStats::default(),
         }
@@ -583,11 +596,11 @@ impl DhtTracker {
             }
             Body::Response(_) => {
                 self.stats.responses += 1;
-                self.pending.take(&(ev.dst, ev.src, tid), ev.ts).is_some()
+                self.pending.answer(&(ev.dst, ev.src, tid), ev.ts).is_some()
             }
             Body::Error(_) => {
                 self.stats.errors += 1;
-                self.pending.take(&(ev.dst, ev.src, tid), ev.ts).is_some()
+                self.pending.answer(&(ev.dst, ev.src, tid), ev.ts).is_some()
             }
         };
         if answered {
@@ -690,6 +703,9 @@ impl super::channel::Channel for DhtTracker {
             for (reason, n) in e.drops() {
                 f(list, reason, n);
             }
+        }
+        for (reason, n) in self.pending.fair_stats().drops() {
+            f("queries", reason, n);
         }
     }
 

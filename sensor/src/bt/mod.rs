@@ -45,7 +45,8 @@ pub mod utp_stream;
 pub mod vuze_dht;
 pub mod wire;
 
-pub(crate) use bounded::Bounded;
+pub use bounded::FairStats;
+pub(crate) use bounded::{Bounded, Fairness};
 pub use channel::{Channel, Learnt, Sender};
 
 /// Tunables of every channel.
@@ -238,6 +239,17 @@ impl Coordination {
             let channel = c.name();
             c.drops(&mut |list, reason, n| out.push((channel, list, reason, n)));
         }
+        // The stream readers' tables, by fair shares (`bounded`).
+        let utp = self.utp_streams.stats();
+        for (channel, list, fair) in [
+            ("tcp_streams", "connections", self.streams.stats().fair),
+            ("utp_streams", "connections", utp.conns_fair),
+            ("utp_streams", "syns", utp.syns_fair),
+        ] {
+            for (reason, n) in fair.drops() {
+                out.push((channel, list, reason, n));
+            }
+        }
         out
     }
 
@@ -369,6 +381,9 @@ pub struct TableStats {
     pub evicted: u64,
     /// Dropped because they outlived the TTL.
     pub expired: u64,
+    /// Of `evicted`, those whose pending evidence was reported before the entry was dropped
+    /// (`connections`: unanswered SYNs reported as failed attempts, `evicted_as_failed`).
+    pub evicted_reported: u64,
 }
 
 /// Why a bencoded value did not decode, in the reasons every channel reports.

@@ -136,10 +136,13 @@ pub enum StreamEvent<'a> {
 
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
-    /// Connections followed at once (oldest dropped first).
+    /// Connections followed at once (admitted by fair shares when full: `bt::bounded`).
     pub max_conns: usize,
     /// A connection with no forwarded segment for this long is forgotten.
     pub idle: std::time::Duration,
+    /// How long a connection whose server never sent a byte waits before a full table may
+    /// drop it for a new one.
+    pub answer_deadline: std::time::Duration,
     /// Out-of-order segments held per direction while waiting for a hole to fill.
     pub max_pending: usize,
     /// Bytes held out of order over all connections.
@@ -153,6 +156,7 @@ impl Default for StreamConfig {
         Self {
             max_conns: 16_384,
             idle: std::time::Duration::from_mins(10),
+            answer_deadline: std::time::Duration::from_secs(15),
             max_pending: 16,
             max_pending_bytes: 16 << 20,
             reorder_wait: std::time::Duration::from_secs(1),
@@ -164,6 +168,8 @@ impl Default for StreamConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StreamStats {
     pub conns: super::TableStats,
+    /// What the connection table's fair shares refused and evicted.
+    pub fair: super::FairStats,
     /// Payload segments offered.
     pub segments: u64,
     /// Bytes handed to the channels.
@@ -262,7 +268,16 @@ fn seq_diff(a: u32, b: u32) -> i64 {
 impl TcpStreams {
     pub fn new(config: StreamConfig) -> Self {
         Self {
-            conns: super::Bounded::new(config.max_conns, config.idle),
+            conns: super::Bounded::fair(
+                config.max_conns,
+                config.idle,
+                super::Fairness {
+                    deadline: config.answer_deadline,
+                    // The client sent the first bytes; the server's are its answer.
+                    owner: |_, c: &Conn| c.key.client.ip(),
+                    answered: |c: &Conn| c.halves[Dir::ToClient as usize].next.is_some(),
+                },
+            ),
             config,
             held_bytes: Arc::default(),
             stats: StreamStats::default(),
@@ -272,6 +287,7 @@ impl TcpStreams {
     pub fn stats(&self) -> StreamStats {
         StreamStats {
             conns: self.conns.stats(),
+            fair: self.conns.fair_stats(),
             ..self.stats.clone()
         }
     }
@@ -777,7 +793,8 @@ mod tests {
         r.data(0, true, 1, b"GET ");
         r.data(1, true, 100, b"held");
         assert_eq!(r.streams.held_bytes.load(Relaxed), 4);
-        // Another connection takes the only slot: the held segment goes with its connection.
+        // Another connection takes the only slot once the first has waited past the answer
+        // deadline unanswered: the held segment goes with its connection.
         let other: SocketAddr = "10.0.0.9:5555".parse().unwrap();
         let seg = TcpSegment {
             flags: TcpFlags(PSH | ACK),
@@ -787,7 +804,7 @@ mod tests {
             payload_len: 4,
             head: b"GET ",
         };
-        let ev = PacketEvent {
+        let mut ev = PacketEvent {
             ts: Timestamp::from_micros(2000),
             src: other,
             dst: SERVER.parse().unwrap(),
@@ -795,7 +812,17 @@ mod tests {
             transport: Transport::Tcp(seg),
         };
         r.streams.on_segment(&ev, &seg, |_, _| {});
-        assert_eq!(r.streams.stats().conns.evicted, 1);
+        let s = r.streams.stats();
+        assert_eq!(
+            (s.conns.evicted, s.fair.table_full),
+            (0, 1),
+            "refused while fresh"
+        );
+        assert_eq!(r.streams.held_bytes.load(Relaxed), 4);
+        ev.ts = Timestamp::from_secs(16);
+        r.streams.on_segment(&ev, &seg, |_, _| {});
+        let s = r.streams.stats();
+        assert_eq!((s.conns.evicted, s.fair.unanswered_evicted), (1, 1));
         assert_eq!(r.streams.held_bytes.load(Relaxed), 0);
     }
 

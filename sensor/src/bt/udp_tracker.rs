@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::channel::{Learnt, Sender};
 use super::wire::{array_at, be16_at, be32_at, be64_at, compact_v4, compact_v6};
-use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, Fairness, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
 use crate::time;
@@ -377,6 +377,9 @@ pub struct UdpTrackerConfig {
     pub flow_ttl: Duration,
     /// BEP 15: trackers accept a connection id for two minutes.
     pub connection_id_ttl: Duration,
+    /// How long a request, or a flow never answered, waits before a full table may drop it
+    /// for a new one (fair shares: see `bt::bounded`); BEP 15 clients resend after 15 s.
+    pub answer_deadline: Duration,
     /// Peers read per announce response.
     pub max_entries: usize,
 }
@@ -389,6 +392,7 @@ impl Default for UdpTrackerConfig {
             max_flows: 65_536,
             flow_ttl: Duration::from_hours(1),
             connection_id_ttl: Duration::from_mins(2),
+            answer_deadline: Duration::from_secs(15),
             max_entries: MAX_ENTRIES,
         }
     }
@@ -445,8 +449,26 @@ pub struct UdpTracker {
 impl UdpTracker {
     pub fn new(config: UdpTrackerConfig) -> Self {
         Self {
-            pending: Bounded::new(config.max_pending, config.pending_ttl),
-            flows: Bounded::new(config.max_flows, config.flow_ttl),
+            // Owned by the requesting host, spoofed or not.
+            pending: Bounded::fair(
+                config.max_pending,
+                config.pending_ttl,
+                Fairness {
+                    deadline: config.answer_deadline,
+                    owner: |k: &(SocketAddr, SocketAddr, u32), _| k.0.ip(),
+                    answered: |_| false,
+                },
+            ),
+            // A flow is answered once the tracker gave it a connection id.
+            flows: Bounded::fair(
+                config.max_flows,
+                config.flow_ttl,
+                Fairness {
+                    deadline: config.answer_deadline,
+                    owner: |k: &(SocketAddr, SocketAddr), _| k.0.ip(),
+                    answered: |f: &Flow| f.ids[0].is_some(),
+                },
+            ),
             config,
             stats: UdpTrackerStats::default(),
         }
@@ -531,9 +553,10 @@ impl UdpTracker {
                 *id = None;
             }
         }
-        self.flows.insert(flow_key, flow, ev.ts);
-        self.pending
-            .insert((ev.src, ev.dst, req.txid()), kind, ev.ts);
+        if self.flows.try_insert(flow_key, flow, ev.ts).is_ok() {
+            self.pending
+                .insert((ev.src, ev.dst, req.txid()), kind, ev.ts);
+        }
         Ok(())
     }
 
@@ -565,8 +588,9 @@ impl UdpTracker {
         let txid = be32_at(udp.head, 4).ok_or(Reject::BadLength)?;
         let kind = self
             .pending
-            .take(&(ev.dst, ev.src, txid), ev.ts)
+            .answer(&(ev.dst, ev.src, txid), ev.ts)
             .ok_or(Reject::UnmatchedTransaction)?;
+        self.flows.vouch(ev.dst.ip(), ev.ts);
         let resp = parse_response(udp.head, usize::from(udp.payload_len), ev.src.is_ipv6())?;
         match (kind, resp) {
             (_, Response::Error { .. }) => self.stats.errors += 1,
@@ -652,6 +676,14 @@ impl super::channel::Channel for UdpTracker {
                 f(list, reason, n);
             }
         }
+        for (list, t) in [
+            ("transactions", self.pending.fair_stats()),
+            ("flows", self.flows.fair_stats()),
+        ] {
+            for (reason, n) in t.drops() {
+                f(list, reason, n);
+            }
+        }
     }
 
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {
@@ -667,6 +699,7 @@ impl super::channel::Channel for UdpTracker {
                 len: p.len + fl.len,
                 evicted: p.evicted + fl.evicted,
                 expired: p.expired + fl.expired,
+                evicted_reported: 0,
             },
         );
     }

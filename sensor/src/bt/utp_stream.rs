@@ -62,20 +62,23 @@ use std::sync::Arc;
 
 use super::stream::{Carrier, ConnKey, Dir, Lease, StreamChunk, StreamClass, StreamEvent};
 use super::utp::{self, Reject, Type};
-use super::{Bounded, TableStats};
+use super::{Bounded, FairStats, Fairness, TableStats};
 use crate::event::UdpDatagram;
 use crate::time::{Duration, Timestamp};
 
 #[derive(Clone, Debug)]
 pub struct UtpStreamConfig {
-    /// Connections followed at once (the least recently active dropped first).
+    /// Connections followed at once (admitted by fair shares when full: `bt::bounded`).
     pub max_conns: usize,
     /// A connection with no packet for this long is closed.
     pub idle: std::time::Duration,
-    /// SYNs remembered at once, waiting for their answer (oldest dropped first).
+    /// SYNs remembered at once, waiting for their answer (fair shares too).
     pub max_syns: usize,
     /// How long a SYN waits for the first packet of its connection.
     pub syn_wait: std::time::Duration,
+    /// How long a SYN, or a connection picked up mid-session and heard from one side only,
+    /// waits before a full table may drop it for a new one.
+    pub answer_deadline: std::time::Duration,
     /// Out-of-order packets held per direction while waiting for a hole to fill.
     pub max_pending: usize,
     /// Payload bytes held out of order over all connections.
@@ -94,6 +97,7 @@ impl Default for UtpStreamConfig {
             idle: std::time::Duration::from_mins(10),
             max_syns: 16_384,
             syn_wait: std::time::Duration::from_mins(1),
+            answer_deadline: std::time::Duration::from_secs(10),
             max_pending: 64,
             max_pending_bytes: 16 << 20,
             reorder_wait: std::time::Duration::from_secs(1),
@@ -107,6 +111,9 @@ impl Default for UtpStreamConfig {
 pub struct UtpStreamStats {
     pub conns: TableStats,
     pub syns_table: TableStats,
+    /// What the connection and SYN tables' fair shares refused and evicted.
+    pub conns_fair: FairStats,
+    pub syns_fair: FairStats,
     /// Datagrams with the uTP shape offered.
     pub packets: u64,
     /// Of those, not plausible uTP packets ([`utp::parse`], [`utp::check_length`]).
@@ -318,8 +325,25 @@ pub struct UtpStreams {
 impl UtpStreams {
     pub fn new(config: UtpStreamConfig) -> Self {
         Self {
-            conns: Bounded::new(config.max_conns, config.idle),
-            syns: Bounded::new(config.max_syns, config.syn_wait),
+            conns: Bounded::fair(
+                config.max_conns,
+                config.idle,
+                Fairness {
+                    deadline: config.answer_deadline,
+                    owner: |k: &UtpKey, _| k.initiator.ip(),
+                    // Opened by the answer to its SYN, or heard from both sides.
+                    answered: |c: &Conn| !c.mid_session || c.ids.iter().all(Option::is_some),
+                },
+            ),
+            syns: Bounded::fair(
+                config.max_syns,
+                config.syn_wait,
+                Fairness {
+                    deadline: config.answer_deadline,
+                    owner: |k: &UtpKey, _| k.initiator.ip(),
+                    answered: |_| false,
+                },
+            ),
             config,
             held_bytes: Arc::default(),
             stats: UtpStreamStats::default(),
@@ -330,6 +354,8 @@ impl UtpStreams {
         UtpStreamStats {
             conns: self.conns.stats(),
             syns_table: self.syns.stats(),
+            conns_fair: self.conns.fair_stats(),
+            syns_fair: self.syns.fair_stats(),
             held_bytes: self.held_bytes.load(Relaxed) as u64,
             ..self.stats.clone()
         }
@@ -472,7 +498,7 @@ impl UtpStreams {
             (key(src, dst, id.wrapping_sub(1)), Dir::ToServer),
             (key(dst, src, id), Dir::ToClient),
         ] {
-            if let Some(syn_seq) = self.syns.take(&k, ts) {
+            if let Some(syn_seq) = self.syns.answer(&k, ts) {
                 self.stats.opened += 1;
                 let mut conn = Conn::new(
                     k,
@@ -566,10 +592,12 @@ impl UtpStreams {
             self.close(conn, ts, sink);
             return;
         }
-        if let Some((_, evicted)) = self.conns.make_room(&key) {
+        if let Some((_, evicted)) = self.conns.make_room(&key, &conn, ts) {
             self.drop_conn(evicted, ts, sink);
         }
-        self.conns.insert(key, conn, ts);
+        if let Err(refused) = self.conns.try_insert(key, conn, ts) {
+            self.drop_conn(refused, ts, sink);
+        }
     }
 
     /// Delivers what `conn` holds, then closes it.

@@ -54,6 +54,11 @@ pub struct TrwConfig {
     /// Cap (not a Bro parameter) on scored sources, on friendly remotes and on pending
     /// summaries, each; the oldest is dropped and counted in [`Trw::evictions`].
     pub max_sources: usize,
+    /// Memory budget (not a Bro parameter) of the scored sources: at most
+    /// `max_bytes / Trw::SOURCE_BYTES` of them, whichever of the two caps is lower. Friendly
+    /// remotes and pending summaries are held to the same count (they cost a fraction of a
+    /// source each: see [`Trw::FRIEND_BYTES`]).
+    pub max_bytes: usize,
 }
 
 impl Default for TrwConfig {
@@ -72,6 +77,7 @@ impl Default for TrwConfig {
             friendly_read_expire: Duration::from_mins(30),
             summary_delay: Duration::from_hours(24),
             max_sources: 1_000_000,
+            max_bytes: 96 << 20,
         }
     }
 }
@@ -289,9 +295,35 @@ impl Trw {
         self.friendly.contains_key(&remote)
     }
 
-    /// Remote sources with TRW state (bounded by `max_sources`).
+    /// Remote sources with TRW state (bounded by [`Trw::capacity`]).
     pub fn tracked_sources(&self) -> usize {
         self.srcs.len()
+    }
+
+    /// Bytes of a scored source with one failed first contact, as a flood's spoofed sources
+    /// have: the `TrwSrc` in its map slot (half full), its LRU and expiry index entries, its
+    /// one-element pair set and FIFO, allocator overhead. Measured with 1 M such sources
+    /// (`cargo xtask bench`, flood section, `trw_sources`) and rounded up; a source's pair
+    /// sets grow with its distinct peers as Bro's do.
+    pub const SOURCE_BYTES: usize = 1_100;
+
+    /// Bytes of a friendly remote (map slot and index entry), measured the same way
+    /// (`trw_friendly`: 155 B) and rounded up. Held to [`Trw::capacity`] in count, friendly
+    /// remotes add at most `capacity() * FRIEND_BYTES` (17 MiB at the defaults) to the budget.
+    pub const FRIEND_BYTES: usize = 200;
+
+    /// Most scored sources, friendly remotes and pending summaries, each: the lower of
+    /// `max_sources` and `max_bytes / SOURCE_BYTES`.
+    pub fn capacity(&self) -> usize {
+        self.cfg
+            .max_sources
+            .min(self.cfg.max_bytes / Self::SOURCE_BYTES)
+            .max(1)
+    }
+
+    /// Friendly remotes tracked now.
+    pub fn friendly_remotes(&self) -> usize {
+        self.friendly.len()
     }
 
     /// `check_TRW_scan` for a Bro connection: resolves `reverse` and ftp-data like scan.bro,
@@ -475,7 +507,7 @@ impl Trw {
     /// `schedule summary_delay { TRW_scan_summary(orig) }`, dropping the oldest pending one at
     /// the cap.
     fn schedule_summary(&mut self, orig: IpAddr, now: Timestamp) {
-        if self.summaries.len() >= self.cfg.max_sources.max(1) {
+        if self.summaries.len() >= self.capacity() {
             self.summaries.pop_front();
             self.evictions += 1;
         }
@@ -547,7 +579,7 @@ impl Trw {
             f.last = now;
             return;
         }
-        let cap = self.cfg.max_sources.max(1);
+        let cap = self.capacity();
         while self.friendly.len() >= cap {
             let Some((key, ip)) = self.friendly_idx.pop_first() else {
                 break;
@@ -571,9 +603,9 @@ impl Trw {
         self.friendly_idx.insert((now, remote));
     }
 
-    /// Evicts least-recently-scored sources until one more fits under `max_sources`.
+    /// Evicts least-recently-scored sources until one more fits under [`Trw::capacity`].
     fn make_room(&mut self) {
-        let cap = self.cfg.max_sources.max(1);
+        let cap = self.capacity();
         self.evictions +=
             super::make_room(&mut self.srcs, &mut self.lru, &mut self.expiry, cap, |s| {
                 (&mut s.lru_key, s.touched, s.exp_key)

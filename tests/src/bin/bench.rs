@@ -284,9 +284,11 @@ fn veth_replay(
 }
 
 /// Tables measured per entry by the flood section, with what one entry is.
-const FLOOD_TABLES: [(&str, &str); 5] = [
+const FLOOD_TABLES: [(&str, &str); 7] = [
     ("connections", "a pending SYN"),
     ("scan_sources", "a Bro source with one failed attempt"),
+    ("trw_sources", "a TRW source with one failed first contact"),
+    ("trw_friendly", "a TRW friendly remote"),
     ("ppr_sources", "a PPR source with one pair"),
     ("predictions", "one predicted peer for each host"),
     ("predictions_one_host", "predicted peers of one host"),

@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use super::channel::{self, Learnt};
 use super::stream::{ConnKey, Dir, StreamChunk, StreamClass, StreamEvent};
-use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, Fairness, TableStats};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
 use crate::time::Timestamp;
 
@@ -144,10 +144,13 @@ super::from_bencode_fault!(Reject);
 
 #[derive(Clone, Debug)]
 pub struct HttpTrackerConfig {
-    /// Connections followed at once (oldest dropped first).
+    /// Connections followed at once (admitted by fair shares when full: `bt::bounded`).
     pub max_sessions: usize,
     /// A connection idle this long is forgotten (trackers answer within seconds).
     pub session_ttl: Duration,
+    /// How long a session the tracker never answered waits before a full table may drop it
+    /// for a new one.
+    pub answer_deadline: Duration,
     pub max_head: usize,
     pub max_body: usize,
     pub max_inflated: usize,
@@ -162,6 +165,7 @@ impl Default for HttpTrackerConfig {
         Self {
             max_sessions: 1024,
             session_ttl: Duration::from_mins(2),
+            answer_deadline: Duration::from_secs(15),
             max_head: MAX_HEAD,
             max_body: 64 << 10,
             max_inflated: MAX_INFLATED,
@@ -195,8 +199,11 @@ pub struct HttpTrackerStats {
     pub unanswered_requests: u64,
     /// Requests past the pipelining cap, not awaited.
     pub pending_overflow: u64,
-    /// New connections not tracked because the session table was full.
+    /// New connections not tracked because the session table refused them (their host held
+    /// its share, or the table was full: `sessions` in [`HttpTrackerStats::fair`]).
     pub sessions_refused: u64,
+    /// What the session table's fair shares refused and evicted.
+    pub fair: super::FairStats,
     /// Replies with a `failure reason`.
     pub failures: u64,
     /// Dict entries whose `ip` is a DNS name (skipped).
@@ -227,7 +234,15 @@ pub struct HttpTracker {
 impl HttpTracker {
     pub fn new(config: HttpTrackerConfig) -> Self {
         Self {
-            sessions: Bounded::new(config.max_sessions, config.session_ttl),
+            sessions: Bounded::fair(
+                config.max_sessions,
+                config.session_ttl,
+                Fairness {
+                    deadline: config.answer_deadline,
+                    owner: |k: &ConnKey, _| k.client.ip(),
+                    answered: |s: &Session| matches!(s, Session::Http(x) if x.answered),
+                },
+            ),
             config,
             stats: HttpTrackerStats::default(),
         }
@@ -236,6 +251,8 @@ impl HttpTracker {
     pub fn stats(&self) -> HttpTrackerStats {
         let mut s = self.stats.clone();
         s.sessions = self.sessions.stats();
+        s.fair = self.sessions.fair_stats();
+        s.sessions_refused = s.fair.host_share + s.fair.table_full;
         s
     }
 
@@ -258,20 +275,22 @@ impl HttpTracker {
                 self.stats.orphan_chunks += 1;
                 return;
             }
-            // Admission, not eviction: a full table keeps the sessions it has. Otherwise
-            // anyone could flush a real client's pending reply with a burst of one-segment
-            // `GET /announce` requests (spoofed from as many sources as needed).
-            None if self.sessions.is_full(chunk.ts) => {
-                self.stats.sessions_refused += 1;
-                return;
-            }
+            // A full table admits by fair shares (`bt::bounded`), never by evicting the oldest:
+            // otherwise anyone could flush a real client's pending reply with a burst of
+            // one-segment `GET /announce` requests (spoofed from as many sources as needed).
             None => {
-                self.stats.flows += 1;
                 let s = Session::new(chunk.data);
-                if matches!(s, Session::NotHttp) {
-                    self.stats.not_http_flows += 1;
+                let not_http = matches!(s, Session::NotHttp);
+                // Admitted (or refused, and counted) before anything is read from it.
+                if self.sessions.try_insert(chunk.conn, s, chunk.ts).is_err() {
+                    return;
                 }
-                s
+                self.stats.flows += 1;
+                self.stats.not_http_flows += u64::from(not_http);
+                match self.sessions.take(&chunk.conn, chunk.ts) {
+                    Some(s) => s,
+                    None => return,
+                }
             }
         };
         if let Session::Http(x) = &mut s {
@@ -280,7 +299,8 @@ impl HttpTracker {
                 Dir::ToClient => self.server_bytes(x, chunk, out),
             }
         }
-        // Re-inserting restarts the TTL: it measures idleness, not age.
+        // Re-inserting restarts the TTL: it measures idleness, not age. The session was just
+        // taken out, so it always fits back.
         self.sessions.insert(chunk.conn, s, chunk.ts);
     }
 
@@ -400,7 +420,9 @@ impl channel::Channel for HttpTracker {
             self.stats.pending_overflow,
         );
         f("body_bytes", "over_cap", self.stats.over_cap_bytes);
-        f("sessions", "table_full", self.stats.sessions_refused);
+        for (reason, n) in self.sessions.fair_stats().drops() {
+            f("sessions", reason, n);
+        }
     }
 
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {

@@ -63,6 +63,8 @@ pub(super) struct Exchange {
     pub(super) pending: VecDeque<Pending>,
     /// The connection carried an announce: a response with nothing outstanding is read as one.
     announce_seen: bool,
+    /// The tracker sent bytes: the session was answered (fair shares, `bt::bounded`).
+    pub(super) answered: bool,
 }
 
 impl Session {
@@ -74,6 +76,7 @@ impl Session {
                 rx: Rx::Head(HeadBuf::default()),
                 pending: VecDeque::new(),
                 announce_seen: false,
+                answered: false,
             })
         } else {
             Session::NotHttp
@@ -249,6 +252,7 @@ impl HttpTracker {
         if chunk.gap {
             self.server_gap(s);
         }
+        s.answered |= !chunk.data.is_empty();
         let mut rest = chunk.data;
         while !rest.is_empty() {
             let next = match &s.rx {

@@ -817,9 +817,10 @@ fn sessions_are_bounded_and_expire() {
         ..Default::default()
     });
     let mut out = Vec::new();
+    // Three clients (one host alone would be held to its share, one session of two).
     for port in 1..=3u16 {
         let c = ConnKey::tcp(
-            SocketAddr::new("10.0.0.201".parse().unwrap(), port),
+            SocketAddr::new(format!("10.0.0.{}", 200 + port).parse().unwrap(), port),
             SERVER.parse().unwrap(),
         );
         t.on_chunk(
@@ -837,9 +838,10 @@ fn sessions_are_bounded_and_expire() {
     // Full: the third connection is refused, the two tracked ones stay.
     assert_eq!((s.sessions.len, s.sessions.evicted, s.flows), (2, 0, 2));
     assert_eq!(s.sessions_refused, 1);
+    assert_eq!(s.fair.table_full, 1);
     // Activity keeps a session alive; idleness expires it.
     let c = ConnKey::tcp(
-        SocketAddr::new("10.0.0.201".parse().unwrap(), 2),
+        SocketAddr::new("10.0.0.202".parse().unwrap(), 2),
         SERVER.parse().unwrap(),
     );
     t.on_chunk(

@@ -62,7 +62,7 @@ use std::time::Duration;
 use super::channel::{self, Learnt};
 use super::stream::{ConnKey, Dir, StreamChunk, StreamClass, StreamEvent};
 use super::wire::Truncated;
-use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, Fairness, TableStats};
 use crate::predict::{Channel, PeerTransport, PredictedPeer, RetractedPeer};
 use crate::time::{self, Timestamp};
 
@@ -134,10 +134,13 @@ super::from_bencode_fault!(Reject);
 
 #[derive(Clone, Debug)]
 pub struct PeerWireConfig {
-    /// Connections tracked at once (oldest evicted first).
+    /// Connections tracked at once (admitted by fair shares when full: `bt::bounded`).
     pub max_connections: usize,
     /// A connection with no traffic for this long is forgotten.
     pub connection_ttl: Duration,
+    /// How long a connection heard from one side only waits before a full table may drop it
+    /// for a new one.
+    pub answer_deadline: Duration,
     /// Longest extended message buffered across chunks; longer ones are skipped.
     pub max_message: usize,
     /// Bytes buffered over all connections at most.
@@ -151,6 +154,7 @@ impl Default for PeerWireConfig {
         Self {
             max_connections: 8192,
             connection_ttl: Duration::from_mins(30),
+            answer_deadline: Duration::from_secs(15),
             max_message: 64 * 1024,
             max_buffered: 16 * 1024 * 1024,
             max_entries: MAX_ENTRIES,
@@ -251,7 +255,16 @@ pub struct PeerWire {
 impl PeerWire {
     pub fn new(config: PeerWireConfig) -> Self {
         Self {
-            conns: Bounded::new(config.max_connections, config.connection_ttl),
+            conns: Bounded::fair(
+                config.max_connections,
+                config.connection_ttl,
+                Fairness {
+                    deadline: config.answer_deadline,
+                    owner: |k: &ConnKey, _| k.client.ip(),
+                    // Both sides spoke (a handshake each way, or data).
+                    answered: |c: &Conn| c.streams.iter().all(|s| !matches!(s, Stream::Fresh)),
+                },
+            ),
             config,
             buffered: Arc::new(AtomicUsize::new(0)),
             stats: PeerWireStats::default(),
@@ -491,6 +504,9 @@ impl channel::Channel for PeerWire {
         }
         f("extended", "oversized", self.stats.oversized);
         f("extended", "over_budget", self.stats.over_budget);
+        for (reason, n) in self.conns.fair_stats().drops() {
+            f("connections", reason, n);
+        }
     }
 
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {

@@ -769,9 +769,15 @@ fn buffering_is_bounded_by_the_global_budget_and_released() {
     w.feed(first, Dir::ToClient, false, 0, &handshake(LTEP));
     w.feed(first, Dir::ToClient, false, 0, &pex[..50]);
     assert_eq!(w.pw.stats().buffered_bytes, 96);
+    // A full table keeps a connection both sides spoke on (fair shares): the new one is
+    // refused and nothing is released.
     w.feed(second, Dir::ToServer, false, 1, &handshake(LTEP));
     let s = w.pw.stats();
-    assert_eq!((s.buffered_bytes, s.connections.evicted), (0, 1));
+    assert_eq!((s.buffered_bytes, s.connections.evicted), (96, 0));
+    // Once the first has expired, its bytes come back.
+    w.feed(second, Dir::ToServer, false, 2_000, &handshake(LTEP));
+    let s = w.pw.stats();
+    assert_eq!((s.buffered_bytes, s.connections.expired), (0, 1));
 }
 
 #[test]
@@ -990,12 +996,22 @@ fn connections_are_bounded_and_expire_when_idle() {
         connection_ttl: Duration::from_mins(1),
         ..Default::default()
     });
+    // One host is held to its share (an eighth of the table, at least one).
     for i in 0..10u16 {
         let key = conn(&format!("192.0.2.1:{}", 40000 + i), P);
         w.feed(key, Dir::ToServer, false, 0, &handshake(LTEP));
     }
     let s = w.pw.stats().connections;
-    assert_eq!((s.len, s.evicted), (4, 6));
+    assert_eq!((s.len, s.evicted), (1, 0));
+    assert_eq!(w.pw.conns.fair_stats().host_share, 9);
+    // Ten hosts fill the table; the others are refused while the held ones are fresh.
+    for i in 0..10u16 {
+        let key = conn(&format!("192.0.2.{}:40000", 10 + i), P);
+        w.feed(key, Dir::ToServer, false, 0, &handshake(LTEP));
+    }
+    let s = w.pw.stats().connections;
+    assert_eq!((s.len, s.evicted), (4, 0));
+    assert_eq!(w.pw.conns.fair_stats().table_full, 7);
     w.pw.expire(at(1000));
     assert_eq!(w.pw.stats().connections.len, 0);
     // An active connection outlives the TTL: its id map is still known at t = 300 s.

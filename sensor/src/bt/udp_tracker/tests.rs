@@ -203,9 +203,11 @@ fn pending_requests_expire_and_are_capped() {
     for txid in 10..15 {
         feed(&mut t, &up(100, &announce(txid)));
     }
-    assert_eq!((t.stats().pending.len, t.stats().pending.evicted), (2, 3));
-    assert!(feed(&mut t, &down(100, &announced(10))).is_empty());
-    assert_eq!(feed(&mut t, &down(100, &announced(14))).len(), 2);
+    // One host holds at most its share (one of two here): the rest is refused, not evicted.
+    assert_eq!((t.stats().pending.len, t.stats().pending.evicted), (1, 0));
+    assert_eq!(t.pending.fair_stats().host_share, 4);
+    assert!(feed(&mut t, &down(100, &announced(14))).is_empty());
+    assert_eq!(feed(&mut t, &down(100, &announced(10))).len(), 2);
 }
 
 #[test]

@@ -700,8 +700,8 @@ fn fin_each_way_ends_and_closes_reset_closes_after_delivering() {
 
 #[test]
 fn tables_are_bounded_and_drops_are_counted() {
-    // One connection at a time: the second evicts the first, which is closed after
-    // delivering what it held.
+    // One connection at a time: a full table keeps the connection it follows (answered:
+    // fair shares), and the second is refused, closed at once.
     let mut r = Run::with(UtpStreamConfig {
         max_conns: 1,
         ..Default::default()
@@ -716,9 +716,13 @@ fn tables_are_bounded_and_drops_are_counted() {
     };
     open(&mut r, &s2);
     let st = r.stats();
-    assert_eq!((st.conns.len, st.conns.evicted, st.held_bytes), (1, 1, 0));
-    assert_eq!(r.pex_for_a(), pex_expected());
+    assert_eq!((st.conns.len, st.conns.evicted), (1, 0));
+    // Both are the same initiator's: it is held to its share (one, of a one-entry table).
+    assert!(st.conns_fair.host_share >= 1, "{:?}", st.conns_fair);
     assert!(r.got.contains(&Got::Closed));
+    // The followed connection still delivers what it held once the hole fills.
+    r.send(32, false, &s.b(1, &ext_handshake_b()));
+    assert_eq!(r.pex_for_a(), pex_expected());
 
     // Idle connections are closed; unanswered SYNs forgotten.
     let mut r = Run::new();
@@ -742,8 +746,10 @@ fn tables_are_bounded_and_drops_are_counted() {
     for id in 0..100u16 {
         r.send(100, true, &packet(ST_SYN, 0x8000 + id, 1, 0, &[]));
     }
+    // One host holds at most its share of the SYN table (an eighth, at least one).
     let st = r.stats();
-    assert_eq!((st.syns_table.len, st.syns_table.evicted), (4, 96));
+    assert_eq!((st.syns_table.len, st.syns_table.evicted), (1, 0));
+    assert_eq!(st.syns_fair.host_share, 99);
     assert_eq!((st.conns.len, st.conns.evicted), (1, 0));
     // Non-DATA packets of nothing followed, and datagrams that are not uTP packets.
     r.send(200, true, &packet(ST_STATE, 0x7777, 1, 0, &[]));

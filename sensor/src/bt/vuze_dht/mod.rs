@@ -42,7 +42,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::channel::{Learnt, Sender};
-use super::{unfit, Bounded, ChannelCounts, EntryCounts, TableStats};
+use super::{unfit, Bounded, ChannelCounts, EntryCounts, Fairness, TableStats};
 use crate::event::{PacketEvent, Timestamp, UdpDatagram};
 use crate::predict::{Channel, PeerTransport, PredictedPeer};
 
@@ -70,6 +70,9 @@ pub struct VuzeDhtConfig {
     pub max_pending: usize,
     /// How long a request waits for its reply (BiglyBT gives up after seconds).
     pub pending_ttl: Duration,
+    /// How long a request waits before a full table may drop it for a new one (fair shares:
+    /// see `bt::bounded`).
+    pub answer_deadline: Duration,
     /// Predict from replies whose request was not seen (see the module docs).
     pub predict_unmatched: bool,
     /// Endpoints read per reply.
@@ -83,6 +86,7 @@ impl Default for VuzeDhtConfig {
         Self {
             max_pending: 65_536,
             pending_ttl: Duration::from_mins(1),
+            answer_deadline: Duration::from_secs(10),
             predict_unmatched: true,
             max_entries: MAX_ENTRIES,
             min_version: MIN_ACCEPTED_VERSION,
@@ -149,7 +153,16 @@ pub struct VuzeDht {
 impl VuzeDht {
     pub fn new(config: VuzeDhtConfig) -> Self {
         Self {
-            pending: Bounded::new(config.max_pending, config.pending_ttl),
+            pending: Bounded::fair(
+                config.max_pending,
+                config.pending_ttl,
+                Fairness {
+                    deadline: config.answer_deadline,
+                    // The requesting host, spoofed or not.
+                    owner: |k: &RequestKey, _| k.0.ip(),
+                    answered: |_| false,
+                },
+            ),
             config,
             stats: VuzeDhtStats::default(),
         }
@@ -235,8 +248,9 @@ impl VuzeDht {
         }
         if r.has_continuation() {
             self.stats.continued += 1;
+            self.pending.vouch(ev.dst.ip(), ev.ts);
         } else {
-            self.pending.take(&key, ev.ts);
+            self.pending.answer(&key, ev.ts);
         }
         Some(p)
     }
@@ -402,6 +416,9 @@ impl super::channel::Channel for VuzeDht {
             }
         }
         f("values", "not_a_torrent", self.stats.non_torrent_values);
+        for (reason, n) in self.pending.fair_stats().drops() {
+            f("requests", reason, n);
+        }
     }
 
     fn counts(&self, f: &mut dyn FnMut(&'static str, &ChannelCounts)) {

@@ -409,6 +409,44 @@ fn memory_bound() {
     assert_eq!(t.evictions, 110);
 }
 
+/// The memory budget caps sources, friendly remotes and summaries below the count cap; every
+/// eviction is counted.
+#[test]
+fn memory_budget() {
+    let mut t = Trw::new(TrwConfig {
+        max_sources: 1_000,
+        max_bytes: 10 * Trw::SOURCE_BYTES + Trw::SOURCE_BYTES / 2,
+        ..lan_cfg()
+    })
+    .unwrap();
+    assert_eq!(t.capacity(), 10);
+    let mut out = Vec::new();
+    for s in 0..100u32 {
+        let r = IpAddr::V4(Ipv4Addr::from(0xcb00_7100 + s));
+        hit(&mut t, u64::from(s), r, local(1), ConnState::S0, &mut out);
+        assert!(t.tracked_sources() <= 10);
+    }
+    assert_eq!((t.tracked_sources(), t.evictions), (10, 90));
+    for s in 0..30u32 {
+        let r = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + s));
+        t.check(
+            at(200),
+            local(1),
+            r,
+            Service::tcp(6881),
+            ConnState::SF,
+            1,
+            &mut out,
+        );
+    }
+    assert_eq!(t.friendly_remotes(), 10);
+    assert_eq!(t.evictions, 110);
+    // The default budget binds before the default count cap.
+    let d = Trw::default();
+    assert_eq!(d.capacity(), (96 << 20) / Trw::SOURCE_BYTES);
+    assert!(d.capacity() < d.config().max_sources);
+}
+
 #[test]
 fn bad_config_rejected() {
     let bad = TrwConfig {
