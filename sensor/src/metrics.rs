@@ -658,8 +658,7 @@ mod tests {
     /// exported tables, attached to two interfaces.
     fn test_registry() -> Registry {
         let agent = Arc::new(AgentStats::default());
-        let mut engine =
-            crate::engine::Engine::new(crate::engine::EngineConfig::default(), ()).unwrap();
+        let mut engine = Engine::new(EngineConfig::default(), ()).unwrap();
         engine.export_tables(agent.tables.clone());
         agent.notices.store(3, Relaxed);
         let mut snap = [0u64; counter::COUNT as usize];

@@ -300,7 +300,7 @@ pub fn entry_bytes(table: &str, n: u32) -> Option<f64> {
                 max_bytes: usize::MAX,
                 // The flood's sources are remote; its targets are local, so each target that
                 // contacts a spoofed source befriends it.
-                local_nets: vec![(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 24)],
+                local_nets: vec!["192.0.2.0/24".parse().expect("a network")],
                 ..sensor::detect::TrwConfig::default()
             })
             .expect("valid TRW");
