@@ -8,19 +8,28 @@
 //! [`PredictionTable::HOST_BYTES`], each of its peers [`PredictionTable::PEER_BYTES`]), oldest
 //! evicted first. Every eviction and expiry is counted.
 //!
-//! The table is a `DashMap` so capture shards can share it: lookups are per failed attempt and
-//! inserts per coordination message, both far rarer than packets.
+//! The table is shared behind one lock (capture shards can share it): lookups are per connection
+//! outcome and inserts per announced peer, both far rarer than packets, and every operation is
+//! O(1) or O(log n), so the lock is never held for long. Expiry is incremental: a min-heap of
+//! (last announcement, host, peer) with lazy deletion hands out exactly the entries whose TTL
+//! ran out, so a sweep costs what it removes, not what the table holds. Per-host aggregates
+//! (`third_party`, the peer count behind "largest host") are kept up to date on every change.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-
-use dashmap::DashMap;
 
 use crate::event::Timestamp;
 use crate::time;
+
+/// Hash state of the table's maps. The keys (hosts, announced peers) come off the wire, so an
+/// attacker picks them: foldhash with a per-process random seed, fast and keyed, not an unkeyed
+/// hash whose collisions could be precomputed.
+type Keyed = foldhash::fast::RandomState;
 
 /// Where a prediction came from: one module per coordination channel. Its name (`as_str`, the
 /// metric label) and its serde name are the same snake_case string.
@@ -144,37 +153,86 @@ struct Entry {
     /// itself before a third party took the credit): a retraction by `channel` leaves the
     /// prediction standing.
     confirmed: bool,
+    /// The generation of this entry's one live item in the expiry heap, and that item's time,
+    /// never later than `last_seen`.
+    due: u64,
+    due_at: Timestamp,
 }
 
 type PeerKey = (SocketAddr, PeerTransport);
 
 #[derive(Debug, Default)]
 struct HostPeers {
-    peers: HashMap<PeerKey, Entry>,
-    /// Entries that show the host a BitTorrent client (see [`Channel::peer_evidence`]).
+    peers: HashMap<PeerKey, Entry, Keyed>,
+    /// Entries that show the host a BitTorrent client (see [`Channel::peer_evidence`]), kept
+    /// up to date on every insert, upgrade and removal.
     third_party: usize,
     /// Insertion order with the `last_seen` at insertion; stale pairs are skipped lazily.
     order: VecDeque<(PeerKey, Timestamp)>,
 }
 
 impl HostPeers {
-    /// Drops the oldest live entry; false if none is left.
     fn forget(&mut self, channel: Channel) {
         if channel.peer_evidence() {
             self.third_party = self.third_party.saturating_sub(1);
         }
     }
 
-    fn evict_oldest(&mut self) -> bool {
+    /// Drops the oldest live entry (by insertion); its channel, or `None` if none is left.
+    fn evict_oldest(&mut self) -> Option<Channel> {
         while let Some((key, stamp)) = self.order.pop_front() {
             if self.peers.get(&key).is_some_and(|e| e.last_seen == stamp) {
-                if let Some(e) = self.peers.remove(&key) {
-                    self.forget(e.channel);
-                }
-                return true;
+                let e = self.peers.remove(&key)?;
+                self.forget(e.channel);
+                return Some(e.channel);
             }
         }
-        false
+        None
+    }
+
+    /// Drops stale pairs from `order` once they outnumber the live ones: amortised O(1) per
+    /// push, and the queue stays within a small factor of the map.
+    fn compact_order(&mut self) {
+        if self.order.len() > 2 * self.peers.len() + 64 {
+            let HostPeers { peers, order, .. } = self;
+            order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
+        }
+    }
+}
+
+/// Hosts bucketed by their number of predicted peers, so the largest is found in O(1): sizes
+/// only ever change by one, so the maximum moves by at most one bucket per change.
+#[derive(Debug, Default)]
+struct SizeIndex {
+    /// `buckets[n]`: the hosts holding exactly `n` peers (`buckets[0]` unused).
+    buckets: Vec<HashSet<IpAddr, Keyed>>,
+    max: usize,
+}
+
+impl SizeIndex {
+    fn resize(&mut self, host: IpAddr, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        if from > 0 {
+            if let Some(b) = self.buckets.get_mut(from) {
+                b.remove(&host);
+            }
+        }
+        if to > 0 {
+            if self.buckets.len() <= to {
+                self.buckets.resize_with(to + 1, HashSet::default);
+            }
+            self.buckets[to].insert(host);
+            self.max = self.max.max(to);
+        }
+        while self.max > 0 && self.buckets[self.max].is_empty() {
+            self.max -= 1;
+        }
+    }
+
+    fn largest(&self) -> Option<IpAddr> {
+        self.buckets.get(self.max)?.iter().next().copied()
     }
 }
 
@@ -189,13 +247,67 @@ pub struct PredictionStats {
     pub evicted_total_cap: AtomicU64,
 }
 
+/// A pending expiry check: (no later than the last announcement, generation, host, peer). Only
+/// the item whose generation the entry holds is live; the others (the entry was removed, or
+/// announced with an older time) are skipped when they come up.
+type Due = Reverse<(Timestamp, u64, IpAddr, PeerKey)>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    hosts: HashMap<IpAddr, HostPeers, Keyed>,
+    /// One live item per entry, earliest first; popped as the TTL runs out. A refresh to a
+    /// later time pushes nothing: the item comes up at the old time and is pushed again at the
+    /// new one, so a peer announced every minute costs one push per TTL, not one per minute.
+    expiry: BinaryHeap<Due>,
+    /// The last generation stamp given out.
+    generation: u64,
+    sizes: SizeIndex,
+    /// Hosts left without peers by a removal or an eviction: dropped at the next `expire` if
+    /// still empty (as a full sweep would), without looking at any other host.
+    emptied: Vec<IpAddr>,
+    total: usize,
+}
+
+impl Inner {
+    /// Removes `key` of `host` (present), keeping every aggregate right. Returns the entry.
+    fn take(&mut self, host: IpAddr, key: PeerKey) -> Option<Entry> {
+        let h = self.hosts.get_mut(&host)?;
+        let e = h.peers.remove(&key)?;
+        h.forget(e.channel);
+        let left = h.peers.len();
+        self.sizes.resize(host, left + 1, left);
+        self.total -= 1;
+        if left == 0 {
+            self.emptied.push(host);
+        }
+        Some(e)
+    }
+
+    /// Rebuilds the expiry heap from its live items once stale ones (left by removals and
+    /// out-of-order announcements) dominate: O(n) every n pushes, so the heap stays within a
+    /// small factor of the table.
+    fn compact_expiry(&mut self) {
+        if self.expiry.len() <= 2 * self.total + 1024 {
+            return;
+        }
+        let hosts = &self.hosts;
+        let mut live: Vec<Due> = std::mem::take(&mut self.expiry).into_vec();
+        live.retain(|Reverse((_, generation, host, key))| {
+            hosts
+                .get(host)
+                .and_then(|h| h.peers.get(key))
+                .is_some_and(|e| e.due == *generation)
+        });
+        self.expiry = BinaryHeap::from(live);
+    }
+}
+
 #[derive(Debug)]
 pub struct PredictionTable {
     config: PredictionConfig,
     /// `config.ttl` in packet time.
     ttl: time::Duration,
-    hosts: DashMap<IpAddr, HostPeers>,
-    total: AtomicU64,
+    inner: Mutex<Inner>,
     pub stats: PredictionStats,
 }
 
@@ -203,15 +315,20 @@ impl PredictionTable {
     /// Bytes per predicted peer of a host that has many (measured, `cargo xtask bench`: 185 B
     /// per entry with one host of 1 M peers).
     pub const PEER_BYTES: usize = 190;
-    /// Bytes per host beyond its peers: its `DashMap` slot, its `HostPeers` and their first
+    /// Bytes per host beyond its peers: its map slot, its `HostPeers` and their first
     /// allocations (measured: 734 B per entry with 1 M hosts of one peer each).
     pub const HOST_BYTES: usize = 560;
 
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // No operation leaves the table inconsistent halfway through a panic it could
+        // cause; a poisoned lock still guards a usable table.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether one more peer (for a host not yet in the table, if `new_host`) would exceed the
-    /// count cap or the memory budget. Hosts are counted only when they could matter, since a
-    /// `DashMap`'s length visits every shard.
-    fn full(&self, new_host: bool) -> bool {
-        let total = usize::try_from(self.total.load(Relaxed)).unwrap_or(usize::MAX);
+    /// count cap or the memory budget.
+    fn full(&self, t: &Inner, new_host: bool) -> bool {
+        let total = t.total;
         if total >= self.config.max_total {
             return true;
         }
@@ -221,7 +338,7 @@ impl PredictionTable {
         if peers.saturating_add((total + 1).saturating_mul(Self::HOST_BYTES)) <= budget {
             return false;
         }
-        let hosts = self.hosts.len() + usize::from(new_host);
+        let hosts = t.hosts.len() + usize::from(new_host);
         peers.saturating_add(hosts.saturating_mul(Self::HOST_BYTES)) > budget
     }
 
@@ -229,15 +346,14 @@ impl PredictionTable {
         Self {
             ttl: config.ttl.into(),
             config,
-            hosts: DashMap::new(),
-            total: AtomicU64::new(0),
+            inner: Mutex::new(Inner::default()),
             stats: PredictionStats::default(),
         }
     }
 
     /// Peers currently predicted, over all hosts.
     pub fn len(&self) -> u64 {
-        self.total.load(Relaxed)
+        self.lock().total as u64
     }
 
     pub fn is_empty(&self) -> bool {
@@ -247,12 +363,25 @@ impl PredictionTable {
     /// Records a prediction, or refreshes it if the peer was already announced to the host.
     pub fn insert(&self, p: &PredictedPeer) {
         let key = (p.peer, p.transport);
-        if !self.contains_key(p.host, key) && self.full(!self.hosts.contains_key(&p.host)) {
-            self.evict_from_largest();
+        let mut guard = self.lock();
+        let t = &mut *guard;
+        t.compact_expiry();
+        let known_host = t.hosts.get(&p.host);
+        let known = known_host.is_some_and(|h| h.peers.contains_key(&key));
+        if !known && self.full(t, known_host.is_none()) {
+            self.evict_from_largest(t);
         }
-        let mut host = self.hosts.entry(p.host).or_default();
-        if let Some(e) = host.peers.get_mut(&key) {
+        // The generation a new expiry item would take.
+        let generation = t.generation + 1;
+        let host = t.hosts.entry(p.host).or_default();
+        let schedule = if let Some(e) = host.peers.get_mut(&key) {
+            // A later announcement needs no new item: the scheduled one comes up earlier and
+            // is pushed again then. An earlier one (records out of order) needs an earlier item.
+            let earlier = p.ts < e.due_at;
             e.last_seen = p.ts;
+            if earlier {
+                (e.due, e.due_at) = (generation, p.ts);
+            }
             // Keep the first channel's credit, unless a third party now confirms a
             // self-announced prediction.
             if !e.channel.peer_evidence() && p.channel.peer_evidence() {
@@ -264,10 +393,14 @@ impl PredictionTable {
                 e.confirmed = true;
             }
             self.stats.refreshed.fetch_add(1, Relaxed);
+            earlier
         } else {
-            if host.peers.len() >= self.config.max_per_host && host.evict_oldest() {
+            let mut before = host.peers.len();
+            if before >= self.config.max_per_host && host.evict_oldest().is_some() {
                 self.stats.evicted_host_cap.fetch_add(1, Relaxed);
-                self.total.fetch_sub(1, Relaxed);
+                t.total -= 1;
+                t.sizes.resize(p.host, before, before - 1);
+                before -= 1;
             }
             host.peers.insert(
                 key,
@@ -276,42 +409,43 @@ impl PredictionTable {
                     last_seen: p.ts,
                     channel: p.channel,
                     confirmed: false,
+                    due: generation,
+                    due_at: p.ts,
                 },
             );
             if p.channel.peer_evidence() {
                 host.third_party += 1;
             }
-            self.total.fetch_add(1, Relaxed);
+            t.sizes.resize(p.host, before, before + 1);
+            t.total += 1;
             self.stats.inserted.fetch_add(1, Relaxed);
-        }
+            true
+        };
         host.order.push_back((key, p.ts));
         // Refreshes append too; keep the queue from outgrowing the map by much.
-        if host.order.len() > 2 * host.peers.len() + 64 {
-            let HostPeers { peers, order, .. } = &mut *host;
-            order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
+        host.compact_order();
+        if schedule {
+            t.generation = generation;
+            t.expiry.push(Reverse((p.ts, generation, p.host, key)));
         }
     }
 
-    fn contains_key(&self, host: IpAddr, key: PeerKey) -> bool {
-        self.hosts
-            .get(&host)
-            .is_some_and(|h| h.peers.contains_key(&key))
-    }
-
-    fn evict_from_largest(&self) {
-        // Rare (the global cap is a safety net): a linear pass is acceptable.
-        let largest = self
-            .hosts
-            .iter()
-            .max_by_key(|h| h.peers.len())
-            .map(|h| *h.key());
-        if let Some(ip) = largest {
-            if let Some(mut h) = self.hosts.get_mut(&ip) {
-                if h.evict_oldest() {
-                    self.total.fetch_sub(1, Relaxed);
-                    self.stats.evicted_total_cap.fetch_add(1, Relaxed);
-                }
+    /// Makes room under the global caps: the oldest peer of the host holding the most.
+    fn evict_from_largest(&self, t: &mut Inner) {
+        let Some(ip) = t.sizes.largest() else {
+            return;
+        };
+        let Some(h) = t.hosts.get_mut(&ip) else {
+            return;
+        };
+        let before = h.peers.len();
+        if h.evict_oldest().is_some() {
+            t.sizes.resize(ip, before, before - 1);
+            t.total -= 1;
+            if before == 1 {
+                t.emptied.push(ip);
             }
+            self.stats.evicted_total_cap.fetch_add(1, Relaxed);
         }
     }
 
@@ -319,18 +453,15 @@ impl PredictionTable {
     /// A prediction another channel made (or confirmed, also after it) stands: a PEX
     /// `dropped` says one peer lost contact, not that the tracker's or the DHT's word is void.
     pub fn retract(&self, r: &RetractedPeer) {
-        let Some(mut h) = self.hosts.get_mut(&r.host) else {
-            return;
-        };
+        let mut t = self.lock();
         for transport in [PeerTransport::Tcp, PeerTransport::Udp] {
             let key = (r.peer, transport);
-            if h.peers
-                .get(&key)
-                .is_some_and(|e| e.channel == r.channel && !e.confirmed)
-            {
-                h.peers.remove(&key);
-                h.forget(r.channel);
-                self.total.fetch_sub(1, Relaxed);
+            let ours = t
+                .hosts
+                .get(&r.host)
+                .and_then(|h| h.peers.get(&key))
+                .is_some_and(|e| e.channel == r.channel && !e.confirmed);
+            if ours && t.take(r.host, key).is_some() {
                 self.stats.removed.fetch_add(1, Relaxed);
             }
         }
@@ -338,12 +469,8 @@ impl PredictionTable {
 
     /// Forgets a prediction whatever its channel.
     pub fn remove(&self, host: IpAddr, peer: SocketAddr, transport: PeerTransport) {
-        if let Some(mut h) = self.hosts.get_mut(&host) {
-            if let Some(e) = h.peers.remove(&(peer, transport)) {
-                h.forget(e.channel);
-                self.total.fetch_sub(1, Relaxed);
-                self.stats.removed.fetch_add(1, Relaxed);
-            }
+        if self.lock().take(host, (peer, transport)).is_some() {
+            self.stats.removed.fetch_add(1, Relaxed);
         }
     }
 
@@ -355,7 +482,8 @@ impl PredictionTable {
         transport: PeerTransport,
         now: Timestamp,
     ) -> Option<Channel> {
-        let h = self.hosts.get(&host)?;
+        let t = self.lock();
+        let h = t.hosts.get(&host)?;
         let e = h.peers.get(&(peer, transport))?;
         let trusted = !e.channel.self_announced() || h.third_party > 0;
         (trusted && !e.last_seen.expired(self.ttl, now)).then_some(e.channel)
@@ -364,7 +492,10 @@ impl PredictionTable {
     /// Whether coordination traffic has told `host` about any peer still in the table: the
     /// evidence that `host` runs BitTorrent.
     pub fn knows_host(&self, host: IpAddr) -> bool {
-        self.hosts.get(&host).is_some_and(|h| h.third_party > 0)
+        self.lock()
+            .hosts
+            .get(&host)
+            .is_some_and(|h| h.third_party > 0)
     }
 
     /// When `host` first learnt of `peer` (for logs).
@@ -375,7 +506,8 @@ impl PredictionTable {
         transport: PeerTransport,
     ) -> Option<Timestamp> {
         Some(
-            self.hosts
+            self.lock()
+                .hosts
                 .get(&host)?
                 .peers
                 .get(&(peer, transport))?
@@ -383,26 +515,52 @@ impl PredictionTable {
         )
     }
 
-    /// Drops predictions not refreshed within the TTL, and hosts left empty.
+    /// Drops predictions not refreshed within the TTL, and hosts left empty. Costs what it
+    /// removes (O(log n) each), not what the table holds.
     pub fn expire(&self, now: Timestamp) {
         let ttl = self.ttl;
-        self.hosts.retain(|_, h| {
-            let before = h.peers.len();
-            h.peers.retain(|_, e| !e.last_seen.expired(ttl, now));
-            h.third_party = h
-                .peers
-                .values()
-                .filter(|e| e.channel.peer_evidence())
-                .count();
-            let gone = (before - h.peers.len()) as u64;
-            if gone > 0 {
-                self.total.fetch_sub(gone, Relaxed);
-                self.stats.expired.fetch_add(gone, Relaxed);
-                let HostPeers { peers, order, .. } = h;
-                order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
+        let mut guard = self.lock();
+        let t = &mut *guard;
+        while let Some(&Reverse((stamp, generation, host, key))) = t.expiry.peek() {
+            // Items come up in time order: the first one not yet due ends the run.
+            if !stamp.expired(ttl, now) {
+                break;
             }
-            !h.peers.is_empty()
-        });
+            t.expiry.pop();
+            let Some(h) = t.hosts.get_mut(&host) else {
+                continue;
+            };
+            let Some(e) = h.peers.get_mut(&key) else {
+                continue;
+            };
+            if e.due != generation {
+                continue;
+            }
+            if e.last_seen.expired(ttl, now) {
+                t.take(host, key);
+                self.stats.expired.fetch_add(1, Relaxed);
+                if let Some(h) = t.hosts.get_mut(&host) {
+                    h.compact_order();
+                }
+            } else {
+                // Announced again since: check again when that announcement runs out.
+                t.generation += 1;
+                (e.due, e.due_at) = (t.generation, e.last_seen);
+                t.expiry
+                    .push(Reverse((e.last_seen, t.generation, host, key)));
+            }
+        }
+        for host in std::mem::take(&mut t.emptied) {
+            if t.hosts.get(&host).is_some_and(|h| h.peers.is_empty()) {
+                t.hosts.remove(&host);
+            }
+        }
+    }
+
+    /// Hosts in the table (tests).
+    #[cfg(test)]
+    fn hosts(&self) -> usize {
+        self.lock().hosts.len()
     }
 }
 
@@ -607,7 +765,7 @@ mod tests {
         assert_eq!(t.stats.expired.load(Relaxed), 1);
         t.expire(Timestamp::from_secs(5000));
         assert!(t.is_empty());
-        assert_eq!(t.hosts.len(), 0, "empty hosts are dropped");
+        assert_eq!(t.hosts(), 0, "empty hosts are dropped");
     }
 
     #[test]
