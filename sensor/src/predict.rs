@@ -16,6 +16,7 @@
 //! (`third_party`, the peer count behind "largest host") are kept up to date on every change.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry::{Occupied, Vacant};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -159,7 +160,24 @@ struct Entry {
     due_at: Timestamp,
 }
 
-type PeerKey = (SocketAddr, PeerTransport);
+/// A predicted peer in the table's maps and queues: 20 bytes where `(SocketAddr, PeerTransport)`
+/// takes 36 (a socket address carries IPv6 flow info and scope, never set on announced peers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PeerKey {
+    ip: IpAddr,
+    port: u16,
+    transport: PeerTransport,
+}
+
+impl PeerKey {
+    fn new(peer: SocketAddr, transport: PeerTransport) -> Self {
+        Self {
+            ip: peer.ip(),
+            port: peer.port(),
+            transport,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct HostPeers {
@@ -255,13 +273,18 @@ type Due = Reverse<(Timestamp, u64, IpAddr, PeerKey)>;
 #[derive(Debug, Default)]
 struct Inner {
     hosts: HashMap<IpAddr, HostPeers, Keyed>,
-    /// One live item per entry, earliest first; popped as the TTL runs out. A refresh to a
-    /// later time pushes nothing: the item comes up at the old time and is pushed again at the
-    /// new one, so a peer announced every minute costs one push per TTL, not one per minute.
+    /// One live item per entry, earliest first, over two queues: `in_order` takes the items
+    /// that come in time order (O(1), nearly all of them: announcements arrive in packet
+    /// time), `expiry` the others (O(log n)). Popped as the TTL runs out. A refresh to a later
+    /// time pushes nothing: the item comes up at the old time and is pushed again at the new
+    /// one, so a peer announced every minute costs one push per TTL, not one per minute.
+    in_order: VecDeque<Due>,
     expiry: BinaryHeap<Due>,
     /// The last generation stamp given out.
     generation: u64,
-    sizes: SizeIndex,
+    /// Built when the global caps first force an eviction, kept up to date from then on:
+    /// until then no insert pays for it.
+    sizes: Option<SizeIndex>,
     /// Hosts left without peers by a removal or an eviction: dropped at the next `expire` if
     /// still empty (as a full sweep would), without looking at any other host.
     emptied: Vec<IpAddr>,
@@ -275,7 +298,7 @@ impl Inner {
         let e = h.peers.remove(&key)?;
         h.forget(e.channel);
         let left = h.peers.len();
-        self.sizes.resize(host, left + 1, left);
+        self.resize(host, left + 1, left);
         self.total -= 1;
         if left == 0 {
             self.emptied.push(host);
@@ -283,22 +306,67 @@ impl Inner {
         Some(e)
     }
 
+    fn resize(&mut self, host: IpAddr, from: usize, to: usize) {
+        if let Some(sizes) = &mut self.sizes {
+            sizes.resize(host, from, to);
+        }
+    }
+
+    /// Schedules an expiry check.
+    fn push_due(&mut self, item: (Timestamp, u64, IpAddr, PeerKey)) {
+        if self
+            .in_order
+            .back()
+            .is_none_or(|Reverse(last)| last.0 <= item.0)
+        {
+            self.in_order.push_back(Reverse(item));
+        } else {
+            self.expiry.push(Reverse(item));
+        }
+    }
+
+    /// The earliest scheduled check, if due by `due(stamp)`, removed from its queue.
+    fn pop_due(
+        &mut self,
+        due: impl Fn(Timestamp) -> bool,
+    ) -> Option<(Timestamp, u64, IpAddr, PeerKey)> {
+        let a = self.in_order.front().map(|Reverse(i)| i.0);
+        let b = self.expiry.peek().map(|Reverse(i)| i.0);
+        let from_heap = match (a, b) {
+            (Some(a), Some(b)) => b < a,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let stamp = if from_heap { b } else { a }?;
+        if !due(stamp) {
+            return None;
+        }
+        let Reverse(item) = if from_heap {
+            self.expiry.pop()
+        } else {
+            self.in_order.pop_front()
+        }?;
+        Some(item)
+    }
+
     /// Rebuilds the expiry heap from its live items once stale ones (left by removals and
     /// out-of-order announcements) dominate: O(n) every n pushes, so the heap stays within a
     /// small factor of the table.
     fn compact_expiry(&mut self) {
-        if self.expiry.len() <= 2 * self.total + 1024 {
+        if self.expiry.len() + self.in_order.len() <= 2 * self.total + 1024 {
             return;
         }
         let hosts = &self.hosts;
-        let mut live: Vec<Due> = std::mem::take(&mut self.expiry).into_vec();
-        live.retain(|Reverse((_, generation, host, key))| {
+        let live = |Reverse((_, generation, host, key)): &Due| {
             hosts
                 .get(host)
                 .and_then(|h| h.peers.get(key))
                 .is_some_and(|e| e.due == *generation)
-        });
-        self.expiry = BinaryHeap::from(live);
+        };
+        let mut heap: Vec<Due> = std::mem::take(&mut self.expiry).into_vec();
+        heap.retain(live);
+        self.in_order.retain(live);
+        self.expiry = BinaryHeap::from(heap);
     }
 }
 
@@ -360,79 +428,106 @@ impl PredictionTable {
         self.len() == 0
     }
 
+    /// Whether [`Self::full`] can be true at `total` peers, whatever the hosts: lets the
+    /// common case skip the lookups `full` needs.
+    fn may_be_full(&self, total: usize) -> bool {
+        total >= self.config.max_total
+            || (total + 1).saturating_mul(Self::PEER_BYTES + Self::HOST_BYTES)
+                > self.config.max_bytes
+    }
+
     /// Records a prediction, or refreshes it if the peer was already announced to the host.
     pub fn insert(&self, p: &PredictedPeer) {
-        let key = (p.peer, p.transport);
+        let key = PeerKey::new(p.peer, p.transport);
         let mut guard = self.lock();
         let t = &mut *guard;
         t.compact_expiry();
-        let known_host = t.hosts.get(&p.host);
-        let known = known_host.is_some_and(|h| h.peers.contains_key(&key));
-        if !known && self.full(t, known_host.is_none()) {
-            self.evict_from_largest(t);
+        if self.may_be_full(t.total) {
+            let known_host = t.hosts.get(&p.host);
+            let known = known_host.is_some_and(|h| h.peers.contains_key(&key));
+            if !known && self.full(t, known_host.is_none()) {
+                self.evict_from_largest(t);
+            }
         }
         // The generation a new expiry item would take.
         let generation = t.generation + 1;
         let host = t.hosts.entry(p.host).or_default();
-        let schedule = if let Some(e) = host.peers.get_mut(&key) {
-            // A later announcement needs no new item: the scheduled one comes up earlier and
-            // is pushed again then. An earlier one (records out of order) needs an earlier item.
-            let earlier = p.ts < e.due_at;
-            e.last_seen = p.ts;
-            if earlier {
-                (e.due, e.due_at) = (generation, p.ts);
+        let mut before = host.peers.len();
+        if before >= self.config.max_per_host
+            && !host.peers.contains_key(&key)
+            && host.evict_oldest().is_some()
+        {
+            self.stats.evicted_host_cap.fetch_add(1, Relaxed);
+            t.total -= 1;
+            if let Some(sizes) = &mut t.sizes {
+                sizes.resize(p.host, before, before - 1);
             }
-            // Keep the first channel's credit, unless a third party now confirms a
-            // self-announced prediction.
-            if !e.channel.peer_evidence() && p.channel.peer_evidence() {
-                e.channel = p.channel;
-                // The host's own word (its uTP SYN, an LSD announce) still predicts it.
-                e.confirmed = true;
-                host.third_party += 1;
-            } else if p.channel != e.channel && !p.channel.self_announced() {
-                e.confirmed = true;
+            before -= 1;
+        }
+        let schedule = match host.peers.entry(key) {
+            Occupied(mut o) => {
+                let e = o.get_mut();
+                // A later announcement needs no new item: the scheduled one comes up earlier
+                // and is pushed again then. An earlier one (records out of order) needs an
+                // earlier item.
+                let earlier = p.ts < e.due_at;
+                e.last_seen = p.ts;
+                if earlier {
+                    (e.due, e.due_at) = (generation, p.ts);
+                }
+                // Keep the first channel's credit, unless a third party now confirms a
+                // self-announced prediction.
+                if !e.channel.peer_evidence() && p.channel.peer_evidence() {
+                    e.channel = p.channel;
+                    // The host's own word (its uTP SYN, an LSD announce) still predicts it.
+                    e.confirmed = true;
+                    host.third_party += 1;
+                } else if p.channel != e.channel && !p.channel.self_announced() {
+                    e.confirmed = true;
+                }
+                self.stats.refreshed.fetch_add(1, Relaxed);
+                earlier
             }
-            self.stats.refreshed.fetch_add(1, Relaxed);
-            earlier
-        } else {
-            let mut before = host.peers.len();
-            if before >= self.config.max_per_host && host.evict_oldest().is_some() {
-                self.stats.evicted_host_cap.fetch_add(1, Relaxed);
-                t.total -= 1;
-                t.sizes.resize(p.host, before, before - 1);
-                before -= 1;
-            }
-            host.peers.insert(
-                key,
-                Entry {
+            Vacant(v) => {
+                v.insert(Entry {
                     first_seen: p.ts,
                     last_seen: p.ts,
                     channel: p.channel,
                     confirmed: false,
                     due: generation,
                     due_at: p.ts,
-                },
-            );
-            if p.channel.peer_evidence() {
-                host.third_party += 1;
+                });
+                if p.channel.peer_evidence() {
+                    host.third_party += 1;
+                }
+                if let Some(sizes) = &mut t.sizes {
+                    sizes.resize(p.host, before, before + 1);
+                }
+                t.total += 1;
+                self.stats.inserted.fetch_add(1, Relaxed);
+                true
             }
-            t.sizes.resize(p.host, before, before + 1);
-            t.total += 1;
-            self.stats.inserted.fetch_add(1, Relaxed);
-            true
         };
         host.order.push_back((key, p.ts));
         // Refreshes append too; keep the queue from outgrowing the map by much.
         host.compact_order();
         if schedule {
             t.generation = generation;
-            t.expiry.push(Reverse((p.ts, generation, p.host, key)));
+            t.push_due((p.ts, generation, p.host, key));
         }
     }
 
     /// Makes room under the global caps: the oldest peer of the host holding the most.
     fn evict_from_largest(&self, t: &mut Inner) {
-        let Some(ip) = t.sizes.largest() else {
+        let hosts = &t.hosts;
+        let sizes = t.sizes.get_or_insert_with(|| {
+            let mut sizes = SizeIndex::default();
+            for (&ip, h) in hosts {
+                sizes.resize(ip, 0, h.peers.len());
+            }
+            sizes
+        });
+        let Some(ip) = sizes.largest() else {
             return;
         };
         let Some(h) = t.hosts.get_mut(&ip) else {
@@ -440,7 +535,7 @@ impl PredictionTable {
         };
         let before = h.peers.len();
         if h.evict_oldest().is_some() {
-            t.sizes.resize(ip, before, before - 1);
+            t.resize(ip, before, before - 1);
             t.total -= 1;
             if before == 1 {
                 t.emptied.push(ip);
@@ -455,7 +550,7 @@ impl PredictionTable {
     pub fn retract(&self, r: &RetractedPeer) {
         let mut t = self.lock();
         for transport in [PeerTransport::Tcp, PeerTransport::Udp] {
-            let key = (r.peer, transport);
+            let key = PeerKey::new(r.peer, transport);
             let ours = t
                 .hosts
                 .get(&r.host)
@@ -469,7 +564,11 @@ impl PredictionTable {
 
     /// Forgets a prediction whatever its channel.
     pub fn remove(&self, host: IpAddr, peer: SocketAddr, transport: PeerTransport) {
-        if self.lock().take(host, (peer, transport)).is_some() {
+        if self
+            .lock()
+            .take(host, PeerKey::new(peer, transport))
+            .is_some()
+        {
             self.stats.removed.fetch_add(1, Relaxed);
         }
     }
@@ -484,7 +583,7 @@ impl PredictionTable {
     ) -> Option<Channel> {
         let t = self.lock();
         let h = t.hosts.get(&host)?;
-        let e = h.peers.get(&(peer, transport))?;
+        let e = h.peers.get(&PeerKey::new(peer, transport))?;
         let trusted = !e.channel.self_announced() || h.third_party > 0;
         (trusted && !e.last_seen.expired(self.ttl, now)).then_some(e.channel)
     }
@@ -510,7 +609,7 @@ impl PredictionTable {
                 .hosts
                 .get(&host)?
                 .peers
-                .get(&(peer, transport))?
+                .get(&PeerKey::new(peer, transport))?
                 .first_seen,
         )
     }
@@ -521,12 +620,8 @@ impl PredictionTable {
         let ttl = self.ttl;
         let mut guard = self.lock();
         let t = &mut *guard;
-        while let Some(&Reverse((stamp, generation, host, key))) = t.expiry.peek() {
-            // Items come up in time order: the first one not yet due ends the run.
-            if !stamp.expired(ttl, now) {
-                break;
-            }
-            t.expiry.pop();
+        // Items come up in time order: the first one not yet due ends the run.
+        while let Some((_, generation, host, key)) = t.pop_due(|stamp| stamp.expired(ttl, now)) {
             let Some(h) = t.hosts.get_mut(&host) else {
                 continue;
             };
@@ -546,8 +641,8 @@ impl PredictionTable {
                 // Announced again since: check again when that announcement runs out.
                 t.generation += 1;
                 (e.due, e.due_at) = (t.generation, e.last_seen);
-                t.expiry
-                    .push(Reverse((e.last_seen, t.generation, host, key)));
+                let item = (e.last_seen, t.generation, host, key);
+                t.push_due(item);
             }
         }
         for host in std::mem::take(&mut t.emptied) {
