@@ -902,6 +902,93 @@ mod tests {
         assert!(t.stats.evicted_total_cap.load(Relaxed) > 0);
     }
 
+    /// Expiry removes exactly what a pass over every entry would: refreshed entries stay, an
+    /// announcement older than the last (records out of order) moves the deadline back, and
+    /// `third_party` follows removals.
+    #[test]
+    fn incremental_expiry_matches_a_full_pass() {
+        let t = PredictionTable::new(PredictionConfig {
+            ttl: Duration::from_secs(100),
+            ..Default::default()
+        });
+        let host: IpAddr = H.parse().unwrap();
+        let peer = |i: u32| -> SocketAddr { format!("203.0.113.{i}:6881").parse().unwrap() };
+        let live = |i: u32, now: u64| {
+            t.lookup(host, peer(i), PeerTransport::Tcp, Timestamp::from_secs(now))
+                .is_some()
+        };
+        t.insert(&p(0, H, "203.0.113.1:6881")); // expires after 100
+        t.insert(&p(0, H, "203.0.113.2:6881"));
+        t.insert(&p(50, H, "203.0.113.2:6881")); // refreshed: after 150
+        t.insert(&p(60, H, "203.0.113.3:6881"));
+        t.insert(&p(10, H, "203.0.113.3:6881")); // moved back: after 110
+        t.expire(Timestamp::from_secs(101));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats.expired.load(Relaxed), 1);
+        assert!(!live(1, 101) && live(2, 101) && live(3, 101));
+        t.expire(Timestamp::from_secs(111));
+        assert_eq!(t.len(), 1);
+        assert!(live(2, 111) && !live(3, 111));
+        assert!(t.knows_host(host));
+        t.expire(Timestamp::from_secs(150)); // exactly the TTL: not expired (Bro's `<`)
+        assert_eq!(t.len(), 1);
+        t.expire(Timestamp::from_secs(151));
+        assert!(t.is_empty());
+        assert!(!t.knows_host(host), "third_party follows the removals");
+        assert_eq!(t.hosts(), 0);
+        assert_eq!(t.stats.expired.load(Relaxed), 3);
+    }
+
+    /// Refreshing the same peers over and over, and removing and re-adding them, leaves the
+    /// expiry queues within a small factor of the table.
+    #[test]
+    fn expiry_queues_stay_bounded_under_churn() {
+        let t = PredictionTable::new(PredictionConfig::default());
+        let host: IpAddr = H.parse().unwrap();
+        for round in 0..2_000u64 {
+            for i in 0..10u32 {
+                let peer = format!("203.0.113.{i}:6881");
+                // Out of order on purpose: every other round is older than the last.
+                t.insert(&p(round.saturating_sub(2 * (round % 2)), H, &peer));
+                t.remove(host, peer.parse().unwrap(), PeerTransport::Tcp);
+                t.insert(&p(round, H, &peer));
+            }
+        }
+        let inner = t.lock();
+        assert_eq!(inner.total, 10);
+        assert!(inner.expiry.len() + inner.in_order.len() <= 2 * 10 + 1024 + 1);
+        assert!(inner.hosts[&host].order.len() <= 2 * 10 + 64 + 1);
+    }
+
+    /// The global cap takes from the host holding the most peers, whichever it is.
+    #[test]
+    fn global_cap_evicts_from_the_largest_host() {
+        let t = PredictionTable::new(PredictionConfig {
+            max_total: 30,
+            ..Default::default()
+        });
+        let at = Timestamp::from_secs(1);
+        for (h, n) in [("192.0.2.1", 5u32), ("192.0.2.2", 20), ("192.0.2.3", 5)] {
+            for i in 0..n {
+                t.insert(&p(1, h, &format!("198.51.100.1:{}", 1000 + i)));
+            }
+        }
+        assert_eq!(t.len(), 30);
+        t.insert(&p(1, "192.0.2.4", "198.51.100.9:1"));
+        t.insert(&p(1, "192.0.2.1", "198.51.100.9:2"));
+        assert_eq!(t.len(), 30);
+        assert_eq!(t.stats.evicted_total_cap.load(Relaxed), 2);
+        let big: IpAddr = "192.0.2.2".parse().unwrap();
+        // Its two oldest went.
+        for (port, kept) in [(1000, false), (1001, false), (1002, true)] {
+            let peer: SocketAddr = format!("198.51.100.1:{port}").parse().unwrap();
+            assert_eq!(t.lookup(big, peer, PeerTransport::Tcp, at).is_some(), kept);
+        }
+        let small: IpAddr = "192.0.2.1".parse().unwrap();
+        let first: SocketAddr = "198.51.100.1:1000".parse().unwrap();
+        assert!(t.lookup(small, first, PeerTransport::Tcp, at).is_some());
+    }
+
     /// The metric label (`as_str`, strum) and the serde name agree for every channel.
     #[test]
     fn channel_names_agree() {

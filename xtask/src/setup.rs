@@ -12,6 +12,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tshark", "tshark"),
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
+    // `cargo xtask bench` compares the engine with nDPI on the same captures.
+    ("ndpiReader", "libndpi-bin"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";
