@@ -154,10 +154,9 @@ struct Entry {
     /// itself before a third party took the credit): a retraction by `channel` leaves the
     /// prediction standing.
     confirmed: bool,
-    /// The generation of this entry's one live item in the expiry heap, and that item's time,
-    /// never later than `last_seen`.
+    /// The generation of this entry's one live item in the expiry queues, whose time is never
+    /// later than `last_seen`.
     due: u64,
-    due_at: Timestamp,
 }
 
 /// A predicted peer in the table's maps and queues: 20 bytes where `(SocketAddr, PeerTransport)`
@@ -380,11 +379,12 @@ pub struct PredictionTable {
 }
 
 impl PredictionTable {
-    /// Bytes per predicted peer of a host that has many (measured, `cargo xtask bench`: 185 B
-    /// per entry with one host of 1 M peers).
-    pub const PEER_BYTES: usize = 190;
+    /// Bytes per predicted peer of a host that has many: its map slot, its place in the host's
+    /// insertion order and in the expiry queue (measured, `cargo xtask bench`: 208 B per entry
+    /// with one host of 1 M peers).
+    pub const PEER_BYTES: usize = 215;
     /// Bytes per host beyond its peers: its map slot, its `HostPeers` and their first
-    /// allocations (measured: 734 B per entry with 1 M hosts of one peer each).
+    /// allocations (measured: 669 B per entry with 1 M hosts of one peer each).
     pub const HOST_BYTES: usize = 560;
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -468,12 +468,12 @@ impl PredictionTable {
             Occupied(mut o) => {
                 let e = o.get_mut();
                 // A later announcement needs no new item: the scheduled one comes up earlier
-                // and is pushed again then. An earlier one (records out of order) needs an
-                // earlier item.
-                let earlier = p.ts < e.due_at;
+                // and is pushed again then. An earlier one (records out of order) may need an
+                // earlier item: it gets one, which supersedes the old.
+                let earlier = p.ts < e.last_seen;
                 e.last_seen = p.ts;
                 if earlier {
-                    (e.due, e.due_at) = (generation, p.ts);
+                    e.due = generation;
                 }
                 // Keep the first channel's credit, unless a third party now confirms a
                 // self-announced prediction.
@@ -495,7 +495,6 @@ impl PredictionTable {
                     channel: p.channel,
                     confirmed: false,
                     due: generation,
-                    due_at: p.ts,
                 });
                 if p.channel.peer_evidence() {
                     host.third_party += 1;
@@ -640,7 +639,7 @@ impl PredictionTable {
             } else {
                 // Announced again since: check again when that announcement runs out.
                 t.generation += 1;
-                (e.due, e.due_at) = (t.generation, e.last_seen);
+                e.due = t.generation;
                 let item = (e.last_seen, t.generation, host, key);
                 t.push_due(item);
             }
