@@ -38,6 +38,8 @@
 //! Memory: one entry is a `HashMap` slot (key 68 B + value 24 B, 1 control byte, at most 7/8
 //! full, capacity a power of two: 105–210 B) plus its place in the creation-order queue (88 B,
 //! capacity a power of two: 88–176 B), about 200–390 B in all; see [`ConnTracker::ENTRY_BYTES`].
+//! A connection still active when its idle timeout first comes up also gets an item in the
+//! recheck heap (88 B), so idle expiry visits only the connections that are due.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
