@@ -867,6 +867,34 @@ mod tests {
     }
 
     #[test]
+    fn active_connections_outlive_their_first_idle_check() {
+        // Idle timeout 5 min: a connection with a segment at 4 min is still there at 6 min and
+        // goes once 5 min have passed since that segment, as a pass over the table would have it.
+        let mut t = ConnTracker::new(ConnConfig::default());
+        let mut out = Vec::new();
+        let at = |ms: u64| Timestamp::from_secs(1_000) + time::Duration::from_millis(ms);
+        t.on_event(&seg(0, A, B, SYN), &mut out);
+        t.on_event(&seg(1, B, A, SYN | ACK), &mut out);
+        t.on_event(&seg(0, A, "203.0.113.8:80", SYN), &mut out);
+        t.on_event(&seg(240_000, A, B, FIN | ACK), &mut out);
+        t.advance(at(360_000), &mut out);
+        assert_eq!(
+            (t.len(), t.expired),
+            (1, 1),
+            "the silent one went, the active one stays"
+        );
+        t.advance(at(540_000), &mut out);
+        assert_eq!(t.len(), 1, "exactly 5 min after its last segment: not yet");
+        t.advance(at(550_000), &mut out);
+        assert!(t.is_empty());
+        assert_eq!(t.expired, 2);
+        // A new connection on the same key starts afresh; the old one's queued check is stale.
+        t.on_event(&seg(560_000, A, B, SYN), &mut out);
+        t.advance(at(600_000), &mut out);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
     fn table_is_bounded_and_idle_connections_expire() {
         let mut t = ConnTracker::new(ConnConfig {
             max_conns: 10,
