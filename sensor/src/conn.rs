@@ -38,8 +38,11 @@
 //! Memory: one entry is a `HashMap` slot (key 68 B + value 24 B, 1 control byte, at most 7/8
 //! full, capacity a power of two: 105–210 B) plus its place in the creation-order queue (88 B,
 //! capacity a power of two: 88–176 B), about 200–390 B in all; see [`ConnTracker::ENTRY_BYTES`].
+//! A connection still active when its idle timeout first comes up also gets an item in the
+//! recheck heap (88 B), so idle expiry visits only the connections that are due.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -164,7 +167,9 @@ impl ConnOutcome {
 }
 
 /// Canonical key: the same for both directions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 struct ConnKey {
     lo: SocketAddr,
     hi: SocketAddr,
@@ -237,13 +242,21 @@ pub struct ConnTracker {
     /// `config.attempt_delay` and `config.idle_timeout` in packet time.
     attempt_delay: time::Duration,
     idle_timeout: time::Duration,
-    conns: HashMap<ConnKey, Conn>,
+    /// Keyed foldhash: the addresses come off the wire, so an attacker picks the keys.
+    conns: HashMap<ConnKey, Conn, foldhash::fast::RandomState>,
     /// Every connection in creation order, `(created, key, serial)`: the eviction order, and
-    /// (packet time only moves forward) the attempt-deadline order. Entries of connections
-    /// gone since (serial mismatch) are skipped and compacted away.
+    /// (packet time only moves forward) the attempt-deadline and first idle-check order.
+    /// Entries of connections gone since (serial mismatch) are skipped and compacted away.
     timers: VecDeque<(Timestamp, ConnKey, u64)>,
     /// How many entries at the front of `timers` have had their attempt timer run.
     fired: usize,
+    /// How many entries at the front of `timers` have had their first idle check: their
+    /// connection was gone, expired, or is in `recheck`.
+    idle_checked: usize,
+    /// Connections still active when their idle check came, `(last segment, serial, key)`,
+    /// earliest first: checked again when that segment's idle timeout runs out. With the
+    /// creation-ordered `timers`, a sweep visits only connections that are due, never the table.
+    recheck: BinaryHeap<Reverse<(Timestamp, u64, ConnKey)>>,
     /// `min(max_conns, max_bytes / ENTRY_BYTES)`, at least 1.
     cap: usize,
     next_serial: u64,
@@ -272,9 +285,11 @@ impl ConnTracker {
                 .min(config.max_bytes / Self::ENTRY_BYTES)
                 .max(1),
             config,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             timers: VecDeque::new(),
             fired: 0,
+            idle_checked: 0,
+            recheck: BinaryHeap::new(),
             next_serial: 0,
             last_sweep: Timestamp::ZERO,
             now: Timestamp::ZERO,
@@ -328,11 +343,44 @@ impl ConnTracker {
         }
         if self.now - self.last_sweep >= SWEEP_INTERVAL {
             self.last_sweep = self.now;
-            let (idle, now) = (self.idle_timeout, self.now);
-            let before = self.conns.len();
-            self.conns.retain(|_, c| !c.last.expired(idle, now));
-            self.expired += (before - self.conns.len()) as u64;
-            self.compact();
+            self.sweep();
+        }
+    }
+
+    /// Forgets the connections idle for longer than `idle_timeout`, exactly those a pass over
+    /// the whole table would, visiting only the due ones: a connection's `last` is never
+    /// earlier than its creation, so those created more than `idle_timeout` ago (a prefix of
+    /// `timers`) and those due in `recheck` are all that can have expired.
+    fn sweep(&mut self) {
+        let (idle, now) = (self.idle_timeout, self.now);
+        let before = self.conns.len();
+        while let Some(&(created, key, serial)) = self.timers.get(self.idle_checked) {
+            if !created.expired(idle, now) {
+                break;
+            }
+            self.idle_checked += 1;
+            self.check_idle(key, serial);
+        }
+        while let Some(&Reverse((stamp, serial, key))) = self.recheck.peek() {
+            if !stamp.expired(idle, now) {
+                break;
+            }
+            self.recheck.pop();
+            self.check_idle(key, serial);
+        }
+        self.expired += (before - self.conns.len()) as u64;
+    }
+
+    /// Forgets connection `key` (incarnation `serial`) if idle too long, or schedules its next
+    /// check at its last segment's timeout.
+    fn check_idle(&mut self, key: ConnKey, serial: u64) {
+        let Some(c) = self.conns.get(&key).filter(|c| c.serial == serial) else {
+            return; // gone already
+        };
+        if c.last.expired(self.idle_timeout, self.now) {
+            self.conns.remove(&key);
+        } else {
+            self.recheck.push(Reverse((c.last, serial, key)));
         }
     }
 
@@ -343,8 +391,14 @@ impl ConnTracker {
             conns.get(key).is_some_and(|c| c.serial == *serial)
         };
         let fired = self.timers.range(..self.fired).filter(|e| live(e)).count();
+        let idle_checked = self
+            .timers
+            .range(..self.idle_checked)
+            .filter(|e| live(e))
+            .count();
         self.timers.retain(live);
         self.fired = fired;
+        self.idle_checked = idle_checked;
         if self.timers.capacity() > 4 * self.timers.len().max(1024) {
             self.timers.shrink_to(2 * self.timers.len());
         }
@@ -391,6 +445,7 @@ impl ConnTracker {
                 break;
             };
             self.fired = self.fired.saturating_sub(1);
+            self.idle_checked = self.idle_checked.saturating_sub(1);
             if self.conns.get(&old).is_none_or(|c| c.serial != serial) {
                 continue; // gone already
             }
@@ -884,6 +939,34 @@ mod tests {
             events,
             [(BroEvent::Rejected, 10), (BroEvent::Attempt, 25_000)]
         );
+    }
+
+    #[test]
+    fn active_connections_outlive_their_first_idle_check() {
+        // Idle timeout 5 min: a connection with a segment at 4 min is still there at 6 min and
+        // goes once 5 min have passed since that segment, as a pass over the table would have it.
+        let mut t = ConnTracker::new(ConnConfig::default());
+        let mut out = Vec::new();
+        let at = |ms: u64| Timestamp::from_secs(1_000) + time::Duration::from_millis(ms);
+        t.on_event(&seg(0, A, B, SYN), &mut out);
+        t.on_event(&seg(1, B, A, SYN | ACK), &mut out);
+        t.on_event(&seg(0, A, "203.0.113.8:80", SYN), &mut out);
+        t.on_event(&seg(240_000, A, B, FIN | ACK), &mut out);
+        t.advance(at(360_000), &mut out);
+        assert_eq!(
+            (t.len(), t.expired),
+            (1, 1),
+            "the silent one went, the active one stays"
+        );
+        t.advance(at(540_000), &mut out);
+        assert_eq!(t.len(), 1, "exactly 5 min after its last segment: not yet");
+        t.advance(at(550_000), &mut out);
+        assert!(t.is_empty());
+        assert_eq!(t.expired, 2);
+        // A new connection on the same key starts afresh; the old one's queued check is stale.
+        t.on_event(&seg(560_000, A, B, SYN), &mut out);
+        t.advance(at(600_000), &mut out);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

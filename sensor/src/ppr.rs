@@ -36,7 +36,12 @@
 //! sets stop growing and the source is marked saturated, which the hardened test treats as a
 //! scan).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+/// Maps and sets keyed by addresses and ports off the wire (an attacker picks them): foldhash
+/// with a per-process random seed, fast and keyed.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -236,7 +241,7 @@ impl PprTracker {
         Self {
             window: config.window.into(),
             config,
-            sources: HashMap::new(),
+            sources: HashMap::default(),
             lru: BTreeSet::new(),
             seq: 0,
             pairs: 0,

@@ -8,19 +8,29 @@
 //! [`PredictionTable::HOST_BYTES`], each of its peers [`PredictionTable::PEER_BYTES`]), oldest
 //! evicted first. Every eviction and expiry is counted.
 //!
-//! The table is a `DashMap` so capture shards can share it: lookups are per failed attempt and
-//! inserts per coordination message, both far rarer than packets.
+//! The table is shared behind one lock (capture shards can share it): lookups are per connection
+//! outcome and inserts per announced peer, both far rarer than packets, and every operation is
+//! O(1) or O(log n), so the lock is never held for long. Expiry is incremental: a min-heap of
+//! (last announcement, host, peer) with lazy deletion hands out exactly the entries whose TTL
+//! ran out, so a sweep costs what it removes, not what the table holds. Per-host aggregates
+//! (`third_party`, the peer count behind "largest host") are kept up to date on every change.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry::{Occupied, Vacant};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-
-use dashmap::DashMap;
 
 use crate::event::Timestamp;
 use crate::time;
+
+/// Hash state of the table's maps. The keys (hosts, announced peers) come off the wire, so an
+/// attacker picks them: foldhash with a per-process random seed, fast and keyed, not an unkeyed
+/// hash whose collisions could be precomputed.
+type Keyed = foldhash::fast::RandomState;
 
 /// Where a prediction came from: one module per coordination channel. Its name (`as_str`, the
 /// metric label) and its serde name are the same snake_case string.
@@ -164,37 +174,102 @@ struct Entry {
     /// itself before a third party took the credit): a retraction by `channel` leaves the
     /// prediction standing.
     confirmed: bool,
+    /// The generation of this entry's one live item in the expiry queues, whose time is never
+    /// later than `last_seen`.
+    due: u64,
 }
 
-type PeerKey = (SocketAddr, PeerTransport);
+/// A predicted peer in the table's maps and queues: 20 bytes where `(SocketAddr, PeerTransport)`
+/// takes 36 (a socket address carries IPv6 flow info and scope, never set on announced peers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PeerKey {
+    ip: IpAddr,
+    port: u16,
+    transport: PeerTransport,
+}
+
+impl PeerKey {
+    fn new(peer: SocketAddr, transport: PeerTransport) -> Self {
+        Self {
+            ip: peer.ip(),
+            port: peer.port(),
+            transport,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct HostPeers {
-    peers: HashMap<PeerKey, Entry>,
-    /// Entries that show the host a BitTorrent client (see [`Channel::peer_evidence`]).
+    peers: HashMap<PeerKey, Entry, Keyed>,
+    /// Entries that show the host a BitTorrent client (see [`Channel::peer_evidence`]), kept
+    /// up to date on every insert, upgrade and removal.
     third_party: usize,
     /// Insertion order with the `last_seen` at insertion; stale pairs are skipped lazily.
     order: VecDeque<(PeerKey, Timestamp)>,
 }
 
 impl HostPeers {
-    /// Drops the oldest live entry; false if none is left.
     fn forget(&mut self, channel: Channel) {
         if channel.peer_evidence() {
             self.third_party = self.third_party.saturating_sub(1);
         }
     }
 
-    fn evict_oldest(&mut self) -> bool {
+    /// Drops the oldest live entry (by insertion); its channel, or `None` if none is left.
+    fn evict_oldest(&mut self) -> Option<Channel> {
         while let Some((key, stamp)) = self.order.pop_front() {
             if self.peers.get(&key).is_some_and(|e| e.last_seen == stamp) {
-                if let Some(e) = self.peers.remove(&key) {
-                    self.forget(e.channel);
-                }
-                return true;
+                let e = self.peers.remove(&key)?;
+                self.forget(e.channel);
+                return Some(e.channel);
             }
         }
-        false
+        None
+    }
+
+    /// Drops stale pairs from `order` once they outnumber the live ones: amortised O(1) per
+    /// push, and the queue stays within a small factor of the map.
+    fn compact_order(&mut self) {
+        if self.order.len() > 2 * self.peers.len() + 64 {
+            let HostPeers { peers, order, .. } = self;
+            order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
+        }
+    }
+}
+
+/// Hosts bucketed by their number of predicted peers, so the largest is found in O(1): sizes
+/// only ever change by one, so the maximum moves by at most one bucket per change.
+#[derive(Debug, Default)]
+struct SizeIndex {
+    /// `buckets[n]`: the hosts holding exactly `n` peers (`buckets[0]` unused).
+    buckets: Vec<HashSet<IpAddr, Keyed>>,
+    max: usize,
+}
+
+impl SizeIndex {
+    fn resize(&mut self, host: IpAddr, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        if from > 0 {
+            if let Some(b) = self.buckets.get_mut(from) {
+                b.remove(&host);
+            }
+        }
+        if to > 0 {
+            if self.buckets.len() <= to {
+                self.buckets.resize_with(to + 1, HashSet::default);
+            }
+            self.buckets[to].insert(host);
+            self.max = self.max.max(to);
+        }
+        while self.max > 0 && self.buckets[self.max].is_empty() {
+            self.max -= 1;
+        }
+    }
+
+    fn largest(&self) -> Option<IpAddr> {
+        self.buckets.get(self.max)?.iter().next().copied()
     }
 }
 
@@ -209,29 +284,139 @@ pub struct PredictionStats {
     pub evicted_total_cap: AtomicU64,
 }
 
+/// A pending expiry check: (no later than the last announcement, generation, host, peer). Only
+/// the item whose generation the entry holds is live; the others (the entry was removed, or
+/// announced with an older time) are skipped when they come up.
+type Due = Reverse<(Timestamp, u64, IpAddr, PeerKey)>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    hosts: HashMap<IpAddr, HostPeers, Keyed>,
+    /// One live item per entry, earliest first, over two queues: `in_order` takes the items
+    /// that come in time order (O(1), nearly all of them: announcements arrive in packet
+    /// time), `expiry` the others (O(log n)). Popped as the TTL runs out. A refresh to a later
+    /// time pushes nothing: the item comes up at the old time and is pushed again at the new
+    /// one, so a peer announced every minute costs one push per TTL, not one per minute.
+    in_order: VecDeque<Due>,
+    expiry: BinaryHeap<Due>,
+    /// The last generation stamp given out.
+    generation: u64,
+    /// Built when the global caps first force an eviction, kept up to date from then on:
+    /// until then no insert pays for it.
+    sizes: Option<SizeIndex>,
+    /// Hosts left without peers by a removal or an eviction: dropped at the next `expire` if
+    /// still empty (as a full sweep would), without looking at any other host.
+    emptied: Vec<IpAddr>,
+    total: usize,
+}
+
+impl Inner {
+    /// Removes `key` of `host` (present), keeping every aggregate right. Returns the entry.
+    fn take(&mut self, host: IpAddr, key: PeerKey) -> Option<Entry> {
+        let h = self.hosts.get_mut(&host)?;
+        let e = h.peers.remove(&key)?;
+        h.forget(e.channel);
+        let left = h.peers.len();
+        self.resize(host, left + 1, left);
+        self.total -= 1;
+        if left == 0 {
+            self.emptied.push(host);
+        }
+        Some(e)
+    }
+
+    fn resize(&mut self, host: IpAddr, from: usize, to: usize) {
+        if let Some(sizes) = &mut self.sizes {
+            sizes.resize(host, from, to);
+        }
+    }
+
+    /// Schedules an expiry check.
+    fn push_due(&mut self, item: (Timestamp, u64, IpAddr, PeerKey)) {
+        if self
+            .in_order
+            .back()
+            .is_none_or(|Reverse(last)| last.0 <= item.0)
+        {
+            self.in_order.push_back(Reverse(item));
+        } else {
+            self.expiry.push(Reverse(item));
+        }
+    }
+
+    /// The earliest scheduled check, if due by `due(stamp)`, removed from its queue.
+    fn pop_due(
+        &mut self,
+        due: impl Fn(Timestamp) -> bool,
+    ) -> Option<(Timestamp, u64, IpAddr, PeerKey)> {
+        let a = self.in_order.front().map(|Reverse(i)| i.0);
+        let b = self.expiry.peek().map(|Reverse(i)| i.0);
+        let from_heap = match (a, b) {
+            (Some(a), Some(b)) => b < a,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let stamp = if from_heap { b } else { a }?;
+        if !due(stamp) {
+            return None;
+        }
+        let Reverse(item) = if from_heap {
+            self.expiry.pop()
+        } else {
+            self.in_order.pop_front()
+        }?;
+        Some(item)
+    }
+
+    /// Rebuilds the expiry heap from its live items once stale ones (left by removals and
+    /// out-of-order announcements) dominate: O(n) every n pushes, so the heap stays within a
+    /// small factor of the table.
+    fn compact_expiry(&mut self) {
+        if self.expiry.len() + self.in_order.len() <= 2 * self.total + 1024 {
+            return;
+        }
+        let hosts = &self.hosts;
+        let live = |Reverse((_, generation, host, key)): &Due| {
+            hosts
+                .get(host)
+                .and_then(|h| h.peers.get(key))
+                .is_some_and(|e| e.due == *generation)
+        };
+        let mut heap: Vec<Due> = std::mem::take(&mut self.expiry).into_vec();
+        heap.retain(live);
+        self.in_order.retain(live);
+        self.expiry = BinaryHeap::from(heap);
+    }
+}
+
 #[derive(Debug)]
 pub struct PredictionTable {
     config: PredictionConfig,
     /// `config.ttl` in packet time.
     ttl: time::Duration,
-    hosts: DashMap<IpAddr, HostPeers>,
-    total: AtomicU64,
+    inner: Mutex<Inner>,
     pub stats: PredictionStats,
 }
 
 impl PredictionTable {
-    /// Bytes per predicted peer of a host that has many (measured, `cargo xtask bench`: 185 B
-    /// per entry with one host of 1 M peers).
-    pub const PEER_BYTES: usize = 190;
-    /// Bytes per host beyond its peers: its `DashMap` slot, its `HostPeers` and their first
-    /// allocations (measured: 734 B per entry with 1 M hosts of one peer each).
+    /// Bytes per predicted peer of a host that has many: its map slot, its place in the host's
+    /// insertion order and in the expiry queue (measured, `cargo xtask bench`: 208 B per entry
+    /// with one host of 1 M peers).
+    pub const PEER_BYTES: usize = 215;
+    /// Bytes per host beyond its peers: its map slot, its `HostPeers` and their first
+    /// allocations (measured: 669 B per entry with 1 M hosts of one peer each).
     pub const HOST_BYTES: usize = 560;
 
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // No operation leaves the table inconsistent halfway through a panic it could
+        // cause; a poisoned lock still guards a usable table.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether one more peer (for a host not yet in the table, if `new_host`) would exceed the
-    /// count cap or the memory budget. Hosts are counted only when they could matter, since a
-    /// `DashMap`'s length visits every shard.
-    fn full(&self, new_host: bool) -> bool {
-        let total = usize::try_from(self.total.load(Relaxed)).unwrap_or(usize::MAX);
+    /// count cap or the memory budget.
+    fn full(&self, t: &Inner, new_host: bool) -> bool {
+        let total = t.total;
         if total >= self.config.max_total {
             return true;
         }
@@ -241,7 +426,7 @@ impl PredictionTable {
         if peers.saturating_add((total + 1).saturating_mul(Self::HOST_BYTES)) <= budget {
             return false;
         }
-        let hosts = self.hosts.len() + usize::from(new_host);
+        let hosts = t.hosts.len() + usize::from(new_host);
         peers.saturating_add(hosts.saturating_mul(Self::HOST_BYTES)) > budget
     }
 
@@ -249,89 +434,132 @@ impl PredictionTable {
         Self {
             ttl: config.ttl.into(),
             config,
-            hosts: DashMap::new(),
-            total: AtomicU64::new(0),
+            inner: Mutex::new(Inner::default()),
             stats: PredictionStats::default(),
         }
     }
 
     /// Peers currently predicted, over all hosts.
     pub fn len(&self) -> u64 {
-        self.total.load(Relaxed)
+        self.lock().total as u64
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether [`Self::full`] can be true at `total` peers, whatever the hosts: lets the
+    /// common case skip the lookups `full` needs.
+    fn may_be_full(&self, total: usize) -> bool {
+        total >= self.config.max_total
+            || (total + 1).saturating_mul(Self::PEER_BYTES + Self::HOST_BYTES)
+                > self.config.max_bytes
+    }
+
     /// Records a prediction, or refreshes it if the peer was already announced to the host.
     pub fn insert(&self, p: &PredictedPeer) {
-        let key = (p.peer, p.transport);
-        if !self.contains_key(p.host, key) && self.full(!self.hosts.contains_key(&p.host)) {
-            self.evict_from_largest();
+        let key = PeerKey::new(p.peer, p.transport);
+        let mut guard = self.lock();
+        let t = &mut *guard;
+        t.compact_expiry();
+        if self.may_be_full(t.total) {
+            let known_host = t.hosts.get(&p.host);
+            let known = known_host.is_some_and(|h| h.peers.contains_key(&key));
+            if !known && self.full(t, known_host.is_none()) {
+                self.evict_from_largest(t);
+            }
         }
-        let mut host = self.hosts.entry(p.host).or_default();
-        if let Some(e) = host.peers.get_mut(&key) {
-            e.last_seen = p.ts;
-            // Keep the first channel's credit, unless a third party now confirms a
-            // self-announced prediction.
-            if !e.channel.peer_evidence() && p.channel.peer_evidence() {
-                e.channel = p.channel;
-                // The host's own word (its uTP SYN, an LSD announce) still predicts it.
-                e.confirmed = true;
-                host.third_party += 1;
-            } else if p.channel != e.channel && !p.channel.self_announced() {
-                e.confirmed = true;
+        // The generation a new expiry item would take.
+        let generation = t.generation + 1;
+        let host = t.hosts.entry(p.host).or_default();
+        let mut before = host.peers.len();
+        if before >= self.config.max_per_host
+            && !host.peers.contains_key(&key)
+            && host.evict_oldest().is_some()
+        {
+            self.stats.evicted_host_cap.fetch_add(1, Relaxed);
+            t.total -= 1;
+            if let Some(sizes) = &mut t.sizes {
+                sizes.resize(p.host, before, before - 1);
             }
-            self.stats.refreshed.fetch_add(1, Relaxed);
-        } else {
-            if host.peers.len() >= self.config.max_per_host && host.evict_oldest() {
-                self.stats.evicted_host_cap.fetch_add(1, Relaxed);
-                self.total.fetch_sub(1, Relaxed);
+            before -= 1;
+        }
+        let schedule = match host.peers.entry(key) {
+            Occupied(mut o) => {
+                let e = o.get_mut();
+                // A later announcement needs no new item: the scheduled one comes up earlier
+                // and is pushed again then. An earlier one (records out of order) may need an
+                // earlier item: it gets one, which supersedes the old.
+                let earlier = p.ts < e.last_seen;
+                e.last_seen = p.ts;
+                if earlier {
+                    e.due = generation;
+                }
+                // Keep the first channel's credit, unless a third party now confirms a
+                // self-announced prediction.
+                if !e.channel.peer_evidence() && p.channel.peer_evidence() {
+                    e.channel = p.channel;
+                    // The host's own word (its uTP SYN, an LSD announce) still predicts it.
+                    e.confirmed = true;
+                    host.third_party += 1;
+                } else if p.channel != e.channel && !p.channel.self_announced() {
+                    e.confirmed = true;
+                }
+                self.stats.refreshed.fetch_add(1, Relaxed);
+                earlier
             }
-            host.peers.insert(
-                key,
-                Entry {
+            Vacant(v) => {
+                v.insert(Entry {
                     first_seen: p.ts,
                     last_seen: p.ts,
                     channel: p.channel,
                     confirmed: false,
-                },
-            );
-            if p.channel.peer_evidence() {
-                host.third_party += 1;
+                    due: generation,
+                });
+                if p.channel.peer_evidence() {
+                    host.third_party += 1;
+                }
+                if let Some(sizes) = &mut t.sizes {
+                    sizes.resize(p.host, before, before + 1);
+                }
+                t.total += 1;
+                self.stats.inserted.fetch_add(1, Relaxed);
+                true
             }
-            self.total.fetch_add(1, Relaxed);
-            self.stats.inserted.fetch_add(1, Relaxed);
-        }
+        };
         host.order.push_back((key, p.ts));
         // Refreshes append too; keep the queue from outgrowing the map by much.
-        if host.order.len() > 2 * host.peers.len() + 64 {
-            let HostPeers { peers, order, .. } = &mut *host;
-            order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
+        host.compact_order();
+        if schedule {
+            t.generation = generation;
+            t.push_due((p.ts, generation, p.host, key));
         }
     }
 
-    fn contains_key(&self, host: IpAddr, key: PeerKey) -> bool {
-        self.hosts
-            .get(&host)
-            .is_some_and(|h| h.peers.contains_key(&key))
-    }
-
-    fn evict_from_largest(&self) {
-        // Rare (the global cap is a safety net): a linear pass is acceptable.
-        let largest = self
-            .hosts
-            .iter()
-            .max_by_key(|h| h.peers.len())
-            .map(|h| *h.key());
-        if let Some(ip) = largest {
-            if let Some(mut h) = self.hosts.get_mut(&ip) {
-                if h.evict_oldest() {
-                    self.total.fetch_sub(1, Relaxed);
-                    self.stats.evicted_total_cap.fetch_add(1, Relaxed);
-                }
+    /// Makes room under the global caps: the oldest peer of the host holding the most.
+    fn evict_from_largest(&self, t: &mut Inner) {
+        let hosts = &t.hosts;
+        let sizes = t.sizes.get_or_insert_with(|| {
+            let mut sizes = SizeIndex::default();
+            for (&ip, h) in hosts {
+                sizes.resize(ip, 0, h.peers.len());
             }
+            sizes
+        });
+        let Some(ip) = sizes.largest() else {
+            return;
+        };
+        let Some(h) = t.hosts.get_mut(&ip) else {
+            return;
+        };
+        let before = h.peers.len();
+        if h.evict_oldest().is_some() {
+            t.resize(ip, before, before - 1);
+            t.total -= 1;
+            if before == 1 {
+                t.emptied.push(ip);
+            }
+            self.stats.evicted_total_cap.fetch_add(1, Relaxed);
         }
     }
 
@@ -339,18 +567,15 @@ impl PredictionTable {
     /// A prediction another channel made (or confirmed, also after it) stands: a PEX
     /// `dropped` says one peer lost contact, not that the tracker's or the DHT's word is void.
     pub fn retract(&self, r: &RetractedPeer) {
-        let Some(mut h) = self.hosts.get_mut(&r.host) else {
-            return;
-        };
+        let mut t = self.lock();
         for transport in [PeerTransport::Tcp, PeerTransport::Udp] {
-            let key = (r.peer, transport);
-            if h.peers
-                .get(&key)
-                .is_some_and(|e| e.channel == r.channel && !e.confirmed)
-            {
-                h.peers.remove(&key);
-                h.forget(r.channel);
-                self.total.fetch_sub(1, Relaxed);
+            let key = PeerKey::new(r.peer, transport);
+            let ours = t
+                .hosts
+                .get(&r.host)
+                .and_then(|h| h.peers.get(&key))
+                .is_some_and(|e| e.channel == r.channel && !e.confirmed);
+            if ours && t.take(r.host, key).is_some() {
                 self.stats.removed.fetch_add(1, Relaxed);
             }
         }
@@ -358,12 +583,12 @@ impl PredictionTable {
 
     /// Forgets a prediction whatever its channel.
     pub fn remove(&self, host: IpAddr, peer: SocketAddr, transport: PeerTransport) {
-        if let Some(mut h) = self.hosts.get_mut(&host) {
-            if let Some(e) = h.peers.remove(&(peer, transport)) {
-                h.forget(e.channel);
-                self.total.fetch_sub(1, Relaxed);
-                self.stats.removed.fetch_add(1, Relaxed);
-            }
+        if self
+            .lock()
+            .take(host, PeerKey::new(peer, transport))
+            .is_some()
+        {
+            self.stats.removed.fetch_add(1, Relaxed);
         }
     }
 
@@ -375,8 +600,9 @@ impl PredictionTable {
         transport: PeerTransport,
         now: Timestamp,
     ) -> Option<Channel> {
-        let h = self.hosts.get(&host)?;
-        let e = h.peers.get(&(peer, transport))?;
+        let t = self.lock();
+        let h = t.hosts.get(&host)?;
+        let e = h.peers.get(&PeerKey::new(peer, transport))?;
         let trusted = !e.channel.self_announced() || h.third_party > 0;
         (trusted && !e.last_seen.expired(self.ttl, now)).then_some(e.channel)
     }
@@ -384,7 +610,10 @@ impl PredictionTable {
     /// Whether coordination traffic has told `host` about any peer still in the table: the
     /// evidence that `host` runs BitTorrent.
     pub fn knows_host(&self, host: IpAddr) -> bool {
-        self.hosts.get(&host).is_some_and(|h| h.third_party > 0)
+        self.lock()
+            .hosts
+            .get(&host)
+            .is_some_and(|h| h.third_party > 0)
     }
 
     /// When `host` first learnt of `peer` (for logs).
@@ -395,47 +624,70 @@ impl PredictionTable {
         transport: PeerTransport,
     ) -> Option<Timestamp> {
         Some(
-            self.hosts
+            self.lock()
+                .hosts
                 .get(&host)?
                 .peers
-                .get(&(peer, transport))?
+                .get(&PeerKey::new(peer, transport))?
                 .first_seen,
         )
     }
 
-    /// Drops predictions not refreshed within the TTL, and hosts left empty.
+    /// Drops predictions not refreshed within the TTL, and hosts left empty. Costs what it
+    /// removes (O(log n) each), not what the table holds.
     pub fn expire(&self, now: Timestamp) {
         let ttl = self.ttl;
-        self.hosts.retain(|_, h| {
-            let before = h.peers.len();
-            h.peers.retain(|_, e| !e.last_seen.expired(ttl, now));
-            h.third_party = h
-                .peers
-                .values()
-                .filter(|e| e.channel.peer_evidence())
-                .count();
-            let gone = (before - h.peers.len()) as u64;
-            if gone > 0 {
-                self.total.fetch_sub(gone, Relaxed);
-                self.stats.expired.fetch_add(gone, Relaxed);
-                let HostPeers { peers, order, .. } = h;
-                order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
+        let mut guard = self.lock();
+        let t = &mut *guard;
+        // Items come up in time order: the first one not yet due ends the run.
+        while let Some((_, generation, host, key)) = t.pop_due(|stamp| stamp.expired(ttl, now)) {
+            let Some(h) = t.hosts.get_mut(&host) else {
+                continue;
+            };
+            let Some(e) = h.peers.get_mut(&key) else {
+                continue;
+            };
+            if e.due != generation {
+                continue;
             }
-            !h.peers.is_empty()
-        });
+            if e.last_seen.expired(ttl, now) {
+                t.take(host, key);
+                self.stats.expired.fetch_add(1, Relaxed);
+                if let Some(h) = t.hosts.get_mut(&host) {
+                    h.compact_order();
+                }
+            } else {
+                // Announced again since: check again when that announcement runs out.
+                t.generation += 1;
+                e.due = t.generation;
+                let item = (e.last_seen, t.generation, host, key);
+                t.push_due(item);
+            }
+        }
+        for host in std::mem::take(&mut t.emptied) {
+            if t.hosts.get(&host).is_some_and(|h| h.peers.is_empty()) {
+                t.hosts.remove(&host);
+            }
+        }
+    }
+
+    /// Hosts in the table (tests).
+    #[cfg(test)]
+    fn hosts(&self) -> usize {
+        self.lock().hosts.len()
     }
 
     /// Every live prediction as plain data, for the state file (`crate::state`), oldest
     /// announcement first: restoring them in this order rebuilds each host's eviction order.
     pub fn export(&self) -> Vec<SavedPrediction> {
-        let mut out: Vec<SavedPrediction> =
-            Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
-        for h in &self.hosts {
-            for (&(peer, transport), e) in &h.peers {
+        let t = self.lock();
+        let mut out: Vec<SavedPrediction> = Vec::with_capacity(t.total);
+        for (&host, h) in &t.hosts {
+            for (key, e) in &h.peers {
                 out.push(SavedPrediction {
-                    host: *h.key(),
-                    peer,
-                    transport,
+                    host,
+                    peer: SocketAddr::new(key.ip, key.port),
+                    transport: key.transport,
                     channel: e.channel,
                     first_seen: e.first_seen,
                     last_seen: e.last_seen,
@@ -451,16 +703,21 @@ impl PredictionTable {
     /// past them it is dropped and counted as evicted. Entries are expected oldest first, as
     /// [`PredictionTable::export`] gives them; one already present is left alone.
     pub fn restore(&self, p: &SavedPrediction) {
-        let key = (p.peer, p.transport);
-        if self.contains_key(p.host, key) {
+        let key = PeerKey::new(p.peer, p.transport);
+        let mut guard = self.lock();
+        let t = &mut *guard;
+        let known_host = t.hosts.get(&p.host);
+        if known_host.is_some_and(|h| h.peers.contains_key(&key)) {
             return;
         }
-        if self.full(!self.hosts.contains_key(&p.host)) {
+        if self.full(t, known_host.is_none()) {
             self.stats.evicted_total_cap.fetch_add(1, Relaxed);
             return;
         }
-        let mut host = self.hosts.entry(p.host).or_default();
-        if host.peers.len() >= self.config.max_per_host {
+        let generation = t.generation + 1;
+        let host = t.hosts.entry(p.host).or_default();
+        let before = host.peers.len();
+        if before >= self.config.max_per_host {
             self.stats.evicted_host_cap.fetch_add(1, Relaxed);
             return;
         }
@@ -471,13 +728,19 @@ impl PredictionTable {
                 last_seen: p.last_seen,
                 channel: p.channel,
                 confirmed: p.confirmed,
+                due: generation,
             },
         );
         if p.channel.peer_evidence() {
             host.third_party += 1;
         }
         host.order.push_back((key, p.last_seen));
-        self.total.fetch_add(1, Relaxed);
+        if let Some(sizes) = &mut t.sizes {
+            sizes.resize(p.host, before, before + 1);
+        }
+        t.total += 1;
+        t.generation = generation;
+        t.push_due((p.last_seen, generation, p.host, key));
     }
 }
 
@@ -694,7 +957,7 @@ mod tests {
         assert_eq!(t.stats.expired.load(Relaxed), 1);
         t.expire(Timestamp::from_secs(5000));
         assert!(t.is_empty());
-        assert_eq!(t.hosts.len(), 0, "empty hosts are dropped");
+        assert_eq!(t.hosts(), 0, "empty hosts are dropped");
     }
 
     #[test]
@@ -734,6 +997,93 @@ mod tests {
         }
         assert!(t.len() <= 250, "{}", t.len());
         assert!(t.stats.evicted_total_cap.load(Relaxed) > 0);
+    }
+
+    /// Expiry removes exactly what a pass over every entry would: refreshed entries stay, an
+    /// announcement older than the last (records out of order) moves the deadline back, and
+    /// `third_party` follows removals.
+    #[test]
+    fn incremental_expiry_matches_a_full_pass() {
+        let t = PredictionTable::new(PredictionConfig {
+            ttl: Duration::from_secs(100),
+            ..Default::default()
+        });
+        let host: IpAddr = H.parse().unwrap();
+        let peer = |i: u32| -> SocketAddr { format!("203.0.113.{i}:6881").parse().unwrap() };
+        let live = |i: u32, now: u64| {
+            t.lookup(host, peer(i), PeerTransport::Tcp, Timestamp::from_secs(now))
+                .is_some()
+        };
+        t.insert(&p(0, H, "203.0.113.1:6881")); // expires after 100
+        t.insert(&p(0, H, "203.0.113.2:6881"));
+        t.insert(&p(50, H, "203.0.113.2:6881")); // refreshed: after 150
+        t.insert(&p(60, H, "203.0.113.3:6881"));
+        t.insert(&p(10, H, "203.0.113.3:6881")); // moved back: after 110
+        t.expire(Timestamp::from_secs(101));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats.expired.load(Relaxed), 1);
+        assert!(!live(1, 101) && live(2, 101) && live(3, 101));
+        t.expire(Timestamp::from_secs(111));
+        assert_eq!(t.len(), 1);
+        assert!(live(2, 111) && !live(3, 111));
+        assert!(t.knows_host(host));
+        t.expire(Timestamp::from_secs(150)); // exactly the TTL: not expired (Bro's `<`)
+        assert_eq!(t.len(), 1);
+        t.expire(Timestamp::from_secs(151));
+        assert!(t.is_empty());
+        assert!(!t.knows_host(host), "third_party follows the removals");
+        assert_eq!(t.hosts(), 0);
+        assert_eq!(t.stats.expired.load(Relaxed), 3);
+    }
+
+    /// Refreshing the same peers over and over, and removing and re-adding them, leaves the
+    /// expiry queues within a small factor of the table.
+    #[test]
+    fn expiry_queues_stay_bounded_under_churn() {
+        let t = PredictionTable::new(PredictionConfig::default());
+        let host: IpAddr = H.parse().unwrap();
+        for round in 0..2_000u64 {
+            for i in 0..10u32 {
+                let peer = format!("203.0.113.{i}:6881");
+                // Out of order on purpose: every other round is older than the last.
+                t.insert(&p(round.saturating_sub(2 * (round % 2)), H, &peer));
+                t.remove(host, peer.parse().unwrap(), PeerTransport::Tcp);
+                t.insert(&p(round, H, &peer));
+            }
+        }
+        let inner = t.lock();
+        assert_eq!(inner.total, 10);
+        assert!(inner.expiry.len() + inner.in_order.len() <= 2 * 10 + 1024 + 1);
+        assert!(inner.hosts[&host].order.len() <= 2 * 10 + 64 + 1);
+    }
+
+    /// The global cap takes from the host holding the most peers, whichever it is.
+    #[test]
+    fn global_cap_evicts_from_the_largest_host() {
+        let t = PredictionTable::new(PredictionConfig {
+            max_total: 30,
+            ..Default::default()
+        });
+        let at = Timestamp::from_secs(1);
+        for (h, n) in [("192.0.2.1", 5u32), ("192.0.2.2", 20), ("192.0.2.3", 5)] {
+            for i in 0..n {
+                t.insert(&p(1, h, &format!("198.51.100.1:{}", 1000 + i)));
+            }
+        }
+        assert_eq!(t.len(), 30);
+        t.insert(&p(1, "192.0.2.4", "198.51.100.9:1"));
+        t.insert(&p(1, "192.0.2.1", "198.51.100.9:2"));
+        assert_eq!(t.len(), 30);
+        assert_eq!(t.stats.evicted_total_cap.load(Relaxed), 2);
+        let big: IpAddr = "192.0.2.2".parse().unwrap();
+        // Its two oldest went.
+        for (port, kept) in [(1000, false), (1001, false), (1002, true)] {
+            let peer: SocketAddr = format!("198.51.100.1:{port}").parse().unwrap();
+            assert_eq!(t.lookup(big, peer, PeerTransport::Tcp, at).is_some(), kept);
+        }
+        let small: IpAddr = "192.0.2.1".parse().unwrap();
+        let first: SocketAddr = "198.51.100.1:1000".parse().unwrap();
+        assert!(t.lookup(small, first, PeerTransport::Tcp, at).is_some());
     }
 
     /// The metric label (`as_str`, strum) and the serde name agree for every channel.

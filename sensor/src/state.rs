@@ -162,9 +162,9 @@ pub enum Record {
     ConnClock(SavedConnClock),
     Conn(SavedConn),
     BroClock(Det, Timestamp),
-    BroSource(Det, IpAddr, Src),
+    BroSource(Det, IpAddr, Box<Src>),
     PprClock(Ppr, Timestamp),
-    PprSource(Ppr, IpAddr, Source),
+    PprSource(Ppr, IpAddr, Box<Source>),
     Withheld(SavedNotice),
     /// (source, notice) → notices raised by (filtered, baseline) detector.
     Raised(IpAddr, NoticeKind, u32, u32),

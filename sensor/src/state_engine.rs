@@ -174,9 +174,9 @@ impl<S: EngineSink> Engine<S> {
                 Record::ConnClock(c) => conn_clock = Some(c),
                 Record::Conn(c) => conns.push(c),
                 Record::BroClock(d, now) => bro_now[d as usize] = now,
-                Record::BroSource(d, ip, s) => bro_srcs[d as usize].push((ip, s)),
+                Record::BroSource(d, ip, s) => bro_srcs[d as usize].push((ip, *s)),
                 Record::PprClock(p, now) => ppr_now[p as usize] = now,
-                Record::PprSource(p, ip, s) => ppr_srcs[p as usize].push((ip, s)),
+                Record::PprSource(p, ip, s) => ppr_srcs[p as usize].push((ip, *s)),
                 Record::Withheld(n) => {
                     self.withheld.hold(n.into());
                     loaded.withheld += 1;

@@ -8,8 +8,9 @@
 //!   beside the checkout) and are skipped, with one line saying so, when it is absent (under
 //!   `CI` that is an error instead).
 //! - `cargo xtask run`: the demo; `cargo xtask run -- <sensor args>` runs the sensor itself.
-//! - `cargo xtask bench`: replay throughput and XDP per-packet cost, written to BENCHMARKS.md;
-//!   `--live` only the live section (fast sender, sustained record rate, flood on the agent).
+//! - `cargo xtask bench`: replay throughput, XDP per-packet cost, and the engine side by side with
+//!   the pre-filter, `cat`, tshark and nDPI, written to BENCHMARKS.md; `--live` only the live
+//!   section (fast sender, sustained record rate, flood on the agent).
 //! - `cargo xtask snapshot OUTDIR`: a build's notices and predictions over the corpus, one file
 //!   per capture, to compare two builds with `diff -r`.
 //! - `cargo xtask install [--prefix DIR] [--destdir DIR]`: the binary, the systemd unit, the
@@ -322,6 +323,20 @@ fn bench(root: &Path, live: bool) -> anyhow::Result<ExitCode> {
         bail!("the benchmarks load XDP and need root");
     }
     setup::ensure(root)?;
+    // The side-by-side section runs the `sensor` binary beside `bench`.
+    let built = status_of(cargo().current_dir(root).args([
+        "build",
+        "--locked",
+        "--release",
+        "--quiet",
+        "-p",
+        "sensor",
+        "--bin",
+        "sensor",
+    ]))?;
+    if !built.success() {
+        return Ok(ExitCode::FAILURE);
+    }
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args([

@@ -17,6 +17,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // Runs deploy/sensor.logrotate in a test (xtask/src/install.rs).
     ("logrotate", "logrotate"),
+    // `cargo xtask bench` compares the engine with nDPI on the same captures.
+    ("ndpiReader", "libndpi-bin"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

@@ -98,7 +98,8 @@ struct Fair<K, V> {
 /// sessions of coordination traffic, where a flood must not grow memory.
 #[derive(Debug)]
 pub(crate) struct Bounded<K, V> {
-    map: HashMap<K, Slot<V>>,
+    /// Keyed foldhash: transaction keys come off the wire, so an attacker picks them.
+    map: HashMap<K, Slot<V>, foldhash::fast::RandomState>,
     /// Insertion order as (key, sequence number); pairs whose entry was since removed or
     /// replaced are skipped lazily.
     order: VecDeque<(K, u64)>,
@@ -122,7 +123,7 @@ struct Slot<V> {
 impl<K: Copy + Eq + Hash, V> Bounded<K, V> {
     pub(crate) fn new(cap: usize, ttl: std::time::Duration) -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             next_seq: 0,
             cap: cap.max(1),

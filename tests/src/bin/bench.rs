@@ -100,6 +100,15 @@ fn main() -> anyhow::Result<()> {
         // The live section alone (sender, sustained record rate, flood), spliced into the file.
         return sensor_tests::live::bench_live_main(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some("--tools") {
+        // The side-by-side section alone (needs no root): markdown on stdout.
+        let scratch = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch)?;
+        let mut md = String::new();
+        tools(&mut md, &captures(&scratch)?)?;
+        print!("{md}");
+        return Ok(());
+    }
     let out_path = args
         .get(1)
         .map_or_else(|| "BENCHMARKS.md".into(), PathBuf::from);
@@ -119,6 +128,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&scratch)?;
     let captures = captures(&scratch)?;
     offline_throughput(&mut md, &captures)?;
+    tools(&mut md, &captures)?;
     veth_replay(&mut md, &captures, &scratch)?;
     flood(&mut md)?;
     md.push_str(&sensor_tests::live::LiveBench::new(lab::sensor_binary(true)?, scratch).section()?);
@@ -388,6 +398,194 @@ fn flood(md: &mut String) -> anyhow::Result<()> {
                 t[2]
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Where the lab's captures are (`SENSOR_LAB`, default `/var/tmp/lab`): the BitTorrent-heavy
+/// ones are compared side by side when present.
+fn lab_captures() -> Vec<(String, PathBuf)> {
+    let dir =
+        std::env::var_os("SENSOR_LAB").map_or_else(|| PathBuf::from("/var/tmp/lab"), PathBuf::from);
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("bt-heavy-"))
+        .map(|e| e.path().join("bt-heavy.pcap"))
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.strip_prefix(&dir).unwrap_or(&p).display().to_string();
+            (format!("lab {name}"), p)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// One child's cost: wall time, CPU time (user + system) and peak RSS, from `wait4`'s rusage.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+}
+
+/// Runs `cmd` to its end with its output discarded; its cost as the kernel accounts it.
+fn measure(cmd: &mut std::process::Command) -> anyhow::Result<Cost> {
+    use std::process::Stdio;
+    let started = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("{cmd:?}"))?;
+    let pid = libc::pid_t::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: all-zero bytes are a valid `rusage` (plain integers).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped (std's `Child` never waited for it);
+    // `status` and `usage` are valid for writes.
+    let reaped = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    let wall = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        reaped == pid,
+        "wait4 {cmd:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && matches!(libc::WEXITSTATUS(status), 0 | 2),
+        "{cmd:?} failed (wait status {status})"
+    );
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Cost {
+        wall,
+        cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    })
+}
+
+/// The tools compared, as (label, command line) for one capture.
+fn tool_commands(sensor: &Path, file: &Path) -> Vec<(&'static str, std::process::Command)> {
+    use std::process::Command;
+    let mut analyze = Command::new(sensor);
+    analyze.arg("analyze").arg(file);
+    let mut prefilter = Command::new(sensor);
+    prefilter.arg("prefilter").arg(file);
+    let mut cat = Command::new("cat");
+    cat.arg(file);
+    // The BitTorrent dissectors (peer wire over TCP, Mainline DHT, and uTP, whose heuristic
+    // is off by default) with fields of each, so that tshark dissects what the sensor reads.
+    let mut tshark = Command::new("tshark");
+    tshark
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["--enable-heuristic", "bt_utp_udp", "-T", "fields"])
+        .args(["-e", "bt-dht.ip", "-e", "bt-dht.port", "-e", "bt-utp.type"])
+        .args(["-e", "bittorrent.msg.type", "-e", "bittorrent.extended.id"]);
+    let mut ndpi = Command::new("ndpiReader");
+    ndpi.arg("-q").arg("-i").arg(file);
+    vec![
+        ("`sensor analyze`", analyze),
+        ("`sensor prefilter`", prefilter),
+        ("`cat`", cat),
+        ("`tshark` (BitTorrent fields)", tshark),
+        ("`ndpiReader`", ndpi),
+    ]
+}
+
+/// 2b. `sensor analyze` beside the pre-filter, `cat`, tshark and nDPI on the same files, in one
+/// run: wall time, CPU time and peak RSS of each child (`wait4`). Each tool runs `REPS` times
+/// in turn, and the fastest run by wall time is reported (the one least disturbed by the
+/// other tenants of a noisy machine).
+fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
+    const REPS: usize = 3;
+    let sensor = std::env::current_exe()?.with_file_name("sensor");
+    anyhow::ensure!(
+        sensor.is_file(),
+        "{} not built (cargo build --release -p sensor)",
+        sensor.display()
+    );
+    let mut files = lab_captures();
+    files.extend(shared.iter().cloned());
+    writeln!(
+        md,
+        "\n## Side by side: the engine, the pre-filter, `cat`, tshark, nDPI\n"
+    )?;
+    writeln!(
+        md,
+        "Each tool reads the same file, output discarded; wall and CPU time (user + system) and \
+         peak RSS of the child from `wait4`; the fastest of {REPS} runs by wall time. tshark: \
+         `-T fields` on `bt-dht.ip`, `bt-dht.port`, `bt-utp.type`, `bittorrent.msg.type`, \
+         `bittorrent.extended.id` with the uTP heuristic on; `ndpiReader -q -i`.\n"
+    )?;
+    writeln!(
+        md,
+        "| capture | MB | tool | wall s | CPU s | max RSS MiB | wall × prefilter | CPU × prefilter |\n|---|---:|---|---:|---:|---:|---:|---:|"
+    )?;
+    let mut summary = Vec::new();
+    for (name, file) in &files {
+        let mb = std::fs::metadata(file)?.len() as f64 / 1e6;
+        // Warm the page cache so that no tool pays for the first read.
+        measure(std::process::Command::new("cat").arg(file))?;
+        let mut best: Vec<Option<Cost>> = vec![None; 5];
+        for _ in 0..REPS {
+            for (i, (_, mut cmd)) in tool_commands(&sensor, file).into_iter().enumerate() {
+                let cost = match measure(&mut cmd) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("bench: {e:#}");
+                        continue;
+                    }
+                };
+                if best[i].is_none_or(|b| cost.wall < b.wall) {
+                    best[i] = Some(cost);
+                }
+            }
+        }
+        let labels: Vec<&str> = tool_commands(&sensor, file)
+            .iter()
+            .map(|(l, _)| *l)
+            .collect();
+        let pre = best[1];
+        for (label, cost) in labels.iter().zip(&best) {
+            let Some(c) = cost else {
+                writeln!(md, "| {name} | {mb:.1} | {label} | not run | | | | |")?;
+                continue;
+            };
+            let (wx, cx) = pre.map_or((f64::NAN, f64::NAN), |p| (c.wall / p.wall, c.cpu / p.cpu));
+            writeln!(
+                md,
+                "| {name} | {mb:.1} | {label} | {:.3} | {:.3} | {:.1} | {wx:.1} | {cx:.1} |",
+                c.wall, c.cpu, c.rss_mib
+            )?;
+            eprintln!(
+                "bench: {name} {label}: {:.3} s wall, {:.3} s CPU",
+                c.wall, c.cpu
+            );
+        }
+        if let (Some(a), Some(p)) = (best[0], best[1]) {
+            summary.push((name.clone(), a, p, best[3], best[4]));
+        }
+    }
+    writeln!(
+        md,
+        "\n| capture | analyze ÷ prefilter (wall) | analyze ÷ prefilter (CPU) | tshark ÷ analyze (wall) | ndpiReader ÷ analyze (wall) |\n|---|---:|---:|---:|---:|"
+    )?;
+    let opt = |x: Option<Cost>, a: Cost| {
+        x.map_or_else(|| "n/a".to_string(), |x| format!("{:.1}", x.wall / a.wall))
+    };
+    for (name, a, p, tshark, ndpi) in summary {
+        writeln!(
+            md,
+            "| {name} | {:.1} | {:.1} | {} | {} |",
+            a.wall / p.wall,
+            a.cpu / p.cpu,
+            opt(tshark, a),
+            opt(ndpi, a)
+        )?;
     }
     Ok(())
 }
