@@ -1,5 +1,5 @@
 //! The live agent: XDP pre-filter → ring → decoded events → sink, with metrics and a clean
-//! detach on SIGINT/SIGTERM.
+//! detach on SIGINT/SIGTERM. SIGHUP asks the logs to reopen (logrotate's `postrotate`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +32,8 @@ pub struct RunConfig {
     /// Stop by itself after this long.
     pub duration: Option<Duration>,
     pub summary: Option<PathBuf>,
+    /// Set on SIGHUP: the Zeek logs reopen their files (see [`crate::logs::Reopen`]).
+    pub log_reopen: Option<crate::logs::Reopen>,
 }
 
 /// What a run saw, written as JSON by `--summary` and printed at exit.
@@ -131,12 +133,14 @@ async fn consume(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stop = stop_signal(config.duration);
     tokio::pin!(stop);
+    let mut hangups = Hangups::new();
     loop {
         tokio::select! {
             reason = &mut stop => {
                 tracing::info!("stopping: {reason}");
                 return Ok(());
             }
+            () = hangups.recv() => reopen_logs(config.log_reopen.as_ref()),
             ready = ring.readable_mut() => {
                 let mut guard = ready.context("waiting on the ring")?;
                 drain(guard.get_inner_mut(), clock, stats, sink);
@@ -217,6 +221,45 @@ async fn stop_signal(duration: Option<Duration>) -> &'static str {
     }
 }
 
+/// SIGHUP, which no longer kills the process: it only asks the logs to reopen.
+struct Hangups(Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    fn new() -> Self {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Self(Some(s)),
+            Err(e) => {
+                tracing::warn!("no SIGHUP handler: {e}");
+                Self(None)
+            }
+        }
+    }
+
+    /// Resolves on each SIGHUP; never if there is no handler.
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some(s) => {
+                if s.recv().await.is_none() {
+                    // The signal stream ended: stop listening rather than spin.
+                    self.0 = None;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// SIGHUP: the logs reopen on the engine's next tick (within one drain interval).
+fn reopen_logs(reopen: Option<&crate::logs::Reopen>) {
+    match reopen {
+        Some(r) => {
+            tracing::info!("SIGHUP: reopening the logs");
+            r.request();
+        }
+        None => tracing::info!("SIGHUP: no logs to reopen (--log-dir not set)"),
+    }
+}
+
 async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring's fd for the lifetime of the AsyncFd.
     let mut logger = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
@@ -235,16 +278,36 @@ async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     }
 }
 
-/// The live engine's output: notices are logged and counted, and written as JSON lines if asked.
+/// The live engine's output: notices are logged and counted, and written as JSON lines if asked;
+/// with `--log-dir`, everything also goes to the Zeek logs.
 pub struct LiveNotices {
     pub stats: Arc<AgentStats>,
     pub out: Option<std::io::BufWriter<std::fs::File>>,
+    pub logs: Option<crate::logs::LogSink>,
+    /// When the logs were last flushed: live, lines reach the files within a second.
+    last_flush: Instant,
+}
+
+impl LiveNotices {
+    pub fn new(
+        stats: Arc<AgentStats>,
+        out: Option<std::io::BufWriter<std::fs::File>>,
+        logs: Option<crate::logs::LogSink>,
+    ) -> Self {
+        Self {
+            stats,
+            out,
+            logs,
+            last_flush: Instant::now(),
+        }
+    }
 }
 
 impl crate::engine::EngineSink for LiveNotices {
     fn notice(&mut self, n: &crate::detect::ScanNotice) {
         self.stats.notices.fetch_add(1, Relaxed);
         tracing::warn!(target: "notice", note = n.note.as_str(), src = %n.src, "{}", n.msg);
+        self.logs.notice(n);
         if let Some(out) = &mut self.out {
             use std::io::Write as _;
             let ok = serde_json::to_writer(&mut *out, n).is_ok()
@@ -260,13 +323,14 @@ impl crate::engine::EngineSink for LiveNotices {
         &mut self,
         n: &crate::detect::ScanNotice,
         reason: crate::engine::SuppressReason,
-        _: &crate::ppr::PprSample,
+        ppr: &crate::ppr::PprSample,
     ) {
         let counter = match reason {
             crate::engine::SuppressReason::Predicted => &self.stats.suppressed_predicted,
             crate::engine::SuppressReason::Ppr => &self.stats.suppressed_ppr,
         };
         counter.fetch_add(1, Relaxed);
+        self.logs.suppressed(n, reason, ppr);
         tracing::info!(target: "notice", note = n.note.as_str(), reason = reason.as_str(), "suppressed: {}", n.msg);
     }
 
@@ -275,6 +339,7 @@ impl crate::engine::EngineSink for LiveNotices {
         o: &crate::conn::ConnOutcome,
         predicted: Option<crate::predict::Channel>,
     ) {
+        self.logs.attempt(o, predicted);
         if o.failed() {
             self.stats.failed_attempts.fetch_add(1, Relaxed);
             if predicted.is_some() {
@@ -283,7 +348,24 @@ impl crate::engine::EngineSink for LiveNotices {
         }
     }
 
-    fn prediction(&mut self, _: &crate::predict::PredictedPeer) {
+    fn prediction(&mut self, p: &crate::predict::PredictedPeer) {
         self.stats.predictions.fetch_add(1, Relaxed);
+        self.logs.prediction(p);
+    }
+
+    fn tick(&mut self, now: crate::time::Timestamp, stats: &crate::engine::EngineStats) {
+        let Some(logs) = &mut self.logs else {
+            return;
+        };
+        logs.tick(now, stats);
+        if self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.last_flush = Instant::now();
+            logs.flush();
+        }
+    }
+
+    fn finish(&mut self, now: crate::time::Timestamp, stats: &crate::engine::EngineStats) {
+        // Final stats row, `#close`, flush (SIGINT/SIGTERM and --duration end here).
+        self.logs.finish(now, stats);
     }
 }

@@ -137,7 +137,8 @@ struct AnalyzeArgs {
     /// Notices as JSON lines.
     #[arg(long)]
     json: bool,
-    /// Write Zeek-style logs here: notice.log, attempts.log, predictions.log, suppressed.log.
+    /// Write Zeek-style logs here: notice.log, attempts.log, predictions.log, suppressed.log,
+    /// stats.log.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Write the logs as JSON lines instead of Zeek TSV.
@@ -188,6 +189,11 @@ struct EngineArgs {
     /// full, the oldest is evicted, and an attempt still unanswered is reported as failed.
     #[arg(long, default_value_t = 500_000)]
     max_conns: usize,
+    /// Zeek's notice suppression interval per (source, note), in seconds: a notice of a kind
+    /// reported for a source less than this ago is suppressed, and a source still scanning
+    /// this long after its last report is reported again. 0 (default): off, as in Bro 1.5.
+    #[arg(long, default_value_t = 0)]
+    notice_suppress_for: u64,
 }
 
 #[derive(clap::Args)]
@@ -227,6 +233,15 @@ struct RunArgs {
     /// Write every notice as a JSON line to this file (they are also logged).
     #[arg(long)]
     notices: Option<PathBuf>,
+    /// Write Zeek-style logs here, as `analyze --out` (appended to; SIGHUP reopens them).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Write the logs as JSON lines instead of Zeek TSV.
+    #[arg(long)]
+    json_logs: bool,
+    /// Seconds between stats.log rows.
+    #[arg(long, default_value_t = 300)]
+    stats_interval: u64,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -298,7 +313,7 @@ fn event_sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn EventSink>> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = RunConfig {
+    let mut config = RunConfig {
         ifaces: args.iface,
         mode: args.xdp_mode,
         xdp: XdpConfig {
@@ -311,6 +326,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         drain_interval: Duration::from_millis(args.drain_ms.max(1)),
         duration: args.duration.map(Duration::from_secs_f64),
         summary: args.summary,
+        log_reopen: None,
+    };
+    let logs = match &args.log_dir {
+        Some(dir) => {
+            let reopen = sensor::logs::Reopen::default();
+            config.log_reopen = Some(reopen.clone());
+            Some(
+                sensor::logs::LogSink::append(dir, args.json_logs)?
+                    .with_reopen(reopen)
+                    .with_stats_interval(sensor::time::Duration::from_secs(args.stats_interval)),
+            )
+        }
+        None => None,
     };
     let stats = std::sync::Arc::new(sensor::metrics::AgentStats::default());
     let notices = match &args.notices {
@@ -321,10 +349,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut engine = Engine::new(
         args.engine.config()?,
-        agent::LiveNotices {
-            stats: stats.clone(),
-            out: notices,
-        },
+        agent::LiveNotices::new(stats.clone(), notices, logs),
     )?;
     engine.export_tables(stats.tables.clone());
     let mut sink = sensor::event::Tee(event_sink(args.events.as_ref())?, engine);
@@ -457,6 +482,7 @@ impl EngineArgs {
             ..sensor::predict::PredictionConfig::default()
         };
         anyhow::ensure!(self.max_conns > 0, "--max-conns must be positive");
+        config.notice_suppress_for = sensor::time::Duration::from_secs(self.notice_suppress_for);
         config.conn.max_conns = self.max_conns;
         config.conn.udp = self.udp_scan;
         config.ppr = PprConfig {
