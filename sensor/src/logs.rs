@@ -661,6 +661,161 @@ impl<A: EngineSink, B: EngineSink> EngineSink for Both<A, B> {
 mod tests {
     use super::*;
 
+    fn notice(secs: u64, uid: u64) -> ScanNotice {
+        let mut n = ScanNotice::new(
+            Timestamp::from_secs(secs),
+            crate::detect::NoticeKind::AddressScan,
+            "192.0.2.66".parse().unwrap(),
+            Some("198.51.100.7".parse().unwrap()),
+            Some(crate::detect::Service::tcp(23)),
+            (20, 1),
+            "192.0.2.66 has scanned 20 hosts (23/tcp)".into(),
+        )
+        .with_n(20);
+        n.conn = Some(crate::detect::NoticeConn {
+            uid: crate::detect::Uid(uid),
+            orig: "192.0.2.66:40000".parse().unwrap(),
+            resp: "198.51.100.7:23".parse().unwrap(),
+            proto: Proto::Tcp,
+        });
+        n
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sensor-logs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// Header lines, data rows and whether the file ends with `#close`.
+    fn parts(text: &str) -> (Vec<&str>, Vec<&str>, bool) {
+        let header = text.lines().take_while(|l| l.starts_with('#')).collect();
+        let rows = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let closed = text.lines().last().is_some_and(|l| {
+            l.starts_with("#close\t20") && l.len() == "#close\t2026-12-03-12-00-00".len()
+        });
+        (header, rows, closed)
+    }
+
+    /// logrotate's `postrotate`: the file is renamed, then the sensor reopens its path. The old
+    /// file ends with `#close`, the new one starts with a full header, no line is lost.
+    #[test]
+    fn reopen_after_rename_closes_the_old_file_and_starts_a_new_one() {
+        let dir = temp_dir("rotate");
+        let reopen = Reopen::default();
+        let mut logs = LogSink::append(&dir, false)
+            .unwrap()
+            .with_reopen(reopen.clone());
+        let stats = EngineStats::default();
+        logs.tick(Timestamp::from_secs(100), &stats);
+        logs.notice(&notice(100, 1));
+        logs.flush();
+        for name in ["notice", "suppressed", "attempts", "predictions", "stats"] {
+            std::fs::rename(
+                dir.join(format!("{name}.log")),
+                dir.join(format!("{name}.log.1")),
+            )
+            .unwrap();
+        }
+        // Nothing happens until the request is seen on a tick.
+        logs.notice(&notice(101, 2));
+        reopen.request();
+        logs.tick(Timestamp::from_secs(102), &stats);
+        assert_eq!(logs.reopened, 1);
+        logs.tick(Timestamp::from_secs(103), &stats);
+        assert_eq!(logs.reopened, 1, "one request, one reopen");
+        logs.notice(&notice(104, 3));
+        logs.finish(Timestamp::from_secs(105), &stats);
+        assert_eq!(logs.write_errors, 0);
+
+        let old = std::fs::read_to_string(dir.join("notice.log.1")).unwrap();
+        let new = std::fs::read_to_string(dir.join("notice.log")).unwrap();
+        for text in [&old, &new] {
+            let (header, _, closed) = parts(text);
+            assert_eq!(header.len(), 8, "{text}");
+            assert!(header[0] == "#separator \\x09" && header[4] == "#path\tnotice");
+            assert!(header[5].starts_with("#open\t20"), "{text}");
+            assert!(header[6].starts_with("#fields\tts\tuid\tid.orig_h"));
+            assert!(closed, "{text}");
+        }
+        let (_, old_rows, _) = parts(&old);
+        let (_, new_rows, _) = parts(&new);
+        assert_eq!(old_rows.len(), 2);
+        assert_eq!(new_rows.len(), 1);
+        assert!(
+            old_rows[0].starts_with("100.000000\tC") && new_rows[0].starts_with("104.000000\t")
+        );
+        // Every other log went the same way: closed and reopened with its own header.
+        for name in ["suppressed", "attempts", "predictions", "stats"] {
+            for file in [format!("{name}.log.1"), format!("{name}.log")] {
+                let text = std::fs::read_to_string(dir.join(&file)).unwrap();
+                let (header, _, closed) = parts(&text);
+                assert_eq!(header[4], format!("#path\t{name}"), "{file}");
+                assert!(closed, "{file}: {text}");
+            }
+        }
+        // stats.log: the final row went to the new file.
+        let stats_rows = parts(&std::fs::read_to_string(dir.join("stats.log")).unwrap())
+            .1
+            .len();
+        assert_eq!(stats_rows, 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A SIGHUP without a rotation (or a restart) appends to the same file: a closed block, then
+    /// a new header; earlier lines are kept.
+    #[test]
+    fn reopen_without_rename_appends_a_new_block() {
+        let dir = temp_dir("hup");
+        let mut logs = LogSink::append(&dir, false).unwrap();
+        logs.notice(&notice(100, 1));
+        logs.reopen().unwrap();
+        logs.notice(&notice(101, 2));
+        logs.close().unwrap();
+        let text = std::fs::read_to_string(dir.join("notice.log")).unwrap();
+        assert_eq!(text.matches("#open\t").count(), 2);
+        assert_eq!(text.matches("#close\t").count(), 2);
+        assert_eq!(parts(&text).1.len(), 2);
+        // A restart appends too.
+        let mut again = LogSink::append(&dir, false).unwrap();
+        again.close().unwrap();
+        let text = std::fs::read_to_string(dir.join("notice.log")).unwrap();
+        assert_eq!(text.matches("#open\t").count(), 3);
+        assert_eq!(parts(&text).1.len(), 2);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// JSON logs: the notice line is the notice's serde form, fields in Zeek's order.
+    #[test]
+    fn json_notice_line_is_the_serde_form() {
+        let dir = temp_dir("json");
+        let mut logs = LogSink::create(&dir, true).unwrap();
+        let n = notice(100, 7);
+        logs.notice(&n);
+        logs.close().unwrap();
+        let text = std::fs::read_to_string(dir.join("notice.log")).unwrap();
+        assert_eq!(text, format!("{}\n", serde_json::to_string(&n).unwrap()));
+        let uid = crate::detect::Uid(7).to_string();
+        assert_eq!(
+            text.trim_end(),
+            format!(
+                r#"{{"ts":100.000000,"uid":"{uid}","id.orig_h":"192.0.2.66","id.orig_p":40000,"id.resp_h":"198.51.100.7","id.resp_p":23,"proto":"tcp","note":"AddressScan","msg":"192.0.2.66 has scanned 20 hosts (23/tcp)","src":"192.0.2.66","dst":"198.51.100.7","p":23,"n":20,"actions":["Notice::ACTION_LOG"],"suppress_for":0.000000,"peers":20,"ports":1}}"#
+            )
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn uids_are_zeek_shaped_and_distinct() {
+        let uids: std::collections::HashSet<String> = (0..10_000)
+            .map(|i| crate::detect::Uid(i).to_string())
+            .collect();
+        assert_eq!(uids.len(), 10_000);
+        assert!(uids.iter().all(|u| u.len() == 12
+            && u.starts_with('C')
+            && u[1..].bytes().all(|b| b.is_ascii_alphanumeric())));
+    }
+
     #[test]
     fn escapes_like_zeek() {
         assert_eq!(escape("a\tb\\c\nd"), "a\\x09b\\x5cc\\x0ad");
