@@ -251,12 +251,11 @@ impl Hangups {
 
 /// SIGHUP: the logs reopen on the engine's next tick (within one drain interval).
 fn reopen_logs(reopen: Option<&crate::logs::Reopen>) {
-    match reopen {
-        Some(r) => {
-            tracing::info!("SIGHUP: reopening the logs");
-            r.request();
-        }
-        None => tracing::info!("SIGHUP: no logs to reopen (--log-dir not set)"),
+    if let Some(r) = reopen {
+        tracing::info!("SIGHUP: reopening the logs");
+        r.request();
+    } else {
+        tracing::info!("SIGHUP: no logs to reopen (--log-dir not set)");
     }
 }
 

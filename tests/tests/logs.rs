@@ -17,7 +17,12 @@ const SCANNER: [u8; 4] = [10, 9, 9, 9];
 fn slow_scan(n: u32) -> Capture {
     let packets = (0..n)
         .map(|i| {
-            let dst = [198, 51, (i / 200) as u8, (i % 200 + 1) as u8];
+            let dst = [
+                198,
+                51,
+                u8::try_from(i / 200).unwrap(),
+                u8::try_from(i % 200 + 1).unwrap(),
+            ];
             let builder =
                 etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
                     .ipv4(SCANNER, dst, 64)
@@ -148,8 +153,7 @@ fn long_running_scanner_is_reported_again_after_the_interval() {
         .collect();
     let last: Vec<&str> = stats
         .lines()
-        .filter(|l| !l.starts_with('#'))
-        .last()
+        .rfind(|l| !l.starts_with('#'))
         .unwrap()
         .split('\t')
         .collect();
