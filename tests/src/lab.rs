@@ -447,6 +447,11 @@ impl SensorProcess {
         Ok(sensor)
     }
 
+    /// The process id, to signal it (SIGHUP); `None` once stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGTERM, then wait at most 10 s (SIGKILL after that).
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
         let mut child = self.child.take().expect("running");
