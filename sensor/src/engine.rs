@@ -390,6 +390,78 @@ impl RaisedNotices {
     }
 }
 
+#[cfg(test)]
+mod raised_tests {
+    use super::*;
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    #[test]
+    fn full_table_evicts_the_least_recently_touched_eighth_and_counts_it() {
+        let mut t = RaisedNotices::default();
+        let cap = u32::try_from(RaisedNotices::CAP).unwrap();
+        for i in 0..cap {
+            t.entry(
+                ip(i),
+                NoticeKind::AddressScan,
+                Timestamp::from_secs(u64::from(i)),
+            )
+            .filtered += 1;
+        }
+        assert_eq!((t.map.len(), t.evicted), (RaisedNotices::CAP, 0));
+        // Touching an existing entry never evicts.
+        t.entry(
+            ip(0),
+            NoticeKind::AddressScan,
+            Timestamp::from_secs(1_000_000),
+        );
+        assert_eq!(t.evicted, 0);
+        // A new one makes room: the oldest eighth goes (not the entry just touched).
+        t.entry(
+            ip(cap),
+            NoticeKind::PortScan,
+            Timestamp::from_secs(1_000_001),
+        );
+        let evicted = RaisedNotices::CAP / 8;
+        assert_eq!(t.evicted, evicted as u64);
+        assert_eq!(t.map.len(), RaisedNotices::CAP - evicted + 1);
+        assert!(t.map.contains_key(&(ip(0), NoticeKind::AddressScan)));
+        assert!(!t.map.contains_key(&(ip(1), NoticeKind::AddressScan)));
+        assert!(t.map.contains_key(&(ip(cap - 1), NoticeKind::AddressScan)));
+    }
+
+    #[test]
+    fn entries_live_while_a_detector_tracks_the_source_or_the_interval_runs() {
+        let mut t = RaisedNotices::default();
+        let every = Duration::from_secs(600);
+        t.entry(ip(1), NoticeKind::AddressScan, Timestamp::from_secs(100));
+        let reported = t.entry(ip(2), NoticeKind::AddressScan, Timestamp::from_secs(100));
+        let mut n = ScanNotice::new(
+            Timestamp::from_secs(100),
+            NoticeKind::AddressScan,
+            ip(2),
+            None,
+            None,
+            (20, 1),
+            String::new(),
+        );
+        n.suppress_for = every;
+        reported.reported = Some(Box::new(n));
+        t.entry(ip(3), NoticeKind::AddressScan, Timestamp::from_secs(100));
+        let tracked = |src: IpAddr| src == ip(3);
+        t.expire(Timestamp::from_secs(699), every, tracked);
+        // 1: untracked, no interval: gone. 2: its interval runs until 700. 3: tracked.
+        assert_eq!(t.expired, 1);
+        assert!(t.map.contains_key(&(ip(2), NoticeKind::AddressScan)));
+        t.expire(Timestamp::from_secs(700), every, tracked);
+        assert_eq!(t.expired, 2);
+        assert_eq!(t.map.len(), 1);
+        assert!(t.map.contains_key(&(ip(3), NoticeKind::AddressScan)));
+    }
+}
+
 /// Notice kinds a long-running source is reported again for after the suppression interval:
 /// not the summaries (raised when a source's state ends) nor ShutdownThresh (once per source).
 const RENEWABLE: [NoticeKind; 5] = [

@@ -513,6 +513,16 @@ impl LogSink {
     }
 }
 
+impl Drop for LogSink {
+    /// An exit before the engine finished (an error, a panic unwinding) still leaves every
+    /// file complete, with its `#close`.
+    fn drop(&mut self) {
+        for log in self.logs() {
+            let _ = log.close(); // nowhere left to report it
+        }
+    }
+}
+
 impl EngineSink for LogSink {
     fn notice(&mut self, n: &ScanNotice) {
         let r = self.notice.write(&notice_values(n));
@@ -782,6 +792,19 @@ mod tests {
         let text = std::fs::read_to_string(dir.join("notice.log")).unwrap();
         assert_eq!(text.matches("#open\t").count(), 3);
         assert_eq!(parts(&text).1.len(), 2);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Dropped without a close (an error before the engine finished): still complete files.
+    #[test]
+    fn drop_closes() {
+        let dir = temp_dir("drop");
+        let mut logs = LogSink::create(&dir, false).unwrap();
+        logs.notice(&notice(100, 1));
+        drop(logs);
+        let text = std::fs::read_to_string(dir.join("notice.log")).unwrap();
+        assert!(parts(&text).2, "{text}");
+        assert_eq!(parts(&text).1.len(), 1);
         std::fs::remove_dir_all(&dir).ok();
     }
 
