@@ -61,6 +61,8 @@ pub async fn run(
     sink: &mut dyn EventSink,
 ) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(!config.ifaces.is_empty(), "no interface given (--iface)");
+    // From here on SIGHUP reopens the logs instead of killing the process (its default).
+    let mut hangups = Hangups::new();
     let mut sensor = XdpSensor::load(&config.xdp)?;
     // Capture eBPF-side log records (rare paths only) into `tracing`.
     match aya_log::EbpfLogger::init(sensor.ebpf_mut()) {
@@ -84,7 +86,7 @@ pub async fn run(
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .context("registering the ring with tokio")?;
     let clock = MonotonicClock::new();
-    consume(&mut ring, &config, &clock, &stats, sink).await?;
+    consume(&mut ring, &config, &clock, &stats, &mut hangups, sink).await?;
 
     // Detach first so the interface is clean, then take what is left in the ring.
     for link in links {
@@ -127,13 +129,13 @@ async fn consume(
     config: &RunConfig,
     clock: &MonotonicClock,
     stats: &AgentStats,
+    hangups: &mut Hangups,
     sink: &mut dyn EventSink,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(config.drain_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stop = stop_signal(config.duration);
     tokio::pin!(stop);
-    let mut hangups = Hangups::new();
     loop {
         tokio::select! {
             reason = &mut stop => {
