@@ -1,5 +1,5 @@
 //! The live agent: XDP pre-filter → ring → decoded events → sink, with metrics and a clean
-//! detach on SIGINT/SIGTERM.
+//! detach on SIGINT/SIGTERM. SIGHUP asks the logs to reopen (logrotate's `postrotate`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +34,8 @@ pub struct RunConfig {
     pub summary: Option<PathBuf>,
     /// Save the engine's state here, periodically and at a stop (`--state-file`).
     pub state: Option<StateConfig>,
+    /// Set on SIGHUP: the Zeek logs reopen their files (see [`crate::logs::Reopen`]).
+    pub log_reopen: Option<crate::logs::Reopen>,
 }
 
 /// Where and how often the live engine's state is saved.
@@ -68,6 +70,8 @@ pub async fn run(
     sink: &mut dyn EventSink,
 ) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(!config.ifaces.is_empty(), "no interface given (--iface)");
+    // From here on SIGHUP reopens the logs instead of killing the process (its default).
+    let mut hangups = Hangups::new();
     let mut sensor = XdpSensor::load(&config.xdp)?;
     // Capture eBPF-side log records (rare paths only) into `tracing`.
     match aya_log::EbpfLogger::init(sensor.ebpf_mut()) {
@@ -92,7 +96,7 @@ pub async fn run(
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .context("registering the ring with tokio")?;
     let clock = MonotonicClock::new();
-    consume(&mut ring, &config, &clock, &stats, sink).await?;
+    consume(&mut ring, &config, &clock, &stats, &mut hangups, sink).await?;
 
     // Detach first so the interface is clean, then take what is left in the ring.
     for link in links {
@@ -139,6 +143,7 @@ async fn consume(
     config: &RunConfig,
     clock: &MonotonicClock,
     stats: &AgentStats,
+    hangups: &mut Hangups,
     sink: &mut dyn EventSink,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(config.drain_interval);
@@ -154,6 +159,7 @@ async fn consume(
                 return Ok(());
             }
             () = saver.due() => saver.save(sink),
+            () = hangups.recv() => reopen_logs(config.log_reopen.as_ref()),
             ready = ring.readable_mut() => {
                 let mut guard = ready.context("waiting on the ring")?;
                 drain(guard.get_inner_mut(), clock, stats, sink);
@@ -338,6 +344,44 @@ async fn stop_signal(duration: Option<Duration>) -> &'static str {
     }
 }
 
+/// SIGHUP, which no longer kills the process: it only asks the logs to reopen.
+struct Hangups(Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    fn new() -> Self {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Self(Some(s)),
+            Err(e) => {
+                tracing::warn!("no SIGHUP handler: {e}");
+                Self(None)
+            }
+        }
+    }
+
+    /// Resolves on each SIGHUP; never if there is no handler.
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some(s) => {
+                if s.recv().await.is_none() {
+                    // The signal stream ended: stop listening rather than spin.
+                    self.0 = None;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// SIGHUP: the logs reopen on the engine's next tick (within one drain interval).
+fn reopen_logs(reopen: Option<&crate::logs::Reopen>) {
+    if let Some(r) = reopen {
+        tracing::info!("SIGHUP: reopening the logs");
+        r.request();
+    } else {
+        tracing::info!("SIGHUP: no logs to reopen (--log-dir not set)");
+    }
+}
+
 async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring's fd for the lifetime of the AsyncFd.
     let mut logger = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
@@ -356,16 +400,36 @@ async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     }
 }
 
-/// The live engine's output: notices are logged and counted, and written as JSON lines if asked.
+/// The live engine's output: notices are logged and counted, and written as JSON lines if asked;
+/// with `--log-dir`, everything also goes to the Zeek logs.
 pub struct LiveNotices {
     pub stats: Arc<AgentStats>,
     pub out: Option<std::io::BufWriter<std::fs::File>>,
+    pub logs: Option<crate::logs::LogSink>,
+    /// When the logs were last flushed: live, lines reach the files within a second.
+    last_flush: Instant,
+}
+
+impl LiveNotices {
+    pub fn new(
+        stats: Arc<AgentStats>,
+        out: Option<std::io::BufWriter<std::fs::File>>,
+        logs: Option<crate::logs::LogSink>,
+    ) -> Self {
+        Self {
+            stats,
+            out,
+            logs,
+            last_flush: Instant::now(),
+        }
+    }
 }
 
 impl crate::engine::EngineSink for LiveNotices {
     fn notice(&mut self, n: &crate::detect::ScanNotice) {
         self.stats.notices.fetch_add(1, Relaxed);
         tracing::warn!(target: "notice", note = n.note.as_str(), src = %n.src, "{}", n.msg);
+        self.logs.notice(n);
         if let Some(out) = &mut self.out {
             use std::io::Write as _;
             let ok = serde_json::to_writer(&mut *out, n).is_ok()
@@ -381,13 +445,14 @@ impl crate::engine::EngineSink for LiveNotices {
         &mut self,
         n: &crate::detect::ScanNotice,
         reason: crate::engine::SuppressReason,
-        _: &crate::ppr::PprSample,
+        ppr: &crate::ppr::PprSample,
     ) {
         let counter = match reason {
             crate::engine::SuppressReason::Predicted => &self.stats.suppressed_predicted,
             crate::engine::SuppressReason::Ppr => &self.stats.suppressed_ppr,
         };
         counter.fetch_add(1, Relaxed);
+        self.logs.suppressed(n, reason, ppr);
         tracing::info!(target: "notice", note = n.note.as_str(), reason = reason.as_str(), "suppressed: {}", n.msg);
     }
 
@@ -396,6 +461,7 @@ impl crate::engine::EngineSink for LiveNotices {
         o: &crate::conn::ConnOutcome,
         predicted: Option<crate::predict::Channel>,
     ) {
+        self.logs.attempt(o, predicted);
         if o.failed() {
             self.stats.failed_attempts.fetch_add(1, Relaxed);
             if predicted.is_some() {
@@ -404,7 +470,24 @@ impl crate::engine::EngineSink for LiveNotices {
         }
     }
 
-    fn prediction(&mut self, _: &crate::predict::PredictedPeer) {
+    fn prediction(&mut self, p: &crate::predict::PredictedPeer) {
         self.stats.predictions.fetch_add(1, Relaxed);
+        self.logs.prediction(p);
+    }
+
+    fn tick(&mut self, now: crate::time::Timestamp, stats: &crate::engine::EngineStats) {
+        let Some(logs) = &mut self.logs else {
+            return;
+        };
+        logs.tick(now, stats);
+        if self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.last_flush = Instant::now();
+            logs.flush();
+        }
+    }
+
+    fn finish(&mut self, now: crate::time::Timestamp, stats: &crate::engine::EngineStats) {
+        // Final stats row, `#close`, flush (SIGINT/SIGTERM and --duration end here).
+        self.logs.finish(now, stats);
     }
 }

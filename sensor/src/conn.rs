@@ -46,7 +46,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::detect::{ConnState, ScanCheck, Service};
+use crate::detect::{ConnState, ScanCheck, Service, Uid};
 use crate::event::{IcmpUnreachable, PacketEvent, TcpFlags, TcpSegment, Timestamp, Transport};
 use crate::time;
 
@@ -119,6 +119,8 @@ pub struct ConnOutcome {
     pub state: ConnState,
     pub established: bool,
     pub reverse: bool,
+    /// The connection's uid (Zeek's `uid`): every outcome of one connection carries the same.
+    pub uid: Uid,
 }
 
 impl ConnOutcome {
@@ -555,13 +557,15 @@ impl ConnTracker {
     fn on_udp(&mut self, ev: &PacketEvent<'_>, out: &mut Vec<ConnOutcome>) {
         let key = ConnKey::new(ev.src, ev.dst, true);
         let ts = ev.ts.max(self.now);
-        let (orig, resp) = if let Some(c) = self.conns.get_mut(&key) {
+        let (orig, resp, serial) = if let Some(c) = self.conns.get_mut(&key) {
             c.last = ts;
-            c.ends(&key)
+            let (orig, resp) = c.ends(&key);
+            (orig, resp, c.serial)
         } else {
             let conn = self.new_conn(&key, ev.src, false, End::SynSent, End::Inactive);
+            let serial = conn.serial;
             self.insert(key, conn, out);
-            (ev.src, ev.dst)
+            (ev.src, ev.dst, serial)
         };
         let request = ev.src == orig;
         out.push(ConnOutcome {
@@ -577,6 +581,7 @@ impl ConnTracker {
             state: ConnState::S0,
             established: !request,
             reverse: false,
+            uid: Uid(serial),
         });
     }
 }
@@ -719,6 +724,7 @@ fn outcome(
         state,
         established,
         reverse: c.reverse,
+        uid: Uid(c.serial),
     }
 }
 

@@ -9,6 +9,16 @@
 //! some kind for a source more often than the filtered detector has, that notice is reported
 //! with reason `predicted`. If the filtered detector raises it later after all, the suppression
 //! only delayed it, and both appear in the logs.
+//!
+//! **Notice suppression interval** (Zeek's notice framework, `suppress_for`, per (source,
+//! note)). Off by default, as in Bro 1.5, whose notice framework had no suppression (every
+//! NOTICE was logged, default action `NOTICE_ALARM_ALWAYS`) and whose `scan.bro` raises each
+//! threshold once per source while its state lasts. With an interval S, a notice whose kind was
+//! reported for its source less than S ago is suppressed (counted as `suppressed_interval`),
+//! and a source the detector still counts attempts of, S or more after its last report of a
+//! kind, is reported again (sub-message `still active ...`): Zeek's scan detection re-raises a
+//! scanner every time it crosses its threshold again, and the notice framework lets one notice
+//! through per interval. Summaries and ShutdownThresh, one-time reports, are not renewed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,7 +29,10 @@ use anyhow::Context as _;
 
 use crate::bt::{ChannelCounts, Coordination, CoordinationConfig, TableStats};
 use crate::conn::{BroEvent, ConnConfig, ConnOutcome, ConnTracker};
-use crate::detect::{BroScan, BroScanConfig, ConnState, NoticeKind, ScanNotice, Trw, TrwConfig};
+use crate::detect::{
+    BroScan, BroScanConfig, ConnState, NoticeConn, NoticeKind, Proto, ScanNotice, Service, Trw,
+    TrwConfig,
+};
 use crate::event::{EventSink, PacketEvent, Transport};
 use crate::ppr::{PprConfig, PprSample, PprTracker};
 use crate::predict::{
@@ -83,6 +96,8 @@ pub struct EngineConfig {
     pub ppr: PprConfig,
     pub prediction: PredictionConfig,
     pub coordination: CoordinationConfig,
+    /// Zeek's `suppress_for` per (source, note); zero: no suppression and no renewal (Bro 1.5).
+    pub notice_suppress_for: Duration,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +111,7 @@ impl Default for EngineConfig {
             ppr: PprConfig::default(),
             prediction: PredictionConfig::default(),
             coordination: CoordinationConfig::default(),
+            notice_suppress_for: Duration::ZERO,
         }
     }
 }
@@ -107,6 +123,11 @@ pub trait EngineSink {
     /// Every connection outcome, with the channel that predicted it (failed attempts only).
     fn attempt(&mut self, _outcome: &ConnOutcome, _predicted: Option<Channel>) {}
     fn prediction(&mut self, _prediction: &PredictedPeer) {}
+    /// Packet time moved (on every event, and on every drain live): periodic output such as
+    /// stats.log, and housekeeping such as reopening logs.
+    fn tick(&mut self, _now: Timestamp, _stats: &EngineStats) {}
+    /// End of input, with the final counters: flush and close what was written.
+    fn finish(&mut self, _now: Timestamp, _stats: &EngineStats) {}
 }
 
 /// Discards everything (for callers that only want the engine's counters).
@@ -125,6 +146,11 @@ pub struct EngineStats {
     pub notices: u64,
     pub suppressed_predicted: u64,
     pub suppressed_ppr: u64,
+    /// Notices suppressed because one of their kind was reported for their source less than
+    /// the suppression interval ago.
+    pub suppressed_interval: u64,
+    /// Notices reported again after the suppression interval (included in `notices`).
+    pub renewed: u64,
 }
 
 /// Live, on a quiet link: how far behind the wall clock packet time is assumed to have got.
@@ -309,6 +335,147 @@ impl Withheld {
     }
 }
 
+/// What the engine remembers of one (source, notice kind).
+#[derive(Debug, Default)]
+struct Raised {
+    /// Raised by the filtered detector, by the baseline (see module docs).
+    filtered: u32,
+    baseline: u32,
+    /// Packet time of the last raise or report: the eviction order at the cap.
+    touched: Timestamp,
+    /// With a suppression interval: the last notice of this kind reported for this source.
+    reported: Option<Box<ScanNotice>>,
+}
+
+/// [`Raised`] per (source, notice kind). Bounded: an entry is dropped once neither detector
+/// holds state for its source and its suppression interval is over (both are needed: the
+/// counts compare the detectors' output over the source's state, the last report times the
+/// interval), and at [`RaisedNotices::CAP`] the least recently touched eighth is evicted.
+#[derive(Debug, Default)]
+struct RaisedNotices {
+    map: HashMap<(IpAddr, NoticeKind), Raised>,
+    evicted: u64,
+    expired: u64,
+}
+
+impl RaisedNotices {
+    /// Far above what the detectors' own source caps produce in practice (notices need many
+    /// attempts per source); about 100 B per entry, plus the last notice with an interval.
+    const CAP: usize = 100_000;
+
+    fn entry(&mut self, src: IpAddr, note: NoticeKind, now: Timestamp) -> &mut Raised {
+        if self.map.len() >= Self::CAP && !self.map.contains_key(&(src, note)) {
+            self.evict();
+        }
+        let e = self.map.entry((src, note)).or_default();
+        e.touched = e.touched.max(now);
+        e
+    }
+
+    /// Drops the least recently touched eighth, so eviction costs O(log n) per insertion.
+    fn evict(&mut self) {
+        let mut order: Vec<(Timestamp, (IpAddr, NoticeKind))> =
+            self.map.iter().map(|(k, e)| (e.touched, *k)).collect();
+        let n = (Self::CAP / 8).max(1).min(order.len());
+        order.select_nth_unstable_by_key(n - 1, |(touched, _)| *touched);
+        for (_, k) in &order[..n] {
+            self.map.remove(k);
+        }
+        self.evicted += n as u64;
+    }
+
+    fn expire(&mut self, now: Timestamp, interval: Duration, tracked: impl Fn(IpAddr) -> bool) {
+        let before = self.map.len();
+        self.map.retain(|(src, _), e| {
+            let suppressing = e.reported.as_ref().is_some_and(|n| now < n.ts + interval);
+            suppressing || tracked(*src)
+        });
+        self.expired += (before - self.map.len()) as u64;
+    }
+}
+
+#[cfg(test)]
+mod raised_tests {
+    use super::*;
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    #[test]
+    fn full_table_evicts_the_least_recently_touched_eighth_and_counts_it() {
+        let mut t = RaisedNotices::default();
+        let cap = u32::try_from(RaisedNotices::CAP).unwrap();
+        for i in 0..cap {
+            t.entry(
+                ip(i),
+                NoticeKind::AddressScan,
+                Timestamp::from_secs(u64::from(i)),
+            )
+            .filtered += 1;
+        }
+        assert_eq!((t.map.len(), t.evicted), (RaisedNotices::CAP, 0));
+        // Touching an existing entry never evicts.
+        t.entry(
+            ip(0),
+            NoticeKind::AddressScan,
+            Timestamp::from_secs(1_000_000),
+        );
+        assert_eq!(t.evicted, 0);
+        // A new one makes room: the oldest eighth goes (not the entry just touched).
+        t.entry(
+            ip(cap),
+            NoticeKind::PortScan,
+            Timestamp::from_secs(1_000_001),
+        );
+        let evicted = RaisedNotices::CAP / 8;
+        assert_eq!(t.evicted, evicted as u64);
+        assert_eq!(t.map.len(), RaisedNotices::CAP - evicted + 1);
+        assert!(t.map.contains_key(&(ip(0), NoticeKind::AddressScan)));
+        assert!(!t.map.contains_key(&(ip(1), NoticeKind::AddressScan)));
+        assert!(t.map.contains_key(&(ip(cap - 1), NoticeKind::AddressScan)));
+    }
+
+    #[test]
+    fn entries_live_while_a_detector_tracks_the_source_or_the_interval_runs() {
+        let mut t = RaisedNotices::default();
+        let every = Duration::from_secs(600);
+        t.entry(ip(1), NoticeKind::AddressScan, Timestamp::from_secs(100));
+        let reported = t.entry(ip(2), NoticeKind::AddressScan, Timestamp::from_secs(100));
+        let mut n = ScanNotice::new(
+            Timestamp::from_secs(100),
+            NoticeKind::AddressScan,
+            ip(2),
+            None,
+            None,
+            (20, 1),
+            String::new(),
+        );
+        n.suppress_for = every;
+        reported.reported = Some(Box::new(n));
+        t.entry(ip(3), NoticeKind::AddressScan, Timestamp::from_secs(100));
+        let tracked = |src: IpAddr| src == ip(3);
+        t.expire(Timestamp::from_secs(699), every, tracked);
+        // 1: untracked, no interval: gone. 2: its interval runs until 700. 3: tracked.
+        assert_eq!(t.expired, 1);
+        assert!(t.map.contains_key(&(ip(2), NoticeKind::AddressScan)));
+        t.expire(Timestamp::from_secs(700), every, tracked);
+        assert_eq!(t.expired, 2);
+        assert_eq!(t.map.len(), 1);
+        assert!(t.map.contains_key(&(ip(3), NoticeKind::AddressScan)));
+    }
+}
+
+/// Notice kinds a long-running source is reported again for after the suppression interval:
+/// not the summaries (raised when a source's state ends) nor ShutdownThresh (once per source).
+const RENEWABLE: [NoticeKind; 5] = [
+    NoticeKind::AddressScan,
+    NoticeKind::PortScan,
+    NoticeKind::LowPortTrolling,
+    NoticeKind::BackscatterSeen,
+    NoticeKind::TRWAddressScan,
+];
+
 // One per engine (two with prediction on): the size difference between variants is irrelevant.
 #[allow(clippy::large_enum_variant)]
 enum Detector {
@@ -348,7 +515,22 @@ impl Detector {
         }
     }
 
+    /// One `check_scan` call; the notices it raises carry the connection's uid and `id`.
     fn check(&mut self, o: &ConnOutcome, out: &mut Vec<ScanNotice>) {
+        let first = out.len();
+        self.check_scan(o, out);
+        let proto = if o.udp { Proto::Udp } else { Proto::Tcp };
+        for n in &mut out[first..] {
+            n.conn = Some(NoticeConn {
+                uid: o.uid,
+                orig: o.orig,
+                resp: o.resp,
+                proto,
+            });
+        }
+    }
+
+    fn check_scan(&mut self, o: &ConnOutcome, out: &mut Vec<ScanNotice>) {
         match self {
             Detector::Bro(bro) => bro.check_into(&o.scan_check(), out),
             Detector::Trw(trw) => {
@@ -356,6 +538,21 @@ impl Detector {
                     trw.check_scan(&o.scan_check(), state, 0, out);
                 }
             }
+        }
+    }
+
+    fn tracks(&self, src: IpAddr) -> bool {
+        match self {
+            Detector::Bro(bro) => bro.tracks(src),
+            Detector::Trw(trw) => trw.tracks(src),
+        }
+    }
+
+    /// The source's distinct (peers, ports) now, for a renewed notice.
+    fn source_counts(&self, src: IpAddr) -> Option<(u64, u64)> {
+        match self {
+            Detector::Bro(bro) => Some((bro.distinct_peers(src), bro.distinct_ports(src))),
+            Detector::Trw(_) => None,
         }
     }
 
@@ -399,8 +596,8 @@ pub struct Engine<S: EngineSink> {
     shape: PprTracker,
     /// Notices suppressed as predicted, kept until their source's attempts look like a scan.
     withheld: Withheld,
-    /// (source, notice kind) → notices raised by (filtered, baseline).
-    raised: HashMap<(IpAddr, NoticeKind), (u32, u32)>,
+    /// Per (source, notice kind): notices raised by each detector, the last one reported.
+    raised: RaisedNotices,
     outcomes: Vec<ConnOutcome>,
     notices: Vec<ScanNotice>,
     baseline_notices: Vec<ScanNotice>,
@@ -442,7 +639,7 @@ impl<S: EngineSink> Engine<S> {
             shape: PprTracker::new(config.ppr.clone()),
             withheld: Withheld::default(),
             predictions,
-            raised: HashMap::new(),
+            raised: RaisedNotices::default(),
             outcomes: Vec::new(),
             notices: Vec::new(),
             baseline_notices: Vec::new(),
@@ -514,6 +711,14 @@ impl<S: EngineSink> Engine<S> {
             (
                 "shape_sources",
                 stats(self.shape.len() as u64, self.shape.evictions, 0),
+            ),
+            (
+                "raised_notices",
+                stats(
+                    self.raised.map.len() as u64,
+                    self.raised.evicted,
+                    self.raised.expired,
+                ),
             ),
         ];
         out.extend(self.coordination.tables());
@@ -587,7 +792,63 @@ impl<S: EngineSink> Engine<S> {
             // PPR judges exactly the attempts the (filtered) detector counts.
             self.ppr.record(o.ts, src, dst, port, o.failed());
         }
+        let first = self.notices.len();
         self.detector.check(o, &mut self.notices);
+        if counted && self.config.notice_suppress_for > Duration::ZERO {
+            self.renew(o, first);
+        }
+    }
+
+    /// Reports again, for the source of `o` (an attempt the detector counted), every kind of
+    /// notice last reported a suppression interval or more ago, unless this very check raised
+    /// it anew (`self.notices[first..]`).
+    fn renew(&mut self, o: &ConnOutcome, first: usize) {
+        let every = self.config.notice_suppress_for;
+        let src = o.initiator().ip();
+        let mut due = Vec::new();
+        for kind in RENEWABLE {
+            let Some(last) = self
+                .raised
+                .map
+                .get(&(src, kind))
+                .and_then(|e| e.reported.as_deref())
+            else {
+                continue;
+            };
+            if o.ts < last.ts + every || self.notices[first..].iter().any(|n| n.note == kind) {
+                continue;
+            }
+            let mut n = last.clone();
+            let (peers, ports) = self
+                .detector
+                .source_counts(src)
+                .unwrap_or((n.peers, n.ports));
+            n.sub = Some(format!(
+                "still active: {peers} hosts, {ports} ports, {:.0} s after the last report",
+                o.ts.saturating_since(last.ts).as_secs_f64()
+            ));
+            n.ts = o.ts;
+            n.peers = peers;
+            n.ports = ports;
+            n.dst = Some(o.target().ip());
+            let port = o.target().port();
+            n.p = Some(if o.udp {
+                Service::udp(port)
+            } else {
+                Service::tcp(port)
+            });
+            n.conn = Some(NoticeConn {
+                uid: o.uid,
+                orig: o.orig,
+                resp: o.resp,
+                proto: if o.udp { Proto::Udp } else { Proto::Tcp },
+            });
+            due.push(n);
+        }
+        for n in due {
+            self.stats.renewed += 1;
+            self.route(n);
+        }
     }
 
     /// Routes the notices the detectors just raised.
@@ -596,29 +857,19 @@ impl<S: EngineSink> Engine<S> {
             return;
         }
         for n in std::mem::take(&mut self.notices) {
-            self.raised.entry((n.src, n.note)).or_default().0 += 1;
-            let (p2p, sample) = self.ppr.looks_p2p(n.src);
-            let evidence =
-                !self.config.ppr.require_bittorrent || self.predictions.knows_host(n.src);
-            if self.config.suppress.ppr() && p2p && evidence && !self.scan_shaped(n.src) {
-                self.stats.suppressed_ppr += 1;
-                self.sink.suppressed(&n, SuppressReason::Ppr, &sample);
-            } else {
-                self.stats.notices += 1;
-                self.sink.notice(&n);
-            }
+            self.raised.entry(n.src, n.note, n.ts).filtered += 1;
+            self.route(n);
         }
         for n in std::mem::take(&mut self.baseline_notices) {
-            let counts = self.raised.entry((n.src, n.note)).or_default();
-            counts.1 += 1;
-            if counts.1 <= counts.0 {
+            let counts = self.raised.entry(n.src, n.note, n.ts);
+            counts.baseline += 1;
+            if counts.baseline <= counts.filtered {
                 continue;
             }
             if self.shape.sample(n.src).scan_shaped() {
                 // Prediction never hides a scan's shape: the notice stands, raised as the
                 // detector that saw every attempt raised it.
-                self.stats.notices += 1;
-                self.sink.notice(&n);
+                self.report(n);
             } else {
                 self.stats.suppressed_predicted += 1;
                 let sample = self.ppr.sample(n.src);
@@ -628,6 +879,38 @@ impl<S: EngineSink> Engine<S> {
         }
     }
 
+    /// A notice of the filtered detector (or a renewed one) through the PPR gate.
+    fn route(&mut self, n: ScanNotice) {
+        let (p2p, sample) = self.ppr.looks_p2p(n.src);
+        let evidence = !self.config.ppr.require_bittorrent || self.predictions.knows_host(n.src);
+        if self.config.suppress.ppr() && p2p && evidence && !self.scan_shaped(n.src) {
+            self.stats.suppressed_ppr += 1;
+            self.sink.suppressed(&n, SuppressReason::Ppr, &sample);
+        } else {
+            self.report(n);
+        }
+    }
+
+    /// Reports a notice, unless a suppression interval is set and a notice of its kind was
+    /// reported for its source less than that interval ago.
+    fn report(&mut self, mut n: ScanNotice) {
+        let every = self.config.notice_suppress_for;
+        if every > Duration::ZERO {
+            n.suppress_for = every;
+            let e = self.raised.entry(n.src, n.note, n.ts);
+            if e.reported
+                .as_ref()
+                .is_some_and(|last| n.ts < last.ts + every)
+            {
+                self.stats.suppressed_interval += 1;
+                return;
+            }
+            e.reported = Some(Box::new(n.clone()));
+        }
+        self.stats.notices += 1;
+        self.sink.notice(&n);
+    }
+
     /// Raises what prediction withheld from `src` once its attempts take a scan's shape (the
     /// shape may show only after the first notices: LowPortTrolling comes at 5 ports).
     fn release_withheld(&mut self, src: IpAddr) {
@@ -635,8 +918,7 @@ impl<S: EngineSink> Engine<S> {
             return;
         }
         for n in self.withheld.take(src) {
-            self.stats.notices += 1;
-            self.sink.notice(&n);
+            self.report(n);
         }
     }
 
@@ -659,7 +941,13 @@ impl<S: EngineSink> Engine<S> {
             self.predictions.expire(self.now);
             self.coordination.expire(self.now);
             self.emit();
+            let (detector, baseline) = (&self.detector, &self.baseline);
+            self.raised
+                .expire(self.now, self.config.notice_suppress_for, |src| {
+                    detector.tracks(src) || baseline.as_ref().is_some_and(|b| b.tracks(src))
+                });
         }
+        self.sink.tick(self.now, &self.stats);
         if self.now - self.last_publish >= PUBLISH_INTERVAL {
             self.last_publish = self.now;
             self.publish();
@@ -691,6 +979,7 @@ impl<S: EngineSink> Engine<S> {
         }
         self.emit();
         self.publish();
+        self.sink.finish(now, &self.stats);
     }
 }
 
@@ -734,6 +1023,8 @@ impl<S: EngineSink> EventSink for Engine<S> {
         // notice without waiting for an unrelated frame).
         let wall = Timestamp::from_system(std::time::SystemTime::now());
         self.advance_to(wall - QUIET_LAG);
+        // Live housekeeping (a SIGHUP's log reopening) even while packet time stands still.
+        self.sink.tick(self.now, &self.stats);
         // Keep /metrics current when traffic stops.
         if self.last_idle_publish.elapsed() >= std::time::Duration::from_millis(500) {
             self.last_idle_publish = std::time::Instant::now();

@@ -78,7 +78,7 @@ fn event_sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn EventSink>> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = RunConfig {
+    let mut config = RunConfig {
         ifaces: args.iface,
         mode: args.xdp_mode,
         xdp: XdpConfig {
@@ -95,6 +95,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             path,
             interval: Duration::from_secs(args.state_interval.max(1)),
         }),
+        log_reopen: None,
+    };
+    let logs = match &args.log_dir {
+        Some(dir) => {
+            let reopen = sensor::logs::Reopen::default();
+            config.log_reopen = Some(reopen.clone());
+            Some(
+                sensor::logs::LogSink::append(dir, args.json_logs)?
+                    .with_reopen(reopen)
+                    .with_stats_interval(sensor::time::Duration::from_secs(args.stats_interval)),
+            )
+        }
+        None => None,
     };
     let stats = std::sync::Arc::new(sensor::metrics::AgentStats::default());
     let notices = match &args.notices {
@@ -105,10 +118,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut engine = Engine::new(
         args.engine.config()?,
-        agent::LiveNotices {
-            stats: stats.clone(),
-            out: notices,
-        },
+        agent::LiveNotices::new(stats.clone(), notices, logs),
     )?;
     engine.export_tables(stats.tables.clone());
     if let Some(path) = &args.state_file {

@@ -56,7 +56,7 @@ use anyhow::{bail, ensure, Context as _};
 
 use crate::conn::{SavedConn, SavedConnClock};
 use crate::detect::bro::Src;
-use crate::detect::{NoticeKind, ScanNotice, Service};
+use crate::detect::{NoticeConn, NoticeKind, ScanNotice, Service};
 use crate::ppr::Source;
 use crate::predict::SavedPrediction;
 use crate::time::Timestamp;
@@ -111,6 +111,10 @@ pub struct SavedNotice {
     pub p: Option<Service>,
     pub peers: u64,
     pub ports: u64,
+    pub n: Option<u64>,
+    pub conn: Option<NoticeConn>,
+    pub sub: Option<String>,
+    pub suppress_for: crate::time::Duration,
     pub msg: String,
 }
 
@@ -124,6 +128,10 @@ impl From<&ScanNotice> for SavedNotice {
             p: n.p,
             peers: n.peers,
             ports: n.ports,
+            n: n.n,
+            conn: n.conn,
+            sub: n.sub.clone(),
+            suppress_for: n.suppress_for,
             msg: n.msg.clone(),
         }
     }
@@ -139,6 +147,10 @@ impl From<SavedNotice> for ScanNotice {
             p: n.p,
             peers: n.peers,
             ports: n.ports,
+            n: n.n,
+            conn: n.conn,
+            sub: n.sub,
+            suppress_for: n.suppress_for,
             msg: n.msg,
         }
     }
@@ -166,8 +178,9 @@ pub enum Record {
     PprClock(Ppr, Timestamp),
     PprSource(Ppr, IpAddr, Box<Source>),
     Withheld(SavedNotice),
-    /// (source, notice) → notices raised by (filtered, baseline) detector.
-    Raised(IpAddr, NoticeKind, u32, u32),
+    /// (source, notice) → notices raised by (filtered, baseline) detector, and the last one
+    /// reported under a suppression interval.
+    Raised(IpAddr, NoticeKind, u32, u32, Option<SavedNotice>),
     /// Records before this one.
     End(u64),
 }
@@ -185,7 +198,7 @@ pub enum RecordOut<'a> {
     PprClock(Ppr, Timestamp),
     PprSource(Ppr, IpAddr, &'a Source),
     Withheld(SavedNotice),
-    Raised(IpAddr, NoticeKind, u32, u32),
+    Raised(IpAddr, NoticeKind, u32, u32, Option<SavedNotice>),
     End(u64),
 }
 

@@ -10,7 +10,9 @@ use anyhow::{bail, ensure, Context as _};
 
 use super::{Detector, Engine, EngineSink};
 use crate::detect::BroScan;
-use crate::state::{self, Det, EngineClock, Loaded, Meta, Ppr, Record, RecordOut, Writer};
+use crate::state::{
+    self, Det, EngineClock, Loaded, Meta, Ppr, Record, RecordOut, SavedNotice, Writer,
+};
 use crate::time::Timestamp;
 
 fn bro(d: &Detector) -> anyhow::Result<&BroScan> {
@@ -99,14 +101,20 @@ impl<S: EngineSink> Engine<S> {
                 w.push(&RecordOut::Withheld(n.into()))?;
             }
         }
+        // Per (source, notice): kept where a withheld notice may need the counts, or where a
+        // suppression interval runs; the rest is rebuilt by the detectors' restored state.
         let mut raised: Vec<_> = self
             .raised
+            .map
             .iter()
-            .filter(|((ip, _), _)| held.contains(ip))
+            .filter(|((ip, _), e)| held.contains(ip) || e.reported.is_some())
             .collect();
         raised.sort_unstable_by_key(|((ip, note), _)| (*ip, note.as_str()));
-        for (&(ip, note), &(filtered, baseline)) in raised {
-            w.push(&RecordOut::Raised(ip, note, filtered, baseline))?;
+        for (&(ip, note), e) in raised {
+            let reported = e.reported.as_deref().map(SavedNotice::from);
+            w.push(&RecordOut::Raised(
+                ip, note, e.filtered, e.baseline, reported,
+            ))?;
         }
         w.finish()
     }
@@ -181,8 +189,10 @@ impl<S: EngineSink> Engine<S> {
                     self.withheld.hold(n.into());
                     loaded.withheld += 1;
                 }
-                Record::Raised(ip, note, f, b) => {
-                    self.raised.insert((ip, note), (f, b));
+                Record::Raised(ip, note, f, b, reported) => {
+                    let e = self.raised.entry(ip, note, meta.saved_at);
+                    (e.filtered, e.baseline) = (f, b);
+                    e.reported = reported.map(|n| Box::new(n.into()));
                 }
             }
         }

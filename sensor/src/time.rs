@@ -29,7 +29,20 @@ use std::ops::{Add, AddAssign, Div, Mul, Sub};
 pub struct Timestamp(u64);
 
 /// A span of packet time, nanoseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Duration(u64);
 
 impl Timestamp {

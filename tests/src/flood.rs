@@ -288,6 +288,7 @@ pub fn entry_bytes(table: &str, n: u32) -> Option<f64> {
                     state: sensor::detect::ConnState::S0,
                     established: false,
                     reverse: false,
+                    uid: sensor::detect::Uid::default(),
                 };
                 b.check_into(&o.scan_check(), &mut out);
             }

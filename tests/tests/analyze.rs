@@ -174,19 +174,46 @@ fn zeek_logs_tsv_and_json() {
     let stdout_notices = String::from_utf8(out.stdout).unwrap().lines().count();
     let notice = std::fs::read_to_string(dir.join("notice.log")).unwrap();
     assert!(notice.starts_with("#separator \\x09\n"));
-    assert!(notice.contains("\n#fields\tts\tnote\tsrc\tdst\tp\tpeers\tports\tmsg\n"));
+    assert!(notice.contains(
+        "\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tnote\tmsg\tsub\tsrc\tdst\tp\tn\tactions\tsuppress_for\tpeers\tports\n"
+    ));
     let rows: Vec<&str> = notice.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(rows.len(), stdout_notices);
-    assert!(rows[0].split('\t').nth(1) == Some("AddressScan"));
+    assert!(rows[0].split('\t').nth(7) == Some("AddressScan"));
     // One attempts row per connection outcome; failed ones carry REJ/S0/SH/RSTOS0.
     let attempts = std::fs::read_to_string(dir.join("attempts.log")).unwrap();
     let failed = attempts
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| matches!(l.split('\t').nth(7), Some("S0" | "REJ" | "SH" | "RSTOS0")))
+        .filter(|l| matches!(l.split('\t').nth(8), Some("S0" | "REJ" | "SH" | "RSTOS0")))
         .count();
     // The scanner's 258 failures and the BitTorrent host's 45.
     assert!(failed >= 303, "failed attempts: {failed}");
+    // notice.log joins attempts.log on uid: each notice raised on a connection names one
+    // that attempts.log has, with the same endpoints; summaries have none.
+    assert!(notice.contains("\n#open\t20") && notice.contains("\n#close\t20"));
+    let attempt_ids: std::collections::HashMap<&str, Vec<&str>> = attempts
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[1], f[2..7].to_vec())
+        })
+        .collect();
+    let mut joined = 0;
+    for row in &rows {
+        let f: Vec<&str> = row.split('\t').collect();
+        if f[7].ends_with("Summary") {
+            assert_eq!(f[1], "-", "{row}");
+            continue;
+        }
+        assert!(f[1].starts_with('C') && f[1].len() == 12, "{row}");
+        assert_eq!(attempt_ids.get(f[1]), Some(&f[2..7].to_vec()), "{row}");
+        joined += 1;
+    }
+    // AddressScan and LowPortTrolling, PortScan, AddressScan; then five summaries.
+    assert_eq!(joined, 4);
+    assert_eq!(rows.len(), 9);
 
     let json_dir = dir.join("json");
     let out = Command::new(&sensor)
@@ -1012,16 +1039,18 @@ mod corpus {
         let stdout_notices = String::from_utf8(out.stdout).unwrap().lines().count();
         let notice = std::fs::read_to_string(dir.join("notice.log")).unwrap();
         assert!(notice.starts_with("#separator \\x09\n"));
-        assert!(notice.contains("\n#fields\tts\tnote\tsrc\tdst\tp\tpeers\tports\tmsg\n"));
+        assert!(notice.contains(
+        "\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tnote\tmsg\tsub\tsrc\tdst\tp\tn\tactions\tsuppress_for\tpeers\tports\n"
+    ));
         let rows: Vec<&str> = notice.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(rows.len(), stdout_notices);
-        assert!(rows[0].split('\t').nth(1) == Some("AddressScan"));
+        assert!(rows[0].split('\t').nth(7) == Some("AddressScan"));
         // One attempts row per connection outcome; failed ones carry REJ/S0/SH/RSTOS0.
         let attempts = std::fs::read_to_string(dir.join("attempts.log")).unwrap();
         let failed = attempts
             .lines()
             .filter(|l| !l.starts_with('#'))
-            .filter(|l| matches!(l.split('\t').nth(7), Some("S0" | "REJ" | "SH" | "RSTOS0")))
+            .filter(|l| matches!(l.split('\t').nth(8), Some("S0" | "REJ" | "SH" | "RSTOS0")))
             .count();
         assert!(
             failed >= 93,

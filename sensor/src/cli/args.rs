@@ -124,7 +124,8 @@ pub struct AnalyzeArgs {
     /// Notices as JSON lines.
     #[arg(long)]
     pub json: bool,
-    /// Write Zeek-style logs here: notice.log, attempts.log, predictions.log, suppressed.log.
+    /// Write Zeek-style logs here: notice.log, attempts.log, predictions.log, suppressed.log,
+    /// stats.log.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Write the logs as JSON lines instead of Zeek TSV.
@@ -247,6 +248,11 @@ pub struct DetectionArgs {
     /// full, the oldest is evicted, and an attempt still unanswered is reported as failed.
     #[arg(long, default_value_t = 500_000)]
     pub max_conns: usize,
+    /// Zeek's notice suppression interval per (source, note), in seconds: a notice of a kind
+    /// reported for a source less than this ago is suppressed, and a source still scanning
+    /// this long after its last report is reported again. 0 (default): off, as in Bro 1.5.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub notice_suppress_for: u64,
 }
 
 impl EngineArgs {
@@ -288,6 +294,7 @@ impl DetectionArgs {
         };
         anyhow::ensure!(self.max_conns > 0, "--max-conns must be positive");
         config.conn.max_conns = self.max_conns;
+        config.notice_suppress_for = crate::time::Duration::from_secs(self.notice_suppress_for);
         config.conn.udp = self.udp_scan;
         config.ppr = PprConfig {
             mode: self.ppr,
@@ -337,6 +344,15 @@ pub struct RunArgs {
     /// Write every notice as a JSON line to this file (they are also logged).
     #[arg(long)]
     pub notices: Option<PathBuf>,
+    /// Write Zeek-style logs here, as `analyze --out` (appended to; SIGHUP reopens them).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Write the logs as JSON lines instead of Zeek TSV.
+    #[arg(long)]
+    pub json_logs: bool,
+    /// Seconds between stats.log rows.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub stats_interval: u64,
     /// Load the engine's state from this file at start (if it exists) and save it there
     /// periodically and on SIGINT/SIGTERM.
     #[arg(long, value_name = "PATH")]

@@ -224,6 +224,11 @@ impl BroScan {
         self.srcs.len()
     }
 
+    /// Whether `src` has any state (the engine keeps per-source notice records while it does).
+    pub fn tracks(&self, src: IpAddr) -> bool {
+        self.srcs.contains_key(&src)
+    }
+
     /// `|distinct_peers[src]|` (0 when absent).
     pub fn distinct_peers(&self, src: IpAddr) -> u64 {
         self.srcs.get(&src).map_or(0, Src::n_peers)
@@ -519,16 +524,15 @@ fn ignore_if_over(cfg: &BroScanConfig, n: u64) -> Step {
 }
 
 fn notice(x: &Ctx, s: &Src, note: NoticeKind, dst: IpAddr, p: Service, msg: String) -> ScanNotice {
-    ScanNotice {
-        ts: x.ts,
+    ScanNotice::new(
+        x.ts,
         note,
-        src: x.orig,
-        dst: Some(dst),
-        p: Some(p),
-        peers: s.n_peers(),
-        ports: s.n_ports(),
+        x.orig,
+        Some(dst),
+        Some(p),
+        (s.n_peers(), s.n_ports()),
         msg,
-    }
+    )
 }
 
 /// The body of `check_scan` after its skip tests (L292–518), as scan.bro runs it: the address
@@ -625,14 +629,8 @@ fn address_scan_check(
     };
     if hit {
         let msg = format!("{} has scanned {} hosts ({})", x.orig, n, x.service);
-        out.push(notice(
-            x,
-            s,
-            NoticeKind::AddressScan,
-            x.resp,
-            x.service,
-            msg,
-        ));
+        // `$n=n` (scan.bro's AddressScan NOTICE).
+        out.push(notice(x, s, NoticeKind::AddressScan, x.resp, x.service, msg).with_n(n));
         ignore_if_over(cfg, n)?;
     }
     ControlFlow::Continue(())
@@ -750,7 +748,8 @@ fn port_scan_check(cfg: &BroScanConfig, s: &mut Src, x: &Ctx, out: &mut Vec<Scan
     }
     if hit {
         let msg = format!("{} has scanned {} ports of {}", x.orig, m, x.resp);
-        out.push(notice(x, s, NoticeKind::PortScan, x.resp, x.service, msg));
+        // `$n=m`: the ports of this responder.
+        out.push(notice(x, s, NoticeKind::PortScan, x.resp, x.service, msg).with_n(m));
     }
     ControlFlow::Continue(())
 }
@@ -784,15 +783,18 @@ fn summary(
         _ => return None,
     };
     let n = n as u64;
-    (n >= trigger).then(|| ScanNotice {
-        ts,
-        note: kind,
-        src: ip,
-        dst: None,
-        p: None,
-        peers,
-        ports,
-        msg: format!("{ip} scanned a total of {n} {what}"),
+    // The summaries' `$n` is the table's size.
+    (n >= trigger).then(|| {
+        ScanNotice::new(
+            ts,
+            kind,
+            ip,
+            None,
+            None,
+            (peers, ports),
+            format!("{ip} scanned a total of {n} {what}"),
+        )
+        .with_n(n)
     })
 }
 

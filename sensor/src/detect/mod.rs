@@ -16,14 +16,26 @@ pub use trw::{Trw, TrwConfig, TrwConfigError};
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
 use crate::event::Timestamp;
 
 /// Transport protocol of a [`Service`]. Declaration order is Bro's port order (TCP < UDP < ICMP).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, strum::IntoStaticStr)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    strum::IntoStaticStr,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum Proto {
     Tcp,
@@ -143,11 +155,79 @@ impl fmt::Display for NoticeKind {
     }
 }
 
+/// Zeek's connection `uid`: `C` and base62 digits, shared by every log line about one
+/// connection (attempts.log, notice.log, suppressed.log).
+///
+/// It is derived from the connection tracker's serial number, a counter in connection order,
+/// passed through a fixed bijection of 64-bit integers (the splitmix64 finaliser) so that uids
+/// look like Zeek's and never collide within a run. A counter rather than a hash of the
+/// 5-tuple and start time: live capture stamps packets with the wall clock and a capture file
+/// with its own clock, so no timestamp is shared by `sensor run` and `sensor analyze` of the
+/// same traffic, while the order of connections is; a replayed capture gets the same uids
+/// live and offline. The price: uids restart with each run (a log's `#open` line tells runs
+/// apart).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Uid(pub u64);
+
+impl Uid {
+    const DIGITS: &'static [u8; 62] =
+        b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    /// Base62 digits of a `u64` (62^11 > 2^64).
+    const WIDTH: usize = 11;
+
+    /// The scrambled value written after the `C`: a bijection, so distinct serials give
+    /// distinct uids.
+    fn mixed(self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut digits = [b'0'; Self::WIDTH];
+        let mut v = self.mixed();
+        for d in digits.iter_mut().rev() {
+            *d = Self::DIGITS[(v % 62) as usize];
+            v /= 62;
+        }
+        f.write_str("C")?;
+        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// The connection a notice was raised on (Zeek's `uid` and `id`, `proto`): the one whose
+/// `check_scan` call crossed the threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NoticeConn {
+    pub uid: Uid,
+    /// As Bro records them (`c$id`): for a reverse connection, `orig` is the SYN-ACK's receiver.
+    pub orig: SocketAddr,
+    pub resp: SocketAddr,
+    pub proto: Proto,
+}
+
 /// One NOTICE raised by a detector.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+///
+/// Serialised (`sensor analyze --json`, `sensor run --notices`) as the JSON line notice.log
+/// holds ([`crate::logs`]): Zeek's fields in Zeek's order, unset ones omitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanNotice {
     /// Packet time of the triggering check, or the `now` of the expire/finish call for summaries.
-    #[serde(serialize_with = "ser_ts")]
     pub ts: Timestamp,
     pub note: NoticeKind,
     /// The scanner (Bro's `$src`).
@@ -164,13 +244,60 @@ pub struct ScanNotice {
     /// AddressScan/ShutdownThresh/BackscatterSeen this is before the triggering connection's
     /// port is counted, because check_scan does the address branch first.
     pub ports: u64,
+    /// Bro's `$n`, where `scan.bro` sets it: the hosts of an AddressScan or ScanSummary, the
+    /// ports of one host for a PortScan, the (low) ports of a port summary; TRW's scanned hosts.
+    pub n: Option<u64>,
+    /// The connection whose check raised it; `None` for summaries (raised by table expiry).
+    /// Set by the engine, which knows the connection behind each `check_scan` call.
+    pub conn: Option<NoticeConn>,
+    /// Zeek's `$sub`: set on a notice re-raised after its suppression interval.
+    pub sub: Option<String>,
+    /// Zeek's `suppress_for`: how long further notices of this kind for this source are
+    /// suppressed after this one (zero: none, Bro 1.5's notice handling). Set by the engine.
+    pub suppress_for: crate::time::Duration,
     /// Bro's exact message text.
     pub msg: String,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference
-fn ser_ts<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(ts.as_secs_f64())
+impl ScanNotice {
+    /// A notice with no `$n`, connection, sub-message or suppression (the engine adds them).
+    pub fn new(
+        ts: Timestamp,
+        note: NoticeKind,
+        src: IpAddr,
+        dst: Option<IpAddr>,
+        p: Option<Service>,
+        (peers, ports): (u64, u64),
+        msg: String,
+    ) -> Self {
+        Self {
+            ts,
+            note,
+            src,
+            dst,
+            p,
+            peers,
+            ports,
+            n: None,
+            conn: None,
+            sub: None,
+            suppress_for: crate::time::Duration::ZERO,
+            msg,
+        }
+    }
+
+    /// With Bro's `$n`.
+    #[must_use]
+    pub fn with_n(mut self, n: u64) -> Self {
+        self.n = Some(n);
+        self
+    }
+}
+
+impl serde::Serialize for ScanNotice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::logs::serialize_notice(self, s)
+    }
 }
 
 /// One `check_scan(c, established, reverse)` call of Bro 1.5: what the connection-outcome tracker
@@ -294,19 +421,25 @@ mod tests {
 
     #[test]
     fn notice_serializes_bro_style() {
-        let n = ScanNotice {
-            ts: Timestamp::from_nanos(1_500_000_000),
-            note: NoticeKind::AddressScan,
-            src: "10.0.0.1".parse().unwrap(),
-            dst: None,
-            p: Some(Service::tcp(6881)),
-            peers: 20,
-            ports: 20,
-            msg: "x".into(),
-        };
-        let v = serde_json::to_value(&n).unwrap();
-        assert_eq!(v["note"], "AddressScan");
-        assert_eq!(v["p"], "6881/tcp");
+        let n = ScanNotice::new(
+            Timestamp::from_nanos(1_500_000_000),
+            NoticeKind::AddressScan,
+            "10.0.0.1".parse().unwrap(),
+            None,
+            Some(Service::tcp(6881)),
+            (20, 20),
+            "x".into(),
+        )
+        .with_n(20);
+        let line = serde_json::to_string(&n).unwrap();
+        // Zeek's order (not alphabetical), unset fields (uid, id.*, sub, dst) omitted, times
+        // and intervals with 6 decimals; the protocol comes from `p` when there is no
+        // connection.
+        assert_eq!(
+            line,
+            r#"{"ts":1.500000,"proto":"tcp","note":"AddressScan","msg":"x","src":"10.0.0.1","p":6881,"n":20,"actions":["Notice::ACTION_LOG"],"suppress_for":0.000000,"peers":20,"ports":20}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["ts"], 1.5);
     }
 

@@ -295,6 +295,11 @@ impl Trw {
         self.friendly.contains_key(&remote)
     }
 
+    /// Whether `src` has TRW state (the engine keeps per-source notice records while it does).
+    pub fn tracks(&self, src: IpAddr) -> bool {
+        self.srcs.contains_key(&src)
+    }
+
     /// Remote sources with TRW state (bounded by [`Trw::capacity`]).
     pub fn tracked_sources(&self) -> usize {
         self.srcs.len()
@@ -383,16 +388,18 @@ impl Trw {
         let flagged = lambda > self.eta_one;
         if flagged {
             s.scan_at = Some(now);
-            out.push(ScanNotice {
-                ts,
-                note: NoticeKind::TRWAddressScan,
-                src: orig,
-                dst: Some(resp),
-                p: Some(service),
-                peers: n,
-                ports: 0,
-                msg: format!("{orig} scanned a total of {n} hosts"),
-            });
+            out.push(
+                ScanNotice::new(
+                    ts,
+                    NoticeKind::TRWAddressScan,
+                    orig,
+                    Some(resp),
+                    Some(service),
+                    (n, 0),
+                    format!("{orig} scanned a total of {n} hosts"),
+                )
+                .with_n(n),
+            );
         } else if lambda < self.eta_zero {
             s.benign_at = Some(now);
         }
@@ -556,16 +563,18 @@ impl Trw {
             }
             self.summaries.pop_front();
             let n = self.srcs.get(&ip).map_or(0, TrwSrc::n_scanned);
-            out.push(ScanNotice {
-                ts: now,
-                note: NoticeKind::TRWScanSummary,
-                src: ip,
-                dst: None,
-                p: None,
-                peers: n,
-                ports: 0,
-                msg: format!("{ip} scanned a total of {n} hosts"),
-            });
+            out.push(
+                ScanNotice::new(
+                    now,
+                    NoticeKind::TRWScanSummary,
+                    ip,
+                    None,
+                    None,
+                    (n, 0),
+                    format!("{ip} scanned a total of {n} hosts"),
+                )
+                .with_n(n),
+            );
         }
     }
 

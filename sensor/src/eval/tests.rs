@@ -265,6 +265,7 @@ fn predicted_connections_are_failed_matches_and_established_handshakes_to_announ
         state,
         established,
         reverse: false,
+        uid: crate::detect::Uid::default(),
     };
     // A failed attempt the engine matched: predicted, and counted as a failed handshake.
     sink.attempt(
