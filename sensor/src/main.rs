@@ -93,6 +93,10 @@ struct PeersArgs {
     /// Most connections tracked at once, as for `analyze`.
     #[arg(long, default_value_t = 500_000)]
     max_conns: usize,
+    /// Forward only the UDP payloads that can carry coordination (the classified policy,
+    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    #[arg(long, hide = true)]
+    udp_classified: bool,
 }
 
 const ANALYZE_HELP: &str = "\
@@ -146,6 +150,10 @@ struct AnalyzeArgs {
     /// UDP payload bytes kept per datagram, as for `run`.
     #[arg(long, default_value_t = sensor_ebpf::DEFAULT_SNAPLEN)]
     snaplen: u32,
+    /// Forward only the UDP payloads that can carry coordination (the classified policy,
+    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    #[arg(long, hide = true)]
+    udp_classified: bool,
 }
 
 /// Detection settings, the same for `run` and `analyze`.
@@ -255,6 +263,14 @@ struct PrefilterArgs {
     /// Write every forwarded event as a JSON line to this file.
     #[arg(long)]
     events: Option<PathBuf>,
+    /// Forward only the UDP payloads that can carry coordination (the classified policy,
+    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    #[arg(long, hide = true)]
+    udp_classified: bool,
+    /// Forward the datagrams that carry no coordination as metadata records, as `run
+    /// --udp-scan` does.
+    #[arg(long)]
+    udp_scan: bool,
 }
 
 fn main() {
@@ -305,6 +321,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             snaplen: args.xdp.snaplen,
             ring_bytes: args.xdp.ring_bytes,
             wakeup_bytes: args.wakeup_bytes,
+            udp_policy: pcap::DEFAULT_UDP_POLICY,
         },
         metrics: (!args.no_metrics).then_some(args.metrics),
         metrics_allow_remote: args.metrics_allow_remote,
@@ -356,13 +373,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pre-filter's settings: the UDP policy `run` loads, or the classified one (hidden
+/// `--udp-classified`; with `--udp-scan`, metadata records for the other datagrams).
+fn filter_config(snaplen: u32, classified: bool, udp_scan: bool) -> pcap::FilterConfig {
+    if classified {
+        pcap::FilterConfig::for_udp_scan(snaplen, udp_scan)
+    } else {
+        pcap::FilterConfig::from(snaplen)
+    }
+}
+
 fn prefilter(args: &PrefilterArgs) -> anyhow::Result<()> {
     let mut sink = event_sink(args.events.as_ref())?;
     let mut report = sensor::analyze::AnalyzeReport::default();
     for path in &args.pcaps {
         report.add_input(
             path,
-            pcap::prefilter_file(path, args.snaplen, |ev| sink.event(ev)),
+            pcap::prefilter_file(
+                path,
+                filter_config(args.snaplen, args.udp_classified, args.udp_scan),
+                |ev| sink.event(ev),
+            ),
         );
     }
     sink.flush();
@@ -481,7 +512,8 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let sink = sensor::logs::Both(PrintNotices { json: args.json }, logs);
-    let (mut engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
+    let filter = filter_config(args.snaplen, args.udp_classified, false);
+    let (mut engine, report) = sensor::analyze::analyze(&args.pcaps, filter, config, sink)?;
     if let Some(logs) = &mut engine.sink.1 {
         logs.close()?;
     }
@@ -633,7 +665,8 @@ fn peers(args: &PeersArgs) -> anyhow::Result<()> {
         seen: HashSet::default(),
         failures: BTreeMap::default(),
     };
-    let (engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
+    let filter = filter_config(args.snaplen, args.udp_classified, false);
+    let (engine, report) = sensor::analyze::analyze(&args.pcaps, filter, config, sink)?;
     if args.stats && report.read_any() {
         let coordination = engine.coordination();
         println!("channel                   seen  parsed  rejected");
