@@ -111,7 +111,10 @@ fn classified_udp_changes_nothing_on_a_lab_fixture() {
     // The fixture is real coordination traffic (DHT, trackers, PEX, uTP SYNs), with
     // predictions made from it; in this window every datagram has a coordination shape.
     assert!(predictions > 1000, "{predictions} predictions");
-    assert!(classified <= full, "UDP record bytes {classified} vs {full}");
+    assert!(
+        classified <= full,
+        "UDP record bytes {classified} vs {full}"
+    );
 }
 
 mod corpus {
