@@ -267,9 +267,9 @@ struct PrefilterArgs {
     /// offline only for now: the XDP program does not pass the verifier with it yet).
     #[arg(long, hide = true)]
     udp_classified: bool,
-    /// Forward the datagrams that carry no coordination as metadata records, as `run
-    /// --udp-scan` does.
-    #[arg(long)]
+    /// With the classified UDP policy, forward the datagrams that carry no coordination as
+    /// metadata records (what `--udp-scan` needs).
+    #[arg(long, hide = true)]
     udp_scan: bool,
 }
 
