@@ -35,7 +35,7 @@ pub const ANNOUNCE_SCAN: usize = 512;
 /// Default capacity of the flow table (the kernel's LRU map and its offline mirror).
 pub const DEFAULT_MAX_FLOWS: u32 = 65536;
 
-const HANDSHAKE: &[u8; 20] = b"\x13BitTorrent protocol";
+pub(crate) const HANDSHAKE: &[u8; 20] = b"\x13BitTorrent protocol";
 const INFO_HASH: &[u8; 10] = b"info_hash=";
 
 /// [`FlowState::fins`] bits.
@@ -51,8 +51,10 @@ pub struct FlowKey {
     pub a_port: u16,
     pub b_port: u16,
     pub ip_version: u8,
+    /// IP protocol: 6 (TCP) or 17 (UDP: a uTP connection, see [`crate::udp_action`]).
+    pub proto: u8,
     /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
-    pub pad: [u8; 3],
+    pub pad: [u8; 2],
 }
 
 #[repr(C)]
@@ -75,9 +77,15 @@ pub trait FlowTable {
     fn remove(&mut self, key: &FlowKey);
 }
 
-/// The canonical key of the flow a record header belongs to.
+/// The canonical key of the TCP flow a record header belongs to.
 #[inline(always)]
 pub fn flow_key(hdr: &FlowHeader) -> FlowKey {
+    flow_key_of(hdr, 6)
+}
+
+/// The canonical key of the flow (IP protocol `proto`) a record header belongs to.
+#[inline(always)]
+pub fn flow_key_of(hdr: &FlowHeader, proto: u8) -> FlowKey {
     let src_first = (hdr.src_addr, hdr.src_port) <= (hdr.dst_addr, hdr.dst_port);
     let ((a_addr, a_port), (b_addr, b_port)) = if src_first {
         ((hdr.src_addr, hdr.src_port), (hdr.dst_addr, hdr.dst_port))
@@ -90,7 +98,8 @@ pub fn flow_key(hdr: &FlowHeader) -> FlowKey {
         a_port,
         b_port,
         ip_version: hdr.ip_version,
-        pad: [0; 3],
+        proto,
+        pad: [0; 2],
     }
 }
 
@@ -189,7 +198,7 @@ fn probe_class<F: Frame + ?Sized>(frame: &F, payload_off: usize) -> Option<u8> {
 /// Charges a segment of a marked flow to its budget and records its FIN or RST in
 /// `state.fins`; returns whether the segment's payload is forwarded.
 #[inline(always)]
-fn spend_budget(state: &mut FlowState, hdr: &FlowHeader, key: &FlowKey) -> bool {
+pub(crate) fn spend_budget(state: &mut FlowState, hdr: &FlowHeader, key: &FlowKey) -> bool {
     let forward = if hdr.payload_len == 0 {
         false
     } else if state.segments_left > 0 {
@@ -251,7 +260,11 @@ pub fn confirm_signature<const N: usize>(class: u8, head: &[u8; N], len: usize) 
 }
 
 #[inline(always)]
-fn matches_at<const N: usize, const M: usize>(head: &[u8; N], at: usize, needle: &[u8; M]) -> bool {
+pub(crate) fn matches_at<const N: usize, const M: usize>(
+    head: &[u8; N],
+    at: usize,
+    needle: &[u8; M],
+) -> bool {
     let mut k = 0;
     while k < M {
         match head.get(at + k) {

@@ -33,6 +33,13 @@ pub mod kind {
     pub const TCP_DATA_128: u8 = 6;
     pub const TCP_DATA_512: u8 = 7;
     pub const TCP_DATA_2048: u8 = 8;
+    /// A UDP datagram whose payload head fits 32 bytes: uTP control packets, and the bare uTP
+    /// header of a peer-wire DATA packet too large to be a control message.
+    pub const UDP_32: u8 = 9;
+    /// A UDP datagram without its payload ([`super::UdpRecord`] of capacity 0, `cap_len` 0):
+    /// the compact metadata record `--udp-scan` asks for when the payload carries no
+    /// coordination message.
+    pub const UDP_META: u8 = 10;
 }
 
 /// TCP flag bits as they appear in byte 13 of the TCP header (RFC 9293 §3.1; ECE and CWR are
@@ -134,7 +141,8 @@ pub struct UdpRecord<const N: usize> {
 
 /// UDP record classes: (kind, payload capacity). Capacities are powers of two, which the eBPF
 /// side relies on to prove copy lengths to the verifier.
-pub const UDP_CLASSES: [(u8, usize); 3] = [
+pub const UDP_CLASSES: [(u8, usize); 4] = [
+    (kind::UDP_32, 32),
     (kind::UDP_128, 128),
     (kind::UDP_512, 512),
     (kind::UDP_2048, 2048),
@@ -156,6 +164,8 @@ pub const DEFAULT_SNAPLEN: u32 = 1472;
 pub const fn record_size(kind: u8) -> Option<usize> {
     match kind {
         kind::TCP => Some(size_of::<TcpRecord>()),
+        kind::UDP_32 => Some(size_of::<UdpRecord<32>>()),
+        kind::UDP_META => Some(size_of::<UdpRecord<0>>()),
         kind::UDP_128 => Some(size_of::<UdpRecord<128>>()),
         kind::UDP_512 => Some(size_of::<UdpRecord<512>>()),
         kind::UDP_2048 => Some(size_of::<UdpRecord<2048>>()),
@@ -211,8 +221,28 @@ pub mod counter {
     /// Marks removed on FIN, RST or a spent budget. Not a frame outcome; LRU evictions are not
     /// seen by the program.
     pub const FLOWS_ENDED: u32 = 21;
+    /// UDP datagrams with a payload that has none of the coordination shapes
+    /// ([`super::udp_class`]'s policy): not forwarded.
+    pub const UDP_UNCLASSIFIED: u32 = 22;
+    /// Compact metadata records (`--udp-scan`): a UDP datagram without its payload.
+    pub const REC_UDP_META: u32 = 23;
+    /// uTP DATA packets of a peer-wire flow past its budget and too large to be a control
+    /// message: forwarded as their bare header (counted in `REC_UDP` too), which keeps the
+    /// stream's sequence numbers whole. Not a frame outcome.
+    pub const UTP_HEADER_ONLY: u32 = 24;
+    /// Bytes of every frame the program ran on (the linear part XDP sees; offline, the
+    /// captured frame). Not a frame outcome, nor are the byte counts below.
+    pub const BYTES_SEEN: u32 = 25;
+    /// Record bytes put in the ring (record sizes, without the ring's own 8-byte header), in
+    /// all and by record kind.
+    pub const BYTES_FORWARDED: u32 = 26;
+    pub const BYTES_TCP: u32 = 27;
+    pub const BYTES_TCP_DATA: u32 = 28;
+    pub const BYTES_UDP: u32 = 29;
+    pub const BYTES_UDP_META: u32 = 30;
+    pub const BYTES_ICMP: u32 = 31;
 
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 32;
 
     /// Metric-friendly names, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -238,7 +268,31 @@ pub mod counter {
         "tcp_over_budget",
         "flows_marked",
         "flows_ended",
+        "udp_unclassified",
+        "records_udp_meta",
+        "utp_header_only",
+        "bytes_seen",
+        "bytes_forwarded",
+        "bytes_tcp",
+        "bytes_tcp_data",
+        "bytes_udp",
+        "bytes_udp_meta",
+        "bytes_icmp",
     ];
+
+    /// The byte counter of a record kind's bytes.
+    #[inline(always)]
+    pub const fn bytes_of(kind: u8) -> u32 {
+        match kind {
+            super::kind::TCP => BYTES_TCP,
+            super::kind::TCP_DATA_128 | super::kind::TCP_DATA_512 | super::kind::TCP_DATA_2048 => {
+                BYTES_TCP_DATA
+            }
+            super::kind::ICMP => BYTES_ICMP,
+            super::kind::UDP_META => BYTES_UDP_META,
+            _ => BYTES_UDP,
+        }
+    }
 }
 
 /// Which record counter a TCP segment with these flags is counted under (see [`counter`]), or
@@ -264,12 +318,14 @@ pub const fn tcp_record_counter(flags: u8) -> Option<u32> {
 /// UDP record class (kind, capacity) for a copy of `cap_len` bytes.
 #[inline(always)]
 pub const fn udp_class(cap_len: u32) -> (u8, usize) {
-    if cap_len <= 128 {
+    if cap_len <= 32 {
         UDP_CLASSES[0]
-    } else if cap_len <= 512 {
+    } else if cap_len <= 128 {
         UDP_CLASSES[1]
-    } else {
+    } else if cap_len <= 512 {
         UDP_CLASSES[2]
+    } else {
+        UDP_CLASSES[3]
     }
 }
 
@@ -287,6 +343,9 @@ pub const fn tcp_data_class(cap_len: u32) -> (u8, usize) {
 
 mod flow;
 mod parse;
+// Conditions combined with `&`/`|` on purpose: each `&&`/`||` is a branch the verifier walks.
+#[allow(clippy::needless_bitwise_bool)]
+mod udp;
 
 pub use flow::{
     confirm_signature, extended_message_shape, flow_class, flow_key, mark_flow, tcp_action,
@@ -294,10 +353,15 @@ pub use flow::{
     FIN_A, FIN_B, FLOW_SEGMENTS, SMALL_SEGMENT,
 };
 pub use parse::{parse, Frame, IcmpQuote, Parsed, L4};
+pub use udp::{
+    udp_action, udp_class_of, udp_policy, UdpAction, UdpClass, UTP_FULL_PACKETS, UTP_SMALL_DATAGRAM,
+};
 
 // Layout is ABI: pin it so a careless edit fails to compile instead of corrupting records.
 const _: () = assert!(size_of::<FlowHeader>() == 56);
 const _: () = assert!(size_of::<TcpRecord>() == 72);
+const _: () = assert!(size_of::<UdpRecord<0>>() == 56);
+const _: () = assert!(size_of::<UdpRecord<32>>() == 56 + 32);
 const _: () = assert!(size_of::<UdpRecord<128>>() == 56 + 128);
 const _: () = assert!(size_of::<UdpRecord<2048>>() == 56 + 2048);
 const _: () = assert!(align_of::<TcpRecord>() <= 8);
@@ -466,7 +530,9 @@ mod tests {
 
     #[test]
     fn udp_classes_are_the_smallest_that_fit() {
-        assert_eq!(udp_class(0).0, kind::UDP_128);
+        assert_eq!(udp_class(0).0, kind::UDP_32);
+        assert_eq!(udp_class(32).0, kind::UDP_32);
+        assert_eq!(udp_class(33).0, kind::UDP_128);
         assert_eq!(udp_class(128).0, kind::UDP_128);
         assert_eq!(udp_class(129).0, kind::UDP_512);
         assert_eq!(udp_class(512).0, kind::UDP_512);

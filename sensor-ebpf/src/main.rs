@@ -3,7 +3,9 @@
 //! [`sensor_ebpf::parse`] decides (shared with the offline pcap path):
 //! - TCP with SYN, RST or FIN  -> a [`TcpRecord`] (5-tuple, flags, seq/ack);
 //! - UDP with a payload        -> a [`UdpRecord`] holding the true length and a payload prefix of
-//!   up to `SNAPLEN` bytes, in the smallest size class that fits;
+//!   up to `SNAPLEN` bytes, in the smallest size class that fits, when the payload can carry
+//!   coordination ([`sensor_ebpf::udp_action`] decides by `UDP_POLICY`, also shared with the
+//!   offline path);
 //! - TCP payload of a flow marked in `FLOWS` -> a [`TcpDataRecord`] ([`sensor_ebpf::tcp_action`]
 //!   decides, also shared with the offline path).
 //!
@@ -28,14 +30,21 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use sensor_ebpf::{
-    confirm_signature, counter, kind, mark_flow, parse, tcp_action, FlowHeader, FlowKey, FlowState,
-    FlowTable, Frame, IcmpQuote, IcmpRecord, Parsed, TcpAction, TcpDataRecord, TcpRecord,
-    UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN, L4,
+    confirm_signature, counter, kind, mark_flow, parse, tcp_action, udp_action, udp_policy,
+    FlowHeader, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord, Parsed, TcpAction,
+    TcpDataRecord, TcpRecord, UdpAction, UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN, L4,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
 #[no_mangle]
 static SNAPLEN: u32 = DEFAULT_SNAPLEN;
+
+/// How UDP payloads are forwarded (`sensor_ebpf::udp_policy`); set at load time. The
+/// classified policies do not pass the verifier yet (the program then exceeds its
+/// million-instruction budget), so the loader sets `FULL`, which the verifier sees as a
+/// constant and prunes the classification from.
+#[no_mangle]
+static UDP_POLICY: u32 = udp_policy::FULL;
 
 /// Records are submitted without waking the reader (it drains on a timer), except when a record
 /// makes the unread data cross this many bytes. Default wakeups cost ~1 µs each in a VM.
@@ -82,6 +91,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[allow(clippy::needless_pass_by_value)]
 pub fn sensor(ctx: XdpContext) -> u32 {
     bump(counter::PACKETS);
+    add(counter::BYTES_SEEN, (ctx.data_end() - ctx.data()) as u64);
     if let Err(reason) = inspect(&ctx) {
         bump(reason);
     }
@@ -90,12 +100,26 @@ pub fn sensor(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn bump(slot: u32) {
+    add(slot, 1);
+}
+
+#[inline(always)]
+fn add(slot: u32, n: u64) {
     if let Some(value) = COUNTERS.get_ptr_mut(slot) {
         // SAFETY: a non-null pointer from the map lookup points to this CPU's aligned `u64` of
         // the slot, valid for the program's run. The slot is per CPU and XDP does not preempt
         // itself on a CPU, so nothing else writes it meanwhile: no atomics needed.
-        unsafe { *value += 1 }
+        unsafe { *value += n }
     }
+}
+
+/// Counts a record of `size` bytes put in the ring, in all and under its kind's byte slot
+/// (a constant at each call: a slot looked up from the record's kind would branch, and every
+/// branch multiplies the paths the verifier follows).
+#[inline(always)]
+fn forwarded(slot: u32, size: usize) {
+    add(counter::BYTES_FORWARDED, size as u64);
+    add(slot, size as u64);
 }
 
 #[inline(always)]
@@ -125,6 +149,22 @@ impl Frame for Packet<'_> {
         // runs; `[u8; N]` has alignment 1. The verifier checks this very comparison too.
         Some(unsafe { &*((start + off) as *const [u8; N]) })
     }
+
+    #[inline(always)]
+    // Offsets stay far below 4 GiB (`MAX_L4_OFFSET` plus headers) and N is a small constant.
+    #[allow(clippy::cast_possible_truncation)]
+    fn copy<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        // Not zeroed first: a zeroing loop would be walked by the verifier on every path, and
+        // the helper takes uninitialised memory (ARG_PTR_TO_UNINIT_MEM).
+        let mut buf = core::mem::MaybeUninit::<[u8; N]>::uninit();
+        // SAFETY: `buf` is writable for exactly `N` bytes; the helper checks `off + N` against
+        // the packet and fails instead of reading past it, and on success has written all `N`
+        // bytes, so `assume_init` reads initialised memory.
+        unsafe {
+            let ret = bpf_xdp_load_bytes(self.0.ctx, off as u32, buf.as_mut_ptr().cast(), N as u32);
+            (ret == 0).then(|| buf.assume_init())
+        }
+    }
 }
 
 /// Parses one frame and emits its record; `Err` names the counter explaining why not.
@@ -141,6 +181,17 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
                 slot = counter::REC_TCP_DATA;
             }
             TcpAction::Skip(s) => return Err(s),
+        }
+    } else if let L4::Udp { .. } = parsed.l4 {
+        match udp_action(
+            &mut Flows,
+            &Packet(ctx),
+            &mut parsed,
+            global(&UDP_POLICY),
+            &mut |s| bump(s),
+        ) {
+            UdpAction::Forward(s) => slot = s,
+            UdpAction::Skip(s) => return Err(s),
         }
     }
     let Parsed { mut hdr, l4, .. } = parsed;
@@ -178,6 +229,8 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
         })?,
         L4::Icmp(q) => emit_icmp(&hdr, &q)?,
         L4::Udp { payload_off } => match hdr.kind {
+            kind::UDP_META => emit_udp_meta(&hdr)?,
+            kind::UDP_32 => emit_udp::<32>(ctx, &hdr, payload_off)?,
             kind::UDP_128 => emit_udp::<128>(ctx, &hdr, payload_off)?,
             kind::UDP_512 => emit_udp::<512>(ctx, &hdr, payload_off)?,
             _ => emit_udp::<2048>(ctx, &hdr, payload_off)?,
@@ -203,6 +256,7 @@ fn emit_tcp(rec: &TcpRecord) -> Result<(), u32> {
     };
     entry.write(*rec);
     entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
+    forwarded(counter::BYTES_TCP, size_of::<TcpRecord>());
     Ok(())
 }
 
@@ -226,6 +280,7 @@ fn emit_icmp(hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
         pad2: [0; 4],
     });
     entry.submit(wakeup_flags(size_of::<IcmpRecord>() as u64));
+    forwarded(counter::BYTES_ICMP, size_of::<IcmpRecord>());
     Ok(())
 }
 
@@ -274,6 +329,7 @@ fn emit_tcp_data<const N: usize>(
         mark_flow(&mut Flows, hdr, class, &mut |s| bump(s));
     }
     entry.submit(wakeup_flags(size_of::<TcpDataRecord<N>>() as u64));
+    forwarded(counter::BYTES_TCP_DATA, size_of::<TcpDataRecord<N>>());
     Ok(())
 }
 
@@ -338,6 +394,22 @@ fn emit_udp<const N: usize>(
         return Err(e);
     }
     entry.submit(wakeup_flags(size_of::<UdpRecord<N>>() as u64));
+    forwarded(counter::BYTES_UDP, size_of::<UdpRecord<N>>());
+    Ok(())
+}
+
+/// Reserves and submits a UDP metadata record: the header, no payload.
+#[inline(always)]
+fn emit_udp_meta(hdr: &FlowHeader) -> Result<(), u32> {
+    let Some(mut entry) = EVENTS.reserve::<UdpRecord<0>>(0) else {
+        return Err(counter::RING_FULL);
+    };
+    entry.write(UdpRecord {
+        hdr: *hdr,
+        data: [],
+    });
+    entry.submit(wakeup_flags(size_of::<UdpRecord<0>>() as u64));
+    forwarded(counter::BYTES_UDP_META, size_of::<UdpRecord<0>>());
     Ok(())
 }
 

@@ -15,6 +15,13 @@ pub trait Frame {
     /// `N` bytes at `off`, or `None` past the end. On XDP this is the bounds check the verifier
     /// needs before every packet read.
     fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]>;
+    /// A copy of `N` bytes at `off`, or `None` past the end. On XDP a helper copies them to
+    /// the stack, so what is read from the copy carries no packet pointer: the verifier can
+    /// then merge the paths that reached it with different header offsets (IPv4 options,
+    /// IPv6 extension headers, VLAN tags), which direct packet reads keep apart.
+    fn copy<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        self.bytes::<N>(off).copied()
+    }
 }
 
 impl Frame for [u8] {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::capture::pcap::FilterConfig;
 use crate::capture::pcap::{self, ReadReport};
 use crate::capture::CounterSnapshot;
 use crate::engine::{Engine, EngineConfig, EngineSink};
@@ -98,12 +99,13 @@ impl AnalyzeReport {
 /// frames up to the damage still count. `Err` only for a bad engine configuration.
 pub fn analyze<S: EngineSink>(
     inputs: &[PathBuf],
-    snaplen: u32,
+    filter: impl Into<FilterConfig>,
     config: EngineConfig,
     sink: S,
 ) -> anyhow::Result<(Engine<S>, AnalyzeReport)> {
+    let filter = filter.into().with_udp_scan(config.conn.udp);
     let mut engine = Engine::new(config, sink)?;
-    let report = feed(&mut engine, inputs, snaplen);
+    let report = feed(&mut engine, inputs, filter);
     engine.finish();
     Ok((engine, report))
 }
@@ -113,15 +115,19 @@ pub fn analyze<S: EngineSink>(
 pub fn feed<S: EngineSink>(
     engine: &mut Engine<S>,
     inputs: &[PathBuf],
-    snaplen: u32,
+    filter: impl Into<FilterConfig>,
 ) -> AnalyzeReport {
+    let filter = filter.into();
     let mut report = AnalyzeReport::default();
     let progress = Progress::new(inputs);
     for path in inputs {
         let outcome = pcap::open(path).and_then(|file| {
             let reader = std::io::BufReader::with_capacity(1 << 16, progress.bar.wrap_read(file));
-            pcap::prefilter_reader(&path.display().to_string(), reader, snaplen, |ev| {
-                engine.event(ev);
+            pcap::prefilter_reader_timed(&path.display().to_string(), reader, filter, |seen| {
+                match seen {
+                    pcap::Seen::Event(ev) => engine.event(ev),
+                    pcap::Seen::Time(ts) => engine.advance_to(ts),
+                }
             })
         });
         report.add_input(path, outcome);

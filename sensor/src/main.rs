@@ -85,6 +85,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             snaplen: args.xdp.snaplen,
             ring_bytes: args.xdp.ring_bytes,
             wakeup_bytes: args.wakeup_bytes,
+            udp_policy: pcap::DEFAULT_UDP_POLICY,
         },
         metrics: (!args.no_metrics).then_some(args.metrics),
         metrics_allow_remote: args.metrics_allow_remote,
@@ -153,13 +154,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pre-filter's settings: the UDP policy `run` loads, or the classified one (hidden
+/// `--udp-classified`; with `--udp-scan`, metadata records for the other datagrams).
+fn filter_config(snaplen: u32, classified: bool, udp_scan: bool) -> pcap::FilterConfig {
+    if classified {
+        pcap::FilterConfig::for_udp_scan(snaplen, udp_scan)
+    } else {
+        pcap::FilterConfig::from(snaplen)
+    }
+}
+
 fn prefilter(args: &PrefilterArgs) -> anyhow::Result<()> {
     let mut sink = event_sink(args.events.as_ref())?;
     let mut report = sensor::analyze::AnalyzeReport::default();
     for path in &args.pcaps {
         report.add_input(
             path,
-            pcap::prefilter_file(path, args.snaplen, |ev| sink.event(ev)),
+            pcap::prefilter_file(
+                path,
+                filter_config(args.snaplen, args.udp_classified, args.udp_scan),
+                |ev| sink.event(ev),
+            ),
         );
     }
     sink.flush();
@@ -214,7 +229,9 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if args.state_out.is_some() {
         engine.check_state_support()?;
     }
-    let report = sensor::analyze::feed(&mut engine, &args.pcaps, args.snaplen);
+    let filter = filter_config(args.snaplen, args.udp_classified, false)
+        .with_udp_scan(args.engine.detection.udp_scan);
+    let report = sensor::analyze::feed(&mut engine, &args.pcaps, filter);
     match &args.state_out {
         Some(path) => {
             let bytes = engine.save_state(path)?;
@@ -368,7 +385,8 @@ fn peers(args: &PeersArgs) -> anyhow::Result<()> {
         seen: HashSet::default(),
         failures: BTreeMap::default(),
     };
-    let (engine, report) = sensor::analyze::analyze(&args.pcaps, args.snaplen, config, sink)?;
+    let filter = filter_config(args.snaplen, args.udp_classified, false);
+    let (engine, report) = sensor::analyze::analyze(&args.pcaps, filter, config, sink)?;
     if args.stats && report.read_any() {
         let coordination = engine.coordination();
         println!("channel                   seen  parsed  rejected");

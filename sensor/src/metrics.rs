@@ -122,6 +122,8 @@ fn kernel_metric(
     const RECORDS_HELP: &str = "Records the XDP pre-filter emitted into the ring, by kind";
     const IP: &str = "sensor_xdp_ip_packets";
     const IP_HELP: &str = "IP packets seen by the XDP pre-filter, by version";
+    const FWD: &str = "sensor_xdp_record_bytes";
+    const FWD_HELP: &str = "Record bytes the XDP pre-filter put in the ring, by record kind";
     match slot {
         PACKETS => (
             "sensor_xdp_packets",
@@ -177,6 +179,28 @@ fn kernel_metric(
             "UDP records holding only a prefix of the payload",
             None,
         ),
+        UDP_UNCLASSIFIED => (SKIPPED, SKIPPED_HELP, Some(("reason", "udp_unclassified"))),
+        REC_UDP_META => (RECORDS, RECORDS_HELP, Some(("kind", "udp_meta"))),
+        UTP_HEADER_ONLY => (
+            "sensor_xdp_utp_header_only",
+            "uTP DATA packets of peer-wire flows forwarded as their bare header",
+            None,
+        ),
+        BYTES_SEEN => (
+            "sensor_xdp_bytes_seen",
+            "Bytes of the frames the XDP pre-filter ran on",
+            None,
+        ),
+        BYTES_FORWARDED => (
+            "sensor_xdp_bytes_forwarded",
+            "Record bytes the XDP pre-filter put in the ring",
+            None,
+        ),
+        BYTES_TCP => (FWD, FWD_HELP, Some(("kind", "tcp"))),
+        BYTES_TCP_DATA => (FWD, FWD_HELP, Some(("kind", "tcp_data"))),
+        BYTES_UDP => (FWD, FWD_HELP, Some(("kind", "udp"))),
+        BYTES_UDP_META => (FWD, FWD_HELP, Some(("kind", "udp_meta"))),
+        BYTES_ICMP => (FWD, FWD_HELP, Some(("kind", "icmp"))),
         _ => ("sensor_xdp_unknown", "Unknown counter slot", None),
     }
 }

@@ -305,6 +305,7 @@ fn check_summary(summary: &RunSummary, stats: &lab::ReplayStats, rx_packets: u64
         "records_udp",
         "records_icmp",
         "records_tcp_data",
+        "records_udp_meta",
     ];
     assert_eq!(
         summary.consumed.total(),
@@ -318,6 +319,7 @@ fn check_summary(summary: &RunSummary, stats: &lab::ReplayStats, rx_packets: u64
         "tcp_other",
         "tcp_over_budget",
         "udp_empty",
+        "udp_unclassified",
         "other_l4",
         "ring_full",
         "load_errors",
@@ -362,13 +364,20 @@ fn check_metrics(metrics: &std::collections::HashMap<String, f64>, summary: &Run
             "udp_truncated" => "sensor_xdp_udp_truncated_total".to_string(),
             "flows_marked" => "sensor_xdp_flows_marked_total".to_string(),
             "flows_ended" => "sensor_xdp_flows_ended_total".to_string(),
+            "utp_header_only" => "sensor_xdp_utp_header_only_total".to_string(),
+            "bytes_seen" => "sensor_xdp_bytes_seen_total".to_string(),
+            "bytes_forwarded" => "sensor_xdp_bytes_forwarded_total".to_string(),
+            n if n.starts_with("bytes_") => {
+                format!("sensor_xdp_record_bytes_total{{kind=\"{}\"}}", &n[6..])
+            }
             "tcp_over_budget" => {
                 "sensor_xdp_skipped_total{reason=\"tcp_flow_over_budget\"}".to_string()
             }
             n if n.starts_with("records_") => {
                 format!("sensor_xdp_records_total{{kind=\"{}\"}}", &n[8..])
             }
-            "non_ip" | "fragments" | "parse_errors" | "tcp_other" | "udp_empty" | "other_l4" => {
+            "non_ip" | "fragments" | "parse_errors" | "tcp_other" | "udp_empty"
+            | "udp_unclassified" | "other_l4" => {
                 let reason = match name.as_str() {
                     "fragments" => "fragment",
                     "parse_errors" => "parse_error",

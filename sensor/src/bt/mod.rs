@@ -519,7 +519,12 @@ pub(crate) mod test_support {
     /// The UDP datagrams of a corpus capture, as the pre-filter forwards them.
     pub fn udp_datagrams(rel: &str) -> Vec<Datagram> {
         let mut out = Vec::new();
-        prefilter_file(&crate::test_support::corpus(rel), 1472, |ev| {
+        // Every datagram (the full UDP policy): these tests are about the readers.
+        let full = crate::capture::pcap::FilterConfig {
+            snaplen: 1472,
+            udp_policy: sensor_ebpf::udp_policy::FULL,
+        };
+        prefilter_file(&crate::test_support::corpus(rel), full, |ev| {
             if let Transport::Udp(u) = ev.transport {
                 out.push(Datagram {
                     ts: ev.ts,

@@ -150,6 +150,8 @@ pub struct UtpStreamStats {
     pub jumps: u64,
     /// DATA packets whose payload went past the snap length (their tail is a gap).
     pub truncated: u64,
+    /// Payloads after bare DATA headers resumed at an extended message.
+    pub resumed: u64,
     pub fins: u64,
     pub resets: u64,
     /// Connections that ended by FIN each way or RESET.
@@ -196,6 +198,10 @@ struct Half {
     gap: bool,
     /// The sender's FIN was reached.
     fin: bool,
+    /// A DATA packet came as its bare header (the pre-filter withholds the payload of large
+    /// packets past a connection's budget): the next payload resumes at its first BEP 10
+    /// extended message, the only message worth finding there.
+    headers_only: bool,
     held: Vec<Held>,
 }
 
@@ -814,6 +820,20 @@ impl UtpStreams {
             }
         }
         let half = &mut conn.halves[d];
+        let mut data = data;
+        if !data.is_empty() && std::mem::take(&mut half.headers_only) && half.gap {
+            // Bytes were withheld before this payload: it may open inside a piece, where the
+            // peer wire cannot find a message start. Resume at the first extended message
+            // (ut_pex after a piece's tail, as libtorrent packs them); nine fixed bytes, so
+            // piece data matches about once in 2^50.
+            let at = data
+                .windows(sensor_ebpf::EXTENDED_SHAPE)
+                .position(|w| w.try_into().is_ok_and(sensor_ebpf::extended_message_shape));
+            if let Some(at) = at {
+                self.stats.resumed += 1;
+                data = &data[at..];
+            }
+        }
         if !data.is_empty() && conn.class == Class::PeerWire {
             let gap = std::mem::take(&mut half.gap);
             self.stats.delivered_bytes += data.len() as u64;
@@ -828,6 +848,7 @@ impl UtpStreams {
         if cut {
             self.stats.truncated += 1;
             conn.halves[d].gap = true;
+            conn.halves[d].headers_only |= data.is_empty();
         }
     }
 }

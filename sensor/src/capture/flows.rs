@@ -97,7 +97,8 @@ mod tests {
             a_port: port,
             b_port: 80,
             ip_version: 4,
-            pad: [0; 3],
+            proto: 6,
+            pad: [0; 2],
         }
     }
 

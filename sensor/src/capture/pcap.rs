@@ -13,8 +13,8 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError};
 use sensor_ebpf::{
-    confirm_signature, counter, kind, mark_flow, parse, tcp_action, Parsed, TcpAction,
-    ANNOUNCE_SCAN, L4,
+    confirm_signature, counter, kind, mark_flow, parse, record_size, tcp_action, udp_action,
+    udp_policy, Parsed, TcpAction, UdpAction, ANNOUNCE_SCAN, L4,
 };
 
 use super::flows::FlowMarks;
@@ -426,35 +426,108 @@ fn units_per_second(r: u8) -> u64 {
     }
 }
 
+/// The pre-filter's settings, as the XDP program's load-time globals `SNAPLEN` and
+/// `UDP_POLICY`. A bare snap length converts to one with the default UDP policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    pub snaplen: u32,
+    /// One of [`sensor_ebpf::udp_policy`].
+    pub udp_policy: u32,
+}
+
+impl FilterConfig {
+    /// The classified UDP policy, with metadata records for the datagrams that carry no
+    /// coordination when UDP requests count as scan attempts.
+    pub fn for_udp_scan(snaplen: u32, udp_scan: bool) -> Self {
+        Self {
+            snaplen,
+            udp_policy: if udp_scan {
+                udp_policy::CLASSIFIED_META
+            } else {
+                udp_policy::CLASSIFIED
+            },
+        }
+    }
+}
+
+impl FilterConfig {
+    /// With UDP requests counted as scan attempts, the classified policy also forwards the
+    /// other datagrams as metadata records (the full policy forwards them anyway).
+    #[must_use]
+    pub fn with_udp_scan(mut self, udp_scan: bool) -> Self {
+        if udp_scan && self.udp_policy == udp_policy::CLASSIFIED {
+            self.udp_policy = udp_policy::CLASSIFIED_META;
+        }
+        self
+    }
+}
+
+/// The UDP policy the live agent loads, and so the offline default that mirrors it: every
+/// payload head, until the XDP program passes the verifier with the classified policies.
+pub const DEFAULT_UDP_POLICY: u32 = udp_policy::FULL;
+
+impl From<u32> for FilterConfig {
+    fn from(snaplen: u32) -> Self {
+        Self {
+            snaplen,
+            udp_policy: DEFAULT_UDP_POLICY,
+        }
+    }
+}
+
 /// Runs the pre-filter over a capture: calls `f` for every event the XDP program would forward,
 /// and returns the counters the XDP program would have.
 pub fn prefilter_file(
     path: &Path,
-    snaplen: u32,
+    config: impl Into<FilterConfig>,
     f: impl FnMut(&PacketEvent<'_>),
 ) -> anyhow::Result<(CounterSnapshot, ReadReport)> {
     let file = open(path)?;
-    prefilter_reader(
-        &path.display().to_string(),
-        BufReader::new(file),
-        snaplen,
-        f,
-    )
+    prefilter_reader(&path.display().to_string(), BufReader::new(file), config, f)
 }
 
 /// [`prefilter_file`] over any reader (a progress-reporting one, a socket, a fuzzer's bytes).
 pub fn prefilter_reader(
     name: &str,
     reader: impl Read,
-    snaplen: u32,
+    config: impl Into<FilterConfig>,
     mut f: impl FnMut(&PacketEvent<'_>),
 ) -> anyhow::Result<(CounterSnapshot, ReadReport)> {
-    let mut prefilter = Prefilter::new(snaplen);
+    prefilter_reader_timed(name, reader, config, |seen| {
+        if let Seen::Event(ev) = seen {
+            f(ev);
+        }
+    })
+}
+
+/// What the pre-filter tells the engine about one frame.
+#[derive(Debug)]
+pub enum Seen<'e, 'a> {
+    /// A forwarded record's event.
+    Event(&'e PacketEvent<'a>),
+    /// A UDP datagram the classified policy did not forward (no coordination in it), which the
+    /// full policy did, as an event no reader used. Offline, packet time still moves to its
+    /// timestamp (`Engine::advance_to`), so attempt timers and table expiry run exactly as
+    /// with every datagram forwarded; live, the agent's idle ticks move time instead.
+    Time(Timestamp),
+}
+
+/// [`prefilter_reader`], also reporting the datagrams the UDP policy withheld ([`Seen::Time`]).
+pub fn prefilter_reader_timed(
+    name: &str,
+    reader: impl Read,
+    config: impl Into<FilterConfig>,
+    mut f: impl FnMut(Seen<'_, '_>),
+) -> anyhow::Result<(CounterSnapshot, ReadReport)> {
+    let mut prefilter = Prefilter::with_config(config.into());
     let mut decode_errors = 0u64;
     let report = read_frames_from(name, reader, |ts, frame| {
         prefilter.counters.0[counter::PACKETS as usize] += 1;
+        prefilter.counters.0[counter::BYTES_SEEN as usize] += frame.len() as u64;
+        prefilter.withheld_udp = false;
         match prefilter.frame(frame, ts) {
-            Ok(Some(event)) => f(&event),
+            Ok(Some(event)) => f(Seen::Event(&event)),
+            Ok(None) if prefilter.withheld_udp => f(Seen::Time(ts)),
             Ok(None) => {}
             Err(_) => decode_errors += 1,
         }
@@ -475,14 +548,24 @@ pub fn prefilter_reader(
 #[derive(Debug)]
 pub struct Prefilter {
     snaplen: u32,
+    udp_policy: u32,
+    /// Set by [`Prefilter::frame`] when the UDP policy withheld the frame's datagram.
+    pub withheld_udp: bool,
     pub flows: FlowMarks,
     pub counters: CounterSnapshot,
 }
 
 impl Prefilter {
+    /// The pre-filter with the default UDP policy ([`DEFAULT_UDP_POLICY`]).
     pub fn new(snaplen: u32) -> Self {
+        Self::with_config(snaplen.into())
+    }
+
+    pub fn with_config(config: FilterConfig) -> Self {
         Self {
-            snaplen,
+            snaplen: config.snaplen,
+            udp_policy: config.udp_policy,
+            withheld_udp: false,
             flows: FlowMarks::default(),
             counters: CounterSnapshot::default(),
         }
@@ -523,9 +606,23 @@ impl Prefilter {
                     return Ok(None);
                 }
             };
+        } else if let L4::Udp { .. } = parsed.l4 {
+            let count = &mut |s: u32| counters[s as usize] += 1;
+            slot = match udp_action(&mut self.flows, frame, &mut parsed, self.udp_policy, count) {
+                UdpAction::Forward(s) => s,
+                UdpAction::Skip(s) => {
+                    count(s);
+                    self.withheld_udp = s == counter::UDP_UNCLASSIFIED;
+                    return Ok(None);
+                }
+            };
         }
         counters[slot as usize] += 1;
         let hdr = &parsed.hdr;
+        // The record the program would put in the ring: its size, by kind.
+        let size = record_size(hdr.kind).unwrap_or(0) as u64;
+        counters[counter::BYTES_FORWARDED as usize] += size;
+        counters[counter::bytes_of(hdr.kind) as usize] += size;
         // `cap_len` is 0 when the payload starts past the captured bytes (TCP options cut by a
         // snap length), and `off` may then lie beyond the frame.
         let head = |off: usize| {

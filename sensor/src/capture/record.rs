@@ -388,10 +388,10 @@ mod tests {
             DecodeError::Short(10)
         );
 
-        let rec = bare(header(9, 4));
+        let rec = bare(header(99, 4));
         assert_eq!(
             decode(as_bytes(&rec), &clock).unwrap_err(),
-            DecodeError::UnknownKind(9)
+            DecodeError::UnknownKind(99)
         );
 
         let rec = bare(header(kind::TCP, 5));

@@ -27,6 +27,8 @@ pub struct XdpConfig {
     /// Unread bytes at which the kernel wakes the reader; below that the reader drains on its
     /// timer. 0 wakes it on every record.
     pub wakeup_bytes: u32,
+    /// How UDP payloads are forwarded: one of [`sensor_ebpf::udp_policy`].
+    pub udp_policy: u32,
 }
 
 impl Default for XdpConfig {
@@ -35,6 +37,9 @@ impl Default for XdpConfig {
             snaplen: sensor_ebpf::DEFAULT_SNAPLEN,
             ring_bytes: 16 << 20,
             wakeup_bytes: 256 << 10,
+            // The classified policies do not pass the verifier yet (see `UDP_POLICY` in the
+            // XDP program): every UDP payload head is forwarded.
+            udp_policy: sensor_ebpf::udp_policy::FULL,
         }
     }
 }
@@ -114,6 +119,7 @@ impl XdpSensor {
         let mut ebpf = EbpfLoader::new()
             .override_global("SNAPLEN", &config.snaplen, true)
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
+            .override_global("UDP_POLICY", &config.udp_policy, true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;

@@ -77,6 +77,10 @@ pub struct PeersArgs {
     /// Most connections tracked at once, as for `analyze`.
     #[arg(long, default_value_t = 500_000)]
     pub max_conns: usize,
+    /// Forward only the UDP payloads that can carry coordination (the classified policy,
+    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    #[arg(long, hide = true)]
+    pub udp_classified: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -141,6 +145,10 @@ pub struct AnalyzeArgs {
     /// so that a later `--state-in` continues it.
     #[arg(long, value_name = "PATH")]
     pub state_out: Option<PathBuf>,
+    /// Forward only the UDP payloads that can carry coordination (the classified policy,
+    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    #[arg(long, hide = true)]
+    pub udp_classified: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -390,6 +398,14 @@ pub struct PrefilterArgs {
     /// Write every forwarded event as a JSON line to this file.
     #[arg(long)]
     pub events: Option<PathBuf>,
+    /// Forward only the UDP payloads that can carry coordination (the classified policy,
+    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    #[arg(long, hide = true)]
+    pub udp_classified: bool,
+    /// With the classified UDP policy, forward the datagrams that carry no coordination as
+    /// metadata records (what `--udp-scan` needs).
+    #[arg(long, hide = true)]
+    pub udp_scan: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }

@@ -286,6 +286,13 @@ impl Grid {
             engine.finish();
         }
     }
+
+    /// Packet time moves on without an event (a datagram the pre-filter withheld).
+    fn advance_to(&mut self, ts: Timestamp) {
+        for (_, _, engine) in &mut self.lanes {
+            engine.advance_to(ts);
+        }
+    }
 }
 
 impl EventSink for Grid {
@@ -389,7 +396,11 @@ fn run_capture(
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = std::io::BufReader::with_capacity(1 << 16, file);
     let name = path.display().to_string();
-    let (_, read) = pcap::prefilter_reader(&name, reader, snaplen, |ev| grid.event(ev))?;
+    let filter = pcap::FilterConfig::from(snaplen).with_udp_scan(base.conn.udp);
+    let (_, read) = pcap::prefilter_reader_timed(&name, reader, filter, |seen| match seen {
+        pcap::Seen::Event(ev) => grid.event(ev),
+        pcap::Seen::Time(ts) => grid.advance_to(ts),
+    })?;
     if let Some(err) = read.error {
         anyhow::bail!("{name}: {err}; an evaluation on part of a capture would mislead");
     }

@@ -129,6 +129,7 @@ fn main() -> anyhow::Result<()> {
     let captures = captures(&scratch)?;
     offline_throughput(&mut md, &captures)?;
     tools(&mut md, &captures)?;
+    forwarded_share(&mut md)?;
     veth_replay(&mut md, &captures, &scratch)?;
     flood(&mut md)?;
     md.push_str(&sensor_tests::live::LiveBench::new(lab::sensor_binary(true)?, scratch).section()?);
@@ -585,6 +586,81 @@ fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
             a.cpu / p.cpu,
             opt(tshark, a),
             opt(ndpi, a)
+        )?;
+    }
+    Ok(())
+}
+
+/// Lab captures (`/var/tmp/lab/*/*.pcap`, where the lab writes them) and the corpus's
+/// background captures whose forwarded share the bench reports.
+const BACKGROUND_CAPTURES: [&str; 5] = [
+    "OISF-suricata-verify/tls-subjectaltname/input.pcap",
+    "chrissanders-packets/http_espn.pcapng",
+    "ntop-nDPI/alexa-app.pcapng",
+    "ntop-nDPI/teams.pcap",
+    "ntop-nDPI/wechat.pcap",
+];
+
+/// The share of the wire's bytes the pre-filter puts in the ring (record bytes), with every
+/// UDP payload forwarded and with the classified UDP policy, per capture.
+fn forwarded_share(md: &mut String) -> anyhow::Result<()> {
+    use sensor::capture::pcap::FilterConfig;
+    use sensor_ebpf::udp_policy;
+
+    writeln!(
+        md,
+        "\n## Forwarded share of wire bytes (offline pre-filter, record bytes)\n"
+    )?;
+    writeln!(
+        md,
+        "| capture | wire bytes | forwarded, full UDP | share | forwarded, classified UDP | share | UDP record bytes, classified |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    let mut paths: Vec<(String, PathBuf)> = Vec::new();
+    if let Ok(dirs) = std::fs::read_dir("/var/tmp/lab") {
+        let mut lab: Vec<PathBuf> = dirs
+            .filter_map(Result::ok)
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+            .collect();
+        lab.sort();
+        paths.extend(lab.into_iter().map(|p| {
+            let name = p
+                .strip_prefix("/var/tmp/lab")
+                .unwrap_or(&p)
+                .display()
+                .to_string();
+            (format!("lab {name}"), p)
+        }));
+    }
+    if sensor_tests::corpus_dir().is_dir() {
+        paths.extend(
+            BACKGROUND_CAPTURES
+                .iter()
+                .map(|rel| ((*rel).to_string(), sensor_tests::corpus(rel))),
+        );
+    }
+    for (name, path) in paths {
+        let policy = |udp_policy| FilterConfig {
+            snaplen: sensor_ebpf::DEFAULT_SNAPLEN,
+            udp_policy,
+        };
+        let (full, _) = pcap::prefilter_file(&path, policy(udp_policy::FULL), |_| {})?;
+        let (classified, _) = pcap::prefilter_file(&path, policy(udp_policy::CLASSIFIED), |_| {})?;
+        let wire = full.get(counter::BYTES_SEEN).max(1);
+        #[allow(clippy::cast_precision_loss)] // a percentage
+        let pct = |n: u64| 100.0 * n as f64 / wire as f64;
+        writeln!(
+            md,
+            "| {name} | {wire} | {} | {:.1}% | {} | {:.1}% | {} ({:.1}%) |",
+            full.get(counter::BYTES_FORWARDED),
+            pct(full.get(counter::BYTES_FORWARDED)),
+            classified.get(counter::BYTES_FORWARDED),
+            pct(classified.get(counter::BYTES_FORWARDED)),
+            classified.get(counter::BYTES_UDP),
+            pct(classified.get(counter::BYTES_UDP)),
         )?;
     }
     Ok(())

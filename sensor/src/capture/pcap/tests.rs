@@ -251,7 +251,12 @@ mod corpus {
         assert_eq!(counters.get(counter::PACKETS), 7723);
 
         let mut v6 = Vec::new();
-        prefilter_file(&corpus("ntop-nDPI/lru_ipv6_caches.pcapng"), 1472, |ev| {
+        // Every datagram, as the reader saw it: the full UDP policy.
+        let full = FilterConfig {
+            snaplen: 1472,
+            udp_policy: udp_policy::FULL,
+        };
+        prefilter_file(&corpus("ntop-nDPI/lru_ipv6_caches.pcapng"), full, |ev| {
             v6.push((ev.src, ev.dst, ev.kind()));
         })
         .unwrap();
