@@ -264,10 +264,12 @@ impl ConfigFile {
 }
 
 /// The options of `cmd` a file may set: those with a long name, but not `--help`,
-/// `--version` or `--config` itself.
+/// `--version`, `--config` itself, or hidden options (test and bench switches, such as the
+/// offline-only classified UDP policy, are no operator's settings).
 fn options(cmd: &Command) -> impl Iterator<Item = &Arg> {
     cmd.get_arguments().filter(|a| {
         a.get_long().is_some()
+            && !a.is_hide_set()
             && a.get_id() != "config"
             && !matches!(
                 a.get_action(),
