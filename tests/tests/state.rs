@@ -246,8 +246,10 @@ fn check_cut(src: &Path, n: usize, stem: &str, suppress: Suppress) -> Results {
     got
 }
 
-fn labelled_pcap() -> PathBuf {
-    let path = tmp("labelled.pcap");
+/// The labelled capture, written to a file of its own per caller: the tests run in parallel
+/// and one rewriting a file another reads would read as damage.
+fn labelled_pcap(user: &str) -> PathBuf {
+    let path = tmp(&format!("labelled-{user}.pcap"));
     synth::labelled_capture(40, 40)
         .write_pcap_file(&path)
         .unwrap();
@@ -262,7 +264,7 @@ fn index_at(times: &[std::time::Duration], secs: f64) -> usize {
 
 #[test]
 fn bittorrent_host_with_predictions_before_the_cut_stays_quiet() {
-    let pcap = labelled_pcap();
+    let pcap = labelled_pcap("restart");
     let times = packet_times(&pcap);
     // The tracker exchange ends at 1.1 s, the host's SYNs start at 2 s.
     let n = index_at(&times, 1.5);
@@ -297,7 +299,7 @@ fn scanner_crossing_its_threshold_across_the_cut_is_reported_once() {
     // before its AddressScan, with a dozen failures counted. Both reach 20 hosts, their
     // AddressScan, after the cut.
     for (name, pcap, secs) in [
-        ("labelled", labelled_pcap(), Some(3.31)),
+        ("labelled", labelled_pcap("corpus-like"), Some(3.31)),
         ("demo", demo, None),
     ] {
         let (engine, _) = sensor::analyze::analyze(
@@ -357,7 +359,7 @@ fn scanner_crossing_its_threshold_across_the_cut_is_reported_once() {
 fn every_tenth_of_generated_captures_as_a_cut() {
     let demo = tmp("demo.pcap");
     synth::demo_capture().write_pcap_file(&demo).unwrap();
-    for (name, pcap) in [("labelled", labelled_pcap()), ("demo", demo)] {
+    for (name, pcap) in [("labelled", labelled_pcap("tenths")), ("demo", demo)] {
         let total = packet_times(&pcap).len();
         for suppress in [Suppress::None, Suppress::All] {
             for tenth in 1..10 {
@@ -375,7 +377,7 @@ fn every_tenth_of_generated_captures_as_a_cut() {
 #[test]
 fn cli_state_out_then_in() {
     let sensor = sensor_tests::lab::sensor_binary(false).unwrap();
-    let pcap = labelled_pcap();
+    let pcap = labelled_pcap("cli");
     let times = packet_times(&pcap);
     let (p1, p2) = cut(&pcap, index_at(&times, 3.31), "cli");
     let state = tmp("cli.state");
