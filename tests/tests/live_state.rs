@@ -20,7 +20,7 @@
 //! exceeds 2 s a retransmission arrives after its attempt failed, and is a segment of the same
 //! tracked connection (kept until 5 min idle), not a new attempt. So nothing compared depends
 //! on G, while G stays well under the connection idle timeout and the prediction TTL (30 min).
-
+//!
 //! Compared, live (the two runs' `--notices` files and logs together) against one
 //! uninterrupted `sensor analyze --json --out` on the whole file:
 //! * notices as (note, src, dst, n, msg), as a multiset, so that a notice raised twice (once
@@ -34,8 +34,8 @@
 //!   notices in which the two differ are exactly those summaries.
 //! * `ts`: live stamps are the replay's wall clock.
 //! * `uid`: a uid is the connection's serial in its tracker; a restored tracker numbers the
-//!   restored connections afresh, so uids after a restart are not those of the uninterrupted
-//!   run.
+//!   restored connections afresh from 1 (the serial counter is not in the state file), so uids
+//!   after a restart are not those of the uninterrupted run.
 //!
 //! The control: the second half alone, live without the state file, reports the BitTorrent
 //! host as a scanner, so the quiet host above is the state file's doing; and the scanner's
