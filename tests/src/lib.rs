@@ -13,6 +13,7 @@ pub mod blast;
 pub mod flood;
 pub mod lab;
 pub mod live;
+pub mod pcapcut;
 pub mod privilege;
 pub mod synth;
 

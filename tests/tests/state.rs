@@ -23,6 +23,7 @@ use std::process::Command;
 use sensor::detect::{BroScanConfig, NoticeKind, ScanNotice};
 use sensor::engine::{Engine, EngineConfig, EngineSink, Suppress, SuppressReason};
 use sensor::ppr::PprSample;
+use sensor_tests::pcapcut::{self, index_at, packet_times};
 use sensor_tests::synth::{self, labelled};
 
 /// Notices and suppressed notices, as `Debug` lines, sorted (a restart may interleave notices
@@ -136,98 +137,7 @@ fn restarted(first: &Path, second: &Path, suppress: Suppress) -> (Results, u64, 
 
 /// Cuts `src` after its first `n` packets into `stem.1.EXT` and `stem.2.EXT`.
 fn cut(src: &Path, n: usize, stem: &str) -> (PathBuf, PathBuf) {
-    let bytes = std::fs::read(src).unwrap();
-    let pcapng = bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]);
-    let ext = if pcapng { "pcapng" } else { "pcap" };
-    let (p1, p2) = (
-        tmp(&format!("{stem}.1.{ext}")),
-        tmp(&format!("{stem}.2.{ext}")),
-    );
-    let (f1, f2) = (
-        std::fs::File::create(&p1).unwrap(),
-        std::fs::File::create(&p2).unwrap(),
-    );
-    if pcapng {
-        cut_pcapng(&bytes, n, f1, f2);
-    } else {
-        cut_pcap(&bytes, n, f1, f2);
-    }
-    (p1, p2)
-}
-
-fn cut_pcap(bytes: &[u8], n: usize, f1: std::fs::File, f2: std::fs::File) {
-    use pcap_file::pcap::{PcapReader, PcapWriter};
-    let mut r = PcapReader::new(bytes).unwrap();
-    let header = r.header();
-    let mut w1 = PcapWriter::with_header(f1, header).unwrap();
-    let mut w2 = PcapWriter::with_header(f2, header).unwrap();
-    let mut i = 0;
-    while let Some(p) = r.next_packet() {
-        let p = p.unwrap();
-        if i < n {
-            w1.write_packet(&p).unwrap();
-        } else {
-            w2.write_packet(&p).unwrap();
-        }
-        i += 1;
-    }
-}
-
-/// pcapng: the second part starts with the section header and the interface descriptions in
-/// force at the cut, so its packets keep their interfaces and timestamp resolution.
-fn cut_pcapng(bytes: &[u8], n: usize, f1: std::fs::File, f2: std::fs::File) {
-    use pcap_file::pcapng::{Block, PcapNgBlock, PcapNgReader, PcapNgWriter};
-    let mut r = PcapNgReader::new(bytes).unwrap();
-    // The section and interfaces in force, as the reader goes.
-    let mut section = r.section().clone();
-    let mut interfaces = Vec::new();
-    let mut w1 = PcapNgWriter::with_section_header(f1, section.clone()).unwrap();
-    let mut w2: Option<PcapNgWriter<std::fs::File>> = None;
-    let mut f2 = Some(f2);
-    let mut packets = 0;
-    while let Some(block) = r.next_block() {
-        let block = block.unwrap();
-        match &block {
-            Block::SectionHeader(s) => {
-                section = s.clone().into_owned();
-                interfaces.clear();
-            }
-            Block::InterfaceDescription(i) => interfaces.push(i.clone().into_owned()),
-            _ => {}
-        }
-        let is_packet = matches!(
-            block,
-            Block::EnhancedPacket(_) | Block::SimplePacket(_) | Block::Packet(_)
-        );
-        if packets < n || (!is_packet && w2.is_none()) {
-            if !matches!(block, Block::SectionHeader(_)) || packets > 0 {
-                w1.write_block(&block).unwrap();
-            }
-        } else {
-            let w = w2.get_or_insert_with(|| {
-                let mut w =
-                    PcapNgWriter::with_section_header(f2.take().unwrap(), section.clone()).unwrap();
-                for idb in &interfaces {
-                    w.write_block(&idb.clone().into_block()).unwrap();
-                }
-                w
-            });
-            w.write_block(&block).unwrap();
-        }
-        packets += usize::from(is_packet);
-    }
-    assert!(w2.is_some(), "nothing after the cut");
-}
-
-/// Packets in a classic pcap file.
-fn packet_times(path: &Path) -> Vec<std::time::Duration> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut r = pcap_file::pcap::PcapReader::new(&bytes[..]).unwrap();
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.unwrap().timestamp);
-    }
-    out
+    pcapcut::cut(src, n, tmp("").parent().unwrap(), stem).unwrap()
 }
 
 /// Checks that the cut is lossless and that the restart changes nothing; returns the results.
@@ -254,12 +164,6 @@ fn labelled_pcap(user: &str) -> PathBuf {
         .write_pcap_file(&path)
         .unwrap();
     path
-}
-
-/// The index of the first packet at or after `secs` into the capture.
-fn index_at(times: &[std::time::Duration], secs: f64) -> usize {
-    let t = times[0] + std::time::Duration::from_secs_f64(secs);
-    times.iter().position(|&x| x >= t).unwrap()
 }
 
 #[test]
