@@ -206,8 +206,9 @@ struct Conn {
     reverse: bool,
     o: End,
     r: End,
-    /// Incarnation, to tell a queued timer from a later connection on the same key.
-    #[serde(skip)]
+    /// Incarnation, to tell a queued timer from a later connection on the same key; also the
+    /// connection's uid. Saved, so that uids continue across a restart (logs appended to
+    /// across restarts must not give two connections one uid).
     serial: u64,
     last: Timestamp,
     attempt_reported: bool,
@@ -604,6 +605,8 @@ pub struct SavedConn {
 pub struct SavedConnClock {
     now: Timestamp,
     last_sweep: Timestamp,
+    /// The last serial given out: a restored tracker continues after it.
+    next_serial: u64,
 }
 
 impl ConnTracker {
@@ -623,6 +626,7 @@ impl ConnTracker {
         let clock = SavedConnClock {
             now: self.now,
             last_sweep: self.last_sweep,
+            next_serial: self.next_serial,
         };
         (clock, out)
     }
@@ -632,6 +636,10 @@ impl ConnTracker {
     pub fn restore(&mut self, clock: SavedConnClock, conns: impl IntoIterator<Item = SavedConn>) {
         self.now = self.now.max(clock.now);
         self.last_sweep = self.last_sweep.max(clock.last_sweep);
+        // Saved serials are unique and below `clock.next_serial`; a fresh tracker takes them
+        // as they are, so restored connections keep their uids and new ones follow.
+        let fresh = self.conns.is_empty();
+        self.next_serial = self.next_serial.max(clock.next_serial);
         // Fired timers form a prefix of the creation order.
         let mut fired_prefix = self.timers.len() == self.fired;
         for SavedConn {
@@ -648,8 +656,10 @@ impl ConnTracker {
                 self.evictions += 1;
                 continue;
             }
-            self.next_serial += 1;
-            conn.serial = self.next_serial;
+            if !fresh {
+                self.next_serial += 1;
+                conn.serial = self.next_serial;
+            }
             self.timers.push_back((created, key, conn.serial));
             self.conns.insert(key, conn);
             fired_prefix &= fired;

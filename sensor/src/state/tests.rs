@@ -167,6 +167,43 @@ fn a_cut_anywhere_gives_the_notices_of_one_run() {
     }
 }
 
+/// Every attempt's uid after a restart is the one an uninterrupted run gives it: restored
+/// connections keep theirs and new ones continue the numbering, so logs appended to across
+/// restarts never give two connections one uid.
+#[test]
+fn uids_continue_across_a_restart() {
+    let inputs = inputs();
+    let end = inputs.last().unwrap().ts() + Duration::from_secs(30);
+    let uids = |engines: &[&Engine<Collect>]| -> Vec<(String, crate::detect::Uid)> {
+        let mut v: Vec<_> = engines
+            .iter()
+            .flat_map(|e| e.sink.attempts.iter())
+            .map(|(o, _)| (format!("{:?} {:?} {:?}", o.ts, o.orig, o.resp), o.uid))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut whole = Engine::new(config(), Collect::default()).unwrap();
+    feed(&mut whole, &inputs);
+    whole.advance_to(end);
+    whole.finish();
+    let expected = uids(&[&whole]);
+    assert!(expected.len() > 20, "{}", expected.len());
+    for cut in [inputs.len() / 3, inputs.len() / 2, 2 * inputs.len() / 3] {
+        let mut first = Engine::new(config(), Collect::default()).unwrap();
+        first.set_resumable(true);
+        feed(&mut first, &inputs[..cut]);
+        first.flush();
+        let (meta, records) = decode(&first.encode_state().unwrap()).unwrap();
+        let mut second = Engine::new(config(), Collect::default()).unwrap();
+        second.restore_state(&meta, records).unwrap();
+        feed(&mut second, &inputs[cut..]);
+        second.advance_to(end);
+        second.finish();
+        assert_eq!(uids(&[&first, &second]), expected, "cut before input {cut}");
+    }
+}
+
 #[test]
 fn without_the_state_a_restart_re_raises_and_forgets() {
     // The control for the test above: the same cut without a state file changes the notices.
