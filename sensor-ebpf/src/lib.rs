@@ -244,6 +244,17 @@ pub mod counter {
 
     pub const COUNT: u32 = 32;
 
+    /// Interfaces one program counts apart: the kernel's counter map holds `COUNT` slots for
+    /// each, at `iface_slot * COUNT`, plus one more block ([`UNKNOWN_IFACE`]). `sensor run`
+    /// refuses more `--iface`s than this.
+    pub const MAX_IFACES: u32 = 8;
+    /// The block counting frames from an interface missing from the program's interface map.
+    /// Userspace fills that map before attaching, so this block stays zero unless something
+    /// attached the program elsewhere; it is counted, not dropped, so totals stay whole.
+    pub const UNKNOWN_IFACE: u32 = MAX_IFACES;
+    /// Entries of the kernel's counter map: one block per interface and the unknown block.
+    pub const MAP_ENTRIES: u32 = (MAX_IFACES + 1) * COUNT;
+
     /// Metric-friendly names, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "packets",

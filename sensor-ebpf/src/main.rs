@@ -25,7 +25,7 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::error;
@@ -83,43 +83,72 @@ impl FlowTable for Flows {
     }
 }
 
+/// Counters, one block of `counter::COUNT` slots per interface (`counter::MAP_ENTRIES`).
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAP_ENTRIES, 0);
+
+/// Interface index -> its counter block (0..`counter::MAX_IFACES`), filled by userspace before
+/// attaching, in `--iface` order.
+#[map]
+static IFACE_SLOT: HashMap<u32, u32> = HashMap::with_max_entries(counter::MAX_IFACES, 0);
 
 #[xdp]
 // `#[xdp]` requires the context by value.
 #[allow(clippy::needless_pass_by_value)]
 pub fn sensor(ctx: XdpContext) -> u32 {
-    bump(counter::PACKETS);
-    add(counter::BYTES_SEEN, (ctx.data_end() - ctx.data()) as u64);
-    if let Err(reason) = inspect(&ctx) {
-        bump(reason);
+    let c = Counters::of(ingress_ifindex(&ctx));
+    c.bump(counter::PACKETS);
+    c.add(counter::BYTES_SEEN, (ctx.data_end() - ctx.data()) as u64);
+    if let Err(reason) = inspect(&ctx, c) {
+        c.bump(reason);
     }
     xdp_action::XDP_PASS
 }
 
-#[inline(always)]
-fn bump(slot: u32) {
-    add(slot, 1);
+/// The counter block of the frame's ingress interface: its first index in `COUNTERS`. Looked
+/// up once per frame; each count then indexes `base + slot`, no further lookup.
+#[derive(Clone, Copy)]
+struct Counters {
+    base: u32,
 }
 
-#[inline(always)]
-fn add(slot: u32, n: u64) {
-    if let Some(value) = COUNTERS.get_ptr_mut(slot) {
-        // SAFETY: a non-null pointer from the map lookup points to this CPU's aligned `u64` of
-        // the slot, valid for the program's run. The slot is per CPU and XDP does not preempt
-        // itself on a CPU, so nothing else writes it meanwhile: no atomics needed.
-        unsafe { *value += n }
+impl Counters {
+    #[inline(always)]
+    fn of(ifindex: u32) -> Self {
+        // SAFETY: the value is copied out at once; userspace writes the map only before
+        // attaching, so no concurrent update can tear it.
+        let block = match unsafe { IFACE_SLOT.get(&ifindex) } {
+            Some(&block) if block < counter::MAX_IFACES => block,
+            _ => counter::UNKNOWN_IFACE,
+        };
+        Self {
+            base: block * counter::COUNT,
+        }
     }
-}
 
-/// Counts a record of `size` bytes put in the ring, in all and under its kind's byte slot
-/// (a constant at each call: a slot looked up from the record's kind would branch, and every
-/// branch multiplies the paths the verifier follows).
-#[inline(always)]
-fn forwarded(slot: u32, size: usize) {
-    add(counter::BYTES_FORWARDED, size as u64);
-    add(slot, size as u64);
+    #[inline(always)]
+    fn bump(self, slot: u32) {
+        self.add(slot, 1);
+    }
+
+    #[inline(always)]
+    fn add(self, slot: u32, n: u64) {
+        if let Some(value) = COUNTERS.get_ptr_mut(self.base + slot) {
+            // SAFETY: a non-null pointer from the map lookup points to this CPU's aligned `u64`
+            // of the slot, valid for the program's run. The slot is per CPU and XDP does not
+            // preempt itself on a CPU, so nothing else writes it meanwhile: no atomics needed.
+            unsafe { *value += n }
+        }
+    }
+
+    /// Counts a record of `size` bytes put in the ring, in all and under its kind's byte slot
+    /// (a constant at each call: a slot looked up from the record's kind would branch, and
+    /// every branch multiplies the paths the verifier follows).
+    #[inline(always)]
+    fn forwarded(self, slot: u32, size: usize) {
+        self.add(counter::BYTES_FORWARDED, size as u64);
+        self.add(slot, size as u64);
+    }
 }
 
 #[inline(always)]
@@ -169,12 +198,12 @@ impl Frame for Packet<'_> {
 
 /// Parses one frame and emits its record; `Err` names the counter explaining why not.
 #[inline(always)]
-fn inspect(ctx: &XdpContext) -> Result<(), u32> {
-    let mut parsed = parse(&Packet(ctx), global(&SNAPLEN), &mut |slot| bump(slot))?;
+fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
+    let mut parsed = parse(&Packet(ctx), global(&SNAPLEN), &mut |slot| c.bump(slot))?;
     let mut slot = parsed.counter;
     let mut probe = None;
     if let L4::Tcp { .. } = parsed.l4 {
-        match tcp_action(&mut Flows, &Packet(ctx), &mut parsed, &mut |s| bump(s)) {
+        match tcp_action(&mut Flows, &Packet(ctx), &mut parsed, &mut |s| c.bump(s)) {
             TcpAction::Control(s) | TcpAction::Data(s) => slot = s,
             TcpAction::Probe(class) => {
                 probe = Some(class);
@@ -188,7 +217,7 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
             &Packet(ctx),
             &mut parsed,
             global(&UDP_POLICY),
-            &mut |s| bump(s),
+            &mut |s| c.bump(s),
         ) {
             UdpAction::Forward(s) => slot = s,
             UdpAction::Skip(s) => return Err(s),
@@ -213,30 +242,33 @@ fn inspect(ctx: &XdpContext) -> Result<(), u32> {
                 probe,
             };
             match hdr.kind {
-                kind::TCP_DATA_128 => emit_tcp_data::<128>(ctx, &hdr, &tcp)?,
-                kind::TCP_DATA_512 => emit_tcp_data::<512>(ctx, &hdr, &tcp)?,
-                _ => emit_tcp_data::<2048>(ctx, &hdr, &tcp)?,
+                kind::TCP_DATA_128 => emit_tcp_data::<128>(ctx, c, &hdr, &tcp)?,
+                kind::TCP_DATA_512 => emit_tcp_data::<512>(ctx, c, &hdr, &tcp)?,
+                _ => emit_tcp_data::<2048>(ctx, c, &hdr, &tcp)?,
             }
         }
         L4::Tcp {
             seq, ack, window, ..
-        } => emit_tcp(&TcpRecord {
-            hdr,
-            seq,
-            ack,
-            window,
-            pad: [0; 6],
-        })?,
-        L4::Icmp(q) => emit_icmp(&hdr, &q)?,
+        } => emit_tcp(
+            c,
+            &TcpRecord {
+                hdr,
+                seq,
+                ack,
+                window,
+                pad: [0; 6],
+            },
+        )?,
+        L4::Icmp(q) => emit_icmp(c, &hdr, &q)?,
         L4::Udp { payload_off } => match hdr.kind {
-            kind::UDP_META => emit_udp_meta(&hdr)?,
-            kind::UDP_32 => emit_udp::<32>(ctx, &hdr, payload_off)?,
-            kind::UDP_128 => emit_udp::<128>(ctx, &hdr, payload_off)?,
-            kind::UDP_512 => emit_udp::<512>(ctx, &hdr, payload_off)?,
-            _ => emit_udp::<2048>(ctx, &hdr, payload_off)?,
+            kind::UDP_META => emit_udp_meta(c, &hdr)?,
+            kind::UDP_32 => emit_udp::<32>(ctx, c, &hdr, payload_off)?,
+            kind::UDP_128 => emit_udp::<128>(ctx, c, &hdr, payload_off)?,
+            kind::UDP_512 => emit_udp::<512>(ctx, c, &hdr, payload_off)?,
+            _ => emit_udp::<2048>(ctx, c, &hdr, payload_off)?,
         },
     }
-    bump(slot);
+    c.bump(slot);
     Ok(())
 }
 
@@ -250,19 +282,19 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
 
 /// Reserves and submits a header-only TCP record.
 #[inline(always)]
-fn emit_tcp(rec: &TcpRecord) -> Result<(), u32> {
+fn emit_tcp(c: Counters, rec: &TcpRecord) -> Result<(), u32> {
     let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
         return Err(counter::RING_FULL);
     };
     entry.write(*rec);
     entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
-    forwarded(counter::BYTES_TCP, size_of::<TcpRecord>());
+    c.forwarded(counter::BYTES_TCP, size_of::<TcpRecord>());
     Ok(())
 }
 
 /// Reserves and submits an ICMP destination-unreachable record.
 #[inline(always)]
-fn emit_icmp(hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
+fn emit_icmp(c: Counters, hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
     let Some(mut entry) = EVENTS.reserve::<IcmpRecord>(0) else {
         return Err(counter::RING_FULL);
     };
@@ -280,7 +312,7 @@ fn emit_icmp(hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
         pad2: [0; 4],
     });
     entry.submit(wakeup_flags(size_of::<IcmpRecord>() as u64));
-    forwarded(counter::BYTES_ICMP, size_of::<IcmpRecord>());
+    c.forwarded(counter::BYTES_ICMP, size_of::<IcmpRecord>());
     Ok(())
 }
 
@@ -298,6 +330,7 @@ struct TcpFields {
 #[inline(always)]
 fn emit_tcp_data<const N: usize>(
     ctx: &XdpContext,
+    c: Counters,
     hdr: &FlowHeader,
     tcp: &TcpFields,
 ) -> Result<(), u32> {
@@ -326,10 +359,10 @@ fn emit_tcp_data<const N: usize>(
             entry.discard(u64::from(BPF_RB_NO_WAKEUP));
             return Err(counter::TCP_OTHER);
         }
-        mark_flow(&mut Flows, hdr, class, &mut |s| bump(s));
+        mark_flow(&mut Flows, hdr, class, &mut |s| c.bump(s));
     }
     entry.submit(wakeup_flags(size_of::<TcpDataRecord<N>>() as u64));
-    forwarded(counter::BYTES_TCP_DATA, size_of::<TcpDataRecord<N>>());
+    c.forwarded(counter::BYTES_TCP_DATA, size_of::<TcpDataRecord<N>>());
     Ok(())
 }
 
@@ -376,6 +409,7 @@ fn load_head<const N: usize>(
 #[inline(always)]
 fn emit_udp<const N: usize>(
     ctx: &XdpContext,
+    c: Counters,
     hdr: &FlowHeader,
     payload_off: usize,
 ) -> Result<(), u32> {
@@ -394,13 +428,13 @@ fn emit_udp<const N: usize>(
         return Err(e);
     }
     entry.submit(wakeup_flags(size_of::<UdpRecord<N>>() as u64));
-    forwarded(counter::BYTES_UDP, size_of::<UdpRecord<N>>());
+    c.forwarded(counter::BYTES_UDP, size_of::<UdpRecord<N>>());
     Ok(())
 }
 
 /// Reserves and submits a UDP metadata record: the header, no payload.
 #[inline(always)]
-fn emit_udp_meta(hdr: &FlowHeader) -> Result<(), u32> {
+fn emit_udp_meta(c: Counters, hdr: &FlowHeader) -> Result<(), u32> {
     let Some(mut entry) = EVENTS.reserve::<UdpRecord<0>>(0) else {
         return Err(counter::RING_FULL);
     };
@@ -409,7 +443,7 @@ fn emit_udp_meta(hdr: &FlowHeader) -> Result<(), u32> {
         data: [],
     });
     entry.submit(wakeup_flags(size_of::<UdpRecord<0>>() as u64));
-    forwarded(counter::BYTES_UDP_META, size_of::<UdpRecord<0>>());
+    c.forwarded(counter::BYTES_UDP_META, size_of::<UdpRecord<0>>());
     Ok(())
 }
 

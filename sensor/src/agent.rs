@@ -50,8 +50,13 @@ pub struct StateConfig {
 pub struct RunSummary {
     pub ifaces: Vec<String>,
     pub seconds: f64,
-    /// Kernel pre-filter counters by name (see `sensor_ebpf::counter::NAMES`).
+    /// Kernel pre-filter counters by name (see `sensor_ebpf::counter::NAMES`), summed over
+    /// the interfaces.
     pub xdp: BTreeMap<String, u64>,
+    /// The same counters per interface, by interface name (`unknown`: frames from an interface
+    /// without its own counters, present only when there were any).
+    #[serde(default)]
+    pub xdp_by_iface: BTreeMap<String, BTreeMap<String, u64>>,
     /// Records the agent decoded, by kind.
     pub consumed: KindCounts,
     pub decode_errors: u64,
@@ -70,6 +75,12 @@ pub async fn run(
     sink: &mut dyn EventSink,
 ) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(!config.ifaces.is_empty(), "no interface given (--iface)");
+    anyhow::ensure!(
+        config.ifaces.len() <= sensor_ebpf::counter::MAX_IFACES as usize,
+        "{} interfaces given; one sensor counts at most {} (--iface)",
+        config.ifaces.len(),
+        sensor_ebpf::counter::MAX_IFACES
+    );
     // From here on SIGHUP reopens the logs instead of killing the process (its default).
     let mut hangups = Hangups::new();
     let mut sensor = XdpSensor::load(&config.xdp)?;
@@ -81,6 +92,8 @@ pub async fn run(
         Err(e) => tracing::warn!("eBPF logs unavailable: {e}"),
     }
     let ring = sensor.take_ring()?;
+    // Before attaching: every frame of these interfaces lands in its own counter block.
+    sensor.set_ifaces(&config.ifaces)?;
     let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
     let metrics_task = start_metrics(&config, &kernel, &stats).await?;
 
@@ -182,10 +195,23 @@ fn summarize(
         // The guard in a PoisonError is not Send, so it cannot be the error's source.
         .map_err(|_| anyhow::anyhow!("counter lock poisoned"))?
         .read()?;
+    let by_name = |s: &crate::capture::CounterSnapshot| -> BTreeMap<String, u64> {
+        s.iter().map(|(k, v)| (k.to_string(), v)).collect()
+    };
+    let mut xdp_by_iface: BTreeMap<_, _> = config
+        .ifaces
+        .iter()
+        .zip(&snap.ifaces)
+        .map(|(name, s)| (name.clone(), by_name(s)))
+        .collect();
+    if snap.unknown.0.iter().any(|&v| v != 0) {
+        xdp_by_iface.insert("unknown".into(), by_name(&snap.unknown));
+    }
     Ok(RunSummary {
         ifaces: config.ifaces.clone(),
         seconds: started.elapsed().as_secs_f64(),
-        xdp: snap.iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        xdp: by_name(&snap.total()),
+        xdp_by_iface,
         consumed: stats.consumed_counts(),
         decode_errors: stats.decode_errors(),
         notices: stats.notices.load(Relaxed),

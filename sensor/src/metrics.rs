@@ -28,7 +28,7 @@ use sensor_ebpf::counter;
 use tokio::net::TcpListener;
 
 use crate::capture::record::{DecodeError, DecodeReason};
-use crate::capture::xdp::KernelCounters;
+use crate::capture::xdp::{KernelCounters, KernelSnapshot};
 use crate::capture::CounterSnapshot;
 use crate::engine::TableGauge;
 use crate::event::{EventKind, KindCounts};
@@ -73,9 +73,9 @@ impl AgentStats {
 
 /// Where the kernel's counters come from at each scrape: the XDP program's map when live, a
 /// fixed snapshot in tests.
-pub type KernelSource = Box<dyn Fn() -> anyhow::Result<CounterSnapshot> + Send + Sync>;
+pub type KernelSource = Box<dyn Fn() -> anyhow::Result<KernelSnapshot> + Send + Sync>;
 
-/// Reads the live XDP program's per-CPU counters, summed.
+/// Reads the live XDP program's per-CPU counters, summed over CPUs, per interface.
 pub fn live_kernel(counters: Arc<Mutex<KernelCounters>>) -> KernelSource {
     Box::new(move || {
         counters
@@ -91,10 +91,8 @@ pub const BUILD_COMMIT: &str = env!("SENSOR_BUILD_COMMIT");
 /// Encodes everything on each scrape.
 struct SensorCollector {
     kernel: KernelSource,
-    /// The `iface` label of the kernel counters: the attached interfaces, comma-separated. One
-    /// XDP program serves every interface and counts per CPU, not per interface, so with several
-    /// interfaces each series is their sum, and the label says over which.
-    ifaces: String,
+    /// The `iface` label of each block of kernel counters, in block (attach) order.
+    ifaces: Vec<String>,
     agent: Arc<AgentStats>,
 }
 
@@ -221,15 +219,26 @@ impl Collector for SensorCollector {
 type Encoded = Result<(), std::fmt::Error>;
 
 impl SensorCollector {
-    /// The XDP program's per-CPU counters, summed, one family per metric name.
+    /// The XDP program's per-CPU counters, summed over CPUs, one family per metric name and
+    /// one series per interface. Frames from an interface without a block (none unless the
+    /// program was attached elsewhere) appear under `iface="unknown"`, only when there are any.
     fn encode_kernel(&self, encoder: &mut DescriptorEncoder) -> Encoded {
-        let snap = match (self.kernel)() {
+        let kernel = match (self.kernel)() {
             Ok(snap) => snap,
             Err(e) => {
                 tracing::warn!("reading XDP counters: {e:#}");
                 return Ok(());
             }
         };
+        let mut blocks: Vec<(&str, &CounterSnapshot)> = self
+            .ifaces
+            .iter()
+            .map(String::as_str)
+            .zip(&kernel.ifaces)
+            .collect();
+        if kernel.unknown.0.iter().any(|&v| v != 0) {
+            blocks.push(("unknown", &kernel.unknown));
+        }
         let mut done = Vec::new();
         for slot in 0..counter::COUNT {
             let (name, help, label) = kernel_metric(slot);
@@ -238,16 +247,18 @@ impl SensorCollector {
             }
             done.push(name);
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            let iface = ("iface", self.ifaces.as_str());
-            if label.is_none() {
-                ConstCounter::new(snap.get(slot)).encode(family.encode_family(&[iface])?)?;
-                continue;
-            }
-            for member in slot..counter::COUNT {
-                if let (n, _, Some(label)) = kernel_metric(member) {
-                    if n == name {
-                        ConstCounter::new(snap.get(member))
-                            .encode(family.encode_family(&[iface, label])?)?;
+            for &(iface, snap) in &blocks {
+                let iface = ("iface", iface);
+                if label.is_none() {
+                    ConstCounter::new(snap.get(slot)).encode(family.encode_family(&[iface])?)?;
+                    continue;
+                }
+                for member in slot..counter::COUNT {
+                    if let (n, _, Some(label)) = kernel_metric(member) {
+                        if n == name {
+                            ConstCounter::new(snap.get(member))
+                                .encode(family.encode_family(&[iface, label])?)?;
+                        }
                     }
                 }
             }
@@ -502,12 +513,12 @@ impl ProcessSample {
 }
 
 /// The registry served on `/metrics`; `ifaces` are the interfaces the XDP program is attached
-/// to (the `iface` label of its counters).
+/// to, in the order of the kernel's counter blocks (the `iface` label of its counters).
 pub fn registry(kernel: KernelSource, ifaces: &[String], agent: Arc<AgentStats>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SensorCollector {
         kernel,
-        ifaces: ifaces.join(","),
+        ifaces: ifaces.to_vec(),
         agent,
     }));
     registry
@@ -678,18 +689,30 @@ mod tests {
     use super::*;
     use std::process::{Command, Stdio};
 
-    /// A registry over a fixed kernel snapshot (slot i holds 1000 + i) and a live engine's
-    /// exported tables, attached to two interfaces.
+    /// A registry over a fixed kernel snapshot and a live engine's exported tables, attached to
+    /// two interfaces: slot i holds 1000 + i on eth1 and 2000 + i on eth2.
     fn test_registry() -> Registry {
+        test_registry_with(CounterSnapshot::default())
+    }
+
+    /// As [`test_registry`], with `unknown` as the block of frames from no known interface.
+    fn test_registry_with(unknown: CounterSnapshot) -> Registry {
         let agent = Arc::new(AgentStats::default());
         let mut engine = Engine::new(EngineConfig::default(), ()).unwrap();
         engine.export_tables(agent.tables.clone());
         agent.notices.store(3, Relaxed);
-        let mut snap = [0u64; counter::COUNT as usize];
-        for (i, v) in snap.iter_mut().enumerate() {
-            *v = 1000 + i as u64;
-        }
-        let kernel: KernelSource = Box::new(move || Ok(CounterSnapshot(snap)));
+        let block = |first: u64| {
+            let mut snap = [0u64; counter::COUNT as usize];
+            for (v, i) in snap.iter_mut().zip(0..) {
+                *v = first + i;
+            }
+            CounterSnapshot(snap)
+        };
+        let snap = KernelSnapshot {
+            ifaces: vec![block(1000), block(2000)],
+            unknown,
+        };
+        let kernel: KernelSource = Box::new(move || Ok(snap.clone()));
         registry(kernel, &["eth1".into(), "eth2".into()], agent)
     }
 
@@ -789,20 +812,34 @@ mod tests {
     fn kernel_counters_carry_the_interfaces_and_build_info_the_commit() {
         let text = encode(&test_registry(), Format::Classic).unwrap();
         let s = series(&text);
-        let iface = "iface=\"eth1,eth2\"";
-        assert_eq!(
-            s[format!("sensor_xdp_packets_total{{{iface}}}").as_str()],
-            "1000"
-        );
-        assert_eq!(
-            s[format!("sensor_xdp_records_total{{{iface},kind=\"syn\"}}").as_str()],
-            (1000 + counter::REC_SYN).to_string()
-        );
-        assert_eq!(
-            s[format!("sensor_xdp_skipped_total{{{iface},reason=\"tcp_flow_over_budget\"}}")
-                .as_str()],
-            (1000 + counter::TCP_OVER_BUDGET).to_string()
-        );
+        for (name, first) in [("eth1", 1000), ("eth2", 2000)] {
+            let iface = format!("iface=\"{name}\"");
+            assert_eq!(
+                s[format!("sensor_xdp_packets_total{{{iface}}}").as_str()],
+                first.to_string()
+            );
+            assert_eq!(
+                s[format!("sensor_xdp_records_total{{{iface},kind=\"syn\"}}").as_str()],
+                (first + counter::REC_SYN).to_string()
+            );
+            assert_eq!(
+                s[format!("sensor_xdp_skipped_total{{{iface},reason=\"tcp_flow_over_budget\"}}")
+                    .as_str()],
+                (first + counter::TCP_OVER_BUDGET).to_string()
+            );
+            assert_eq!(
+                s[format!("sensor_xdp_record_bytes_total{{{iface},kind=\"icmp\"}}").as_str()],
+                (first + counter::BYTES_ICMP).to_string()
+            );
+        }
+        // One series per interface and label set, never the set's sum or name list; the
+        // unknown block is left out while it is empty.
+        let packets: Vec<_> = s
+            .keys()
+            .filter(|k| k.starts_with("sensor_xdp_packets_total"))
+            .collect();
+        assert_eq!(packets.len(), 2, "{packets:?}");
+        assert!(!text.contains("eth1,eth2") && !text.contains("iface=\"unknown\""));
         assert_eq!(s["sensor_notices_total"], "3");
         let build = format!(
             "sensor_build_info{{version=\"{}\",commit=\"{BUILD_COMMIT}\"}}",
@@ -815,6 +852,20 @@ mod tests {
             assert!(
                 BUILD_COMMIT.len() == 12 && BUILD_COMMIT.bytes().all(|b| b.is_ascii_hexdigit())
             );
+        }
+    }
+
+    #[test]
+    fn frames_from_an_unknown_interface_get_their_own_series_once_counted() {
+        let mut unknown = CounterSnapshot::default();
+        unknown.0[counter::PACKETS as usize] = 7;
+        let registry = test_registry_with(unknown);
+        let text = encode(&registry, Format::Classic).unwrap();
+        let s = series(&text);
+        assert_eq!(s["sensor_xdp_packets_total{iface=\"unknown\"}"], "7");
+        assert_eq!(s["sensor_xdp_packets_total{iface=\"eth2\"}"], "2000");
+        if let Some((ok, report)) = promtool(&text) {
+            assert!(ok && report.trim().is_empty(), "promtool: {report}");
         }
     }
 

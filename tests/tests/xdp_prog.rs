@@ -29,6 +29,8 @@ impl Harness {
     fn new(config: XdpConfig) -> Self {
         let mut sensor = XdpSensor::load(&config).expect("load XDP object");
         let ring = sensor.take_ring().unwrap();
+        // BPF_PROG_TEST_RUN runs frames as arriving on the loopback device.
+        sensor.set_ifaces(&["lo".into()]).unwrap();
         let counters = sensor.take_counters().unwrap();
         Self {
             sensor,
@@ -72,8 +74,16 @@ impl Harness {
         without_bytes(self.all_counters())
     }
 
+    /// Every count lands in the loopback's block: none in the block of unknown interfaces.
     fn all_counters(&self) -> CounterSnapshot {
-        self.counters.read().unwrap()
+        let snap = self.counters.read().unwrap();
+        assert_eq!(snap.ifaces.len(), 1);
+        assert_eq!(
+            snap.unknown,
+            CounterSnapshot::default(),
+            "counted as unknown"
+        );
+        snap.ifaces[0]
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
@@ -110,6 +110,8 @@ impl From<AttachMode> for XdpMode {
 /// The loaded (and verified) XDP pre-filter.
 pub struct XdpSensor {
     ebpf: Ebpf,
+    /// Interfaces given counter blocks by [`XdpSensor::set_ifaces`], in block order.
+    ifaces: usize,
 }
 
 impl XdpSensor {
@@ -130,7 +132,7 @@ impl XdpSensor {
         program
             .load()
             .context("the kernel rejected the XDP program")?;
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, ifaces: 0 })
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
@@ -155,6 +157,41 @@ impl XdpSensor {
         })
     }
 
+    /// Gives each interface its own block of counters, in order (block `i` for `ifaces[i]`).
+    /// Call before attaching, so that no frame of these interfaces is counted as unknown, and
+    /// before [`XdpSensor::take_counters`].
+    ///
+    /// # Errors
+    /// More than [`counter::MAX_IFACES`] interfaces, one named twice, or one that does not
+    /// exist.
+    pub fn set_ifaces(&mut self, ifaces: &[String]) -> anyhow::Result<()> {
+        if ifaces.len() > counter::MAX_IFACES as usize {
+            bail!(
+                "{} interfaces given; one sensor counts at most {} (--iface)",
+                ifaces.len(),
+                counter::MAX_IFACES
+            );
+        }
+        let mut slots: HashMap<_, u32, u32> = HashMap::try_from(
+            self.ebpf
+                .map_mut("IFACE_SLOT")
+                .context("IFACE_SLOT missing from the object")?,
+        )?;
+        let mut seen = Vec::with_capacity(ifaces.len());
+        for (block, name) in (0u32..).zip(ifaces) {
+            let index = ifindex(name)?;
+            if seen.contains(&index) {
+                bail!("interface {name} given twice (--iface)");
+            }
+            seen.push(index);
+            slots
+                .insert(index, block, 0)
+                .with_context(|| format!("registering {name} in IFACE_SLOT"))?;
+        }
+        self.ifaces = ifaces.len();
+        Ok(())
+    }
+
     /// Takes the record ring out of the object (once).
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let map = self
@@ -172,13 +209,51 @@ impl XdpSensor {
             .context("COUNTERS already taken")?;
         Ok(KernelCounters {
             map: PerCpuArray::try_from(map)?,
+            ifaces: self.ifaces,
         })
     }
 }
 
-/// The per-CPU counter array; read at scrape time.
+/// The interface index of `name`.
+fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let cname = std::ffi::CString::new(name)
+        .with_context(|| format!("interface name {name:?} holds a NUL byte"))?;
+    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("interface {name}"));
+    }
+    Ok(index)
+}
+
+/// The per-CPU counter array, one block per interface; read at scrape time.
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
+    /// Interfaces with a block (the first blocks of the map).
+    ifaces: usize,
+}
+
+/// The kernel's counters at one read, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelSnapshot {
+    /// One per interface, in the order given to [`XdpSensor::set_ifaces`].
+    pub ifaces: Vec<CounterSnapshot>,
+    /// Frames from an interface without a block (see `counter::UNKNOWN_IFACE`): zero unless
+    /// the program was attached to an interface not given to [`XdpSensor::set_ifaces`].
+    pub unknown: CounterSnapshot,
+}
+
+impl KernelSnapshot {
+    /// Every interface's counters summed, the unknown block included.
+    pub fn total(&self) -> CounterSnapshot {
+        let mut out = self.unknown;
+        for snap in &self.ifaces {
+            for (total, v) in out.0.iter_mut().zip(snap.0) {
+                *total += v;
+            }
+        }
+        out
+    }
 }
 
 impl fmt::Debug for KernelCounters {
@@ -188,9 +263,22 @@ impl fmt::Debug for KernelCounters {
 }
 
 impl KernelCounters {
-    pub fn read(&self) -> anyhow::Result<CounterSnapshot> {
+    /// Each interface's counters and the unknown block.
+    pub fn read(&self) -> anyhow::Result<KernelSnapshot> {
+        let ifaces = (0u32..)
+            .take(self.ifaces)
+            .map(|block| self.block(block))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(KernelSnapshot {
+            ifaces,
+            unknown: self.block(counter::UNKNOWN_IFACE)?,
+        })
+    }
+
+    fn block(&self, block: u32) -> anyhow::Result<CounterSnapshot> {
         let mut out = [0u64; counter::COUNT as usize];
-        for (slot, total) in (0..counter::COUNT).zip(out.iter_mut()) {
+        let base = block * counter::COUNT;
+        for (slot, total) in (base..).zip(out.iter_mut()) {
             *total = self.map.get(&slot, 0)?.iter().sum();
         }
         Ok(CounterSnapshot(out))

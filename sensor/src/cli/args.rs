@@ -317,7 +317,8 @@ impl DetectionArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Interface to attach to (repeat for each ingress NIC of a gateway).
+    /// Interface to attach to (repeat for each ingress NIC of a gateway, at most 8); the kernel
+    /// counters are kept per interface.
     #[arg(long, required = true)]
     pub iface: Vec<String>,
     /// Where XDP runs: native (in the driver), skb (generic), or auto (native if supported).
