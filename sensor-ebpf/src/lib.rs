@@ -380,6 +380,56 @@ const _: () = assert!(size_of::<IcmpRecord>() == 104);
 const _: () = assert!(size_of::<TcpDataRecord<128>>() == 72 + 128);
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<FlowState>() == 8);
+const _: () = assert!(size_of::<IfaceTable>() == 4 * (2 * counter::MAX_IFACES as usize + 1));
+
+/// Which counter block each interface counts in: the single entry of the kernel's `IFACES`
+/// map, written by userspace before attaching. The program scans `ifindex` for the frame's
+/// ingress interface (a few compares: cheaper per frame than a hash-map lookup) and takes the
+/// block's first counter index from `base`, the last entry serving frames of no listed
+/// interface ([`counter::UNKNOWN_IFACE`]).
+///
+/// `base` holds what could be computed (`block * COUNT`) so that the verifier reads it from map
+/// memory, an unknown scalar: computed, each match would be a distinct constant that the
+/// verifier carries through the rest of the program, following it once per interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceTable {
+    /// Interface index of block `i`; 0 (no interface has index 0) for an unused block.
+    pub ifindex: [u32; counter::MAX_IFACES as usize],
+    /// First index in the counter map of block `i`.
+    pub base: [u32; counter::MAX_IFACES as usize + 1],
+}
+
+impl IfaceTable {
+    /// Blocks for `ifindexes` in order; `None` for more than [`counter::MAX_IFACES`].
+    pub fn new(ifindexes: &[u32]) -> Option<Self> {
+        if ifindexes.len() > counter::MAX_IFACES as usize {
+            return None;
+        }
+        let mut table = Self {
+            ifindex: [0; counter::MAX_IFACES as usize],
+            base: [0; counter::MAX_IFACES as usize + 1],
+        };
+        table.ifindex[..ifindexes.len()].copy_from_slice(ifindexes);
+        for (base, block) in table.base.iter_mut().zip(0u32..) {
+            *base = block * counter::COUNT;
+        }
+        Some(table)
+    }
+
+    /// The first counter index of the block of frames arriving on `ifindex`.
+    #[inline(always)]
+    pub fn base_of(&self, ifindex: u32) -> u32 {
+        let mut block = counter::MAX_IFACES as usize;
+        // No early exit: a fixed number of compares, and an index known to be in bounds.
+        for (i, &index) in self.ifindex.iter().enumerate() {
+            if index == ifindex {
+                block = i;
+            }
+        }
+        self.base[block]
+    }
+}
 
 #[cfg(feature = "user")]
 mod user {
@@ -398,6 +448,8 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: integers and explicit `pad`, 8 bytes with no implicit padding.
     unsafe impl aya::Pod for super::FlowState {}
+    // SAFETY: integer arrays only, with no implicit padding (size asserted above).
+    unsafe impl aya::Pod for super::IfaceTable {}
 }
 
 #[cfg(test)]

@@ -25,14 +25,15 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::error;
 use sensor_ebpf::{
     confirm_signature, counter, kind, mark_flow, parse, tcp_action, udp_action, udp_policy,
-    FlowHeader, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord, Parsed, TcpAction,
-    TcpDataRecord, TcpRecord, UdpAction, UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN, L4,
+    FlowHeader, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord, IfaceTable, Parsed,
+    TcpAction, TcpDataRecord, TcpRecord, UdpAction, UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
+    L4,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
@@ -87,10 +88,10 @@ impl FlowTable for Flows {
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAP_ENTRIES, 0);
 
-/// Interface index -> its counter block (0..`counter::MAX_IFACES`), filled by userspace before
+/// Which counter block each interface counts in (one entry), written by userspace before
 /// attaching, in `--iface` order.
 #[map]
-static IFACE_SLOT: HashMap<u32, u32> = HashMap::with_max_entries(counter::MAX_IFACES, 0);
+static IFACES: Array<IfaceTable> = Array::with_max_entries(1, 0);
 
 #[xdp]
 // `#[xdp]` requires the context by value.
@@ -115,15 +116,14 @@ struct Counters {
 impl Counters {
     #[inline(always)]
     fn of(ifindex: u32) -> Self {
-        // SAFETY: the value is copied out at once; userspace writes the map only before
-        // attaching, so no concurrent update can tear it.
-        let block = match unsafe { IFACE_SLOT.get(&ifindex) } {
-            Some(&block) if block < counter::MAX_IFACES => block,
-            _ => counter::UNKNOWN_IFACE,
-        };
-        Self {
-            base: block * counter::COUNT,
-        }
+        // An array's entry 0 always exists (the verifier elides the check for a constant
+        // key); were it missing, the unknown block.
+        let base = IFACES
+            .get(0)
+            .map_or(counter::UNKNOWN_IFACE * counter::COUNT, |t| {
+                t.base_of(ifindex)
+            });
+        Self { base }
     }
 
     #[inline(always)]

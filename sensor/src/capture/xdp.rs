@@ -5,11 +5,11 @@ use std::fmt;
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use sensor_ebpf::counter;
+use sensor_ebpf::{counter, IfaceTable};
 
 use super::CounterSnapshot;
 use crate::EBPF_OBJECT;
@@ -132,7 +132,11 @@ impl XdpSensor {
         program
             .load()
             .context("the kernel rejected the XDP program")?;
-        Ok(Self { ebpf, ifaces: 0 })
+        let mut sensor = Self { ebpf, ifaces: 0 };
+        // A zeroed table would send every frame to block 0 (its `base` entries all 0): until
+        // interfaces are set, frames count in the unknown block, which the reads include.
+        sensor.set_ifaces(&[])?;
+        Ok(sensor)
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
@@ -172,22 +176,21 @@ impl XdpSensor {
                 counter::MAX_IFACES
             );
         }
-        let mut slots: HashMap<_, u32, u32> = HashMap::try_from(
-            self.ebpf
-                .map_mut("IFACE_SLOT")
-                .context("IFACE_SLOT missing from the object")?,
-        )?;
-        let mut seen = Vec::with_capacity(ifaces.len());
-        for (block, name) in (0u32..).zip(ifaces) {
+        let mut indexes = Vec::with_capacity(ifaces.len());
+        for name in ifaces {
             let index = ifindex(name)?;
-            if seen.contains(&index) {
+            if indexes.contains(&index) {
                 bail!("interface {name} given twice (--iface)");
             }
-            seen.push(index);
-            slots
-                .insert(index, block, 0)
-                .with_context(|| format!("registering {name} in IFACE_SLOT"))?;
+            indexes.push(index);
         }
+        let table = IfaceTable::new(&indexes).context("too many interfaces")?;
+        let mut map: Array<_, IfaceTable> = Array::try_from(
+            self.ebpf
+                .map_mut("IFACES")
+                .context("IFACES missing from the object")?,
+        )?;
+        map.set(0, table, 0).context("writing the IFACES map")?;
         self.ifaces = ifaces.len();
         Ok(())
     }
