@@ -458,6 +458,26 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
+    #[test]
+    fn each_interface_counts_in_its_own_block_and_others_in_the_unknown_one() {
+        let table = IfaceTable::new(&[7, 3, 1_000_000]).unwrap();
+        assert_eq!(table.base_of(7), 0);
+        assert_eq!(table.base_of(3), counter::COUNT);
+        assert_eq!(table.base_of(1_000_000), 2 * counter::COUNT);
+        let unknown = counter::UNKNOWN_IFACE * counter::COUNT;
+        assert_eq!(table.base_of(4), unknown);
+        assert_eq!(IfaceTable::new(&[]).unwrap().base_of(7), unknown);
+        // The last block's counters end where the map does.
+        assert_eq!(unknown + counter::COUNT, counter::MAP_ENTRIES);
+        let full: Vec<u32> = (1..=counter::MAX_IFACES).collect();
+        let table = IfaceTable::new(&full).unwrap();
+        assert_eq!(
+            table.base_of(counter::MAX_IFACES),
+            (counter::MAX_IFACES - 1) * counter::COUNT
+        );
+        assert!(IfaceTable::new(&(1..=counter::MAX_IFACES + 1).collect::<Vec<_>>()).is_none());
+    }
+
     /// Ethernet + IPv4 + TCP SYN from 192.0.2.10:51413 to 203.0.113.7:6881, options included.
     const SYN: [u8; 74] = [
         0x02, 0, 0, 0, 0, 0x0b, 0x02, 0, 0, 0, 0, 0x0a, 0x08, 0x00, // Ethernet

@@ -79,19 +79,25 @@ impl Lab {
         }
         // Loopback carries the metrics scrape; it stays inside the namespace.
         ip(&["-n", &self.netns, "link", "set", "lo", "up"])?;
+        self.add_pair(&self.tx, &self.rx)
+    }
+
+    /// Adds a veth pair to the namespace, set up as the first: frames sent on `tx` arrive on
+    /// `rx`. The names need only be unique inside the namespace (at most 15 bytes).
+    pub fn add_pair(&self, tx: &str, rx: &str) -> anyhow::Result<()> {
         ip(&[
             "-n",
             &self.netns,
             "link",
             "add",
-            &self.tx,
+            tx,
             "type",
             "veth",
             "peer",
             "name",
-            &self.rx,
+            rx,
         ])?;
-        for dev in [&self.tx, &self.rx] {
+        for dev in [tx, rx] {
             // Offloads would merge or split frames between the send and XDP.
             let _ = run(self
                 .exec("ethtool")
@@ -183,15 +189,19 @@ impl Lab {
     /// Replays `pcap` out of `tx` with tcpreplay, bounded in rate (`pps`, or top speed if
     /// `None`) and in count (`loops` passes over the file).
     pub fn replay(&self, pcap: &Path, pps: Option<u32>, loops: u32) -> anyhow::Result<ReplayStats> {
+        self.replay_on(&self.tx, pcap, pps, loops)
+    }
+
+    /// [`Lab::replay`] out of the namespace's interface `tx`.
+    pub fn replay_on(
+        &self,
+        tx: &str,
+        pcap: &Path,
+        pps: Option<u32>,
+        loops: u32,
+    ) -> anyhow::Result<ReplayStats> {
         let mut cmd = self.exec("tcpreplay");
-        cmd.args([
-            "-q",
-            "-K",
-            "-i",
-            &self.tx,
-            "--loop",
-            &loops.max(1).to_string(),
-        ]);
+        cmd.args(["-q", "-K", "-i", tx, "--loop", &loops.max(1).to_string()]);
         match pps {
             Some(pps) => cmd.arg(format!("--pps={pps}")),
             None => cmd.arg("--topspeed"),

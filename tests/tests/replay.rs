@@ -84,6 +84,11 @@ fn replay_and_check(original: &Path, pps: u32, mode: &str, tag: &str) -> lab::Re
 
     let summary: RunSummary =
         serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    assert_eq!(
+        summary.xdp_by_iface.get(&lab.rx),
+        Some(&summary.xdp),
+        "one interface: its counters are the total"
+    );
     check_summary(&summary, &stats, rx_packets, pcap);
     check_metrics(&metrics, &summary);
     check_offline_path(&binary, pcap, &summary, &live_events, tag);
@@ -458,6 +463,92 @@ fn replay_synthetic_capture_native() {
 /// The attached sensor holds no capability, on any thread, yet still reads its kernel counters
 /// (a `bpf()` call on a map fd it holds), serves metrics, and detaches on SIGTERM (closing its
 /// bpf_link).
+/// Two interfaces attached (`--iface a --iface b`), traffic replayed into the second only:
+/// its counters move, the first's stay at zero, per interface on `/metrics` (which promtool
+/// still passes) and in the summary, whose totals are their sum.
+#[test]
+fn kernel_counters_are_kept_per_interface() {
+    if !privileged("kernel_counters_are_kept_per_interface") {
+        return;
+    }
+    let lab = Lab::new().expect("create lab namespace");
+    // Names unique inside the lab's own namespace.
+    let (quiet, busy_tx, busy) = (lab.rx.clone(), "sxtb", "sxrb");
+    lab.add_pair(busy_tx, busy).expect("second veth pair");
+    let binary = lab::sensor_binary(false).expect("build sensor");
+    let summary_path = scratch("ifaces-summary.json");
+    // `SensorProcess::start` gives `--iface <lab.rx>` first: the quiet one.
+    let sensor = SensorProcess::start(
+        &lab,
+        &binary,
+        &["--iface", busy, "--summary", summary_path.to_str().unwrap()],
+    )
+    .expect("start sensor");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lab.has_xdp(busy).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "{busy} not attached");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let pcap = scratch("ifaces.pcap");
+    let mut capture = sensor_tests::synth::demo_capture();
+    capture.packets.truncate(300);
+    capture.write_pcap_file(&pcap).unwrap();
+    let pcap = lab::mtu_safe_copy(&pcap, scratch("").parent().unwrap()).unwrap();
+    let stats = lab
+        .replay_on(busy_tx, &pcap, Some(2000), 1)
+        .expect("tcpreplay");
+    assert_eq!(stats.failed, 0);
+    lab::wait_caught_up(&lab, stats.packets, Duration::from_secs(20)).expect("catch up");
+
+    let (_, text) = lab
+        .http_request(lab::METRICS_PORT, "/metrics", &[("Accept", "text/plain")])
+        .unwrap();
+    if promtool_check(&text).is_some() {
+        eprintln!("promtool check metrics: two-interface scrape clean");
+    }
+    let value = |series: String| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series))
+            .unwrap_or_else(|| panic!("{series} missing from:\n{text}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert_eq!(
+        value(format!("sensor_xdp_packets_total{{iface=\"{busy}\"}}")),
+        stats.packets
+    );
+    assert_eq!(
+        value(format!("sensor_xdp_packets_total{{iface=\"{quiet}\"}}")),
+        0
+    );
+    let syn = |iface: &str| {
+        value(format!(
+            "sensor_xdp_records_total{{iface=\"{iface}\",kind=\"syn\"}}"
+        ))
+    };
+    assert!(syn(busy) > 0, "the demo capture holds SYNs");
+    assert_eq!(syn(&quiet), 0);
+    assert!(
+        !text.contains("iface=\"unknown\""),
+        "frames counted as unknown"
+    );
+
+    let status = sensor.stop().expect("stop sensor");
+    assert!(status.success(), "sensor exit: {status}");
+    let summary: RunSummary =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary.ifaces, [quiet.clone(), busy.to_string()]);
+    let by_iface = &summary.xdp_by_iface;
+    assert_eq!(by_iface.len(), 2, "{by_iface:?}");
+    assert_eq!(by_iface[busy]["packets"], stats.packets);
+    assert!(by_iface[&quiet].values().all(|&v| v == 0), "{by_iface:?}");
+    assert_eq!(
+        by_iface[busy], summary.xdp,
+        "the total is the busy interface's"
+    );
+}
+
 #[test]
 fn the_attached_sensor_holds_no_capabilities() {
     if !privileged("the_attached_sensor_holds_no_capabilities") {
