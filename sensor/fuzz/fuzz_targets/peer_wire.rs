@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         max_message,
         max_buffered,
         max_entries,
+        ..PeerWireConfig::default()
     });
     let conns: Vec<ConnKey> = CONNS
         .iter()
