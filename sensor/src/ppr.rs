@@ -40,7 +40,7 @@
 /// with a per-process random seed, fast and keyed.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
-type LinkedHashMap<K, V> = hashlink::LinkedHashMap<K, V, foldhash::fast::RandomState>;
+use crate::detect::LinkedHashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -208,10 +208,8 @@ impl Source {
 #[derive(Debug)]
 pub struct PprTracker {
     config: PprConfig,
-    /// Least recently recorded first. `hashlink` rather than a hash map plus a lazily refiled
-    /// `BTreeSet<(sequence, source)>` (what this was): as fast on normal traffic, 3 to 5 times
-    /// faster when a flood evicts on every record, and smaller per source (BENCHMARKS.md, "LRU
-    /// tables").
+    /// Least recently recorded first (see [`crate::detect::LinkedHashMap`] for why a linked
+    /// map).
     sources: LinkedHashMap<IpAddr, Source>,
     /// Distinct pairs over all sources (for the memory estimate).
     pairs: usize,
@@ -222,11 +220,11 @@ pub struct PprTracker {
 }
 
 impl PprTracker {
-    /// Bytes of one source with one pair: its map slot (half full) and LRU entry, six sets and
-    /// maps of one element each, allocator overhead. Measured: 1,170 B per source at 1 M
-    /// sources with five of them (`cargo xtask bench`); the sixth (failed peers per port) adds
-    /// one more small map.
-    pub const SOURCE_BYTES: usize = 1_300;
+    /// Bytes of one source with one pair: its linked map node and slot pointer (half full), six
+    /// sets and maps of one element each, allocator overhead. Measured: 884 B per source at 1 M
+    /// sources (881 at 600,000; `bench --flood entry ppr_sources N`), 1,265 B before the linked
+    /// map, whose half-empty slots held the whole `Source`.
+    pub const SOURCE_BYTES: usize = 950;
     /// Estimated bytes per further distinct pair (one entry in up to six sets and maps, at
     /// worst just past a doubling).
     pub const PAIR_BYTES: usize = 210;

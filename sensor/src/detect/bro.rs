@@ -410,11 +410,12 @@ impl BroScan {
     }
 
     /// Bytes of a source with one failed attempt, as a flood's spoofed sources have: the `Src`
-    /// in its map slot (half full), its LRU and expiry index entries, its one-element sets,
-    /// allocator overhead. Measured: 1,419 B per source at 1 M sources (`cargo xtask bench`).
-    /// A source's sets grow with its distinct peers and ports as Bro's do; `max_bytes` caps
-    /// the count of sources.
-    pub const SOURCE_BYTES: usize = 1_450;
+    /// in its linked map node and its slot pointer (half full), its expiry index entry, its
+    /// one-element sets, allocator overhead. Measured: 806 B per source at 1 M sources (804 at
+    /// 600,000, `bench --flood entry scan_sources N`), 1,419 B before the linked map, whose
+    /// half-empty slots held the whole `Src`. A source's sets grow with its distinct peers and
+    /// ports as Bro's do; `max_bytes` caps the count of sources.
+    pub const SOURCE_BYTES: usize = 850;
 
     /// Most sources tracked: the lower of `max_sources` and `max_bytes / SOURCE_BYTES`.
     pub fn capacity(&self) -> usize {

@@ -355,9 +355,11 @@ pub fn in_nets(addr: IpAddr, nets: &[IpNet]) -> bool {
 /// The per-source tables of the Bro and TRW detectors (and of the PPR gate): least recently
 /// touched first, keyed foldhash (an attacker picks the source addresses). `hashlink` rather
 /// than a hash map plus a lazily refiled `BTreeSet<(sequence, source)>`, which these tables
-/// were: that index was faster on touches (about 18 against 30 ns), but a flood that evicts on
-/// every new source cost 5 to 6 times more per access with it, and it took about twice the
-/// bytes per entry (BENCHMARKS.md, "LRU tables").
+/// were: that index was about twice as fast on touches of sources it held (10 to 20 ns
+/// against 20 to 30 ns), but under a flood that evicts on every new source it cost 4 to 6
+/// times as much per access, and it took about twice the heap bytes per entry (BENCHMARKS.md,
+/// "LRU tables"). The flood is the case the caps exist for. `lru::LruCache` does the same as
+/// `hashlink`, about twice as slowly under the flood.
 pub(crate) type LinkedHashMap<K, V> = hashlink::LinkedHashMap<K, V, foldhash::fast::RandomState>;
 
 /// Evicts least-recently-touched sources from the front of `srcs` until one more fits under

@@ -300,11 +300,12 @@ impl Trw {
     }
 
     /// Bytes of a scored source with one failed first contact, as a flood's spoofed sources
-    /// have: the `TrwSrc` in its map slot (half full), its LRU and expiry index entries, its
-    /// one-element pair set and FIFO, allocator overhead. Measured with 1 M such sources
-    /// (`cargo xtask bench`, flood section, `trw_sources`) and rounded up; a source's pair
-    /// sets grow with its distinct peers as Bro's do.
-    pub const SOURCE_BYTES: usize = 1_100;
+    /// have: the `TrwSrc` in its linked map node and its slot pointer (half full), its expiry
+    /// index entry, its one-element pair set and FIFO, allocator overhead. Measured with 1 M
+    /// such sources (`cargo xtask bench`, flood section, `trw_sources`: 630 B, 980 B before the
+    /// linked map) and rounded up; a source's pair sets grow with its distinct peers as Bro's
+    /// do.
+    pub const SOURCE_BYTES: usize = 700;
 
     /// Bytes of a friendly remote (map slot and index entry), measured the same way
     /// (`trw_friendly`: 155 B) and rounded up. Held to [`Trw::capacity`] in count, friendly

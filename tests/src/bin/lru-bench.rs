@@ -114,6 +114,52 @@ impl Table for LazyIndex {
     }
 }
 
+/// The engine's raised-notice table (`engine.rs`, `RaisedNotices`): no index at all; at the cap
+/// the least recently touched eighth goes at once, found by a selection over the whole map.
+/// Not exact LRU (its evictions come in batches), so its counts are not compared.
+struct Eighth {
+    map: HashMap<IpAddr, (Value, u64)>,
+    seq: u64,
+    cap: usize,
+    evicted: u64,
+}
+
+impl Table for Eighth {
+    const NAME: &'static str = "eighth at a time (HashMap, select)";
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::default(),
+            seq: 0,
+            cap,
+            evicted: 0,
+        }
+    }
+    fn access(&mut self, key: IpAddr) {
+        self.seq += 1;
+        if let Some((v, touched)) = self.map.get_mut(&key) {
+            *touched = self.seq;
+            v[0] += 1;
+            return;
+        }
+        if self.map.len() >= self.cap {
+            let mut order: Vec<(u64, IpAddr)> = self.map.iter().map(|(k, e)| (e.1, *k)).collect();
+            let n = (self.cap / 8).max(1).min(order.len());
+            order.select_nth_unstable(n - 1);
+            for (_, k) in &order[..n] {
+                self.map.remove(k);
+            }
+            self.evicted += n as u64;
+        }
+        self.map.insert(key, ([1, 0, 0, 0], self.seq));
+    }
+    fn evicted(&self) -> u64 {
+        self.evicted
+    }
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 struct Hashlink {
     map: hashlink::LinkedHashMap<IpAddr, Value, Hasher>,
     cap: usize,
@@ -298,23 +344,27 @@ fn section() -> anyhow::Result<String> {
         "## LRU tables (release, `lru-bench`)\n\n\
          The source tables evict the least recently used source at their cap. The pattern \
          they used (a hash map plus a lazily refiled `BTreeSet<(sequence, source)>`) against \
-         `hashlink::LinkedHashMap` and `lru::LruCache`, all with keyed foldhash, {} B values, \
+         `hashlink::LinkedHashMap` and `lru::LruCache`, and the raised-notice table's pattern \
+         (no index; at the cap the least recently touched eighth is dropped at once, found by \
+         a selection over the map), all with keyed foldhash, {} B values, \
          cap {CAP}: ns per access (median of {ROUNDS} interleaved rounds), and heap bytes per \
          entry at the cap (counting allocator). Written by \
          `cargo run --release -p sensor-tests --bin lru-bench`.\n",
-        std::mem::size_of::<Value>()
+        size_of::<Value>()
     )?;
     writeln!(
         md,
-        "| pattern | {} | {} | {} | hashlink ÷ lazy | lru ÷ lazy |\n|---|---:|---:|---:|---:|---:|",
+        "| pattern | {} | {} | {} | hashlink ÷ lazy | lru ÷ lazy | {} | hashlink ÷ eighth |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|",
         LazyIndex::NAME,
         Hashlink::NAME,
-        Lru::NAME
+        Lru::NAME,
+        Eighth::NAME,
     )?;
     for p in Pattern::ALL {
         eprintln!("lru-bench: {}", p.label());
         let (pre, timed) = p.keys();
-        let mut ns = [Vec::new(), Vec::new(), Vec::new()];
+        let mut ns = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..ROUNDS {
             let a = run::<LazyIndex>(&pre, &timed);
             let b = run::<Hashlink>(&pre, &timed);
@@ -326,26 +376,30 @@ fn section() -> anyhow::Result<String> {
             ns[0].push(a.0);
             ns[1].push(b.0);
             ns[2].push(c.0);
+            ns[3].push(run::<Eighth>(&pre, &timed).0);
         }
-        let [a, b, c] = ns.map(median);
+        let [a, b, c, d] = ns.map(median);
         writeln!(
             md,
-            "| {} | {a:.0} | {b:.0} | {c:.0} | {:.2} | {:.2} |",
+            "| {} | {a:.0} | {b:.0} | {c:.0} | {:.2} | {:.2} | {d:.0} | {:.2} |",
             p.label(),
             b / a,
-            c / a
+            c / a,
+            b / d
         )?;
     }
-    let (a, b, c) = (
+    let (a, b, c, d) = (
         bytes_per_entry::<LazyIndex>(),
         bytes_per_entry::<Hashlink>(),
         bytes_per_entry::<Lru>(),
+        bytes_per_entry::<Eighth>(),
     );
     writeln!(
         md,
-        "| heap bytes per entry at the cap | {a:.0} | {b:.0} | {c:.0} | {:.2} | {:.2} |",
+        "| heap bytes per entry at the cap | {a:.0} | {b:.0} | {c:.0} | {:.2} | {:.2} | {d:.0} | {:.2} |",
         b / a,
-        c / a
+        c / a,
+        b / d
     )?;
     Ok(md)
 }
