@@ -28,17 +28,17 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 // SAFETY: every call forwards to `System` with the same arguments; the counter only observes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Relaxed);
+        LIVE.fetch_add(l.size().cast_signed(), Relaxed);
         // SAFETY: the caller's contract is `System`'s.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Relaxed);
+        LIVE.fetch_sub(l.size().cast_signed(), Relaxed);
         // SAFETY: as above.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Relaxed);
+        LIVE.fetch_add(new.cast_signed() - l.size().cast_signed(), Relaxed);
         // SAFETY: as above.
         unsafe { System.realloc(p, l, new) }
     }
@@ -241,8 +241,11 @@ impl Rng {
 }
 
 fn addr(i: u64) -> IpAddr {
-    // Distinct for i < 2^32; spread like spoofed sources.
-    IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(2_654_435_761)))
+    // Distinct for i < 2^32 (truncation intended: the benchmark uses far fewer); spread like
+    // spoofed sources.
+    #[allow(clippy::cast_possible_truncation)]
+    let i = i as u32;
+    IpAddr::V4(Ipv4Addr::from(i.wrapping_mul(2_654_435_761)))
 }
 
 /// The access patterns, each as a key sequence built before timing.
