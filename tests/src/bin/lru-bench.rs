@@ -352,7 +352,9 @@ fn section() -> anyhow::Result<String> {
          a selection over the map), all with keyed foldhash, {} B values, \
          cap {CAP}: ns per access (median of {ROUNDS} interleaved rounds), and heap bytes per \
          entry at the cap (counting allocator). Written by \
-         `cargo run --release -p sensor-tests --bin lru-bench`.\n",
+         `cargo run --release -p sensor-tests --bin lru-bench`. The Bro, TRW and PPR source \
+         tables use `hashlink` for the flood rows, where the caps matter; the raised-notice \
+         table, touched once per notice and rarely by a new key, keeps its batch eviction.\n",
         size_of::<Value>()
     )?;
     writeln!(
