@@ -31,17 +31,16 @@
 //!
 //! State is bounded: at most `max_sources` sources and at most `max_bytes` of estimated memory
 //! ([`PprTracker::SOURCE_BYTES`] per source, [`PprTracker::PAIR_BYTES`] per distinct pair
-//! beyond a source's first), the least recently used source evicted first (an ordered index,
-//! O(log n) per eviction); and at most `max_pairs` distinct pairs per source (beyond that the
+//! beyond a source's first), the least recently used source evicted first (a linked hash map,
+//! O(1) per touch and per eviction); and at most `max_pairs` distinct pairs per source (beyond that the
 //! sets stop growing and the source is marked saturated, which the hardened test treats as a
 //! scan).
-
-use std::collections::BTreeSet;
 
 /// Maps and sets keyed by addresses and ports off the wire (an attacker picks them): foldhash
 /// with a per-process random seed, fast and keyed.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+use crate::detect::LinkedHashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -176,12 +175,6 @@ pub struct Source {
     top_failed_other_peers: u32,
     saturated: bool,
     last: Timestamp,
-    /// Sequence number of the last record (LRU), and this source's key in `PprTracker::lru`
-    /// (≤ `touched`: refiled lazily when it reaches the front).
-    #[serde(skip)]
-    touched: u64,
-    #[serde(skip)]
-    lru_key: u64,
 }
 
 impl Source {
@@ -215,10 +208,9 @@ impl Source {
 #[derive(Debug)]
 pub struct PprTracker {
     config: PprConfig,
-    sources: HashMap<IpAddr, Source>,
-    /// Lazy LRU index: `(sequence ≤ last record, source)`, one per source.
-    lru: BTreeSet<(u64, IpAddr)>,
-    seq: u64,
+    /// Least recently recorded first (see [`crate::detect::LinkedHashMap`] for why a linked
+    /// map).
+    sources: LinkedHashMap<IpAddr, Source>,
     /// Distinct pairs over all sources (for the memory estimate).
     pairs: usize,
     /// `config.window` in packet time.
@@ -228,11 +220,11 @@ pub struct PprTracker {
 }
 
 impl PprTracker {
-    /// Bytes of one source with one pair: its map slot (half full) and LRU entry, six sets and
-    /// maps of one element each, allocator overhead. Measured: 1,170 B per source at 1 M
-    /// sources with five of them (`cargo xtask bench`); the sixth (failed peers per port) adds
-    /// one more small map.
-    pub const SOURCE_BYTES: usize = 1_300;
+    /// Bytes of one source with one pair: its linked map node and slot pointer (half full), six
+    /// sets and maps of one element each, allocator overhead. Measured: 884 B per source at 1 M
+    /// sources (881 at 600,000; `bench --flood entry ppr_sources N`), 1,265 B before the linked
+    /// map, whose half-empty slots held the whole `Source`.
+    pub const SOURCE_BYTES: usize = 950;
     /// Estimated bytes per further distinct pair (one entry in up to six sets and maps, at
     /// worst just past a doubling).
     pub const PAIR_BYTES: usize = 210;
@@ -241,9 +233,7 @@ impl PprTracker {
         Self {
             window: config.window.into(),
             config,
-            sources: HashMap::default(),
-            lru: BTreeSet::new(),
-            seq: 0,
+            sources: LinkedHashMap::default(),
             pairs: 0,
             now: Timestamp::ZERO,
             evictions: 0,
@@ -263,21 +253,13 @@ impl PprTracker {
             && (self.sources.len() >= self.config.max_sources.max(1)
                 || self.bytes() + extra > self.config.max_bytes)
         {
-            let Some(&(key, ip)) = self.lru.first() else {
-                break;
-            };
-            if keep == Some(ip) && self.sources.len() == 1 {
+            // `keep` was recorded last, so it is at the front only when alone.
+            if keep.is_some() && self.sources.len() == 1 {
                 break; // the budget holds this one source alone
             }
-            self.lru.pop_first();
-            let s = self.sources.get_mut(&ip).expect("lru entries are live");
-            if s.touched != key {
-                // Recorded since it was filed: refile under its real position.
-                s.lru_key = s.touched;
-                self.lru.insert((s.touched, ip));
-                continue;
-            }
-            let s = self.sources.remove(&ip).expect("checked above");
+            let Some((_, s)) = self.sources.pop_front() else {
+                break;
+            };
             self.pairs -= s.pairs.len();
             self.evictions += 1;
         }
@@ -299,8 +281,6 @@ impl PprTracker {
     /// Counts one attempt of `src` to `dst:port`, failed or established.
     pub fn record(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16, failed: bool) {
         self.now = self.now.max(ts);
-        self.seq += 1;
-        let seq = self.seq;
         let existing = self.sources.get(&src).map(|s| {
             let grows = !s.pairs.contains(&(dst, port)) && s.pairs.len() < self.config.max_pairs;
             (s.last.expired(self.window, self.now), grows)
@@ -308,36 +288,25 @@ impl PprTracker {
         match existing {
             None => {
                 self.make_room(Self::SOURCE_BYTES, None);
-                self.lru.insert((seq, src));
-                self.sources.insert(
-                    src,
-                    Source {
-                        lru_key: seq,
-                        ..Source::default()
-                    },
-                );
+                self.sources.insert(src, Source::default());
             }
             Some((true, _)) => {
-                // Idle past the window: starts afresh (its LRU entry stays, refiled lazily).
+                // Idle past the window: starts afresh.
                 let s = self.sources.get_mut(&src).expect("present");
                 self.pairs -= s.pairs.len();
-                let lru_key = s.lru_key;
-                *s = Source {
-                    lru_key,
-                    ..Source::default()
-                };
+                *s = Source::default();
             }
             Some((false, true)) if self.bytes() + Self::PAIR_BYTES > self.config.max_bytes => {
                 // Touch it first so that it is not the one evicted.
-                self.sources.get_mut(&src).expect("present").touched = seq;
+                self.sources.to_back(&src);
                 self.make_room(Self::PAIR_BYTES, Some(src));
             }
             Some(_) => {}
         }
-        let Some(s) = self.sources.get_mut(&src) else {
+        // Now the most recently recorded.
+        let Some(s) = self.sources.to_back(&src) else {
             return;
         };
-        s.touched = seq;
         s.last = self.now;
         if s.pairs.len() >= self.config.max_pairs {
             s.saturated = true;
@@ -394,11 +363,10 @@ impl PprTracker {
     pub fn expire(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
         let (window, now) = (self.window, self.now);
-        let (lru, pairs) = (&mut self.lru, &mut self.pairs);
-        self.sources.retain(|ip, s| {
+        let pairs = &mut self.pairs;
+        self.sources.retain(|_, s| {
             let keep = !s.last.expired(window, now);
             if !keep {
-                lru.remove(&(s.lru_key, *ip));
                 *pairs -= s.pairs.len();
             }
             keep
@@ -408,25 +376,22 @@ impl PprTracker {
     /// The tracker's clock and every source, least recently recorded first, for the state
     /// file (`crate::state`).
     pub fn export(&self) -> (Timestamp, Vec<(IpAddr, &Source)>) {
-        let mut out: Vec<(IpAddr, &Source)> = self.sources.iter().map(|(ip, s)| (*ip, s)).collect();
-        out.sort_unstable_by_key(|(ip, s)| (s.touched, *ip));
-        (self.now, out)
+        (
+            self.now,
+            self.sources.iter().map(|(ip, s)| (*ip, s)).collect(),
+        )
     }
 
     /// Puts back what [`PprTracker::export`] gave, in its order (so the LRU order is kept),
     /// under this tracker's caps.
     pub fn restore(&mut self, now: Timestamp, sources: impl IntoIterator<Item = (IpAddr, Source)>) {
         self.now = self.now.max(now);
-        for (ip, mut s) in sources {
+        for (ip, s) in sources {
             if self.sources.contains_key(&ip) {
                 continue;
             }
             let extra = Self::SOURCE_BYTES + s.pairs.len().saturating_sub(1) * Self::PAIR_BYTES;
             self.make_room(extra, None);
-            self.seq += 1;
-            s.touched = self.seq;
-            s.lru_key = self.seq;
-            self.lru.insert((self.seq, ip));
             self.pairs += s.pairs.len();
             self.sources.insert(ip, s);
         }
@@ -592,14 +557,16 @@ mod tests {
             );
         }
         assert_eq!((t.len(), t.evictions), (10, 90));
-        // One source growing pushes the others out, never itself.
-        for p in 0..50u16 {
+        // One source growing pushes the others out, never itself: to as many pairs as leave
+        // room for just one other source.
+        let grown = (budget - 2 * PprTracker::SOURCE_BYTES) / PprTracker::PAIR_BYTES + 1;
+        for p in 0..u16::try_from(grown).unwrap() {
             t.record(at(2), ip("192.0.2.99"), ip("203.0.113.1"), 7000 + p, true);
         }
         assert!(t.bytes() <= budget, "{}", t.bytes());
-        assert_eq!(t.sample(ip("192.0.2.99")).ports, 50);
+        assert_eq!(t.sample(ip("192.0.2.99")).ports, grown as u64);
         assert_eq!(t.len(), 2);
         t.expire(at(10_000));
-        assert_eq!((t.len(), t.bytes(), t.lru.len()), (0, 0, 0));
+        assert_eq!((t.len(), t.bytes()), (0, 0));
     }
 }

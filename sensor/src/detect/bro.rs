@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 
-use super::{in_nets, NoticeKind, Proto, ScanCheck, ScanNotice, Service};
+use super::{in_nets, LinkedHashMap, NoticeKind, Proto, ScanCheck, ScanNotice, Service};
 use crate::event::Timestamp;
 use crate::time;
 
@@ -50,12 +50,6 @@ impl<T> Timed<T> {
 /// state file (`crate::state`) can save and restore it whole; the index keys are rebuilt.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Src {
-    /// Sequence number of the last check that touched this source (LRU).
-    #[serde(skip)]
-    touched: u64,
-    /// Key of this source in `BroScan::lru` (≤ `touched`).
-    #[serde(skip)]
-    lru_key: u64,
     /// Key of this source in `BroScan::expiry` (≤ its real first deadline), if filed.
     #[serde(skip)]
     exp_key: Option<Timestamp>,
@@ -178,12 +172,10 @@ type Step = ControlFlow<IgnoreAddr>;
 pub struct BroScan {
     cfg: BroScanConfig,
     ttl: Ttls,
-    srcs: HashMap<IpAddr, Src>,
+    /// Least recently checked first (LRU eviction at the cap).
+    srcs: LinkedHashMap<IpAddr, Src>,
     /// Lazy expiry index: `(deadline ≤ real first deadline, source)`, one per filed source.
     expiry: BTreeSet<(Timestamp, IpAddr)>,
-    /// Lazy LRU index: `(sequence ≤ last touch, source)`, one per source.
-    lru: BTreeSet<(u64, IpAddr)>,
-    seq: u64,
     /// Packet-time clock: the max of all times seen, so late packets never move deadlines back.
     now: Timestamp,
     /// Sources dropped because `max_sources` was reached.
@@ -206,10 +198,8 @@ impl BroScan {
         BroScan {
             cfg,
             ttl,
-            srcs: HashMap::new(),
+            srcs: LinkedHashMap::default(),
             expiry: BTreeSet::new(),
-            lru: BTreeSet::new(),
-            seq: 0,
             now: Timestamp::ZERO,
             evictions: 0,
         }
@@ -271,8 +261,6 @@ impl BroScan {
         if check_src(&self.cfg, src, &x, out).is_break() {
             // ignore_addr(orig): clear_addr, then add to ignored_scanners.
             let keep = Src {
-                touched: src.touched,
-                lru_key: src.lru_key,
                 exp_key: src.exp_key,
                 ignored_at: Some(now),
                 ..Src::default()
@@ -334,20 +322,10 @@ impl BroScan {
     /// The state of `orig`, created (evicting the least recently checked source at the cap) if
     /// new, and marked as the most recently checked.
     fn touch(&mut self, orig: IpAddr) {
-        if !self.srcs.contains_key(&orig) {
+        if self.srcs.to_back(&orig).is_none() {
             self.make_room();
-            self.lru.insert((self.seq + 1, orig));
-            self.srcs.insert(
-                orig,
-                Src {
-                    lru_key: self.seq + 1,
-                    ..Src::default()
-                },
-            );
+            self.srcs.insert(orig, Src::default());
         }
-        self.seq += 1;
-        let src = self.srcs.get_mut(&orig).expect("inserted above");
-        src.touched = self.seq;
     }
 
     /// Tables created by a check at `now` expire no earlier than now + the shortest TTL; pulling
@@ -416,7 +394,6 @@ impl BroScan {
         }
         self.srcs.clear();
         self.expiry.clear();
-        self.lru.clear();
     }
 
     fn advance(&mut self, ts: Timestamp) -> Timestamp {
@@ -426,7 +403,6 @@ impl BroScan {
 
     fn remove(&mut self, ip: IpAddr) {
         if let Some(s) = self.srcs.remove(&ip) {
-            self.lru.remove(&(s.lru_key, ip));
             if let Some(k) = s.exp_key {
                 self.expiry.remove(&(k, ip));
             }
@@ -434,11 +410,12 @@ impl BroScan {
     }
 
     /// Bytes of a source with one failed attempt, as a flood's spoofed sources have: the `Src`
-    /// in its map slot (half full), its LRU and expiry index entries, its one-element sets,
-    /// allocator overhead. Measured: 1,419 B per source at 1 M sources (`cargo xtask bench`).
-    /// A source's sets grow with its distinct peers and ports as Bro's do; `max_bytes` caps
-    /// the count of sources.
-    pub const SOURCE_BYTES: usize = 1_450;
+    /// in its linked map node and its slot pointer (half full), its expiry index entry, its
+    /// one-element sets, allocator overhead. Measured: 806 B per source at 1 M sources (804 at
+    /// 600,000, `bench --flood entry scan_sources N`), 1,419 B before the linked map, whose
+    /// half-empty slots held the whole `Src`. A source's sets grow with its distinct peers and
+    /// ports as Bro's do; `max_bytes` caps the count of sources.
+    pub const SOURCE_BYTES: usize = 850;
 
     /// Most sources tracked: the lower of `max_sources` and `max_bytes / SOURCE_BYTES`.
     pub fn capacity(&self) -> usize {
@@ -451,10 +428,7 @@ impl BroScan {
     /// Evicts least-recently-checked sources until one more fits under [`BroScan::capacity`].
     fn make_room(&mut self) {
         let cap = self.capacity();
-        self.evictions +=
-            super::make_room(&mut self.srcs, &mut self.lru, &mut self.expiry, cap, |s| {
-                (&mut s.lru_key, s.touched, s.exp_key)
-            });
+        self.evictions += super::make_room(&mut self.srcs, &mut self.expiry, cap, |s| s.exp_key);
     }
 }
 
@@ -462,9 +436,7 @@ impl BroScan {
     /// The detector's clock and every source, least recently checked first, for the state
     /// file (`crate::state`).
     pub fn export(&self) -> (Timestamp, Vec<(IpAddr, &Src)>) {
-        let mut out: Vec<(IpAddr, &Src)> = self.srcs.iter().map(|(ip, s)| (*ip, s)).collect();
-        out.sort_unstable_by_key(|(ip, s)| (s.touched, *ip));
-        (self.now, out)
+        (self.now, self.srcs.iter().map(|(ip, s)| (*ip, s)).collect())
     }
 
     /// Puts back what [`BroScan::export`] gave, in its order (so the LRU order is kept), under
@@ -476,10 +448,6 @@ impl BroScan {
                 continue;
             }
             self.make_room();
-            self.seq += 1;
-            s.touched = self.seq;
-            s.lru_key = self.seq;
-            self.lru.insert((self.seq, ip));
             s.exp_key = s.next_deadline(&self.ttl);
             if let Some(k) = s.exp_key {
                 self.expiry.insert((k, ip));

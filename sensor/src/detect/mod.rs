@@ -14,7 +14,7 @@ pub mod trw;
 pub use bro::{BroScan, BroScanConfig};
 pub use trw::{Trw, TrwConfig, TrwConfigError};
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -352,35 +352,34 @@ pub fn in_nets(addr: IpAddr, nets: &[IpNet]) -> bool {
     nets.iter().any(|net| net.contains(&addr))
 }
 
-/// Evicts least-recently-touched sources from `srcs` until one more fits under `cap`, and
-/// returns how many went. `lru` holds `(key, ip)` pairs filed lazily: a key may be older than
-/// the source's last touch, in which case the pair is refiled instead of evicting a source that
-/// was used since. `keys` gives a source's (LRU key to update, last touch, expiry key).
-/// Shared by the Bro and TRW detectors, whose per-source state is indexed the same way.
+/// The per-source tables of the Bro and TRW detectors (and of the PPR gate): least recently
+/// touched first, keyed foldhash (an attacker picks the source addresses). `hashlink` rather
+/// than a hash map plus a lazily refiled `BTreeSet<(sequence, source)>`, which these tables
+/// were: that index was about twice as fast on touches of sources it held (10 to 20 ns
+/// against 20 to 30 ns), but under a flood that evicts on every new source it cost 4 to 6
+/// times as much per access, and it took about twice the heap bytes per entry (BENCHMARKS.md,
+/// "LRU tables"). The flood is the case the caps exist for. `lru::LruCache` does the same as
+/// `hashlink`, about twice as slowly under the flood.
+pub(crate) type LinkedHashMap<K, V> = hashlink::LinkedHashMap<K, V, foldhash::fast::RandomState>;
+
+/// Evicts least-recently-touched sources from the front of `srcs` until one more fits under
+/// `cap`, removing their expiry index entries (`exp_key` gives a source's), and returns how
+/// many went. Shared by the Bro and TRW detectors, whose per-source state is indexed the same
+/// way.
 pub(crate) fn make_room<T>(
-    srcs: &mut HashMap<IpAddr, T>,
-    lru: &mut BTreeSet<(u64, IpAddr)>,
+    srcs: &mut LinkedHashMap<IpAddr, T>,
     expiry: &mut BTreeSet<(Timestamp, IpAddr)>,
     cap: usize,
-    keys: impl for<'a> Fn(&'a mut T) -> (&'a mut u64, u64, Option<Timestamp>),
+    exp_key: impl Fn(&T) -> Option<Timestamp>,
 ) -> u64 {
     let mut evicted = 0;
     while srcs.len() >= cap {
-        let Some((key, ip)) = lru.pop_first() else {
+        let Some((ip, src)) = srcs.pop_front() else {
             break;
         };
-        let src = srcs.get_mut(&ip).expect("lru entries are live");
-        let (lru_key, touched, exp_key) = keys(src);
-        if touched != key {
-            // Touched since it was filed: refile under its real position.
-            *lru_key = touched;
-            lru.insert((touched, ip));
-            continue;
-        }
-        if let Some(k) = exp_key {
+        if let Some(k) = exp_key(&src) {
             expiry.remove(&(k, ip));
         }
-        srcs.remove(&ip);
         evicted += 1;
     }
     evicted

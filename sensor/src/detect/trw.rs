@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{in_nets, ConnState, NoticeKind, ScanCheck, ScanNotice, Service};
+use super::{in_nets, ConnState, LinkedHashMap, NoticeKind, ScanCheck, ScanNotice, Service};
 use crate::event::Timestamp;
 use crate::time;
 
@@ -135,8 +135,6 @@ struct Score {
 /// TRW state of one remote source.
 #[derive(Debug, Default)]
 struct TrwSrc {
-    touched: u64,
-    lru_key: u64,
     exp_key: Option<Timestamp>,
     /// Write time of the scan_sources entry.
     scan_at: Option<Timestamp>,
@@ -215,17 +213,15 @@ pub struct Trw {
     local_ttl: time::Duration,
     friendly_ttl: time::Duration,
     summary_delay: time::Duration,
-    srcs: HashMap<IpAddr, TrwSrc>,
+    /// Least recently scored first (LRU eviction at the cap).
+    srcs: LinkedHashMap<IpAddr, TrwSrc>,
     /// Lazy `(deadline ≤ real, source)` index, as in `bro::BroScan`.
     expiry: BTreeSet<(Timestamp, IpAddr)>,
-    /// Lazy `(sequence ≤ last touch, source)` LRU index.
-    lru: BTreeSet<(u64, IpAddr)>,
     friendly: HashMap<IpAddr, Friend>,
     /// Lazy `(access time ≤ last access, remote)`: expiry and LRU order at once.
     friendly_idx: BTreeSet<(Timestamp, IpAddr)>,
     /// Scheduled `TRW_scan_summary` events, in due order.
     summaries: VecDeque<(Timestamp, IpAddr)>,
-    seq: u64,
     now: Timestamp,
     /// Entries dropped because a `max_sources` cap was reached.
     pub evictions: u64,
@@ -251,13 +247,11 @@ impl Trw {
             friendly_ttl: cfg.friendly_read_expire.into(),
             summary_delay: cfg.summary_delay.into(),
             cfg,
-            srcs: HashMap::new(),
+            srcs: LinkedHashMap::default(),
             expiry: BTreeSet::new(),
-            lru: BTreeSet::new(),
             friendly: HashMap::new(),
             friendly_idx: BTreeSet::new(),
             summaries: VecDeque::new(),
-            seq: 0,
             now: Timestamp::ZERO,
             evictions: 0,
         })
@@ -306,11 +300,12 @@ impl Trw {
     }
 
     /// Bytes of a scored source with one failed first contact, as a flood's spoofed sources
-    /// have: the `TrwSrc` in its map slot (half full), its LRU and expiry index entries, its
-    /// one-element pair set and FIFO, allocator overhead. Measured with 1 M such sources
-    /// (`cargo xtask bench`, flood section, `trw_sources`) and rounded up; a source's pair
-    /// sets grow with its distinct peers as Bro's do.
-    pub const SOURCE_BYTES: usize = 1_100;
+    /// have: the `TrwSrc` in its linked map node and its slot pointer (half full), its expiry
+    /// index entry, its one-element pair set and FIFO, allocator overhead. Measured with 1 M
+    /// such sources (`cargo xtask bench`, flood section, `trw_sources`: 630 B, 980 B before the
+    /// linked map) and rounded up; a source's pair sets grow with its distinct peers as Bro's
+    /// do.
+    pub const SOURCE_BYTES: usize = 700;
 
     /// Bytes of a friendly remote (map slot and index entry), measured the same way
     /// (`trw_friendly`: 155 B) and rounded up. Held to [`Trw::capacity`] in count, friendly
@@ -459,21 +454,12 @@ impl Trw {
         failed: bool,
         now: Timestamp,
     ) -> Option<(f64, u64)> {
-        if !self.srcs.contains_key(&orig) {
+        if self.srcs.to_back(&orig).is_none() {
             // A new source has no pairs yet, so this contact will score.
             self.make_room();
-            self.lru.insert((self.seq + 1, orig));
-            self.srcs.insert(
-                orig,
-                TrwSrc {
-                    lru_key: self.seq + 1,
-                    ..TrwSrc::default()
-                },
-            );
+            self.srcs.insert(orig, TrwSrc::default());
         }
-        self.seq += 1;
         let s = self.srcs.get_mut(&orig).expect("inserted above");
-        s.touched = self.seq;
         let (pairs, ratio) = if failed {
             (&mut s.failed, self.ratio_fail)
         } else {
@@ -536,9 +522,7 @@ impl Trw {
             s.exp_key = None;
             s.purge(self.src_ttl, self.local_ttl, t);
             if s.is_empty() {
-                let lru_key = s.lru_key;
                 self.srcs.remove(&ip);
-                self.lru.remove(&(lru_key, ip));
             } else if let Some(d) = s.next_deadline(self.src_ttl, self.local_ttl) {
                 self.expiry.insert((d, ip));
                 s.exp_key = Some(d);
@@ -615,10 +599,7 @@ impl Trw {
     /// Evicts least-recently-scored sources until one more fits under [`Trw::capacity`].
     fn make_room(&mut self) {
         let cap = self.capacity();
-        self.evictions +=
-            super::make_room(&mut self.srcs, &mut self.lru, &mut self.expiry, cap, |s| {
-                (&mut s.lru_key, s.touched, s.exp_key)
-            });
+        self.evictions += super::make_room(&mut self.srcs, &mut self.expiry, cap, |s| s.exp_key);
     }
 }
 
