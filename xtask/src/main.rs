@@ -226,6 +226,23 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
+    // The fuzz targets live in their own workspace (cargo-fuzz builds them with nightly and
+    // sanitizers), out of reach of the runs above: check that they still build against the
+    // parsers' current API, so a change cannot leave them broken unnoticed.
+    let fuzz = root.join("sensor/fuzz/Cargo.toml");
+    let status = Command::new("cargo")
+        .current_dir(root)
+        .args(["+nightly", "check", "--locked", "--bins", "--manifest-path"])
+        .arg(&fuzz)
+        .status()
+        .context("cargo +nightly check (fuzz targets)")?;
+    if !status.success() {
+        println!(
+            "xtask: {} passed, 1 failed (the fuzz targets do not build)",
+            tally.passed
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let leftovers = lab_namespaces()?;
     if !leftovers.is_empty() {
         bail!("tests left network namespaces behind: {leftovers:?}");
