@@ -946,6 +946,17 @@ fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
 /// The frames to or from `host`, within `window` (seconds from the capture's first frame,
 /// start inclusive, end exclusive).
 pub fn cut_host(capture: &Capture, host: IpAddr, window: (f64, f64)) -> Capture {
+    cut(capture, window, |frame| {
+        ip_pair(frame).is_some_and(|(s, d)| s == host || d == host)
+    })
+}
+
+/// Every frame within `window` (as for [`cut_host`]).
+pub fn cut_window(capture: &Capture, window: (f64, f64)) -> Capture {
+    cut(capture, window, |_| true)
+}
+
+fn cut(capture: &Capture, window: (f64, f64), keep: impl Fn(&[u8]) -> bool) -> Capture {
     let Some(t0) = capture.packets.first().map(|p| p.ts) else {
         return Capture {
             packets: Vec::new(),
@@ -956,9 +967,7 @@ pub fn cut_host(capture: &Capture, host: IpAddr, window: (f64, f64)) -> Capture 
         .iter()
         .filter(|p| {
             let t = p.ts.saturating_sub(t0).as_secs_f64();
-            t >= window.0
-                && t < window.1
-                && ip_pair(&p.frame).is_some_and(|(s, d)| s == host || d == host)
+            t >= window.0 && t < window.1 && keep(&p.frame)
         })
         .cloned()
         .collect();

@@ -697,10 +697,12 @@ fn sweep_hidden_in_a_real_bittorrent_clients_traffic() {
 
 /// The fixture is what the cutter makes of the lab capture, byte for byte.
 #[test]
-#[ignore = "needs the lab capture /var/tmp/lab/bt-heavy-1/bt-heavy.pcap"]
+#[ignore = "needs the lab capture bt-heavy-1/bt-heavy.pcap under $SENSOR_LAB (default /var/tmp/lab)"]
 fn fixture_is_cut_from_the_lab_capture() {
     use sensor_tests::attacks::{cut_host, read_capture, FIXTURE, FIXTURE_HOST, FIXTURE_WINDOW};
-    let lab = read_capture(Path::new("/var/tmp/lab/bt-heavy-1/bt-heavy.pcap")).unwrap();
+    let lab_dir =
+        std::env::var_os("SENSOR_LAB").map_or_else(|| "/var/tmp/lab".into(), PathBuf::from);
+    let lab = read_capture(&lab_dir.join("bt-heavy-1/bt-heavy.pcap")).unwrap();
     let cut = cut_host(&lab, FIXTURE_HOST.into(), FIXTURE_WINDOW);
     let mut bytes = Vec::new();
     cut.write_pcap(&mut bytes).unwrap();

@@ -170,8 +170,9 @@ fn labelled_pcap(user: &str) -> PathBuf {
 fn bittorrent_host_with_predictions_before_the_cut_stays_quiet() {
     let pcap = labelled_pcap("restart");
     let times = packet_times(&pcap);
-    // The tracker exchange ends at 1.1 s, the host's SYNs start at 2 s.
-    let n = index_at(&times, 1.5);
+    // The tracker exchange ends at 1.1 s, the host's SYNs start at 2 s; `index_at` counts
+    // from the first packet (1.0 s), so 0.5 cuts at 1.5 s.
+    let n = index_at(&times, 0.5);
     let got = check_cut(&pcap, n, "bt", Suppress::All);
     assert!(!got.any_from(labelled::BITTORRENT), "{:#?}", got.notices);
     assert_eq!(
@@ -198,12 +199,13 @@ fn scanner_crossing_its_threshold_across_the_cut_is_reported_once() {
     let demo = tmp("demo-scan.pcap");
     synth::demo_capture().write_pcap_file(&demo).unwrap();
     // The labelled capture's address scanner sends its SYNs at 3.0 + 0.02 h s (h = 1..=40);
-    // cut with 15 sent, all still inside their 5 s delay (connections in flight). The demo's
+    // cut at 3.31 s (2.31 after the first packet, 1.0 s) with 15 sent, all still inside their
+    // 5 s delay (connections in flight). The demo's
     // sends 60 at 0.03 s intervals (5 refused at once) and they fail 5 s later; cut 0.2 s
     // before its AddressScan, with a dozen failures counted. Both reach 20 hosts, their
     // AddressScan, after the cut.
     for (name, pcap, secs) in [
-        ("labelled", labelled_pcap("corpus-like"), Some(3.31)),
+        ("labelled", labelled_pcap("corpus-like"), Some(2.31)),
         ("demo", demo, None),
     ] {
         let (engine, _) = sensor::analyze::analyze(

@@ -1,7 +1,7 @@
 //! The classified UDP policy changes nothing the detector concludes: the same predictions,
 //! attempts and notices as with every UDP payload forwarded (the full policy), on a fixture
 //! cut from a lab capture of real clients (`tests/fixtures/udp-policy-bt-heavy-36s-5s.pcap`:
-//! seconds 36-41 of the bt-heavy lab run, cut by `cut_fixture`) and, in `corpus`, on every
+//! seconds 36-41 of the bt-heavy lab run, cut by `cut-fixture --window 36 5`) and, in `corpus`, on every
 //! shared capture. Unprivileged; offline (the XDP program runs the same policy code).
 
 use std::path::{Path, PathBuf};

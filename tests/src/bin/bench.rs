@@ -406,11 +406,15 @@ fn flood(md: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lab's output directory: `SENSOR_LAB`, default `/var/tmp/lab` (where its README puts runs).
+fn lab_dir() -> PathBuf {
+    std::env::var_os("SENSOR_LAB").map_or_else(|| PathBuf::from("/var/tmp/lab"), PathBuf::from)
+}
+
 /// Where the lab's captures are (`SENSOR_LAB`, default `/var/tmp/lab`): the BitTorrent-heavy
 /// ones are compared side by side when present.
 fn lab_captures() -> Vec<(String, PathBuf)> {
-    let dir =
-        std::env::var_os("SENSOR_LAB").map_or_else(|| PathBuf::from("/var/tmp/lab"), PathBuf::from);
+    let dir = lab_dir();
     let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -620,7 +624,8 @@ fn forwarded_share(md: &mut String) -> anyhow::Result<()> {
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
     let mut paths: Vec<(String, PathBuf)> = Vec::new();
-    if let Ok(dirs) = std::fs::read_dir("/var/tmp/lab") {
+    let lab_root = lab_dir();
+    if let Ok(dirs) = std::fs::read_dir(&lab_root) {
         let mut lab: Vec<PathBuf> = dirs
             .filter_map(Result::ok)
             .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
@@ -631,7 +636,7 @@ fn forwarded_share(md: &mut String) -> anyhow::Result<()> {
         lab.sort();
         paths.extend(lab.into_iter().map(|p| {
             let name = p
-                .strip_prefix("/var/tmp/lab")
+                .strip_prefix(&lab_root)
                 .unwrap_or(&p)
                 .display()
                 .to_string();
