@@ -1,11 +1,12 @@
 //! Record ABI shared by the XDP program (`src/main.rs`) and the userspace agent.
 //!
 //! Every record starts with a [`FlowHeader`]; its `kind` says which record follows. Records are
-//! `#[repr(C)]` with explicit padding so both sides agree byte for byte, and fixed-size because the
-//! verifier only accepts constant-size ring reservations (`bpf_ringbuf_reserve` takes its size as
-//! ARG_CONST_ALLOC_SIZE_OR_ZERO, kernel `kernel/bpf/ringbuf.c`): UDP payload prefixes therefore
-//! come in three size classes ([`UDP_CLASSES`]) instead of one large record that would waste the
-//! ring.
+//! `#[repr(C)]` with explicit padding so both sides agree byte for byte. Header-only records
+//! have a fixed size; payload records ([`kind::UDP`], [`kind::TCP_DATA`]) are their fixed part
+//! followed by exactly `cap_len` payload bytes ([`record_len`]), so the ring carries no
+//! rounding. `bpf_ringbuf_reserve` only takes a constant size (ARG_CONST_ALLOC_SIZE_OR_ZERO,
+//! kernel `kernel/bpf/ringbuf.c`), so the program builds a payload record in a per-CPU scratch
+//! buffer and copies it with `bpf_ringbuf_output`, whose size may vary within known bounds.
 //!
 //! Multi-byte integer fields are in host byte order; addresses stay in network order.
 #![no_std]
@@ -19,23 +20,21 @@
 use core::mem::size_of;
 
 /// Record kinds (`FlowHeader::kind`).
+///
+/// Kinds 3, 4, 7, 8 and 9 were the payload size classes of the fixed-size records this ABI
+/// replaced; they are not reused, so a mixed-up object and agent fail to decode.
 pub mod kind {
     /// A TCP segment carrying SYN, RST or FIN: [`super::TcpRecord`].
     pub const TCP: u8 = 1;
-    /// A UDP datagram with a payload, plus its head: [`super::UdpRecord`] in one of three classes.
-    pub const UDP_128: u8 = 2;
-    pub const UDP_512: u8 = 3;
-    pub const UDP_2048: u8 = 4;
+    /// A UDP datagram with a payload: a [`super::FlowHeader`] followed by exactly `cap_len`
+    /// payload bytes ([`super::UdpRecord`]'s layout, of variable length).
+    pub const UDP: u8 = 2;
     /// An ICMP/ICMPv6 destination-unreachable quoting a TCP or UDP packet: [`super::IcmpRecord`].
     pub const ICMP: u8 = 5;
-    /// A TCP segment of a marked flow with its payload head: [`super::TcpDataRecord`] in one of
-    /// three classes. Its flags may include FIN or RST (never SYN).
-    pub const TCP_DATA_128: u8 = 6;
-    pub const TCP_DATA_512: u8 = 7;
-    pub const TCP_DATA_2048: u8 = 8;
-    /// A UDP datagram whose payload head fits 32 bytes: uTP control packets, and the bare uTP
-    /// header of a peer-wire DATA packet too large to be a control message.
-    pub const UDP_32: u8 = 9;
+    /// A TCP segment of a marked flow: the [`super::TcpRecord`] fields followed by exactly
+    /// `cap_len` payload bytes ([`super::TcpDataRecord`]'s layout, of variable length). Its
+    /// flags may include FIN or RST (never SYN).
+    pub const TCP_DATA: u8 = 6;
     /// A UDP datagram without its payload ([`super::UdpRecord`] of capacity 0, `cap_len` 0):
     /// the compact metadata record `--udp-scan` asks for when the payload carries no
     /// coordination message.
@@ -139,41 +138,35 @@ pub struct UdpRecord<const N: usize> {
     pub data: [u8; N],
 }
 
-/// UDP record classes: (kind, payload capacity). Capacities are powers of two, which the eBPF
-/// side relies on to prove copy lengths to the verifier.
-pub const UDP_CLASSES: [(u8, usize); 4] = [
-    (kind::UDP_32, 32),
-    (kind::UDP_128, 128),
-    (kind::UDP_512, 512),
-    (kind::UDP_2048, 2048),
-];
-
-/// TCP data record classes, as [`UDP_CLASSES`].
-pub const TCP_DATA_CLASSES: [(u8, usize); 3] = [
-    (kind::TCP_DATA_128, 128),
-    (kind::TCP_DATA_512, 512),
-    (kind::TCP_DATA_2048, 2048),
-];
-
-/// Largest snap length the program can honour (the largest class).
+/// Largest snap length the program can honour (the scratch buffer's payload room).
 pub const MAX_SNAPLEN: u32 = 2048;
 /// Default snap length: a full UDP payload in a 1500-byte IPv4 packet.
 pub const DEFAULT_SNAPLEN: u32 = 1472;
 
-/// Size in bytes of a record of the given kind, or `None` for an unknown kind.
-pub const fn record_size(kind: u8) -> Option<usize> {
+/// Size in bytes of the fixed part of a record of the given kind (all of it for header-only
+/// kinds; the part before the payload for [`kind::UDP`] and [`kind::TCP_DATA`]), or `None` for
+/// an unknown kind.
+pub const fn fixed_size(kind: u8) -> Option<usize> {
     match kind {
         kind::TCP => Some(size_of::<TcpRecord>()),
-        kind::UDP_32 => Some(size_of::<UdpRecord<32>>()),
-        kind::UDP_META => Some(size_of::<UdpRecord<0>>()),
-        kind::UDP_128 => Some(size_of::<UdpRecord<128>>()),
-        kind::UDP_512 => Some(size_of::<UdpRecord<512>>()),
-        kind::UDP_2048 => Some(size_of::<UdpRecord<2048>>()),
+        kind::UDP | kind::UDP_META => Some(size_of::<UdpRecord<0>>()),
         kind::ICMP => Some(size_of::<IcmpRecord>()),
-        kind::TCP_DATA_128 => Some(size_of::<TcpDataRecord<128>>()),
-        kind::TCP_DATA_512 => Some(size_of::<TcpDataRecord<512>>()),
-        kind::TCP_DATA_2048 => Some(size_of::<TcpDataRecord<2048>>()),
+        kind::TCP_DATA => Some(size_of::<TcpDataRecord<0>>()),
         _ => None,
+    }
+}
+
+/// Whether records of this kind carry `cap_len` payload bytes after their fixed part.
+pub const fn has_payload(kind: u8) -> bool {
+    matches!(kind, kind::UDP | kind::TCP_DATA)
+}
+
+/// Size in bytes of the record `hdr` heads: what the program puts in the ring, and what the
+/// offline pre-filter counts. `None` for an unknown kind.
+pub const fn record_len(hdr: &FlowHeader) -> Option<usize> {
+    match fixed_size(hdr.kind) {
+        Some(fixed) if has_payload(hdr.kind) => Some(fixed + hdr.cap_len as usize),
+        other => other,
     }
 }
 
@@ -222,7 +215,7 @@ pub mod counter {
     /// seen by the program.
     pub const FLOWS_ENDED: u32 = 21;
     /// UDP datagrams with a payload that has none of the coordination shapes
-    /// ([`super::udp_class`]'s policy): not forwarded.
+    /// (`udp_class_of`, the classified policy): not forwarded.
     pub const UDP_UNCLASSIFIED: u32 = 22;
     /// Compact metadata records (`--udp-scan`): a UDP datagram without its payload.
     pub const REC_UDP_META: u32 = 23;
@@ -296,9 +289,7 @@ pub mod counter {
     pub const fn bytes_of(kind: u8) -> u32 {
         match kind {
             super::kind::TCP => BYTES_TCP,
-            super::kind::TCP_DATA_128 | super::kind::TCP_DATA_512 | super::kind::TCP_DATA_2048 => {
-                BYTES_TCP_DATA
-            }
+            super::kind::TCP_DATA => BYTES_TCP_DATA,
             super::kind::ICMP => BYTES_ICMP,
             super::kind::UDP_META => BYTES_UDP_META,
             _ => BYTES_UDP,
@@ -323,32 +314,6 @@ pub const fn tcp_record_counter(flags: u8) -> Option<u32> {
         Some(counter::REC_FIN)
     } else {
         None
-    }
-}
-
-/// UDP record class (kind, capacity) for a copy of `cap_len` bytes.
-#[inline(always)]
-pub const fn udp_class(cap_len: u32) -> (u8, usize) {
-    if cap_len <= 32 {
-        UDP_CLASSES[0]
-    } else if cap_len <= 128 {
-        UDP_CLASSES[1]
-    } else if cap_len <= 512 {
-        UDP_CLASSES[2]
-    } else {
-        UDP_CLASSES[3]
-    }
-}
-
-/// TCP data record class (kind, capacity) for a copy of `cap_len` bytes.
-#[inline(always)]
-pub const fn tcp_data_class(cap_len: u32) -> (u8, usize) {
-    if cap_len <= 128 {
-        TCP_DATA_CLASSES[0]
-    } else if cap_len <= 512 {
-        TCP_DATA_CLASSES[1]
-    } else {
-        TCP_DATA_CLASSES[2]
     }
 }
 
@@ -562,7 +527,7 @@ mod tests {
         let p = r.unwrap();
         assert_eq!(
             (p.hdr.payload_len, p.hdr.cap_len, p.hdr.kind),
-            (1000, 256, kind::UDP_512)
+            (1000, 256, kind::UDP)
         );
         assert_eq!(seen, [counter::IPV4, counter::UDP_TRUNCATED]);
         // Larger than the largest class is clamped.
@@ -612,17 +577,25 @@ mod tests {
     }
 
     #[test]
-    fn udp_classes_are_the_smallest_that_fit() {
-        assert_eq!(udp_class(0).0, kind::UDP_32);
-        assert_eq!(udp_class(32).0, kind::UDP_32);
-        assert_eq!(udp_class(33).0, kind::UDP_128);
-        assert_eq!(udp_class(128).0, kind::UDP_128);
-        assert_eq!(udp_class(129).0, kind::UDP_512);
-        assert_eq!(udp_class(512).0, kind::UDP_512);
-        assert_eq!(udp_class(513).0, kind::UDP_2048);
-        for (k, cap) in UDP_CLASSES {
-            assert!(cap.is_power_of_two());
-            assert_eq!(record_size(k), Some(size_of::<FlowHeader>() + cap));
+    fn payload_records_are_exactly_their_fixed_part_and_payload() {
+        let (r, _) = run(&udp_frame(&[7; 61]), DEFAULT_SNAPLEN);
+        let hdr = r.unwrap().hdr;
+        assert_eq!((hdr.kind, hdr.cap_len), (kind::UDP, 61));
+        assert_eq!(record_len(&hdr), Some(56 + 61));
+        let (r, _) = run(&SYN, DEFAULT_SNAPLEN);
+        assert_eq!(record_len(&r.unwrap().hdr), Some(72));
+        let mut data = FlowHeader {
+            kind: kind::TCP_DATA,
+            ..hdr
+        };
+        data.cap_len = 5;
+        assert_eq!(record_len(&data), Some(72 + 5));
+        // Header-only kinds ignore `cap_len`; retired class kinds are unknown.
+        data.kind = kind::UDP_META;
+        assert_eq!(record_len(&data), Some(56));
+        for retired in [3, 4, 7, 8, 9] {
+            data.kind = retired;
+            assert_eq!(record_len(&data), None);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! [`sensor_ebpf::parse`] decides (shared with the offline pcap path):
 //! - TCP with SYN, RST or FIN  -> a [`TcpRecord`] (5-tuple, flags, seq/ack);
 //! - UDP with a payload        -> a [`UdpRecord`] holding the true length and a payload prefix of
-//!   up to `SNAPLEN` bytes, in the smallest size class that fits, when the payload can carry
+//!   up to `SNAPLEN` bytes, exactly as long as the prefix, when the payload can carry
 //!   coordination ([`sensor_ebpf::udp_action`] decides by `UDP_POLICY`, also shared with the
 //!   offline path);
 //! - TCP payload of a flow marked in `FLOWS` -> a [`TcpDataRecord`] ([`sensor_ebpf::tcp_action`]
@@ -33,19 +33,18 @@ use sensor_ebpf::{
     confirm_signature, counter, kind, mark_flow, parse, tcp_action, udp_action, udp_policy,
     FlowHeader, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord, IfaceTable, Parsed,
     TcpAction, TcpDataRecord, TcpRecord, UdpAction, UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
-    L4,
+    L4, MAX_SNAPLEN,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
 #[no_mangle]
 static SNAPLEN: u32 = DEFAULT_SNAPLEN;
 
-/// How UDP payloads are forwarded (`sensor_ebpf::udp_policy`); set at load time. The
-/// classified policies do not pass the verifier yet (the program then exceeds its
-/// million-instruction budget), so the loader sets `FULL`, which the verifier sees as a
-/// constant and prunes the classification from.
+/// How UDP payloads are forwarded (`sensor_ebpf::udp_policy`); set at load time. The verifier
+/// sees it as a constant and prunes the policies not loaded. The classified policy is the
+/// default of `sensor run`; `FULL` stays for comparison.
 #[no_mangle]
-static UDP_POLICY: u32 = udp_policy::FULL;
+static UDP_POLICY: u32 = udp_policy::CLASSIFIED;
 
 /// Records are submitted without waking the reader (it drains on a timer), except when a record
 /// makes the unread data cross this many bytes. Default wakeups cost ~1 µs each in a VM.
@@ -56,6 +55,20 @@ static WAKEUP_BYTES: u32 = 256 * 1024;
 /// Ring of records; userspace resizes it at load time (`map_max_entries`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Room for the largest payload record: the TCP data record's fixed part and `MAX_SNAPLEN`
+/// payload bytes.
+const SCRATCH_BYTES: usize = size_of::<TcpDataRecord<0>>() + MAX_SNAPLEN as usize;
+
+/// A payload record being built (8-byte aligned, as ring records are).
+#[repr(C, align(8))]
+struct Scratch([u8; SCRATCH_BYTES]);
+
+/// One record-building buffer per CPU: a payload record is assembled here and copied into the
+/// ring with its exact length (`bpf_ringbuf_output`), since a ring reservation's size must be
+/// a constant. XDP does not preempt itself on a CPU, so the buffer has one user at a time.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Flows whose payload is forwarded; userspace may resize it at load time.
 #[map]
@@ -233,7 +246,7 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
             ack,
             window,
             payload_off,
-        } if hdr.kind != kind::TCP => {
+        } if hdr.kind == kind::TCP_DATA => {
             let tcp = TcpFields {
                 seq,
                 ack,
@@ -241,11 +254,7 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
                 payload_off,
                 probe,
             };
-            match hdr.kind {
-                kind::TCP_DATA_128 => emit_tcp_data::<128>(ctx, c, &hdr, &tcp)?,
-                kind::TCP_DATA_512 => emit_tcp_data::<512>(ctx, c, &hdr, &tcp)?,
-                _ => emit_tcp_data::<2048>(ctx, c, &hdr, &tcp)?,
-            }
+            emit_tcp_data(ctx, c, &hdr, &tcp)?;
         }
         L4::Tcp {
             seq, ack, window, ..
@@ -260,13 +269,13 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
             },
         )?,
         L4::Icmp(q) => emit_icmp(c, &hdr, &q)?,
-        L4::Udp { payload_off } => match hdr.kind {
-            kind::UDP_META => emit_udp_meta(c, &hdr)?,
-            kind::UDP_32 => emit_udp::<32>(ctx, c, &hdr, payload_off)?,
-            kind::UDP_128 => emit_udp::<128>(ctx, c, &hdr, payload_off)?,
-            kind::UDP_512 => emit_udp::<512>(ctx, c, &hdr, payload_off)?,
-            _ => emit_udp::<2048>(ctx, c, &hdr, payload_off)?,
-        },
+        L4::Udp { payload_off } => {
+            if hdr.kind == kind::UDP_META {
+                emit_udp_meta(c, &hdr)?;
+            } else {
+                emit_udp(ctx, c, &hdr, payload_off)?;
+            }
+        }
     }
     c.bump(slot);
     Ok(())
@@ -325,76 +334,98 @@ struct TcpFields {
     probe: Option<u8>,
 }
 
-/// Reserves a TCP data record of capacity `N`, loads the payload head into it and, for a probe,
-/// checks the signature on the copy (a discarded reservation costs nothing).
+/// The per-CPU scratch buffer.
 #[inline(always)]
-fn emit_tcp_data<const N: usize>(
+fn scratch() -> Result<*mut Scratch, u32> {
+    // Entry 0 of a one-entry array always exists; counted rather than assumed.
+    SCRATCH.get_ptr_mut(0).ok_or(counter::LOAD_ERRORS)
+}
+
+/// Builds a TCP data record in the scratch buffer (control fields, then the payload head) and,
+/// for a probe, checks the signature on the copy before marking the flow.
+#[inline(always)]
+fn emit_tcp_data(
     ctx: &XdpContext,
     c: Counters,
     hdr: &FlowHeader,
     tcp: &TcpFields,
 ) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<TcpDataRecord<N>>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points to the ring slot just reserved: sized and aligned for the record
-    // (aya checks `align_of <= 8`), owned by this program until submit or discard, and written
-    // here only through plain-integer fields. `data` is the payload part of the same slot; it
-    // is last used before the entry is submitted or discarded.
+    const FIXED: usize = size_of::<TcpDataRecord<0>>();
+    let buf = scratch()?;
+    let len = bounded_len(hdr.cap_len);
+    // SAFETY: `buf` points to this CPU's scratch value, valid for the program's run and used by
+    // nothing else meanwhile (see `SCRATCH`); it is 8-byte aligned and `FIXED + MAX_SNAPLEN`
+    // bytes long, so the record at 0 and the payload array at `FIXED` lie inside it and do not
+    // overlap.
     let data = unsafe {
-        (*rec).hdr = *hdr;
-        (*rec).seq = tcp.seq;
-        (*rec).ack = tcp.ack;
-        (*rec).window = tcp.window;
-        (*rec).pad = [0; 6];
-        &mut (*rec).data
+        buf.cast::<TcpRecord>().write(TcpRecord {
+            hdr: *hdr,
+            seq: tcp.seq,
+            ack: tcp.ack,
+            window: tcp.window,
+            pad: [0; 6],
+        });
+        &mut *buf
+            .cast::<u8>()
+            .add(FIXED)
+            .cast::<[u8; MAX_SNAPLEN as usize]>()
     };
-    if let Err(e) = load_head::<N>(ctx, tcp.payload_off, hdr.cap_len, data) {
-        entry.discard(0);
-        return Err(e);
-    }
+    load_head(ctx, tcp.payload_off, len, data)?;
     if let Some(class) = tcp.probe {
         if !confirm_signature(class, data, usize::from(hdr.cap_len)) {
-            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
             return Err(counter::TCP_OTHER);
         }
         mark_flow(&mut Flows, hdr, class, &mut |s| c.bump(s));
     }
-    entry.submit(wakeup_flags(size_of::<TcpDataRecord<N>>() as u64));
-    c.forwarded(counter::BYTES_TCP_DATA, size_of::<TcpDataRecord<N>>());
-    Ok(())
+    output(c, buf, FIXED + len, counter::BYTES_TCP_DATA)
 }
 
-/// Copies `cap` (at most `N`) payload bytes at `payload_off` into `data`.
+/// `cap` (at most `MAX_SNAPLEN`, which `parse` guarantees) in a form the verifier can bound:
+/// the copy length and the record length both derive from it.
 #[inline(always)]
-// `payload_off` is below `MAX_L4_OFFSET` plus a TCP header and `len <= N <= 2048`: both casts
-// to the helper's `u32` arguments are exact.
-#[allow(clippy::cast_possible_truncation)]
-fn load_head<const N: usize>(
-    ctx: &XdpContext,
-    payload_off: usize,
-    cap: u16,
-    data: &mut [u8; N],
-) -> Result<(), u32> {
-    let cap = u64::from(cap);
+fn bounded_len(cap: u16) -> usize {
+    let cap = usize::from(cap);
     if cap == 0 {
-        return Ok(());
+        return 0;
     }
-    // `bpf_xdp_load_bytes` declares its length ARG_CONST_SIZE (kernel `net/core/filter.c`), so
-    // the verifier needs 1 <= len <= N on the very register passed to the helper. LLVM knows
-    // cap <= N and would fold a plain `& (N - 1)` away, so the mask goes through a volatile
-    // stack slot: opaque to LLVM, an exact constant to the verifier. N is a power of two and
-    // 1 <= cap <= N, so this is the identity.
-    let mask: u64 = N as u64 - 1;
+    // LLVM may know cap <= MAX_SNAPLEN (from `parse`) and fold a plain mask away, leaving the
+    // verifier no bound: the mask goes through a volatile stack slot, opaque to LLVM and an
+    // exact constant to the verifier. `MAX_SNAPLEN` is a power of two and
+    // 1 <= cap <= MAX_SNAPLEN, so this is the identity, with 1 <= result <= MAX_SNAPLEN proven.
+    let mask: usize = MAX_SNAPLEN as usize - 1;
     // SAFETY: reads a local through a pointer to it: valid, aligned and initialised.
     let mask = unsafe { core::ptr::read_volatile(&raw const mask) };
-    let len = (((cap - 1) & mask) + 1) as u32;
-    // SAFETY: `ctx.ctx` is the program's own context; `data` is writable for `N` bytes and
-    // `1 <= len <= N`. The helper checks `payload_off + len` against the packet and fails
-    // with an error instead of reading past it.
-    let ret =
-        unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, data.as_mut_ptr().cast(), len) };
+    ((cap - 1) & mask) + 1
+}
+
+/// Copies `len` (0 to `MAX_SNAPLEN`, from [`bounded_len`]) payload bytes at `payload_off` into
+/// `data`.
+#[inline(always)]
+// `payload_off` is below `MAX_L4_OFFSET` plus a TCP header and `len <= MAX_SNAPLEN`: both casts
+// to the helper's `u32` arguments are exact.
+#[allow(clippy::cast_possible_truncation)]
+fn load_head(
+    ctx: &XdpContext,
+    payload_off: usize,
+    len: usize,
+    data: &mut [u8; MAX_SNAPLEN as usize],
+) -> Result<(), u32> {
+    if len == 0 {
+        return Ok(());
+    }
+    // `bpf_xdp_load_bytes` declares its length ARG_CONST_SIZE (kernel `net/core/filter.c`): the
+    // verifier needs 1 <= len <= the buffer on the register passed, which `bounded_len` gives.
+    // SAFETY: `ctx.ctx` is the program's own context; `data` is writable for `MAX_SNAPLEN`
+    // bytes and `1 <= len <= MAX_SNAPLEN`. The helper checks `payload_off + len` against the
+    // packet and fails with an error instead of reading past it.
+    let ret = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            payload_off as u32,
+            data.as_mut_ptr().cast(),
+            len as u32,
+        )
+    };
     if ret != 0 {
         error!(
             ctx,
@@ -405,31 +436,45 @@ fn load_head<const N: usize>(
     Ok(())
 }
 
-/// Reserves a UDP record of capacity `N` and loads the payload head straight into it.
+/// Copies the first `len` bytes of the scratch buffer into the ring as one record.
 #[inline(always)]
-fn emit_udp<const N: usize>(
+fn output(c: Counters, buf: *mut Scratch, len: usize, bytes_slot: u32) -> Result<(), u32> {
+    // SAFETY: `len` is at most `SCRATCH_BYTES` (a fixed part plus `bounded_len`), so the slice
+    // lies inside this CPU's scratch value, which was written up to `len` just before.
+    let record = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
+    if EVENTS
+        .output::<[u8]>(record, wakeup_flags(len as u64))
+        .is_err()
+    {
+        // The helper's only failure for a valid map and size: no room (-EAGAIN).
+        return Err(counter::RING_FULL);
+    }
+    c.forwarded(bytes_slot, len);
+    Ok(())
+}
+
+/// Builds a UDP record in the scratch buffer (header, then the payload head) and copies it.
+#[inline(always)]
+fn emit_udp(
     ctx: &XdpContext,
     c: Counters,
     hdr: &FlowHeader,
     payload_off: usize,
 ) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<UdpRecord<N>>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: as in `emit_tcp_data`: the reserved slot is ours, sized and aligned for the
-    // record, and `data` is last used before the entry is submitted or discarded.
+    const FIXED: usize = size_of::<UdpRecord<0>>();
+    let buf = scratch()?;
+    let len = bounded_len(hdr.cap_len);
+    // SAFETY: as in `emit_tcp_data`: this CPU's scratch value, aligned and long enough for the
+    // header at 0 and the payload array at `FIXED`.
     let data = unsafe {
-        (*rec).hdr = *hdr;
-        &mut (*rec).data
+        buf.cast::<FlowHeader>().write(*hdr);
+        &mut *buf
+            .cast::<u8>()
+            .add(FIXED)
+            .cast::<[u8; MAX_SNAPLEN as usize]>()
     };
-    if let Err(e) = load_head::<N>(ctx, payload_off, hdr.cap_len, data) {
-        entry.discard(0);
-        return Err(e);
-    }
-    entry.submit(wakeup_flags(size_of::<UdpRecord<N>>() as u64));
-    c.forwarded(counter::BYTES_UDP, size_of::<UdpRecord<N>>());
-    Ok(())
+    load_head(ctx, payload_off, len, data)?;
+    output(c, buf, FIXED + len, counter::BYTES_UDP)
 }
 
 /// Reserves and submits a UDP metadata record: the header, no payload.
