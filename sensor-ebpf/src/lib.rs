@@ -81,7 +81,91 @@ pub struct FlowHeader {
     pub cap_len: u16,
 }
 
-/// A TCP segment with SYN, RST or FIN set.
+/// The header of an IPv4 record (every kind but [`kind::ICMP`], whose quoted packet may be
+/// IPv6): [`FlowHeader`]'s fields with 4-byte addresses, 24 bytes shorter. It replaces the
+/// [`FlowHeader`] at the start of the record; `ip_version` (4) is at the same offset in both,
+/// so a reader tells them apart by that byte ([`header_len`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowHeaderV4 {
+    pub kind: u8,
+    pub ip_version: u8,
+    pub vlan_depth: u8,
+    pub tcp_flags: u8,
+    pub ifindex: u32,
+    pub ts_ns: u64,
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload_len: u16,
+    pub cap_len: u16,
+}
+
+impl FlowHeaderV4 {
+    /// The compact form of an IPv4 header (the address bytes past the fourth are zero).
+    #[inline(always)]
+    pub const fn of(h: &FlowHeader) -> Self {
+        Self {
+            kind: h.kind,
+            ip_version: h.ip_version,
+            vlan_depth: h.vlan_depth,
+            tcp_flags: h.tcp_flags,
+            ifindex: h.ifindex,
+            ts_ns: h.ts_ns,
+            src_addr: [h.src_addr[0], h.src_addr[1], h.src_addr[2], h.src_addr[3]],
+            dst_addr: [h.dst_addr[0], h.dst_addr[1], h.dst_addr[2], h.dst_addr[3]],
+            src_port: h.src_port,
+            dst_port: h.dst_port,
+            payload_len: h.payload_len,
+            cap_len: h.cap_len,
+        }
+    }
+
+    /// The full header it stands for.
+    pub const fn expand(&self) -> FlowHeader {
+        let (s, d) = (self.src_addr, self.dst_addr);
+        FlowHeader {
+            kind: self.kind,
+            ip_version: self.ip_version,
+            vlan_depth: self.vlan_depth,
+            tcp_flags: self.tcp_flags,
+            ifindex: self.ifindex,
+            ts_ns: self.ts_ns,
+            src_addr: [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst_addr: [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            payload_len: self.payload_len,
+            cap_len: self.cap_len,
+        }
+    }
+}
+
+/// Length of the header a record of this kind and IP version starts with: the compact
+/// [`FlowHeaderV4`] for IPv4 (but ICMP), the [`FlowHeader`] otherwise.
+#[inline(always)]
+pub const fn header_len(kind: u8, ip_version: u8) -> usize {
+    if ip_version == 4 && kind != kind::ICMP {
+        size_of::<FlowHeaderV4>()
+    } else {
+        size_of::<FlowHeader>()
+    }
+}
+
+/// The TCP fields that follow the header in [`kind::TCP`] and [`kind::TCP_DATA`] records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpTail {
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 6],
+}
+
+/// A TCP segment with SYN, RST or FIN set (the IPv6 layout; an IPv4 record has a
+/// [`FlowHeaderV4`] in place of `hdr`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpRecord {
@@ -143,15 +227,14 @@ pub const MAX_SNAPLEN: u32 = 2048;
 /// Default snap length: a full UDP payload in a 1500-byte IPv4 packet.
 pub const DEFAULT_SNAPLEN: u32 = 1472;
 
-/// Size in bytes of the fixed part of a record of the given kind (all of it for header-only
-/// kinds; the part before the payload for [`kind::UDP`] and [`kind::TCP_DATA`]), or `None` for
-/// an unknown kind.
-pub const fn fixed_size(kind: u8) -> Option<usize> {
+/// Size in bytes of the part of a record after its header: all of it for header-only kinds,
+/// the part before the payload for [`kind::UDP`] and [`kind::TCP_DATA`]; `None` for an
+/// unknown kind.
+pub const fn tail_size(kind: u8) -> Option<usize> {
     match kind {
-        kind::TCP => Some(size_of::<TcpRecord>()),
-        kind::UDP | kind::UDP_META => Some(size_of::<UdpRecord<0>>()),
-        kind::ICMP => Some(size_of::<IcmpRecord>()),
-        kind::TCP_DATA => Some(size_of::<TcpDataRecord<0>>()),
+        kind::TCP | kind::TCP_DATA => Some(size_of::<TcpTail>()),
+        kind::UDP | kind::UDP_META => Some(0),
+        kind::ICMP => Some(size_of::<IcmpRecord>() - size_of::<FlowHeader>()),
         _ => None,
     }
 }
@@ -164,10 +247,15 @@ pub const fn has_payload(kind: u8) -> bool {
 /// Size in bytes of the record `hdr` heads: what the program puts in the ring, and what the
 /// offline pre-filter counts. `None` for an unknown kind.
 pub const fn record_len(hdr: &FlowHeader) -> Option<usize> {
-    match fixed_size(hdr.kind) {
-        Some(fixed) if has_payload(hdr.kind) => Some(fixed + hdr.cap_len as usize),
-        other => other,
-    }
+    let Some(tail) = tail_size(hdr.kind) else {
+        return None;
+    };
+    let fixed = header_len(hdr.kind, hdr.ip_version) + tail;
+    Some(if has_payload(hdr.kind) {
+        fixed + hdr.cap_len as usize
+    } else {
+        fixed
+    })
 }
 
 /// Slots of the per-CPU `COUNTERS` array. Userspace sums them over CPUs at scrape time.
@@ -335,6 +423,8 @@ pub use udp::{
 
 // Layout is ABI: pin it so a careless edit fails to compile instead of corrupting records.
 const _: () = assert!(size_of::<FlowHeader>() == 56);
+const _: () = assert!(size_of::<FlowHeaderV4>() == 32);
+const _: () = assert!(size_of::<TcpTail>() == 16);
 const _: () = assert!(size_of::<TcpRecord>() == 72);
 const _: () = assert!(size_of::<UdpRecord<0>>() == 56);
 const _: () = assert!(size_of::<UdpRecord<32>>() == 56 + 32);
@@ -406,6 +496,8 @@ mod user {
     unsafe impl aya::Pod for super::FlowHeader {}
     // SAFETY: a `FlowHeader` plus integers and explicit `pad`, 72 bytes with no implicit padding.
     unsafe impl aya::Pod for super::TcpRecord {}
+    // SAFETY: `#[repr(C)]` integers and byte arrays, 32 bytes with no implicit padding.
+    unsafe impl aya::Pod for super::FlowHeaderV4 {}
     // SAFETY: a `FlowHeader` plus integers, byte arrays and explicit `pad`/`pad2`, 104 bytes with
     // no implicit padding.
     unsafe impl aya::Pod for super::IcmpRecord {}
@@ -581,18 +673,31 @@ mod tests {
         let (r, _) = run(&udp_frame(&[7; 61]), DEFAULT_SNAPLEN);
         let hdr = r.unwrap().hdr;
         assert_eq!((hdr.kind, hdr.cap_len), (kind::UDP, 61));
-        assert_eq!(record_len(&hdr), Some(56 + 61));
+        // IPv4: the 32-byte compact header.
+        assert_eq!(record_len(&hdr), Some(32 + 61));
+        let v6 = FlowHeader {
+            ip_version: 6,
+            ..hdr
+        };
+        assert_eq!(record_len(&v6), Some(56 + 61));
         let (r, _) = run(&SYN, DEFAULT_SNAPLEN);
-        assert_eq!(record_len(&r.unwrap().hdr), Some(72));
+        assert_eq!(record_len(&r.unwrap().hdr), Some(32 + 16));
         let mut data = FlowHeader {
             kind: kind::TCP_DATA,
             ..hdr
         };
         data.cap_len = 5;
-        assert_eq!(record_len(&data), Some(72 + 5));
+        assert_eq!(record_len(&data), Some(48 + 5));
+        // ICMP keeps the full header (its quote may be IPv6).
+        let icmp = FlowHeader {
+            kind: kind::ICMP,
+            ..hdr
+        };
+        assert_eq!(record_len(&icmp), Some(104));
+        assert_eq!(FlowHeaderV4::of(&hdr).expand(), hdr);
         // Header-only kinds ignore `cap_len`; retired class kinds are unknown.
         data.kind = kind::UDP_META;
-        assert_eq!(record_len(&data), Some(56));
+        assert_eq!(record_len(&data), Some(32));
         for retired in [3, 4, 7, 8, 9] {
             data.kind = retired;
             assert_eq!(record_len(&data), None);

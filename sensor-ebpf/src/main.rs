@@ -31,9 +31,9 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use sensor_ebpf::{
     confirm_signature, counter, kind, mark_flow, parse, tcp_action, udp_action, udp_policy,
-    FlowHeader, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord, IfaceTable, Parsed,
-    TcpAction, TcpDataRecord, TcpRecord, UdpAction, UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
-    L4, MAX_SNAPLEN,
+    FlowHeader, FlowHeaderV4, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord,
+    IfaceTable, Parsed, TcpAction, TcpDataRecord, TcpTail, UdpAction, DEFAULT_MAX_FLOWS,
+    DEFAULT_SNAPLEN, L4, MAX_SNAPLEN,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
@@ -258,16 +258,7 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
         }
         L4::Tcp {
             seq, ack, window, ..
-        } => emit_tcp(
-            c,
-            &TcpRecord {
-                hdr,
-                seq,
-                ack,
-                window,
-                pad: [0; 6],
-            },
-        )?,
+        } => emit_tcp(c, &hdr, seq, ack, window)?,
         L4::Icmp(q) => emit_icmp(c, &hdr, &q)?,
         L4::Udp { payload_off } => {
             if hdr.kind == kind::UDP_META {
@@ -289,16 +280,59 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
     ctx.ingress_ifindex() as u32
 }
 
-/// Reserves and submits a header-only TCP record.
+/// Builds a header-only TCP record in the scratch buffer and copies it.
 #[inline(always)]
-fn emit_tcp(c: Counters, rec: &TcpRecord) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    entry.write(*rec);
-    entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
-    c.forwarded(counter::BYTES_TCP, size_of::<TcpRecord>());
-    Ok(())
+fn emit_tcp(c: Counters, hdr: &FlowHeader, seq: u32, ack: u32, window: u16) -> Result<(), u32> {
+    let buf = scratch()?;
+    let h = put_header(buf, hdr);
+    put_tcp_tail(buf, h, seq, ack, window);
+    output(c, buf, h + size_of::<TcpTail>(), counter::BYTES_TCP)
+}
+
+/// Writes the record header at the start of the scratch buffer: the compact IPv4 form, or the
+/// full one; returns its length. The full header is written, then an IPv4 one compacted in
+/// place (its destination address and the last 8 bytes moved down): building a
+/// `FlowHeaderV4` apart took more of the program's 512-byte stack than it has.
+#[inline(always)]
+// The buffer is 8-byte aligned and every offset cast below is a multiple of its type's
+// alignment (20 and 32 for `u32`, 24 and 48 for `u64`).
+#[allow(clippy::cast_ptr_alignment)]
+fn put_header(buf: *mut Scratch, hdr: &FlowHeader) -> usize {
+    const V4: usize = size_of::<FlowHeaderV4>();
+    // SAFETY: this CPU's scratch value (see `SCRATCH`): 8-byte aligned and longer than either
+    // header. The moves read and write inside the first 56 bytes, at the offsets of the two
+    // `#[repr(C)]` layouts (asserted in `sensor_ebpf`): `dst_addr` at 32 → 20, the ports and
+    // lengths at 48 → 24.
+    unsafe {
+        buf.cast::<FlowHeader>().write(*hdr);
+        if hdr.ip_version != 4 {
+            return size_of::<FlowHeader>();
+        }
+        let b = buf.cast::<u8>();
+        b.add(20)
+            .cast::<u32>()
+            .write(b.add(32).cast::<u32>().read());
+        b.add(24)
+            .cast::<u64>()
+            .write(b.add(48).cast::<u64>().read());
+    }
+    V4
+}
+
+/// Writes the TCP fields at `at` in the scratch buffer, field by field (as `put_header`).
+#[inline(always)]
+// `at` is 32 or 56 in an 8-byte aligned buffer: aligned for `TcpTail` (4).
+#[allow(clippy::cast_ptr_alignment)]
+fn put_tcp_tail(buf: *mut Scratch, at: usize, seq: u32, ack: u32, window: u16) {
+    // SAFETY: this CPU's scratch value; `at` is a header length (32 or 56), so the 16 bytes
+    // lie inside it, 8-byte aligned.
+    unsafe {
+        let tail = buf.cast::<u8>().add(at).cast::<TcpTail>();
+        (*tail).seq = seq;
+        (*tail).ack = ack;
+        (*tail).window = window;
+        (*tail).pad = [0; 6];
+    }
 }
 
 /// Reserves and submits an ICMP destination-unreachable record.
@@ -350,24 +384,17 @@ fn emit_tcp_data(
     hdr: &FlowHeader,
     tcp: &TcpFields,
 ) -> Result<(), u32> {
-    const FIXED: usize = size_of::<TcpDataRecord<0>>();
     let buf = scratch()?;
     let len = bounded_len(hdr.cap_len);
-    // SAFETY: `buf` points to this CPU's scratch value, valid for the program's run and used by
-    // nothing else meanwhile (see `SCRATCH`); it is 8-byte aligned and `FIXED + MAX_SNAPLEN`
-    // bytes long, so the record at 0 and the payload array at `FIXED` lie inside it and do not
-    // overlap.
+    let h = put_header(buf, hdr);
+    let fixed = h + size_of::<TcpTail>();
+    put_tcp_tail(buf, h, tcp.seq, tcp.ack, tcp.window);
+    // SAFETY: this CPU's scratch value (see `SCRATCH`): the payload array at `fixed` (at most
+    // 72) lies inside its `72 + MAX_SNAPLEN` bytes, after the header and the tail.
     let data = unsafe {
-        buf.cast::<TcpRecord>().write(TcpRecord {
-            hdr: *hdr,
-            seq: tcp.seq,
-            ack: tcp.ack,
-            window: tcp.window,
-            pad: [0; 6],
-        });
         &mut *buf
             .cast::<u8>()
-            .add(FIXED)
+            .add(fixed)
             .cast::<[u8; MAX_SNAPLEN as usize]>()
     };
     load_head(ctx, tcp.payload_off, len, data)?;
@@ -377,7 +404,7 @@ fn emit_tcp_data(
         }
         mark_flow(&mut Flows, hdr, class, &mut |s| c.bump(s));
     }
-    output(c, buf, FIXED + len, counter::BYTES_TCP_DATA)
+    output(c, buf, fixed + len, counter::BYTES_TCP_DATA)
 }
 
 /// `cap` (at most `MAX_SNAPLEN`, which `parse` guarantees) in a form the verifier can bound:
@@ -461,35 +488,22 @@ fn emit_udp(
     hdr: &FlowHeader,
     payload_off: usize,
 ) -> Result<(), u32> {
-    const FIXED: usize = size_of::<UdpRecord<0>>();
     let buf = scratch()?;
     let len = bounded_len(hdr.cap_len);
-    // SAFETY: as in `emit_tcp_data`: this CPU's scratch value, aligned and long enough for the
-    // header at 0 and the payload array at `FIXED`.
-    let data = unsafe {
-        buf.cast::<FlowHeader>().write(*hdr);
-        &mut *buf
-            .cast::<u8>()
-            .add(FIXED)
-            .cast::<[u8; MAX_SNAPLEN as usize]>()
-    };
+    let h = put_header(buf, hdr);
+    // SAFETY: as in `emit_tcp_data`: the payload array at `h` (at most 56) lies inside this
+    // CPU's scratch value.
+    let data = unsafe { &mut *buf.cast::<u8>().add(h).cast::<[u8; MAX_SNAPLEN as usize]>() };
     load_head(ctx, payload_off, len, data)?;
-    output(c, buf, FIXED + len, counter::BYTES_UDP)
+    output(c, buf, h + len, counter::BYTES_UDP)
 }
 
-/// Reserves and submits a UDP metadata record: the header, no payload.
+/// Builds a UDP metadata record (the header, no payload) and copies it.
 #[inline(always)]
 fn emit_udp_meta(c: Counters, hdr: &FlowHeader) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<UdpRecord<0>>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    entry.write(UdpRecord {
-        hdr: *hdr,
-        data: [],
-    });
-    entry.submit(wakeup_flags(size_of::<UdpRecord<0>>() as u64));
-    c.forwarded(counter::BYTES_UDP_META, size_of::<UdpRecord<0>>());
-    Ok(())
+    let buf = scratch()?;
+    let h = put_header(buf, hdr);
+    output(c, buf, h, counter::BYTES_UDP_META)
 }
 
 /// Wake the reader only when this record pushed the unread bytes across the watermark.

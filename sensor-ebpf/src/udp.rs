@@ -161,10 +161,7 @@ fn short_class_of(b: &[u8; 8], cap: u32) -> Option<UdpClass> {
 }
 
 /// `bt-search` (first 8 bytes) as two big-endian words.
-const LSD_FOLDED: (u32, u32) = (
-    u32::from_be_bytes(*b"bt-s"),
-    u32::from_be_bytes(*b"earc"),
-);
+const LSD_FOLDED: (u32, u32) = (u32::from_be_bytes(*b"bt-s"), u32::from_be_bytes(*b"earc"));
 /// The BEP 15 protocol id `0x41727101980` as two big-endian words.
 const TRACKER_ID_HI: u32 = 0x0000_0417;
 const TRACKER_ID_LO: u32 = 0x2710_1980;

@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sensor_ebpf::{
-    has_payload, kind, record_len, FlowHeader, IcmpQuote, IcmpRecord, TcpRecord, MAX_SNAPLEN,
+    has_payload, header_len, kind, record_len, FlowHeader, FlowHeaderV4, IcmpQuote, IcmpRecord,
+    TcpTail, MAX_SNAPLEN,
 };
 
 use crate::event::{
@@ -96,11 +97,20 @@ impl Default for MonotonicClock {
     }
 }
 
-/// Reads the header of a record (unaligned: ring records are only 8-byte aligned, and a copy may
-/// not be aligned at all).
+/// Reads the header of a record, the compact IPv4 one expanded (unaligned: ring records are
+/// only 8-byte aligned, and a copy may not be aligned at all).
 pub fn header(record: &[u8]) -> Result<FlowHeader, DecodeError> {
-    if record.len() < size_of::<FlowHeader>() {
+    // `kind` and `ip_version` open both layouts.
+    let (Some(&kind), Some(&ip_version)) = (record.first(), record.get(1)) else {
         return Err(DecodeError::Short(record.len()));
+    };
+    if record.len() < header_len(kind, ip_version) {
+        return Err(DecodeError::Short(record.len()));
+    }
+    if header_len(kind, ip_version) == size_of::<FlowHeaderV4>() {
+        // SAFETY: length checked; FlowHeaderV4 is plain old data valid for any bit pattern.
+        let v4 = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<FlowHeaderV4>()) };
+        return Ok(v4.expand());
     }
     // SAFETY: length checked; FlowHeader is plain old data valid for any bit pattern.
     Ok(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<FlowHeader>()) })
@@ -108,8 +118,9 @@ pub fn header(record: &[u8]) -> Result<FlowHeader, DecodeError> {
 
 /// Decodes one ring record. The event borrows its payload head from `record`.
 ///
-/// A record is exactly as long as its kind says: the fixed size, or for a payload kind the
-/// fixed part plus `cap_len` bytes ([`record_len`]). The ring reports each record's own
+/// A record is its header (the compact [`FlowHeaderV4`] for IPv4 but ICMP, the
+/// [`FlowHeader`] otherwise), its kind's fixed fields, and for a payload kind exactly `cap_len`
+/// bytes ([`record_len`]). The ring reports each record's own
 /// length, so a longer or shorter one is malformed, not padding.
 pub fn decode<'a>(
     record: &'a [u8],
@@ -134,15 +145,15 @@ pub fn decode<'a>(
     }
     let detail = match hdr.kind {
         kind::TCP | kind::TCP_DATA => {
-            // A data record's control fields share TcpRecord's layout; the payload follows.
-            // SAFETY: both kinds are at least a TcpRecord long (length checked above), and
-            // TcpRecord is plain old data valid for any bit pattern.
-            let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
+            let at = header_len(hdr.kind, hdr.ip_version);
+            // SAFETY: the record holds the header, the tail and `cap_len` bytes (its length
+            // was checked against `record_len` above); TcpTail is plain old data.
+            let tail = unsafe { std::ptr::read_unaligned(record[at..].as_ptr().cast::<TcpTail>()) };
             Detail::Tcp {
-                seq: rec.seq,
-                ack: rec.ack,
-                window: rec.window,
-                head: &record[size_of::<TcpRecord>()..],
+                seq: tail.seq,
+                ack: tail.ack,
+                window: tail.window,
+                head: &record[at + size_of::<TcpTail>()..],
             }
         }
         kind::ICMP => {
@@ -160,7 +171,7 @@ pub fn decode<'a>(
             })
         }
         // UDP and UDP metadata (`cap_len` bytes, none for metadata: checked above).
-        _ => Detail::Udp(&record[size_of::<FlowHeader>()..]),
+        _ => Detail::Udp(&record[header_len(hdr.kind, hdr.ip_version)..]),
     };
     event_from_header(&hdr, detail, clock.wall(hdr.ts_ns))
 }
@@ -271,6 +282,7 @@ fn endpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sensor_ebpf::TcpRecord;
 
     fn as_bytes<T>(value: &T) -> &[u8] {
         // SAFETY: test-only view of a POD struct.
@@ -316,7 +328,8 @@ mod tests {
             window: 64240,
             pad: [0; 6],
         };
-        let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
+        let bytes = wire(&rec);
+        let ev = decode(&bytes, &MonotonicClock::identity()).unwrap();
         assert_eq!(ev.src, "192.0.2.10:6881".parse().unwrap());
         assert_eq!(ev.dst, "203.0.113.7:51413".parse().unwrap());
         assert_eq!(ev.ts, Timestamp::from_nanos(1_000_000_123));
@@ -335,9 +348,23 @@ mod tests {
         assert_eq!(ev.kind(), crate::event::EventKind::Syn);
     }
 
-    /// A payload record: the fixed part, then the payload bytes.
+    /// A record as the ring holds it, from its full-layout fixed part (a `FlowHeader` first)
+    /// and payload: for IPv4 (but ICMP) the header compacted to 32 bytes, by the offsets of
+    /// the full layout: kind to timestamp (0..16), the first 4 bytes of each address (16, 32),
+    /// ports and lengths (48..56).
     fn with_payload<T>(fixed: &T, payload: &[u8]) -> Vec<u8> {
-        [as_bytes(fixed), payload].concat()
+        let full = as_bytes(fixed);
+        let mut out = if full[1] == 4 && full[0] != kind::ICMP {
+            [&full[..20], &full[32..36], &full[48..]].concat()
+        } else {
+            full.to_vec()
+        };
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn wire<T>(fixed: &T) -> Vec<u8> {
+        with_payload(fixed, &[])
     }
 
     #[test]
@@ -348,7 +375,7 @@ mod tests {
         let mut head = [0xaa; 100];
         head[..3].copy_from_slice(b"d1:");
         let rec = with_payload(&hdr, &head);
-        assert_eq!(rec.len(), 156, "exactly the header and the head");
+        assert_eq!(rec.len(), 156, "exactly the (IPv6) header and the head");
         let ev = decode(&rec, &MonotonicClock::identity()).unwrap();
         assert_eq!(ev.src, "[2001:db8::10]:6881".parse().unwrap());
         let Transport::Udp(udp) = ev.transport else {
@@ -394,13 +421,13 @@ mod tests {
 
         let rec = bare(header(99, 4));
         assert_eq!(
-            decode(as_bytes(&rec), &clock).unwrap_err(),
+            decode(&wire(&rec), &clock).unwrap_err(),
             DecodeError::UnknownKind(99)
         );
 
         let rec = bare(header(kind::TCP, 5));
         assert_eq!(
-            decode(as_bytes(&rec), &clock).unwrap_err(),
+            decode(&wire(&rec), &clock).unwrap_err(),
             DecodeError::BadIpVersion(5)
         );
 
@@ -409,8 +436,9 @@ mod tests {
         hdr.payload_len = 1000;
         hdr.cap_len = 129;
         let rec = with_payload(&hdr, &[0; 129]);
+        assert_eq!(rec.len(), 32 + 129, "the compact IPv4 header");
         assert!(decode(&rec, &clock).is_ok());
-        for len in [56, 56 + 128, 56 + 130] {
+        for len in [32, 32 + 128, 32 + 130, 56 + 129] {
             let mut cut = rec.clone();
             cut.resize(len, 0);
             assert_eq!(
@@ -418,12 +446,17 @@ mod tests {
                 DecodeError::BadLength {
                     kind: kind::UDP,
                     len,
-                    expected: 56 + 129
+                    expected: 32 + 129
                 }
             );
         }
+        // Shorter than the header its first two bytes announce.
+        assert_eq!(
+            decode(&rec[..31], &clock).unwrap_err(),
+            DecodeError::Short(31)
+        );
         // A header-only record with bytes after it.
-        let mut long = as_bytes(&bare(header(kind::TCP, 4))).to_vec();
+        let mut long = wire(&bare(header(kind::TCP, 4)));
         long.push(0);
         assert!(matches!(
             decode(&long, &clock),
@@ -448,7 +481,7 @@ mod tests {
         hdr.payload_len = 10;
         hdr.cap_len = 10;
         assert!(matches!(
-            decode(as_bytes(&hdr), &clock),
+            decode(&wire(&hdr), &clock),
             Err(DecodeError::BadCapLen { .. })
         ));
         // The kinds of the retired fixed-size classes.
