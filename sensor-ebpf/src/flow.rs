@@ -16,9 +16,7 @@
 //! insert, so a flow that goes quiet is eventually forgotten without any timer.
 
 use crate::parse::be32;
-use crate::{
-    counter, kind, tcp_data_class, tcp_flag, tcp_record_counter, FlowHeader, Frame, Parsed, L4,
-};
+use crate::{counter, kind, tcp_flag, tcp_record_counter, FlowHeader, Frame, Parsed, L4};
 
 /// What a marked flow carries.
 pub mod flow_class {
@@ -156,7 +154,7 @@ pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
         let Some(class) = probe_class(frame, payload_off) else {
             return header_only(p, counter::TCP_OTHER);
         };
-        p.hdr.kind = tcp_data_class(u32::from(p.hdr.cap_len)).0;
+        p.hdr.kind = kind::TCP_DATA;
         return TcpAction::Probe(class);
     };
     let has_payload = p.hdr.payload_len > 0;
@@ -173,7 +171,7 @@ pub fn tcp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
     if !forward {
         return header_only(p, counter::TCP_OVER_BUDGET);
     }
-    p.hdr.kind = tcp_data_class(u32::from(p.hdr.cap_len)).0;
+    p.hdr.kind = kind::TCP_DATA;
     TcpAction::Data(match control {
         Some(slot) => slot,
         None => counter::REC_TCP_DATA,

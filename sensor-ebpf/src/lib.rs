@@ -1,11 +1,12 @@
 //! Record ABI shared by the XDP program (`src/main.rs`) and the userspace agent.
 //!
 //! Every record starts with a [`FlowHeader`]; its `kind` says which record follows. Records are
-//! `#[repr(C)]` with explicit padding so both sides agree byte for byte, and fixed-size because the
-//! verifier only accepts constant-size ring reservations (`bpf_ringbuf_reserve` takes its size as
-//! ARG_CONST_ALLOC_SIZE_OR_ZERO, kernel `kernel/bpf/ringbuf.c`): UDP payload prefixes therefore
-//! come in three size classes ([`UDP_CLASSES`]) instead of one large record that would waste the
-//! ring.
+//! `#[repr(C)]` with explicit padding so both sides agree byte for byte. Header-only records
+//! have a fixed size; payload records ([`kind::UDP`], [`kind::TCP_DATA`]) are their fixed part
+//! followed by exactly `cap_len` payload bytes ([`record_len`]), so the ring carries no
+//! rounding. `bpf_ringbuf_reserve` only takes a constant size (ARG_CONST_ALLOC_SIZE_OR_ZERO,
+//! kernel `kernel/bpf/ringbuf.c`), so the program builds a payload record in a per-CPU scratch
+//! buffer and copies it with `bpf_ringbuf_output`, whose size may vary within known bounds.
 //!
 //! Multi-byte integer fields are in host byte order; addresses stay in network order.
 #![no_std]
@@ -19,23 +20,21 @@
 use core::mem::size_of;
 
 /// Record kinds (`FlowHeader::kind`).
+///
+/// Kinds 3, 4, 7, 8 and 9 were the payload size classes of the fixed-size records this ABI
+/// replaced; they are not reused, so a mixed-up object and agent fail to decode.
 pub mod kind {
     /// A TCP segment carrying SYN, RST or FIN: [`super::TcpRecord`].
     pub const TCP: u8 = 1;
-    /// A UDP datagram with a payload, plus its head: [`super::UdpRecord`] in one of three classes.
-    pub const UDP_128: u8 = 2;
-    pub const UDP_512: u8 = 3;
-    pub const UDP_2048: u8 = 4;
+    /// A UDP datagram with a payload: a [`super::FlowHeader`] followed by exactly `cap_len`
+    /// payload bytes ([`super::UdpRecord`]'s layout, of variable length).
+    pub const UDP: u8 = 2;
     /// An ICMP/ICMPv6 destination-unreachable quoting a TCP or UDP packet: [`super::IcmpRecord`].
     pub const ICMP: u8 = 5;
-    /// A TCP segment of a marked flow with its payload head: [`super::TcpDataRecord`] in one of
-    /// three classes. Its flags may include FIN or RST (never SYN).
-    pub const TCP_DATA_128: u8 = 6;
-    pub const TCP_DATA_512: u8 = 7;
-    pub const TCP_DATA_2048: u8 = 8;
-    /// A UDP datagram whose payload head fits 32 bytes: uTP control packets, and the bare uTP
-    /// header of a peer-wire DATA packet too large to be a control message.
-    pub const UDP_32: u8 = 9;
+    /// A TCP segment of a marked flow: the [`super::TcpRecord`] fields followed by exactly
+    /// `cap_len` payload bytes ([`super::TcpDataRecord`]'s layout, of variable length). Its
+    /// flags may include FIN or RST (never SYN).
+    pub const TCP_DATA: u8 = 6;
     /// A UDP datagram without its payload ([`super::UdpRecord`] of capacity 0, `cap_len` 0):
     /// the compact metadata record `--udp-scan` asks for when the payload carries no
     /// coordination message.
@@ -82,7 +81,91 @@ pub struct FlowHeader {
     pub cap_len: u16,
 }
 
-/// A TCP segment with SYN, RST or FIN set.
+/// The header of an IPv4 record (every kind but [`kind::ICMP`], whose quoted packet may be
+/// IPv6): [`FlowHeader`]'s fields with 4-byte addresses, 24 bytes shorter. It replaces the
+/// [`FlowHeader`] at the start of the record; `ip_version` (4) is at the same offset in both,
+/// so a reader tells them apart by that byte ([`header_len`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowHeaderV4 {
+    pub kind: u8,
+    pub ip_version: u8,
+    pub vlan_depth: u8,
+    pub tcp_flags: u8,
+    pub ifindex: u32,
+    pub ts_ns: u64,
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload_len: u16,
+    pub cap_len: u16,
+}
+
+impl FlowHeaderV4 {
+    /// The compact form of an IPv4 header (the address bytes past the fourth are zero).
+    #[inline(always)]
+    pub const fn of(h: &FlowHeader) -> Self {
+        Self {
+            kind: h.kind,
+            ip_version: h.ip_version,
+            vlan_depth: h.vlan_depth,
+            tcp_flags: h.tcp_flags,
+            ifindex: h.ifindex,
+            ts_ns: h.ts_ns,
+            src_addr: [h.src_addr[0], h.src_addr[1], h.src_addr[2], h.src_addr[3]],
+            dst_addr: [h.dst_addr[0], h.dst_addr[1], h.dst_addr[2], h.dst_addr[3]],
+            src_port: h.src_port,
+            dst_port: h.dst_port,
+            payload_len: h.payload_len,
+            cap_len: h.cap_len,
+        }
+    }
+
+    /// The full header it stands for.
+    pub const fn expand(&self) -> FlowHeader {
+        let (s, d) = (self.src_addr, self.dst_addr);
+        FlowHeader {
+            kind: self.kind,
+            ip_version: self.ip_version,
+            vlan_depth: self.vlan_depth,
+            tcp_flags: self.tcp_flags,
+            ifindex: self.ifindex,
+            ts_ns: self.ts_ns,
+            src_addr: [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst_addr: [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            payload_len: self.payload_len,
+            cap_len: self.cap_len,
+        }
+    }
+}
+
+/// Length of the header a record of this kind and IP version starts with: the compact
+/// [`FlowHeaderV4`] for IPv4 (but ICMP), the [`FlowHeader`] otherwise.
+#[inline(always)]
+pub const fn header_len(kind: u8, ip_version: u8) -> usize {
+    if ip_version == 4 && kind != kind::ICMP {
+        size_of::<FlowHeaderV4>()
+    } else {
+        size_of::<FlowHeader>()
+    }
+}
+
+/// The TCP fields that follow the header in [`kind::TCP`] and [`kind::TCP_DATA`] records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpTail {
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
+    pub pad: [u8; 6],
+}
+
+/// A TCP segment with SYN, RST or FIN set (the IPv6 layout; an IPv4 record has a
+/// [`FlowHeaderV4`] in place of `hdr`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpRecord {
@@ -139,42 +222,40 @@ pub struct UdpRecord<const N: usize> {
     pub data: [u8; N],
 }
 
-/// UDP record classes: (kind, payload capacity). Capacities are powers of two, which the eBPF
-/// side relies on to prove copy lengths to the verifier.
-pub const UDP_CLASSES: [(u8, usize); 4] = [
-    (kind::UDP_32, 32),
-    (kind::UDP_128, 128),
-    (kind::UDP_512, 512),
-    (kind::UDP_2048, 2048),
-];
-
-/// TCP data record classes, as [`UDP_CLASSES`].
-pub const TCP_DATA_CLASSES: [(u8, usize); 3] = [
-    (kind::TCP_DATA_128, 128),
-    (kind::TCP_DATA_512, 512),
-    (kind::TCP_DATA_2048, 2048),
-];
-
-/// Largest snap length the program can honour (the largest class).
+/// Largest snap length the program can honour (the scratch buffer's payload room).
 pub const MAX_SNAPLEN: u32 = 2048;
 /// Default snap length: a full UDP payload in a 1500-byte IPv4 packet.
 pub const DEFAULT_SNAPLEN: u32 = 1472;
 
-/// Size in bytes of a record of the given kind, or `None` for an unknown kind.
-pub const fn record_size(kind: u8) -> Option<usize> {
+/// Size in bytes of the part of a record after its header: all of it for header-only kinds,
+/// the part before the payload for [`kind::UDP`] and [`kind::TCP_DATA`]; `None` for an
+/// unknown kind.
+pub const fn tail_size(kind: u8) -> Option<usize> {
     match kind {
-        kind::TCP => Some(size_of::<TcpRecord>()),
-        kind::UDP_32 => Some(size_of::<UdpRecord<32>>()),
-        kind::UDP_META => Some(size_of::<UdpRecord<0>>()),
-        kind::UDP_128 => Some(size_of::<UdpRecord<128>>()),
-        kind::UDP_512 => Some(size_of::<UdpRecord<512>>()),
-        kind::UDP_2048 => Some(size_of::<UdpRecord<2048>>()),
-        kind::ICMP => Some(size_of::<IcmpRecord>()),
-        kind::TCP_DATA_128 => Some(size_of::<TcpDataRecord<128>>()),
-        kind::TCP_DATA_512 => Some(size_of::<TcpDataRecord<512>>()),
-        kind::TCP_DATA_2048 => Some(size_of::<TcpDataRecord<2048>>()),
+        kind::TCP | kind::TCP_DATA => Some(size_of::<TcpTail>()),
+        kind::UDP | kind::UDP_META => Some(0),
+        kind::ICMP => Some(size_of::<IcmpRecord>() - size_of::<FlowHeader>()),
         _ => None,
     }
+}
+
+/// Whether records of this kind carry `cap_len` payload bytes after their fixed part.
+pub const fn has_payload(kind: u8) -> bool {
+    matches!(kind, kind::UDP | kind::TCP_DATA)
+}
+
+/// Size in bytes of the record `hdr` heads: what the program puts in the ring, and what the
+/// offline pre-filter counts. `None` for an unknown kind.
+pub const fn record_len(hdr: &FlowHeader) -> Option<usize> {
+    let Some(tail) = tail_size(hdr.kind) else {
+        return None;
+    };
+    let fixed = header_len(hdr.kind, hdr.ip_version) + tail;
+    Some(if has_payload(hdr.kind) {
+        fixed + hdr.cap_len as usize
+    } else {
+        fixed
+    })
 }
 
 /// Slots of the per-CPU `COUNTERS` array. Userspace sums them over CPUs at scrape time.
@@ -222,7 +303,7 @@ pub mod counter {
     /// seen by the program.
     pub const FLOWS_ENDED: u32 = 21;
     /// UDP datagrams with a payload that has none of the coordination shapes
-    /// ([`super::udp_class`]'s policy): not forwarded.
+    /// (`udp_class_of`, the classified policy): not forwarded.
     pub const UDP_UNCLASSIFIED: u32 = 22;
     /// Compact metadata records (`--udp-scan`): a UDP datagram without its payload.
     pub const REC_UDP_META: u32 = 23;
@@ -296,9 +377,7 @@ pub mod counter {
     pub const fn bytes_of(kind: u8) -> u32 {
         match kind {
             super::kind::TCP => BYTES_TCP,
-            super::kind::TCP_DATA_128 | super::kind::TCP_DATA_512 | super::kind::TCP_DATA_2048 => {
-                BYTES_TCP_DATA
-            }
+            super::kind::TCP_DATA => BYTES_TCP_DATA,
             super::kind::ICMP => BYTES_ICMP,
             super::kind::UDP_META => BYTES_UDP_META,
             _ => BYTES_UDP,
@@ -326,32 +405,6 @@ pub const fn tcp_record_counter(flags: u8) -> Option<u32> {
     }
 }
 
-/// UDP record class (kind, capacity) for a copy of `cap_len` bytes.
-#[inline(always)]
-pub const fn udp_class(cap_len: u32) -> (u8, usize) {
-    if cap_len <= 32 {
-        UDP_CLASSES[0]
-    } else if cap_len <= 128 {
-        UDP_CLASSES[1]
-    } else if cap_len <= 512 {
-        UDP_CLASSES[2]
-    } else {
-        UDP_CLASSES[3]
-    }
-}
-
-/// TCP data record class (kind, capacity) for a copy of `cap_len` bytes.
-#[inline(always)]
-pub const fn tcp_data_class(cap_len: u32) -> (u8, usize) {
-    if cap_len <= 128 {
-        TCP_DATA_CLASSES[0]
-    } else if cap_len <= 512 {
-        TCP_DATA_CLASSES[1]
-    } else {
-        TCP_DATA_CLASSES[2]
-    }
-}
-
 mod flow;
 mod parse;
 // Conditions combined with `&`/`|` on purpose: each `&&`/`||` is a branch the verifier walks.
@@ -370,6 +423,8 @@ pub use udp::{
 
 // Layout is ABI: pin it so a careless edit fails to compile instead of corrupting records.
 const _: () = assert!(size_of::<FlowHeader>() == 56);
+const _: () = assert!(size_of::<FlowHeaderV4>() == 32);
+const _: () = assert!(size_of::<TcpTail>() == 16);
 const _: () = assert!(size_of::<TcpRecord>() == 72);
 const _: () = assert!(size_of::<UdpRecord<0>>() == 56);
 const _: () = assert!(size_of::<UdpRecord<32>>() == 56 + 32);
@@ -441,6 +496,8 @@ mod user {
     unsafe impl aya::Pod for super::FlowHeader {}
     // SAFETY: a `FlowHeader` plus integers and explicit `pad`, 72 bytes with no implicit padding.
     unsafe impl aya::Pod for super::TcpRecord {}
+    // SAFETY: `#[repr(C)]` integers and byte arrays, 32 bytes with no implicit padding.
+    unsafe impl aya::Pod for super::FlowHeaderV4 {}
     // SAFETY: a `FlowHeader` plus integers, byte arrays and explicit `pad`/`pad2`, 104 bytes with
     // no implicit padding.
     unsafe impl aya::Pod for super::IcmpRecord {}
@@ -562,7 +619,7 @@ mod tests {
         let p = r.unwrap();
         assert_eq!(
             (p.hdr.payload_len, p.hdr.cap_len, p.hdr.kind),
-            (1000, 256, kind::UDP_512)
+            (1000, 256, kind::UDP)
         );
         assert_eq!(seen, [counter::IPV4, counter::UDP_TRUNCATED]);
         // Larger than the largest class is clamped.
@@ -612,17 +669,38 @@ mod tests {
     }
 
     #[test]
-    fn udp_classes_are_the_smallest_that_fit() {
-        assert_eq!(udp_class(0).0, kind::UDP_32);
-        assert_eq!(udp_class(32).0, kind::UDP_32);
-        assert_eq!(udp_class(33).0, kind::UDP_128);
-        assert_eq!(udp_class(128).0, kind::UDP_128);
-        assert_eq!(udp_class(129).0, kind::UDP_512);
-        assert_eq!(udp_class(512).0, kind::UDP_512);
-        assert_eq!(udp_class(513).0, kind::UDP_2048);
-        for (k, cap) in UDP_CLASSES {
-            assert!(cap.is_power_of_two());
-            assert_eq!(record_size(k), Some(size_of::<FlowHeader>() + cap));
+    fn payload_records_are_exactly_their_fixed_part_and_payload() {
+        let (r, _) = run(&udp_frame(&[7; 61]), DEFAULT_SNAPLEN);
+        let hdr = r.unwrap().hdr;
+        assert_eq!((hdr.kind, hdr.cap_len), (kind::UDP, 61));
+        // IPv4: the 32-byte compact header.
+        assert_eq!(record_len(&hdr), Some(32 + 61));
+        let v6 = FlowHeader {
+            ip_version: 6,
+            ..hdr
+        };
+        assert_eq!(record_len(&v6), Some(56 + 61));
+        let (r, _) = run(&SYN, DEFAULT_SNAPLEN);
+        assert_eq!(record_len(&r.unwrap().hdr), Some(32 + 16));
+        let mut data = FlowHeader {
+            kind: kind::TCP_DATA,
+            ..hdr
+        };
+        data.cap_len = 5;
+        assert_eq!(record_len(&data), Some(48 + 5));
+        // ICMP keeps the full header (its quote may be IPv6).
+        let icmp = FlowHeader {
+            kind: kind::ICMP,
+            ..hdr
+        };
+        assert_eq!(record_len(&icmp), Some(104));
+        assert_eq!(FlowHeaderV4::of(&hdr).expand(), hdr);
+        // Header-only kinds ignore `cap_len`; retired class kinds are unknown.
+        data.kind = kind::UDP_META;
+        assert_eq!(record_len(&data), Some(32));
+        for retired in [3, 4, 7, 8, 9] {
+            data.kind = retired;
+            assert_eq!(record_len(&data), None);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! [`sensor_ebpf::parse`] decides (shared with the offline pcap path):
 //! - TCP with SYN, RST or FIN  -> a [`TcpRecord`] (5-tuple, flags, seq/ack);
 //! - UDP with a payload        -> a [`UdpRecord`] holding the true length and a payload prefix of
-//!   up to `SNAPLEN` bytes, in the smallest size class that fits, when the payload can carry
+//!   up to `SNAPLEN` bytes, exactly as long as the prefix, when the payload can carry
 //!   coordination ([`sensor_ebpf::udp_action`] decides by `UDP_POLICY`, also shared with the
 //!   offline path);
 //! - TCP payload of a flow marked in `FLOWS` -> a [`TcpDataRecord`] ([`sensor_ebpf::tcp_action`]
@@ -31,21 +31,20 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use sensor_ebpf::{
     confirm_signature, counter, kind, mark_flow, parse, tcp_action, udp_action, udp_policy,
-    FlowHeader, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord, IfaceTable, Parsed,
-    TcpAction, TcpDataRecord, TcpRecord, UdpAction, UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
-    L4,
+    FlowHeader, FlowHeaderV4, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord,
+    IfaceTable, Parsed, TcpAction, TcpDataRecord, TcpTail, UdpAction, DEFAULT_MAX_FLOWS,
+    DEFAULT_SNAPLEN, L4, MAX_SNAPLEN,
 };
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
 #[no_mangle]
 static SNAPLEN: u32 = DEFAULT_SNAPLEN;
 
-/// How UDP payloads are forwarded (`sensor_ebpf::udp_policy`); set at load time. The
-/// classified policies do not pass the verifier yet (the program then exceeds its
-/// million-instruction budget), so the loader sets `FULL`, which the verifier sees as a
-/// constant and prunes the classification from.
+/// How UDP payloads are forwarded (`sensor_ebpf::udp_policy`); set at load time. The verifier
+/// sees it as a constant and prunes the policies not loaded. The classified policy is the
+/// default of `sensor run`; `FULL` stays for comparison.
 #[no_mangle]
-static UDP_POLICY: u32 = udp_policy::FULL;
+static UDP_POLICY: u32 = udp_policy::CLASSIFIED;
 
 /// Records are submitted without waking the reader (it drains on a timer), except when a record
 /// makes the unread data cross this many bytes. Default wakeups cost ~1 µs each in a VM.
@@ -56,6 +55,20 @@ static WAKEUP_BYTES: u32 = 256 * 1024;
 /// Ring of records; userspace resizes it at load time (`map_max_entries`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Room for the largest payload record: the TCP data record's fixed part and `MAX_SNAPLEN`
+/// payload bytes.
+const SCRATCH_BYTES: usize = size_of::<TcpDataRecord<0>>() + MAX_SNAPLEN as usize;
+
+/// A payload record being built (8-byte aligned, as ring records are).
+#[repr(C, align(8))]
+struct Scratch([u8; SCRATCH_BYTES]);
+
+/// One record-building buffer per CPU: a payload record is assembled here and copied into the
+/// ring with its exact length (`bpf_ringbuf_output`), since a ring reservation's size must be
+/// a constant. XDP does not preempt itself on a CPU, so the buffer has one user at a time.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Flows whose payload is forwarded; userspace may resize it at load time.
 #[map]
@@ -233,7 +246,7 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
             ack,
             window,
             payload_off,
-        } if hdr.kind != kind::TCP => {
+        } if hdr.kind == kind::TCP_DATA => {
             let tcp = TcpFields {
                 seq,
                 ack,
@@ -241,32 +254,19 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
                 payload_off,
                 probe,
             };
-            match hdr.kind {
-                kind::TCP_DATA_128 => emit_tcp_data::<128>(ctx, c, &hdr, &tcp)?,
-                kind::TCP_DATA_512 => emit_tcp_data::<512>(ctx, c, &hdr, &tcp)?,
-                _ => emit_tcp_data::<2048>(ctx, c, &hdr, &tcp)?,
-            }
+            emit_tcp_data(ctx, c, &hdr, &tcp)?;
         }
         L4::Tcp {
             seq, ack, window, ..
-        } => emit_tcp(
-            c,
-            &TcpRecord {
-                hdr,
-                seq,
-                ack,
-                window,
-                pad: [0; 6],
-            },
-        )?,
+        } => emit_tcp(c, &hdr, seq, ack, window)?,
         L4::Icmp(q) => emit_icmp(c, &hdr, &q)?,
-        L4::Udp { payload_off } => match hdr.kind {
-            kind::UDP_META => emit_udp_meta(c, &hdr)?,
-            kind::UDP_32 => emit_udp::<32>(ctx, c, &hdr, payload_off)?,
-            kind::UDP_128 => emit_udp::<128>(ctx, c, &hdr, payload_off)?,
-            kind::UDP_512 => emit_udp::<512>(ctx, c, &hdr, payload_off)?,
-            _ => emit_udp::<2048>(ctx, c, &hdr, payload_off)?,
-        },
+        L4::Udp { payload_off } => {
+            if hdr.kind == kind::UDP_META {
+                emit_udp_meta(c, &hdr)?;
+            } else {
+                emit_udp(ctx, c, &hdr, payload_off)?;
+            }
+        }
     }
     c.bump(slot);
     Ok(())
@@ -280,16 +280,59 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
     ctx.ingress_ifindex() as u32
 }
 
-/// Reserves and submits a header-only TCP record.
+/// Builds a header-only TCP record in the scratch buffer and copies it.
 #[inline(always)]
-fn emit_tcp(c: Counters, rec: &TcpRecord) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    entry.write(*rec);
-    entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
-    c.forwarded(counter::BYTES_TCP, size_of::<TcpRecord>());
-    Ok(())
+fn emit_tcp(c: Counters, hdr: &FlowHeader, seq: u32, ack: u32, window: u16) -> Result<(), u32> {
+    let buf = scratch()?;
+    let h = put_header(buf, hdr);
+    put_tcp_tail(buf, h, seq, ack, window);
+    output(c, buf, h + size_of::<TcpTail>(), counter::BYTES_TCP)
+}
+
+/// Writes the record header at the start of the scratch buffer: the compact IPv4 form, or the
+/// full one; returns its length. The full header is written, then an IPv4 one compacted in
+/// place (its destination address and the last 8 bytes moved down): building a
+/// `FlowHeaderV4` apart took more of the program's 512-byte stack than it has.
+#[inline(always)]
+// The buffer is 8-byte aligned and every offset cast below is a multiple of its type's
+// alignment (20 and 32 for `u32`, 24 and 48 for `u64`).
+#[allow(clippy::cast_ptr_alignment)]
+fn put_header(buf: *mut Scratch, hdr: &FlowHeader) -> usize {
+    const V4: usize = size_of::<FlowHeaderV4>();
+    // SAFETY: this CPU's scratch value (see `SCRATCH`): 8-byte aligned and longer than either
+    // header. The moves read and write inside the first 56 bytes, at the offsets of the two
+    // `#[repr(C)]` layouts (asserted in `sensor_ebpf`): `dst_addr` at 32 → 20, the ports and
+    // lengths at 48 → 24.
+    unsafe {
+        buf.cast::<FlowHeader>().write(*hdr);
+        if hdr.ip_version != 4 {
+            return size_of::<FlowHeader>();
+        }
+        let b = buf.cast::<u8>();
+        b.add(20)
+            .cast::<u32>()
+            .write(b.add(32).cast::<u32>().read());
+        b.add(24)
+            .cast::<u64>()
+            .write(b.add(48).cast::<u64>().read());
+    }
+    V4
+}
+
+/// Writes the TCP fields at `at` in the scratch buffer, field by field (as `put_header`).
+#[inline(always)]
+// `at` is 32 or 56 in an 8-byte aligned buffer: aligned for `TcpTail` (4).
+#[allow(clippy::cast_ptr_alignment)]
+fn put_tcp_tail(buf: *mut Scratch, at: usize, seq: u32, ack: u32, window: u16) {
+    // SAFETY: this CPU's scratch value; `at` is a header length (32 or 56), so the 16 bytes
+    // lie inside it, 8-byte aligned.
+    unsafe {
+        let tail = buf.cast::<u8>().add(at).cast::<TcpTail>();
+        (*tail).seq = seq;
+        (*tail).ack = ack;
+        (*tail).window = window;
+        (*tail).pad = [0; 6];
+    }
 }
 
 /// Reserves and submits an ICMP destination-unreachable record.
@@ -325,76 +368,91 @@ struct TcpFields {
     probe: Option<u8>,
 }
 
-/// Reserves a TCP data record of capacity `N`, loads the payload head into it and, for a probe,
-/// checks the signature on the copy (a discarded reservation costs nothing).
+/// The per-CPU scratch buffer.
 #[inline(always)]
-fn emit_tcp_data<const N: usize>(
+fn scratch() -> Result<*mut Scratch, u32> {
+    // Entry 0 of a one-entry array always exists; counted rather than assumed.
+    SCRATCH.get_ptr_mut(0).ok_or(counter::LOAD_ERRORS)
+}
+
+/// Builds a TCP data record in the scratch buffer (control fields, then the payload head) and,
+/// for a probe, checks the signature on the copy before marking the flow.
+#[inline(always)]
+fn emit_tcp_data(
     ctx: &XdpContext,
     c: Counters,
     hdr: &FlowHeader,
     tcp: &TcpFields,
 ) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<TcpDataRecord<N>>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points to the ring slot just reserved: sized and aligned for the record
-    // (aya checks `align_of <= 8`), owned by this program until submit or discard, and written
-    // here only through plain-integer fields. `data` is the payload part of the same slot; it
-    // is last used before the entry is submitted or discarded.
+    let buf = scratch()?;
+    let len = bounded_len(hdr.cap_len);
+    let h = put_header(buf, hdr);
+    let fixed = h + size_of::<TcpTail>();
+    put_tcp_tail(buf, h, tcp.seq, tcp.ack, tcp.window);
+    // SAFETY: this CPU's scratch value (see `SCRATCH`): the payload array at `fixed` (at most
+    // 72) lies inside its `72 + MAX_SNAPLEN` bytes, after the header and the tail.
     let data = unsafe {
-        (*rec).hdr = *hdr;
-        (*rec).seq = tcp.seq;
-        (*rec).ack = tcp.ack;
-        (*rec).window = tcp.window;
-        (*rec).pad = [0; 6];
-        &mut (*rec).data
+        &mut *buf
+            .cast::<u8>()
+            .add(fixed)
+            .cast::<[u8; MAX_SNAPLEN as usize]>()
     };
-    if let Err(e) = load_head::<N>(ctx, tcp.payload_off, hdr.cap_len, data) {
-        entry.discard(0);
-        return Err(e);
-    }
+    load_head(ctx, tcp.payload_off, len, data)?;
     if let Some(class) = tcp.probe {
         if !confirm_signature(class, data, usize::from(hdr.cap_len)) {
-            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
             return Err(counter::TCP_OTHER);
         }
         mark_flow(&mut Flows, hdr, class, &mut |s| c.bump(s));
     }
-    entry.submit(wakeup_flags(size_of::<TcpDataRecord<N>>() as u64));
-    c.forwarded(counter::BYTES_TCP_DATA, size_of::<TcpDataRecord<N>>());
-    Ok(())
+    output(c, buf, fixed + len, counter::BYTES_TCP_DATA)
 }
 
-/// Copies `cap` (at most `N`) payload bytes at `payload_off` into `data`.
+/// `cap` (at most `MAX_SNAPLEN`, which `parse` guarantees) in a form the verifier can bound:
+/// the copy length and the record length both derive from it.
 #[inline(always)]
-// `payload_off` is below `MAX_L4_OFFSET` plus a TCP header and `len <= N <= 2048`: both casts
-// to the helper's `u32` arguments are exact.
-#[allow(clippy::cast_possible_truncation)]
-fn load_head<const N: usize>(
-    ctx: &XdpContext,
-    payload_off: usize,
-    cap: u16,
-    data: &mut [u8; N],
-) -> Result<(), u32> {
-    let cap = u64::from(cap);
+fn bounded_len(cap: u16) -> usize {
+    let cap = usize::from(cap);
     if cap == 0 {
-        return Ok(());
+        return 0;
     }
-    // `bpf_xdp_load_bytes` declares its length ARG_CONST_SIZE (kernel `net/core/filter.c`), so
-    // the verifier needs 1 <= len <= N on the very register passed to the helper. LLVM knows
-    // cap <= N and would fold a plain `& (N - 1)` away, so the mask goes through a volatile
-    // stack slot: opaque to LLVM, an exact constant to the verifier. N is a power of two and
-    // 1 <= cap <= N, so this is the identity.
-    let mask: u64 = N as u64 - 1;
+    // LLVM may know cap <= MAX_SNAPLEN (from `parse`) and fold a plain mask away, leaving the
+    // verifier no bound: the mask goes through a volatile stack slot, opaque to LLVM and an
+    // exact constant to the verifier. `MAX_SNAPLEN` is a power of two and
+    // 1 <= cap <= MAX_SNAPLEN, so this is the identity, with 1 <= result <= MAX_SNAPLEN proven.
+    let mask: usize = MAX_SNAPLEN as usize - 1;
     // SAFETY: reads a local through a pointer to it: valid, aligned and initialised.
     let mask = unsafe { core::ptr::read_volatile(&raw const mask) };
-    let len = (((cap - 1) & mask) + 1) as u32;
-    // SAFETY: `ctx.ctx` is the program's own context; `data` is writable for `N` bytes and
-    // `1 <= len <= N`. The helper checks `payload_off + len` against the packet and fails
-    // with an error instead of reading past it.
-    let ret =
-        unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, data.as_mut_ptr().cast(), len) };
+    ((cap - 1) & mask) + 1
+}
+
+/// Copies `len` (0 to `MAX_SNAPLEN`, from [`bounded_len`]) payload bytes at `payload_off` into
+/// `data`.
+#[inline(always)]
+// `payload_off` is below `MAX_L4_OFFSET` plus a TCP header and `len <= MAX_SNAPLEN`: both casts
+// to the helper's `u32` arguments are exact.
+#[allow(clippy::cast_possible_truncation)]
+fn load_head(
+    ctx: &XdpContext,
+    payload_off: usize,
+    len: usize,
+    data: &mut [u8; MAX_SNAPLEN as usize],
+) -> Result<(), u32> {
+    if len == 0 {
+        return Ok(());
+    }
+    // `bpf_xdp_load_bytes` declares its length ARG_CONST_SIZE (kernel `net/core/filter.c`): the
+    // verifier needs 1 <= len <= the buffer on the register passed, which `bounded_len` gives.
+    // SAFETY: `ctx.ctx` is the program's own context; `data` is writable for `MAX_SNAPLEN`
+    // bytes and `1 <= len <= MAX_SNAPLEN`. The helper checks `payload_off + len` against the
+    // packet and fails with an error instead of reading past it.
+    let ret = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            payload_off as u32,
+            data.as_mut_ptr().cast(),
+            len as u32,
+        )
+    };
     if ret != 0 {
         error!(
             ctx,
@@ -405,46 +463,47 @@ fn load_head<const N: usize>(
     Ok(())
 }
 
-/// Reserves a UDP record of capacity `N` and loads the payload head straight into it.
+/// Copies the first `len` bytes of the scratch buffer into the ring as one record.
 #[inline(always)]
-fn emit_udp<const N: usize>(
+fn output(c: Counters, buf: *mut Scratch, len: usize, bytes_slot: u32) -> Result<(), u32> {
+    // SAFETY: `len` is at most `SCRATCH_BYTES` (a fixed part plus `bounded_len`), so the slice
+    // lies inside this CPU's scratch value, which was written up to `len` just before.
+    let record = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
+    if EVENTS
+        .output::<[u8]>(record, wakeup_flags(len as u64))
+        .is_err()
+    {
+        // The helper's only failure for a valid map and size: no room (-EAGAIN).
+        return Err(counter::RING_FULL);
+    }
+    c.forwarded(bytes_slot, len);
+    Ok(())
+}
+
+/// Builds a UDP record in the scratch buffer (header, then the payload head) and copies it.
+#[inline(always)]
+fn emit_udp(
     ctx: &XdpContext,
     c: Counters,
     hdr: &FlowHeader,
     payload_off: usize,
 ) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<UdpRecord<N>>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: as in `emit_tcp_data`: the reserved slot is ours, sized and aligned for the
-    // record, and `data` is last used before the entry is submitted or discarded.
-    let data = unsafe {
-        (*rec).hdr = *hdr;
-        &mut (*rec).data
-    };
-    if let Err(e) = load_head::<N>(ctx, payload_off, hdr.cap_len, data) {
-        entry.discard(0);
-        return Err(e);
-    }
-    entry.submit(wakeup_flags(size_of::<UdpRecord<N>>() as u64));
-    c.forwarded(counter::BYTES_UDP, size_of::<UdpRecord<N>>());
-    Ok(())
+    let buf = scratch()?;
+    let len = bounded_len(hdr.cap_len);
+    let h = put_header(buf, hdr);
+    // SAFETY: as in `emit_tcp_data`: the payload array at `h` (at most 56) lies inside this
+    // CPU's scratch value.
+    let data = unsafe { &mut *buf.cast::<u8>().add(h).cast::<[u8; MAX_SNAPLEN as usize]>() };
+    load_head(ctx, payload_off, len, data)?;
+    output(c, buf, h + len, counter::BYTES_UDP)
 }
 
-/// Reserves and submits a UDP metadata record: the header, no payload.
+/// Builds a UDP metadata record (the header, no payload) and copies it.
 #[inline(always)]
 fn emit_udp_meta(c: Counters, hdr: &FlowHeader) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<UdpRecord<0>>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    entry.write(UdpRecord {
-        hdr: *hdr,
-        data: [],
-    });
-    entry.submit(wakeup_flags(size_of::<UdpRecord<0>>() as u64));
-    c.forwarded(counter::BYTES_UDP_META, size_of::<UdpRecord<0>>());
-    Ok(())
+    let buf = scratch()?;
+    let h = put_header(buf, hdr);
+    output(c, buf, h, counter::BYTES_UDP_META)
 }
 
 /// Wake the reader only when this record pushed the unread bytes across the watermark.

@@ -2,7 +2,7 @@
 //! headers, then TCP, UDP or an ICMP destination unreachable. Shared by the XDP program and the
 //! offline pcap path through the [`Frame`] trait.
 
-use crate::{counter, kind, tcp_record_counter, udp_class, FlowHeader, MAX_SNAPLEN};
+use crate::{counter, kind, tcp_record_counter, FlowHeader, MAX_SNAPLEN};
 
 /// Read access to a frame, so [`parse`](fn@crate::parse) runs unchanged on an XDP context and on
 /// a byte slice.
@@ -394,7 +394,7 @@ fn udp<F: Frame + ?Sized>(
     if cap < payload_len {
         count(counter::UDP_TRUNCATED);
     }
-    hdr.kind = udp_class(cap).0;
+    hdr.kind = kind::UDP;
     hdr.src_port = be16(uh, 0);
     hdr.dst_port = be16(uh, 2);
     hdr.payload_len = payload_len as u16;

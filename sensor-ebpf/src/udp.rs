@@ -43,7 +43,7 @@ use crate::flow::{
     flow_class, flow_key_of, FlowState, FlowTable, EXTENDED_SHAPE, FIN_A, FIN_B, HANDSHAKE,
 };
 use crate::parse::be32;
-use crate::{counter, kind, udp_class, FlowHeader, Frame, Parsed, L4};
+use crate::{counter, kind, FlowHeader, Frame, Parsed, L4};
 
 /// How UDP payloads are forwarded (the XDP program's `UDP_POLICY`, the offline pre-filter's
 /// setting).
@@ -97,16 +97,19 @@ const UTP_DATA: u8 = 0;
 const UTP_FIN: u8 = 1;
 const UTP_RESET: u8 = 3;
 
-// The checks below combine their conditions with `&` and `|` on `bool`, not `&&` and `||`:
-// each short-circuit is a branch, and the verifier walks every path through the branches of
-// the whole program.
+// The checks below are chains of tests that each return at once, so the paths through them
+// add: k tests make k + 1 paths, which meet in a few states the verifier prunes. They were
+// once conditions combined with `&` and `|` on `bool`, to avoid branches; LLVM compiled every
+// condition to a branch all the same, and kept its 0 or 1 in a stack slot until the final
+// `|`, so the verifier followed each combination of those constants apart: with ten
+// conditions, the program exceeded the kernel's million-instruction budget.
 
 /// The shape of a payload head of at least 20 bytes, `cap` of them valid, sent to `dst_port`.
 /// Every check is the userspace reader's own cheap test, or a superset of it.
 #[inline(always)]
 pub fn udp_class_of(b: &[u8; 20], cap: u32, dst_port: u16) -> Option<UdpClass> {
     // uTP (`utp::looks_like_utp`): version 1, type ≤ 4, first extension ≤ 3.
-    if (b[0] & 0x0f == 1) & (b[0] >> 4 <= 4) & (b[1] <= 3) {
+    if b[0] & 0x0f == 1 && b[0] >> 4 <= 4 && b[1] <= 3 {
         let t = b[0] >> 4;
         return Some(if t == UTP_DATA {
             UdpClass::UtpData
@@ -115,26 +118,27 @@ pub fn udp_class_of(b: &[u8; 20], cap: u32, dst_port: u16) -> Option<UdpClass> {
         });
     }
     let (w0, w1, w2) = (be32(b, 0), be32(b, 4), be32(b, 8));
-    // KRPC (`dht::looks_like_krpc`): a dictionary opening with a key length.
-    let krpc = (b[0] == b'd') & (b[1].wrapping_sub(b'0') < 10);
-    // BEP 15 (`udp_tracker::shape`): connect, announce and scrape requests by their action at
-    // offset 8 and their sizes; responses by their action (0-4) at offset 0.
-    let connect = (w0 == TRACKER_ID_HI) & (w1 == TRACKER_ID_LO) & (w2 == 0);
-    let announce = (w2 == 1) & (cap >= 98);
-    let scrape = (w2 == 2) & (cap > 16) & cap.wrapping_sub(16).is_multiple_of(20);
-    let response = w0 <= 4;
-    // Vuze DHT (`vuze_dht::looks_like_vuze`, without its version check): a request's
-    // connection id has the top bit set and its action 1024-1039 follows at 8; a reply's
-    // action comes first and its connection id (top bit set) at 8.
-    let vuze_request = (b[0] & 0x80 != 0) & (cap >= 42) & (w2.wrapping_sub(1024) < 16);
-    let vuze_reply = (cap >= 26) & (b[8] & 0x80 != 0) & (w0.wrapping_sub(1024) < 16);
-    // LSD (`lsd::looks_like_lsd`): `BT-SEARCH` in any case to port 6771. Folding every byte
-    // with 0x20 also lets a few non-letters through; the reader checks exactly.
-    let lsd = (dst_port == LSD_PORT)
-        & (w0 | 0x2020_2020 == LSD_FOLDED.0)
-        & (w1 | 0x2020_2020 == LSD_FOLDED.1)
-        & (b[8] | 0x20 == b'h');
-    if krpc | connect | announce | scrape | response | vuze_request | vuze_reply | lsd {
+    let coordination =
+        // KRPC (`dht::looks_like_krpc`): a dictionary opening with a key length.
+        (b[0] == b'd' && b[1].wrapping_sub(b'0') < 10)
+        // BEP 15 (`udp_tracker::shape`): connect, announce and scrape requests by their action
+        // at offset 8 and their sizes; responses by their action (0-4) at offset 0.
+        || w0 <= 4
+        || (w0 == TRACKER_ID_HI && w1 == TRACKER_ID_LO && w2 == 0)
+        || (w2 == 1 && cap >= 98)
+        || (w2 == 2 && cap > 16 && cap.wrapping_sub(16).is_multiple_of(20))
+        // Vuze DHT (`vuze_dht::looks_like_vuze`, without its version check): a request's
+        // connection id has the top bit set and its action 1024-1039 follows at 8; a reply's
+        // action comes first and its connection id (top bit set) at 8.
+        || (b[0] & 0x80 != 0 && cap >= 42 && w2.wrapping_sub(1024) < 16)
+        || (cap >= 26 && b[8] & 0x80 != 0 && w0.wrapping_sub(1024) < 16)
+        // LSD (`lsd::looks_like_lsd`): `BT-SEARCH` in any case to port 6771. Folding every
+        // byte with 0x20 also lets a few non-letters through; the reader checks exactly.
+        || (dst_port == LSD_PORT
+            && w0 | 0x2020_2020 == LSD_FOLDED.0
+            && w1 | 0x2020_2020 == LSD_FOLDED.1
+            && b[8] | 0x20 == b'h');
+    if coordination {
         Some(UdpClass::Coordination)
     } else {
         None
@@ -146,10 +150,10 @@ pub fn udp_class_of(b: &[u8; 20], cap: u32, dst_port: u16) -> Option<UdpClass> {
 #[inline(always)]
 fn short_class_of(b: &[u8; 8], cap: u32) -> Option<UdpClass> {
     let (w0, w1) = (be32(b, 0), be32(b, 4));
-    let krpc = (cap >= 12) & (b[0] == b'd') & (b[1].wrapping_sub(b'0') < 10);
-    let connect = (w0 == TRACKER_ID_HI) & (w1 == TRACKER_ID_LO);
-    let response = w0 <= 4;
-    if krpc | connect | response {
+    let coordination = (cap >= 12 && b[0] == b'd' && b[1].wrapping_sub(b'0') < 10)
+        || (w0 == TRACKER_ID_HI && w1 == TRACKER_ID_LO)
+        || w0 <= 4;
+    if coordination {
         Some(UdpClass::Coordination)
     } else {
         None
@@ -157,10 +161,7 @@ fn short_class_of(b: &[u8; 8], cap: u32) -> Option<UdpClass> {
 }
 
 /// `bt-search` (first 8 bytes) as two big-endian words.
-const LSD_FOLDED: (u32, u32) = (
-    u32::from_be_bytes([b'b', b't', b'-', b's']),
-    u32::from_be_bytes([b'e', b'a', b'r', b'c']),
-);
+const LSD_FOLDED: (u32, u32) = (u32::from_be_bytes(*b"bt-s"), u32::from_be_bytes(*b"earc"));
 /// The BEP 15 protocol id `0x41727101980` as two big-endian words.
 const TRACKER_ID_HI: u32 = 0x0000_0417;
 const TRACKER_ID_LO: u32 = 0x2710_1980;
@@ -278,12 +279,12 @@ fn opens_peer_wire<F: Frame + ?Sized>(frame: &F, off: usize) -> bool {
     if let Some(b) = frame.copy::<20>(off) {
         let b = &b;
         let h = HANDSHAKE;
-        let handshake = (be32(b, 0) == be32(h, 0))
-            & (be32(b, 4) == be32(h, 4))
-            & (be32(b, 8) == be32(h, 8))
-            & (be32(b, 12) == be32(h, 12))
-            & (be32(b, 16) == be32(h, 16));
-        return handshake | extended_shape(b);
+        return (be32(b, 0) == be32(h, 0)
+            && be32(b, 4) == be32(h, 4)
+            && be32(b, 8) == be32(h, 8)
+            && be32(b, 12) == be32(h, 12)
+            && be32(b, 16) == be32(h, 16))
+            || extended_shape(b);
     }
     match frame.copy::<EXTENDED_SHAPE>(off) {
         Some(b) => extended_shape(&b),
@@ -291,20 +292,19 @@ fn opens_peer_wire<F: Frame + ?Sized>(frame: &F, off: usize) -> bool {
     }
 }
 
-/// [`extended_message_shape`] over the first nine bytes of `b`, without branches.
+/// [`extended_message_shape`] over the first nine bytes of `b`, as a chain of tests.
 #[inline(always)]
 fn extended_shape<const N: usize>(b: &[u8; N]) -> bool {
     if N < EXTENDED_SHAPE {
         return false;
     }
-    let len = be32(b, 0);
-    (b[0] == 0)
-        & (b[1] == 0)
-        & (len >= 4)
-        & (b[4] == 20)
-        & (b[6] == b'd')
-        & (b[7].wrapping_sub(b'1') < 9)
-        & ((b[8] == b':') | (b[8].wrapping_sub(b'0') < 10))
+    b[0] == 0
+        && b[1] == 0
+        && be32(b, 0) >= 4
+        && b[4] == 20
+        && b[6] == b'd'
+        && b[7].wrapping_sub(b'1') < 9
+        && (b[8] == b':' || b[8].wrapping_sub(b'0') < 10)
 }
 
 /// ST_FIN from one side, or ST_RESET: the flow's mark ends (both FINs, or the RESET).
@@ -344,13 +344,12 @@ fn unclassified(p: &mut Parsed, policy: u32) -> UdpAction {
     }
 }
 
-/// Copies only `cap` bytes (no more than were to be copied), in the smallest class.
+/// Copies only `cap` bytes (no more than were to be copied).
 #[inline(always)]
 // `cap` is at most the 16-bit `cap_len` it was derived from.
 #[allow(clippy::cast_possible_truncation)]
 fn set_cap(p: &mut Parsed, cap: u32) {
     p.hdr.cap_len = cap as u16;
-    p.hdr.kind = udp_class(cap).0;
 }
 
 #[inline(always)]
@@ -459,11 +458,7 @@ mod tests {
         ] {
             let len = u16::try_from(payload.len()).unwrap();
             let r = run(&mut t, &udp(40000, port, payload), udp_policy::CLASSIFIED);
-            assert_eq!(
-                r,
-                Ok((counter::REC_UDP, udp_class(len.into()).0, len)),
-                "{payload:?}"
-            );
+            assert_eq!(r, Ok((counter::REC_UDP, kind::UDP, len)), "{payload:?}");
         }
         // An LSD method to another port, a scrape of a partial info hash, a short "response".
         // (A scrape request opens with a connection id; all zero, it would be a response.)
@@ -501,7 +496,7 @@ mod tests {
             );
             assert_eq!(
                 run(&mut t, &frame, udp_policy::FULL),
-                Ok((counter::REC_UDP, udp_class(len.into()).0, len))
+                Ok((counter::REC_UDP, kind::UDP, len))
             );
         }
         assert!(t.0.is_empty(), "nothing is marked");
@@ -513,20 +508,20 @@ mod tests {
         let syn = utp(4, 100, &[]);
         assert_eq!(
             run(&mut t, &udp(40000, 6881, &syn), udp_policy::CLASSIFIED),
-            Ok((counter::REC_UDP, kind::UDP_32, 20))
+            Ok((counter::REC_UDP, kind::UDP, 20))
         );
         // A STATE with a selective ACK: 20 + 2 + 4 bytes.
         let mut state = utp(2, 5, &[0, 4, 1, 2, 3, 4]);
         state[1] = 1;
         assert_eq!(
             run(&mut t, &reply(40000, 6881, &state), udp_policy::CLASSIFIED),
-            Ok((counter::REC_UDP, kind::UDP_32, 26))
+            Ok((counter::REC_UDP, kind::UDP, 26))
         );
         // A FIN with bytes after the header is cut to UTP_CONTROL_CAP.
         let fin = utp(1, 9, &[0; 400]);
         assert_eq!(
             run(&mut t, &udp(40000, 6881, &fin), udp_policy::CLASSIFIED),
-            Ok((counter::REC_UDP, kind::UDP_128, 128))
+            Ok((counter::REC_UDP, kind::UDP, 128))
         );
     }
 
@@ -549,7 +544,7 @@ mod tests {
         let first = udp(40000, 6881, &utp(0, 2, &hs));
         assert_eq!(
             run(&mut t, &first, udp_policy::CLASSIFIED),
-            Ok((counter::REC_UDP, kind::UDP_2048, 20 + 768))
+            Ok((counter::REC_UDP, kind::UDP, 20 + 768))
         );
         assert_eq!(t.0.len(), 1);
         // The budget: UTP_FULL_PACKETS in all (the handshake was the first), either way.
@@ -563,7 +558,7 @@ mod tests {
                 ),
                 udp_policy::CLASSIFIED,
             );
-            assert_eq!(r, Ok((counter::REC_UDP, kind::UDP_2048, 1420)));
+            assert_eq!(r, Ok((counter::REC_UDP, kind::UDP, 1420)));
         }
         // Then a piece-sized packet goes as its bare header, a small one whole.
         let r = run(
@@ -571,17 +566,14 @@ mod tests {
             &reply(40000, 6881, &utp(0, 30, &piece)),
             udp_policy::CLASSIFIED,
         );
-        assert_eq!(r, Ok((counter::REC_UDP, kind::UDP_32, 20)));
+        assert_eq!(r, Ok((counter::REC_UDP, kind::UDP, 20)));
         let small = [0x55u8; UTP_SMALL_DATAGRAM as usize - 20];
         let r = run(
             &mut t,
             &reply(40000, 6881, &utp(0, 31, &small)),
             udp_policy::CLASSIFIED,
         );
-        assert_eq!(
-            r,
-            Ok((counter::REC_UDP, kind::UDP_2048, UTP_SMALL_DATAGRAM))
-        );
+        assert_eq!(r, Ok((counter::REC_UDP, kind::UDP, UTP_SMALL_DATAGRAM)));
         // An extended message opening a packet renews the budget (a PEX, or a new connection).
         let mut pex = Vec::from([0u8, 0, 0, 200, 20, 1, b'd', b'5', b':']);
         pex.extend_from_slice(&[b'x'; 1000]);
@@ -590,13 +582,13 @@ mod tests {
             &reply(40000, 6881, &utp(0, 32, &pex)),
             udp_policy::CLASSIFIED,
         );
-        assert_eq!(r, Ok((counter::REC_UDP, kind::UDP_2048, 1029)));
+        assert_eq!(r, Ok((counter::REC_UDP, kind::UDP, 1029)));
         let r = run(
             &mut t,
             &reply(40000, 6881, &utp(0, 33, &piece)),
             udp_policy::CLASSIFIED,
         );
-        assert_eq!(r, Ok((counter::REC_UDP, kind::UDP_2048, 1420)));
+        assert_eq!(r, Ok((counter::REC_UDP, kind::UDP, 1420)));
         // A FIN from each side unmarks; then DATA is withheld again.
         let _ = run(
             &mut t,

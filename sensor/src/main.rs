@@ -85,7 +85,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             snaplen: args.xdp.snaplen,
             ring_bytes: args.xdp.ring_bytes,
             wakeup_bytes: args.wakeup_bytes,
-            udp_policy: pcap::DEFAULT_UDP_POLICY,
+            udp_policy: filter_config(
+                args.xdp.snaplen,
+                args.xdp.udp_full,
+                args.engine.detection.udp_scan,
+            )
+            .udp_policy,
         },
         metrics: (!args.no_metrics).then_some(args.metrics),
         metrics_allow_remote: args.metrics_allow_remote,
@@ -154,13 +159,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pre-filter's settings: the UDP policy `run` loads, or the classified one (hidden
-/// `--udp-classified`; with `--udp-scan`, metadata records for the other datagrams).
-fn filter_config(snaplen: u32, classified: bool, udp_scan: bool) -> pcap::FilterConfig {
-    if classified {
-        pcap::FilterConfig::for_udp_scan(snaplen, udp_scan)
+/// The pre-filter's settings, as `run` loads them: the classified UDP policy (with
+/// `--udp-scan`, metadata records for the other datagrams), or the full one (hidden
+/// `--udp-full`).
+fn filter_config(snaplen: u32, full: bool, udp_scan: bool) -> pcap::FilterConfig {
+    if full {
+        pcap::FilterConfig {
+            snaplen,
+            udp_policy: sensor_ebpf::udp_policy::FULL,
+        }
     } else {
-        pcap::FilterConfig::from(snaplen)
+        pcap::FilterConfig::for_udp_scan(snaplen, udp_scan)
     }
 }
 
@@ -172,7 +181,7 @@ fn prefilter(args: &PrefilterArgs) -> anyhow::Result<()> {
             path,
             pcap::prefilter_file(
                 path,
-                filter_config(args.snaplen, args.udp_classified, args.udp_scan),
+                filter_config(args.snaplen, args.udp_full, args.udp_scan),
                 |ev| sink.event(ev),
             ),
         );
@@ -229,7 +238,7 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if args.state_out.is_some() {
         engine.check_state_support()?;
     }
-    let filter = filter_config(args.snaplen, args.udp_classified, false)
+    let filter = filter_config(args.snaplen, args.udp_full, false)
         .with_udp_scan(args.engine.detection.udp_scan);
     let report = sensor::analyze::feed(&mut engine, &args.pcaps, filter);
     match &args.state_out {
@@ -385,7 +394,7 @@ fn peers(args: &PeersArgs) -> anyhow::Result<()> {
         seen: HashSet::default(),
         failures: BTreeMap::default(),
     };
-    let filter = filter_config(args.snaplen, args.udp_classified, false);
+    let filter = filter_config(args.snaplen, args.udp_full, false);
     let (engine, report) = sensor::analyze::analyze(&args.pcaps, filter, config, sink)?;
     if args.stats && report.read_any() {
         let coordination = engine.coordination();

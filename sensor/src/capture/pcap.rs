@@ -13,7 +13,7 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError};
 use sensor_ebpf::{
-    confirm_signature, counter, kind, mark_flow, parse, record_size, tcp_action, udp_action,
+    confirm_signature, counter, kind, mark_flow, parse, record_len, tcp_action, udp_action,
     udp_policy, Parsed, TcpAction, UdpAction, ANNOUNCE_SCAN, L4,
 };
 
@@ -462,9 +462,9 @@ impl FilterConfig {
     }
 }
 
-/// The UDP policy the live agent loads, and so the offline default that mirrors it: every
-/// payload head, until the XDP program passes the verifier with the classified policies.
-pub const DEFAULT_UDP_POLICY: u32 = udp_policy::FULL;
+/// The UDP policy the live agent loads, and so the offline default that mirrors it: only the
+/// heads of datagrams that can carry coordination.
+pub const DEFAULT_UDP_POLICY: u32 = udp_policy::CLASSIFIED;
 
 impl From<u32> for FilterConfig {
     fn from(snaplen: u32) -> Self {
@@ -620,7 +620,7 @@ impl Prefilter {
         counters[slot as usize] += 1;
         let hdr = &parsed.hdr;
         // The record the program would put in the ring: its size, by kind.
-        let size = record_size(hdr.kind).unwrap_or(0) as u64;
+        let size = record_len(hdr).unwrap_or(0) as u64;
         counters[counter::BYTES_FORWARDED as usize] += size;
         counters[counter::bytes_of(hdr.kind) as usize] += size;
         // `cap_len` is 0 when the payload starts past the captured bytes (TCP options cut by a

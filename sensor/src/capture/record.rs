@@ -2,7 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use sensor_ebpf::{kind, record_size, FlowHeader, IcmpQuote, IcmpRecord, TcpDataRecord, TcpRecord};
+use sensor_ebpf::{
+    has_payload, header_len, kind, record_len, FlowHeader, FlowHeaderV4, IcmpQuote, IcmpRecord,
+    TcpTail, MAX_SNAPLEN,
+};
 
 use crate::event::{
     IcmpUnreachable, PacketEvent, TcpFlags, TcpSegment, Timestamp, Transport, UdpDatagram,
@@ -94,60 +97,63 @@ impl Default for MonotonicClock {
     }
 }
 
-/// Reads the header of a record (unaligned: ring records are only 8-byte aligned, and a copy may
-/// not be aligned at all).
+/// Reads the header of a record, the compact IPv4 one expanded (unaligned: ring records are
+/// only 8-byte aligned, and a copy may not be aligned at all).
 pub fn header(record: &[u8]) -> Result<FlowHeader, DecodeError> {
-    if record.len() < size_of::<FlowHeader>() {
+    // `kind` and `ip_version` open both layouts.
+    let (Some(&kind), Some(&ip_version)) = (record.first(), record.get(1)) else {
         return Err(DecodeError::Short(record.len()));
+    };
+    if record.len() < header_len(kind, ip_version) {
+        return Err(DecodeError::Short(record.len()));
+    }
+    if header_len(kind, ip_version) == size_of::<FlowHeaderV4>() {
+        // SAFETY: length checked; FlowHeaderV4 is plain old data valid for any bit pattern.
+        let v4 = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<FlowHeaderV4>()) };
+        return Ok(v4.expand());
     }
     // SAFETY: length checked; FlowHeader is plain old data valid for any bit pattern.
     Ok(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<FlowHeader>()) })
 }
 
-/// Decodes one ring record. The event borrows its UDP payload from `record`.
+/// Decodes one ring record. The event borrows its payload head from `record`.
+///
+/// A record is its header (the compact [`FlowHeaderV4`] for IPv4 but ICMP, the
+/// [`FlowHeader`] otherwise), its kind's fixed fields, and for a payload kind exactly `cap_len`
+/// bytes ([`record_len`]). The ring reports each record's own
+/// length, so a longer or shorter one is malformed, not padding.
 pub fn decode<'a>(
     record: &'a [u8],
     clock: &MonotonicClock,
 ) -> Result<PacketEvent<'a>, DecodeError> {
     let hdr = header(record)?;
-    let expected = record_size(hdr.kind).ok_or(DecodeError::UnknownKind(hdr.kind))?;
-    // The kernel rounds ring records up to 8 bytes; all our sizes already are multiples of 8.
-    if record.len() < expected {
+    let expected = record_len(&hdr).ok_or(DecodeError::UnknownKind(hdr.kind))?;
+    if has_payload(hdr.kind)
+        && (hdr.cap_len > hdr.payload_len || u32::from(hdr.cap_len) > MAX_SNAPLEN)
+    {
+        return Err(DecodeError::BadCapLen {
+            cap_len: hdr.cap_len,
+            payload_len: hdr.payload_len,
+        });
+    }
+    if record.len() != expected {
         return Err(DecodeError::BadLength {
             kind: hdr.kind,
             len: record.len(),
             expected,
         });
     }
-    let start = size_of::<FlowHeader>();
     let detail = match hdr.kind {
-        kind::TCP => {
-            // SAFETY: length checked against size_of::<TcpRecord>() above.
-            let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
+        kind::TCP | kind::TCP_DATA => {
+            let at = header_len(hdr.kind, hdr.ip_version);
+            // SAFETY: the record holds the header, the tail and `cap_len` bytes (its length
+            // was checked against `record_len` above); TcpTail is plain old data.
+            let tail = unsafe { std::ptr::read_unaligned(record[at..].as_ptr().cast::<TcpTail>()) };
             Detail::Tcp {
-                seq: rec.seq,
-                ack: rec.ack,
-                window: rec.window,
-                head: &[],
-            }
-        }
-        kind::TCP_DATA_128 | kind::TCP_DATA_512 | kind::TCP_DATA_2048 => {
-            // The control fields share TcpRecord's layout; the payload follows them.
-            // SAFETY: a data record is longer than a TcpRecord (checked against its size).
-            let rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<TcpRecord>()) };
-            let data = size_of::<TcpDataRecord<0>>();
-            let capacity = expected - data;
-            if usize::from(hdr.cap_len) > capacity || hdr.cap_len > hdr.payload_len {
-                return Err(DecodeError::BadCapLen {
-                    cap_len: hdr.cap_len,
-                    payload_len: hdr.payload_len,
-                });
-            }
-            Detail::Tcp {
-                seq: rec.seq,
-                ack: rec.ack,
-                window: rec.window,
-                head: &record[data..data + usize::from(hdr.cap_len)],
+                seq: tail.seq,
+                ack: tail.ack,
+                window: tail.window,
+                head: &record[at + size_of::<TcpTail>()..],
             }
         }
         kind::ICMP => {
@@ -164,16 +170,8 @@ pub fn decode<'a>(
                 inner_dst_port: r.inner_dst_port,
             })
         }
-        _ => {
-            let capacity = expected - start;
-            if usize::from(hdr.cap_len) > capacity {
-                return Err(DecodeError::BadCapLen {
-                    cap_len: hdr.cap_len,
-                    payload_len: hdr.payload_len,
-                });
-            }
-            Detail::Udp(&record[start..start + usize::from(hdr.cap_len)])
-        }
+        // UDP and UDP metadata (`cap_len` bytes, none for metadata: checked above).
+        _ => Detail::Udp(&record[header_len(hdr.kind, hdr.ip_version)..]),
     };
     event_from_header(&hdr, detail, clock.wall(hdr.ts_ns))
 }
@@ -284,7 +282,7 @@ fn endpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sensor_ebpf::UdpRecord;
+    use sensor_ebpf::TcpRecord;
 
     fn as_bytes<T>(value: &T) -> &[u8] {
         // SAFETY: test-only view of a POD struct.
@@ -330,7 +328,8 @@ mod tests {
             window: 64240,
             pad: [0; 6],
         };
-        let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
+        let bytes = wire(&rec);
+        let ev = decode(&bytes, &MonotonicClock::identity()).unwrap();
         assert_eq!(ev.src, "192.0.2.10:6881".parse().unwrap());
         assert_eq!(ev.dst, "203.0.113.7:51413".parse().unwrap());
         assert_eq!(ev.ts, Timestamp::from_nanos(1_000_000_123));
@@ -349,25 +348,57 @@ mod tests {
         assert_eq!(ev.kind(), crate::event::EventKind::Syn);
     }
 
+    /// A record as the ring holds it, from its full-layout fixed part (a `FlowHeader` first)
+    /// and payload: for IPv4 (but ICMP) the header compacted to 32 bytes, by the offsets of
+    /// the full layout: kind to timestamp (0..16), the first 4 bytes of each address (16, 32),
+    /// ports and lengths (48..56).
+    fn with_payload<T>(fixed: &T, payload: &[u8]) -> Vec<u8> {
+        let full = as_bytes(fixed);
+        let mut out = if full[1] == 4 && full[0] != kind::ICMP {
+            [&full[..20], &full[32..36], &full[48..]].concat()
+        } else {
+            full.to_vec()
+        };
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn wire<T>(fixed: &T) -> Vec<u8> {
+        with_payload(fixed, &[])
+    }
+
     #[test]
     fn decodes_udp_v6_with_truncated_head() {
-        let mut hdr = header(kind::UDP_128, 6);
+        let mut hdr = header(kind::UDP, 6);
         hdr.payload_len = 300;
         hdr.cap_len = 100;
-        let mut rec = UdpRecord::<128> {
-            hdr,
-            data: [0xaa; 128],
-        };
-        rec.data[..3].copy_from_slice(b"d1:");
-        let ev = decode(as_bytes(&rec), &MonotonicClock::identity()).unwrap();
+        let mut head = [0xaa; 100];
+        head[..3].copy_from_slice(b"d1:");
+        let rec = with_payload(&hdr, &head);
+        assert_eq!(rec.len(), 156, "exactly the (IPv6) header and the head");
+        let ev = decode(&rec, &MonotonicClock::identity()).unwrap();
         assert_eq!(ev.src, "[2001:db8::10]:6881".parse().unwrap());
         let Transport::Udp(udp) = ev.transport else {
             panic!("not udp")
         };
         assert_eq!(udp.payload_len, 300);
-        assert_eq!(udp.head.len(), 100);
-        assert_eq!(&udp.head[..3], b"d1:");
+        assert_eq!(udp.head, &head[..]);
         assert!(!udp.is_complete());
+    }
+
+    #[test]
+    fn decodes_tcp_data_with_its_exact_head() {
+        let mut hdr = header(kind::TCP_DATA, 4);
+        hdr.tcp_flags = 0x18;
+        hdr.payload_len = 68;
+        hdr.cap_len = 68;
+        let head: Vec<u8> = (0..68).collect();
+        let rec = with_payload(&bare(hdr), &head);
+        let ev = decode(&rec, &MonotonicClock::identity()).unwrap();
+        let Transport::Tcp(tcp) = ev.transport else {
+            panic!("not tcp")
+        };
+        assert_eq!((tcp.payload_len, tcp.head), (68, &head[..]));
     }
 
     fn bare(hdr: FlowHeader) -> TcpRecord {
@@ -390,35 +421,77 @@ mod tests {
 
         let rec = bare(header(99, 4));
         assert_eq!(
-            decode(as_bytes(&rec), &clock).unwrap_err(),
+            decode(&wire(&rec), &clock).unwrap_err(),
             DecodeError::UnknownKind(99)
         );
 
         let rec = bare(header(kind::TCP, 5));
         assert_eq!(
-            decode(as_bytes(&rec), &clock).unwrap_err(),
+            decode(&wire(&rec), &clock).unwrap_err(),
             DecodeError::BadIpVersion(5)
         );
 
-        // A UDP kind whose record is cut short.
-        let rec = bare(header(kind::UDP_512, 4));
-        assert!(matches!(
-            decode(as_bytes(&rec), &clock),
-            Err(DecodeError::BadLength { .. })
-        ));
-
-        // cap_len larger than the class capacity.
-        let mut hdr = header(kind::UDP_128, 4);
+        // A payload record cut short, or longer than its `cap_len` says.
+        let mut hdr = header(kind::UDP, 4);
         hdr.payload_len = 1000;
         hdr.cap_len = 129;
-        let rec = UdpRecord::<128> {
-            hdr,
-            data: [0; 128],
-        };
+        let rec = with_payload(&hdr, &[0; 129]);
+        assert_eq!(rec.len(), 32 + 129, "the compact IPv4 header");
+        assert!(decode(&rec, &clock).is_ok());
+        for len in [32, 32 + 128, 32 + 130, 56 + 129] {
+            let mut cut = rec.clone();
+            cut.resize(len, 0);
+            assert_eq!(
+                decode(&cut, &clock).unwrap_err(),
+                DecodeError::BadLength {
+                    kind: kind::UDP,
+                    len,
+                    expected: 32 + 129
+                }
+            );
+        }
+        // Shorter than the header its first two bytes announce.
+        assert_eq!(
+            decode(&rec[..31], &clock).unwrap_err(),
+            DecodeError::Short(31)
+        );
+        // A header-only record with bytes after it.
+        let mut long = wire(&bare(header(kind::TCP, 4)));
+        long.push(0);
         assert!(matches!(
-            decode(as_bytes(&rec), &clock),
+            decode(&long, &clock),
+            Err(DecodeError::BadLength { .. })
+        ));
+        // cap_len larger than the payload, or than any record may carry.
+        for (payload_len, cap_len) in [(100, 101), (4000, 2049)] {
+            let mut hdr = header(kind::TCP_DATA, 4);
+            hdr.payload_len = payload_len;
+            hdr.cap_len = cap_len;
+            let rec = with_payload(&bare(hdr), &vec![0; usize::from(cap_len)]);
+            assert_eq!(
+                decode(&rec, &clock).unwrap_err(),
+                DecodeError::BadCapLen {
+                    cap_len,
+                    payload_len
+                }
+            );
+        }
+        // A metadata record claiming a payload.
+        let mut hdr = header(kind::UDP_META, 4);
+        hdr.payload_len = 10;
+        hdr.cap_len = 10;
+        assert!(matches!(
+            decode(&wire(&hdr), &clock),
             Err(DecodeError::BadCapLen { .. })
         ));
+        // The kinds of the retired fixed-size classes.
+        for retired in [3, 4, 7, 8, 9] {
+            let rec = with_payload(&header(retired, 4), &[0; 2048]);
+            assert_eq!(
+                decode(&rec, &clock).unwrap_err(),
+                DecodeError::UnknownKind(retired)
+            );
+        }
     }
 
     #[test]

@@ -37,9 +37,7 @@ impl Default for XdpConfig {
             snaplen: sensor_ebpf::DEFAULT_SNAPLEN,
             ring_bytes: 16 << 20,
             wakeup_bytes: 256 << 10,
-            // The classified policies do not pass the verifier yet (see `UDP_POLICY` in the
-            // XDP program): every UDP payload head is forwarded.
-            udp_policy: sensor_ebpf::udp_policy::FULL,
+            udp_policy: crate::capture::pcap::DEFAULT_UDP_POLICY,
         }
     }
 }

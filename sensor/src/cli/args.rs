@@ -77,10 +77,10 @@ pub struct PeersArgs {
     /// Most connections tracked at once, as for `analyze`.
     #[arg(long, default_value_t = 500_000)]
     pub max_conns: usize,
-    /// Forward only the UDP payloads that can carry coordination (the classified policy,
-    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    /// Forward every UDP payload head (the full policy, kept to compare against the default
+    /// classified one).
     #[arg(long, hide = true)]
-    pub udp_classified: bool,
+    pub udp_full: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -145,10 +145,10 @@ pub struct AnalyzeArgs {
     /// so that a later `--state-in` continues it.
     #[arg(long, value_name = "PATH")]
     pub state_out: Option<PathBuf>,
-    /// Forward only the UDP payloads that can carry coordination (the classified policy,
-    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    /// Forward every UDP payload head (the full policy, kept to compare against the default
+    /// classified one).
     #[arg(long, hide = true)]
-    pub udp_classified: bool,
+    pub udp_full: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -383,6 +383,10 @@ pub struct XdpArgs {
     /// Ring buffer size in bytes (a power of two, at least a page).
     #[arg(long, default_value_t = 16 << 20)]
     pub ring_bytes: u32,
+    /// Load the full UDP policy: every UDP payload head, as before classification (kept to
+    /// compare against the default).
+    #[arg(long, hide = true)]
+    pub udp_full: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -399,12 +403,12 @@ pub struct PrefilterArgs {
     /// Write every forwarded event as a JSON line to this file.
     #[arg(long)]
     pub events: Option<PathBuf>,
-    /// Forward only the UDP payloads that can carry coordination (the classified policy,
-    /// offline only for now: the XDP program does not pass the verifier with it yet).
+    /// Forward every UDP payload head (the full policy, kept to compare against the default
+    /// classified one).
     #[arg(long, hide = true)]
-    pub udp_classified: bool,
-    /// With the classified UDP policy, forward the datagrams that carry no coordination as
-    /// metadata records (what `--udp-scan` needs).
+    pub udp_full: bool,
+    /// Forward the datagrams that carry no coordination as metadata records (what
+    /// `--udp-scan` needs; the full policy forwards them whole anyway).
     #[arg(long, hide = true)]
     pub udp_scan: bool,
     #[command(flatten)]
