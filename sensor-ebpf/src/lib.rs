@@ -354,6 +354,9 @@ pub const fn tcp_data_class(cap_len: u32) -> (u8, usize) {
 
 mod flow;
 mod parse;
+// Bit operations instead of `&&`/`||`, as in `udp`: fewer branches for the verifier.
+#[allow(clippy::needless_bitwise_bool)]
+pub mod shard;
 // Conditions combined with `&`/`|` on purpose: each `&&`/`||` is a branch the verifier walks.
 #[allow(clippy::needless_bitwise_bool)]
 mod udp;

@@ -35,6 +35,7 @@ use sensor_ebpf::{
     TcpAction, TcpDataRecord, TcpRecord, UdpAction, UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
     L4,
 };
+use sensor_ebpf::shard::{icmp_targets, shard_of, targets, tcp_targets, MAX_SHARDS};
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
 #[no_mangle]
@@ -53,9 +54,32 @@ static UDP_POLICY: u32 = udp_policy::FULL;
 #[no_mangle]
 static WAKEUP_BYTES: u32 = 256 * 1024;
 
-/// Ring of records; userspace resizes it at load time (`map_max_entries`).
+/// Rings of records, one per worker (`SHARDS` of them in use; aya-ebpf has no array of ring
+/// maps, hence four statics). Userspace sizes each at load time (`map_max_entries`): unused
+/// ones to a page. Ring 0 keeps the name it had with one worker.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+#[map]
+static EVENTS_1: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+static EVENTS_2: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+static EVENTS_3: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Workers, hence rings in use (1..=`MAX_SHARDS`); set at load time. 1 is a constant the
+/// verifier prunes every other ring's path with.
+#[no_mangle]
+static SHARDS: u32 = 1;
+
+/// Key of the host hash that picks a record's rings (`sensor_ebpf::shard::shard_of`); set at
+/// load time.
+#[no_mangle]
+static SHARD_SEED: u64 = 0;
+
+/// Records lost to a full ring, per ring: every copy of a record counts in its ring's slot.
+/// (`counter::RING_FULL` counts frames whose record reached no ring.)
+#[map]
+static RING_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SHARDS, 0);
 
 /// Flows whose payload is forwarded; userspace may resize it at load time.
 #[map]
@@ -152,7 +176,7 @@ impl Counters {
 }
 
 #[inline(always)]
-fn global(value: &u32) -> u32 {
+fn global<T: Copy>(value: &T) -> T {
     // Volatile so the compiler keeps the load the loader patched instead of the default.
     // SAFETY: `value` is a reference, hence valid, aligned and initialised for the read.
     unsafe { core::ptr::read_volatile(value) }
@@ -227,6 +251,7 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
     hdr.ifindex = ingress_ifindex(ctx);
     // SAFETY: a helper without arguments that reads the monotonic clock; no memory involved.
     hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let to = Route::of_record(&hdr, &l4);
     match l4 {
         L4::Tcp {
             seq,
@@ -242,15 +267,16 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
                 probe,
             };
             match hdr.kind {
-                kind::TCP_DATA_128 => emit_tcp_data::<128>(ctx, c, &hdr, &tcp)?,
-                kind::TCP_DATA_512 => emit_tcp_data::<512>(ctx, c, &hdr, &tcp)?,
-                _ => emit_tcp_data::<2048>(ctx, c, &hdr, &tcp)?,
+                kind::TCP_DATA_128 => emit_tcp_data::<128>(ctx, c, to, &hdr, &tcp)?,
+                kind::TCP_DATA_512 => emit_tcp_data::<512>(ctx, c, to, &hdr, &tcp)?,
+                _ => emit_tcp_data::<2048>(ctx, c, to, &hdr, &tcp)?,
             }
         }
         L4::Tcp {
             seq, ack, window, ..
         } => emit_tcp(
             c,
+            to,
             &TcpRecord {
                 hdr,
                 seq,
@@ -259,13 +285,13 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
                 pad: [0; 6],
             },
         )?,
-        L4::Icmp(q) => emit_icmp(c, &hdr, &q)?,
+        L4::Icmp(q) => emit_icmp(c, to, &hdr, &q)?,
         L4::Udp { payload_off } => match hdr.kind {
-            kind::UDP_META => emit_udp_meta(c, &hdr)?,
-            kind::UDP_32 => emit_udp::<32>(ctx, c, &hdr, payload_off)?,
-            kind::UDP_128 => emit_udp::<128>(ctx, c, &hdr, payload_off)?,
-            kind::UDP_512 => emit_udp::<512>(ctx, c, &hdr, payload_off)?,
-            _ => emit_udp::<2048>(ctx, c, &hdr, payload_off)?,
+            kind::UDP_META => emit_udp_meta(c, to, &hdr)?,
+            kind::UDP_32 => emit_udp::<32>(ctx, c, to, &hdr, payload_off)?,
+            kind::UDP_128 => emit_udp::<128>(ctx, c, to, &hdr, payload_off)?,
+            kind::UDP_512 => emit_udp::<512>(ctx, c, to, &hdr, payload_off)?,
+            _ => emit_udp::<2048>(ctx, c, to, &hdr, payload_off)?,
         },
     }
     c.bump(slot);
@@ -282,21 +308,20 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
 
 /// Reserves and submits a header-only TCP record.
 #[inline(always)]
-fn emit_tcp(c: Counters, rec: &TcpRecord) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
-        return Err(counter::RING_FULL);
+fn emit_tcp(c: Counters, to: Route, rec: &TcpRecord) -> Result<(), u32> {
+    let Some((mut entry, flags)) = to.reserve::<TcpRecord>() else {
+        return Err(to.lost());
     };
     entry.write(*rec);
-    entry.submit(wakeup_flags(size_of::<TcpRecord>() as u64));
-    c.forwarded(counter::BYTES_TCP, size_of::<TcpRecord>());
+    to.copy_and_submit(c, entry, flags, counter::BYTES_TCP);
     Ok(())
 }
 
 /// Reserves and submits an ICMP destination-unreachable record.
 #[inline(always)]
-fn emit_icmp(c: Counters, hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<IcmpRecord>(0) else {
-        return Err(counter::RING_FULL);
+fn emit_icmp(c: Counters, to: Route, hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
+    let Some((mut entry, flags)) = to.reserve::<IcmpRecord>() else {
+        return Err(to.lost());
     };
     entry.write(IcmpRecord {
         hdr: *hdr,
@@ -311,8 +336,7 @@ fn emit_icmp(c: Counters, hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
         inner_dst_port: q.inner_dst_port,
         pad2: [0; 4],
     });
-    entry.submit(wakeup_flags(size_of::<IcmpRecord>() as u64));
-    c.forwarded(counter::BYTES_ICMP, size_of::<IcmpRecord>());
+    to.copy_and_submit(c, entry, flags, counter::BYTES_ICMP);
     Ok(())
 }
 
@@ -331,11 +355,12 @@ struct TcpFields {
 fn emit_tcp_data<const N: usize>(
     ctx: &XdpContext,
     c: Counters,
+    to: Route,
     hdr: &FlowHeader,
     tcp: &TcpFields,
 ) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<TcpDataRecord<N>>(0) else {
-        return Err(counter::RING_FULL);
+    let Some((mut entry, flags)) = to.reserve::<TcpDataRecord<N>>() else {
+        return Err(to.lost());
     };
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` points to the ring slot just reserved: sized and aligned for the record
@@ -361,8 +386,7 @@ fn emit_tcp_data<const N: usize>(
         }
         mark_flow(&mut Flows, hdr, class, &mut |s| c.bump(s));
     }
-    entry.submit(wakeup_flags(size_of::<TcpDataRecord<N>>() as u64));
-    c.forwarded(counter::BYTES_TCP_DATA, size_of::<TcpDataRecord<N>>());
+    to.copy_and_submit(c, entry, flags, counter::BYTES_TCP_DATA);
     Ok(())
 }
 
@@ -410,11 +434,12 @@ fn load_head<const N: usize>(
 fn emit_udp<const N: usize>(
     ctx: &XdpContext,
     c: Counters,
+    to: Route,
     hdr: &FlowHeader,
     payload_off: usize,
 ) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<UdpRecord<N>>(0) else {
-        return Err(counter::RING_FULL);
+    let Some((mut entry, flags)) = to.reserve::<UdpRecord<N>>() else {
+        return Err(to.lost());
     };
     let rec = entry.as_mut_ptr();
     // SAFETY: as in `emit_tcp_data`: the reserved slot is ours, sized and aligned for the
@@ -427,36 +452,150 @@ fn emit_udp<const N: usize>(
         entry.discard(0);
         return Err(e);
     }
-    entry.submit(wakeup_flags(size_of::<UdpRecord<N>>() as u64));
-    c.forwarded(counter::BYTES_UDP, size_of::<UdpRecord<N>>());
+    to.copy_and_submit(c, entry, flags, counter::BYTES_UDP);
     Ok(())
 }
 
 /// Reserves and submits a UDP metadata record: the header, no payload.
 #[inline(always)]
-fn emit_udp_meta(c: Counters, hdr: &FlowHeader) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<UdpRecord<0>>(0) else {
-        return Err(counter::RING_FULL);
+fn emit_udp_meta(c: Counters, to: Route, hdr: &FlowHeader) -> Result<(), u32> {
+    let Some((mut entry, flags)) = to.reserve::<UdpRecord<0>>() else {
+        return Err(to.lost());
     };
     entry.write(UdpRecord {
         hdr: *hdr,
         data: [],
     });
-    entry.submit(wakeup_flags(size_of::<UdpRecord<0>>() as u64));
-    c.forwarded(counter::BYTES_UDP_META, size_of::<UdpRecord<0>>());
+    to.copy_and_submit(c, entry, flags, counter::BYTES_UDP_META);
     Ok(())
+}
+
+/// The rings a record goes to (see `sensor_ebpf::shard`): it is written in `first` and copied
+/// to each ring in the `others` mask.
+#[derive(Clone, Copy)]
+struct Route {
+    first: u32,
+    others: u32,
+}
+
+impl Route {
+    /// `mask`: the record's rings. The first is its source's shard when that is one of them
+    /// (a SYN-ACK goes to its destination's alone).
+    #[inline(always)]
+    fn of(hdr: &FlowHeader, mask: u32) -> Self {
+        let src = shard_of(&hdr.src_addr, global(&SHARD_SEED), global(&SHARDS));
+        let first = if mask & (1 << src) != 0 {
+            src
+        } else {
+            shard_of(&hdr.dst_addr, global(&SHARD_SEED), global(&SHARDS))
+        };
+        Self {
+            first,
+            others: mask & !(1 << first),
+        }
+    }
+
+    /// The rings of the record for `hdr` (see `sensor_ebpf::shard`), computed once per frame.
+    #[inline(always)]
+    fn of_record(hdr: &FlowHeader, l4: &L4) -> Self {
+        let (seed, n) = (global(&SHARD_SEED), global(&SHARDS));
+        let (src, dst, v) = (&hdr.src_addr, &hdr.dst_addr, hdr.ip_version);
+        let mask = match l4 {
+            L4::Tcp { .. } => tcp_targets(hdr.tcp_flags, src, dst, v, seed, n),
+            L4::Icmp(q) => icmp_targets((src, dst), (&q.inner_src, &q.inner_dst), v, seed, n),
+            L4::Udp { .. } => targets(src, dst, v, seed, n),
+        };
+        Self::of(hdr, mask)
+    }
+
+    /// Reserves the record in its first ring, with the wake-up flags for its submission
+    /// (taken now, so that the ring's identity is not carried through the record's writing:
+    /// one path for the verifier after this, whichever ring it was).
+    #[inline(always)]
+    fn reserve<T: 'static>(self) -> Option<(aya_ebpf::maps::ring_buf::RingBufEntry<T>, u64)> {
+        let ring = ring(self.first);
+        let entry = ring.reserve::<T>(0)?;
+        Some((entry, wakeup_flags(ring, size_of::<T>() as u64)))
+    }
+
+    /// The record reached no ring: each of its copies counts as a drop in its ring. Returns
+    /// the frame's counter.
+    #[inline(always)]
+    fn lost(self) -> u32 {
+        ring_drop(self.first);
+        for i in 0..MAX_SHARDS {
+            if self.others & (1 << i) != 0 {
+                ring_drop(i);
+            }
+        }
+        counter::RING_FULL
+    }
+
+    /// Copies the written record to the other rings, then submits it to the first.
+    #[inline(always)]
+    fn copy_and_submit<T: 'static>(
+        self,
+        c: Counters,
+        mut entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>,
+        flags: u64,
+        slot: u32,
+    ) {
+        if self.others != 0 {
+            // SAFETY: the slot is ours until submitted, `size_of::<T>()` bytes long; every
+            // byte is initialised: the header and fields were written, and payload bytes past
+            // the copied head hold what the ring memory held before (it is allocated zeroed
+            // by the kernel, `kernel/bpf/ringbuf.c`, and only ever holds records). The slice
+            // is last used before the submit below.
+            let bytes = unsafe {
+                core::slice::from_raw_parts(entry.as_mut_ptr().cast::<u8>(), size_of::<T>())
+            };
+            for i in 0..MAX_SHARDS {
+                if self.others & (1 << i) != 0 {
+                    let ring = ring(i);
+                    let copy_flags = wakeup_flags(ring, size_of::<T>() as u64);
+                    if ring.output::<[u8]>(bytes, copy_flags).is_ok() {
+                        c.forwarded(slot, size_of::<T>());
+                    } else {
+                        ring_drop(i);
+                    }
+                }
+            }
+        }
+        entry.submit(flags);
+        c.forwarded(slot, size_of::<T>());
+    }
+}
+
+/// Ring `shard` (0 for anything out of range).
+#[inline(always)]
+fn ring(shard: u32) -> &'static RingBuf {
+    match shard {
+        1 => &EVENTS_1,
+        2 => &EVENTS_2,
+        3 => &EVENTS_3,
+        _ => &EVENTS,
+    }
+}
+
+#[inline(always)]
+fn ring_drop(shard: u32) {
+    if let Some(value) = RING_DROPS.get_ptr_mut(shard) {
+        // SAFETY: as in `Counters::add`: this CPU's slot, written only by this program on
+        // this CPU, which XDP does not preempt.
+        unsafe { *value += 1 }
+    }
 }
 
 /// Wake the reader only when this record pushed the unread bytes across the watermark.
 #[inline(always)]
-fn wakeup_flags(record_size: u64) -> u64 {
+fn wakeup_flags(ring: &RingBuf, record_size: u64) -> u64 {
     let mark = u64::from(global(&WAKEUP_BYTES));
     if mark == 0 {
         return 0;
     }
     // BPF_RB_AVAIL_DATA: bytes not yet consumed by the reader (`bpf_ringbuf_query` in the
     // kernel's `include/uapi/linux/bpf.h`).
-    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let unread = ring.query(u64::from(BPF_RB_AVAIL_DATA));
     // +8: the ring's own per-record header (`BPF_RINGBUF_HDR_SZ`).
     if unread >= mark && unread < mark + record_size + 8 {
         u64::from(BPF_RB_FORCE_WAKEUP)

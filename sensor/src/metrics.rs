@@ -45,8 +45,12 @@ pub struct AgentStats {
     pub failed_attempts: AtomicU64,
     pub predicted_failures: AtomicU64,
     pub predictions: AtomicU64,
-    /// The engine's tables (sizes, evictions, expiries).
+    /// The engine's tables (sizes, evictions, expiries); with several workers, their sums.
     pub tables: Arc<crate::engine::TableGauges>,
+    /// Records lost to each full ring (`--workers`: one ring per worker), copied from the
+    /// kernel's per-ring counters by the agent; `rings` of them in use (0 until it starts).
+    pub ring_drops: [AtomicU64; sensor_ebpf::shard::MAX_SHARDS as usize],
+    pub rings: AtomicU64,
 }
 
 impl AgentStats {
@@ -212,6 +216,7 @@ impl Collector for SensorCollector {
         encode_tables(&self.agent.tables, &mut encoder)?;
         self.encode_channels(&mut encoder)?;
         self.encode_drops(&mut encoder)?;
+        self.encode_ring_drops(&mut encoder)?;
         self.encode_decode_errors(&mut encoder)
     }
 }
@@ -334,6 +339,26 @@ impl SensorCollector {
                 let labels = [("channel", c.name), ("outcome", outcome)];
                 ConstCounter::new(value.load(Relaxed)).encode(family.encode_family(&labels)?)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Records lost per ring (a record for two workers is a copy in each of their rings).
+    fn encode_ring_drops(&self, encoder: &mut DescriptorEncoder) -> Encoded {
+        let rings = self.agent.rings.load(Relaxed);
+        if rings == 0 {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "sensor_xdp_ring_drops",
+            "Records lost to a full ring, per ring (one ring per worker)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (ring, drops) in self.agent.ring_drops.iter().take(rings as usize).enumerate() {
+            let ring = ring.to_string();
+            ConstCounter::new(drops.load(Relaxed))
+                .encode(family.encode_family(&[("ring", ring.as_str())])?)?;
         }
         Ok(())
     }
