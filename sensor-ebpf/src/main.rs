@@ -29,13 +29,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::error;
+use sensor_ebpf::shard::{icmp_targets, shard_of, targets, tcp_targets, MAX_SHARDS};
 use sensor_ebpf::{
     confirm_signature, counter, kind, mark_flow, parse, tcp_action, udp_action, udp_policy,
     FlowHeader, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord, IfaceTable, Parsed,
     TcpAction, TcpDataRecord, TcpRecord, UdpAction, UdpRecord, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
     L4,
 };
-use sensor_ebpf::shard::{icmp_targets, shard_of, targets, tcp_targets, MAX_SHARDS};
 
 /// Bytes of UDP payload to copy; set at load time with `EbpfLoader::override_global`.
 #[no_mangle]

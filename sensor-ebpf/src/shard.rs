@@ -153,7 +153,11 @@ mod tests {
                 let (sa, sb) = (shard_of(&a, 0x1234, n), shard_of(&b, 0x1234, n));
                 assert!(sa < n && sb < n);
                 assert_eq!(mask, (1 << sa) | (1 << sb));
-                assert_eq!(mask, targets(&b, &a, 4, 0x1234, n), "direction does not matter");
+                assert_eq!(
+                    mask,
+                    targets(&b, &a, 4, 0x1234, n),
+                    "direction does not matter"
+                );
             }
         }
     }
@@ -170,7 +174,11 @@ mod tests {
             .unwrap();
         let (sa, sb) = (1 << shard_of(&a, 9, n), 1 << shard_of(&b, 9, n));
         assert_eq!(tcp_targets(SYN, &a, &b, 4, 9, n), sa, "SYN: its sender's");
-        assert_eq!(tcp_targets(SYN | ACK, &b, &a, 4, 9, n), sa, "SYN-ACK: its receiver's");
+        assert_eq!(
+            tcp_targets(SYN | ACK, &b, &a, 4, 9, n),
+            sa,
+            "SYN-ACK: its receiver's"
+        );
         assert_eq!(tcp_targets(RST | ACK, &b, &a, 4, 9, n), sa | sb);
         assert_eq!(tcp_targets(SYN | RST, &b, &a, 4, 9, n), sa | sb);
         assert_eq!(tcp_targets(FIN | ACK, &a, &b, 4, 9, n), sa | sb);

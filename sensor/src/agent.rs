@@ -582,10 +582,8 @@ pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
     let n = engines.len();
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(std::sync::Barrier::new(n));
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..n).map(|_| std::sync::mpsc::channel()).unzip();
-    let gauges: Vec<Arc<crate::engine::TableGauges>> =
-        (0..n).map(|_| Arc::default()).collect();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| std::sync::mpsc::channel()).unzip();
+    let gauges: Vec<Arc<crate::engine::TableGauges>> = (0..n).map(|_| Arc::default()).collect();
     let clock = MonotonicClock::new();
     let mut workers = Vec::with_capacity(n);
     for (index, ((ring, mut engine), inbox)) in

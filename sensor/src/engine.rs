@@ -324,7 +324,12 @@ impl TableGauges {
                             .map_or(0, |g| f(g).load(Relaxed))
                     })
                 };
-                (c.name, field(|g| &g.seen), field(|g| &g.parsed), field(|g| &g.rejected))
+                (
+                    c.name,
+                    field(|g| &g.seen),
+                    field(|g| &g.parsed),
+                    field(|g| &g.rejected),
+                )
             })
             .collect();
         let drops: Vec<Drop> = first
@@ -1101,6 +1106,21 @@ impl<S: EngineSink> Engine<S> {
         if self.now - self.last_publish >= PUBLISH_INTERVAL {
             self.last_publish = self.now;
             self.publish();
+        }
+    }
+
+    /// Moves packet time to `now` and runs the table expiry that is due, as a packet at `now`
+    /// does before anything else (`--workers`: every worker's clock moves with every record).
+    pub fn tick_to(&mut self, now: Timestamp) {
+        self.tick(now);
+    }
+
+    /// Fires the attempt timers due by packet time (after [`Engine::tick_to`], for a worker the
+    /// record did not go to).
+    pub fn run_timers(&mut self) {
+        self.conns.advance(self.now, &mut self.outcomes);
+        if !self.outcomes.is_empty() {
+            self.process_outcomes();
         }
     }
 

@@ -355,7 +355,13 @@ impl SensorCollector {
             None,
             MetricType::Counter,
         )?;
-        for (ring, drops) in self.agent.ring_drops.iter().take(rings as usize).enumerate() {
+        for (ring, drops) in self
+            .agent
+            .ring_drops
+            .iter()
+            .take(rings as usize)
+            .enumerate()
+        {
             let ring = ring.to_string();
             ConstCounter::new(drops.load(Relaxed))
                 .encode(family.encode_family(&[("ring", ring.as_str())])?)?;

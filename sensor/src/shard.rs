@@ -158,6 +158,8 @@ pub struct Sharded<S: EngineSink> {
     pub sink: Rc<RefCell<S>>,
     seed: u64,
     now: Timestamp,
+    /// Records read, each once whatever number of engines it went to.
+    records: u64,
 }
 
 impl<S: EngineSink> Sharded<S> {
@@ -179,15 +181,17 @@ impl<S: EngineSink> Sharded<S> {
             sink,
             seed,
             now: Timestamp::ZERO,
+            records: 0,
         })
     }
 
-    /// The engines' statistics summed.
+    /// The engines' statistics summed, records counted once as one engine counts them.
     pub fn stats(&self) -> EngineStats {
         let mut sum = EngineStats::default();
         for e in &self.engines {
             sum.add(&e.stats);
         }
+        sum.events = self.records;
         sum
     }
 
@@ -206,15 +210,23 @@ impl<S: EngineSink> Sharded<S> {
         }
     }
 
+    /// Packet time reached `now` without a record (see [`Engine::advance_to`]).
     pub fn advance_to(&mut self, now: Timestamp) {
-        for e in &mut self.engines {
-            e.advance_to(now);
+        if now <= self.now {
+            return;
         }
-        self.after(now);
+        for e in &mut self.engines {
+            e.tick_to(now);
+        }
+        self.tick_sink(now);
+        for e in &mut self.engines {
+            e.run_timers();
+        }
+        self.hand_over();
     }
 
-    fn after(&mut self, now: Timestamp) {
-        self.hand_over();
+    /// The sink's tick, with the statistics summed, as one engine gives it.
+    fn tick_sink(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
         let stats = self.stats();
         self.sink.borrow_mut().tick(self.now, &stats);
@@ -235,14 +247,21 @@ impl<S: EngineSink> EventSink for Sharded<S> {
     fn event(&mut self, ev: &PacketEvent<'_>) {
         let n = u32::try_from(self.engines.len()).unwrap_or(1);
         let mask = event_targets(ev, self.seed, n);
+        // As one engine does for each record: the expiry due first, then the sink's tick (the
+        // statistics as they stand before the record), then the record.
+        for e in &mut self.engines {
+            e.tick_to(ev.ts);
+        }
+        self.records += 1;
+        self.tick_sink(ev.ts);
         for (i, e) in self.engines.iter_mut().enumerate() {
             if mask & (1 << i) != 0 {
                 e.event(ev);
             } else {
-                e.advance_to(ev.ts);
+                e.run_timers();
             }
         }
-        self.after(ev.ts);
+        self.hand_over();
     }
 }
 
