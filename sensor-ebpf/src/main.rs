@@ -76,10 +76,11 @@ static SHARDS: u32 = 1;
 #[no_mangle]
 static SHARD_SEED: u64 = 0;
 
-/// Records lost to a full ring, per ring: every copy of a record counts in its ring's slot.
-/// (`counter::RING_FULL` counts frames whose record reached no ring.)
+/// Per ring `i`: slot `i` counts records lost to the ring being full, slot `MAX_SHARDS + i`
+/// records put in it, copies included (`counter::RING_FULL` counts frames whose record
+/// reached no ring; `counter::REC_*` frames whose record reached its first ring).
 #[map]
-static RING_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SHARDS, 0);
+static RING_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * MAX_SHARDS, 0);
 
 /// Flows whose payload is forwarded; userspace may resize it at load time.
 #[map]
@@ -522,10 +523,10 @@ impl Route {
     /// the frame's counter.
     #[inline(always)]
     fn lost(self) -> u32 {
-        ring_drop(self.first);
+        ring_count(self.first);
         for i in 0..MAX_SHARDS {
             if self.others & (1 << i) != 0 {
-                ring_drop(i);
+                ring_count(i);
             }
         }
         counter::RING_FULL
@@ -555,14 +556,16 @@ impl Route {
                     let copy_flags = wakeup_flags(ring, size_of::<T>() as u64);
                     if ring.output::<[u8]>(bytes, copy_flags).is_ok() {
                         c.forwarded(slot, size_of::<T>());
+                        ring_count(MAX_SHARDS + i);
                     } else {
-                        ring_drop(i);
+                        ring_count(i);
                     }
                 }
             }
         }
         entry.submit(flags);
         c.forwarded(slot, size_of::<T>());
+        ring_count(MAX_SHARDS + self.first);
     }
 }
 
@@ -577,9 +580,10 @@ fn ring(shard: u32) -> &'static RingBuf {
     }
 }
 
+/// Bumps slot `slot` of `RING_STATS`.
 #[inline(always)]
-fn ring_drop(shard: u32) {
-    if let Some(value) = RING_DROPS.get_ptr_mut(shard) {
+fn ring_count(slot: u32) {
+    if let Some(value) = RING_STATS.get_ptr_mut(slot) {
         // SAFETY: as in `Counters::add`: this CPU's slot, written only by this program on
         // this CPU, which XDP does not preempt.
         unsafe { *value += 1 }

@@ -70,6 +70,9 @@ pub struct RunSummary {
     /// whose losses are `xdp.ring_full`.
     #[serde(default)]
     pub ring_drops: Vec<u64>,
+    /// Records put in each ring, copies included (several workers only).
+    #[serde(default)]
+    pub ring_records: Vec<u64>,
 }
 
 /// Runs until a signal or `duration`; returns the final counts.
@@ -225,6 +228,12 @@ fn summarize(
         predicted_failures: stats.predicted_failures.load(Relaxed),
         ring_drops: stats
             .ring_drops
+            .iter()
+            .take(usize::try_from(stats.rings.load(Relaxed)).unwrap_or(0))
+            .map(|d| d.load(Relaxed))
+            .collect(),
+        ring_records: stats
+            .ring_records
             .iter()
             .take(usize::try_from(stats.rings.load(Relaxed)).unwrap_or(0))
             .map(|d| d.load(Relaxed))
@@ -562,7 +571,7 @@ pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
         Err(e) => tracing::warn!("eBPF logs unavailable: {e}"),
     }
     let rings = sensor.take_rings()?;
-    let ring_drops = sensor.take_ring_drops()?;
+    let ring_stats = sensor.take_ring_stats()?;
     stats.rings.store(u64::from(config.xdp.shards), Relaxed);
     sensor.set_ifaces(&config.ifaces)?;
     let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
@@ -613,9 +622,12 @@ pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
 
     let publish = |stats: &AgentStats| {
         stats.tables.store_sum(&gauges);
-        if let Ok(drops) = ring_drops.read() {
+        if let Ok((drops, records)) = ring_stats.read() {
             for (slot, d) in stats.ring_drops.iter().zip(drops) {
                 slot.store(d, Relaxed);
+            }
+            for (slot, r) in stats.ring_records.iter().zip(records) {
+                slot.store(r, Relaxed);
             }
         }
     };

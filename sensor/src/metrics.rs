@@ -50,6 +50,8 @@ pub struct AgentStats {
     /// Records lost to each full ring (`--workers`: one ring per worker), copied from the
     /// kernel's per-ring counters by the agent; `rings` of them in use (0 until it starts).
     pub ring_drops: [AtomicU64; sensor_ebpf::shard::MAX_SHARDS as usize],
+    /// Records put in each ring, copies included.
+    pub ring_records: [AtomicU64; sensor_ebpf::shard::MAX_SHARDS as usize],
     pub rings: AtomicU64,
 }
 
@@ -345,26 +347,29 @@ impl SensorCollector {
 
     /// Records lost per ring (a record for two workers is a copy in each of their rings).
     fn encode_ring_drops(&self, encoder: &mut DescriptorEncoder) -> Encoded {
-        let rings = self.agent.rings.load(Relaxed);
+        let rings = usize::try_from(self.agent.rings.load(Relaxed)).unwrap_or(0);
         if rings == 0 {
             return Ok(());
         }
-        let mut family = encoder.encode_descriptor(
-            "sensor_xdp_ring_drops",
-            "Records lost to a full ring, per ring (one ring per worker)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (ring, drops) in self
-            .agent
-            .ring_drops
-            .iter()
-            .take(rings as usize)
-            .enumerate()
-        {
-            let ring = ring.to_string();
-            ConstCounter::new(drops.load(Relaxed))
-                .encode(family.encode_family(&[("ring", ring.as_str())])?)?;
+        let series = [
+            (
+                "sensor_xdp_ring_drops",
+                "Records lost to a full ring, per ring (one ring per worker)",
+                &self.agent.ring_drops,
+            ),
+            (
+                "sensor_xdp_ring_records",
+                "Records put in each ring, a record for two workers counting in both",
+                &self.agent.ring_records,
+            ),
+        ];
+        for (name, help, values) in series {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (ring, n) in values.iter().take(rings).enumerate() {
+                let ring = ring.to_string();
+                ConstCounter::new(n.load(Relaxed))
+                    .encode(family.encode_family(&[("ring", ring.as_str())])?)?;
+            }
         }
         Ok(())
     }

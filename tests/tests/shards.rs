@@ -36,9 +36,9 @@ fn hosts_apart(n: u32) -> ([u8; 4], [u8; 4]) {
 
 struct Rings {
     sensor: XdpSensor,
-    rings: Vec<RingBuf<MapData>>,
+    buffers: Vec<RingBuf<MapData>>,
     counters: sensor::capture::xdp::KernelCounters,
-    drops: sensor::capture::xdp::RingDrops,
+    drops: sensor::capture::xdp::RingStats,
 }
 
 impl Rings {
@@ -53,12 +53,12 @@ impl Rings {
         .expect("the XDP program with several rings passes the verifier");
         let rings = sensor.take_rings().unwrap();
         assert_eq!(rings.len(), shards as usize);
-        let drops = sensor.take_ring_drops().unwrap();
+        let drops = sensor.take_ring_stats().unwrap();
         sensor.set_ifaces(&["lo".into()]).unwrap();
         let counters = sensor.take_counters().unwrap();
         Self {
             sensor,
-            rings,
+            buffers: rings,
             counters,
             drops,
         }
@@ -78,7 +78,7 @@ impl Rings {
 
     /// The records each ring holds, drained.
     fn drain(&mut self) -> Vec<Vec<Vec<u8>>> {
-        self.rings
+        self.buffers
             .iter_mut()
             .map(|r| {
                 let mut out = Vec::new();
@@ -182,7 +182,17 @@ fn records_go_to_the_rings_of_their_hosts() {
             all,
             "multicast, n={n}"
         );
-        assert_eq!(h.drops.read().unwrap(), vec![0; n as usize]);
+        let (drops, records) = h.drops.read().unwrap();
+        assert_eq!(drops, vec![0; n as usize]);
+        // Per ring: what it got above, copies included.
+        let mut expected = vec![0u64; n as usize];
+        for ring in [sa, sa, sa, sb, sa, sb] {
+            expected[ring] += 1;
+        }
+        for ring in &all {
+            expected[*ring] += 1;
+        }
+        assert_eq!(records, expected, "records per ring, n={n}");
     }
 }
 
@@ -217,14 +227,14 @@ fn full_rings_count_their_own_drops() {
         h.run(&tcp(a, b, tcp_flag::SYN));
     }
     let fit = (u64::from(page) / (72 + 8)) as usize;
-    let drops = h.drops.read().unwrap();
+    let drops = h.drops.read().unwrap().0;
     assert_eq!(drops[sa], runs - fit as u64, "drops of the full ring");
     assert_eq!(drops[sb], 0);
     let snap = h.counters.read().unwrap().ifaces[0];
     assert_eq!(snap.get(counter::RING_FULL), runs - fit as u64);
     // A RST from b: its first ring (b's) has room, a's copy is lost and counted there only.
     h.run(&tcp(b, a, tcp_flag::RST));
-    let drops = h.drops.read().unwrap();
+    let drops = h.drops.read().unwrap().0;
     assert_eq!(drops[sa], runs - fit as u64 + 1);
     assert_eq!(drops[sb], 0);
     let got = h.drain();

@@ -243,13 +243,13 @@ impl XdpSensor {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Takes the per-ring drop counters out of the object (once).
-    pub fn take_ring_drops(&mut self) -> anyhow::Result<RingDrops> {
+    /// Takes the per-ring counters out of the object (once).
+    pub fn take_ring_stats(&mut self) -> anyhow::Result<RingStats> {
         let map = self
             .ebpf
-            .take_map("RING_DROPS")
-            .context("RING_DROPS already taken")?;
-        Ok(RingDrops {
+            .take_map("RING_STATS")
+            .context("RING_STATS already taken")?;
+        Ok(RingStats {
             map: PerCpuArray::try_from(map)?,
             shards: self.shards,
         })
@@ -278,26 +278,30 @@ fn ring_name(shard: u32) -> &'static str {
     }
 }
 
-/// Records lost to a full ring, per ring (every copy of a record counts in its own ring).
-pub struct RingDrops {
+/// Records put in each ring and lost to each full ring (a record for two workers is a copy in
+/// each of their rings, counted in each).
+pub struct RingStats {
     map: PerCpuArray<MapData, u64>,
     shards: u32,
 }
 
-impl fmt::Debug for RingDrops {
+impl fmt::Debug for RingStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RingDrops")
+        f.debug_struct("RingStats")
             .field("shards", &self.shards)
             .finish_non_exhaustive()
     }
 }
 
-impl RingDrops {
-    /// Drops per ring in use, summed over CPUs.
-    pub fn read(&self) -> anyhow::Result<Vec<u64>> {
-        (0..self.shards)
-            .map(|s| Ok(self.map.get(&s, 0)?.iter().sum()))
-            .collect()
+impl RingStats {
+    /// Per ring in use, summed over CPUs: (records lost to a full ring, records put in it).
+    pub fn read(&self) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+        let slot = |i: u32| -> anyhow::Result<u64> { Ok(self.map.get(&i, 0)?.iter().sum()) };
+        let drops = (0..self.shards).map(slot).collect::<anyhow::Result<_>>()?;
+        let records = (0..self.shards)
+            .map(|s| slot(MAX_SHARDS + s))
+            .collect::<anyhow::Result<_>>()?;
+        Ok((drops, records))
     }
 }
 
