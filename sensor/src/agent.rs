@@ -202,6 +202,13 @@ fn summarize(
         // The guard in a PoisonError is not Send, so it cannot be the error's source.
         .map_err(|_| anyhow::anyhow!("counter lock poisoned"))?
         .read()?;
+    let (ring_drops, ring_records) = match stats.ring_stats.lock() {
+        Ok(guard) => match guard.as_ref() {
+            Some(rings) => rings.read()?,
+            None => (Vec::new(), Vec::new()),
+        },
+        Err(_) => anyhow::bail!("ring counter lock poisoned"),
+    };
     let by_name = |s: &crate::capture::CounterSnapshot| -> BTreeMap<String, u64> {
         s.iter().map(|(k, v)| (k.to_string(), v)).collect()
     };
@@ -226,18 +233,8 @@ fn summarize(
         suppressed_ppr: stats.suppressed_ppr.load(Relaxed),
         failed_attempts: stats.failed_attempts.load(Relaxed),
         predicted_failures: stats.predicted_failures.load(Relaxed),
-        ring_drops: stats
-            .ring_drops
-            .iter()
-            .take(usize::try_from(stats.rings.load(Relaxed)).unwrap_or(0))
-            .map(|d| d.load(Relaxed))
-            .collect(),
-        ring_records: stats
-            .ring_records
-            .iter()
-            .take(usize::try_from(stats.rings.load(Relaxed)).unwrap_or(0))
-            .map(|d| d.load(Relaxed))
-            .collect(),
+        ring_drops,
+        ring_records,
     })
 }
 
@@ -571,8 +568,11 @@ pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
         Err(e) => tracing::warn!("eBPF logs unavailable: {e}"),
     }
     let rings = sensor.take_rings()?;
-    let ring_stats = sensor.take_ring_stats()?;
-    stats.rings.store(u64::from(config.xdp.shards), Relaxed);
+    *stats
+        .ring_stats
+        .lock()
+        .map_err(|_| anyhow::anyhow!("ring counter lock poisoned"))? =
+        Some(sensor.take_ring_stats()?);
     sensor.set_ifaces(&config.ifaces)?;
     let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
     let metrics_task = start_metrics(&config, &kernel, &stats).await?;
@@ -622,14 +622,6 @@ pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
 
     let publish = |stats: &AgentStats| {
         stats.tables.store_sum(&gauges);
-        if let Ok((drops, records)) = ring_stats.read() {
-            for (slot, d) in stats.ring_drops.iter().zip(drops) {
-                slot.store(d, Relaxed);
-            }
-            for (slot, r) in stats.ring_records.iter().zip(records) {
-                slot.store(r, Relaxed);
-            }
-        }
     };
     {
         let mut tick = tokio::time::interval(Duration::from_millis(500));

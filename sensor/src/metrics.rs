@@ -47,12 +47,9 @@ pub struct AgentStats {
     pub predictions: AtomicU64,
     /// The engine's tables (sizes, evictions, expiries); with several workers, their sums.
     pub tables: Arc<crate::engine::TableGauges>,
-    /// Records lost to each full ring (`--workers`: one ring per worker), copied from the
-    /// kernel's per-ring counters by the agent; `rings` of them in use (0 until it starts).
-    pub ring_drops: [AtomicU64; sensor_ebpf::shard::MAX_SHARDS as usize],
-    /// Records put in each ring, copies included.
-    pub ring_records: [AtomicU64; sensor_ebpf::shard::MAX_SHARDS as usize],
-    pub rings: AtomicU64,
+    /// The kernel's per-ring counters (`--workers`: one ring per worker), read at each scrape;
+    /// set by the agent when it runs several.
+    pub ring_stats: Mutex<Option<crate::capture::xdp::RingStats>>,
 }
 
 impl AgentStats {
@@ -347,28 +344,35 @@ impl SensorCollector {
 
     /// Records lost per ring (a record for two workers is a copy in each of their rings).
     fn encode_ring_drops(&self, encoder: &mut DescriptorEncoder) -> Encoded {
-        let rings = usize::try_from(self.agent.rings.load(Relaxed)).unwrap_or(0);
-        if rings == 0 {
-            return Ok(());
-        }
+        let read = match self.agent.ring_stats.lock() {
+            Ok(guard) => guard.as_ref().map(crate::capture::xdp::RingStats::read),
+            Err(_) => None,
+        };
+        let (drops, records) = match read {
+            None => return Ok(()),
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::warn!("reading the ring counters: {e:#}");
+                return Ok(());
+            }
+        };
         let series = [
             (
                 "sensor_xdp_ring_drops",
                 "Records lost to a full ring, per ring (one ring per worker)",
-                &self.agent.ring_drops,
+                drops,
             ),
             (
                 "sensor_xdp_ring_records",
                 "Records put in each ring, a record for two workers counting in both",
-                &self.agent.ring_records,
+                records,
             ),
         ];
         for (name, help, values) in series {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (ring, n) in values.iter().take(rings).enumerate() {
+            for (ring, n) in values.into_iter().enumerate() {
                 let ring = ring.to_string();
-                ConstCounter::new(n.load(Relaxed))
-                    .encode(family.encode_family(&[("ring", ring.as_str())])?)?;
+                ConstCounter::new(n).encode(family.encode_family(&[("ring", ring.as_str())])?)?;
             }
         }
         Ok(())
