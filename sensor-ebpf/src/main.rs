@@ -29,6 +29,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::error;
+use sensor_ebpf::shard::{icmp_targets, shard_of, targets, tcp_targets, MAX_SHARDS};
 use sensor_ebpf::{
     confirm_signature, counter, kind, mark_flow, parse, tcp_action, udp_action, udp_policy,
     FlowHeader, FlowHeaderV4, FlowKey, FlowState, FlowTable, Frame, IcmpQuote, IcmpRecord,
@@ -52,9 +53,33 @@ static UDP_POLICY: u32 = udp_policy::CLASSIFIED;
 #[no_mangle]
 static WAKEUP_BYTES: u32 = 256 * 1024;
 
-/// Ring of records; userspace resizes it at load time (`map_max_entries`).
+/// Rings of records, one per worker (`SHARDS` of them in use; aya-ebpf has no array of ring
+/// maps, hence four statics). Userspace sizes each at load time (`map_max_entries`): unused
+/// ones to a page. Ring 0 keeps the name it had with one worker.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+#[map]
+static EVENTS_1: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+static EVENTS_2: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+static EVENTS_3: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Workers, hence rings in use (1..=`MAX_SHARDS`); set at load time. 1 is a constant the
+/// verifier prunes every other ring's path with.
+#[no_mangle]
+static SHARDS: u32 = 1;
+
+/// Key of the host hash that picks a record's rings (`sensor_ebpf::shard::shard_of`); set at
+/// load time.
+#[no_mangle]
+static SHARD_SEED: u64 = 0;
+
+/// Per ring `i`: slot `i` counts records lost to the ring being full, slot `MAX_SHARDS + i`
+/// records put in it, copies included (`counter::RING_FULL` counts frames whose record
+/// reached no ring; `counter::REC_*` frames whose record reached its first ring).
+#[map]
+static RING_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * MAX_SHARDS, 0);
 
 /// Room for the largest payload record: the TCP data record's fixed part and `MAX_SNAPLEN`
 /// payload bytes.
@@ -165,7 +190,7 @@ impl Counters {
 }
 
 #[inline(always)]
-fn global(value: &u32) -> u32 {
+fn global<T: Copy>(value: &T) -> T {
     // Volatile so the compiler keeps the load the loader patched instead of the default.
     // SAFETY: `value` is a reference, hence valid, aligned and initialised for the read.
     unsafe { core::ptr::read_volatile(value) }
@@ -240,6 +265,7 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
     hdr.ifindex = ingress_ifindex(ctx);
     // SAFETY: a helper without arguments that reads the monotonic clock; no memory involved.
     hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let to = Route::of_record(&hdr, &l4);
     match l4 {
         L4::Tcp {
             seq,
@@ -254,17 +280,17 @@ fn inspect(ctx: &XdpContext, c: Counters) -> Result<(), u32> {
                 payload_off,
                 probe,
             };
-            emit_tcp_data(ctx, c, &hdr, &tcp)?;
+            emit_tcp_data(ctx, c, to, &hdr, &tcp)?;
         }
         L4::Tcp {
             seq, ack, window, ..
-        } => emit_tcp(c, &hdr, seq, ack, window)?,
-        L4::Icmp(q) => emit_icmp(c, &hdr, &q)?,
+        } => emit_tcp(c, to, &hdr, seq, ack, window)?,
+        L4::Icmp(q) => emit_icmp(c, to, &hdr, &q)?,
         L4::Udp { payload_off } => {
             if hdr.kind == kind::UDP_META {
-                emit_udp_meta(c, &hdr)?;
+                emit_udp_meta(c, to, &hdr)?;
             } else {
-                emit_udp(ctx, c, &hdr, payload_off)?;
+                emit_udp(ctx, c, to, &hdr, payload_off)?;
             }
         }
     }
@@ -282,11 +308,18 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
 
 /// Builds a header-only TCP record in the scratch buffer and copies it.
 #[inline(always)]
-fn emit_tcp(c: Counters, hdr: &FlowHeader, seq: u32, ack: u32, window: u16) -> Result<(), u32> {
+fn emit_tcp(
+    c: Counters,
+    to: Route,
+    hdr: &FlowHeader,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> Result<(), u32> {
     let buf = scratch()?;
     let h = put_header(buf, hdr);
     put_tcp_tail(buf, h, seq, ack, window);
-    output(c, buf, h + size_of::<TcpTail>(), counter::BYTES_TCP)
+    output(c, to, buf, h + size_of::<TcpTail>(), counter::BYTES_TCP)
 }
 
 /// Writes the record header at the start of the scratch buffer: the compact IPv4 form, or the
@@ -335,28 +368,28 @@ fn put_tcp_tail(buf: *mut Scratch, at: usize, seq: u32, ack: u32, window: u16) {
     }
 }
 
-/// Reserves and submits an ICMP destination-unreachable record.
+/// Builds an ICMP destination-unreachable record in the scratch buffer and copies it.
 #[inline(always)]
-fn emit_icmp(c: Counters, hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
-    let Some(mut entry) = EVENTS.reserve::<IcmpRecord>(0) else {
-        return Err(counter::RING_FULL);
-    };
-    entry.write(IcmpRecord {
-        hdr: *hdr,
-        icmp_type: q.icmp_type,
-        icmp_code: q.icmp_code,
-        inner_proto: q.inner_proto,
-        inner_ip_version: q.inner_ip_version,
-        pad: [0; 4],
-        inner_src: q.inner_src,
-        inner_dst: q.inner_dst,
-        inner_src_port: q.inner_src_port,
-        inner_dst_port: q.inner_dst_port,
-        pad2: [0; 4],
-    });
-    entry.submit(wakeup_flags(size_of::<IcmpRecord>() as u64));
-    c.forwarded(counter::BYTES_ICMP, size_of::<IcmpRecord>());
-    Ok(())
+fn emit_icmp(c: Counters, to: Route, hdr: &FlowHeader, q: &IcmpQuote) -> Result<(), u32> {
+    let buf = scratch()?;
+    // SAFETY: this CPU's scratch value (see `SCRATCH`): 8-byte aligned, as `IcmpRecord`
+    // needs, and longer than it.
+    unsafe {
+        buf.cast::<IcmpRecord>().write(IcmpRecord {
+            hdr: *hdr,
+            icmp_type: q.icmp_type,
+            icmp_code: q.icmp_code,
+            inner_proto: q.inner_proto,
+            inner_ip_version: q.inner_ip_version,
+            pad: [0; 4],
+            inner_src: q.inner_src,
+            inner_dst: q.inner_dst,
+            inner_src_port: q.inner_src_port,
+            inner_dst_port: q.inner_dst_port,
+            pad2: [0; 4],
+        });
+    }
+    output(c, to, buf, size_of::<IcmpRecord>(), counter::BYTES_ICMP)
 }
 
 struct TcpFields {
@@ -381,6 +414,7 @@ fn scratch() -> Result<*mut Scratch, u32> {
 fn emit_tcp_data(
     ctx: &XdpContext,
     c: Counters,
+    to: Route,
     hdr: &FlowHeader,
     tcp: &TcpFields,
 ) -> Result<(), u32> {
@@ -404,7 +438,7 @@ fn emit_tcp_data(
         }
         mark_flow(&mut Flows, hdr, class, &mut |s| c.bump(s));
     }
-    output(c, buf, fixed + len, counter::BYTES_TCP_DATA)
+    output(c, to, buf, fixed + len, counter::BYTES_TCP_DATA)
 }
 
 /// `cap` (at most `MAX_SNAPLEN`, which `parse` guarantees) in a form the verifier can bound:
@@ -463,20 +497,29 @@ fn load_head(
     Ok(())
 }
 
-/// Copies the first `len` bytes of the scratch buffer into the ring as one record.
+/// Copies the first `len` bytes of the scratch buffer into each of the record's rings.
 #[inline(always)]
-fn output(c: Counters, buf: *mut Scratch, len: usize, bytes_slot: u32) -> Result<(), u32> {
+fn output(
+    c: Counters,
+    to: Route,
+    buf: *mut Scratch,
+    len: usize,
+    bytes_slot: u32,
+) -> Result<(), u32> {
     // SAFETY: `len` is at most `SCRATCH_BYTES` (a fixed part plus `bounded_len`), so the slice
     // lies inside this CPU's scratch value, which was written up to `len` just before.
     let record = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
-    if EVENTS
-        .output::<[u8]>(record, wakeup_flags(len as u64))
-        .is_err()
-    {
-        // The helper's only failure for a valid map and size: no room (-EAGAIN).
-        return Err(counter::RING_FULL);
+    if !to.put(to.first, record) {
+        // The first copy is the record: lost there, it is lost everywhere (its other copies
+        // count as drops of their rings, not tried).
+        return Err(to.lost());
     }
     c.forwarded(bytes_slot, len);
+    for i in 0..MAX_SHARDS {
+        if to.others & (1 << i) != 0 && to.put(i, record) {
+            c.forwarded(bytes_slot, len);
+        }
+    }
     Ok(())
 }
 
@@ -485,6 +528,7 @@ fn output(c: Counters, buf: *mut Scratch, len: usize, bytes_slot: u32) -> Result
 fn emit_udp(
     ctx: &XdpContext,
     c: Counters,
+    to: Route,
     hdr: &FlowHeader,
     payload_off: usize,
 ) -> Result<(), u32> {
@@ -495,27 +539,110 @@ fn emit_udp(
     // CPU's scratch value.
     let data = unsafe { &mut *buf.cast::<u8>().add(h).cast::<[u8; MAX_SNAPLEN as usize]>() };
     load_head(ctx, payload_off, len, data)?;
-    output(c, buf, h + len, counter::BYTES_UDP)
+    output(c, to, buf, h + len, counter::BYTES_UDP)
 }
 
 /// Builds a UDP metadata record (the header, no payload) and copies it.
 #[inline(always)]
-fn emit_udp_meta(c: Counters, hdr: &FlowHeader) -> Result<(), u32> {
+fn emit_udp_meta(c: Counters, to: Route, hdr: &FlowHeader) -> Result<(), u32> {
     let buf = scratch()?;
     let h = put_header(buf, hdr);
-    output(c, buf, h, counter::BYTES_UDP_META)
+    output(c, to, buf, h, counter::BYTES_UDP_META)
+}
+
+/// The rings a record goes to (see `sensor_ebpf::shard`): it is written in `first` and copied
+/// to each ring in the `others` mask.
+#[derive(Clone, Copy)]
+struct Route {
+    first: u32,
+    others: u32,
+}
+
+impl Route {
+    /// `mask`: the record's rings. The first is its source's shard when that is one of them
+    /// (a SYN-ACK goes to its destination's alone).
+    #[inline(always)]
+    fn of(hdr: &FlowHeader, mask: u32) -> Self {
+        let src = shard_of(&hdr.src_addr, global(&SHARD_SEED), global(&SHARDS));
+        let first = if mask & (1 << src) != 0 {
+            src
+        } else {
+            shard_of(&hdr.dst_addr, global(&SHARD_SEED), global(&SHARDS))
+        };
+        Self {
+            first,
+            others: mask & !(1 << first),
+        }
+    }
+
+    /// The rings of the record for `hdr` (see `sensor_ebpf::shard`), computed once per frame.
+    #[inline(always)]
+    fn of_record(hdr: &FlowHeader, l4: &L4) -> Self {
+        let (seed, n) = (global(&SHARD_SEED), global(&SHARDS));
+        let (src, dst, v) = (&hdr.src_addr, &hdr.dst_addr, hdr.ip_version);
+        let mask = match l4 {
+            L4::Tcp { .. } => tcp_targets(hdr.tcp_flags, src, dst, v, seed, n),
+            L4::Icmp(q) => icmp_targets((src, dst), (&q.inner_src, &q.inner_dst), v, seed, n),
+            L4::Udp { .. } => targets(src, dst, v, seed, n),
+        };
+        Self::of(hdr, mask)
+    }
+
+    /// The record's first copy found no room (`put` counted that drop): its other copies
+    /// are not tried and count as drops of their rings. Returns the frame's counter.
+    #[inline(always)]
+    fn lost(self) -> u32 {
+        for i in 0..MAX_SHARDS {
+            if self.others & (1 << i) != 0 {
+                ring_count(i);
+            }
+        }
+        counter::RING_FULL
+    }
+
+    /// Copies `record` into ring `shard`, counting it there as a record or a drop (the
+    /// helper's only failure for a valid map and size is no room, -EAGAIN).
+    #[inline(always)]
+    fn put(self, shard: u32, record: &[u8]) -> bool {
+        let ring = ring(shard);
+        let flags = wakeup_flags(ring, record.len() as u64);
+        let ok = ring.output::<[u8]>(record, flags).is_ok();
+        ring_count(if ok { MAX_SHARDS + shard } else { shard });
+        ok
+    }
+}
+
+/// Ring `shard` (0 for anything out of range).
+#[inline(always)]
+fn ring(shard: u32) -> &'static RingBuf {
+    match shard {
+        1 => &EVENTS_1,
+        2 => &EVENTS_2,
+        3 => &EVENTS_3,
+        _ => &EVENTS,
+    }
+}
+
+/// Bumps slot `slot` of `RING_STATS`.
+#[inline(always)]
+fn ring_count(slot: u32) {
+    if let Some(value) = RING_STATS.get_ptr_mut(slot) {
+        // SAFETY: as in `Counters::add`: this CPU's slot, written only by this program on
+        // this CPU, which XDP does not preempt.
+        unsafe { *value += 1 }
+    }
 }
 
 /// Wake the reader only when this record pushed the unread bytes across the watermark.
 #[inline(always)]
-fn wakeup_flags(record_size: u64) -> u64 {
+fn wakeup_flags(ring: &RingBuf, record_size: u64) -> u64 {
     let mark = u64::from(global(&WAKEUP_BYTES));
     if mark == 0 {
         return 0;
     }
     // BPF_RB_AVAIL_DATA: bytes not yet consumed by the reader (`bpf_ringbuf_query` in the
     // kernel's `include/uapi/linux/bpf.h`).
-    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let unread = ring.query(u64::from(BPF_RB_AVAIL_DATA));
     // +8: the ring's own per-record header (`BPF_RINGBUF_HDR_SZ`).
     if unread >= mark && unread < mark + record_size + 8 {
         u64::from(BPF_RB_FORCE_WAKEUP)

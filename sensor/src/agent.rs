@@ -66,6 +66,13 @@ pub struct RunSummary {
     pub suppressed_ppr: u64,
     pub failed_attempts: u64,
     pub predicted_failures: u64,
+    /// Records lost to each full ring, with several workers (one ring each); empty with one,
+    /// whose losses are `xdp.ring_full`.
+    #[serde(default)]
+    pub ring_drops: Vec<u64>,
+    /// Records put in each ring, copies included (several workers only).
+    #[serde(default)]
+    pub ring_records: Vec<u64>,
 }
 
 /// Runs until a signal or `duration`; returns the final counts.
@@ -195,6 +202,13 @@ fn summarize(
         // The guard in a PoisonError is not Send, so it cannot be the error's source.
         .map_err(|_| anyhow::anyhow!("counter lock poisoned"))?
         .read()?;
+    let (ring_drops, ring_records) = match stats.ring_stats.lock() {
+        Ok(guard) => match guard.as_ref() {
+            Some(rings) => rings.read()?,
+            None => (Vec::new(), Vec::new()),
+        },
+        Err(_) => anyhow::bail!("ring counter lock poisoned"),
+    };
     let by_name = |s: &crate::capture::CounterSnapshot| -> BTreeMap<String, u64> {
         s.iter().map(|(k, v)| (k.to_string(), v)).collect()
     };
@@ -219,6 +233,8 @@ fn summarize(
         suppressed_ppr: stats.suppressed_ppr.load(Relaxed),
         failed_attempts: stats.failed_attempts.load(Relaxed),
         predicted_failures: stats.predicted_failures.load(Relaxed),
+        ring_drops,
+        ring_records,
     })
 }
 
@@ -515,5 +531,202 @@ impl crate::engine::EngineSink for LiveNotices {
     fn finish(&mut self, now: crate::time::Timestamp, stats: &crate::engine::EngineStats) {
         // Final stats row, `#close`, flush (SIGINT/SIGTERM and --duration end here).
         self.logs.finish(now, stats);
+    }
+}
+
+/// `sensor run --workers N` (N > 1): one ring per worker, split by host in the XDP program
+/// (`sensor_ebpf::shard`), and one thread per ring that reads it and runs its own engine.
+/// Nothing on a worker's per-record path is shared with another: each reads only its ring,
+/// and its engine holds only its hosts' state (see `crate::shard`). What is shared: the agent's
+/// counters (atomics), the logs and notice file (behind one mutex, taken per result, not per
+/// record), the connection uid counter (an atomic), and the outcomes of reverse connections,
+/// handed to their initiator's worker over a channel.
+///
+/// # Errors
+/// As [`run`]; also `--state-file` (the state file holds one engine).
+pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
+    config: RunConfig,
+    stats: Arc<AgentStats>,
+    engines: Vec<crate::engine::Engine<S>>,
+) -> anyhow::Result<RunSummary> {
+    use std::sync::atomic::AtomicBool;
+    anyhow::ensure!(!config.ifaces.is_empty(), "no interface given (--iface)");
+    anyhow::ensure!(
+        config.state.is_none(),
+        "--state-file holds one engine's state: use it with --workers 1"
+    );
+    anyhow::ensure!(
+        u32::try_from(engines.len()).ok() == Some(config.xdp.shards),
+        "one engine per ring"
+    );
+    let mut hangups = Hangups::new();
+    let mut sensor = XdpSensor::load(&config.xdp)?;
+    match aya_log::EbpfLogger::init(sensor.ebpf_mut()) {
+        Ok(logger) => {
+            tokio::spawn(forward_ebpf_logs(logger));
+        }
+        Err(e) => tracing::warn!("eBPF logs unavailable: {e}"),
+    }
+    let rings = sensor.take_rings()?;
+    *stats
+        .ring_stats
+        .lock()
+        .map_err(|_| anyhow::anyhow!("ring counter lock poisoned"))? =
+        Some(sensor.take_ring_stats()?);
+    sensor.set_ifaces(&config.ifaces)?;
+    let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
+    let metrics_task = start_metrics(&config, &kernel, &stats).await?;
+    let mut links: Vec<XdpLinkId> = Vec::new();
+    for iface in &config.ifaces {
+        links.push(sensor.attach(iface, config.mode)?);
+        tracing::info!(
+            "attached XDP to {iface} ({} mode, {} workers)",
+            config.mode,
+            config.xdp.shards
+        );
+    }
+    crate::privileges::drop_after_attach_logged()?;
+    let started = Instant::now();
+
+    let n = engines.len();
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| std::sync::mpsc::channel()).unzip();
+    let gauges: Vec<Arc<crate::engine::TableGauges>> = (0..n).map(|_| Arc::default()).collect();
+    let clock = MonotonicClock::new();
+    let mut workers = Vec::with_capacity(n);
+    for (index, ((ring, mut engine), inbox)) in
+        rings.into_iter().zip(engines).zip(receivers).enumerate()
+    {
+        engine.export_tables(gauges[index].clone());
+        let worker = Worker {
+            index,
+            seed: config.xdp.shard_seed,
+            ring,
+            inbox,
+            outboxes: senders.clone(),
+            stop: stop.clone(),
+            barrier: barrier.clone(),
+            stats: stats.clone(),
+            clock,
+            drain_interval: config.drain_interval,
+        };
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("sensor-worker-{index}"))
+                .spawn(move || worker.run(engine))
+                .context("starting a worker thread")?,
+        );
+    }
+    drop(senders);
+
+    let publish = |stats: &AgentStats| {
+        stats.tables.store_sum(&gauges);
+    };
+    {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let stop_signal = stop_signal(config.duration);
+        tokio::pin!(stop_signal);
+        loop {
+            tokio::select! {
+                reason = &mut stop_signal => {
+                    tracing::info!("stopping: {reason}");
+                    break;
+                }
+                () = hangups.recv() => reopen_logs(config.log_reopen.as_ref()),
+                _ = tick.tick() => {
+                    publish(&stats);
+                    if workers.iter().any(std::thread::JoinHandle::is_finished) {
+                        tracing::error!("a worker stopped early: stopping");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Detach first, so that what the workers drain last is all there will be.
+    for link in links {
+        if let Err(e) = sensor.program().detach(link) {
+            tracing::warn!("detach: {e}");
+        }
+    }
+    stop.store(true, Relaxed);
+    let mut failed = None;
+    for w in workers {
+        match tokio::task::spawn_blocking(move || w.join()).await {
+            Ok(Ok(())) => {}
+            _ => failed = Some("a worker thread panicked"),
+        }
+    }
+    publish(&stats);
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    if let Some(e) = failed {
+        anyhow::bail!(e);
+    }
+    let summary = summarize(&config, started, &kernel, &stats)?;
+    if let Some(path) = &config.summary {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+/// One worker thread: its ring, the channels to hand reverse-connection outcomes over.
+struct Worker {
+    index: usize,
+    seed: u64,
+    ring: RingBuf<MapData>,
+    inbox: std::sync::mpsc::Receiver<crate::conn::ConnOutcome>,
+    outboxes: Vec<std::sync::mpsc::Sender<crate::conn::ConnOutcome>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    barrier: Arc<std::sync::Barrier>,
+    stats: Arc<AgentStats>,
+    clock: MonotonicClock,
+    drain_interval: Duration,
+}
+
+impl Worker {
+    /// Drains the ring whenever the kernel wakes it and at least every drain interval, until
+    /// the stop flag; then a last drain (XDP is detached by then) and the engine's end.
+    fn run<S: crate::engine::EngineSink>(mut self, mut engine: crate::engine::Engine<S>) {
+        use std::os::fd::AsRawFd as _;
+        let fd = self.ring.as_raw_fd();
+        let timeout = i32::try_from(self.drain_interval.as_millis()).unwrap_or(i32::MAX);
+        while !self.stop.load(Relaxed) {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call; the ring's fd stays open
+            // while `self.ring` lives. An error (EINTR) only means an early drain.
+            unsafe { libc::poll(&raw mut pfd, 1, timeout) };
+            drain(&mut self.ring, &self.clock, &self.stats, &mut engine);
+            self.exchange(&mut engine);
+        }
+        drain(&mut self.ring, &self.clock, &self.stats, &mut engine);
+        self.exchange(&mut engine);
+        // Every worker has handed its last outcomes over before any takes its last ones in.
+        self.barrier.wait();
+        self.exchange(&mut engine);
+        engine.flush();
+        tracing::debug!("worker {} done", self.index);
+    }
+
+    /// Hands this worker's reverse-connection outcomes to their owners and takes in theirs.
+    fn exchange<S: crate::engine::EngineSink>(&self, engine: &mut crate::engine::Engine<S>) {
+        let n = u32::try_from(self.outboxes.len()).unwrap_or(1);
+        for o in engine.take_foreign() {
+            let (addr, _) = crate::shard::addr_bytes(o.initiator().ip());
+            let owner = sensor_ebpf::shard::shard_of(&addr, self.seed, n) as usize;
+            // A worker gone (it panicked) takes nothing more: the outcome is lost with it.
+            let _ = self.outboxes[owner].send(o);
+        }
+        while let Ok(o) = self.inbox.try_recv() {
+            engine.accept_foreign(&o);
+        }
     }
 }

@@ -110,10 +110,36 @@ pub fn analyze<S: EngineSink>(
     Ok((engine, report))
 }
 
+/// What reads a stream of records in packet time: one engine, or several sharing the work
+/// (`--workers`, [`crate::shard::Sharded`]).
+pub trait Feed {
+    fn event(&mut self, ev: &crate::event::PacketEvent<'_>);
+    /// Packet time reached `ts` without a record (a frame the pre-filter kept back).
+    fn advance_to(&mut self, ts: crate::time::Timestamp);
+}
+
+impl<S: EngineSink> Feed for Engine<S> {
+    fn event(&mut self, ev: &crate::event::PacketEvent<'_>) {
+        EventSink::event(self, ev);
+    }
+    fn advance_to(&mut self, ts: crate::time::Timestamp) {
+        Engine::advance_to(self, ts);
+    }
+}
+
+impl<S: EngineSink> Feed for crate::shard::Sharded<S> {
+    fn event(&mut self, ev: &crate::event::PacketEvent<'_>) {
+        EventSink::event(self, ev);
+    }
+    fn advance_to(&mut self, ts: crate::time::Timestamp) {
+        crate::shard::Sharded::advance_to(self, ts);
+    }
+}
+
 /// Runs `inputs` through `engine` as [`analyze`] does, without ending the run: the caller
 /// finishes the engine, or saves its state to continue later (`--state-out`).
-pub fn feed<S: EngineSink>(
-    engine: &mut Engine<S>,
+pub fn feed(
+    engine: &mut impl Feed,
     inputs: &[PathBuf],
     filter: impl Into<FilterConfig>,
 ) -> AnalyzeReport {

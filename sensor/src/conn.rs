@@ -238,6 +238,9 @@ impl Conn {
     }
 }
 
+/// The uids of connections another worker reports (`--workers`): apart from the shared ones.
+const FOREIGN_SERIAL: u64 = 1 << 63;
+
 /// Rebuilds connection outcomes from forwarded segments.
 #[derive(Debug)]
 pub struct ConnTracker {
@@ -263,6 +266,10 @@ pub struct ConnTracker {
     /// `min(max_conns, max_bytes / ENTRY_BYTES)`, at least 1.
     cap: usize,
     next_serial: u64,
+    /// With `--workers N`: only connections whose originator this worker owns take a uid
+    /// from the shared counter (see `crate::shard`).
+    shard: Option<crate::shard::Shard>,
+    foreign_serials: u64,
     last_sweep: Timestamp,
     now: Timestamp,
     /// Connections evicted because the table was full (those reported as failed included).
@@ -294,6 +301,8 @@ impl ConnTracker {
             idle_checked: 0,
             recheck: BinaryHeap::new(),
             next_serial: 0,
+            shard: None,
+            foreign_serials: 0,
             last_sweep: Timestamp::ZERO,
             now: Timestamp::ZERO,
             evictions: 0,
@@ -474,14 +483,37 @@ impl ConnTracker {
         }
     }
 
+    /// Makes this tracker one worker's (see `crate::shard`).
+    pub fn set_shard(&mut self, shard: crate::shard::Shard) {
+        self.shard = Some(shard);
+    }
+
+    /// Whether this worker opens connections originated by `orig`: a worker does not track
+    /// another's TCP connections (their opening segments do not reach it; this holds it even
+    /// if they did), so a flood at one of its hosts from spoofed sources costs it no entry.
+    fn admits(&self, orig: SocketAddr) -> bool {
+        self.shard.as_ref().is_none_or(|s| s.owns(orig.ip()))
+    }
+
     fn new_conn(&mut self, key: &ConnKey, orig: SocketAddr, reverse: bool, o: End, r: End) -> Conn {
-        self.next_serial += 1;
+        let serial = match &self.shard {
+            Some(s) if s.owns(orig.ip()) => s.next_serial(),
+            Some(_) => {
+                // A UDP flow another worker reports: a local number, never shown.
+                self.foreign_serials += 1;
+                self.foreign_serials | FOREIGN_SERIAL
+            }
+            None => self.next_serial + 1,
+        };
+        if serial & FOREIGN_SERIAL == 0 {
+            self.next_serial = serial;
+        }
         Conn {
             orig_lo: orig == key.lo,
             reverse,
             o,
             r,
-            serial: self.next_serial,
+            serial,
             last: self.now,
             attempt_reported: false,
         }
@@ -506,6 +538,10 @@ impl ConnTracker {
         let Some(c) = self.conns.get_mut(&key) else {
             if flags.rst() || !flags.syn() {
                 return; // a lone RST or FIN: no connection (see module docs)
+            }
+            let orig = if flags.ack() { ev.dst } else { ev.src };
+            if !self.admits(orig) {
+                return;
             }
             let conn = if flags.ack() {
                 // SYN-ACK without its SYN: a reverse connection.

@@ -153,6 +153,21 @@ pub struct EngineStats {
     pub renewed: u64,
 }
 
+impl EngineStats {
+    /// Adds `other`'s counts (workers' totals, `--workers`).
+    pub fn add(&mut self, other: &Self) {
+        self.events += other.events;
+        self.outcomes += other.outcomes;
+        self.failed_attempts += other.failed_attempts;
+        self.predicted_failures += other.predicted_failures;
+        self.notices += other.notices;
+        self.suppressed_predicted += other.suppressed_predicted;
+        self.suppressed_ppr += other.suppressed_ppr;
+        self.suppressed_interval += other.suppressed_interval;
+        self.renewed += other.renewed;
+    }
+}
+
 /// Live, on a quiet link: how far behind the wall clock packet time is assumed to have got.
 /// Records are drained every few milliseconds; the margin covers ring lag and the drift between
 /// the kernel's clock and the wall clock, so no record still in flight is overtaken.
@@ -267,6 +282,98 @@ impl TableGauges {
                 })
                 .collect(),
         });
+    }
+
+    /// Stores the sums of `parts` (the workers' gauges, `--workers`), laid out as the first.
+    pub fn store_sum(&self, parts: &[Arc<TableGauges>]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(first) = parts.first() else {
+            return;
+        };
+        if first.rows.get().is_none() {
+            return;
+        }
+        let sum = |get: &dyn Fn(&TableGauges) -> u64| parts.iter().map(|p| get(p)).sum::<u64>();
+        let tables: Vec<_> = first
+            .tables()
+            .iter()
+            .map(|t| {
+                let field = |f: fn(&TableGauge) -> &AtomicU64| {
+                    sum(&|p: &TableGauges| p.table(t.name).map_or(0, |g| f(g).load(Relaxed)))
+                };
+                (
+                    t.name,
+                    TableStats {
+                        len: field(|g| &g.entries),
+                        evicted: field(|g| &g.evicted),
+                        expired: field(|g| &g.expired),
+                        evicted_reported: field(|g| &g.evicted_reported),
+                    },
+                )
+            })
+            .collect();
+        let channels: Vec<_> = first
+            .channels()
+            .iter()
+            .map(|c| {
+                let field = |f: fn(&ChannelGauge) -> &AtomicU64| {
+                    sum(&|p: &TableGauges| {
+                        p.channels()
+                            .iter()
+                            .find(|g| g.name == c.name)
+                            .map_or(0, |g| f(g).load(Relaxed))
+                    })
+                };
+                (
+                    c.name,
+                    field(|g| &g.seen),
+                    field(|g| &g.parsed),
+                    field(|g| &g.rejected),
+                )
+            })
+            .collect();
+        let drops: Vec<Drop> = first
+            .drops()
+            .iter()
+            .map(|d| {
+                let n = sum(&|p: &TableGauges| {
+                    p.drops()
+                        .iter()
+                        .find(|g| (g.channel, g.list, g.reason) == (d.channel, d.list, d.reason))
+                        .map_or(0, |g| g.count.load(Relaxed))
+                });
+                (d.channel, d.list, d.reason, n)
+            })
+            .collect();
+        let layout: Vec<_> = channels
+            .iter()
+            .map(|&(name, ..)| (name, ChannelCounts::default()))
+            .collect();
+        self.lay_out(&tables, &layout, &drops);
+        for (name, seen, parsed, rejected) in channels {
+            if let Some(g) = self.channels().iter().find(|g| g.name == name) {
+                g.seen.store(seen, Relaxed);
+                g.parsed.store(parsed, Relaxed);
+                g.rejected.store(rejected, Relaxed);
+            }
+        }
+        for (name, t) in &tables {
+            if let Some(g) = self.table(name) {
+                g.entries.store(t.len, Relaxed);
+                g.evicted.store(t.evicted, Relaxed);
+                g.evicted_reported.store(t.evicted_reported, Relaxed);
+                g.expired.store(t.expired, Relaxed);
+            }
+        }
+        for &(channel, list, reason, n) in &drops {
+            if let Some(g) = self
+                .drops()
+                .iter()
+                .find(|g| (g.channel, g.list, g.reason) == (channel, list, reason))
+            {
+                g.count.store(n, Relaxed);
+            }
+        }
     }
 
     /// Stores the current values, each under its name.
@@ -613,6 +720,11 @@ pub struct Engine<S: EngineSink> {
     gauges: Option<Arc<TableGauges>>,
     /// A state file continues the run: the end of input does not close it (see `state_engine`).
     resumable: bool,
+    /// With `--workers N`: the hosts this worker owns (see `crate::shard`).
+    shard: Option<crate::shard::Shard>,
+    /// Outcomes of connections tracked here whose initiator another worker owns (reverse
+    /// connections), for [`Engine::take_foreign`].
+    foreign: Vec<ConnOutcome>,
     pub stats: EngineStats,
     pub sink: S,
 }
@@ -654,6 +766,8 @@ impl<S: EngineSink> Engine<S> {
             now: Timestamp::ZERO,
             gauges: None,
             resumable: false,
+            shard: None,
+            foreign: Vec::new(),
             stats: EngineStats::default(),
             sink,
             config,
@@ -745,8 +859,34 @@ impl<S: EngineSink> Engine<S> {
         &self.coordination
     }
 
+    /// Makes this engine one worker of several: it reports, predicts for and counts only the
+    /// hosts `shard` owns (see `crate::shard`).
+    pub fn set_shard(&mut self, shard: crate::shard::Shard) {
+        self.conns.set_shard(shard.clone());
+        self.shard = Some(shard);
+    }
+
+    fn owns(&self, ip: IpAddr) -> bool {
+        self.shard.as_ref().is_none_or(|s| s.owns(ip))
+    }
+
+    /// Outcomes this worker's tracker reported for another worker's initiator.
+    pub fn take_foreign(&mut self) -> Vec<ConnOutcome> {
+        std::mem::take(&mut self.foreign)
+    }
+
+    /// An outcome another worker's tracker reported for an initiator this worker owns.
+    pub fn accept_foreign(&mut self, o: &ConnOutcome) {
+        self.process(o);
+        self.emit();
+    }
+
     /// Adds a prediction (from a coordination parser, or a test).
     pub fn predict(&mut self, p: &PredictedPeer) {
+        // Another worker, which sees the same message, predicts for its own hosts.
+        if !self.owns(p.host) {
+            return;
+        }
         self.predictions.insert(p);
         self.sink.prediction(p);
     }
@@ -754,6 +894,16 @@ impl<S: EngineSink> Engine<S> {
     fn process_outcomes(&mut self) {
         let outcomes = std::mem::take(&mut self.outcomes);
         for o in &outcomes {
+            if self.shard.is_some() {
+                if !self.owns(o.orig.ip()) {
+                    // A UDP flow the originator's worker tracks as well and reports.
+                    continue;
+                }
+                if !self.owns(o.initiator().ip()) {
+                    self.foreign.push(*o);
+                    continue;
+                }
+            }
             self.process(o);
         }
         self.outcomes = outcomes;
@@ -959,6 +1109,21 @@ impl<S: EngineSink> Engine<S> {
         }
     }
 
+    /// Moves packet time to `now` and runs the table expiry that is due, as a packet at `now`
+    /// does before anything else (`--workers`: every worker's clock moves with every record).
+    pub fn tick_to(&mut self, now: Timestamp) {
+        self.tick(now);
+    }
+
+    /// Fires the attempt timers due by packet time (after [`Engine::tick_to`], for a worker the
+    /// record did not go to).
+    pub fn run_timers(&mut self) {
+        self.conns.advance(self.now, &mut self.outcomes);
+        if !self.outcomes.is_empty() {
+            self.process_outcomes();
+        }
+    }
+
     /// Moves packet time to `now` without a packet (live, on a quiet link): attempt timers and
     /// table expiry run as a packet at `now` would make them. Outcomes are stamped with their
     /// own timer's time, so the notices are those the next packet would have produced.
@@ -1014,7 +1179,9 @@ impl<S: EngineSink> EventSink for Engine<S> {
             self.learnt.clear();
         }
         for r in self.retracted.drain(..) {
-            self.predictions.retract(&r);
+            if self.shard.as_ref().is_none_or(|s| s.owns(r.host)) {
+                self.predictions.retract(&r);
+            }
         }
         self.conns.on_event(event, &mut self.outcomes);
         if !self.outcomes.is_empty() {

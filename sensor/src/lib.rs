@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod ppr;
 pub mod predict;
 pub mod privileges;
+pub mod shard;
 pub mod state;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -91,6 +91,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 args.engine.detection.udp_scan,
             )
             .udp_policy,
+            ..XdpConfig::default()
         },
         metrics: (!args.no_metrics).then_some(args.metrics),
         metrics_allow_remote: args.metrics_allow_remote,
@@ -122,10 +123,38 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let mut engine = Engine::new(
-        args.engine.config()?,
-        agent::LiveNotices::new(stats.clone(), notices, logs),
-    )?;
+    let live = agent::LiveNotices::new(stats.clone(), notices, logs);
+    if args.workers > 1 {
+        anyhow::ensure!(
+            args.events.is_none(),
+            "--events writes one reader's records: use it with --workers 1"
+        );
+        anyhow::ensure!(
+            args.state_file.is_none(),
+            "--state-file holds one engine's state: use it with --workers 1 (or without it)"
+        );
+        let seed = sensor::shard::Shard::random_seed();
+        config.xdp.shards = args.workers;
+        config.xdp.shard_seed = seed;
+        let engine_config = sensor::shard::worker_config(&args.engine.config()?, args.workers);
+        let engines = sensor::shard::Shard::split(args.workers, seed)?
+            .into_iter()
+            .zip(sensor::shard::Locked::split(live, args.workers as usize))
+            .map(|(shard, sink)| {
+                let mut e = Engine::new(engine_config.clone(), sink)?;
+                e.set_shard(shard);
+                Ok(e)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let summary = runtime.block_on(agent::run_sharded(config, stats, engines))?;
+        print_run_summary(&summary);
+        return Ok(());
+    }
+    let mut engine = Engine::new(args.engine.config()?, live)?;
     engine.export_tables(stats.tables.clone());
     if let Some(path) = &args.state_file {
         agent::load_state(&mut engine, path)?;
@@ -136,6 +165,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let summary = runtime.block_on(agent::run(config, stats, &mut sink))?;
+    print_run_summary(&summary);
+    Ok(())
+}
+
+fn print_run_summary(summary: &agent::RunSummary) {
     let lost = summary.xdp.get("ring_full").copied().unwrap_or(0) + summary.decode_errors;
     eprintln!(
         "sensor: {:.1} s, {} frames, {} records decoded ({}), {} lost",
@@ -156,7 +190,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         summary.suppressed_predicted,
         summary.suppressed_ppr
     );
-    Ok(())
+    if summary.ring_drops.len() > 1 {
+        eprintln!("sensor: records lost per ring {:?}", summary.ring_drops);
+    }
 }
 
 /// The pre-filter's settings, as `run` loads them: the classified UDP policy (with
@@ -230,6 +266,9 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let sink = sensor::logs::Both(PrintNotices { json: args.json }, logs);
+    if args.workers > 1 {
+        return analyze_sharded(args, &config, sink);
+    }
     let mut engine = Engine::new(config, sink)?;
     if let Some(path) = &args.state_in {
         let loaded = engine.load_state(path)?;
@@ -265,6 +304,52 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
             s.suppressed_ppr
         );
         print_evictions(&engine);
+    }
+    finish_inputs(&report);
+    Ok(())
+}
+
+/// `analyze --workers N` (N > 1): the hosts split over N engines, as `run --workers` splits
+/// them (see `sensor::shard`).
+fn analyze_sharded(
+    args: &AnalyzeArgs,
+    config: &EngineConfig,
+    sink: sensor::logs::Both<PrintNotices, Option<sensor::logs::LogSink>>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.state_in.is_none() && args.state_out.is_none(),
+        "--state-in and --state-out take one engine's state: use them with --workers 1"
+    );
+    let mut sharded = sensor::shard::Sharded::new(
+        config,
+        args.workers,
+        sensor::shard::Shard::random_seed(),
+        sink,
+    )?;
+    let filter = filter_config(args.snaplen, args.udp_full, false)
+        .with_udp_scan(args.engine.detection.udp_scan);
+    let report = sensor::analyze::feed(&mut sharded, &args.pcaps, filter);
+    sharded.finish();
+    if let Some(logs) = &mut sharded.sink.borrow_mut().1 {
+        logs.close()?;
+    }
+    let s = sharded.stats();
+    if report.read_any() {
+        eprintln!(
+            "sensor: {} frames{}, {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {}), {} workers",
+            report.counters.get(sensor_ebpf::counter::PACKETS),
+            capture_note(&report.capture),
+            s.failed_attempts,
+            s.predicted_failures,
+            s.notices,
+            s.suppressed_predicted + s.suppressed_ppr,
+            s.suppressed_predicted,
+            s.suppressed_ppr,
+            args.workers
+        );
+        for engine in &sharded.engines {
+            print_evictions(engine);
+        }
     }
     finish_inputs(&report);
     Ok(())

@@ -45,8 +45,11 @@ pub struct AgentStats {
     pub failed_attempts: AtomicU64,
     pub predicted_failures: AtomicU64,
     pub predictions: AtomicU64,
-    /// The engine's tables (sizes, evictions, expiries).
+    /// The engine's tables (sizes, evictions, expiries); with several workers, their sums.
     pub tables: Arc<crate::engine::TableGauges>,
+    /// The kernel's per-ring counters (`--workers`: one ring per worker), read at each scrape;
+    /// set by the agent when it runs several.
+    pub ring_stats: Mutex<Option<crate::capture::xdp::RingStats>>,
 }
 
 impl AgentStats {
@@ -212,6 +215,7 @@ impl Collector for SensorCollector {
         encode_tables(&self.agent.tables, &mut encoder)?;
         self.encode_channels(&mut encoder)?;
         self.encode_drops(&mut encoder)?;
+        self.encode_ring_drops(&mut encoder)?;
         self.encode_decode_errors(&mut encoder)
     }
 }
@@ -333,6 +337,42 @@ impl SensorCollector {
             ] {
                 let labels = [("channel", c.name), ("outcome", outcome)];
                 ConstCounter::new(value.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records lost per ring (a record for two workers is a copy in each of their rings).
+    fn encode_ring_drops(&self, encoder: &mut DescriptorEncoder) -> Encoded {
+        let read = match self.agent.ring_stats.lock() {
+            Ok(guard) => guard.as_ref().map(crate::capture::xdp::RingStats::read),
+            Err(_) => None,
+        };
+        let (drops, records) = match read {
+            None => return Ok(()),
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::warn!("reading the ring counters: {e:#}");
+                return Ok(());
+            }
+        };
+        let series = [
+            (
+                "sensor_xdp_ring_drops",
+                "Records lost to a full ring, per ring (one ring per worker)",
+                drops,
+            ),
+            (
+                "sensor_xdp_ring_records",
+                "Records put in each ring, a record for two workers counting in both",
+                records,
+            ),
+        ];
+        for (name, help, values) in series {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (ring, n) in values.into_iter().enumerate() {
+                let ring = ring.to_string();
+                ConstCounter::new(n).encode(family.encode_family(&[("ring", ring.as_str())])?)?;
             }
         }
         Ok(())

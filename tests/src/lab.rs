@@ -601,9 +601,24 @@ pub fn wait_caught_up(
             .filter(|(series, _)| series.starts_with("sensor_ring_decode_errors_total"))
             .map(|(_, v)| count(*v))
             .sum();
-        if metric(&m, "sensor_xdp_packets_total") >= sent
-            && sum("sensor_ring_records_total") + decode_errors >= sum("sensor_xdp_records_total")
-        {
+        // With several workers a record may go to two rings: what the rings got, copies
+        // included, is what must be read.
+        let put: u64 = m
+            .iter()
+            .filter(|(series, _)| series.starts_with("sensor_xdp_ring_records_total"))
+            .map(|(_, v)| count(*v))
+            .sum();
+        let read_all: u64 = m
+            .iter()
+            .filter(|(series, _)| series.starts_with("sensor_ring_records_total"))
+            .map(|(_, v)| count(*v))
+            .sum();
+        let caught_up = if put > 0 {
+            read_all + decode_errors >= put
+        } else {
+            sum("sensor_ring_records_total") + decode_errors >= sum("sensor_xdp_records_total")
+        };
+        if metric(&m, "sensor_xdp_packets_total") >= sent && caught_up {
             return Ok(m);
         }
         if Instant::now() > deadline {

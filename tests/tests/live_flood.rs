@@ -32,9 +32,31 @@ fn a_scanner_in_a_two_million_syn_flood_is_flagged_live_and_every_drop_is_counte
     {
         return;
     }
+    two_million_syn_flood(1);
+}
+
+/// The same with two workers: both rings' drops counted, each table at half its cap.
+#[test]
+fn two_workers_flag_the_scanner_in_a_two_million_syn_flood_and_count_each_rings_drops() {
+    if !privileged(
+        "two_workers_flag_the_scanner_in_a_two_million_syn_flood_and_count_each_rings_drops",
+    ) {
+        return;
+    }
+    let r = two_million_syn_flood(2);
+    assert_eq!(r.summary.ring_drops.len(), 2, "{:?}", r.summary);
+    assert_eq!(r.summary.ring_records.len(), 2);
+    assert!(
+        r.summary.ring_records.iter().all(|&n| n > 100_000),
+        "the spoofed sources spread over both rings: {:?}",
+        r.summary.ring_records
+    );
+}
+
+fn two_million_syn_flood(workers: u32) -> live::AgentReport {
     let bench = LiveBench::new(release_agent(), scratch());
-    let r = bench.flood(1, None).expect("flood run");
-    eprintln!("live flood: {}", r.line());
+    let r = bench.flood(workers, None).expect("flood run");
+    eprintln!("live flood, {workers} worker(s): {}", r.line());
 
     // Bounded and complete: the whole flood and the whole scan were sent.
     assert_eq!(r.sent.flood_sent, 2_000_000, "{:?}", r.sent);
@@ -64,6 +86,7 @@ fn a_scanner_in_a_two_million_syn_flood_is_flagged_live_and_every_drop_is_counte
         "agent peak RSS {} MiB over the {ENGINE_BOUND_MIB} MiB bound",
         r.peak_rss_kib / 1024
     );
+    r
 }
 
 #[test]
@@ -71,15 +94,34 @@ fn below_the_sustainable_rate_nothing_is_lost_and_the_scanner_is_flagged() {
     if !privileged("below_the_sustainable_rate_nothing_is_lost_and_the_scanner_is_flagged") {
         return;
     }
+    below_the_sustainable_rate(1);
+}
+
+/// With two workers: a SYN goes to its sender's worker alone, so each is decoded once.
+#[test]
+fn two_workers_below_the_sustainable_rate_lose_nothing_and_read_each_syn_once() {
+    if !privileged("two_workers_below_the_sustainable_rate_lose_nothing_and_read_each_syn_once") {
+        return;
+    }
+    let r = below_the_sustainable_rate(2);
+    assert_eq!(r.summary.ring_drops, vec![0, 0]);
+    assert_eq!(r.summary.ring_records.iter().sum::<u64>(), 40_300);
+}
+
+fn below_the_sustainable_rate(workers: u32) -> live::AgentReport {
     // 40,000 spoofed SYNs at 20,000 pps with the scanner: well below what the agent sustains.
+    let mut args: Vec<String> = ["--suppress", "all", "--threshold", "20"]
+        .map(String::from)
+        .to_vec();
+    if workers > 1 {
+        args.extend(["--workers".to_string(), workers.to_string()]);
+    }
     let mut spec = Spec::flood(40_000, Some(20_000), Duration::from_secs(10));
     spec.mix = live::scanner_frames(300);
     let r = live::run(&AgentRun {
         binary: release_agent(),
         spec,
-        args: ["--suppress", "all", "--threshold", "20"]
-            .map(String::from)
-            .to_vec(),
+        args,
         wait_notice_from: Some(IpAddr::V4(SCANNER)),
         notice_wait: Duration::from_secs(20),
         catch_up: Duration::from_mins(1),
@@ -94,6 +136,7 @@ fn below_the_sustainable_rate_nothing_is_lost_and_the_scanner_is_flagged() {
     assert_eq!(r.xdp("packets"), 40_300);
     assert_eq!(r.summary.consumed.syn, 40_300, "every SYN decoded");
     assert!(r.notices_for(IpAddr::V4(SCANNER), "AddressScan") >= 1);
+    r
 }
 
 /// The same with a real scanner: the frames of a third-party nmap `-sS` capture (one host's

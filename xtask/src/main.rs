@@ -63,6 +63,10 @@ enum Cmd {
         /// agent), replacing that section of BENCHMARKS.md.
         #[arg(long)]
         live: bool,
+        /// With --live: the worker counts to measure, comma-separated (default 1,2); the
+        /// sustained rates of all come from one run, with their ratio.
+        #[arg(long, value_name = "N,N", requires = "live")]
+        workers: Option<String>,
     },
     /// Write, per capture of the corpus, the notices (`analyze --json`, suppressing all and
     /// none) and the sorted predictions (`peers --json`), to compare two builds with `diff -r`.
@@ -130,7 +134,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Cmd::Test { args } => test(&root, &args),
         Cmd::Run { args } => run(&root, &args),
-        Cmd::Bench { live } => bench(&root, live),
+        Cmd::Bench { live, workers } => bench(&root, live, workers.as_deref()),
         Cmd::Install {
             prefix,
             destdir,
@@ -336,7 +340,7 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn bench(root: &Path, live: bool) -> anyhow::Result<ExitCode> {
+fn bench(root: &Path, live: bool, workers: Option<&str>) -> anyhow::Result<ExitCode> {
     if !is_root() {
         bail!("the benchmarks load XDP and need root");
     }
@@ -369,6 +373,7 @@ fn bench(root: &Path, live: bool) -> anyhow::Result<ExitCode> {
             "--",
         ])
         .args(live.then_some("--live"))
+        .args(workers.map(|w| ["--workers", w]).into_iter().flatten())
         .arg(root.join("BENCHMARKS.md"));
     let mut status = status_of(&mut cmd)?;
     if status.success() && !live {

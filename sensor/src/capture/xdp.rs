@@ -9,6 +9,7 @@ use aya::{
     programs::{xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
+use sensor_ebpf::shard::MAX_SHARDS;
 use sensor_ebpf::{counter, IfaceTable};
 
 use super::CounterSnapshot;
@@ -29,6 +30,11 @@ pub struct XdpConfig {
     pub wakeup_bytes: u32,
     /// How UDP payloads are forwarded: one of [`sensor_ebpf::udp_policy`].
     pub udp_policy: u32,
+    /// Rings, one per worker (1..=[`MAX_SHARDS`]), each `ring_bytes` long; records are split
+    /// over them by host (`sensor_ebpf::shard`).
+    pub shards: u32,
+    /// Key of the host hash that splits them.
+    pub shard_seed: u64,
 }
 
 impl Default for XdpConfig {
@@ -38,6 +44,8 @@ impl Default for XdpConfig {
             ring_bytes: 16 << 20,
             wakeup_bytes: 256 << 10,
             udp_policy: crate::capture::pcap::DEFAULT_UDP_POLICY,
+            shards: 1,
+            shard_seed: 0,
         }
     }
 }
@@ -57,6 +65,9 @@ impl XdpConfig {
                 "ring size {} must be a power of two and at least the page size ({page})",
                 self.ring_bytes
             );
+        }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            bail!("{} workers: 1 to {MAX_SHARDS} are possible", self.shards);
         }
         if self.wakeup_bytes >= self.ring_bytes {
             bail!(
@@ -110,17 +121,31 @@ pub struct XdpSensor {
     ebpf: Ebpf,
     /// Interfaces given counter blocks by [`XdpSensor::set_ifaces`], in block order.
     ifaces: usize,
+    /// Rings in use.
+    shards: u32,
 }
 
 impl XdpSensor {
     /// Loads the object and the program into the kernel (this is where the verifier runs).
     pub fn load(config: &XdpConfig) -> anyhow::Result<Self> {
         config.validate()?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("SNAPLEN", &config.snaplen, true)
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
             .override_global("UDP_POLICY", &config.udp_policy, true)
-            .map_max_entries("EVENTS", config.ring_bytes)
+            .override_global("SHARDS", &config.shards, true)
+            .override_global("SHARD_SEED", &config.shard_seed, true);
+        for shard in 0..MAX_SHARDS {
+            // Rings no worker reads cost a page each.
+            let size = if shard < config.shards {
+                config.ring_bytes
+            } else {
+                page_size()
+            };
+            loader.map_max_entries(ring_name(shard), size);
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;
         let program: &mut Xdp = ebpf
@@ -130,7 +155,11 @@ impl XdpSensor {
         program
             .load()
             .context("the kernel rejected the XDP program")?;
-        let mut sensor = Self { ebpf, ifaces: 0 };
+        let mut sensor = Self {
+            ebpf,
+            ifaces: 0,
+            shards: config.shards,
+        };
         // A zeroed table would send every frame to block 0 (its `base` entries all 0): until
         // interfaces are set, frames count in the unknown block, which the reads include.
         sensor.set_ifaces(&[])?;
@@ -193,13 +222,35 @@ impl XdpSensor {
         Ok(())
     }
 
-    /// Takes the record ring out of the object (once).
+    /// Takes ring 0 out of the object (once): with one worker, the only one.
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        self.take_ring_of(0)
+    }
+
+    /// Takes every ring in use out of the object (once), in shard order.
+    pub fn take_rings(&mut self) -> anyhow::Result<Vec<RingBuf<MapData>>> {
+        (0..self.shards).map(|s| self.take_ring_of(s)).collect()
+    }
+
+    fn take_ring_of(&mut self, shard: u32) -> anyhow::Result<RingBuf<MapData>> {
+        let name = ring_name(shard);
         let map = self
             .ebpf
-            .take_map("EVENTS")
-            .context("EVENTS ring already taken")?;
+            .take_map(name)
+            .with_context(|| format!("{name} ring already taken"))?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Takes the per-ring counters out of the object (once).
+    pub fn take_ring_stats(&mut self) -> anyhow::Result<RingStats> {
+        let map = self
+            .ebpf
+            .take_map("RING_STATS")
+            .context("RING_STATS already taken")?;
+        Ok(RingStats {
+            map: PerCpuArray::try_from(map)?,
+            shards: self.shards,
+        })
     }
 
     /// Takes the per-CPU counters out of the object (once).
@@ -212,6 +263,43 @@ impl XdpSensor {
             map: PerCpuArray::try_from(map)?,
             ifaces: self.ifaces,
         })
+    }
+}
+
+/// The map name of ring `shard` (ring 0 keeps the name it had before there were several).
+fn ring_name(shard: u32) -> &'static str {
+    match shard {
+        1 => "EVENTS_1",
+        2 => "EVENTS_2",
+        3 => "EVENTS_3",
+        _ => "EVENTS",
+    }
+}
+
+/// Records put in each ring and lost to each full ring (a record for two workers is a copy in
+/// each of their rings, counted in each).
+pub struct RingStats {
+    map: PerCpuArray<MapData, u64>,
+    shards: u32,
+}
+
+impl fmt::Debug for RingStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingStats")
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RingStats {
+    /// Per ring in use, summed over CPUs: (records lost to a full ring, records put in it).
+    pub fn read(&self) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+        let slot = |i: u32| -> anyhow::Result<u64> { Ok(self.map.get(&i, 0)?.iter().sum()) };
+        let drops = (0..self.shards).map(slot).collect::<anyhow::Result<_>>()?;
+        let records = (0..self.shards)
+            .map(|s| slot(MAX_SHARDS + s))
+            .collect::<anyhow::Result<_>>()?;
+        Ok((drops, records))
     }
 }
 

@@ -149,6 +149,10 @@ pub struct AnalyzeArgs {
     /// classified one).
     #[arg(long, hide = true)]
     pub udp_full: bool,
+    /// Split the hosts over this many engines, as `run --workers` does (1 to 4); the results
+    /// are the same as with one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub workers: u32,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -369,6 +373,10 @@ pub struct RunArgs {
     /// Seconds between periodic state saves (with --state-file).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub state_interval: u64,
+    /// Worker threads (1 to 4): the XDP program splits the records over one ring per worker
+    /// by host, and each worker runs its own engine on the hosts it owns.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub workers: u32,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
