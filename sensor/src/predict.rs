@@ -16,14 +16,16 @@
 //! (`third_party`, the peer count behind "largest host") are kept up to date on every change.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry::{Occupied, Vacant};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+
+use hashlink::linked_hash_map::Entry::{Occupied, Vacant};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::detect::LinkedHashMap;
 use crate::event::Timestamp;
 use crate::time;
 
@@ -200,12 +202,17 @@ impl PeerKey {
 
 #[derive(Debug, Default)]
 struct HostPeers {
-    peers: HashMap<PeerKey, Entry, Keyed>,
+    /// The host's peers, least recently announced first: a new peer goes to the back, and so
+    /// does a known one announced at a time other than its last (an announcement repeated at
+    /// the same time keeps the place). Eviction takes the front. A linked map rather than a
+    /// map plus a queue of (peer, time) pairs with lazy deletion: one node per peer instead
+    /// of a map slot and up to two queue pairs, so about 60 B less per prediction, and no
+    /// queue to grow and compact on every refresh (the table's growth was most of the
+    /// engine's time on BitTorrent-heavy captures, BENCHMARKS.md).
+    peers: LinkedHashMap<PeerKey, Entry>,
     /// Entries that show the host a BitTorrent client (see [`Channel::peer_evidence`]), kept
     /// up to date on every insert, upgrade and removal.
     third_party: usize,
-    /// Insertion order with the `last_seen` at insertion; stale pairs are skipped lazily.
-    order: VecDeque<(PeerKey, Timestamp)>,
 }
 
 impl HostPeers {
@@ -215,25 +222,11 @@ impl HostPeers {
         }
     }
 
-    /// Drops the oldest live entry (by insertion); its channel, or `None` if none is left.
+    /// Drops the least recently announced entry; its channel, or `None` if none is left.
     fn evict_oldest(&mut self) -> Option<Channel> {
-        while let Some((key, stamp)) = self.order.pop_front() {
-            if self.peers.get(&key).is_some_and(|e| e.last_seen == stamp) {
-                let e = self.peers.remove(&key)?;
-                self.forget(e.channel);
-                return Some(e.channel);
-            }
-        }
-        None
-    }
-
-    /// Drops stale pairs from `order` once they outnumber the live ones: amortised O(1) per
-    /// push, and the queue stays within a small factor of the map.
-    fn compact_order(&mut self) {
-        if self.order.len() > 2 * self.peers.len() + 64 {
-            let HostPeers { peers, order, .. } = self;
-            order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
-        }
+        let (_, e) = self.peers.pop_front()?;
+        self.forget(e.channel);
+        Some(e.channel)
     }
 }
 
@@ -462,7 +455,9 @@ impl PredictionTable {
         let mut guard = self.lock();
         let t = &mut *guard;
         t.compact_expiry();
-        if self.may_be_full(t.total) {
+        // `full` with a new host is the worst case: when even that has room, no lookup is
+        // needed to know nothing must be evicted.
+        if self.may_be_full(t.total) && self.full(t, true) {
             let known_host = t.hosts.get(&p.host);
             let known = known_host.is_some_and(|h| h.peers.contains_key(&key));
             if !known && self.full(t, known_host.is_none()) {
@@ -486,6 +481,9 @@ impl PredictionTable {
         }
         let schedule = match host.peers.entry(key) {
             Occupied(mut o) => {
+                if o.get().last_seen != p.ts {
+                    o.to_back();
+                }
                 let e = o.get_mut();
                 // A later announcement needs no new item: the scheduled one comes up earlier
                 // and is pushed again then. An earlier one (records out of order) may need an
@@ -527,9 +525,6 @@ impl PredictionTable {
                 true
             }
         };
-        host.order.push_back((key, p.ts));
-        // Refreshes append too; keep the queue from outgrowing the map by much.
-        host.compact_order();
         if schedule {
             t.generation = generation;
             t.push_due((p.ts, generation, p.host, key));
@@ -653,9 +648,6 @@ impl PredictionTable {
             if e.last_seen.expired(ttl, now) {
                 t.take(host, key);
                 self.stats.expired.fetch_add(1, Relaxed);
-                if let Some(h) = t.hosts.get_mut(&host) {
-                    h.compact_order();
-                }
             } else {
                 // Announced again since: check again when that announcement runs out.
                 t.generation += 1;
@@ -734,7 +726,6 @@ impl PredictionTable {
         if p.channel.peer_evidence() {
             host.third_party += 1;
         }
-        host.order.push_back((key, p.last_seen));
         if let Some(sizes) = &mut t.sizes {
             sizes.resize(p.host, before, before + 1);
         }
@@ -1054,7 +1045,6 @@ mod tests {
         let inner = t.lock();
         assert_eq!(inner.total, 10);
         assert!(inner.expiry.len() + inner.in_order.len() <= 2 * 10 + 1024 + 1);
-        assert!(inner.hosts[&host].order.len() <= 2 * 10 + 64 + 1);
     }
 
     /// The global cap takes from the host holding the most peers, whichever it is.
