@@ -451,9 +451,19 @@ impl PredictionTable {
 
     /// Records a prediction, or refreshes it if the peer was already announced to the host.
     pub fn insert(&self, p: &PredictedPeer) {
-        let key = PeerKey::new(p.peer, p.transport);
+        self.insert_into(&mut self.lock(), p);
+    }
+
+    /// [`Self::insert`] for each of `ps` in turn, under one lock: a peer list's worth.
+    pub fn insert_all(&self, ps: &[PredictedPeer]) {
         let mut guard = self.lock();
-        let t = &mut *guard;
+        for p in ps {
+            self.insert_into(&mut guard, p);
+        }
+    }
+
+    fn insert_into(&self, t: &mut Inner, p: &PredictedPeer) {
+        let key = PeerKey::new(p.peer, p.transport);
         t.compact_expiry();
         // `full` with a new host is the worst case: when even that has room, no lookup is
         // needed to know nothing must be evicted.
