@@ -517,11 +517,15 @@ fn tool_commands(sensor: &Path, file: &Path) -> Vec<(&'static str, std::process:
 }
 
 /// 2b. `sensor analyze` beside the pre-filter, `cat`, tshark and nDPI on the same files, in one
-/// run: wall time, CPU time and peak RSS of each child (`wait4`). Each tool runs `REPS` times
-/// in turn, and the fastest run by wall time is reported (the one least disturbed by the
-/// other tenants of a noisy machine).
+/// run: wall time, CPU time and peak RSS of each child (`wait4`). Each tool runs `reps` times
+/// in turn (`SENSOR_BENCH_REPS`, default 5), and the least wall time and the least CPU time
+/// over the runs are reported, each the run least disturbed by the other tenants of a noisy
+/// machine (the peak RSS is the largest).
 fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
-    const REPS: usize = 3;
+    let reps: usize = std::env::var("SENSOR_BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
     let sensor = std::env::current_exe()?.with_file_name("sensor");
     anyhow::ensure!(
         sensor.is_file(),
@@ -537,7 +541,8 @@ fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
     writeln!(
         md,
         "Each tool reads the same file, output discarded; wall and CPU time (user + system) and \
-         peak RSS of the child from `wait4`; the fastest of {REPS} runs by wall time. tshark: \
+         peak RSS of the child from `wait4`; the least wall and the least CPU time of {reps} runs \
+         each (the largest RSS). tshark: \
          `-T fields` on `bt-dht.ip`, `bt-dht.port`, `bt-utp.type`, `bittorrent.msg.type`, \
          `bittorrent.extended.id` with the uTP heuristic on; `ndpiReader -q -i`.\n"
     )?;
@@ -551,7 +556,7 @@ fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
         // Warm the page cache so that no tool pays for the first read.
         measure(std::process::Command::new("cat").arg(file))?;
         let mut best: Vec<Option<Cost>> = vec![None; tool_commands(&sensor, file).len()];
-        for _ in 0..REPS {
+        for _ in 0..reps {
             for (i, (_, mut cmd)) in tool_commands(&sensor, file).into_iter().enumerate() {
                 let cost = match measure(&mut cmd) {
                     Ok(c) => c,
@@ -560,9 +565,11 @@ fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                if best[i].is_none_or(|b| cost.wall < b.wall) {
-                    best[i] = Some(cost);
-                }
+                best[i] = Some(best[i].map_or(cost, |b| Cost {
+                    wall: b.wall.min(cost.wall),
+                    cpu: b.cpu.min(cost.cpu),
+                    rss_mib: b.rss_mib.max(cost.rss_mib),
+                }));
             }
         }
         let labels: Vec<&str> = tool_commands(&sensor, file)
