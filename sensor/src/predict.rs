@@ -392,12 +392,15 @@ pub struct PredictionTable {
 }
 
 impl PredictionTable {
-    /// Bytes per predicted peer of a host that has many: its map slot, its place in the host's
-    /// insertion order and in the expiry queue (measured, `cargo xtask bench`: 208 B per entry
-    /// with one host of 1 M peers).
+    /// Bytes per predicted peer of a host that has many: its linked-map node and slot and its
+    /// item in the expiry queue. Measured 208 B per entry with one host of 1 M peers when the
+    /// host kept a separate insertion-order queue, 155 B with the linked map (`bench --flood
+    /// entry predictions_one_host`); the budget keeps the old figure, so the caps (and what
+    /// a full table keeps) are as they were, with memory to spare.
     pub const PEER_BYTES: usize = 215;
     /// Bytes per host beyond its peers: its map slot, its `HostPeers` and their first
-    /// allocations (measured: 669 B per entry with 1 M hosts of one peer each).
+    /// allocations (measured: 669 B per entry with 1 M hosts of one peer each before the
+    /// linked map, 467 B with it, peer included; kept for the same reason).
     pub const HOST_BYTES: usize = 560;
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
