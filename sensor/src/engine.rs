@@ -20,7 +20,8 @@
 //! scanner every time it crosses its threshold again, and the notice framework lets one notice
 //! through per interval. Summaries and ShutdownThresh, one-time reports, are not renewed.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -30,9 +31,11 @@ use anyhow::Context as _;
 use crate::bt::{ChannelCounts, Coordination, CoordinationConfig, TableStats};
 use crate::conn::{BroEvent, ConnConfig, ConnOutcome, ConnTracker};
 use crate::detect::{
-    BroScan, BroScanConfig, ConnState, NoticeConn, NoticeKind, Proto, ScanNotice, Service, Trw,
-    TrwConfig,
+    BroScan, BroScanConfig, ConnState, Dropped, NoticeConn, NoticeKind, Proto, ScanNotice, Service,
+    Trw, TrwConfig,
 };
+use strum::VariantArray as _;
+
 use crate::event::{EventSink, PacketEvent, Transport};
 use crate::ppr::{PprConfig, PprSample, PprTracker};
 use crate::predict::{
@@ -452,17 +455,34 @@ struct Raised {
     touched: Timestamp,
     /// With a suppression interval: the last notice of this kind reported for this source.
     reported: Option<Box<ScanNotice>>,
+    /// The end of the interval an item in [`RaisedNotices::due`] waits for.
+    due: Option<Timestamp>,
 }
 
 /// [`Raised`] per (source, notice kind). Bounded: an entry is dropped once neither detector
 /// holds state for its source and its suppression interval is over (both are needed: the
 /// counts compare the detectors' output over the source's state, the last report times the
 /// interval), and at [`RaisedNotices::CAP`] the least recently touched eighth is evicted.
+///
+/// Expiry is incremental: an expiry pass looks only at the sources whose entries could have
+/// become droppable since the last pass, never at the whole table. An entry that survived a
+/// pass was kept because a detector tracked its source or its interval ran; it can only
+/// become droppable when it is touched, when a detector drops its source (the detectors hand
+/// those over, [`crate::detect::DroppedSources`]), or when its interval ends (a min-heap of
+/// interval ends). So a pass costs O(log n) per source it looks at.
 #[derive(Debug, Default)]
 struct RaisedNotices {
     map: HashMap<(IpAddr, NoticeKind), Raised>,
+    /// Sources touched since the last pass.
+    touched: HashSet<IpAddr>,
+    /// (end of a suppression interval, source): checked when the interval is over. One live
+    /// item per entry ([`Raised::due`]); a report that moves the end leaves a stale item,
+    /// which only costs a look.
+    due: BinaryHeap<Reverse<(Timestamp, IpAddr)>>,
     evicted: u64,
     expired: u64,
+    /// Entries looked at by expiry passes (tests).
+    looked: u64,
 }
 
 impl RaisedNotices {
@@ -474,6 +494,7 @@ impl RaisedNotices {
         if self.map.len() >= Self::CAP && !self.map.contains_key(&(src, note)) {
             self.evict();
         }
+        self.touched.insert(src);
         let e = self.map.entry((src, note)).or_default();
         e.touched = e.touched.max(now);
         e
@@ -496,13 +517,54 @@ impl RaisedNotices {
         self.evicted += n as u64;
     }
 
-    fn expire(&mut self, now: Timestamp, interval: Duration, tracked: impl Fn(IpAddr) -> bool) {
-        let before = self.map.len();
-        self.map.retain(|(src, _), e| {
-            let suppressing = e.reported.as_ref().is_some_and(|n| now < n.ts + interval);
-            suppressing || tracked(*src)
-        });
-        self.expired += (before - self.map.len()) as u64;
+    /// The expiry pass: drops the entries of `sources` (and of every source touched since the
+    /// last pass, or whose interval ended by `now`) that no detector tracks (`tracked`) and
+    /// whose interval is over. `Dropped::Many`: the detectors dropped too many sources to
+    /// list, so every entry is looked at (a cost the drops pay for).
+    fn expire(
+        &mut self,
+        now: Timestamp,
+        interval: Duration,
+        sources: &[Dropped],
+        tracked: impl Fn(IpAddr) -> bool,
+    ) {
+        if sources.iter().any(|d| matches!(d, Dropped::Many)) {
+            let all: HashSet<IpAddr> = self.map.keys().map(|(src, _)| *src).collect();
+            self.touched.extend(all);
+        }
+        for d in sources {
+            if let Dropped::Sources(list) = d {
+                self.touched.extend(list.iter().copied());
+            }
+        }
+        while let Some(&Reverse((end, src))) = self.due.peek() {
+            if end > now {
+                break;
+            }
+            self.due.pop();
+            self.touched.insert(src);
+        }
+        for src in std::mem::take(&mut self.touched) {
+            let untracked = !tracked(src);
+            for &note in NoticeKind::VARIANTS {
+                let Some(e) = self.map.get_mut(&(src, note)) else {
+                    continue;
+                };
+                self.looked += 1;
+                let end = e.reported.as_ref().map(|n| n.ts + interval);
+                let suppressing = end.is_some_and(|end| now < end);
+                if !suppressing && untracked {
+                    self.map.remove(&(src, note));
+                    self.expired += 1;
+                } else if let Some(end) = end.filter(|_| suppressing) {
+                    // Looked at again when the interval is over.
+                    if e.due != Some(end) {
+                        e.due = Some(end);
+                        self.due.push(Reverse((end, src)));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -567,14 +629,52 @@ mod raised_tests {
         reported.reported = Some(Box::new(n));
         t.entry(ip(3), NoticeKind::AddressScan, Timestamp::from_secs(100));
         let tracked = |src: IpAddr| src == ip(3);
-        t.expire(Timestamp::from_secs(699), every, tracked);
+        t.expire(Timestamp::from_secs(699), every, &[], tracked);
         // 1: untracked, no interval: gone. 2: its interval runs until 700. 3: tracked.
         assert_eq!(t.expired, 1);
         assert!(t.map.contains_key(&(ip(2), NoticeKind::AddressScan)));
-        t.expire(Timestamp::from_secs(700), every, tracked);
+        t.expire(Timestamp::from_secs(700), every, &[], tracked);
         assert_eq!(t.expired, 2);
         assert_eq!(t.map.len(), 1);
         assert!(t.map.contains_key(&(ip(3), NoticeKind::AddressScan)));
+    }
+
+    /// A pass looks at what changed since the last one, not at the table: 10,000 entries of
+    /// tracked sources are looked at once, then only the source a detector dropped.
+    #[test]
+    fn an_expiry_pass_looks_only_at_touched_dropped_or_due_sources() {
+        let mut t = RaisedNotices::default();
+        let every = Duration::from_secs(600);
+        for i in 0..10_000 {
+            t.entry(ip(i), NoticeKind::AddressScan, Timestamp::from_secs(1))
+                .filtered += 1;
+        }
+        let gone = ip(7);
+        t.expire(Timestamp::from_secs(10), every, &[], |_| true);
+        assert_eq!((t.looked, t.expired), (10_000, 0));
+        for s in 2..50 {
+            t.expire(Timestamp::from_secs(10 * s), every, &[], |_| true);
+        }
+        assert_eq!(t.looked, 10_000, "nothing changed: nothing looked at");
+        // The detector dropped one source: only its entry is looked at, and it goes.
+        t.expire(
+            Timestamp::from_secs(600),
+            every,
+            &[Dropped::Sources(vec![gone])],
+            |src| src != gone,
+        );
+        assert_eq!((t.looked, t.expired), (10_001, 1));
+        assert!(!t.map.contains_key(&(gone, NoticeKind::AddressScan)));
+        // A source touched again is looked at once more.
+        t.entry(ip(8), NoticeKind::PortScan, Timestamp::from_secs(601));
+        t.expire(Timestamp::from_secs(610), every, &[], |src| src != gone);
+        assert_eq!(t.looked, 10_003);
+        // Too many drops to list: every entry is looked at, the untracked go.
+        t.expire(Timestamp::from_secs(620), every, &[Dropped::Many], |src| {
+            src != ip(9)
+        });
+        assert_eq!((t.looked, t.expired), (10_003 + 10_000, 2));
+        assert_eq!(t.map.len(), 9_999);
     }
 }
 
@@ -650,6 +750,14 @@ impl Detector {
                     trw.check_scan(&o.scan_check(), state, 0, out);
                 }
             }
+        }
+    }
+
+    /// The sources removed since the last call.
+    fn take_dropped(&mut self) -> Dropped {
+        match self {
+            Detector::Bro(bro) => bro.take_dropped(),
+            Detector::Trw(trw) => trw.take_dropped(),
         }
     }
 
@@ -1096,11 +1204,17 @@ impl<S: EngineSink> Engine<S> {
             self.predictions.expire(self.now);
             self.coordination.expire(self.now);
             self.emit();
+            let dropped = [
+                Some(self.detector.take_dropped()),
+                self.baseline.as_mut().map(Detector::take_dropped),
+            ];
             let (detector, baseline) = (&self.detector, &self.baseline);
-            self.raised
-                .expire(self.now, self.config.notice_suppress_for, |src| {
-                    detector.tracks(src) || baseline.as_ref().is_some_and(|b| b.tracks(src))
-                });
+            self.raised.expire(
+                self.now,
+                self.config.notice_suppress_for,
+                &dropped.into_iter().flatten().collect::<Vec<_>>(),
+                |src| detector.tracks(src) || baseline.as_ref().is_some_and(|b| b.tracks(src)),
+            );
         }
         self.sink.tick(self.now, &self.stats);
         if self.now - self.last_publish >= PUBLISH_INTERVAL {
@@ -1172,8 +1286,10 @@ impl<S: EngineSink> EventSink for Engine<S> {
         if !self.learnt.is_empty() {
             // Keep the buffer: it is reused for every message.
             let learnt = std::mem::take(&mut self.learnt);
+            // As `predict` on each, with the table locked once per message.
+            self.predictions.insert_all(&learnt);
             for p in &learnt {
-                self.predict(p);
+                self.sink.prediction(p);
             }
             self.learnt = learnt;
             self.learnt.clear();

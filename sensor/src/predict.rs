@@ -16,14 +16,16 @@
 //! (`third_party`, the peer count behind "largest host") are kept up to date on every change.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry::{Occupied, Vacant};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+
+use hashlink::linked_hash_map::Entry::{Occupied, Vacant};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::detect::LinkedHashMap;
 use crate::event::Timestamp;
 use crate::time;
 
@@ -200,12 +202,17 @@ impl PeerKey {
 
 #[derive(Debug, Default)]
 struct HostPeers {
-    peers: HashMap<PeerKey, Entry, Keyed>,
+    /// The host's peers, least recently announced first: a new peer goes to the back, and so
+    /// does a known one announced at a time other than its last (an announcement repeated at
+    /// the same time keeps the place). Eviction takes the front. A linked map rather than a
+    /// map plus a queue of (peer, time) pairs with lazy deletion: one node per peer instead
+    /// of a map slot and up to two queue pairs, so about 60 B less per prediction, and no
+    /// queue to grow and compact on every refresh (the table's growth was most of the
+    /// engine's time on BitTorrent-heavy captures, BENCHMARKS.md).
+    peers: LinkedHashMap<PeerKey, Entry>,
     /// Entries that show the host a BitTorrent client (see [`Channel::peer_evidence`]), kept
     /// up to date on every insert, upgrade and removal.
     third_party: usize,
-    /// Insertion order with the `last_seen` at insertion; stale pairs are skipped lazily.
-    order: VecDeque<(PeerKey, Timestamp)>,
 }
 
 impl HostPeers {
@@ -215,25 +222,11 @@ impl HostPeers {
         }
     }
 
-    /// Drops the oldest live entry (by insertion); its channel, or `None` if none is left.
+    /// Drops the least recently announced entry; its channel, or `None` if none is left.
     fn evict_oldest(&mut self) -> Option<Channel> {
-        while let Some((key, stamp)) = self.order.pop_front() {
-            if self.peers.get(&key).is_some_and(|e| e.last_seen == stamp) {
-                let e = self.peers.remove(&key)?;
-                self.forget(e.channel);
-                return Some(e.channel);
-            }
-        }
-        None
-    }
-
-    /// Drops stale pairs from `order` once they outnumber the live ones: amortised O(1) per
-    /// push, and the queue stays within a small factor of the map.
-    fn compact_order(&mut self) {
-        if self.order.len() > 2 * self.peers.len() + 64 {
-            let HostPeers { peers, order, .. } = self;
-            order.retain(|(k, stamp)| peers.get(k).is_some_and(|e| e.last_seen == *stamp));
-        }
+        let (_, e) = self.peers.pop_front()?;
+        self.forget(e.channel);
+        Some(e.channel)
     }
 }
 
@@ -399,12 +392,15 @@ pub struct PredictionTable {
 }
 
 impl PredictionTable {
-    /// Bytes per predicted peer of a host that has many: its map slot, its place in the host's
-    /// insertion order and in the expiry queue (measured, `cargo xtask bench`: 208 B per entry
-    /// with one host of 1 M peers).
+    /// Bytes per predicted peer of a host that has many: its linked-map node and slot and its
+    /// item in the expiry queue. Measured 208 B per entry with one host of 1 M peers when the
+    /// host kept a separate insertion-order queue, 155 B with the linked map (`bench --flood
+    /// entry predictions_one_host`); the budget keeps the old figure, so the caps (and what
+    /// a full table keeps) are as they were, with memory to spare.
     pub const PEER_BYTES: usize = 215;
     /// Bytes per host beyond its peers: its map slot, its `HostPeers` and their first
-    /// allocations (measured: 669 B per entry with 1 M hosts of one peer each).
+    /// allocations (measured: 669 B per entry with 1 M hosts of one peer each before the
+    /// linked map, 467 B with it, peer included; kept for the same reason).
     pub const HOST_BYTES: usize = 560;
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -458,11 +454,23 @@ impl PredictionTable {
 
     /// Records a prediction, or refreshes it if the peer was already announced to the host.
     pub fn insert(&self, p: &PredictedPeer) {
-        let key = PeerKey::new(p.peer, p.transport);
+        self.insert_into(&mut self.lock(), p);
+    }
+
+    /// [`Self::insert`] for each of `ps` in turn, under one lock: a peer list's worth.
+    pub fn insert_all(&self, ps: &[PredictedPeer]) {
         let mut guard = self.lock();
-        let t = &mut *guard;
+        for p in ps {
+            self.insert_into(&mut guard, p);
+        }
+    }
+
+    fn insert_into(&self, t: &mut Inner, p: &PredictedPeer) {
+        let key = PeerKey::new(p.peer, p.transport);
         t.compact_expiry();
-        if self.may_be_full(t.total) {
+        // `full` with a new host is the worst case: when even that has room, no lookup is
+        // needed to know nothing must be evicted.
+        if self.may_be_full(t.total) && self.full(t, true) {
             let known_host = t.hosts.get(&p.host);
             let known = known_host.is_some_and(|h| h.peers.contains_key(&key));
             if !known && self.full(t, known_host.is_none()) {
@@ -486,6 +494,9 @@ impl PredictionTable {
         }
         let schedule = match host.peers.entry(key) {
             Occupied(mut o) => {
+                if o.get().last_seen != p.ts {
+                    o.to_back();
+                }
                 let e = o.get_mut();
                 // A later announcement needs no new item: the scheduled one comes up earlier
                 // and is pushed again then. An earlier one (records out of order) may need an
@@ -527,9 +538,6 @@ impl PredictionTable {
                 true
             }
         };
-        host.order.push_back((key, p.ts));
-        // Refreshes append too; keep the queue from outgrowing the map by much.
-        host.compact_order();
         if schedule {
             t.generation = generation;
             t.push_due((p.ts, generation, p.host, key));
@@ -653,9 +661,6 @@ impl PredictionTable {
             if e.last_seen.expired(ttl, now) {
                 t.take(host, key);
                 self.stats.expired.fetch_add(1, Relaxed);
-                if let Some(h) = t.hosts.get_mut(&host) {
-                    h.compact_order();
-                }
             } else {
                 // Announced again since: check again when that announcement runs out.
                 t.generation += 1;
@@ -734,7 +739,6 @@ impl PredictionTable {
         if p.channel.peer_evidence() {
             host.third_party += 1;
         }
-        host.order.push_back((key, p.last_seen));
         if let Some(sizes) = &mut t.sizes {
             sizes.resize(p.host, before, before + 1);
         }
@@ -1054,7 +1058,6 @@ mod tests {
         let inner = t.lock();
         assert_eq!(inner.total, 10);
         assert!(inner.expiry.len() + inner.in_order.len() <= 2 * 10 + 1024 + 1);
-        assert!(inner.hosts[&host].order.len() <= 2 * 10 + 64 + 1);
     }
 
     /// The global cap takes from the host holding the most peers, whichever it is.

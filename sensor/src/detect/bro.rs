@@ -180,6 +180,8 @@ pub struct BroScan {
     now: Timestamp,
     /// Sources dropped because `max_sources` was reached.
     pub evictions: u64,
+    /// Sources removed since the engine last took them.
+    dropped: super::DroppedSources,
 }
 
 impl BroScan {
@@ -202,6 +204,7 @@ impl BroScan {
             expiry: BTreeSet::new(),
             now: Timestamp::ZERO,
             evictions: 0,
+            dropped: super::DroppedSources::default(),
         }
     }
 
@@ -392,6 +395,9 @@ impl BroScan {
                 }
             }
         }
+        for ip in ips {
+            self.dropped.push(ip);
+        }
         self.srcs.clear();
         self.expiry.clear();
     }
@@ -403,10 +409,16 @@ impl BroScan {
 
     fn remove(&mut self, ip: IpAddr) {
         if let Some(s) = self.srcs.remove(&ip) {
+            self.dropped.push(ip);
             if let Some(k) = s.exp_key {
                 self.expiry.remove(&(k, ip));
             }
         }
+    }
+
+    /// The sources removed since the last call (see [`super::DroppedSources`]).
+    pub(crate) fn take_dropped(&mut self) -> super::Dropped {
+        self.dropped.take()
     }
 
     /// Bytes of a source with one failed attempt, as a flood's spoofed sources have: the `Src`
@@ -428,7 +440,13 @@ impl BroScan {
     /// Evicts least-recently-checked sources until one more fits under [`BroScan::capacity`].
     fn make_room(&mut self) {
         let cap = self.capacity();
-        self.evictions += super::make_room(&mut self.srcs, &mut self.expiry, cap, |s| s.exp_key);
+        self.evictions += super::make_room(
+            &mut self.srcs,
+            &mut self.expiry,
+            &mut self.dropped,
+            cap,
+            |s| s.exp_key,
+        );
     }
 }
 

@@ -128,6 +128,7 @@ impl<'de> serde::Deserialize<'de> for Service {
     serde::Serialize,
     serde::Deserialize,
     strum::IntoStaticStr,
+    strum::VariantArray,
 )]
 pub enum NoticeKind {
     AddressScan,
@@ -362,6 +363,50 @@ pub fn in_nets(addr: IpAddr, nets: &[IpNet]) -> bool {
 /// `hashlink`, about twice as slowly under the flood.
 pub(crate) type LinkedHashMap<K, V> = hashlink::LinkedHashMap<K, V, foldhash::fast::RandomState>;
 
+/// The sources a detector dropped (expired, evicted, or at the end) since the engine last
+/// asked: the engine forgets its per-source notice records once no detector tracks their
+/// source, and looks only at these sources rather than at all its records. Bounded: past
+/// [`DroppedSources::CAP`] (a flood evicting a source per attempt) only the overflow is
+/// remembered, and the engine looks at every record once, which the drops pay for.
+#[derive(Debug, Default)]
+pub(crate) struct DroppedSources {
+    list: Vec<IpAddr>,
+    overflowed: bool,
+}
+
+/// What [`DroppedSources::take`] hands over.
+pub(crate) enum Dropped {
+    /// These sources (possibly none).
+    Sources(Vec<IpAddr>),
+    /// More than [`DroppedSources::CAP`]: any source may have gone.
+    Many,
+}
+
+impl DroppedSources {
+    pub(crate) const CAP: usize = 4096;
+
+    pub(crate) fn push(&mut self, ip: IpAddr) {
+        if self.overflowed {
+            return;
+        }
+        if self.list.len() >= Self::CAP {
+            self.overflowed = true;
+            self.list = Vec::new();
+        } else {
+            self.list.push(ip);
+        }
+    }
+
+    /// Everything dropped since the last call; starts afresh.
+    pub(crate) fn take(&mut self) -> Dropped {
+        if std::mem::take(&mut self.overflowed) {
+            Dropped::Many
+        } else {
+            Dropped::Sources(std::mem::take(&mut self.list))
+        }
+    }
+}
+
 /// Evicts least-recently-touched sources from the front of `srcs` until one more fits under
 /// `cap`, removing their expiry index entries (`exp_key` gives a source's), and returns how
 /// many went. Shared by the Bro and TRW detectors, whose per-source state is indexed the same
@@ -369,6 +414,7 @@ pub(crate) type LinkedHashMap<K, V> = hashlink::LinkedHashMap<K, V, foldhash::fa
 pub(crate) fn make_room<T>(
     srcs: &mut LinkedHashMap<IpAddr, T>,
     expiry: &mut BTreeSet<(Timestamp, IpAddr)>,
+    dropped: &mut DroppedSources,
     cap: usize,
     exp_key: impl Fn(&T) -> Option<Timestamp>,
 ) -> u64 {
@@ -380,6 +426,7 @@ pub(crate) fn make_room<T>(
         if let Some(k) = exp_key(&src) {
             expiry.remove(&(k, ip));
         }
+        dropped.push(ip);
         evicted += 1;
     }
     evicted
@@ -388,6 +435,19 @@ pub(crate) fn make_room<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_sources_past_the_cap_say_many_and_start_afresh() {
+        let ip = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(i));
+        let mut d = DroppedSources::default();
+        d.push(ip(1));
+        assert!(matches!(d.take(), Dropped::Sources(v) if v == [ip(1)]));
+        for i in 0..=u32::try_from(DroppedSources::CAP).unwrap() {
+            d.push(ip(i));
+        }
+        assert!(matches!(d.take(), Dropped::Many));
+        assert!(matches!(d.take(), Dropped::Sources(v) if v.is_empty()));
+    }
 
     #[test]
     fn service_order_is_bro_port_order() {

@@ -225,6 +225,8 @@ pub struct Trw {
     now: Timestamp,
     /// Entries dropped because a `max_sources` cap was reached.
     pub evictions: u64,
+    /// Sources removed since the engine last took them.
+    dropped: super::DroppedSources,
 }
 
 impl Trw {
@@ -254,6 +256,7 @@ impl Trw {
             summaries: VecDeque::new(),
             now: Timestamp::ZERO,
             evictions: 0,
+            dropped: super::DroppedSources::default(),
         })
     }
 
@@ -523,6 +526,7 @@ impl Trw {
             s.purge(self.src_ttl, self.local_ttl, t);
             if s.is_empty() {
                 self.srcs.remove(&ip);
+                self.dropped.push(ip);
             } else if let Some(d) = s.next_deadline(self.src_ttl, self.local_ttl) {
                 self.expiry.insert((d, ip));
                 s.exp_key = Some(d);
@@ -596,10 +600,21 @@ impl Trw {
         self.friendly_idx.insert((now, remote));
     }
 
+    /// The sources removed since the last call (see [`super::DroppedSources`]).
+    pub(crate) fn take_dropped(&mut self) -> super::Dropped {
+        self.dropped.take()
+    }
+
     /// Evicts least-recently-scored sources until one more fits under [`Trw::capacity`].
     fn make_room(&mut self) {
         let cap = self.capacity();
-        self.evictions += super::make_room(&mut self.srcs, &mut self.expiry, cap, |s| s.exp_key);
+        self.evictions += super::make_room(
+            &mut self.srcs,
+            &mut self.expiry,
+            &mut self.dropped,
+            cap,
+            |s| s.exp_key,
+        );
     }
 }
 

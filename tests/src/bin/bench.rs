@@ -483,6 +483,12 @@ fn measure(cmd: &mut std::process::Command) -> anyhow::Result<Cost> {
     })
 }
 
+/// A second `sensor` binary to compare the engine with, in the same run (`SENSOR_BENCH_BEFORE`,
+/// e.g. a build of the previous head): its `analyze` becomes one more tool, the last.
+fn before_binary() -> Option<PathBuf> {
+    std::env::var_os("SENSOR_BENCH_BEFORE").map(PathBuf::from)
+}
+
 /// The tools compared, as (label, command line) for one capture.
 fn tool_commands(sensor: &Path, file: &Path) -> Vec<(&'static str, std::process::Command)> {
     use std::process::Command;
@@ -503,21 +509,31 @@ fn tool_commands(sensor: &Path, file: &Path) -> Vec<(&'static str, std::process:
         .args(["-e", "bittorrent.msg.type", "-e", "bittorrent.extended.id"]);
     let mut ndpi = Command::new("ndpiReader");
     ndpi.arg("-q").arg("-i").arg(file);
-    vec![
+    let mut tools = vec![
         ("`sensor analyze`", analyze),
         ("`sensor prefilter`", prefilter),
         ("`cat`", cat),
         ("`tshark` (BitTorrent fields)", tshark),
         ("`ndpiReader`", ndpi),
-    ]
+    ];
+    if let Some(before) = before_binary() {
+        let mut cmd = Command::new(before);
+        cmd.arg("analyze").arg(file);
+        tools.push(("`sensor analyze` (before)", cmd));
+    }
+    tools
 }
 
 /// 2b. `sensor analyze` beside the pre-filter, `cat`, tshark and nDPI on the same files, in one
-/// run: wall time, CPU time and peak RSS of each child (`wait4`). Each tool runs `REPS` times
-/// in turn, and the fastest run by wall time is reported (the one least disturbed by the
-/// other tenants of a noisy machine).
+/// run: wall time, CPU time and peak RSS of each child (`wait4`). Each tool runs `reps` times
+/// in turn (`SENSOR_BENCH_REPS`, default 5), and the least wall time and the least CPU time
+/// over the runs are reported, each the run least disturbed by the other tenants of a noisy
+/// machine (the peak RSS is the largest).
 fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
-    const REPS: usize = 3;
+    let reps: usize = std::env::var("SENSOR_BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
     let sensor = std::env::current_exe()?.with_file_name("sensor");
     anyhow::ensure!(
         sensor.is_file(),
@@ -533,7 +549,8 @@ fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
     writeln!(
         md,
         "Each tool reads the same file, output discarded; wall and CPU time (user + system) and \
-         peak RSS of the child from `wait4`; the fastest of {REPS} runs by wall time. tshark: \
+         peak RSS of the child from `wait4`; the least wall and the least CPU time of {reps} runs \
+         each (the largest RSS). tshark: \
          `-T fields` on `bt-dht.ip`, `bt-dht.port`, `bt-utp.type`, `bittorrent.msg.type`, \
          `bittorrent.extended.id` with the uTP heuristic on; `ndpiReader -q -i`.\n"
     )?;
@@ -546,8 +563,8 @@ fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
         let mb = std::fs::metadata(file)?.len() as f64 / 1e6;
         // Warm the page cache so that no tool pays for the first read.
         measure(std::process::Command::new("cat").arg(file))?;
-        let mut best: Vec<Option<Cost>> = vec![None; 5];
-        for _ in 0..REPS {
+        let mut best: Vec<Option<Cost>> = vec![None; tool_commands(&sensor, file).len()];
+        for _ in 0..reps {
             for (i, (_, mut cmd)) in tool_commands(&sensor, file).into_iter().enumerate() {
                 let cost = match measure(&mut cmd) {
                     Ok(c) => c,
@@ -556,9 +573,11 @@ fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                if best[i].is_none_or(|b| cost.wall < b.wall) {
-                    best[i] = Some(cost);
-                }
+                best[i] = Some(best[i].map_or(cost, |b| Cost {
+                    wall: b.wall.min(cost.wall),
+                    cpu: b.cpu.min(cost.cpu),
+                    rss_mib: b.rss_mib.max(cost.rss_mib),
+                }));
             }
         }
         let labels: Vec<&str> = tool_commands(&sensor, file)
@@ -583,24 +602,58 @@ fn tools(md: &mut String, shared: &[(String, PathBuf)]) -> anyhow::Result<()> {
             );
         }
         if let (Some(a), Some(p)) = (best[0], best[1]) {
-            summary.push((name.clone(), a, p, best[3], best[4]));
+            summary.push((
+                name.clone(),
+                a,
+                p,
+                best[3],
+                best[4],
+                best.get(5).copied().flatten(),
+            ));
         }
     }
+    let with_before = before_binary().is_some();
     writeln!(
         md,
-        "\n| capture | analyze ÷ prefilter (wall) | analyze ÷ prefilter (CPU) | tshark ÷ analyze (wall) | ndpiReader ÷ analyze (wall) |\n|---|---:|---:|---:|---:|"
+        "\n| capture | analyze ÷ prefilter (wall) | analyze ÷ prefilter (CPU) | tshark ÷ analyze (wall) | tshark ÷ analyze (CPU) | ndpiReader ÷ analyze (wall) |{}\n|---|---:|---:|---:|---:|---:|{}",
+        if with_before {
+            " before: analyze ÷ prefilter (wall) | before: (CPU) |"
+        } else {
+            ""
+        },
+        if with_before { "---:|---:|" } else { "" }
     )?;
-    let opt = |x: Option<Cost>, a: Cost| {
-        x.map_or_else(|| "n/a".to_string(), |x| format!("{:.1}", x.wall / a.wall))
+    let ratio = |x: Option<Cost>, by: Cost, cpu: bool| {
+        x.map_or_else(
+            || "n/a".to_string(),
+            |x| {
+                let (a, b) = if cpu {
+                    (x.cpu, by.cpu)
+                } else {
+                    (x.wall, by.wall)
+                };
+                format!("{:.1}", a / b)
+            },
+        )
     };
-    for (name, a, p, tshark, ndpi) in summary {
+    for (name, a, p, tshark, ndpi, before) in summary {
+        let before_cols = if with_before {
+            format!(
+                " {} | {} |",
+                ratio(before, p, false),
+                ratio(before, p, true)
+            )
+        } else {
+            String::new()
+        };
         writeln!(
             md,
-            "| {name} | {:.1} | {:.1} | {} | {} |",
+            "| {name} | {:.1} | {:.1} | {} | {} | {} |{before_cols}",
             a.wall / p.wall,
             a.cpu / p.cpu,
-            opt(tshark, a),
-            opt(ndpi, a)
+            ratio(tshark, a, false),
+            ratio(tshark, a, true),
+            ratio(ndpi, a, false),
         )?;
     }
     Ok(())
