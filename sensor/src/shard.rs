@@ -239,33 +239,25 @@ impl<S: EngineSink> Sharded<S> {
         sum
     }
 
-    /// Writes what the engines wrote during the record, merged in time order: each engine's
-    /// writes keep their order (one engine writes in packet time), and of two engines' next
-    /// writes the earlier goes first, attempts of one time by uid (their creation order).
-    /// Only results of one time from several engines can come out in another order than one
-    /// engine's (end-of-run summaries, all stamped with the last packet's time).
+    /// Writes what the engines wrote during the record in time order: attempts of one time by
+    /// uid (their creation order), those due before the record's own. Only results of one
+    /// time from several engines can come out in another order than one engine's (end-of-run
+    /// summaries, all stamped with the last packet's time; an LSD announce's predictions).
     fn merge(&mut self, record: Option<(SocketAddr, SocketAddr)>) {
         let mut pending = self.pending.borrow_mut();
         if pending.iter().all(Vec::is_empty) {
             return;
         }
-        let mut next = vec![0usize; pending.len()];
-        loop {
-            let head = (0..pending.len())
-                .filter(|&i| next[i] < pending[i].len())
-                .min_by_key(|&i| pending[i][next[i]].key(record));
-            let Some(i) = head else { break };
-            match &pending[i][next[i]] {
+        let mut out: Vec<Out> = pending.iter_mut().flat_map(std::mem::take).collect();
+        // Stable: writes of one key keep their engine's order.
+        out.sort_by_key(|o| o.key(record));
+        for o in &out {
+            match o {
                 Out::Notice(n) => self.sink.notice(n),
                 Out::Suppressed(n, reason, ppr) => self.sink.suppressed(n, *reason, ppr),
                 Out::Attempt(a, predicted) => self.sink.attempt(a, *predicted),
                 Out::Prediction(p) => self.sink.prediction(p),
             }
-            next[i] += 1;
-        }
-        // The buffers keep their allocations for the next record.
-        for buf in pending.iter_mut() {
-            buf.clear();
         }
     }
 
