@@ -334,7 +334,7 @@ fn analyze_sharded(
         .with_udp_scan(args.engine.detection.udp_scan);
     let report = sensor::analyze::feed(&mut sharded, &args.pcaps, filter);
     sharded.finish();
-    if let Some(logs) = &mut sharded.sink.borrow_mut().1 {
+    if let Some(logs) = &mut sharded.sink.1 {
         logs.close()?;
     }
     let s = sharded.stats();

@@ -11,7 +11,7 @@
 //! but the detector counts its sender; the worker hands it over ([`Engine::take_foreign`]).
 
 use std::cell::RefCell;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -131,22 +131,57 @@ pub fn worker_config(config: &EngineConfig, n: u32) -> EngineConfig {
     c
 }
 
-/// One sink written by several engines on one thread. Their `tick` and `finish` are left
-/// out: the driver calls them once, with the engines' statistics summed.
-pub struct Shared<S>(pub Rc<RefCell<S>>);
+/// What the engines wrote during one record, before it is merged.
+enum Out {
+    Notice(ScanNotice),
+    Suppressed(ScanNotice, SuppressReason, PprSample),
+    Attempt(ConnOutcome, Option<Channel>),
+    Prediction(PredictedPeer),
+}
 
-impl<S: EngineSink> EngineSink for Shared<S> {
+impl Out {
+    /// The merge key. One engine writes in packet time; for a record, one engine fires the
+    /// attempt timers due (in creation order, which the shared uid counter gives) before the
+    /// record's own connection reports: `record` holds its endpoints.
+    fn key(&self, record: Option<(SocketAddr, SocketAddr)>) -> (Timestamp, bool, u64) {
+        match self {
+            Out::Notice(n) | Out::Suppressed(n, ..) => (n.ts, false, 0),
+            Out::Attempt(o, _) => {
+                let own = record
+                    .is_some_and(|(a, b)| (o.orig, o.resp) == (a, b) || (o.orig, o.resp) == (b, a));
+                (o.ts, own, o.uid.0)
+            }
+            Out::Prediction(p) => (p.ts, false, 0),
+        }
+    }
+}
+
+/// One sink written by several engines on one thread: what they write during a record is
+/// buffered, then written in time order ([`Sharded`]). Their `tick` and `finish` are left out:
+/// the driver calls them once, with the engines' statistics summed.
+pub struct Shared {
+    pending: Rc<RefCell<Vec<Vec<Out>>>>,
+    index: usize,
+}
+
+impl Shared {
+    fn push(&self, out: Out) {
+        self.pending.borrow_mut()[self.index].push(out);
+    }
+}
+
+impl EngineSink for Shared {
     fn notice(&mut self, n: &ScanNotice) {
-        self.0.borrow_mut().notice(n);
+        self.push(Out::Notice(n.clone()));
     }
     fn suppressed(&mut self, n: &ScanNotice, reason: SuppressReason, ppr: &PprSample) {
-        self.0.borrow_mut().suppressed(n, reason, ppr);
+        self.push(Out::Suppressed(n.clone(), reason, *ppr));
     }
     fn attempt(&mut self, o: &ConnOutcome, predicted: Option<Channel>) {
-        self.0.borrow_mut().attempt(o, predicted);
+        self.push(Out::Attempt(*o, predicted));
     }
     fn prediction(&mut self, p: &PredictedPeer) {
-        self.0.borrow_mut().prediction(p);
+        self.push(Out::Prediction(*p));
     }
 }
 
@@ -154,8 +189,10 @@ impl<S: EngineSink> EngineSink for Shared<S> {
 /// engines of its shards, and every engine's clock moves with every record, so tables expire
 /// and attempts time out at the same records as in one engine and the results are the same.
 pub struct Sharded<S: EngineSink> {
-    pub engines: Vec<Engine<Shared<S>>>,
-    pub sink: Rc<RefCell<S>>,
+    pub engines: Vec<Engine<Shared>>,
+    pub sink: S,
+    /// What each engine wrote during the current record.
+    pending: Rc<RefCell<Vec<Vec<Out>>>>,
     seed: u64,
     now: Timestamp,
     /// Records read, each once whatever number of engines it went to.
@@ -166,12 +203,18 @@ impl<S: EngineSink> Sharded<S> {
     /// # Errors
     /// A bad engine configuration or worker count.
     pub fn new(config: &EngineConfig, workers: u32, seed: u64, sink: S) -> anyhow::Result<Self> {
-        let sink = Rc::new(RefCell::new(sink));
+        let pending = Rc::new(RefCell::new(
+            (0..workers).map(|_| Vec::new()).collect::<Vec<_>>(),
+        ));
         let config = worker_config(config, workers);
         let engines = Shard::split(workers, seed)?
             .into_iter()
             .map(|shard| {
-                let mut e = Engine::new(config.clone(), Shared(sink.clone()))?;
+                let sink = Shared {
+                    pending: pending.clone(),
+                    index: shard.index as usize,
+                };
+                let mut e = Engine::new(config.clone(), sink)?;
                 e.set_shard(shard);
                 Ok(e)
             })
@@ -179,6 +222,7 @@ impl<S: EngineSink> Sharded<S> {
         Ok(Self {
             engines,
             sink,
+            pending,
             seed,
             now: Timestamp::ZERO,
             records: 0,
@@ -193,6 +237,28 @@ impl<S: EngineSink> Sharded<S> {
         }
         sum.events = self.records;
         sum
+    }
+
+    /// Writes what the engines wrote during the record in time order: attempts of one time by
+    /// uid (their creation order), those due before the record's own. Only results of one
+    /// time from several engines can come out in another order than one engine's (end-of-run
+    /// summaries, all stamped with the last packet's time; an LSD announce's predictions).
+    fn merge(&mut self, record: Option<(SocketAddr, SocketAddr)>) {
+        let mut pending = self.pending.borrow_mut();
+        if pending.iter().all(Vec::is_empty) {
+            return;
+        }
+        let mut out: Vec<Out> = pending.iter_mut().flat_map(std::mem::take).collect();
+        // Stable: writes of one key keep their engine's order.
+        out.sort_by_key(|o| o.key(record));
+        for o in &out {
+            match o {
+                Out::Notice(n) => self.sink.notice(n),
+                Out::Suppressed(n, reason, ppr) => self.sink.suppressed(n, *reason, ppr),
+                Out::Attempt(a, predicted) => self.sink.attempt(a, *predicted),
+                Out::Prediction(p) => self.sink.prediction(p),
+            }
+        }
     }
 
     /// Hands reverse-connection outcomes to the worker owning their initiator.
@@ -223,13 +289,16 @@ impl<S: EngineSink> Sharded<S> {
             e.run_timers();
         }
         self.hand_over();
+        self.merge(None);
     }
 
     /// The sink's tick, with the statistics summed, as one engine gives it.
     fn tick_sink(&mut self, now: Timestamp) {
+        // What expiry raised comes before the tick, as in one engine.
+        self.merge(None);
         self.now = self.now.max(now);
         let stats = self.stats();
-        self.sink.borrow_mut().tick(self.now, &stats);
+        self.sink.tick(self.now, &stats);
     }
 
     /// End of input: every engine's pending attempts and summaries.
@@ -238,8 +307,9 @@ impl<S: EngineSink> Sharded<S> {
             e.finish();
         }
         self.hand_over();
+        self.merge(None);
         let stats = self.stats();
-        self.sink.borrow_mut().finish(self.now, &stats);
+        self.sink.finish(self.now, &stats);
     }
 }
 
@@ -262,6 +332,7 @@ impl<S: EngineSink> EventSink for Sharded<S> {
             }
         }
         self.hand_over();
+        self.merge(Some((ev.src, ev.dst)));
     }
 }
 

@@ -323,6 +323,8 @@ pub struct LiveBench {
     pub workers: Vec<u32>,
     /// Spoofed SYNs of the flood row.
     pub flood_count: u64,
+    /// Ring size of the flood row (`None`: the default, 16 MiB per ring).
+    pub flood_ring_bytes: Option<u32>,
     pub scanner_targets: u32,
 }
 
@@ -338,6 +340,7 @@ impl LiveBench {
             search_ring_bytes: 2 << 20,
             workers: vec![1, 2],
             flood_count: 2_000_000,
+            flood_ring_bytes: None,
             scanner_targets: 300,
         }
     }
@@ -429,6 +432,9 @@ impl LiveBench {
             .map(String::from)
             .to_vec();
         args.extend(Self::worker_args(workers));
+        if let Some(bytes) = self.flood_ring_bytes {
+            args.extend(["--ring-bytes".to_string(), bytes.to_string()]);
+        }
         run(&AgentRun {
             binary: self.binary.clone(),
             spec,
