@@ -178,11 +178,7 @@ fn xdp_costs(md: &mut String) -> anyhow::Result<()> {
             100_000,
         ),
         ("syn", "TCP SYN → 48 B record", 200_000),
-        (
-            "udp64",
-            "UDP 64 B → 96 B record (full UDP policy)",
-            100_000,
-        ),
+        ("udp64", "UDP 64 B → 96 B record (full UDP policy)", 100_000),
         (
             "udp1400",
             "UDP 1400 B → 1432 B record (full UDP policy)",
