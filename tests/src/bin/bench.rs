@@ -681,9 +681,9 @@ fn forwarded_share(md: &mut String) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "Records are exactly their header (32 bytes for IPv4, 56 for IPv6), their kind's fields \
-         (16 more for TCP; ICMP records are 104 bytes) and the payload bytes copied. The last four columns split the classified policy's share by \
-         record kind.\n"
+        "Records are exactly their header (32 bytes for IPv4, 56 for IPv6), their kind's \
+         fields (16 more for TCP; ICMP records are 104 bytes) and the payload bytes copied. \
+         The last four columns split the classified policy's share by record kind.\n"
     )?;
     writeln!(
         md,
