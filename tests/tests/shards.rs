@@ -227,9 +227,9 @@ fn full_rings_count_their_own_drops() {
     for _ in 0..runs {
         h.run(&tcp(a, b, tcp_flag::SYN));
     }
-    let record = sensor_ebpf::header_len(sensor_ebpf::kind::TCP, 4)
-        + std::mem::size_of::<sensor_ebpf::TcpTail>();
-    let fit = (u64::from(page) / (record as u64 + 8)) as usize;
+    let record =
+        sensor_ebpf::header_len(sensor_ebpf::kind::TCP, 4) + size_of::<sensor_ebpf::TcpTail>();
+    let fit = page as usize / (record + 8);
     let drops = h.drops.read().unwrap().0;
     assert_eq!(drops[sa], runs - fit as u64, "drops of the full ring");
     assert_eq!(drops[sb], 0);
