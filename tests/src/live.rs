@@ -44,6 +44,8 @@ pub struct AgentReport {
     pub summary: RunSummary,
     /// Peak resident set of the agent process (`VmHWM`), KiB.
     pub peak_rss_kib: u64,
+    /// CPU time of the agent process (every thread, user and system) once it had caught up.
+    pub cpu_seconds: f64,
     /// From the first frame sent until the agent had decoded every record the kernel emitted.
     pub drain_seconds: f64,
     /// From SIGTERM until the agent exited (it reports pending attempts first).
@@ -208,6 +210,7 @@ pub fn run(r: &AgentRun) -> anyhow::Result<AgentReport> {
         }
     }
     let peak_rss_kib = proc_status_kib(pid, "VmHWM").unwrap_or(0);
+    let cpu_seconds = proc_cpu_seconds(pid).unwrap_or(0.0);
     // At exit the engine reports every attempt still pending (a full connection table's worth
     // after a flood), which takes longer than `SensorProcess::stop` waits: signal it here and
     // give it a minute, timed.
@@ -229,6 +232,7 @@ pub fn run(r: &AgentRun) -> anyhow::Result<AgentReport> {
         rx,
         summary,
         peak_rss_kib,
+        cpu_seconds,
         drain_seconds,
         stop_seconds,
         notices: read_notices(&notices_path),
@@ -276,6 +280,27 @@ fn running(pid: u32) -> bool {
 }
 
 /// A `/proc/PID/status` field in KiB.
+/// Ring bytes one IPv4 SYN takes: its record and the ring's 8-byte record header.
+// A few dozen bytes: the narrowing is exact.
+#[allow(clippy::cast_possible_truncation)]
+const SYN_RECORD_BYTES: u32 = (sensor_ebpf::header_len(sensor_ebpf::kind::TCP, 4)
+    + size_of::<sensor_ebpf::TcpTail>()
+    + 8) as u32;
+
+/// User plus system CPU time of process `pid`, all threads (`utime` and `stime`, fields 14
+/// and 15 of `/proc/PID/stat`, proc(5)), in seconds.
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf with a valid name only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+}
+
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
@@ -306,6 +331,16 @@ pub struct Probe {
     pub sent_pps: f64,
     pub ring_drops: u64,
     pub decoded: u64,
+    /// The agent's CPU time over the probe (all threads).
+    pub cpu_seconds: f64,
+}
+
+impl Probe {
+    /// Agent CPU time per decoded record, microseconds: what one record costs, whatever the
+    /// number of cores the machine lends the workers.
+    pub fn cpu_us_per_record(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.decoded.max(1) as f64
+    }
 }
 
 /// Settings of the live benchmark (`bench --live`).
@@ -420,6 +455,7 @@ impl LiveBench {
             sent_pps: r.sent.pps(),
             ring_drops: r.ring_drops(),
             decoded: r.summary.consumed.total(),
+            cpu_seconds: r.cpu_seconds,
         })
     }
 
@@ -524,15 +560,17 @@ impl LiveBench {
              the costliest record, which fills every per-source table) at which a {} s flood \
              leaves zero ring drops, by binary search between 1/8 and 1.5× the drain rate \
              above. The probes are long enough to run well past every table's cap (the \
-             connection table's 258,111 entries are reached after about 18 s at 14 kpps; a \
-             probe shorter than that measures an agent whose tables still have room, which is \
-             much faster). Ring {} MiB for the search (about {} SYN records, a fraction of a \
+             connection table's 258,111 entries fill within the first 3 s at these rates; a \
+             probe that ends before its tables are full measures an agent that never evicts, \
+             which is much faster). Ring {} MiB for the search (about {} SYN records, a fraction of a \
              second at these rates, so zero drops means the agent kept up rather than the ring \
              absorbed the burst), default caps.\n\n\
-             | workers | sustained pps (0 drops) | probes (target pps → sent pps: ring drops) |\n|---:|---:|---|",
+             Agent CPU: user plus system time of the agent process (all threads) per decoded \
+             record, at the sustained probe: what a record costs whatever cores the workers get.\n\n\
+             | workers | sustained pps (0 drops) | agent CPU µs/record | probes (target pps → sent pps: ring drops) |\n|---:|---:|---:|---|",
             self.probe_seconds,
             self.search_ring_bytes >> 20,
-            self.search_ring_bytes / 80,
+            self.search_ring_bytes / SYN_RECORD_BYTES,
         )?;
         let mut bests = Vec::new();
         for (&w, &rate) in self.workers.iter().zip(&saturated) {
@@ -542,7 +580,12 @@ impl LiveBench {
                 .iter()
                 .map(|p| format!("{} → {:.0}: {}", p.pps, p.sent_pps, p.ring_drops))
                 .collect();
-            writeln!(md, "| {w} | {best} | {} |", list.join(", "))?;
+            let cpu = probes
+                .iter()
+                .filter(|p| p.ring_drops == 0)
+                .max_by_key(|p| p.pps)
+                .map_or_else(|| "-".into(), |p| format!("{:.2}", p.cpu_us_per_record()));
+            writeln!(md, "| {w} | {best} | {cpu} | {} |", list.join(", "))?;
             bests.push((w, best));
         }
         if let (Some(&(1, one)), true) = (bests.first(), bests.len() > 1) {
@@ -558,7 +601,7 @@ impl LiveBench {
         writeln!(
             md,
             "\nOn a shared 2-core machine these rates move with the other load; rerun on a \
-             quiet one: `cargo xtask bench --live` (this section only)."
+             quiet one: `cargo xtask bench --live` (this section only).\n"
         )?;
         Ok(md)
     }
