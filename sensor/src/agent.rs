@@ -75,12 +75,8 @@ pub struct RunSummary {
     pub ring_records: Vec<u64>,
 }
 
-/// Runs until a signal or `duration`; returns the final counts.
-pub async fn run(
-    config: RunConfig,
-    stats: Arc<AgentStats>,
-    sink: &mut dyn EventSink,
-) -> anyhow::Result<RunSummary> {
+/// At least one interface, and no more than the kernel program has counter blocks for.
+fn check_ifaces(config: &RunConfig) -> anyhow::Result<()> {
     anyhow::ensure!(!config.ifaces.is_empty(), "no interface given (--iface)");
     anyhow::ensure!(
         config.ifaces.len() <= sensor_ebpf::counter::MAX_IFACES as usize,
@@ -88,16 +84,32 @@ pub async fn run(
         config.ifaces.len(),
         sensor_ebpf::counter::MAX_IFACES
     );
-    // From here on SIGHUP reopens the logs instead of killing the process (its default).
-    let mut hangups = Hangups::new();
+    Ok(())
+}
+
+/// Loads the XDP program (not attached yet) and forwards its eBPF-side log records (rare
+/// paths only) into `tracing`.
+fn load(config: &RunConfig) -> anyhow::Result<XdpSensor> {
     let mut sensor = XdpSensor::load(&config.xdp)?;
-    // Capture eBPF-side log records (rare paths only) into `tracing`.
     match aya_log::EbpfLogger::init(sensor.ebpf_mut()) {
         Ok(logger) => {
             tokio::spawn(forward_ebpf_logs(logger));
         }
         Err(e) => tracing::warn!("eBPF logs unavailable: {e}"),
     }
+    Ok(sensor)
+}
+
+/// Runs until a signal or `duration`; returns the final counts.
+pub async fn run(
+    config: RunConfig,
+    stats: Arc<AgentStats>,
+    sink: &mut dyn EventSink,
+) -> anyhow::Result<RunSummary> {
+    check_ifaces(&config)?;
+    // From here on SIGHUP reopens the logs instead of killing the process (its default).
+    let mut hangups = Hangups::new();
+    let mut sensor = load(&config)?;
     let ring = sensor.take_ring()?;
     // Before attaching: every frame of these interfaces lands in its own counter block.
     sensor.set_ifaces(&config.ifaces)?;
@@ -550,7 +562,7 @@ pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
     engines: Vec<crate::engine::Engine<S>>,
 ) -> anyhow::Result<RunSummary> {
     use std::sync::atomic::AtomicBool;
-    anyhow::ensure!(!config.ifaces.is_empty(), "no interface given (--iface)");
+    check_ifaces(&config)?;
     anyhow::ensure!(
         config.state.is_none(),
         "--state-file holds one engine's state: use it with --workers 1"
@@ -560,13 +572,7 @@ pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
         "one engine per ring"
     );
     let mut hangups = Hangups::new();
-    let mut sensor = XdpSensor::load(&config.xdp)?;
-    match aya_log::EbpfLogger::init(sensor.ebpf_mut()) {
-        Ok(logger) => {
-            tokio::spawn(forward_ebpf_logs(logger));
-        }
-        Err(e) => tracing::warn!("eBPF logs unavailable: {e}"),
-    }
+    let mut sensor = load(&config)?;
     let rings = sensor.take_rings()?;
     *stats
         .ring_stats

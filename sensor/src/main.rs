@@ -290,19 +290,8 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if let Some(logs) = &mut engine.sink.1 {
         logs.close()?;
     }
-    let s = engine.stats;
     if report.read_any() {
-        eprintln!(
-            "sensor: {} frames{}, {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {})",
-            report.counters.get(sensor_ebpf::counter::PACKETS),
-            capture_note(&report.capture),
-            s.failed_attempts,
-            s.predicted_failures,
-            s.notices,
-            s.suppressed_predicted + s.suppressed_ppr,
-            s.suppressed_predicted,
-            s.suppressed_ppr
-        );
+        print_analyze_summary(&report, &engine.stats, "");
         print_evictions(&engine);
     }
     // The logs are closed: the engine's tables (hundreds of thousands of predictions, one
@@ -311,6 +300,25 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     std::mem::forget(engine);
     finish_inputs(&report);
     Ok(())
+}
+
+/// The line `analyze` ends with on stderr; `tail` is appended to it.
+fn print_analyze_summary(
+    report: &sensor::analyze::AnalyzeReport,
+    s: &sensor::engine::EngineStats,
+    tail: &str,
+) {
+    eprintln!(
+        "sensor: {} frames{}, {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {}){tail}",
+        report.counters.get(sensor_ebpf::counter::PACKETS),
+        capture_note(&report.capture),
+        s.failed_attempts,
+        s.predicted_failures,
+        s.notices,
+        s.suppressed_predicted + s.suppressed_ppr,
+        s.suppressed_predicted,
+        s.suppressed_ppr
+    );
 }
 
 /// `analyze --workers N` (N > 1): the hosts split over N engines, as `run --workers` splits
@@ -337,20 +345,9 @@ fn analyze_sharded(
     if let Some(logs) = &mut sharded.sink.1 {
         logs.close()?;
     }
-    let s = sharded.stats();
     if report.read_any() {
-        eprintln!(
-            "sensor: {} frames{}, {} failed attempts ({} predicted), {} notices, {} suppressed (predicted {}, ppr {}), {} workers",
-            report.counters.get(sensor_ebpf::counter::PACKETS),
-            capture_note(&report.capture),
-            s.failed_attempts,
-            s.predicted_failures,
-            s.notices,
-            s.suppressed_predicted + s.suppressed_ppr,
-            s.suppressed_predicted,
-            s.suppressed_ppr,
-            args.workers
-        );
+        let workers = format!(", {} workers", args.workers);
+        print_analyze_summary(&report, &sharded.stats(), &workers);
         for engine in &sharded.engines {
             print_evictions(engine);
         }
