@@ -1285,8 +1285,12 @@ impl<S: EngineSink> EventSink for Engine<S> {
         }
         if !self.learnt.is_empty() {
             // Keep the buffer: it is reused for every message.
-            let learnt = std::mem::take(&mut self.learnt);
-            // As `predict` on each, with the table locked once per message.
+            let mut learnt = std::mem::take(&mut self.learnt);
+            // As `predict` on each, with the table locked once per message: another worker,
+            // which reads the same message, predicts for its own hosts.
+            if let Some(shard) = &self.shard {
+                learnt.retain(|p| shard.owns(p.host));
+            }
             self.predictions.insert_all(&learnt);
             for p in &learnt {
                 self.sink.prediction(p);
