@@ -469,7 +469,16 @@ impl LiveBench {
             .to_vec();
         args.extend(Self::worker_args(workers));
         if let Some(bytes) = self.flood_ring_bytes {
-            args.extend(["--ring-bytes".to_string(), bytes.to_string()]);
+            // The wake-up watermark must stay below the ring's size.
+            args.extend(
+                [
+                    "--ring-bytes".to_string(),
+                    bytes.to_string(),
+                    "--wakeup-bytes".to_string(),
+                    (bytes / 4).to_string(),
+                ]
+                .into_iter(),
+            );
         }
         run(&AgentRun {
             binary: self.binary.clone(),
