@@ -470,15 +470,12 @@ impl LiveBench {
         args.extend(Self::worker_args(workers));
         if let Some(bytes) = self.flood_ring_bytes {
             // The wake-up watermark must stay below the ring's size.
-            args.extend(
-                [
-                    "--ring-bytes".to_string(),
-                    bytes.to_string(),
-                    "--wakeup-bytes".to_string(),
-                    (bytes / 4).to_string(),
-                ]
-                .into_iter(),
-            );
+            args.extend([
+                "--ring-bytes".to_string(),
+                bytes.to_string(),
+                "--wakeup-bytes".to_string(),
+                (bytes / 4).to_string(),
+            ]);
         }
         run(&AgentRun {
             binary: self.binary.clone(),
