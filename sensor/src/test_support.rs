@@ -2,8 +2,7 @@
 //!
 //! **The corpus.** Tests that read third-party captures (the real traffic of other projects,
 //! not shipped with this repository) find them under the directory named by `SENSOR_CORPUS`,
-//! by default the `shared/pcaps` folder beside the checkout, as `.cargo/config.toml` sets it
-//! (no source file names the path). Every such test lives in a module named
+//! whose default `.cargo/config.toml` sets (no source file names the path). Every such test lives in a module named
 //! `corpus`, so `cargo xtask test` can leave them out by name (`--skip corpus::`) when the
 //! directory is absent, and says so; under `CI` it refuses to. Everything else uses fixtures
 //! in the repository.

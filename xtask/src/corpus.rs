@@ -16,8 +16,8 @@ pub const VAR: &str = "SENSOR_CORPUS";
 /// The test-name filter that leaves out every corpus test.
 pub const SKIP: &str = "corpus::";
 
-/// The corpus directory: `$SENSOR_CORPUS`, relative to the current directory (cargo sets it to
-/// `../shared/pcaps` beside the checkout, `.cargo/config.toml`, unless the caller did; unset,
+/// The corpus directory: `$SENSOR_CORPUS`, relative to the current directory (cargo sets its
+/// default from `.cargo/config.toml` unless the caller did; unset,
 /// there is no corpus). Absolute, so the test binaries, which run in their package
 /// directories, find the same one.
 pub fn dir() -> anyhow::Result<Option<PathBuf>> {

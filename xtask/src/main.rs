@@ -4,8 +4,8 @@
 //!
 //! - `cargo xtask setup`: install what the build and the tests need (idempotent).
 //! - `cargo xtask test`: every test: unit, BPF_PROG_TEST_RUN, and veth replay. The tests on
-//!   third-party captures read the corpus named by `SENSOR_CORPUS` (default `../shared/pcaps`
-//!   beside the checkout) and are skipped, with one line saying so, when it is absent (under
+//!   third-party captures read the corpus named by `SENSOR_CORPUS` (default in
+//!   `.cargo/config.toml`) and are skipped, with one line saying so, when it is absent (under
 //!   `CI` that is an error instead).
 //! - `cargo xtask run`: the demo; `cargo xtask run -- <sensor args>` runs the sensor itself.
 //! - `cargo xtask bench`: replay throughput, XDP per-packet cost, and the engine side by side with
@@ -44,7 +44,7 @@ enum Cmd {
     Setup,
     /// Run every test layer. Needs root: the kernel layers may not be skipped. The tests on
     /// third-party captures (`corpus::` in their names) read the directory `SENSOR_CORPUS`
-    /// names (default `../shared/pcaps` beside the checkout); without it they are skipped, with
+    /// names (default in `.cargo/config.toml`); without it they are skipped, with
     /// one line saying so, unless `CI` is set, which makes that an error.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
