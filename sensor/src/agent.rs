@@ -100,6 +100,22 @@ fn load(config: &RunConfig) -> anyhow::Result<XdpSensor> {
     Ok(sensor)
 }
 
+/// Attaches the program to every configured interface, then gives up the privileges only
+/// loading and attaching needed.
+fn attach_all(sensor: &mut XdpSensor, config: &RunConfig) -> anyhow::Result<Vec<XdpLinkId>> {
+    let mut links = Vec::with_capacity(config.ifaces.len());
+    for iface in &config.ifaces {
+        links.push(sensor.attach(iface, config.mode)?);
+        tracing::info!(
+            "attached XDP to {iface} ({} mode, {} workers)",
+            config.mode,
+            config.xdp.shards
+        );
+    }
+    crate::privileges::drop_after_attach_logged()?;
+    Ok(links)
+}
+
 /// Runs until a signal or `duration`; returns the final counts.
 pub async fn run(
     config: RunConfig,
@@ -116,12 +132,7 @@ pub async fn run(
     let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
     let metrics_task = start_metrics(&config, &kernel, &stats).await?;
 
-    let mut links: Vec<XdpLinkId> = Vec::new();
-    for iface in &config.ifaces {
-        links.push(sensor.attach(iface, config.mode)?);
-        tracing::info!("attached XDP to {iface} ({} mode)", config.mode);
-    }
-    crate::privileges::drop_after_attach_logged()?;
+    let links = attach_all(&mut sensor, &config)?;
     let started = Instant::now();
 
     // SAFETY: the ring's fd stays open and unchanged for as long as the AsyncFd owns it.
@@ -582,16 +593,7 @@ pub async fn run_sharded<S: crate::engine::EngineSink + Send + 'static>(
     sensor.set_ifaces(&config.ifaces)?;
     let kernel = Arc::new(Mutex::new(sensor.take_counters()?));
     let metrics_task = start_metrics(&config, &kernel, &stats).await?;
-    let mut links: Vec<XdpLinkId> = Vec::new();
-    for iface in &config.ifaces {
-        links.push(sensor.attach(iface, config.mode)?);
-        tracing::info!(
-            "attached XDP to {iface} ({} mode, {} workers)",
-            config.mode,
-            config.xdp.shards
-        );
-    }
-    crate::privileges::drop_after_attach_logged()?;
+    let links = attach_all(&mut sensor, &config)?;
     let started = Instant::now();
 
     let n = engines.len();

@@ -16,6 +16,7 @@ pub mod live;
 pub mod pcapcut;
 pub mod privilege;
 pub mod synth;
+pub mod xdp;
 
 use std::path::PathBuf;
 

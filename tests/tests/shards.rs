@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aya::maps::{MapData, RingBuf};
-use aya::programs::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use sensor::capture::xdp::{XdpConfig, XdpSensor};
 use sensor_ebpf::shard::shard_of;
 use sensor_ebpf::{counter, tcp_flag};
 use sensor_tests::privilege::privileged;
+use sensor_tests::xdp::run_frame;
 
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
@@ -65,15 +65,7 @@ impl Rings {
     }
 
     fn run(&mut self, frame: &[u8]) {
-        let result = self
-            .sensor
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        assert_eq!(result.return_value, 2, "XDP_PASS");
+        run_frame(&mut self.sensor, frame);
     }
 
     /// The records each ring holds, drained.

@@ -182,6 +182,15 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// `cargo run` of one of sensor-tests' benchmark binaries, release build; its arguments follow.
+fn bench_bin(root: &Path, bin: &str) -> Command {
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["run", "--locked", "--release", "--quiet"]);
+    cmd.args(["-p", "sensor-tests", "--bin", bin, "--"]);
+    cmd
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -359,42 +368,15 @@ fn bench(root: &Path, live: bool, workers: Option<&str>) -> anyhow::Result<ExitC
     if !built.success() {
         return Ok(ExitCode::FAILURE);
     }
-    let mut cmd = cargo();
-    cmd.current_dir(root)
-        .args([
-            "run",
-            "--locked",
-            "--release",
-            "--quiet",
-            "-p",
-            "sensor-tests",
-            "--bin",
-            "bench",
-            "--",
-        ])
-        .args(live.then_some("--live"))
+    let mut cmd = bench_bin(root, "bench");
+    cmd.args(live.then_some("--live"))
         .args(workers.map(|w| ["--workers", w]).into_iter().flatten())
         .arg(root.join("BENCHMARKS.md"));
     let mut status = status_of(&mut cmd)?;
     if status.success() && !live {
         // The LRU tables section, from a binary of its own (its counting allocator must not
         // slow the other sections), spliced into the file `bench` just wrote.
-        status = status_of(
-            cargo()
-                .current_dir(root)
-                .args([
-                    "run",
-                    "--locked",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "sensor-tests",
-                    "--bin",
-                    "lru-bench",
-                    "--",
-                ])
-                .arg(root.join("BENCHMARKS.md")),
-        )?;
+        status = status_of(bench_bin(root, "lru-bench").arg(root.join("BENCHMARKS.md")))?;
     }
     Ok(if status.success() {
         ExitCode::SUCCESS
