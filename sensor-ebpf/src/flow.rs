@@ -22,6 +22,8 @@ use crate::{counter, kind, tcp_flag, tcp_record_counter, FlowHeader, Frame, Pars
 pub mod flow_class {
     pub const HTTP_TRACKER: u8 = 1;
     pub const PEER_WIRE: u8 = 2;
+    /// A UDP flow that carried a BEP 15 request: the tracker's responses are forwarded.
+    pub const UDP_TRACKER: u8 = 3;
 }
 
 /// Payload segments of a marked flow forwarded in full before the budget applies.
@@ -49,7 +51,8 @@ pub struct FlowKey {
     pub a_port: u16,
     pub b_port: u16,
     pub ip_version: u8,
-    /// IP protocol: 6 (TCP) or 17 (UDP: a uTP connection, see [`crate::udp_action`]).
+    /// IP protocol: 6 (TCP) or 17 (UDP: a uTP connection or a BEP 15 tracker exchange, see
+    /// [`crate::udp_action`]).
     pub proto: u8,
     /// Zero. Explicit so the struct has no implicit padding: every byte of the ABI is defined.
     pub pad: [u8; 2],

@@ -9,7 +9,9 @@
 //! - a UDP tracker message (BEP 15): a connect request (the protocol id `0x41727101980` and
 //!   action 0), an announce (action 1, at least 98 bytes) or scrape request (action 2, 16 bytes
 //!   plus 20 per info hash), or a response (actions 0–4 at offset 0: connect, announce, scrape,
-//!   error, and the IPv6 announce of the old BEP 15 draft) of at least 8 bytes;
+//!   error, and the IPv6 announce of the old BEP 15 draft) of at least 8 bytes on a flow a
+//!   request marked (the reader takes responses only from trackers its host asked; the
+//!   shape alone would let through every mDNS query, whose first four bytes are zero);
 //! - a Vuze DHT packet (BiglyBT `DHTUDPPacketRequest`/`DHTUDPPacketReply`): a request's
 //!   connection id with the top bit set and an action code 1024–1039 at offset 8, or a reply's
 //!   action code at offset 0 and the top bit of its connection id at offset 8;
@@ -76,8 +78,15 @@ const LSD_PORT: u16 = 6771;
 /// The coordination shape a UDP payload head has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UdpClass {
-    /// KRPC, BEP 15, Vuze DHT or LSD: forwarded whole.
+    /// KRPC, Vuze DHT or LSD: forwarded whole.
     Coordination,
+    /// A BEP 15 request (connect, announce, scrape): forwarded whole, and its flow marked so
+    /// that the tracker's responses are forwarded too.
+    TrackerRequest,
+    /// A BEP 15 response shape (an action 0–4 first): forwarded whole on a marked flow only.
+    /// The shape alone is weak (an mDNS query opens with four zero bytes), and the reader
+    /// takes a response only from a tracker the host sent a request to.
+    TrackerResponse,
     /// ST_SYN, ST_STATE, ST_FIN or ST_RESET; the type nibble.
     UtpControl(u8),
     UtpData,
@@ -118,31 +127,40 @@ pub fn udp_class_of(b: &[u8; 20], cap: u32, dst_port: u16) -> Option<UdpClass> {
         });
     }
     let (w0, w1, w2) = (be32(b, 0), be32(b, 4), be32(b, 8));
-    let coordination =
-        // KRPC (`dht::looks_like_krpc`): a dictionary opening with a key length.
-        (b[0] == b'd' && b[1].wrapping_sub(b'0') < 10)
-        // BEP 15 (`udp_tracker::shape`): connect, announce and scrape requests by their action
-        // at offset 8 and their sizes; responses by their action (0-4) at offset 0.
-        || w0 <= 4
-        || (w0 == TRACKER_ID_HI && w1 == TRACKER_ID_LO && w2 == 0)
+    // KRPC (`dht::looks_like_krpc`): a dictionary opening with a key length.
+    if b[0] == b'd' && b[1].wrapping_sub(b'0') < 10 {
+        return Some(UdpClass::Coordination);
+    }
+    // BEP 15 (`udp_tracker::shape`): connect, announce and scrape requests by their action at
+    // offset 8 and their sizes.
+    if (w0 == TRACKER_ID_HI && w1 == TRACKER_ID_LO && w2 == 0)
         || (w2 == 1 && cap >= 98)
         || (w2 == 2 && cap > 16 && cap.wrapping_sub(16).is_multiple_of(20))
-        // Vuze DHT (`vuze_dht::looks_like_vuze`, without its version check): a request's
-        // connection id has the top bit set and its action 1024-1039 follows at 8; a reply's
-        // action comes first and its connection id (top bit set) at 8.
-        || (b[0] & 0x80 != 0 && cap >= 42 && w2.wrapping_sub(1024) < 16)
-        || (cap >= 26 && b[8] & 0x80 != 0 && w0.wrapping_sub(1024) < 16)
-        // LSD (`lsd::looks_like_lsd`): `BT-SEARCH` in any case to port 6771. Folding every
-        // byte with 0x20 also lets a few non-letters through; the reader checks exactly.
-        || (dst_port == LSD_PORT
-            && w0 | 0x2020_2020 == LSD_FOLDED.0
-            && w1 | 0x2020_2020 == LSD_FOLDED.1
-            && b[8] | 0x20 == b'h');
-    if coordination {
-        Some(UdpClass::Coordination)
-    } else {
-        None
+    {
+        return Some(UdpClass::TrackerRequest);
     }
+    // Vuze DHT (`vuze_dht::looks_like_vuze`, without its version check): a request's
+    // connection id has the top bit set and its action 1024-1039 follows at 8; a reply's
+    // action comes first and its connection id (top bit set) at 8.
+    if (b[0] & 0x80 != 0 && cap >= 42 && w2.wrapping_sub(1024) < 16)
+        || (cap >= 26 && b[8] & 0x80 != 0 && w0.wrapping_sub(1024) < 16)
+    {
+        return Some(UdpClass::Coordination);
+    }
+    // LSD (`lsd::looks_like_lsd`): `BT-SEARCH` in any case to port 6771. Folding every byte
+    // with 0x20 also lets a few non-letters through; the reader checks exactly.
+    if dst_port == LSD_PORT
+        && w0 | 0x2020_2020 == LSD_FOLDED.0
+        && w1 | 0x2020_2020 == LSD_FOLDED.1
+        && b[8] | 0x20 == b'h'
+    {
+        return Some(UdpClass::Coordination);
+    }
+    // BEP 15 responses by their action (0-4) at offset 0.
+    if w0 <= 4 {
+        return Some(UdpClass::TrackerResponse);
+    }
+    None
 }
 
 /// The same for a head of 8 to 19 bytes: KRPC (at least 12), the BEP 15 connect request (its
@@ -150,14 +168,16 @@ pub fn udp_class_of(b: &[u8; 20], cap: u32, dst_port: u16) -> Option<UdpClass> {
 #[inline(always)]
 fn short_class_of(b: &[u8; 8], cap: u32) -> Option<UdpClass> {
     let (w0, w1) = (be32(b, 0), be32(b, 4));
-    let coordination = (cap >= 12 && b[0] == b'd' && b[1].wrapping_sub(b'0') < 10)
-        || (w0 == TRACKER_ID_HI && w1 == TRACKER_ID_LO)
-        || w0 <= 4;
-    if coordination {
-        Some(UdpClass::Coordination)
-    } else {
-        None
+    if cap >= 12 && b[0] == b'd' && b[1].wrapping_sub(b'0') < 10 {
+        return Some(UdpClass::Coordination);
     }
+    if w0 == TRACKER_ID_HI && w1 == TRACKER_ID_LO {
+        return Some(UdpClass::TrackerRequest);
+    }
+    if w0 <= 4 {
+        return Some(UdpClass::TrackerResponse);
+    }
+    None
 }
 
 /// `bt-search` (first 8 bytes) as two big-endian words.
@@ -205,8 +225,40 @@ pub fn udp_action<T: FlowTable + ?Sized, F: Frame + ?Sized>(
             UdpAction::Forward(counter::REC_UDP)
         }
         Some(UdpClass::UtpData) => utp_data(table, frame, p, payload_off, policy, count),
-        Some(_) => UdpAction::Forward(counter::REC_UDP),
+        Some(UdpClass::TrackerRequest) => {
+            mark_tracker_flow(table, &p.hdr, count);
+            UdpAction::Forward(counter::REC_UDP)
+        }
+        Some(UdpClass::TrackerResponse) => {
+            if table.get(&flow_key_of(&p.hdr, 17)).is_some() {
+                UdpAction::Forward(counter::REC_UDP)
+            } else {
+                unclassified(p, policy)
+            }
+        }
+        Some(UdpClass::Coordination) => UdpAction::Forward(counter::REC_UDP),
         None => unclassified(p, policy),
+    }
+}
+
+/// A BEP 15 request: marks its flow (unless already marked, e.g. as uTP) so that the responses
+/// coming back on it are forwarded. The mark lives as long as the flow table keeps it (LRU).
+#[inline(always)]
+fn mark_tracker_flow<T: FlowTable + ?Sized>(
+    table: &mut T,
+    hdr: &FlowHeader,
+    count: &mut impl FnMut(u32),
+) {
+    let key = flow_key_of(hdr, 17);
+    if table.get(&key).is_none() {
+        let state = FlowState {
+            class: flow_class::UDP_TRACKER,
+            fins: 0,
+            pad: [0; 2],
+            segments_left: 0,
+        };
+        table.set(&key, &state);
+        count(counter::FLOWS_MARKED);
     }
 }
 
@@ -475,6 +527,53 @@ mod tests {
                 SKIP
             );
         }
+    }
+
+    /// A BEP 15 response shape goes only on a flow a request marked: an mDNS query (four zero
+    /// bytes first, as a connect response) is withheld, the tracker's answer to a host's
+    /// connect is forwarded, and an answer from another tracker is not.
+    #[test]
+    fn tracker_responses_go_only_where_a_request_went() {
+        let mut t = Table::default();
+        // An mDNS query for `_googlecast._tcp.local` PTR (ID 0, flags 0), as hosts send them.
+        let mut mdns = Vec::from([0u8, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        mdns.extend_from_slice(b"\x0b_googlecast\x04_tcp\x05local\x00\x00\x0c\x00\x01");
+        assert_eq!(run(&mut t, &udp(5353, 5353, &mdns), udp_policy::CLASSIFIED), SKIP);
+        let mut connect_resp = Vec::from([0u8, 0, 0, 0, 1, 2, 3, 4]);
+        connect_resp.extend_from_slice(&[9; 8]);
+        assert_eq!(
+            run(&mut t, &reply(40000, 6969, &connect_resp), udp_policy::CLASSIFIED),
+            SKIP,
+            "no request went to this tracker"
+        );
+        assert!(t.0.is_empty());
+        let mut connect = Vec::from([0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80]);
+        connect.extend_from_slice(&[0, 0, 0, 0, 1, 2, 3, 4]);
+        let forwarded = |len: usize| Ok((counter::REC_UDP, kind::UDP, u16::try_from(len).unwrap()));
+        assert_eq!(
+            run(&mut t, &udp(40000, 6969, &connect), udp_policy::CLASSIFIED),
+            forwarded(16)
+        );
+        assert_eq!(
+            run(&mut t, &reply(40000, 6969, &connect_resp), udp_policy::CLASSIFIED),
+            forwarded(16)
+        );
+        let mut announce_resp = std::vec![0u8; 20 + 6 * 3];
+        announce_resp[3] = 1;
+        assert_eq!(
+            run(&mut t, &reply(40000, 6969, &announce_resp), udp_policy::CLASSIFIED),
+            forwarded(38)
+        );
+        // Another tracker port, and under `--udp-scan` a metadata record only.
+        assert_eq!(
+            run(&mut t, &reply(40000, 6970, &connect_resp), udp_policy::CLASSIFIED),
+            SKIP
+        );
+        assert_eq!(
+            run(&mut t, &reply(40000, 6970, &connect_resp), udp_policy::CLASSIFIED_META),
+            Ok((counter::REC_UDP_META, kind::UDP_META, 0))
+        );
+        assert_eq!(t.0.len(), 1, "one tracker flow marked");
     }
 
     #[test]

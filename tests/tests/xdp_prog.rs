@@ -933,6 +933,10 @@ fn udp_policy_script() -> Vec<Vec<u8>> {
     let piece = pattern(1400);
     let mut connect = vec![0, 0, 4, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0];
     connect.extend_from_slice(&[1, 2, 3, 4]);
+    let mut connect_resp = vec![0, 0, 0, 0, 1, 2, 3, 4];
+    connect_resp.extend_from_slice(&[0x5a; 8]);
+    let mut mdns = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    mdns.extend_from_slice(b"\x0b_googlecast\x04_tcp\x05local\x00\x00\x0c\x00\x01");
     let mut s = vec![
         udp_between(
             40000,
@@ -941,6 +945,11 @@ fn udp_policy_script() -> Vec<Vec<u8>> {
             b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe",
         ),
         udp_between(40001, 6969, true, &connect),
+        // The tracker's connect response goes (its flow was marked by the request); the same
+        // shape from a tracker nobody asked, and an mDNS query (ID and flags zero), do not.
+        udp_between(40001, 6969, false, &connect_resp),
+        udp_between(40005, 6969, false, &connect_resp),
+        udp_between(5353, 5353, true, &mdns),
         udp_between(
             40002,
             6771,
@@ -1036,25 +1045,27 @@ fn udp_policy_in_the_kernel_mirrors_the_offline_path() {
         mirrored.0[counter::PACKETS as usize] = script.len() as u64;
         mirrored.0[counter::BYTES_SEEN as usize] = seen;
         assert_eq!(h.all_counters(), mirrored, "policy {policy}");
-        // What the script is made to show: KRPC, the tracker connect, LSD, the uTP SYN,
-        // STATE, both handshakes (the second renews the budget), the budget's 7 pieces, 3 bare
-        // headers, the PEX, both FINs go; QUIC, DNS, the piece after the FINs and the MSE
-        // payload do not (or go as metadata).
+        // What the script is made to show: KRPC, the tracker connect and its response, LSD,
+        // the uTP SYN, STATE, both handshakes (the second renews the budget), the budget's 7
+        // pieces, 3 bare headers, the PEX, both FINs go; the unasked tracker's response, the
+        // mDNS query, QUIC, DNS, the piece after the FINs and the MSE payload do not (or go
+        // as metadata).
         let meta = if policy == udp_policy::CLASSIFIED_META {
-            4
+            6
         } else {
             0
         };
-        assert_eq!(forwarded, 3 + 4 + 7 + 3 + 1 + 2 + meta, "policy {policy}");
+        assert_eq!(forwarded, 4 + 4 + 7 + 3 + 1 + 2 + meta, "policy {policy}");
         assert_eq!(mirrored.get(counter::UTP_HEADER_ONLY), 3);
-        assert_eq!(mirrored.get(counter::UDP_UNCLASSIFIED), 4 - meta);
+        assert_eq!(mirrored.get(counter::UDP_UNCLASSIFIED), 6 - meta);
         assert_eq!(mirrored.get(counter::REC_UDP_META), meta);
+        // Marked: the tracker flow and the uTP connection; ended: the uTP connection.
         assert_eq!(
             (
                 mirrored.get(counter::FLOWS_MARKED),
                 mirrored.get(counter::FLOWS_ENDED)
             ),
-            (1, 1)
+            (2, 1)
         );
     }
 }
