@@ -538,11 +538,18 @@ mod tests {
         // An mDNS query for `_googlecast._tcp.local` PTR (ID 0, flags 0), as hosts send them.
         let mut mdns = Vec::from([0u8, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         mdns.extend_from_slice(b"\x0b_googlecast\x04_tcp\x05local\x00\x00\x0c\x00\x01");
-        assert_eq!(run(&mut t, &udp(5353, 5353, &mdns), udp_policy::CLASSIFIED), SKIP);
+        assert_eq!(
+            run(&mut t, &udp(5353, 5353, &mdns), udp_policy::CLASSIFIED),
+            SKIP
+        );
         let mut connect_resp = Vec::from([0u8, 0, 0, 0, 1, 2, 3, 4]);
         connect_resp.extend_from_slice(&[9; 8]);
         assert_eq!(
-            run(&mut t, &reply(40000, 6969, &connect_resp), udp_policy::CLASSIFIED),
+            run(
+                &mut t,
+                &reply(40000, 6969, &connect_resp),
+                udp_policy::CLASSIFIED
+            ),
             SKIP,
             "no request went to this tracker"
         );
@@ -555,22 +562,38 @@ mod tests {
             forwarded(16)
         );
         assert_eq!(
-            run(&mut t, &reply(40000, 6969, &connect_resp), udp_policy::CLASSIFIED),
+            run(
+                &mut t,
+                &reply(40000, 6969, &connect_resp),
+                udp_policy::CLASSIFIED
+            ),
             forwarded(16)
         );
         let mut announce_resp = std::vec![0u8; 20 + 6 * 3];
         announce_resp[3] = 1;
         assert_eq!(
-            run(&mut t, &reply(40000, 6969, &announce_resp), udp_policy::CLASSIFIED),
+            run(
+                &mut t,
+                &reply(40000, 6969, &announce_resp),
+                udp_policy::CLASSIFIED
+            ),
             forwarded(38)
         );
         // Another tracker port, and under `--udp-scan` a metadata record only.
         assert_eq!(
-            run(&mut t, &reply(40000, 6970, &connect_resp), udp_policy::CLASSIFIED),
+            run(
+                &mut t,
+                &reply(40000, 6970, &connect_resp),
+                udp_policy::CLASSIFIED
+            ),
             SKIP
         );
         assert_eq!(
-            run(&mut t, &reply(40000, 6970, &connect_resp), udp_policy::CLASSIFIED_META),
+            run(
+                &mut t,
+                &reply(40000, 6970, &connect_resp),
+                udp_policy::CLASSIFIED_META
+            ),
             Ok((counter::REC_UDP_META, kind::UDP_META, 0))
         );
         assert_eq!(t.0.len(), 1, "one tracker flow marked");
