@@ -1111,12 +1111,17 @@ fn xdp_cost_per_frame_class() {
     arp.extend_from_slice(&MAC_A);
     arp.extend_from_slice(&[0x08, 0x06]);
     arp.extend_from_slice(&[0; 28]);
-    let classes: [(&str, &[u8]); 6] = [
+    // An mDNS query: the BEP 15 response shape, on a flow no request marked.
+    let mut mdns = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    mdns.extend_from_slice(b"\x0b_googlecast\x04_tcp\x05local\x00\x00\x0c\x00\x01");
+    let mdns = udp_between(5353, 5353, true, &mdns);
+    let classes: [(&str, &[u8]); 7] = [
         ("TCP SYN", &syn),
         ("UDP KRPC", &krpc),
         ("uTP data, unmarked flow", &utp_data),
         ("uTP data, marked flow past budget", &marked_data),
         ("QUIC-like UDP", &quic),
+        ("mDNS query (BEP 15 response shape, unmarked flow)", &mdns),
         ("non-IP (ARP)", &arp),
     ];
     let repeat = 200_000;
