@@ -5,16 +5,16 @@
 //! from per-CPU free lists in batches), so under pressure the two can differ in which flow goes
 //! first; below capacity they agree exactly.
 
-use std::collections::{BTreeMap, HashMap};
-
 use sensor_ebpf::{FlowKey, FlowState, FlowTable, DEFAULT_MAX_FLOWS};
+
+use crate::detect::LinkedHashMap;
 
 #[derive(Debug)]
 pub struct FlowMarks {
-    map: HashMap<FlowKey, (FlowState, u64)>,
-    /// Last use → key: the least recently used entry is the first.
-    by_use: BTreeMap<u64, FlowKey>,
-    clock: u64,
+    /// Least recently used first. A linked map with keyed foldhash: the keys come off the wire,
+    /// and the map is read for every TCP segment and classified UDP datagram (std's SipHash
+    /// and a second map in use order were a few per cent of the pre-filter's time).
+    map: LinkedHashMap<FlowKey, FlowState>,
     cap: usize,
     /// Entries dropped to make room (the kernel does not report its own).
     pub evicted: u64,
@@ -29,9 +29,7 @@ impl Default for FlowMarks {
 impl FlowMarks {
     pub fn new(cap: usize) -> Self {
         Self {
-            map: HashMap::new(),
-            by_use: BTreeMap::new(),
-            clock: 0,
+            map: LinkedHashMap::default(),
             cap: cap.max(1),
             evicted: 0,
         }
@@ -44,45 +42,26 @@ impl FlowMarks {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-
-    fn touch(&mut self, key: &FlowKey) -> u64 {
-        self.clock += 1;
-        if let Some((_, used)) = self.map.get_mut(key) {
-            self.by_use.remove(used);
-            *used = self.clock;
-            self.by_use.insert(self.clock, *key);
-        }
-        self.clock
-    }
 }
 
 impl FlowTable for FlowMarks {
     fn get(&mut self, key: &FlowKey) -> Option<FlowState> {
-        self.touch(key);
-        self.map.get(key).map(|(s, _)| *s)
+        self.map.to_back(key).copied()
     }
 
     fn set(&mut self, key: &FlowKey, state: &FlowState) {
-        if let Some((s, _)) = self.map.get_mut(key) {
+        if let Some(s) = self.map.to_back(key) {
             *s = *state;
-            self.touch(key);
             return;
         }
-        if self.map.len() >= self.cap {
-            if let Some((_, oldest)) = self.by_use.pop_first() {
-                self.map.remove(&oldest);
-                self.evicted += 1;
-            }
+        if self.map.len() >= self.cap && self.map.pop_front().is_some() {
+            self.evicted += 1;
         }
-        self.clock += 1;
-        self.map.insert(*key, (*state, self.clock));
-        self.by_use.insert(self.clock, *key);
+        self.map.insert(*key, *state);
     }
 
     fn remove(&mut self, key: &FlowKey) {
-        if let Some((_, used)) = self.map.remove(key) {
-            self.by_use.remove(&used);
-        }
+        self.map.remove(key);
     }
 }
 
@@ -125,6 +104,9 @@ mod tests {
         t.remove(&key(1));
         t.set(&key(4), &state(4));
         assert_eq!((t.len(), t.evicted), (2, 1));
-        assert_eq!(t.by_use.len(), t.map.len());
+        // Key 3 is now the least recently used.
+        t.set(&key(5), &state(5));
+        assert_eq!(t.get(&key(3)), None);
+        assert_eq!(t.get(&key(4)), Some(state(4)));
     }
 }
