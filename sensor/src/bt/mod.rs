@@ -32,6 +32,7 @@ use crate::event::{PacketEvent, TcpSegment, UdpDatagram};
 use crate::predict::{PredictedPeer, RetractedPeer};
 use crate::time::Timestamp;
 
+mod bdecode;
 mod bounded;
 pub mod channel;
 pub mod dht;
