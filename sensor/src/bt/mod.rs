@@ -540,6 +540,43 @@ pub(crate) mod test_support {
         out
     }
 
+    /// A few bytes of state, enough to mutate inputs reproducibly (differential tests).
+    pub struct XorShift(pub u64);
+
+    impl XorShift {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).unwrap()
+        }
+    }
+
+    /// Bytes bencode gives a meaning to, so that mutations reach every fault class.
+    const ALPHABET: &[u8] = b"0123456789ilde:-+x";
+
+    /// `data` with one to three bytes replaced, inserted or removed.
+    pub fn mutate(data: &[u8], rng: &mut XorShift) -> Vec<u8> {
+        let mut m = data.to_vec();
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(m.len() + 1);
+            let b = ALPHABET[rng.below(ALPHABET.len())];
+            match rng.below(3) {
+                0 if at < m.len() => m[at] = b,
+                1 => m.insert(at, b),
+                _ if at < m.len() => {
+                    m.remove(at);
+                }
+                _ => m.push(b),
+            }
+        }
+        m
+    }
+
     /// A datagram built from bytes (spec vectors).
     pub fn datagram(src: &str, dst: &str, ts_s: u64, bytes: &[u8]) -> Datagram {
         Datagram {

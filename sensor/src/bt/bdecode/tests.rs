@@ -1,6 +1,6 @@
 use super::*;
 use crate::bt::decode_bencode;
-use crate::bt::test_support::unhex;
+use crate::bt::test_support::{mutate, unhex, XorShift};
 
 /// What [`scan`] says of `data`, next to what the tree decoder says of it.
 fn both(data: &[u8], max_depth: usize) -> (Option<BencodeFault>, Option<BencodeFault>) {
@@ -14,25 +14,6 @@ fn agree(data: &[u8], max_depth: usize) {
     assert_eq!(ours, reference, "{:?}", String::from_utf8_lossy(data));
 }
 
-/// A few bytes of state, enough to mutate inputs reproducibly.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap()
-    }
-}
-
-/// Bytes bencode gives a meaning to, so that mutations reach every fault class.
-const ALPHABET: &[u8] = b"0123456789ilde:-+x";
-
 /// Every prefix of `data`, and `rounds` copies with one to three bytes replaced, inserted or
 /// removed, must get the same verdict from both decoders at depths 2, 4 and 8.
 fn differential(data: &[u8], rng: &mut XorShift, rounds: usize) {
@@ -43,19 +24,7 @@ fn differential(data: &[u8], rng: &mut XorShift, rounds: usize) {
         agree(&data[..cut], 8);
     }
     for _ in 0..rounds {
-        let mut m = data.to_vec();
-        for _ in 0..=rng.below(3) {
-            let at = rng.below(m.len() + 1);
-            let b = ALPHABET[rng.below(ALPHABET.len())];
-            match rng.below(3) {
-                0 if at < m.len() => m[at] = b,
-                1 => m.insert(at, b),
-                _ if at < m.len() => {
-                    m.remove(at);
-                }
-                _ => m.push(b),
-            }
-        }
+        let m = mutate(data, rng);
         for depth in [3, 8] {
             agree(&m, depth);
         }
