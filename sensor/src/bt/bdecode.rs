@@ -262,9 +262,29 @@ impl<'a> Keys<'a> {
 }
 
 /// An integer from `pos` to the first `delim` after it (`e` for integers, `:` for string
-/// lengths). No delimiter at all is a truncation if what is left could still become the
-/// number, a syntax error otherwise.
+/// lengths). The common case, 1 to 18 digits with no sign and no leading zero, is read as the
+/// digits are scanned; anything else goes the exact way of [`int_exact`], whose result the
+/// fast path equals whenever it applies (18 digits cannot overflow an `i64`).
 fn int(data: &[u8], pos: usize, delim: u8) -> Result<(i64, usize), BencodeFault> {
+    let rest = data.get(pos..).unwrap_or_default();
+    let mut n = 0i64;
+    for (i, &b) in rest.iter().enumerate().take(19) {
+        if b.is_ascii_digit() && i < 18 {
+            n = n * 10 + i64::from(b - b'0');
+        } else {
+            if b == delim && (i == 1 || (i > 1 && rest[0] != b'0')) {
+                return Ok((n, pos + i + 1));
+            }
+            break;
+        }
+    }
+    int_exact(data, pos, delim)
+}
+
+/// [`int`] for every input: the delimiter searched in the whole rest of the data, the digits
+/// read by Rust's `i64` parser (which takes a leading `+`). No delimiter at all is a
+/// truncation if what is left could still become the number, a syntax error otherwise.
+fn int_exact(data: &[u8], pos: usize, delim: u8) -> Result<(i64, usize), BencodeFault> {
     let rest = data.get(pos..).unwrap_or_default();
     let Some(len) = rest.iter().position(|&b| b == delim) else {
         return Err(if rest.iter().all(|b| b.is_ascii_digit() || *b == b'-') {

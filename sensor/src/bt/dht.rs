@@ -477,10 +477,10 @@ impl<'a> Message<'a> {
 /// dicts open `d1:a`, `d1:e`, `d1:r` or `d2:ip` (BEP 42 responses: most responses in the
 /// shared captures); unsorted ones may open with any key, so only the digit is required.
 pub fn looks_like_krpc(head: &[u8]) -> bool {
-    head.len() >= 12
-        && head[0] == b'd'
-        && head[1].is_ascii_digit()
-        && head.windows(5).any(|w| w == b"1:y1:")
+    // Sorted dicts put `y` last, so the search usually runs over the whole datagram.
+    static Y: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"1:y1:"));
+    head.len() >= 12 && head[0] == b'd' && head[1].is_ascii_digit() && Y.find(head).is_some()
 }
 
 /// Transaction id, inline (`t` is opaque binary, usually 2–4 bytes).

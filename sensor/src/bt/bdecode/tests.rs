@@ -195,3 +195,43 @@ mod corpus {
         assert!(n > 300, "{n} datagrams");
     }
 }
+
+#[test]
+fn the_fast_integer_path_equals_the_exact_one() {
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for body in [
+        "0",
+        "00",
+        "01",
+        "7",
+        "10",
+        "-0",
+        "-1",
+        "+1",
+        "",
+        "-",
+        "999999999999999999",
+        "1000000000000000000",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "12x",
+        "1-2",
+        "0123456789012345678",
+    ] {
+        for delim in ["e", ":", ""] {
+            inputs.push(format!("{body}{delim}").into_bytes());
+            inputs.push(format!("{body}{delim}3:abc").into_bytes());
+        }
+    }
+    for input in &inputs {
+        for delim in [b'e', b':'] {
+            assert_eq!(
+                int(input, 0, delim),
+                int_exact(input, 0, delim),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+}
