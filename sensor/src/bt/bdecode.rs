@@ -1,24 +1,26 @@
 //! Bencode (BEP 3) validated in one pass over borrowed bytes, with no allocation for the
-//! messages the UDP channels read: every string, list and dict is a slice of the input, and
-//! the caller picks the dict entries it wants as they are validated (a sink called once per
-//! entry), instead of looking them up in a tree built first.
+//! messages the channels read: every string, list and dict is a slice of the input, and the
+//! caller picks the dict entries it wants as they are validated (a sink called once per
+//! entry), instead of looking them up in a tree built first. Lists and dicts are read again
+//! lazily where a channel needs their elements (KRPC `values`, a tracker's `peers` dicts).
 //!
-//! Why not a crate: `torrust-tracker-contrib-bencode` (which [`super::decode_bencode`] wraps)
-//! builds a `BTreeMap` per dict and a `Vec` per list, the cost this module removes from the
-//! KRPC path; `bendy`'s streaming `Decoder` fails every dict whose keys are unsorted (its
-//! state tracker compares each key with the last one), which deployed KRPC and extension
-//! dicts are, and allocates a 2,048-entry state stack per decoder; `bt_bencode` has no depth
-//! limit. None offers a borrowed, non-allocating, unsorted-key-tolerant pass.
+//! Why not a crate: `torrust-tracker-contrib-bencode`, which every channel used before, builds a
+//! `BTreeMap` per dict and a `Vec` per list (on a BitTorrent-heavy capture, decoding KRPC that
+//! way was a tenth of `sensor analyze`'s time); `bendy`'s streaming `Decoder` fails every dict
+//! whose keys are unsorted (its state tracker compares each key with the last one), which
+//! deployed KRPC and extension dicts are, and allocates a 2,048-entry state stack per decoder;
+//! `bt_bencode` has no depth limit. None offers a borrowed, non-allocating, unsorted-key-tolerant
+//! pass.
 //!
-//! What it accepts and rejects is exactly what [`super::decode_bencode`] does, fault class by
-//! fault class, checked against that decoder by the differential tests below: nesting capped
-//! at `max_depth` (checked before each value, keys excepted), integers and string lengths read
-//! as Rust's `i64` parser reads them with leading zeros and `-0` refused, a delimiter searched
-//! in the whole rest of the data, keys in any order, a duplicate key found once its value is
-//! read, trailing bytes refused. Duplicates are found by comparing with the dict's earlier
-//! keys, kept inline up to [`INLINE_KEYS`]; only a dict with more keys than that (never a
-//! KRPC one) spills them into a `BTreeSet`, so that a hostile unsorted dict costs
-//! O(n log n), not O(n²).
+//! What it accepts and rejects is exactly what that tree decoder (with the options the channels
+//! gave it) does, fault class by fault class, checked against it by the differential tests
+//! below and by each channel's: nesting capped at `max_depth` (checked before each value, keys
+//! excepted), integers and string lengths read as Rust's `i64` parser reads them with leading
+//! zeros and `-0` refused, a delimiter searched in the whole rest of the data, keys in any
+//! order, a duplicate key found once its value is read, trailing bytes refused. Duplicates are
+//! found by comparing with the dict's earlier keys, kept inline up to [`INLINE_KEYS`]; only a
+//! dict with more keys than that (never a KRPC one) spills them into a `BTreeSet`, so that a
+//! hostile unsorted dict costs O(n log n), not O(n²).
 
 use std::collections::BTreeSet;
 
@@ -34,7 +36,7 @@ pub(crate) enum Value<'a> {
     Int(i64),
     Bytes(&'a [u8]),
     List(List<'a>),
-    Dict(&'a [u8]),
+    Dict(Dict<'a>),
 }
 
 impl<'a> Value<'a> {
@@ -59,6 +61,13 @@ impl<'a> Value<'a> {
         }
     }
 
+    pub(crate) fn dict(self) -> Option<Dict<'a>> {
+        match self {
+            Value::Dict(d) => Some(d),
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_dict(self) -> bool {
         matches!(self, Value::Dict(_))
     }
@@ -77,6 +86,50 @@ impl<'a> List<'a> {
             data: self.raw,
             pos: 1,
         }
+    }
+}
+
+/// A dict [`scan`] validated, as its raw bytes `d`…`e`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Dict<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Dict<'a> {
+    /// The entries, in the order they came, decoded as they are reached.
+    pub(crate) fn entries(self) -> DictEntries<'a> {
+        DictEntries {
+            data: self.raw,
+            pos: 1,
+        }
+    }
+
+    /// The value of `key` (keys are unique: [`scan`] rejects duplicates). A linear walk: for
+    /// the small dicts of a list element, cheaper than any index.
+    pub(crate) fn get(self, key: &[u8]) -> Option<Value<'a>> {
+        self.entries().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+/// Entries of a validated dict. Stops early rather than panic if the bytes were not the
+/// validated dict they should be.
+#[derive(Clone, Debug)]
+pub(crate) struct DictEntries<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for DictEntries<'a> {
+    type Item = (&'a [u8], Value<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.data.get(self.pos) == Some(&b'e') {
+            return None;
+        }
+        let (key, next) = string(self.data, self.pos).ok()?;
+        let (value, next) = reread(self.data, next)?;
+        self.pos = next;
+        Some((key, value))
     }
 }
 
@@ -116,7 +169,7 @@ fn reread(data: &[u8], pos: usize) -> Option<(Value<'_>, usize)> {
             let v = if open == b'l' {
                 Value::List(List { raw })
             } else {
-                Value::Dict(raw)
+                Value::Dict(Dict { raw })
             };
             Some((v, end))
         }
@@ -198,7 +251,8 @@ impl<'a, F: FnMut(usize, &'a [u8], Value<'a>)> Scanner<'a, '_, F> {
             }
             b'd' => {
                 let end = self.dict(pos + 1, depth)?;
-                Ok((Value::Dict(&data[pos..end]), end))
+                let raw = &data[pos..end];
+                Ok((Value::Dict(Dict { raw }), end))
             }
             b'0'..=b'9' => {
                 let (s, next) = string(data, pos)?;

@@ -15,7 +15,7 @@
 //! exchange anyway. Such responses are counted apart (`unmatched`).
 //!
 //! Bencode: [`super::bdecode`], one pass over the datagram with no allocation: it validates
-//! the whole message as the other channels' tree decoder does (same fault classes, depth cap,
+//! the whole message as the tree decoder used before did (same fault classes, depth cap,
 //! duplicate keys rejected, unsorted keys accepted, which real traffic needs: BEP 3 asks for
 //! sorted keys, but deployed KRPC and extension dicts are not always sorted, uTorrent 3.4.5's
 //! extended handshake is not) and hands over the entries KRPC reads as slices of the datagram;

@@ -401,9 +401,13 @@ pub enum BencodeFault {
     Syntax,
 }
 
-/// Decodes `data` as one bencoded value, as every channel does: nesting capped at
-/// `max_depth`, keys accepted in any order (real KRPC and extension dicts are not always
-/// sorted: libtorrent and uTorrent emit them in insertion order despite BEP 3), duplicate keys and trailing bytes rejected.
+/// Decodes `data` as one bencoded value into a tree (`torrust-tracker-contrib-bencode`):
+/// nesting capped at `max_depth`, keys accepted in any order (real KRPC and extension dicts are
+/// not always sorted: libtorrent and uTorrent emit them in insertion order despite BEP 3),
+/// duplicate keys and trailing bytes rejected. The channels read bencode in one pass with
+/// [`bdecode`]; this independent decoder, and the channels' former readings over its tree, are
+/// the reference the tests hold that pass to, fault class by fault class.
+#[cfg(test)]
 pub(crate) fn decode_bencode(
     data: &[u8],
     max_depth: usize,

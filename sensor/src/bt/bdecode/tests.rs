@@ -121,12 +121,23 @@ fn entries_reach_the_sink_children_first() {
         seen.push((depth, String::from_utf8_lossy(key).into_owned(), v));
     })
     .unwrap();
-    assert_eq!(root, Value::Dict(data));
+    assert_eq!(root, Value::Dict(Dict { raw: data }));
     let keys: Vec<_> = seen.iter().map(|(d, k, _)| (*d, k.as_str())).collect();
     assert_eq!(keys, [(1, "id"), (1, "port"), (0, "a"), (0, "t"), (0, "v")]);
     assert_eq!(seen[0].2, Value::Bytes(b"abc"));
     assert_eq!(seen[1].2, Value::Int(6881));
-    assert_eq!(seen[2].2, Value::Dict(b"d2:id3:abc4:porti6881ee"));
+    let a = seen[2].2.dict().unwrap();
+    assert_eq!(a.raw, b"d2:id3:abc4:porti6881ee");
+    let entries: Vec<_> = a.entries().collect();
+    assert_eq!(
+        entries,
+        [
+            (&b"id"[..], Value::Bytes(b"abc")),
+            (&b"port"[..], Value::Int(6881))
+        ]
+    );
+    assert_eq!(a.get(b"port"), Some(Value::Int(6881)));
+    assert_eq!(a.get(b"ip"), None);
     let list = seen[4].2.list().unwrap();
     let items: Vec<_> = list.iter().collect();
     assert_eq!(items, [Value::Bytes(b"x"), Value::Bytes(b"y")]);
@@ -143,7 +154,7 @@ fn list_items_are_read_lazily_in_order() {
         [
             Value::Int(-3),
             Value::Bytes(b""),
-            Value::Dict(b"d1:ali1eee"),
+            Value::Dict(Dict { raw: b"d1:ali1eee" }),
             Value::Bytes(b"spam")
         ]
     );
@@ -152,6 +163,9 @@ fn list_items_are_read_lazily_in_order() {
     assert_eq!(broken.iter().count(), 0);
     let broken = List { raw: b"li1ex" };
     assert_eq!(broken.iter().collect::<Vec<_>>(), [Value::Int(1)]);
+    let broken = Dict { raw: b"d1:ai1e1:b" };
+    assert_eq!(broken.entries().count(), 1);
+    assert_eq!(broken.get(b"b"), None);
 }
 
 #[test]
