@@ -249,3 +249,108 @@ fn the_fast_integer_path_equals_the_exact_one() {
         }
     }
 }
+
+/// Counts the allocations of the calling thread, for [`allocations`]. A per-thread count lets
+/// the test harness run other tests in parallel; `dhat`'s testing mode would do the counting
+/// but admits one profiler per process, which parallel tests would fight over.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        pub(super) static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub(super) struct Counting;
+
+    fn count() {
+        // A const-initialised `Cell` has no destructor: reachable while the thread lives.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
+    // `GlobalAlloc` contract; counting touches only a thread-local integer.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: the caller's guarantees on `layout` are passed on as they are.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: as for `alloc`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count();
+            // SAFETY: `ptr` came from this allocator, i.e. from `System`, with `layout`.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from this allocator, i.e. from `System`, with `layout`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+}
+
+#[global_allocator]
+static COUNTING: counting::Counting = counting::Counting;
+
+/// How many allocations `f` made on this thread.
+fn allocations(f: impl FnOnce()) -> u64 {
+    let before = counting::ALLOCATIONS.with(std::cell::Cell::get);
+    f();
+    counting::ALLOCATIONS.with(std::cell::Cell::get) - before
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    assert_eq!(allocations(|| drop(std::hint::black_box(vec![1u8; 10]))), 1);
+    let tree = allocations(|| {
+        std::hint::black_box(decode_bencode(VECTORS[0], 8).unwrap());
+    });
+    assert!(tree >= 3, "the tree decoder allocated {tree} times");
+}
+
+#[test]
+fn reading_krpc_allocates_nothing() {
+    use crate::bt::dht;
+    let r2 = unhex(
+        "64313a7264323a696432303a841944062ef3c488cabdc678968efa6b7267956c353a746f6b656e32303ab9f6
+        3322ce7c8090c86f4342dad1591d6558ee4f363a76616c7565736c31383a9451acea4a125effd9dbb000c34a
+        4f694a126565313a74343abb020000313a79313a7265",
+    );
+    for v in VECTORS.iter().copied().chain([r2.as_slice()]) {
+        let mut seen = 0u64;
+        let n = allocations(|| {
+            if let Ok(m) = dht::parse(v) {
+                seen += m.values().count() as u64;
+                seen += m.for_each_peer(true, 256, |_| seen += 1).decoded;
+                seen += m.for_each_node(256, |_| seen += 1).decoded;
+            }
+        });
+        assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(v));
+        std::hint::black_box(seen);
+    }
+}
+
+#[test]
+fn reading_pex_handshakes_and_tracker_replies_allocates_nothing() {
+    use crate::bt::{http_tracker, peer_wire};
+    let pex: &[u8] = b"d5:added12:\xc0\x00\x02\x01\x1a\xe1\xc0\x00\x02\x02\x1a\xe17:added.f2:\x10\x007:dropped6:\xc0\x00\x02\x03\x1a\xe1e";
+    let hs: &[u8] =
+        b"d1:md6:ut_pexi1e12:ut_holepunchi4ee1:pi6881e1:v4:Tr306:yourip4:\xc0\x00\x02\x01e";
+    let reply: &[u8] = b"d8:intervali1800e5:peersld2:ip9:192.0.2.14:porti6881eed2:ip8:a.b-c_d14:porti2eee6:peers618:iiiiiiiiiiiiiiiippe";
+    let n = allocations(|| {
+        let p = peer_wire::parse_pex(pex).unwrap();
+        assert_eq!(p.for_each_added(64, |_, _| {}).decoded, 2);
+        assert_eq!(peer_wire::parse_ext_handshake(hs).unwrap().ut_pex, Some(1));
+        let r = http_tracker::parse_announce_body(reply).unwrap();
+        let c = r.for_each_peer(64, |_| {});
+        assert_eq!((c.entries.decoded, c.dns_names), (2, 1));
+    });
+    assert_eq!(n, 0);
+}
