@@ -14,21 +14,19 @@
 //! mid-session, and matching would not stop an adversary, who controls both ends of a fake
 //! exchange anyway. Such responses are counted apart (`unmatched`).
 //!
-//! Bencode: `torrust-tracker-contrib-bencode` (the maintained fork of bip_bencode). It decodes
-//! from `&[u8]` with every byte string borrowed, caps the nesting depth, rejects malformed
-//! integers and duplicate keys, and can accept unsorted keys, which real traffic needs: BEP 3
-//! asks for sorted keys, but deployed KRPC and extension dicts are not always sorted (uTorrent
-//! 3.4.5's extended handshake is not). Its lists and dicts are small
-//! allocations bounded by the datagram. Rejected: `bendy` (streams with no tree, but fails any
-//! dict whose keys are unsorted) and `bt_bencode` (no depth limit: `lll…` overflows the stack;
-//! a declared length near `usize::MAX` panics on an overflowing add).
+//! Bencode: [`super::bdecode`], one pass over the datagram with no allocation: it validates
+//! the whole message as the tree decoder used before did (same fault classes, depth cap,
+//! duplicate keys rejected, unsorted keys accepted, which real traffic needs: BEP 3 asks for
+//! sorted keys, but deployed KRPC and extension dicts are not always sorted, uTorrent 3.4.5's
+//! extended handshake is not) and hands over the entries KRPC reads as slices of the datagram;
+//! `values` stays the raw list, read again lazily. KRPC is most of the UDP a BitTorrent-heavy
+//! link carries, and building a tree of maps per datagram was most of this channel's cost.
+//! Why no crate does this pass is said in `bdecode`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bencode::ext::BRefAccessExt;
-use bencode::{BRefAccess, BencodeRef};
-
+use super::bdecode::{self, Value};
 use super::channel::{Learnt, Sender};
 use super::wire::{compact_v4, compact_v6};
 use super::{unfit, Bounded, ChannelCounts, EntryCounts, Fairness, TableStats};
@@ -168,56 +166,126 @@ pub struct Message<'a> {
     /// BEP 42 `ip`: the receiver's own address as the sender sees it.
     pub external: Option<SocketAddr>,
     pub body: Body<'a>,
-    /// Kept for [`Message::values`]: the list elements live in the decoded tree.
-    root: BencodeRef<'a>,
+    /// `r.values`, validated and found to hold only strings, read again by
+    /// [`Message::values`].
+    values: Option<bdecode::List<'a>>,
 }
 
-type Dict<'s, 'a> = &'s dyn bencode::BDictAccess<&'a [u8], BencodeRef<'a>>;
-
-fn bytes_of<'a>(v: &BencodeRef<'a>) -> Result<&'a [u8], Reject> {
-    v.bytes_ext().ok_or(Reject::WrongType)
+/// The entries of a dict that KRPC reads, as the decoder hands them over.
+#[derive(Clone, Copy, Default)]
+struct Entries<'a> {
+    // Top level.
+    t: Option<Value<'a>>,
+    y: Option<Value<'a>>,
+    q: Option<Value<'a>>,
+    a: Option<Value<'a>>,
+    r: Option<Value<'a>>,
+    e: Option<Value<'a>>,
+    v: Option<Value<'a>>,
+    ip: Option<Value<'a>>,
+    // `a` (query arguments) or `r` (response values).
+    id: Option<Value<'a>>,
+    info_hash: Option<Value<'a>>,
+    target: Option<Value<'a>>,
+    port: Option<Value<'a>>,
+    implied_port: Option<Value<'a>>,
+    token: Option<Value<'a>>,
+    values: Option<Value<'a>>,
+    nodes: Option<Value<'a>>,
+    nodes6: Option<Value<'a>>,
 }
 
-fn opt_bytes<'a>(d: Dict<'_, 'a>, key: &[u8]) -> Result<Option<&'a [u8]>, Reject> {
-    d.lookup(key).map(bytes_of).transpose()
+impl<'a> Entries<'a> {
+    /// Keeps `value` if `key` is one KRPC reads at this level (keys are unique: the decoder
+    /// rejects duplicates).
+    fn keep(&mut self, key: &[u8], value: Value<'a>) {
+        let slot = match key {
+            b"t" => &mut self.t,
+            b"y" => &mut self.y,
+            b"q" => &mut self.q,
+            b"a" => &mut self.a,
+            b"r" => &mut self.r,
+            b"e" => &mut self.e,
+            b"v" => &mut self.v,
+            b"ip" => &mut self.ip,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+
+    fn keep_inner(&mut self, key: &[u8], value: Value<'a>) {
+        let slot = match key {
+            b"id" => &mut self.id,
+            b"info_hash" => &mut self.info_hash,
+            b"target" => &mut self.target,
+            b"port" => &mut self.port,
+            b"implied_port" => &mut self.implied_port,
+            b"token" => &mut self.token,
+            b"values" => &mut self.values,
+            b"nodes" => &mut self.nodes,
+            b"nodes6" => &mut self.nodes6,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+}
+
+fn bytes_of(v: Option<Value<'_>>) -> Result<Option<&[u8]>, Reject> {
+    v.map(|v| v.bytes().ok_or(Reject::WrongType)).transpose()
 }
 
 fn id20(b: &[u8], err: Reject) -> Result<&[u8; 20], Reject> {
     b.try_into().map_err(|_| err)
 }
 
-fn opt_id20<'a>(d: Dict<'_, 'a>, key: &[u8], err: Reject) -> Result<Option<&'a [u8; 20]>, Reject> {
-    match d.lookup(key) {
-        None => Ok(None),
-        Some(v) => Ok(Some(id20(v.bytes_ext().ok_or(err)?, err)?)),
-    }
+fn opt_id20(v: Option<Value<'_>>, err: Reject) -> Result<Option<&[u8; 20]>, Reject> {
+    v.map(|v| id20(v.bytes().ok_or(err)?, err)).transpose()
 }
 
 super::from_bencode_fault!(Reject);
 
 /// Decodes one KRPC datagram. Pure and bounded: linear in `payload`, depth ≤ [`MAX_DEPTH`].
+/// One pass validates the whole datagram (a fault anywhere rejects it, as BEP 3 decoding
+/// does) and keeps the entries KRPC reads as slices of `payload`; nothing is allocated.
 pub fn parse(payload: &[u8]) -> Result<Message<'_>, Reject> {
-    let root = super::decode_bencode(payload, MAX_DEPTH)?;
-    let top = root.dict().ok_or(Reject::NotDict)?;
-    let tid = match top.lookup(b"t") {
+    let mut top = Entries::default();
+    // The entries of the depth-1 dict being read; they arrive before the top-level entry
+    // that holds them, which then tells whether they were `a`'s, `r`'s or another key's.
+    let mut inner = Entries::default();
+    let (mut a, mut r) = (Entries::default(), Entries::default());
+    let root = bdecode::scan(payload, MAX_DEPTH, &mut |depth, key, value| match depth {
+        0 => {
+            top.keep(key, value);
+            match key {
+                b"a" => a = inner,
+                b"r" => r = inner,
+                _ => {}
+            }
+            inner = Entries::default();
+        }
+        1 => inner.keep_inner(key, value),
+        _ => {}
+    })?;
+    if !root.is_dict() {
+        return Err(Reject::NotDict);
+    }
+    let tid = match top.t {
         None => return Err(Reject::MissingTid),
-        Some(t) => t.bytes_ext().ok_or(Reject::BadTid)?,
+        Some(t) => t.bytes().ok_or(Reject::BadTid)?,
     };
     if tid.len() > MAX_TID_LEN {
         return Err(Reject::BadTid);
     }
-    let y = top
-        .lookup(b"y")
-        .and_then(BRefAccessExt::bytes_ext)
-        .ok_or(Reject::BadType)?;
+    let y = top.y.and_then(Value::bytes).ok_or(Reject::BadType)?;
+    let mut values = None;
     let body = match y {
-        b"q" => Body::Query(parse_query(top)?),
-        b"r" => Body::Response(parse_response(top)?),
-        b"e" => Body::Error(parse_error(top)?),
+        b"q" => Body::Query(parse_query(&top, &a)?),
+        b"r" => Body::Response(parse_response(&top, &r, &mut values)?),
+        b"e" => Body::Error(parse_error(&top)?),
         _ => return Err(Reject::BadType),
     };
-    let version = opt_bytes(top, b"v")?;
-    let external = match opt_bytes(top, b"ip").map_err(|_| Reject::BadIp)? {
+    let version = bytes_of(top.v)?;
+    let external = match bytes_of(top.ip).map_err(|_| Reject::BadIp)? {
         None => None,
         Some(b) => Some(compact(b).ok_or(Reject::BadIp)?),
     };
@@ -226,7 +294,7 @@ pub fn parse(payload: &[u8]) -> Result<Message<'_>, Reject> {
         version,
         external,
         body,
-        root,
+        values,
     })
 }
 
@@ -238,22 +306,16 @@ fn compact(b: &[u8]) -> Option<SocketAddr> {
     }
 }
 
-fn parse_query<'a>(top: Dict<'_, 'a>) -> Result<Query<'a>, Reject> {
-    let method_name = top
-        .lookup(b"q")
-        .and_then(BRefAccessExt::bytes_ext)
-        .ok_or(Reject::MissingBody)?;
-    let a = top
-        .lookup(b"a")
-        .and_then(|a| a.dict())
-        .ok_or(Reject::MissingBody)?;
+fn parse_query<'a>(top: &Entries<'a>, a: &Entries<'a>) -> Result<Query<'a>, Reject> {
+    let method_name = top.q.and_then(Value::bytes).ok_or(Reject::MissingBody)?;
+    if !top.a.is_some_and(Value::is_dict) {
+        return Err(Reject::MissingBody);
+    }
     let id = id20(
-        a.lookup(b"id")
-            .and_then(BRefAccessExt::bytes_ext)
-            .ok_or(Reject::BadId)?,
+        a.id.and_then(Value::bytes).ok_or(Reject::BadId)?,
         Reject::BadId,
     )?;
-    let port = match a.lookup(b"port") {
+    let port = match a.port {
         None => None,
         Some(p) => Some(
             p.int()
@@ -261,7 +323,7 @@ fn parse_query<'a>(top: Dict<'_, 'a>) -> Result<Query<'a>, Reject> {
                 .ok_or(Reject::BadPort)?,
         ),
     };
-    let implied_port = match a.lookup(b"implied_port") {
+    let implied_port = match a.implied_port {
         None => false,
         Some(v) => v.int().ok_or(Reject::WrongType)? != 0,
     };
@@ -269,69 +331,69 @@ fn parse_query<'a>(top: Dict<'_, 'a>) -> Result<Query<'a>, Reject> {
         method: Method::from_name(method_name),
         method_name,
         id,
-        info_hash: opt_id20(a, b"info_hash", Reject::BadInfoHash)?,
-        target: opt_id20(a, b"target", Reject::WrongType)?,
+        info_hash: opt_id20(a.info_hash, Reject::BadInfoHash)?,
+        target: opt_id20(a.target, Reject::WrongType)?,
         port,
         implied_port,
-        token: opt_bytes(a, b"token")?,
+        token: bytes_of(a.token)?,
     })
 }
 
-fn parse_response<'a>(top: Dict<'_, 'a>) -> Result<Response<'a>, Reject> {
-    let r = top
-        .lookup(b"r")
-        .and_then(|r| r.dict())
-        .ok_or(Reject::MissingBody)?;
+fn parse_response<'a>(
+    top: &Entries<'a>,
+    r: &Entries<'a>,
+    values: &mut Option<bdecode::List<'a>>,
+) -> Result<Response<'a>, Reject> {
+    if !top.r.is_some_and(Value::is_dict) {
+        return Err(Reject::MissingBody);
+    }
     let id = id20(
-        r.lookup(b"id")
-            .and_then(BRefAccessExt::bytes_ext)
-            .ok_or(Reject::BadId)?,
+        r.id.and_then(Value::bytes).ok_or(Reject::BadId)?,
         Reject::BadId,
     )?;
-    let values = match r.lookup(b"values") {
+    let count = match r.values {
         None => None,
         Some(v) => {
             let list = v.list().ok_or(Reject::WrongType)?;
             // Every element must be a string (libtorrent stops at the first that is not).
-            if (0..list.len()).any(|i| list.get(i).and_then(BRefAccessExt::bytes_ext).is_none()) {
-                return Err(Reject::WrongType);
+            let mut n = 0;
+            for item in list.iter() {
+                item.bytes().ok_or(Reject::WrongType)?;
+                n += 1;
             }
-            Some(list.len())
+            *values = Some(list);
+            Some(n)
         }
     };
     Ok(Response {
         id,
-        token: opt_bytes(r, b"token")?,
-        values,
-        nodes: opt_bytes(r, b"nodes")?.unwrap_or_default(),
-        nodes6: opt_bytes(r, b"nodes6")?.unwrap_or_default(),
+        token: bytes_of(r.token)?,
+        values: count,
+        nodes: bytes_of(r.nodes)?.unwrap_or_default(),
+        nodes6: bytes_of(r.nodes6)?.unwrap_or_default(),
     })
 }
 
-fn parse_error<'a>(top: Dict<'_, 'a>) -> Result<KrpcError<'a>, Reject> {
-    let e = top
-        .lookup(b"e")
-        .and_then(|e| e.list())
-        .ok_or(Reject::MissingBody)?;
+fn parse_error<'a>(top: &Entries<'a>) -> Result<KrpcError<'a>, Reject> {
+    let mut items = top
+        .e
+        .and_then(Value::list)
+        .ok_or(Reject::MissingBody)?
+        .iter();
     // BEP 5: [code, message]; kept lenient, an error predicts nothing.
     Ok(KrpcError {
-        code: e.get(0).and_then(BRefAccess::int),
-        message: e.get(1).and_then(BRefAccessExt::bytes_ext),
+        code: items.next().and_then(Value::int),
+        message: items.next().and_then(Value::bytes),
     })
 }
 
 impl<'a> Message<'a> {
     /// The raw strings of `r.values`, in order.
     pub fn values(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
-        let list = self
-            .root
-            .dict()
-            .and_then(|d| d.lookup(b"r"))
-            .and_then(|r| r.dict())
-            .and_then(|r| r.lookup(b"values"))
-            .and_then(|v| v.list());
-        let n = list.map_or(0, bencode::BListAccess::len);
-        (0..n).filter_map(move |i| list?.get(i)?.bytes_ext())
+        self.values
+            .into_iter()
+            .flat_map(bdecode::List::iter)
+            .filter_map(Value::bytes)
     }
 
     /// Calls `f` with each peer of `values`, reading at most `max`. Strings of 6 bytes are C4,
@@ -415,10 +477,10 @@ impl<'a> Message<'a> {
 /// dicts open `d1:a`, `d1:e`, `d1:r` or `d2:ip` (BEP 42 responses: most responses in the
 /// shared captures); unsorted ones may open with any key, so only the digit is required.
 pub fn looks_like_krpc(head: &[u8]) -> bool {
-    head.len() >= 12
-        && head[0] == b'd'
-        && head[1].is_ascii_digit()
-        && head.windows(5).any(|w| w == b"1:y1:")
+    // Sorted dicts put `y` last, so the search usually runs over the whole datagram.
+    static Y: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"1:y1:"));
+    head.len() >= 12 && head[0] == b'd' && head[1].is_ascii_digit() && Y.find(head).is_some()
 }
 
 /// Transaction id, inline (`t` is opaque binary, usually 2–4 bytes).

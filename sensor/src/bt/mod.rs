@@ -32,6 +32,7 @@ use crate::event::{PacketEvent, TcpSegment, UdpDatagram};
 use crate::predict::{PredictedPeer, RetractedPeer};
 use crate::time::Timestamp;
 
+mod bdecode;
 mod bounded;
 pub mod channel;
 pub mod dht;
@@ -400,9 +401,13 @@ pub enum BencodeFault {
     Syntax,
 }
 
-/// Decodes `data` as one bencoded value, as every channel does: nesting capped at
-/// `max_depth`, keys accepted in any order (real KRPC and extension dicts are not always
-/// sorted: libtorrent and uTorrent emit them in insertion order despite BEP 3), duplicate keys and trailing bytes rejected.
+/// Decodes `data` as one bencoded value into a tree (`torrust-tracker-contrib-bencode`):
+/// nesting capped at `max_depth`, keys accepted in any order (real KRPC and extension dicts are
+/// not always sorted: libtorrent and uTorrent emit them in insertion order despite BEP 3),
+/// duplicate keys and trailing bytes rejected. The channels read bencode in one pass with
+/// [`bdecode`]; this independent decoder, and the channels' former readings over its tree, are
+/// the reference the tests hold that pass to, fault class by fault class.
+#[cfg(test)]
 pub(crate) fn decode_bencode(
     data: &[u8],
     max_depth: usize,
@@ -537,6 +542,43 @@ pub(crate) mod test_support {
         })
         .unwrap();
         out
+    }
+
+    /// A few bytes of state, enough to mutate inputs reproducibly (differential tests).
+    pub struct XorShift(pub u64);
+
+    impl XorShift {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).unwrap()
+        }
+    }
+
+    /// Bytes bencode gives a meaning to, so that mutations reach every fault class.
+    const ALPHABET: &[u8] = b"0123456789ilde:-+x";
+
+    /// `data` with one to three bytes replaced, inserted or removed.
+    pub fn mutate(data: &[u8], rng: &mut XorShift) -> Vec<u8> {
+        let mut m = data.to_vec();
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(m.len() + 1);
+            let b = ALPHABET[rng.below(ALPHABET.len())];
+            match rng.below(3) {
+                0 if at < m.len() => m[at] = b,
+                1 => m.insert(at, b),
+                _ if at < m.len() => {
+                    m.remove(at);
+                }
+                _ => m.push(b),
+            }
+        }
+        m
     }
 
     /// A datagram built from bytes (spec vectors).

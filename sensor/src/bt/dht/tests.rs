@@ -562,3 +562,216 @@ mod corpus {
         assert!(krpc.iter().all(|d| parse(&d.head).is_ok()));
     }
 }
+
+/// The tree decoder's reading of KRPC (`torrust-tracker-contrib-bencode`, as `parse` did before
+/// it read in one pass), kept as the reference the one-pass `parse` must agree with.
+mod tree_reference {
+    use std::net::SocketAddr;
+
+    use bencode::ext::BRefAccessExt;
+    use bencode::{BRefAccess, BencodeRef};
+
+    use super::super::{compact, Body, KrpcError, Method, Query, Reject, Response, MAX_TID_LEN};
+    use super::*;
+    use crate::bt::test_support::{mutate, XorShift};
+
+    type Dict<'s, 'a> = &'s dyn bencode::BDictAccess<&'a [u8], BencodeRef<'a>>;
+
+    /// (tid, version, external, body, values) or the reason.
+    type Outcome<'a> = Result<
+        (
+            &'a [u8],
+            Option<&'a [u8]>,
+            Option<SocketAddr>,
+            Body<'a>,
+            Vec<&'a [u8]>,
+        ),
+        Reject,
+    >;
+
+    fn bytes<'a>(d: Dict<'_, 'a>, key: &[u8]) -> Result<Option<&'a [u8]>, Reject> {
+        d.lookup(key)
+            .map(|v| v.bytes_ext().ok_or(Reject::WrongType))
+            .transpose()
+    }
+
+    fn id20<'a>(d: Dict<'_, 'a>, key: &[u8], err: Reject) -> Result<Option<&'a [u8; 20]>, Reject> {
+        d.lookup(key)
+            .map(|v| v.bytes_ext().and_then(|b| b.try_into().ok()).ok_or(err))
+            .transpose()
+    }
+
+    fn reference(payload: &[u8]) -> Outcome<'_> {
+        let root = crate::bt::decode_bencode(payload, MAX_DEPTH)?;
+        let top = root.dict().ok_or(Reject::NotDict)?;
+        let tid = match top.lookup(b"t") {
+            None => return Err(Reject::MissingTid),
+            Some(t) => t.bytes_ext().ok_or(Reject::BadTid)?,
+        };
+        if tid.len() > MAX_TID_LEN {
+            return Err(Reject::BadTid);
+        }
+        let y = top
+            .lookup(b"y")
+            .and_then(BRefAccessExt::bytes_ext)
+            .ok_or(Reject::BadType)?;
+        let mut values = Vec::new();
+        let body = match y {
+            b"q" => {
+                let q = top
+                    .lookup(b"q")
+                    .and_then(BRefAccessExt::bytes_ext)
+                    .ok_or(Reject::MissingBody)?;
+                let a = top
+                    .lookup(b"a")
+                    .and_then(|a| a.dict())
+                    .ok_or(Reject::MissingBody)?;
+                let id = id20(a, b"id", Reject::BadId)?.ok_or(Reject::BadId)?;
+                let port = a
+                    .lookup(b"port")
+                    .map(|p| {
+                        p.int()
+                            .and_then(|p| u16::try_from(p).ok())
+                            .ok_or(Reject::BadPort)
+                    })
+                    .transpose()?;
+                let implied_port = match a.lookup(b"implied_port") {
+                    None => false,
+                    Some(v) => v.int().ok_or(Reject::WrongType)? != 0,
+                };
+                Body::Query(Query {
+                    method: Method::from_name(q),
+                    method_name: q,
+                    id,
+                    info_hash: id20(a, b"info_hash", Reject::BadInfoHash)?,
+                    target: id20(a, b"target", Reject::WrongType)?,
+                    port,
+                    implied_port,
+                    token: bytes(a, b"token")?,
+                })
+            }
+            b"r" => {
+                let r = top
+                    .lookup(b"r")
+                    .and_then(|r| r.dict())
+                    .ok_or(Reject::MissingBody)?;
+                let id = id20(r, b"id", Reject::BadId)?.ok_or(Reject::BadId)?;
+                let count = match r.lookup(b"values") {
+                    None => None,
+                    Some(v) => {
+                        let list = v.list().ok_or(Reject::WrongType)?;
+                        for i in 0..list.len() {
+                            values.push(
+                                list.get(i)
+                                    .and_then(BRefAccessExt::bytes_ext)
+                                    .ok_or(Reject::WrongType)?,
+                            );
+                        }
+                        Some(list.len())
+                    }
+                };
+                Body::Response(Response {
+                    id,
+                    token: bytes(r, b"token")?,
+                    values: count,
+                    nodes: bytes(r, b"nodes")?.unwrap_or_default(),
+                    nodes6: bytes(r, b"nodes6")?.unwrap_or_default(),
+                })
+            }
+            b"e" => {
+                let e = top
+                    .lookup(b"e")
+                    .and_then(|e| e.list())
+                    .ok_or(Reject::MissingBody)?;
+                Body::Error(KrpcError {
+                    code: e.get(0).and_then(BRefAccess::int),
+                    message: e.get(1).and_then(BRefAccessExt::bytes_ext),
+                })
+            }
+            _ => return Err(Reject::BadType),
+        };
+        let version = bytes(top, b"v")?;
+        let external = match bytes(top, b"ip").map_err(|_| Reject::BadIp)? {
+            None => None,
+            Some(b) => Some(compact(b).ok_or(Reject::BadIp)?),
+        };
+        Ok((tid, version, external, body, values))
+    }
+
+    fn one_pass(payload: &[u8]) -> Outcome<'_> {
+        let m = parse(payload)?;
+        let values = m.values().collect();
+        Ok((m.tid, m.version, m.external, m.body, values))
+    }
+
+    fn agree(data: &[u8]) {
+        assert_eq!(
+            one_pass(data),
+            reference(data),
+            "{:?}",
+            String::from_utf8_lossy(data)
+        );
+    }
+
+    /// `data`, its prefixes, and mutations of it (which mostly keep it bencode but change
+    /// types, lengths and keys).
+    fn differential(data: &[u8], rng: &mut XorShift, rounds: usize) {
+        agree(data);
+        for cut in 0..data.len() {
+            agree(&data[..cut]);
+        }
+        for _ in 0..rounds {
+            agree(&mutate(data, rng));
+        }
+    }
+
+    #[test]
+    fn one_pass_reads_what_the_tree_decoder_reads() {
+        let mut rng = XorShift(0x5851_f42d_4c95_7f2d);
+        let id = "2:id20:abcdefghij0123456789";
+        let mut vectors: Vec<Vec<u8>> = [S1, S2, D1]
+            .iter()
+            .map(|v| v.to_vec())
+            .chain([D2, R1, R2].iter().map(|h| unhex(h)))
+            .collect();
+        for extra in [
+            format!(
+                "d1:ad{id}6:target20:abcdefghij01234567894:porti1ee1:q9:find_node1:t1:x1:y1:qe"
+            ),
+            format!("d2:ip6:abcdef1:rd{id}5:nodes0:6:nodes60:6:valuesl0:i1eee1:t0:1:y1:re"),
+            "d1:eli201e23:A Generic Error Ocurrede1:t2:aa1:v2:xy1:y1:ee".into(),
+            "d1:eli201ee1:t2:aa1:y1:ee".into(),
+            format!("d1:ad{id}12:implied_porti0ee1:q4:ping1:r0:1:t2:aa1:y1:qe"),
+            format!("d1:rd{id}e1:ad{id}e1:t2:aa1:y1:re"),
+        ] {
+            vectors.push(extra.into_bytes());
+        }
+        for v in &vectors {
+            differential(v, &mut rng, 3_000);
+        }
+    }
+
+    mod corpus {
+        use super::*;
+        use crate::bt::test_support::udp_datagrams;
+
+        #[test]
+        fn captured_krpc_is_read_as_the_tree_decoder_reads_it() {
+            let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+            let mut parsed = 0;
+            for rel in [
+                "OISF-suricata-verify/bittorrent-dht/input.pcap",
+                "spaiter-BitTorrentBlocker/torrent-dht.pcap",
+                "ntop-nDPI/bittorrent_transmission.pcapng",
+            ] {
+                for d in udp_datagrams(rel) {
+                    if looks_like_krpc(&d.head) {
+                        parsed += usize::from(parse(&d.head).is_ok());
+                        differential(&d.head, &mut rng, 50);
+                    }
+                }
+            }
+            assert!(parsed > 300, "{parsed}");
+        }
+    }
+}

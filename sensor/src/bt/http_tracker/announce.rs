@@ -4,10 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bencode::ext::BRefAccessExt;
-use bencode::{BRefAccess, BencodeRef};
-
 use super::{Reject, MAX_DEPTH, MAX_REQUEST_LINE};
+use crate::bt::bdecode::{self, Value};
 use crate::bt::wire::{compact_v4, compact_v6};
 use crate::bt::EntryCounts;
 
@@ -104,52 +102,76 @@ pub struct AnnounceReply<'a> {
     pub peers6: Option<&'a [u8]>,
     /// BEP 24: the requester's own address as the tracker sees it (never a target).
     pub external_ip: Option<IpAddr>,
-    /// Kept for the dict-list entries, which live in the decoded tree.
-    root: BencodeRef<'a>,
+    /// The `peers` list, validated, read again by [`AnnounceReply::for_each_peer`].
+    peer_list: Option<bdecode::List<'a>>,
+}
+
+/// The top-level entries of a reply that are read.
+#[derive(Default)]
+struct Entries<'a> {
+    failure: Option<Value<'a>>,
+    warning: Option<Value<'a>>,
+    interval: Option<Value<'a>>,
+    peers: Option<Value<'a>>,
+    peers6: Option<Value<'a>>,
+    external_ip: Option<Value<'a>>,
 }
 
 /// Decodes an announce reply body (already de-chunked and inflated). Keys may come in any
 /// order; trailing ASCII whitespace is tolerated. Pure, linear in `body`, depth ≤ [`MAX_DEPTH`].
+/// One pass with no allocation ([`bdecode`]): the whole body validated, the keys read kept
+/// as slices of it.
 pub fn parse_announce_body(body: &[u8]) -> Result<AnnounceReply<'_>, Reject> {
     let body = body.trim_ascii_end();
-    let root = crate::bt::decode_bencode(body, MAX_DEPTH)?;
-    let top = root.dict().ok_or(Reject::NotDict)?;
-    let string = |key: &[u8]| -> Result<Option<&[u8]>, Reject> {
-        top.lookup(key)
-            .map(|v| v.bytes_ext().ok_or(Reject::WrongType))
-            .transpose()
-    };
-    let failure = string(b"failure reason")?;
-    let peers6 = string(b"peers6")?;
-    let peers = match top.lookup(b"peers") {
+    let mut top = Entries::default();
+    let root = bdecode::scan(body, MAX_DEPTH, &mut |depth, key, value| {
+        let slot = match key {
+            _ if depth > 0 => return,
+            b"failure reason" => &mut top.failure,
+            b"warning message" => &mut top.warning,
+            b"interval" => &mut top.interval,
+            b"peers" => &mut top.peers,
+            b"peers6" => &mut top.peers6,
+            b"external ip" => &mut top.external_ip,
+            _ => return,
+        };
+        *slot = Some(value);
+    })?;
+    if !root.is_dict() {
+        return Err(Reject::NotDict);
+    }
+    let failure = string(top.failure)?;
+    let peers6 = string(top.peers6)?;
+    let mut peer_list = None;
+    let peers = match top.peers {
         None => None,
-        Some(v) => Some(match (v.bytes_ext(), v.list()) {
-            (Some(s), _) => PeersField::Compact(s),
-            (None, Some(l)) => PeersField::List(l.len()),
-            (None, None) => return Err(Reject::WrongType),
-        }),
+        Some(Value::Bytes(s)) => Some(PeersField::Compact(s)),
+        Some(Value::List(l)) => {
+            peer_list = Some(l);
+            Some(PeersField::List(l.iter().count()))
+        }
+        Some(_) => return Err(Reject::WrongType),
     };
     if failure.is_none() && peers.is_none() && peers6.is_none() {
         return Err(Reject::NotTrackerReply);
     }
     // Informational keys: a wrong type does not spoil the peers.
-    let warning = top
-        .lookup(b"warning message")
-        .and_then(BRefAccessExt::bytes_ext);
-    let interval = top.lookup(b"interval").and_then(BRefAccess::int);
-    let external_ip = top
-        .lookup(b"external ip")
-        .and_then(BRefAccessExt::bytes_ext)
-        .and_then(ip_from_bytes);
     Ok(AnnounceReply {
         failure,
-        warning,
-        interval,
+        warning: top.warning.and_then(Value::bytes),
+        interval: top.interval.and_then(Value::int),
         peers,
         peers6,
-        external_ip,
-        root,
+        external_ip: top
+            .external_ip
+            .and_then(Value::bytes)
+            .and_then(ip_from_bytes),
+        peer_list,
     })
+}
+
+fn string(v: Option<Value<'_>>) -> Result<Option<&[u8]>, Reject> {
+    v.map(|v| v.bytes().ok_or(Reject::WrongType)).transpose()
 }
 
 fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
@@ -170,10 +192,10 @@ fn is_hostname(b: &[u8]) -> bool {
 }
 
 /// One dict of a `peers` list: `ip` (an address literal or a DNS name) and `port`.
-fn dict_peer<'a>(e: &BencodeRef<'a>) -> Option<Peer<'a>> {
+fn dict_peer(e: Value<'_>) -> Option<Peer<'_>> {
     let d = e.dict()?;
-    let ip = d.lookup(b"ip")?.bytes_ext()?;
-    let port = u16::try_from(d.lookup(b"port")?.int()?).ok()?;
+    let ip = d.get(b"ip")?.bytes()?;
+    let port = u16::try_from(d.get(b"port")?.int()?).ok()?;
     let text = std::str::from_utf8(ip).ok()?;
     let bare = text
         .strip_prefix('[')
@@ -200,16 +222,12 @@ impl<'a> AnnounceReply<'a> {
         match self.peers {
             Some(PeersField::Compact(s)) => compact_entries(s, 6, &mut budget, &mut n, &mut f),
             Some(PeersField::List(total)) => {
-                let list = self
-                    .root
-                    .dict()
-                    .and_then(|d| d.lookup(b"peers"))
-                    .and_then(|p| p.list());
                 let take = total.min(budget);
                 budget -= take;
                 n.entries.capped += (total - take) as u64;
-                for i in 0..take {
-                    match list.and_then(|l| l.get(i)).and_then(dict_peer) {
+                let mut list = self.peer_list.into_iter().flat_map(bdecode::List::iter);
+                for _ in 0..take {
+                    match list.next().and_then(dict_peer) {
                         Some(p) => {
                             match p {
                                 Peer::Addr(_) => n.entries.decoded += 1,

@@ -1416,3 +1416,203 @@ fn a_flood_of_requests_does_not_evict_a_pending_reply() {
     );
     assert_eq!(s.sessions.evicted, 0);
 }
+
+/// The tree decoder's reading of announce replies (`torrust-tracker-contrib-bencode`, as
+/// `parse_announce_body` did before it read in one pass), kept as the reference the one-pass
+/// parser must agree with.
+mod tree_reference {
+    use std::net::IpAddr;
+
+    use bencode::ext::BRefAccessExt;
+    use bencode::BRefAccess;
+
+    use super::*;
+    use crate::bt::test_support::{mutate, XorShift};
+
+    /// (failure, warning, interval, peers, peers6, external ip, the peers read and counts).
+    type Reading<'a> = (
+        Option<&'a [u8]>,
+        Option<&'a [u8]>,
+        Option<i64>,
+        Option<PeersField<'a>>,
+        Option<&'a [u8]>,
+        Option<IpAddr>,
+        Vec<String>,
+        PeerCounts,
+    );
+
+    /// What `parse_announce_body` made of one dict of a `peers` list (BEP 3: `ip`, an address
+    /// literal or a DNS name, and `port`), as text.
+    fn entry(e: &bencode::BencodeRef<'_>) -> Option<(String, bool)> {
+        let d = e.dict()?;
+        let ip = d.lookup(b"ip")?.bytes_ext()?;
+        let port = u16::try_from(d.lookup(b"port")?.int()?).ok()?;
+        let text = std::str::from_utf8(ip).ok()?;
+        let bare = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(text);
+        if let Ok(addr) = bare.parse::<IpAddr>() {
+            Some((SocketAddr::new(addr, port).to_string(), true))
+        } else if (1..=253).contains(&ip.len())
+            && ip
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+        {
+            Some((format!("{text}:{port}"), false))
+        } else {
+            None
+        }
+    }
+
+    /// Whole entries of a compact string, at most `budget`, as `for_each_peer` reads them.
+    fn compact(
+        s: &[u8],
+        stride: usize,
+        budget: &mut usize,
+        out: &mut Vec<String>,
+        n: &mut PeerCounts,
+    ) {
+        n.entries.malformed += u64::from(!s.len().is_multiple_of(stride));
+        let total = s.len() / stride;
+        let take = total.min(*budget);
+        *budget -= take;
+        n.entries.capped += (total - take) as u64;
+        for e in s.chunks_exact(stride).take(take) {
+            n.entries.decoded += 1;
+            out.push(match <&[u8; 6]>::try_from(e) {
+                Ok(c4) => crate::bt::wire::compact_v4(c4).to_string(),
+                Err(_) => crate::bt::wire::compact_v6(e.try_into().unwrap()).to_string(),
+            });
+        }
+    }
+
+    const MAX: usize = 40;
+
+    fn reference(body: &[u8]) -> Result<Reading<'_>, Reject> {
+        let body = body.trim_ascii_end();
+        let root = crate::bt::decode_bencode(body, MAX_DEPTH)?;
+        let top = root.dict().ok_or(Reject::NotDict)?;
+        let string = |key: &[u8]| -> Result<Option<&[u8]>, Reject> {
+            top.lookup(key)
+                .map(|v| v.bytes_ext().ok_or(Reject::WrongType))
+                .transpose()
+        };
+        let failure = string(b"failure reason")?;
+        let peers6 = string(b"peers6")?;
+        let (mut out, mut n, mut budget) = (Vec::new(), PeerCounts::default(), MAX);
+        let peers = match top.lookup(b"peers") {
+            None => None,
+            Some(v) => Some(match (v.bytes_ext(), v.list()) {
+                (Some(s), _) => {
+                    compact(s, 6, &mut budget, &mut out, &mut n);
+                    PeersField::Compact(s)
+                }
+                (None, Some(l)) => {
+                    let take = l.len().min(budget);
+                    budget -= take;
+                    n.entries.capped += (l.len() - take) as u64;
+                    for i in 0..take {
+                        match l.get(i).and_then(entry) {
+                            Some((text, addr)) => {
+                                if addr {
+                                    n.entries.decoded += 1;
+                                } else {
+                                    n.dns_names += 1;
+                                }
+                                out.push(text);
+                            }
+                            None => n.entries.malformed += 1,
+                        }
+                    }
+                    PeersField::List(l.len())
+                }
+                (None, None) => return Err(Reject::WrongType),
+            }),
+        };
+        if failure.is_none() && peers.is_none() && peers6.is_none() {
+            return Err(Reject::NotTrackerReply);
+        }
+        if let Some(s) = peers6 {
+            compact(s, 18, &mut budget, &mut out, &mut n);
+        }
+        let warning = top
+            .lookup(b"warning message")
+            .and_then(BRefAccessExt::bytes_ext);
+        let interval = top.lookup(b"interval").and_then(BRefAccess::int);
+        let external_ip = top
+            .lookup(b"external ip")
+            .and_then(BRefAccessExt::bytes_ext)
+            .and_then(|b| match b.len() {
+                4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+                16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+                _ => None,
+            });
+        Ok((
+            failure,
+            warning,
+            interval,
+            peers,
+            peers6,
+            external_ip,
+            out,
+            n,
+        ))
+    }
+
+    fn one_pass(body: &[u8]) -> Result<Reading<'_>, Reject> {
+        let r = parse_announce_body(body)?;
+        let mut peers = Vec::new();
+        let counts = r.for_each_peer(MAX, |p| {
+            peers.push(match p {
+                Peer::Addr(a) => a.to_string(),
+                Peer::Name { host, port } => format!("{}:{port}", String::from_utf8_lossy(host)),
+            });
+        });
+        Ok((
+            r.failure,
+            r.warning,
+            r.interval,
+            r.peers,
+            r.peers6,
+            r.external_ip,
+            peers,
+            counts,
+        ))
+    }
+
+    fn agree(body: &[u8]) {
+        let shown = String::from_utf8_lossy(body);
+        assert_eq!(one_pass(body), reference(body), "{shown:?}");
+    }
+
+    #[test]
+    fn one_pass_reads_what_the_tree_decoder_reads() {
+        let mut rng = XorShift(0x7c15_9e37_79b9_4a7f);
+        let mut many = b"d5:peersl".to_vec();
+        for i in 0..50 {
+            many.extend_from_slice(
+                format!("d2:ip10:192.0.2.{:02}4:porti{}ee", i, 6000 + i).as_bytes(),
+            );
+        }
+        many.extend_from_slice(b"e6:peers618:iiiiiiiiiiiiiiiippe");
+        let vectors: [&[u8]; 7] = [
+            S1,
+            S3,
+            S4,
+            S5,
+            b"d8:intervali1800e5:peersld2:ip9:192.0.2.14:porti6881eed2:ip6:[::1]4:porti1eed4:porti2e2:ip8:a.b-c_d1eee14:failure reason2:no15:warning message2:hie",
+            b"d5:peersld2:ipi1e4:porti1eed2:ip3:x y4:porti1eeli1eee6:peers60:e",
+            &many,
+        ];
+        for v in vectors {
+            agree(v);
+            for cut in 0..v.len() {
+                agree(&v[..cut]);
+            }
+            for _ in 0..3_000 {
+                agree(&mutate(v, &mut rng));
+            }
+        }
+    }
+}

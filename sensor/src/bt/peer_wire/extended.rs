@@ -4,18 +4,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bencode::ext::BRefAccessExt;
-use bencode::{BRefAccess, BencodeRef};
-
 use super::{Ctx, PeerWireStats, Reject, FALLBACK_PEX_ID, MAX_DEPTH};
+use crate::bt::bdecode::{self, Value};
 use crate::bt::unfit;
 use crate::bt::wire::Reader;
 use crate::predict::{Channel, PeerTransport};
-
-/// Decodes a bencoded payload with the channel's depth cap.
-pub(super) fn decode(payload: &[u8]) -> Result<BencodeRef<'_>, Reject> {
-    Ok(crate::bt::decode_bencode(payload, MAX_DEPTH)?)
-}
 
 /// The BEP 10 extended handshake, as far as prediction needs it. Fields of the wrong type or
 /// size are ignored as libtorrent ignores them, and counted in `bad_fields`.
@@ -45,10 +38,54 @@ fn ip_of(b: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Reads an extended handshake (the payload after the `20, 0` bytes).
+/// The entries of an extended handshake prediction reads.
+#[derive(Clone, Copy, Default)]
+struct Entries<'a> {
+    m: Option<Value<'a>>,
+    p: Option<Value<'a>>,
+    v: Option<Value<'a>>,
+    yourip: Option<Value<'a>>,
+    ipv4: Option<Value<'a>>,
+    ipv6: Option<Value<'a>>,
+}
+
+/// Reads an extended handshake (the payload after the `20, 0` bytes). One pass with no
+/// allocation ([`bdecode`]): the whole payload validated, the keys read kept as slices of it.
 pub fn parse_ext_handshake(payload: &[u8]) -> Result<ExtHandshake<'_>, Reject> {
-    let root = decode(payload)?;
-    let d = root.dict().ok_or(Reject::NotDict)?;
+    let mut d = Entries::default();
+    // `ut_pex` and `ut_holepunch` of the depth-1 dict being read; they arrive before the
+    // top-level entry holding them, which tells whether they were `m`'s.
+    let mut inner: [Option<Value<'_>>; 2] = [None; 2];
+    let mut m = [None; 2];
+    let root = bdecode::scan(payload, MAX_DEPTH, &mut |depth, key, value| match depth {
+        0 => {
+            let slot = match key {
+                b"m" => {
+                    m = inner;
+                    Some(&mut d.m)
+                }
+                b"p" => Some(&mut d.p),
+                b"v" => Some(&mut d.v),
+                b"yourip" => Some(&mut d.yourip),
+                b"ipv4" => Some(&mut d.ipv4),
+                b"ipv6" => Some(&mut d.ipv6),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                *slot = Some(value);
+            }
+            inner = [None; 2];
+        }
+        1 => match key {
+            b"ut_pex" => inner[0] = Some(value),
+            b"ut_holepunch" => inner[1] = Some(value),
+            _ => {}
+        },
+        _ => {}
+    })?;
+    if !root.is_dict() {
+        return Err(Reject::NotDict);
+    }
     let mut hs = ExtHandshake::default();
     let mut bad = 0u8;
     let mut note = |ok: bool| {
@@ -56,47 +93,45 @@ pub fn parse_ext_handshake(payload: &[u8]) -> Result<ExtHandshake<'_>, Reject> {
             bad = bad.saturating_add(1);
         }
     };
-    if let Some(m) = d.lookup(b"m") {
-        match m.dict() {
-            Some(m) => {
-                hs.has_m = true;
-                let id = |name: &[u8], note: &mut dyn FnMut(bool)| {
-                    let v = m.lookup(name)?;
-                    let id = v.int().and_then(|i| u8::try_from(i).ok());
-                    note(id.is_some());
-                    id
-                };
-                hs.ut_pex = id(b"ut_pex", &mut note);
-                hs.ut_holepunch = id(b"ut_holepunch", &mut note);
-            }
-            None => note(false),
+    if let Some(v) = d.m {
+        if v.is_dict() {
+            hs.has_m = true;
+            let [ut_pex, ut_holepunch] = m.map(|id| {
+                let id = id?.int().and_then(|i| u8::try_from(i).ok());
+                note(id.is_some());
+                id
+            });
+            hs.ut_pex = ut_pex;
+            hs.ut_holepunch = ut_holepunch;
+        } else {
+            note(false);
         }
     }
-    if let Some(p) = d.lookup(b"p") {
+    if let Some(p) = d.p {
         hs.p = p
             .int()
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0);
         note(hs.p.is_some());
     }
-    if let Some(v) = d.lookup(b"v") {
-        hs.v = v.bytes_ext();
+    if let Some(v) = d.v {
+        hs.v = v.bytes();
         note(hs.v.is_some());
     }
-    if let Some(y) = d.lookup(b"yourip") {
-        hs.yourip = y.bytes_ext().and_then(ip_of);
+    if let Some(y) = d.yourip {
+        hs.yourip = y.bytes().and_then(ip_of);
         note(hs.yourip.is_some());
     }
-    if let Some(a) = d.lookup(b"ipv4") {
+    if let Some(a) = d.ipv4 {
         hs.ipv4 = a
-            .bytes_ext()
+            .bytes()
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(Ipv4Addr::from);
         note(hs.ipv4.is_some());
     }
-    if let Some(a) = d.lookup(b"ipv6") {
+    if let Some(a) = d.ipv6 {
         hs.ipv6 = a
-            .bytes_ext()
+            .bytes()
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .map(Ipv6Addr::from);
         note(hs.ipv6.is_some());

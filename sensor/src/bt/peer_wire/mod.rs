@@ -41,7 +41,7 @@
 //! connection to Vuze's AMP framing; counted, then opaque), and plaintext handshakes that
 //! follow an MSE/PE negotiation (unverified on captures).
 //!
-//! Bencode: the crate and options of [`super::dht`] (depth cap, unsorted keys accepted:
+//! Bencode: one pass with no allocation, [`super::bdecode`] (depth cap, unsorted keys accepted:
 //! µTorrent 3.4's extended handshakes are not key-sorted, though BEP 3 asks for sorted keys).
 
 #[cfg(test)]

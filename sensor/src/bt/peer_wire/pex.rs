@@ -3,16 +3,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use bencode::ext::BRefAccessExt;
-use bencode::{BRefAccess, BencodeRef};
-
-use super::extended::{decode, Announced};
-use super::{Ctx, PeerWireStats, Reject};
+use super::extended::Announced;
+use super::{Ctx, PeerWireStats, Reject, MAX_DEPTH};
+use crate::bt::bdecode::{self, Value};
 use crate::bt::wire::{compact_v4, compact_v6};
 use crate::bt::{unfit, EntryCounts};
 use crate::predict::{Channel, PeerTransport, RetractedPeer};
-
-type Dict<'s, 'a> = &'s dyn bencode::BDictAccess<&'a [u8], BencodeRef<'a>>;
 
 /// A ut_pex message: the raw compact lists, borrowed. Read them with [`Pex::for_each_added`] and
 /// [`Pex::for_each_dropped`].
@@ -26,29 +22,45 @@ pub struct Pex<'a> {
     pub dropped6: &'a [u8],
 }
 
-fn opt_bytes<'a>(d: Dict<'_, 'a>, key: &[u8]) -> Result<Option<&'a [u8]>, Reject> {
-    d.lookup(key)
-        .map(|v| v.bytes_ext().ok_or(Reject::WrongType))
-        .transpose()
+fn opt_bytes(v: Option<Value<'_>>) -> Result<Option<&[u8]>, Reject> {
+    v.map(|v| v.bytes().ok_or(Reject::WrongType)).transpose()
 }
 
 /// Reads a ut_pex payload (after the `20, id` bytes). `added` without `added.f` is accepted
-/// (Transmission does; libtorrent would ignore the list).
+/// (Transmission does; libtorrent would ignore the list). One pass with no allocation
+/// ([`bdecode`]): the whole payload validated, the six keys kept as slices of it.
 pub fn parse_pex(payload: &[u8]) -> Result<Pex<'_>, Reject> {
-    let root = decode(payload)?;
-    let d = root.dict().ok_or(Reject::NotDict)?;
-    let added = opt_bytes(d, b"added")?;
-    let added6 = opt_bytes(d, b"added6")?;
-    let dropped = opt_bytes(d, b"dropped")?;
-    let dropped6 = opt_bytes(d, b"dropped6")?;
+    // added, added.f, added6, added6.f, dropped, dropped6.
+    let mut keys: [Option<Value<'_>>; 6] = [None; 6];
+    let root = bdecode::scan(payload, MAX_DEPTH, &mut |depth, key, value| {
+        let i = match key {
+            _ if depth > 0 => return,
+            b"added" => 0,
+            b"added.f" => 1,
+            b"added6" => 2,
+            b"added6.f" => 3,
+            b"dropped" => 4,
+            b"dropped6" => 5,
+            _ => return,
+        };
+        keys[i] = Some(value);
+    })?;
+    if !root.is_dict() {
+        return Err(Reject::NotDict);
+    }
+    let [added, added_f, added6, added6_f, dropped, dropped6] = keys;
+    let added = opt_bytes(added)?;
+    let added6 = opt_bytes(added6)?;
+    let dropped = opt_bytes(dropped)?;
+    let dropped6 = opt_bytes(dropped6)?;
     if added.is_none() && added6.is_none() && dropped.is_none() && dropped6.is_none() {
         return Err(Reject::NoPexKeys);
     }
     Ok(Pex {
         added: added.unwrap_or_default(),
-        added_f: opt_bytes(d, b"added.f")?,
+        added_f: opt_bytes(added_f)?,
         added6: added6.unwrap_or_default(),
-        added6_f: opt_bytes(d, b"added6.f")?,
+        added6_f: opt_bytes(added6_f)?,
         dropped: dropped.unwrap_or_default(),
         dropped6: dropped6.unwrap_or_default(),
     })

@@ -1368,3 +1368,140 @@ mod corpus {
         assert_eq!(w.out.len(), 1);
     }
 }
+
+/// The tree decoder's reading of ut_pex and extended handshakes
+/// (`torrust-tracker-contrib-bencode`, as the parsers did before they read in one pass), kept
+/// as the reference the one-pass parsers must agree with.
+mod tree_reference {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use bencode::ext::BRefAccessExt;
+    use bencode::{BRefAccess, BencodeRef};
+
+    use super::*;
+    use crate::bt::test_support::{mutate, XorShift};
+
+    type Dict<'s, 'a> = &'s dyn bencode::BDictAccess<&'a [u8], BencodeRef<'a>>;
+
+    fn bytes<'a>(d: Dict<'_, 'a>, key: &[u8]) -> Result<Option<&'a [u8]>, Reject> {
+        d.lookup(key)
+            .map(|v| v.bytes_ext().ok_or(Reject::WrongType))
+            .transpose()
+    }
+
+    fn pex(payload: &[u8]) -> Result<Pex<'_>, Reject> {
+        let root = crate::bt::decode_bencode(payload, MAX_DEPTH)?;
+        let d = root.dict().ok_or(Reject::NotDict)?;
+        let added = bytes(d, b"added")?;
+        let added6 = bytes(d, b"added6")?;
+        let dropped = bytes(d, b"dropped")?;
+        let dropped6 = bytes(d, b"dropped6")?;
+        if added.is_none() && added6.is_none() && dropped.is_none() && dropped6.is_none() {
+            return Err(Reject::NoPexKeys);
+        }
+        Ok(Pex {
+            added: added.unwrap_or_default(),
+            added_f: bytes(d, b"added.f")?,
+            added6: added6.unwrap_or_default(),
+            added6_f: bytes(d, b"added6.f")?,
+            dropped: dropped.unwrap_or_default(),
+            dropped6: dropped6.unwrap_or_default(),
+        })
+    }
+
+    fn ext_handshake(payload: &[u8]) -> Result<ExtHandshake<'_>, Reject> {
+        let root = crate::bt::decode_bencode(payload, MAX_DEPTH)?;
+        let d = root.dict().ok_or(Reject::NotDict)?;
+        let mut hs = ExtHandshake::default();
+        let mut bad = 0u8;
+        let mut note = |ok: bool| bad += u8::from(!ok);
+        if let Some(m) = d.lookup(b"m") {
+            if let Some(m) = m.dict() {
+                hs.has_m = true;
+                let mut id = |name: &[u8]| {
+                    let id = m.lookup(name)?.int().and_then(|i| u8::try_from(i).ok());
+                    note(id.is_some());
+                    id
+                };
+                hs.ut_pex = id(b"ut_pex");
+                hs.ut_holepunch = id(b"ut_holepunch");
+            } else {
+                note(false);
+            }
+        }
+        let field = |key: &[u8]| d.lookup(key);
+        if let Some(p) = field(b"p") {
+            hs.p = p
+                .int()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0);
+            note(hs.p.is_some());
+        }
+        if let Some(v) = field(b"v") {
+            hs.v = v.bytes_ext();
+            note(hs.v.is_some());
+        }
+        if let Some(y) = field(b"yourip") {
+            hs.yourip = y.bytes_ext().and_then(|b| match b.len() {
+                4 => <[u8; 4]>::try_from(b).ok().map(|a| IpAddr::V4(a.into())),
+                16 => <[u8; 16]>::try_from(b).ok().map(|a| IpAddr::V6(a.into())),
+                _ => None,
+            });
+            note(hs.yourip.is_some());
+        }
+        if let Some(a) = field(b"ipv4") {
+            hs.ipv4 = a
+                .bytes_ext()
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(Ipv4Addr::from);
+            note(hs.ipv4.is_some());
+        }
+        if let Some(a) = field(b"ipv6") {
+            hs.ipv6 = a
+                .bytes_ext()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(Ipv6Addr::from);
+            note(hs.ipv6.is_some());
+        }
+        hs.bad_fields = bad;
+        Ok(hs)
+    }
+
+    /// `data`, its prefixes and `rounds` mutations read alike by both, as PEX and as a handshake.
+    fn differential(data: &[u8], rng: &mut XorShift, rounds: usize) {
+        let agree = |d: &[u8]| {
+            let shown = String::from_utf8_lossy(d);
+            assert_eq!(parse_pex(d), pex(d), "pex {shown:?}");
+            assert_eq!(parse_ext_handshake(d), ext_handshake(d), "ext {shown:?}");
+        };
+        agree(data);
+        for cut in 0..data.len() {
+            agree(&data[..cut]);
+        }
+        for _ in 0..rounds {
+            agree(&mutate(data, rng));
+        }
+    }
+
+    #[test]
+    fn one_pass_reads_what_the_tree_decoder_reads() {
+        let mut rng = XorShift(0x1405_7b7e_f767_814f);
+        let mut vectors: Vec<Vec<u8>> =
+            [EXT_R1, EXT_R2, PEX_D2_H, PEX_D2_P, PEX_R1, PEX_R2, PEX_D2]
+                .iter()
+                .map(|h| ext_body(h)[1..].to_vec())
+                .collect();
+        for extra in [
+            &b"d1:md6:ut_pexi300e12:ut_holepunch1:xe1:pi0e6:yourip3:abc4:ipv46:abcdefe"[..],
+            b"d1:md6:ut_pexi1e12:ut_holepunchi4ee1:pi6881e1:v4:Tr306:yourip4:\xc0\x00\x02\x014:ipv44:\xc0\x00\x02\x024:ipv616:0123456789abcdefe",
+            b"d1:xd6:ut_pexi1ee1:m0:1:pi1ee",
+            b"d1:md6:ut_pexi1ee1:xd6:ut_pexi2eee",
+            b"d5:added12:\xc0\x00\x02\x01\x1a\xe1\xc0\x00\x02\x02\x1a\xe17:added.f2:\x10\x006:added60:7:dropped6:\xc0\x00\x02\x03\x1a\xe18:dropped60:e",
+        ] {
+            vectors.push(extra.to_vec());
+        }
+        for v in &vectors {
+            differential(v, &mut rng, 3_000);
+        }
+    }
+}
