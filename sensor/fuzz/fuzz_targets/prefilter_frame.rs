@@ -5,7 +5,10 @@
 use libfuzzer_sys::fuzz_target;
 use sensor::capture::pcap::Prefilter;
 use sensor::event::{Timestamp, Transport};
-use sensor_ebpf::counter::{FLOWS_ENDED, FLOWS_MARKED, IPV4, IPV6, PACKETS, UDP_TRUNCATED};
+use sensor_ebpf::counter::{
+    BYTES_FORWARDED, BYTES_ICMP, BYTES_SEEN, BYTES_TCP, BYTES_TCP_DATA, BYTES_UDP, BYTES_UDP_META,
+    FLOWS_ENDED, FLOWS_MARKED, IPV4, IPV6, PACKETS, UDP_TRUNCATED, UTP_HEADER_ONLY,
+};
 
 fuzz_target!(|input: &[u8]| {
     // First two bytes pick the snap length; then frames, each behind a 2-byte length.
@@ -25,8 +28,9 @@ fuzz_target!(|input: &[u8]| {
         let event = prefilter
             .frame(frame, Timestamp::from_nanos(frames))
             .expect("the policy only forwards headers that decode");
-        // Every frame ends in exactly one outcome: a record or one skip reason.
-        let outcomes: u64 = (0..sensor_ebpf::counter::COUNT)
+        // Every frame ends in exactly one outcome: a record or one skip reason (the byte
+        // counters, from `BYTES_SEEN` on, and the notes beside an outcome are not outcomes).
+        let outcomes: u64 = (0..BYTES_SEEN)
             .filter(|s| {
                 ![
                     PACKETS,
@@ -35,12 +39,19 @@ fuzz_target!(|input: &[u8]| {
                     UDP_TRUNCATED,
                     FLOWS_MARKED,
                     FLOWS_ENDED,
+                    UTP_HEADER_ONLY,
                 ]
                 .contains(s)
             })
             .map(|s| prefilter.counters.get(s))
             .sum();
         assert_eq!(outcomes, frames, "{:?}", prefilter.counters);
+        // Forwarded bytes are the sum of the bytes of each record kind.
+        let by_kind: u64 = [BYTES_TCP, BYTES_TCP_DATA, BYTES_UDP, BYTES_UDP_META, BYTES_ICMP]
+            .into_iter()
+            .map(|s| prefilter.counters.get(s))
+            .sum();
+        assert_eq!(prefilter.counters.get(BYTES_FORWARDED), by_kind);
         assert!(prefilter.flows.len() <= 4);
         match event.map(|e| e.transport) {
             Some(Transport::Udp(udp)) => {
