@@ -47,10 +47,16 @@ fuzz_target!(|input: &[u8]| {
             .sum();
         assert_eq!(outcomes, frames, "{:?}", prefilter.counters);
         // Forwarded bytes are the sum of the bytes of each record kind.
-        let by_kind: u64 = [BYTES_TCP, BYTES_TCP_DATA, BYTES_UDP, BYTES_UDP_META, BYTES_ICMP]
-            .into_iter()
-            .map(|s| prefilter.counters.get(s))
-            .sum();
+        let by_kind: u64 = [
+            BYTES_TCP,
+            BYTES_TCP_DATA,
+            BYTES_UDP,
+            BYTES_UDP_META,
+            BYTES_ICMP,
+        ]
+        .into_iter()
+        .map(|s| prefilter.counters.get(s))
+        .sum();
         assert_eq!(prefilter.counters.get(BYTES_FORWARDED), by_kind);
         assert!(prefilter.flows.len() <= 4);
         match event.map(|e| e.transport) {
