@@ -544,6 +544,24 @@ pub(crate) mod test_support {
         out
     }
 
+    /// Runs `agree` on `data`, each of its prefixes, and `rounds` mutations of it (which mostly
+    /// keep it bencode but change types, lengths and keys): a channel's one-pass reading and
+    /// its reference reading must agree on each.
+    pub fn differential(
+        data: &[u8],
+        rng: &mut XorShift,
+        rounds: usize,
+        mut agree: impl FnMut(&[u8]),
+    ) {
+        agree(data);
+        for cut in 0..data.len() {
+            agree(&data[..cut]);
+        }
+        for _ in 0..rounds {
+            agree(&mutate(data, rng));
+        }
+    }
+
     /// A few bytes of state, enough to mutate inputs reproducibly (differential tests).
     pub struct XorShift(pub u64);
 

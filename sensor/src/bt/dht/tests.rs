@@ -573,7 +573,7 @@ mod tree_reference {
 
     use super::super::{compact, Body, KrpcError, Method, Query, Reject, Response, MAX_TID_LEN};
     use super::*;
-    use crate::bt::test_support::{mutate, XorShift};
+    use crate::bt::test_support::{self, XorShift};
 
     type Dict<'s, 'a> = &'s dyn bencode::BDictAccess<&'a [u8], BencodeRef<'a>>;
 
@@ -713,16 +713,8 @@ mod tree_reference {
         );
     }
 
-    /// `data`, its prefixes, and mutations of it (which mostly keep it bencode but change
-    /// types, lengths and keys).
     fn differential(data: &[u8], rng: &mut XorShift, rounds: usize) {
-        agree(data);
-        for cut in 0..data.len() {
-            agree(&data[..cut]);
-        }
-        for _ in 0..rounds {
-            agree(&mutate(data, rng));
-        }
+        test_support::differential(data, rng, rounds, agree);
     }
 
     #[test]

@@ -1379,7 +1379,7 @@ mod tree_reference {
     use bencode::{BRefAccess, BencodeRef};
 
     use super::*;
-    use crate::bt::test_support::{mutate, XorShift};
+    use crate::bt::test_support::{self, XorShift};
 
     type Dict<'s, 'a> = &'s dyn bencode::BDictAccess<&'a [u8], BencodeRef<'a>>;
 
@@ -1469,18 +1469,11 @@ mod tree_reference {
 
     /// `data`, its prefixes and `rounds` mutations read alike by both, as PEX and as a handshake.
     fn differential(data: &[u8], rng: &mut XorShift, rounds: usize) {
-        let agree = |d: &[u8]| {
+        test_support::differential(data, rng, rounds, |d| {
             let shown = String::from_utf8_lossy(d);
             assert_eq!(parse_pex(d), pex(d), "pex {shown:?}");
             assert_eq!(parse_ext_handshake(d), ext_handshake(d), "ext {shown:?}");
-        };
-        agree(data);
-        for cut in 0..data.len() {
-            agree(&data[..cut]);
-        }
-        for _ in 0..rounds {
-            agree(&mutate(data, rng));
-        }
+        });
     }
 
     #[test]
