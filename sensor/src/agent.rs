@@ -103,14 +103,14 @@ fn load(config: &RunConfig) -> anyhow::Result<XdpSensor> {
 /// Attaches the program to every configured interface, then gives up the privileges only
 /// loading and attaching needed.
 fn attach_all(sensor: &mut XdpSensor, config: &RunConfig) -> anyhow::Result<Vec<XdpLinkId>> {
+    let workers = match config.xdp.shards {
+        1 => "1 worker".to_string(),
+        n => format!("{n} workers"),
+    };
     let mut links = Vec::with_capacity(config.ifaces.len());
     for iface in &config.ifaces {
         links.push(sensor.attach(iface, config.mode)?);
-        tracing::info!(
-            "attached XDP to {iface} ({} mode, {} workers)",
-            config.mode,
-            config.xdp.shards
-        );
+        tracing::info!("attached XDP to {iface} ({} mode, {workers})", config.mode);
     }
     crate::privileges::drop_after_attach_logged()?;
     Ok(links)
