@@ -32,3 +32,23 @@ pub fn corpus_dir() -> PathBuf {
 pub fn corpus(rel: &str) -> PathBuf {
     corpus_dir().join(rel)
 }
+
+/// (note, msg) of every notice in a JSON-lines text (`analyze --json`, a live `--json` notice
+/// file), sorted: what two runs must agree on, whatever their order of equal timestamps.
+///
+/// # Panics
+/// On a line that is not a JSON notice.
+pub fn notice_keys(text: &str) -> Vec<(String, String)> {
+    let mut v: Vec<_> = text
+        .lines()
+        .map(|l| {
+            let n: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                n["note"].as_str().unwrap().to_string(),
+                n["msg"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}

@@ -665,19 +665,7 @@ fn the_units_capabilities_suffice_and_none_is_left_after_attaching() {
 
 /// (note, msg) of every notice in a JSON-lines file, sorted.
 fn notices(path: &Path) -> Vec<(String, String)> {
-    let mut v: Vec<_> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let n: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                n["note"].as_str().unwrap().to_string(),
-                n["msg"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
+    sensor_tests::notice_keys(&std::fs::read_to_string(path).unwrap())
 }
 
 /// Replays `original` at its own timing into a sensor and checks that the live notices equal

@@ -11,6 +11,7 @@ use etherparse::PacketBuilder;
 use sensor::capture::xdp::{XdpConfig, XdpSensor};
 use sensor_ebpf::shard::shard_of;
 use sensor_ebpf::{counter, tcp_flag};
+use sensor_tests::notice_keys;
 use sensor_tests::privilege::privileged;
 use sensor_tests::xdp::run_frame;
 
@@ -104,21 +105,7 @@ impl Rings {
 }
 
 fn tcp(src: [u8; 4], dst: [u8; 4], flags: u8) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .tcp(51413, 6881, 1000, 64240);
-    if flags & tcp_flag::SYN != 0 {
-        b = b.syn();
-    }
-    if flags & tcp_flag::ACK != 0 {
-        b = b.ack(7777);
-    }
-    if flags & tcp_flag::RST != 0 {
-        b = b.rst();
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, &[]).unwrap();
-    out
+    sensor_tests::xdp::tcp_frame(src, dst, flags, &[])
 }
 
 fn udp(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
@@ -453,22 +440,6 @@ fn workers_give_one_engines_results_on_generated_captures() {
 }
 
 // ---- live: a replay through the veth lab with `--workers 2` against the file ----
-
-/// (note, msg) of every notice in a JSON-lines text, sorted.
-fn notice_keys(text: &str) -> Vec<(String, String)> {
-    let mut v: Vec<_> = text
-        .lines()
-        .map(|l| {
-            let n: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                n["note"].as_str().unwrap().to_string(),
-                n["msg"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 /// The demo capture's scans, replayed at their own timing into `run --workers 2`: the same
 /// notices as one engine over the file, nothing lost, and records for two hosts' workers in

@@ -166,27 +166,7 @@ fn assert_record(actual: &[u8], expected: &[u8]) {
 }
 
 fn tcp_frame(flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(V4_A, V4_B, 64)
-        .tcp(51413, 6881, 1000, 64240);
-    if flags & tcp_flag::SYN != 0 {
-        b = b.syn();
-    }
-    if flags & tcp_flag::ACK != 0 {
-        b = b.ack(7777);
-    }
-    if flags & tcp_flag::RST != 0 {
-        b = b.rst();
-    }
-    if flags & tcp_flag::FIN != 0 {
-        b = b.fin();
-    }
-    if flags & tcp_flag::PSH != 0 {
-        b = b.psh();
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, payload).unwrap();
-    out
+    sensor_tests::xdp::tcp_frame(V4_A, V4_B, flags, payload)
 }
 
 fn expected_tcp(flags: u8, payload_len: u16, vlan_depth: u8) -> TcpRecord {
